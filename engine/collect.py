@@ -1,0 +1,120 @@
+"""From the matches of one session to alerts: highest tier, blocks, suppressions, evidence.
+
+This is the stratified-negation step: a ``block`` or a competing rule removes a tier only
+after every positive fact has been derived, so the outcome never depends on fact order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from engine.alert import Alert, Criterion
+from engine.describe import day, describe
+from engine.dsl import Spec
+from rulesets.meta import RuleMeta
+
+#: At most this many distinct criteria are spelled out in the one-sentence rationale.
+MAX_RATIONALE_CRITERIA = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    spec: Spec
+    facts: list[dict]
+
+
+def _refs(fact: Mapping[str, object]) -> list[str]:
+    return str(fact.get("refs") or fact.get("ref") or "").split()
+
+
+def _counts(match: Match, severity: str) -> bool:
+    """A preliminary result supports only a critical tier (red-flags.md 14.2)."""
+    return severity == "critical" or not any(f.get("prelim") == 1 for f in match.facts)
+
+
+def _chosen(meta: RuleMeta, fired: Mapping[str, list[Match]], blocked: set[str]) -> str | None:
+    for tier in meta.tiers:  # declared most urgent first
+        if tier.name in fired and tier.name not in blocked:
+            return tier.name
+    return None
+
+
+def collect(
+    pid: str,
+    now: int,
+    matches: Sequence[Match],
+    metas: Mapping[str, RuleMeta],
+    titles: Mapping[str, str],
+) -> list[Alert]:
+    fired: dict[str, dict[str, list[Match]]] = {}
+    blocked: dict[str, set[str]] = {}
+    for match in matches:
+        spec = match.spec
+        meta = metas.get(spec.rule)
+        if meta is None:
+            continue
+        if spec.does == "block":
+            blocked.setdefault(spec.rule, set()).update(spec.tiers)
+            continue
+        tier = spec.tiers[0]
+        if _counts(match, meta.tier(tier).severity):
+            fired.setdefault(spec.rule, {}).setdefault(tier, []).append(match)
+    chosen = {
+        rule: tier
+        for rule, tiers in fired.items()
+        if (tier := _chosen(metas[rule], tiers, blocked.get(rule, set()))) is not None
+    }
+    alerts: list[Alert] = []
+    for rule, tier in chosen.items():
+        meta = metas[rule]
+        if any(
+            chosen.get(other) == other_tier and tier == ours for other, other_tier, ours in meta.suppressed_by
+        ):
+            continue
+        alerts.append(_alert(pid, now, meta, tier, fired[rule][tier], titles))
+    alerts.sort(key=lambda a: (a.severity != "critical", a.severity != "urgent", a.rule))
+    return alerts
+
+
+def _alert(
+    pid: str, now: int, meta: RuleMeta, tier: str, matches: list[Match], titles: Mapping[str, str]
+) -> Alert:
+    criteria: dict[str, tuple[str, ...]] = {}
+    evidence: dict[str, None] = {}
+    times: list[int] = []
+    suspected = preliminary = False
+    for match in matches:
+        for fact in match.facts:
+            refs = tuple(r for r in _refs(fact) if not r.startswith("Patient/"))
+            phrase = describe(fact, titles)
+            criteria.setdefault(phrase, refs)
+            for ref in refs:
+                evidence.setdefault(ref, None)
+            for name in ("onset", "ts"):
+                if isinstance(fact.get(name), int):
+                    times.append(int(fact[name]))
+            suspected |= fact.get("suspected") == 1
+            preliminary |= fact.get("prelim") == 1
+    level = meta.tier(tier)
+    phrases = list(criteria)
+    shown = "; ".join(phrases[:MAX_RATIONALE_CRITERIA])
+    more = len(phrases) - MAX_RATIONALE_CRITERIA
+    tail = f"; and {more} more" if more > 0 else ""
+    prefix = "suspected " if suspected else ""
+    rationale = f"{prefix}{meta.title}, tier {tier} ({level.severity}, {level.label}): {shown}{tail}."
+    return Alert(
+        patient=pid,
+        rule=meta.id,
+        version=meta.version,
+        tier=tier,
+        severity=level.severity,
+        title=meta.title,
+        rationale=rationale[0].upper() + rationale[1:],
+        criteria=tuple(Criterion(text, refs) for text, refs in criteria.items()),
+        evidence=tuple(evidence),
+        now=now,
+        episode=day(min(times)) if times else day(now),
+        suspected=suspected,
+        preliminary=preliminary,
+    )

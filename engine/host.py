@@ -1,0 +1,72 @@
+"""The one durable-rules host of this process, run the safe way (shared/design/durable-rules.md).
+
+- Timer threads off: durable's two re-arming timer threads read freed memory after a
+  ``delete_state``; redflags uses no timers (re-evaluation instead), so they never start.
+- One engine thread: every durable call of the process goes through ``EngineThread.run``; the
+  C engine and its session table are process-global and not thread-safe.
+- One live session at a time, deleted in ``finally``: the 1,024-session cap, the stale-list
+  crash and 32-bit session-id collisions cannot occur.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import durable.engine as durable_engine
+
+T = TypeVar("T")
+
+
+class _QuietHost(durable_engine.Host):
+    """A durable Host whose background dispatch/timer threads are never started."""
+
+    def _run(self) -> None:  # durable starts its timer threads here
+        return
+
+
+_lock = threading.Lock()
+_host: _QuietHost | None = None
+_thread: EngineThread | None = None
+
+
+class EngineThread:
+    """A single worker thread that owns every durable-rules call of the process."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redflags-engine")
+        self._ident = self._pool.submit(threading.get_ident).result()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the engine thread (directly when already there) and return its result."""
+        if threading.get_ident() == self._ident:
+            return fn()
+        return self._pool.submit(fn).result()
+
+    @property
+    def ident(self) -> int:
+        return self._ident
+
+
+def engine_thread() -> EngineThread:
+    global _thread
+    with _lock:
+        if _thread is None:
+            _thread = EngineThread()
+        return _thread
+
+
+def host() -> _QuietHost:
+    """The process's host; created on first use (call it on the engine thread)."""
+    global _host
+    with _lock:
+        if _host is None:
+            _host = _QuietHost()
+        return _host
+
+
+def background_threads() -> list[str]:
+    """Names of threads durable would have started (for tests: must stay empty)."""
+    return [t.name for t in threading.enumerate() if isinstance(t, threading.Timer)]

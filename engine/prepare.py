@@ -1,0 +1,117 @@
+"""Time algebra of red-flags.md 0.2, done once per evaluation before the rules see the facts.
+
+durable-rules' ``none()`` is order-dependent (a negating fact asserted after a match does not
+undo it), so "latest result", "earliest onset" and "superseded by a newer negative record" are
+computed here, deterministically, and handed to the rules as plain numbers and flags:
+
+  age              seconds from the record's time to ``now`` (0 for a current Condition)
+  onset_age        seconds from the record's onset to ``now``
+  first_onset_age  for findings: onset_age of the earliest qualifying record of the same key
+  cur              findings: 1 unless a newer "absent" record for the key and side exists, or
+                   the Condition is not current (resolved, inactive, abated before ``now``)
+  latest           values: 1 on the newest result per key, side and site
+  years            patient: whole years between birth date and ``now``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+Fact = dict[str, object]
+
+#: Records dated more than this after ``now`` are ignored (red-flags.md 14.4).
+FUTURE_TOLERANCE = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    facts: list[Fact]
+    future: list[Fact]  # ignored because dated after now + tolerance
+
+
+def _years(birth: str, now: int) -> int:
+    born = date.fromisoformat(birth)
+    today = datetime.fromtimestamp(now, UTC).date()
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def _num(fact: Fact, name: str) -> int | None:
+    value = fact.get(name)
+    return value if isinstance(value, int) else None
+
+
+def prepare(facts: Iterable[Fact], now: int) -> Prepared:
+    kept: list[Fact] = []
+    future: list[Fact] = []
+    for original in facts:
+        fact = dict(original)
+        ts, onset = _num(fact, "ts"), _num(fact, "onset")
+        if (ts is not None and ts > now + FUTURE_TOLERANCE) or (
+            onset is not None and onset > now + FUTURE_TOLERANCE
+        ):
+            future.append(fact)
+            continue
+        if ts is not None:
+            fact["age"] = max(0, now - ts)
+        if onset is not None:
+            fact["onset_age"] = max(0, now - onset)
+        if fact["t"] == "patient" and isinstance(fact.get("birth"), str):
+            fact["years"] = _years(str(fact["birth"]), now)
+        kept.append(fact)
+    _findings(kept, now)
+    _latest(kept)
+    return Prepared(kept, future)
+
+
+def _findings(facts: Sequence[Fact], now: int) -> None:
+    findings = [f for f in facts if f["t"] == "finding"]
+    newest_absent: dict[tuple[object, object], int] = {}
+    first_onset: dict[object, int] = {}
+    for f in findings:
+        ts = _num(f, "ts")
+        if f["state"] == "absent" and ts is not None:
+            for side in _sides(f):
+                k = (f["key"], side)
+                newest_absent[k] = max(newest_absent.get(k, ts), ts)
+        onset_age = _num(f, "onset_age")
+        if f["state"] == "present" and onset_age is not None:
+            first_onset[f["key"]] = max(first_onset.get(f["key"], onset_age), onset_age)
+    for f in findings:
+        if f["state"] == "present" and f["key"] in first_onset:
+            f["first_onset_age"] = first_onset[f["key"]]
+        if f.get("src") == "Condition":
+            abated = _num(f, "abated")
+            current = f.get("active") == 1 and (abated is None or abated > now)
+            f["cur"] = 1 if current else 0
+            if current:
+                f["age"] = 0  # a current state is present now, whenever it was recorded
+            elif abated is not None:
+                f["age"] = max(0, now - abated)
+            continue
+        ts = _num(f, "ts") or 0
+        superseded = f["state"] == "present" and any(
+            newest_absent.get((f["key"], side), -1) > ts for side in _sides(f)
+        )
+        f["cur"] = 0 if superseded else 1
+
+
+def _sides(fact: Fact) -> tuple[object, ...]:
+    """A bilateral negation covers each side; an unknown side only matches unknown."""
+    side = fact.get("side", "unknown")
+    return ("left", "right", "bilateral", "unknown") if side == "bilateral" else (side,)
+
+
+def _latest(facts: Sequence[Fact]) -> None:
+    newest: dict[tuple[object, object, object], Fact] = {}
+    for f in facts:
+        if f["t"] != "value":
+            continue
+        k = (f["key"], f.get("side", "unknown"), f.get("site"))
+        best = newest.get(k)
+        if best is None or (_num(f, "ts") or 0) >= (_num(best, "ts") or 0):
+            newest[k] = f
+    for f in facts:
+        if f["t"] == "value":
+            f["latest"] = 1 if newest.get((f["key"], f.get("side", "unknown"), f.get("site"))) is f else 0

@@ -1,0 +1,222 @@
+"""Evaluate one patient: prepare facts, run one short-lived durable session, collect alerts."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import durable.engine as durable_engine
+import durable.lang as durable_lang
+import durable_rules_engine as dre
+import orjson
+import structlog
+
+from engine.alert import Alert
+from engine.collect import Match, collect
+from engine.describe import describe
+from engine.dsl import Rules, Spec
+from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
+from engine.host import engine_thread, host
+from engine.prepare import prepare
+from rulesets.meta import RuleMeta
+
+log = structlog.get_logger("redflags.engine")
+Fact = dict[str, object]
+
+_DERIVED_FIELDS = ("pid", "prelim", "suspected")
+_ruleset_names = itertools.count(1)
+
+
+@dataclass(slots=True)
+class _Context:
+    """What the actions of one evaluation record; lives exactly as long as its session."""
+
+    pid: str
+    next_id: Callable[[], int]
+    titles: Mapping[str, str]
+    matches: list[Match] = field(default_factory=list)
+    errors: list[tuple[str, BaseException]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    patient: str
+    alerts: list[Alert]
+    facts: int  # facts asserted (after preparation)
+    future: int  # records ignored because dated in the future
+
+
+def _content(closure: object, alias: str) -> dict:
+    value = getattr(closure, alias)
+    return dict(value._d) if hasattr(value, "_d") else dict(value)
+
+
+def _refs(facts: Sequence[dict]) -> str:
+    seen: dict[str, None] = {}
+    for f in facts:
+        for ref in str(f.get("refs") or f.get("ref") or "").split():
+            seen.setdefault(ref, None)
+    return " ".join(seen)
+
+
+class Engine:
+    """All rulesets compiled into one durable ruleset; evaluations run on the engine thread."""
+
+    def __init__(
+        self,
+        modules: Sequence[ModuleType],
+        titles: Mapping[str, str] | None = None,
+        params: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
+        self.titles: Mapping[str, str] = titles or {}
+        self.metas: dict[str, RuleMeta] = {}
+        self.params: dict[str, dict[str, float]] = {}
+        self.specs: list[Spec] = []
+        overrides = params or {}
+        for module in modules:
+            meta: RuleMeta | None = getattr(module, "META", None)
+            rule_id = meta.id if meta else module.__name__.rsplit(".", 1)[-1]
+            p = dict(getattr(module, "PARAMS", {}))
+            for name, value in overrides.get(rule_id, {}).items():
+                if name not in p:
+                    raise RuleDefinitionError(f"{rule_id}: unknown parameter {name!r}")
+                p[name] = value
+            rules = Rules(rule_id, tuple(t.name for t in meta.tiers) if meta else ())
+            module.define(rules, p)
+            if meta:
+                self.metas[rule_id] = meta
+            self.params[rule_id] = p
+            self.specs.extend(rules.specs)
+        self._context: _Context | None = None
+        self._thread = engine_thread()
+        self.name = f"redflags_{next(_ruleset_names)}"
+        self._thread.run(self._register)
+
+    # -- compilation ---------------------------------------------------------------------------
+    def _register(self) -> None:
+        with durable_lang.ruleset(self.name):
+            for spec in self.specs:
+                aliases = [f"f{i}" for i in range(len(spec.conds))]
+                exprs = [
+                    getattr(durable_lang.c, alias) << cond.expr(aliases[:i])
+                    for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True))
+                ]
+                durable_lang.when_all(*exprs)(self._action(spec, aliases))
+        definition = durable_lang._rulesets.pop(self.name)  # keep durable's global registry empty
+        name, body = definition.define()
+        host().register_rulesets({name: body})
+        self._ruleset = host().get_ruleset(name)
+
+    def _action(self, spec: Spec, aliases: list[str]) -> Callable[[object], None]:
+        def action(closure: object) -> None:
+            ctx = self._context
+            if ctx is None:  # cannot happen: actions only run inside evaluate()
+                raise RuleActionError(f"{spec.name} fired outside an evaluation")
+            try:
+                facts = [_content(closure, a) for a in aliases]
+                for f in facts:
+                    if f.get("pid") != ctx.pid:
+                        raise CrossTalkError(f"{spec.name} matched a fact of another patient")
+                if spec.does == "derive":
+                    self._derive(closure, spec, facts, ctx)
+                else:
+                    ctx.matches.append(Match(spec, facts))
+            except BaseException as exc:
+                ctx.errors.append((spec.name, exc))
+
+        action.__name__ = spec.name.replace(".", "_")
+        return action
+
+    def _derive(self, closure: object, spec: Spec, facts: list[dict], ctx: _Context) -> None:
+        derived: Fact = {
+            "t": "derived",
+            "key": spec.key,
+            "id": ctx.next_id(),
+            "sid": closure.s.sid,  # type: ignore[attr-defined]
+            "refs": _refs(facts),
+            "pid": ctx.pid,
+            "age": max((int(f.get("age", 0)) for f in facts), default=0),
+            "prelim": max((int(f.get("prelim", 0)) for f in facts), default=0),
+            "suspected": max((int(f.get("suspected", 0)) for f in facts), default=0),
+        }
+        firsts = [int(f.get("first_onset_age", f.get("onset_age", -1))) for f in facts if f["t"] != "patient"]
+        if firsts and max(firsts) >= 0:
+            derived["first_onset_age"] = max(firsts)
+        onsets = [int(f["onset"]) for f in facts if isinstance(f.get("onset"), int)]
+        if onsets:
+            derived["onset"] = min(onsets)
+        sources = [f for f in facts if f["t"] != "patient"]
+        side = (
+            spec.side(facts)
+            if spec.side
+            else str(sources[0].get("side", "unknown"))
+            if sources
+            else "unknown"
+        )
+        derived["side"] = side
+        if spec.value:
+            derived["v"] = round(float(spec.value(facts)), 4)
+        parts = "; ".join(describe(f, ctx.titles) for f in sources)
+        if spec.text:
+            v = derived.get("v", sources[0].get("v") if sources else None)
+            shown = spec.text.format(v=v if v is not None else float("nan"), side=side)
+            derived["text"] = f"{shown} ({parts})" if parts else shown
+        else:
+            derived["text"] = parts
+        try:
+            closure.assert_fact(derived)  # type: ignore[attr-defined]
+        except durable_engine.MessageNotHandledException:
+            pass  # no rule consumes this derived fact: normal
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
+        """Evaluate one patient's facts at ``now``; raises EngineError instead of failing silently."""
+        return self._thread.run(lambda: self._evaluate(pid, facts, now))
+
+    def evaluate_many(self, batch: Sequence[tuple[str, Sequence[Fact]]], now: int) -> list[Evaluation]:
+        """Several patients in one hop to the engine thread (replay throughput)."""
+        return self._thread.run(lambda: [self._evaluate(pid, facts, now) for pid, facts in batch])
+
+    def _evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
+        prepared = prepare(facts, now)
+        if prepared.future:
+            log.warning(
+                "future_records_ignored",
+                count=len(prepared.future),
+                kinds=sorted({str(f.get("key")) for f in prepared.future}),
+            )
+        counter = itertools.count(1)
+        sid = f"e{next(_sessions)}"
+        asserted: list[Fact] = []
+        for fact in prepared.facts:
+            if fact.get("pid") != pid:
+                raise CrossTalkError("a fact of another patient was handed to this evaluation")
+            asserted.append({**fact, "id": next(counter), "sid": sid})
+        ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
+        self._context = ctx
+        try:
+            if asserted:
+                code, state = dre.assert_facts(self._ruleset._handle, orjson.dumps(asserted).decode())
+                if code == 2:
+                    raise FactRejectedError("durable-rules reported a distinct fact as already observed")
+                outcome: list[BaseException | None] = [None]
+                self._ruleset.do_actions(state, lambda error, _state: outcome.__setitem__(0, error))
+                if outcome[0] is not None:
+                    raise RuleActionError(f"durable-rules failed running actions: {outcome[0]}")
+                swallowed = self._ruleset.get_state(sid).get("exception")
+                if swallowed:
+                    raise RuleActionError(f"a rule action failed inside durable-rules: {swallowed}")
+            if ctx.errors:
+                name, exc = ctx.errors[0]
+                raise RuleActionError(f"rule {name} raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._context = None
+            if asserted:
+                self._ruleset.delete_state(sid)
+        alerts = collect(pid, now, ctx.matches, self.metas, self.titles)
+        return Evaluation(pid, alerts, len(asserted), len(prepared.future))
+
+
+_sessions = itertools.count(1)

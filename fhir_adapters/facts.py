@@ -1,0 +1,518 @@
+"""One patient's FHIR resources -> flat facts for the rules engine (red-flags.md 13-15).
+
+Status handling (section 14) lives here and only here: refuted and entered-in-error records
+never become facts, cancelled results are dropped, dataAbsentReason means missing. Facts are
+absolute (epoch seconds); everything relative to the evaluation time is done by
+``engine.prepare``, so stored facts can be re-evaluated later.
+
+Fact shapes (all flat, numbers as numbers):
+  patient   {t, pid, ref, sex, birth}                       birth = "YYYY-MM-DD"
+  finding   {t, pid, ref, key, state, side, ts, onset, src, active, abated, suspected, prelim, site, limb}
+  value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim}
+  procedure {t, pid, ref, key, ts}
+  medication{t, pid, ref, key, ts, active}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from fhir_adapters import units
+from fhir_adapters.errors import IntakeError
+from fhir_adapters.intake import Entry, Issue, PatientGroup, reference_of
+from fhir_adapters.terminology import Match, Terminology
+from fhir_adapters.times import birth_date, to_epoch
+from rulesets.meta import LATERALITY_EXTENSION, SNOMED
+
+Fact = dict[str, object]
+
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+_CURRENT = {"active", "recurrence", "relapse"}
+_NOT_CURRENT = {"inactive", "remission", "resolved"}
+_IGNORED_VERIFICATION = {"refuted", "entered-in-error"}
+_COUNTED_RESULT = {"final", "amended", "corrected", "preliminary"}
+_IGNORED_RESULT = {"registered", "cancelled", "entered-in-error", "unknown"}
+_PROCEDURE_DONE = {"completed"}
+_MED_ACTIVE = {
+    "MedicationRequest": {"active", "on-hold", "completed"},
+    "MedicationStatement": {"active", "completed", "intended"},
+    "MedicationAdministration": {"completed", "in-progress"},
+}
+_PRESENT = {(SNOMED, "52101004"), (SNOMED, "373066001"), (SNOMED, "410605003")}
+_ABSENT = {
+    (SNOMED, "2667000"),
+    (SNOMED, "373067005"),
+    (SNOMED, "410516002"),
+    (SNOMED, "410594000"),
+    (SNOMED, "260413007"),
+}
+_UNKNOWN = {(SNOMED, "261665006")}
+_LATERALITY_CODES = {
+    (SNOMED, "7771000"): "left",
+    (SNOMED, "24028007"): "right",
+    (SNOMED, "51440002"): "bilateral",
+    (SNOMED, "66459002"): "unknown",
+}
+_YEAR = 365.25 * 86400
+
+
+@dataclass(slots=True)
+class PatientFacts:
+    pid: str
+    facts: list[Fact] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+
+
+def _codings(concept: object, path: str) -> list[tuple[str, str]]:
+    if concept is None:
+        return []
+    if not isinstance(concept, dict):
+        raise IntakeError(path, "expected a CodeableConcept object")
+    codings = concept.get("coding", [])
+    if not isinstance(codings, list):
+        raise IntakeError(f"{path}.coding", "expected an array")
+    out = []
+    for i, coding in enumerate(codings):
+        if not isinstance(coding, dict):
+            raise IntakeError(f"{path}.coding[{i}]", "expected a Coding object")
+        system, code = coding.get("system"), coding.get("code")
+        if isinstance(system, str) and isinstance(code, str):
+            out.append((system, code))
+    return out
+
+
+def _status_code(concept: object, system: str, path: str) -> str | None:
+    for sys, code in _codings(concept, path):
+        if sys == system:
+            return code
+    return None
+
+
+def _sites(resource: dict, path: str) -> list[dict]:
+    site = resource.get("bodySite")
+    if site is None:
+        return []
+    if isinstance(site, dict):  # Condition.bodySite is 0..*, Observation.bodySite 0..1
+        return [site]
+    if isinstance(site, list):
+        return [s for s in site if isinstance(s, dict)]
+    raise IntakeError(f"{path}.bodySite", "expected a CodeableConcept")
+
+
+def _side_from_sites(sites: list[dict], term: Terminology) -> str | None:
+    """Laterality from a qualifier in any bodySite extension (13.2 rule 2)."""
+    for site in sites:
+        for ext in site.get("extension", ()):
+            if not isinstance(ext, dict):
+                continue
+            value = ext.get("valueCodeableConcept")
+            for coding in (value or {}).get("coding", ()) if isinstance(value, dict) else ():
+                side = _LATERALITY_CODES.get((coding.get("system"), coding.get("code")))
+                if side:
+                    return side
+            if ext.get("url") == LATERALITY_EXTENSION and isinstance(ext.get("valueCode"), str):
+                return ext["valueCode"]
+    return None
+
+
+def _site_info(sites: list[dict], term: Terminology) -> tuple[str | None, str | None]:
+    """(site code, limb) where limb is "leg"/"arm" when the site is in a limb value set."""
+    lower, upper = term.set_url("body-site-lower-limb"), term.set_url("body-site-upper-limb")
+    for site in sites:
+        for system, code in _codings(site, "bodySite"):
+            if term.in_set(lower, system, code):
+                return code, "leg"
+            if term.in_set(upper, system, code):
+                return code, "arm"
+        for _system, code in _codings(site, "bodySite"):
+            return code, None
+    return None, None
+
+
+def _confirms(text: str, key: str) -> bool:
+    """A non-specific code (R29.2 *Abnormal reflex*) counts only when the record says which."""
+    words = {"reflexes_absent": ("absent", "areflexia")}.get(key, ())
+    return any(word in text for word in words)
+
+
+def _free_text(res: dict) -> str:
+    parts: list[str] = []
+    if isinstance(res.get("valueString"), str):
+        parts.append(res["valueString"])
+    value = res.get("valueCodeableConcept")
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        parts.append(value["text"])
+    notes = res.get("note")
+    for note in notes if isinstance(notes, list) else ():
+        if isinstance(note, dict) and isinstance(note.get("text"), str):
+            parts.append(note["text"])
+    return " ".join(parts).lower()
+
+
+def _keys(
+    res: dict, concept: object, path: str, sites: list[dict], term: Terminology, rtype: str
+) -> list[Match]:
+    """Finding keys a code means here, honouring body-site qualifiers and resource types."""
+    found: dict[str, Match] = {}
+    res_text = _free_text(res)
+    site_codes = [c for s in sites for c in _codings(s, f"{path}.bodySite")]
+    for system, code in _codings(concept, path):
+        for match in term.matches(system, code):
+            info = term.keys.get(match.key)
+            if info and info.resource_types and rtype not in info.resource_types:
+                continue
+            if match.requires_no_site and site_codes:
+                continue
+            if match.restriction == "proxy-only":
+                continue  # a diagnosis proxy never stands in for the measured value
+            if match.restriction == "value-must-confirm" and not _confirms(res_text, match.key):
+                continue
+            if match.requires_site and not any(
+                term.in_set(match.requires_site, s, c) for s, c in site_codes
+            ):
+                continue
+            prior = found.get(match.key)
+            if prior is None or (prior.side is None and match.side):
+                found[match.key] = match
+    return list(found.values())
+
+
+def _time(resource: dict, names: Iterable[str], path: str) -> int | None:
+    for name in names:
+        value = resource.get(name)
+        if value is None:
+            continue
+        if name.endswith("Period"):
+            if not isinstance(value, dict):
+                raise IntakeError(f"{path}.{name}", "expected a Period")
+            for part in ("start", "end"):
+                if part in value:
+                    return to_epoch(value[part], f"{path}.{name}.{part}")
+            continue
+        return to_epoch(value, f"{path}.{name}")
+    return None
+
+
+def _period_end(resource: dict, name: str, path: str) -> int | None:
+    period = resource.get(name)
+    if isinstance(period, dict) and "end" in period:
+        return to_epoch(period["end"], f"{path}.{name}.end")
+    return None
+
+
+def _age_time(value: object, born: date | None, path: str) -> int | None:
+    """Condition.onsetAge / abatementAge in years -> epoch, when the birth date is known."""
+    if not isinstance(value, dict) or born is None:
+        return None
+    years = value.get("value")
+    if not isinstance(years, int | float) or value.get("code", "a") != "a":
+        raise IntakeError(path, "only ages in years (UCUM 'a') are supported")
+    base = to_epoch(born.isoformat(), path)
+    return int(base + years * _YEAR)
+
+
+def _condition(
+    res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None
+) -> list[Fact]:
+    verification = _status_code(
+        res.get("verificationStatus"), VERIFICATION, f"{path}.verificationStatus"
+    )
+    if verification in _IGNORED_VERIFICATION:
+        return []
+    clinical = _status_code(res.get("clinicalStatus"), CLINICAL, f"{path}.clinicalStatus")
+    if clinical is not None and clinical not in _CURRENT | _NOT_CURRENT:
+        raise IntakeError(
+            f"{path}.clinicalStatus", f"unknown clinical status {clinical!r}", "code-invalid"
+        )
+    sites = _sites(res, path)
+    matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Condition")
+    if not matches:
+        return []
+    onset = _time(res, ("onsetDateTime", "onsetPeriod"), path)
+    if onset is None and "onsetAge" in res:
+        onset = _age_time(res["onsetAge"], born, f"{path}.onsetAge")
+    if onset is None and isinstance(res.get("onsetRange"), dict):
+        onset = _age_time(res["onsetRange"].get("low"), born, f"{path}.onsetRange.low")
+    recorded = _time(res, ("recordedDate",), path)
+    abated = _time(res, ("abatementDateTime",), path)
+    if abated is None:
+        abated = _period_end(res, "abatementPeriod", path)
+    if abated is None and "abatementAge" in res:
+        abated = _age_time(res["abatementAge"], born, f"{path}.abatementAge")
+    has_abatement = any(k.startswith("abatement") for k in res)
+    active = clinical in _CURRENT if clinical else not has_abatement
+    site, limb = _site_info(sites, term)
+    side = _side_from_sites(sites, term)
+    base: Fact = {
+        "t": "finding",
+        "pid": pid,
+        "ref": ref,
+        "state": "present",
+        "src": "Condition",
+        "active": 1 if active else 0,
+        "suspected": 0 if verification == "confirmed" else 1,
+        "prelim": 0,
+    }
+    when = onset if onset is not None else recorded
+    if when is not None:
+        base["onset"] = when
+        base["ts"] = recorded if recorded is not None and recorded >= when else when
+    if abated is not None:
+        base["abated"] = abated
+    elif has_abatement and not active:
+        base["abated"] = base.get("ts", 0)
+    if site:
+        base["site"] = site
+    if limb:
+        base["limb"] = limb
+    return [dict(base, key=m.key, side=m.side or side or "unknown") for m in matches]
+
+
+def _presence(res: dict, path: str) -> str | None:
+    """present / absent / None (missing) for a finding Observation (14.3)."""
+    if "valueBoolean" in res:
+        value = res["valueBoolean"]
+        if not isinstance(value, bool):
+            raise IntakeError(f"{path}.valueBoolean", "expected true or false")
+        return "present" if value else "absent"
+    if "valueCodeableConcept" in res:
+        codes = set(_codings(res["valueCodeableConcept"], f"{path}.valueCodeableConcept"))
+        if codes & _ABSENT:
+            return "absent"
+        if codes & _UNKNOWN:
+            return None
+        return "present"
+    return "present"
+
+
+def _number(res: dict, path: str) -> tuple[float, str | None] | None:
+    if "valueQuantity" in res:
+        qty = res["valueQuantity"]
+        qpath = f"{path}.valueQuantity"
+        if not isinstance(qty, dict):
+            raise IntakeError(qpath, "expected a Quantity object")
+        value = qty.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise IntakeError(f"{qpath}.value", f"expected a number, got {value!r}")
+        if qty.get("comparator") is not None:
+            raise IntakeError(
+                f"{qpath}.comparator",
+                "a bounded value (<, >) cannot be compared with thresholds",
+                "value",
+            )
+        return float(value), units.ucum_code(qty)
+    if "valueInteger" in res:
+        value = res["valueInteger"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise IntakeError(f"{path}.valueInteger", f"expected an integer, got {value!r}")
+        return float(value), None
+    return None
+
+
+def _range_bound(res: dict, bound: str, key: str, canonical: str | None, path: str) -> float | None:
+    ranges = res.get("referenceRange")
+    if not isinstance(ranges, list) or not ranges or not isinstance(ranges[0], dict):
+        return None
+    qty = ranges[0].get(bound)
+    if not isinstance(qty, dict) or not isinstance(qty.get("value"), int | float):
+        return None
+    return units.normalise(key, float(qty["value"]), units.ucum_code(qty), canonical)
+
+
+def _interpretation(res: dict, path: str) -> str | None:
+    concepts = res.get("interpretation") or []
+    for i, concept in enumerate(concepts if isinstance(concepts, list) else []):
+        for system, code in _codings(concept, f"{path}.interpretation[{i}]"):
+            if system.endswith("v3-ObservationInterpretation"):
+                return code
+    return None
+
+
+def _observation(
+    res: dict, path: str, pid: str, ref: str, term: Terminology, issues: list[Issue]
+) -> list[Fact]:
+    status = res.get("status")
+    if not isinstance(status, str):
+        raise IntakeError(f"{path}.status", "Observation.status is required", "required")
+    if status in _IGNORED_RESULT:
+        return []
+    if status not in _COUNTED_RESULT:
+        raise IntakeError(
+            f"{path}.status", f"unknown observation status {status!r}", "code-invalid"
+        )
+    sites = _sites(res, path)
+    matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation")
+    if not matches:
+        return []
+    if "dataAbsentReason" in res:
+        issues.append(
+            Issue(path, "dataAbsentReason: value missing", "informational", "information")
+        )
+        return []
+    ts = _time(res, ("effectiveDateTime", "effectiveInstant"), path)
+    start = _time(res, ("effectivePeriod",), path)
+    end = _period_end(res, "effectivePeriod", path)
+    if ts is None:
+        ts = end if end is not None else start
+    if ts is None:
+        ts = _time(res, ("issued",), path)
+    if ts is None:
+        raise IntakeError(
+            f"{path}.effective[x]",
+            "no effective time or issued: cannot place it in a window",
+            "required",
+        )
+    onset = start if start is not None else ts
+    site, limb = _site_info(sites, term)
+    side = _side_from_sites(sites, term)
+    base: Fact = {
+        "t": "finding",
+        "pid": pid,
+        "ref": ref,
+        "ts": ts,
+        "onset": onset,
+        "src": "Observation",
+        "active": 1,
+        "suspected": 0,
+        "prelim": 1 if status == "preliminary" else 0,
+    }
+    if site:
+        base["site"] = site
+    if limb:
+        base["limb"] = limb
+    facts: list[Fact] = []
+    for match in matches:
+        info = term.keys[match.key]
+        fact = dict(base, key=match.key, side=match.side or side or "unknown")
+        if info.kind == "finding":
+            state = _presence(res, path)
+            if state is None:
+                continue
+            fact["state"] = state
+        elif info.kind in ("quantity", "score", "qualitative"):
+            fact["t"] = "value"
+            del fact["active"], fact["suspected"], fact["src"]
+            interp = _interpretation(res, path)
+            if interp:
+                fact["interp"] = interp
+            number = _number(res, path)
+            if number is not None:
+                value = units.normalise(match.key, number[0], number[1], info.unit)
+                if value is None:
+                    issues.append(
+                        Issue(
+                            f"{path}.valueQuantity",
+                            f"unit {number[1]!r} cannot be read as {info.unit}; value treated as missing",
+                            "value",
+                            "warning",
+                        )
+                    )
+                    continue
+                fact["v"] = round(value, 6)
+                fact["unit"] = info.unit or "1"
+                for bound in ("high", "low"):
+                    limit = _range_bound(res, bound, match.key, info.unit, path)
+                    if limit is not None:
+                        fact[bound] = round(limit, 6)
+            elif not interp:
+                continue
+        elif info.kind == "datetime":
+            if "valueDateTime" not in res:
+                continue
+            fact["t"] = "value"
+            del fact["active"], fact["suspected"], fact["src"]
+            fact["v"] = to_epoch(res["valueDateTime"], f"{path}.valueDateTime")
+            fact["unit"] = "s"
+        else:
+            continue
+        facts.append(fact)
+    return facts
+
+
+def _procedure(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
+    if res.get("status") not in _PROCEDURE_DONE:
+        return []
+    ts = _time(res, ("performedDateTime",), path)
+    if ts is None:
+        ts = _period_end(res, "performedPeriod", path) or _time(res, ("performedPeriod",), path)
+    matches = _keys(res, res.get("code"), f"{path}.code", [], term, "Procedure")
+    return [
+        {"t": "procedure", "pid": pid, "ref": ref, "key": m.key, **({"ts": ts} if ts else {})}
+        for m in matches
+    ]
+
+
+def _medication(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
+    rtype = res["resourceType"]
+    if res.get("status") not in _MED_ACTIVE[rtype]:
+        return []
+    concept = res.get("medicationCodeableConcept")
+    matches = _keys(res, concept, f"{path}.medicationCodeableConcept", [], term, rtype)
+    ts = _time(res, ("authoredOn", "effectiveDateTime", "effectivePeriod"), path)
+    active = 1 if res.get("status") in ("active", "on-hold", "in-progress", "intended") else 0
+    return [
+        {
+            "t": "medication",
+            "pid": pid,
+            "ref": ref,
+            "key": m.key,
+            "active": active,
+            **({"ts": ts} if ts else {}),
+        }
+        for m in matches
+    ]
+
+
+def _patient(res: dict, path: str, pid: str) -> list[Fact]:
+    fact: Fact = {"t": "patient", "pid": pid, "ref": pid}
+    gender = res.get("gender")
+    if gender is not None:
+        if gender not in ("male", "female", "other", "unknown"):
+            raise IntakeError(f"{path}.gender", f"unknown gender code {gender!r}", "code-invalid")
+        fact["sex"] = gender
+    if "birthDate" in res:
+        fact["birth"] = birth_date(res["birthDate"], f"{path}.birthDate").isoformat()
+    return [fact]
+
+
+def patient_facts(group: PatientGroup, term: Terminology) -> PatientFacts:
+    """Map one patient's resources; a resource that cannot be read is reported and skipped."""
+    out = PatientFacts(group.pid)
+    born: date | None = None
+    patients = [e for e in group.entries if e.resource.get("resourceType") == "Patient"]
+    for entry in patients:
+        try:
+            facts = _patient(entry.resource, entry.path, group.pid)
+        except IntakeError as exc:
+            out.issues.append(Issue(exc.path, exc.message, exc.code))
+            continue
+        if not any(f["t"] == "patient" for f in out.facts):
+            out.facts.extend(facts)
+            if "birth" in facts[0]:
+                born = date.fromisoformat(str(facts[0]["birth"]))
+    for entry in group.entries:
+        try:
+            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues))
+        except IntakeError as exc:
+            out.issues.append(Issue(exc.path, exc.message, exc.code))
+    return out
+
+
+def _resource_facts(
+    entry: Entry, pid: str, term: Terminology, born: date | None, issues: list[Issue]
+) -> list[Fact]:
+    res, path = entry.resource, entry.path
+    rtype = res["resourceType"]
+    ref = reference_of(res, None)
+    if rtype == "Condition":
+        return _condition(res, path, pid, ref, term, born)
+    if rtype == "Observation":
+        return _observation(res, path, pid, ref, term, issues)
+    if rtype == "Procedure":
+        return _procedure(res, path, pid, ref, term)
+    if rtype.startswith("Medication"):
+        return _medication(res, path, pid, ref, term)
+    return []

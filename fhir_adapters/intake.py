@@ -1,0 +1,194 @@
+"""Read FHIR inputs (Bundles of any type, single resources, NDJSON) and group them per patient.
+
+This is the only place that knows Bundle shapes; everything after it sees one patient's
+resources with the element path each came from, so every later error can name that path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from fhir_adapters.errors import InputError
+
+#: Resource types whose facts the rules read; other types are skipped without error.
+MAPPED_TYPES = frozenset(
+    {
+        "Patient",
+        "Condition",
+        "Observation",
+        "Procedure",
+        "MedicationRequest",
+        "MedicationStatement",
+        "MedicationAdministration",
+    }
+)
+_PATIENT_LINKS = ("subject", "patient")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    path: str  # e.g. "Bundle.entry[3].resource"
+    resource: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """Something in the input that was skipped or could not be read (never silently lost)."""
+
+    path: str
+    message: str
+    code: str = "invalid"  # OperationOutcome issue type
+    severity: str = "error"
+
+
+@dataclass(slots=True)
+class PatientGroup:
+    pid: str  # "Patient/<id>"
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Intake:
+    """One input, read: its patients in first-seen order and what could not be used."""
+
+    source: str
+    patients: dict[str, PatientGroup] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+
+
+def _walk(
+    resource: object, path: str, full_url: str | None
+) -> Iterator[tuple[str, dict, str | None]]:
+    """Yield (path, resource, fullUrl) for a resource and, for a Bundle, each entry inside it."""
+    if not isinstance(resource, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(resource).__name__}")
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise InputError(f"{path}: not a FHIR resource (no resourceType)")
+    if rtype != "Bundle":
+        yield path, resource, full_url
+        return
+    entries = resource.get("entry", [])
+    if not isinstance(entries, list):
+        raise InputError(f"{path}.entry: expected an array")
+    for i, entry in enumerate(entries):
+        epath = f"{path}.entry[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{epath}: expected an object")
+        inner = entry.get("resource")
+        if inner is None:  # a DELETE/GET request or a transaction-response entry
+            continue
+        url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        yield from _walk(inner, f"{epath}.resource", url)
+
+
+def reference_of(resource: dict, full_url: str | None) -> str:
+    """ "Type/id" when the resource has an id, else its fullUrl, else a placeholder."""
+    rid = resource.get("id")
+    if isinstance(rid, str) and rid:
+        return f"{resource['resourceType']}/{rid}"
+    return full_url or f"{resource['resourceType']}/(no id)"
+
+
+def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
+    if not isinstance(ref, dict):
+        return None
+    target = ref.get("reference")
+    if not isinstance(target, str):
+        return None
+    if target in aliases:  # urn:uuid: or absolute fullUrl of a Patient in this input
+        return aliases[target]
+    tail = target.split("/_history/")[0].rstrip("/")
+    parts = tail.split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+        return f"Patient/{parts[-1]}"
+    return None
+
+
+def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
+    """Assign every mapped resource to its patient; report those that name none."""
+    intake = Intake(source=source)
+    aliases: dict[str, str] = {}
+    for _path, res, url in resources:
+        if res.get("resourceType") == "Patient":
+            pid = reference_of(res, url)
+            if not pid.startswith("Patient/"):
+                pid = "Patient/" + pid.rsplit(":", 1)[-1]
+            if url:
+                aliases[url] = pid
+            intake.patients.setdefault(pid, PatientGroup(pid))
+    for path, res, _url in resources:
+        rtype = res["resourceType"]
+        if rtype not in MAPPED_TYPES:
+            continue
+        if rtype == "Patient":
+            pid = reference_of(res, _url)
+            pid = pid if pid.startswith("Patient/") else "Patient/" + pid.rsplit(":", 1)[-1]
+        else:
+            pid = next(
+                (p for p in (_patient_ref(res.get(k), aliases) for k in _PATIENT_LINKS) if p),
+                None,
+            )
+            if pid is None:
+                intake.issues.append(
+                    Issue(
+                        path,
+                        f"{rtype} names no Patient in subject/patient; skipped",
+                        "required",
+                        "warning",
+                    )
+                )
+                continue
+        intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res))
+    return intake
+
+
+def read_json(data: bytes, source: str) -> Intake:
+    """One JSON document: a Bundle (any type) or a single resource."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc}") from None
+    root = doc.get("resourceType") if isinstance(doc, dict) else None
+    return group(source, list(_walk(doc, str(root or "$"), None)))
+
+
+def read_ndjson(data: bytes, source: str) -> Intake:
+    """FHIR Bulk Data NDJSON: one resource per line; a bad line is reported, the rest are read."""
+    resources: list[tuple[str, dict, str | None]] = []
+    issues: list[Issue] = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+            resources.extend(_walk(doc, f"line {number}", None))
+        except orjson.JSONDecodeError as exc:
+            issues.append(Issue(f"line {number}", f"invalid JSON: {exc}", "structure"))
+        except InputError as exc:
+            issues.append(Issue(f"line {number}", str(exc), "structure"))
+    if not resources and issues:
+        raise InputError(f"no readable resource ({issues[0].path}: {issues[0].message})")
+    intake = group(source, resources)
+    intake.issues[:0] = issues
+    return intake
+
+
+def read_bytes(data: bytes, source: str) -> Intake:
+    if source.endswith(".ndjson"):
+        return read_ndjson(data, source)
+    return read_json(data, source)
+
+
+def read_path(path: Path) -> Intake:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise InputError("empty file")
+    return read_bytes(data, str(path))

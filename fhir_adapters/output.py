@@ -1,0 +1,317 @@
+"""Turn alerts into the FHIR resources redflags writes back (red-flags.md 0.4 and 16).
+
+Everything built here is deterministic for a given alert (identifiers and ``urn:uuid`` fullUrls
+are uuid5 values), so re-sending the same evaluation is idempotent under conditional create,
+and every resource is validated before it leaves this module: invalid FHIR is a bug, not data.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from engine.alert import Alert
+from fhir_adapters.validate import CAREPLAN_ACTIVITY_KIND, validate
+from rulesets.meta import ALERT_SYSTEM, CANONICAL_BASE, Action, Code, RuleMeta
+
+__all__ = [
+    "CAREPLAN_EPISODE_SYSTEM",
+    "CONCEPT_MAP_URL",
+    "DEVICE_SYSTEM",
+    "ENGINE_DEVICE",
+    "ENGINE_DEVICE_URL",
+    "FLAG_EPISODE_SYSTEM",
+    "MAX_CONDITIONAL_TRANSACTION_ENTRIES",
+    "alert_concept_map",
+    "careplan_for",
+    "episode_identifier",
+    "fhir_instant",
+    "flag_for",
+    "patient_transaction",
+]
+
+FLAG_PRIORITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/flag-priority"
+FLAG_PRIORITY_SYSTEM = "http://hl7.org/fhir/flag-priority-code"
+FLAG_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/flag-category"
+
+DEVICE_SYSTEM = f"{CANONICAL_BASE}/device"
+DEVICE_VALUE = "redflags-engine"
+FLAG_EPISODE_SYSTEM = f"{CANONICAL_BASE}/alert-episode"
+CAREPLAN_EPISODE_SYSTEM = f"{CANONICAL_BASE}/careplan-episode"
+CONCEPT_MAP_URL = f"{CANONICAL_BASE}/ConceptMap/leg-weakness-alert-to-disorder"
+
+#: Medplum (and its production server) refuse a transaction with conditional creates above this.
+MAX_CONDITIONAL_TRANSACTION_ENTRIES = 8
+
+#: Urgency -> Flag priority code and display (red-flags.md 0.3).
+_PRIORITY: dict[str, tuple[str, str]] = {
+    "critical": ("PH", "High priority"),
+    "urgent": ("PM", "Medium priority"),
+    "routine": ("PL", "Low priority"),
+}
+
+#: Namespace of every uuid5 redflags derives: fixed, so ids agree across runs and hosts.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, CANONICAL_BASE)
+
+_ENGINE_NAME = "redflags clinical rules engine"
+
+
+def fhir_instant(epoch_seconds: float) -> str:
+    """Epoch seconds -> ``2025-03-10T12:00:00Z``: UTC, whole seconds, the form servers echo."""
+    moment = datetime.fromtimestamp(round(epoch_seconds), tz=UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _prune(value: Any) -> Any:
+    """Drop None, "", [] and {} recursively: FHIR forbids empty elements."""
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (_prune(v) for v in value) if v not in (None, "", [], {})]
+    return value
+
+
+def _full_url(system: str, value: str) -> str:
+    """Deterministic ``urn:uuid`` for the resource carrying identifier ``system|value``."""
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'{system}|{value}')}"
+
+
+def _engine_version() -> str:
+    try:
+        return version("redflags")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+#: The rules engine as the author of every Flag and CarePlan (red-flags.md 16). Treat as
+#: read-only: transactions embed a copy.
+ENGINE_DEVICE: dict[str, Any] = {
+    "resourceType": "Device",
+    "identifier": [{"system": DEVICE_SYSTEM, "value": DEVICE_VALUE}],
+    "deviceName": [{"name": _ENGINE_NAME, "type": "user-friendly-name"}],
+    "version": [{"value": _engine_version()}],
+}
+ENGINE_DEVICE_URL = _full_url(DEVICE_SYSTEM, DEVICE_VALUE)
+
+
+def episode_identifier(alert: Alert) -> str:
+    """Stable id of one alert episode: same patient, rule and episode date -> same value.
+
+    The tier is left out on purpose: an escalation within an episode is the same Flag (16.1).
+    """
+    return str(uuid.uuid5(_NAMESPACE, f"{alert.patient}|{alert.rule}|{alert.episode}"))
+
+
+def _coding(code: Code) -> dict[str, str]:
+    return {"system": code.system, "code": code.code, "display": code.display}
+
+
+def _reference(target: str, display: str = "") -> dict[str, str]:
+    return {"reference": target, "display": display}
+
+
+def _patient_reference(patient: str) -> dict[str, str]:
+    """Alerts name patients as ``Patient/<id>``; a bare id is accepted too."""
+    return _reference(patient if "/" in patient or ":" in patient else f"Patient/{patient}")
+
+
+def _check_meta(alert: Alert, meta: RuleMeta) -> None:
+    if meta.id != alert.rule:
+        raise ValueError(f"alert of rule {alert.rule!r} given metadata of {meta.id!r}")
+
+
+def _summary(alert: Alert, meta: RuleMeta) -> str:
+    """Flag.code.text and CarePlan.title: pattern, tier and its label, suspicion."""
+    tier = meta.tier(alert.tier)
+    suspected = " (suspected)" if alert.suspected else ""
+    return f"{meta.title} — tier {tier.name}: {tier.label}{suspected}"
+
+
+def _priority_extension(severity: str) -> dict[str, Any]:
+    if severity not in _PRIORITY:
+        raise ValueError(f"no Flag priority for severity {severity!r}")
+    code, display = _PRIORITY[severity]
+    concept = {"coding": [{"system": FLAG_PRIORITY_SYSTEM, "code": code, "display": display}]}
+    return {"url": FLAG_PRIORITY_EXTENSION, "valueCodeableConcept": concept}
+
+
+def flag_for(alert: Alert, meta: RuleMeta, author: str = ENGINE_DEVICE_URL) -> dict[str, Any]:
+    """The Flag of one alert (red-flags.md 16.1); ``author`` references the engine Device."""
+    _check_meta(alert, meta)
+    category = {"system": FLAG_CATEGORY_SYSTEM, "code": "clinical", "display": "Clinical"}
+    return _prune(
+        {
+            "resourceType": "Flag",
+            "extension": [_priority_extension(alert.severity)],
+            "identifier": [{"system": FLAG_EPISODE_SYSTEM, "value": episode_identifier(alert)}],
+            "status": "active",
+            "category": [{"coding": [category]}],
+            "code": {
+                "coding": [{"system": ALERT_SYSTEM, "code": alert.rule, "display": meta.title}],
+                "text": _summary(alert, meta),
+            },
+            "subject": _patient_reference(alert.patient),
+            "period": {"start": fhir_instant(alert.now)},
+            "author": _reference(author, _ENGINE_NAME),
+        }
+    )
+
+
+def _due_phrase(hours: float) -> str:
+    """Human timing target for an action: "now", "within 30 min", "within 4 h", "within 3 days"."""
+    if hours <= 0:
+        return "now"
+    if hours < 1:
+        return f"within {round(hours * 60)} min"
+    if hours < 48 or hours % 24:
+        return f"within {hours:g} h"
+    return f"within {hours / 24:g} days"
+
+
+def _activity(action: Action, meta: RuleMeta, now: int) -> dict[str, Any]:
+    """One proposed action; ``kind`` only when it is an R4 activity kind (required binding)."""
+    detail = {
+        "kind": action.kind if action.kind in CAREPLAN_ACTIVITY_KIND else None,
+        "code": {"coding": [_coding(c) for c in action.codes], "text": action.text},
+        "reasonCode": [{"coding": [_coding(meta.disorder)], "text": meta.disorder.display}],
+        "status": "not-started",
+        "scheduledPeriod": {
+            "start": fhir_instant(now),
+            "end": fhir_instant(now + max(action.due_hours, 0) * 3600),
+        },
+        "description": f"{action.text} (target: {_due_phrase(action.due_hours)})",
+    }
+    return {"detail": detail}
+
+
+def _description(alert: Alert) -> str:
+    """CarePlan.description: why the engine proposes this plan, in plain language."""
+    parts = [alert.rationale]
+    if alert.criteria:
+        parts.append("Matched criteria: " + "; ".join(c.text for c in alert.criteria) + ".")
+    if alert.notes:
+        parts.append("Notes: " + "; ".join(alert.notes) + ".")
+    return "\n".join(p for p in parts if p)
+
+
+def careplan_for(
+    alert: Alert, meta: RuleMeta, flag_ref: str, author: str = ENGINE_DEVICE_URL
+) -> dict[str, Any]:
+    """The proposed CarePlan of one alert (red-flags.md 16.2); a clinician activates it."""
+    _check_meta(alert, meta)
+    evidence = dict.fromkeys(alert.evidence)  # first-seen order, no duplicates
+    return _prune(
+        {
+            "resourceType": "CarePlan",
+            "identifier": [
+                {"system": CAREPLAN_EPISODE_SYSTEM, "value": episode_identifier(alert)}
+            ],
+            "status": "draft",
+            "intent": "proposal",
+            "title": _summary(alert, meta),
+            "description": _description(alert),
+            "subject": _patient_reference(alert.patient),
+            "created": fhir_instant(alert.now),
+            "author": _reference(author, _ENGINE_NAME),
+            "addresses": [_reference(ref) for ref in alert.addresses],
+            "supportingInfo": [_reference(ref) for ref in [flag_ref, *evidence]],
+            "activity": [_activity(a, meta, alert.now) for a in meta.actions_for(alert.tier)],
+        }
+    )
+
+
+def _metas_by_id(metas: Mapping[str, RuleMeta] | Iterable[RuleMeta]) -> dict[str, RuleMeta]:
+    """Accept a registry (id -> meta) or any iterable of metas; duplicate ids are a bug."""
+    found: dict[str, RuleMeta] = {}
+    for meta in metas.values() if isinstance(metas, Mapping) else metas:
+        if meta.id in found:
+            raise ValueError(f"duplicate rule metadata {meta.id!r}")
+        found[meta.id] = meta
+    return found
+
+
+def _post_entry(resource: dict[str, Any]) -> dict[str, Any]:
+    """A conditional-create entry keyed on the resource's first identifier."""
+    ident = resource["identifier"][0]
+    system, value = ident["system"], ident["value"]
+    return {
+        "fullUrl": _full_url(system, value),
+        "resource": resource,
+        "request": {
+            "method": "POST",
+            "url": resource["resourceType"],
+            "ifNoneExist": f"identifier={system}|{value}",
+        },
+    }
+
+
+def _alert_entries(alert: Alert, meta: RuleMeta) -> list[dict[str, Any]]:
+    flag = _post_entry(flag_for(alert, meta))
+    careplan = _post_entry(careplan_for(alert, meta, flag["fullUrl"]))
+    return [flag, careplan]
+
+
+def patient_transaction(
+    alerts: Sequence[Alert], metas: Mapping[str, RuleMeta] | Iterable[RuleMeta]
+) -> dict[str, Any] | None:
+    """One patient's alerts as a validated transaction Bundle: Device, then Flag + CarePlan each.
+
+    Every entry is a conditional create on its identifier, so a repeat is a no-op (200, same id).
+    Above ``MAX_CONDITIONAL_TRANSACTION_ENTRIES`` entries (more than 3 alerts) Medplum-like
+    servers refuse the transaction; the delivery layer will split it (later work), keeping the
+    Device and each Flag with its CarePlan together. Returns None when there is nothing to send.
+    """
+    if not alerts:
+        return None
+    patients = {a.patient for a in alerts}
+    if len(patients) > 1:
+        raise ValueError(f"one transaction per patient, got {sorted(patients)}")
+    by_id = _metas_by_id(metas)
+    missing = sorted({a.rule for a in alerts} - by_id.keys())
+    if missing:
+        raise ValueError(f"no rule metadata for {missing}")
+    entries = [_post_entry(copy.deepcopy(ENGINE_DEVICE))]
+    for alert in alerts:
+        entries += _alert_entries(alert, by_id[alert.rule])
+    urls = [e["fullUrl"] for e in entries]
+    if len(set(urls)) != len(urls):
+        raise ValueError("two alerts share one episode (same patient, rule and episode date)")
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    validate(bundle)
+    return bundle
+
+
+def alert_concept_map(metas: Mapping[str, RuleMeta] | Iterable[RuleMeta]) -> dict[str, Any]:
+    """ConceptMap alert id -> disorder code, published instead of a second Flag coding (16.1)."""
+    by_id = _metas_by_id(metas)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for meta in sorted(by_id.values(), key=lambda m: m.id):
+        target = {**_coding(meta.disorder), "equivalence": "relatedto"}
+        del target["system"]
+        element = {"code": meta.id, "display": meta.title, "target": [target]}
+        groups.setdefault(meta.disorder.system, []).append(element)
+    concept_map = _prune(
+        {
+            "resourceType": "ConceptMap",
+            "url": CONCEPT_MAP_URL,
+            "version": _engine_version(),
+            "name": "LegWeaknessAlertToDisorder",
+            "title": "Leg-weakness alert ids to disorder codes",
+            "status": "draft",
+            "description": (
+                "Each redflags alert raises the suspicion of a disorder; it is not a diagnosis, "
+                "hence the equivalence 'relatedto'."
+            ),
+            "group": [
+                {"source": ALERT_SYSTEM, "target": system, "element": elements}
+                for system, elements in sorted(groups.items())
+            ],
+        }
+    )
+    validate(concept_map)
+    return concept_map

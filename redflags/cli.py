@@ -1,0 +1,176 @@
+"""The ``redflags`` command: offline replay of FHIR files and a view of the loaded rules."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import click
+import orjson
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fhir_adapters.errors import IntakeError
+from fhir_adapters.times import iso, parse_now
+from redflags import logs
+from redflags.pipeline import Pipeline
+from redflags.replay import InputResult, expand, replay
+
+log = structlog.get_logger("redflags.cli")
+
+
+def _now_option(value: str | None) -> int:
+    if value is None:
+        return int(time.time())
+    try:
+        return parse_now(value)
+    except IntakeError as exc:
+        raise click.BadParameter(exc.message, param_hint="--now") from None
+
+
+@click.group()
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="structlog JSON on stderr.",
+)
+def main(log_level: str) -> None:
+    """redflags: alerts for the dangerous causes of leg weakness, from FHIR data."""
+    logs.configure(log_level)
+
+
+@main.command("replay")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--now", "now_text", metavar="ISO-8601", help="Evaluation time (default: the current time).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each patient's transaction Bundle of Flags and CarePlans here.",
+)
+@click.option("--strict", is_flag=True, help="Validate Patient/Condition/Observation fully (fhir.resources).")
+@click.option(
+    "--valueset-dir",
+    "valueset_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of site ValueSet files adding local codes.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+)
+def replay_command(
+    paths: tuple[Path, ...],
+    now_text: str | None,
+    fmt: str,
+    out: Path | None,
+    strict: bool,
+    valueset_dirs: tuple[Path, ...],
+    progress: bool | None,
+) -> None:
+    """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts."""
+    now = _now_option(now_text)
+    structlog.contextvars.bind_contextvars(replay_id=uuid.uuid4().hex[:12])
+    pipeline = Pipeline(strict=strict, valueset_dirs=valueset_dirs)
+    files = list(expand(paths))
+    missing = [p for p in paths if not p.exists()]
+    failed = bool(missing)
+    for path in missing:
+        click.echo(f"{path}: no such file or folder", err=True)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    show_bar = progress if progress is not None else sys.stderr.isatty()
+    table = _table(now) if fmt == "table" else None
+    log.info("replay_started", inputs=len(files), now=iso(now), strict=strict)
+    with Progress(
+        TextColumn("replay"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show_bar,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replay", total=len(files))
+        for result in replay(files, pipeline, now):
+            failed |= _report(result, fmt, table, out, pipeline)
+            bar.advance(task)
+    if table is not None:
+        _console().print(table)
+    log.info("replay_finished", inputs=len(files), failed=failed)
+    sys.exit(1 if failed else 0)
+
+
+def _table(now: int) -> Table:
+    table = Table(title=f"redflags replay at {iso(now)}", show_lines=False)
+    for column in ("input", "patient", "alerts"):
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _report(result: InputResult, fmt: str, table: Table | None, out: Path | None, pipeline: Pipeline) -> bool:
+    """Print one input's results; return True when the input (or part of it) was invalid."""
+    if result.error:
+        click.echo(f"{result.source}: {result.error}", err=True)
+        log.info("input_unreadable", source=result.source)
+        return True
+    failed = False
+    for issue in result.issues + [i for p in result.patients for i in p.issues]:
+        if issue.severity == "error":
+            click.echo(f"{result.source}: {issue.path}: {issue.message}", err=True)
+            failed = True
+        else:
+            log.info("input_issue", source=result.source, path=issue.path, issue=issue.message)
+    for patient in result.patients:
+        if fmt == "json":
+            line = {
+                "source": result.source,
+                "patient": patient.pid,
+                "alerts": [a.summary() for a in patient.alerts],
+            }
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+        elif table is not None:
+            shown = "\n".join(f"{a.rule} ({a.severity})" for a in patient.alerts) or "-"
+            table.add_row(result.source, patient.pid, shown)
+        for alert in patient.alerts:
+            log.info(
+                "alert", rule=alert.rule, severity=alert.severity, patient=logs.patient_token(alert.patient)
+            )
+        if out and patient.alerts:
+            bundle = patient.transaction(pipeline)
+            name = re.sub(
+                r"[^A-Za-z0-9._-]", "_", f"{Path(result.source).stem}__{patient.pid.split('/')[-1]}"
+            )
+            (out / f"{name}.json").write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+    sys.stdout.flush()
+    return failed
+
+
+@main.command("rules")
+def rules_command() -> None:
+    """List the loaded rules: id, version, urgency per tier, title."""
+    pipeline = Pipeline()
+    table = Table(title="redflags rules")
+    for column in ("id", "version", "urgency", "title"):
+        table.add_column(column)
+    for meta in pipeline.engine.metas.values():
+        urgency = ", ".join(f"{t.name}: {t.severity}" for t in meta.tiers)
+        table.add_row(meta.id, meta.version, urgency, meta.title)
+    _console().print(table)
+
+
+def _console() -> Console:
+    """Wide enough off a terminal (pipes, CI logs) that ids are never cut."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+if __name__ == "__main__":
+    main()

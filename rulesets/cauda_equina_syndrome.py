@@ -1,0 +1,124 @@
+"""Cauda equina syndrome (red-flags.md section 1).
+
+GIRFT National Suspected CES Pathway (2023); the PVR > 200 mL cut-off and the 14-day "new
+symptom" window come from NHS trust pathways and are parameters here.
+
+    sphincter_or_saddle = new(saddle anaesthesia | urinary retention | urinary incontinence |
+                              faecal incontinence, 14 d)  OR  latest(PVR, 24 h) > 200 mL
+    back_or_radicular   = present(back pain | sciatica | leg pain | leg numbness, 14 d)
+                          OR any leg weakness within 14 d
+    bilateral_radicular = bilateral(sciatica | leg numbness | leg weakness), within 14 d
+    TIER A (critical)   = sphincter_or_saddle AND back_or_radicular  OR  new(CES diagnosis, 14 d)
+                          unless a spinal decompression was done after the triggering finding
+    TIER B (urgent)     = bilateral_radicular AND present(back pain | sciatica, 14 d)
+                          unless spinal_cord_compression fires at tier A (0.3a)
+"""
+
+from __future__ import annotations
+
+from durable.lang import m
+
+from engine.dsl import DAY, HOUR, Rules, fact, latest, new, present, procedure, ref
+from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
+
+META = RuleMeta(
+    id="cauda_equina_syndrome",
+    version="1.0.0",
+    title="Cauda equina syndrome",
+    tiers=(
+        Tier("A", "critical", "sphincter or saddle red flags: emergency MRI"),
+        Tier("B", "urgent", "bilateral radicular symptoms: same-day MRI"),
+    ),
+    source_label="GIRFT National Suspected Cauda Equina Syndrome Pathway (2023)",
+    source_url="https://gettingitrightfirsttime.co.uk/",
+    disorder=Code(SNOMED, "192970008", "Cauda equina syndrome"),
+    actions=(
+        Action(
+            "Emergency MRI of the lumbosacral spine (whole spine if the level is unclear); "
+            "scan within 4 h of request, report within 1 h",
+            (Code(LOINC, "91717-9", "MR Spine Lumbar and Sacrum WO contrast"),),
+            "ServiceRequest",
+            4,
+        ),
+        Action(
+            "Bladder scan with post-void residual volume; catheterise if in retention "
+            "(must not delay the MRI)",
+            (Code(SNOMED, "16310003", "Diagnostic ultrasonography"),),
+            "ServiceRequest",
+            1,
+        ),
+        Action(
+            "Documented neurological examination including saddle sensation and anal tone",
+            (),
+            "Task",
+            0.5,
+        ),
+        Action(
+            "Referral to the on-call spinal/neurosurgical team",
+            (Code(SNOMED, "308482002", "Referral to neurosurgeon"),),
+            "ServiceRequest",
+            4,
+        ),
+        Action(
+            "Surgical decompression if compression is confirmed (decided by the surgeon)",
+            (Code(SNOMED, "10836008", "Decompression of spinal cord"),),
+            "ServiceRequest",
+            24,
+            tiers=("A",),
+        ),
+    ),
+    suppressed_by=(("spinal_cord_compression", "A", "B"),),
+)
+
+PARAMS: dict[str, float] = {
+    "window_days": 14,  # "new" symptom window
+    "pvr_ml": 200,  # post-void residual above which retention is a red flag
+    "pvr_within_h": 24,
+}
+
+SPHINCTER_OR_SADDLE = ("saddle_anesthesia", "urinary_incontinence", "fecal_incontinence")
+BACK_OR_RADICULAR = ("back_pain", "sciatica", "leg_pain", "leg_numbness")
+BILATERAL_RADICULAR = ("bilateral_sciatica", "bilateral_leg_numbness", "bilateral_leg_weakness")
+
+
+def define(r: Rules, p: dict[str, float]) -> None:
+    window = p["window_days"] * DAY
+
+    for key in SPHINCTER_OR_SADDLE:
+        r.derive("ces_sphincter_or_saddle", new(key, window))
+    r.derive("ces_sphincter_or_saddle", latest("pvr_volume", p["pvr_within_h"] * HOUR) > p["pvr_ml"])
+
+    for key in BACK_OR_RADICULAR:
+        r.derive("ces_back_or_radicular", present(key, window))
+    r.derive("ces_back_or_radicular", fact("any_leg_weakness", window))
+
+    for key in BILATERAL_RADICULAR:
+        r.derive("ces_bilateral_radicular", fact(key, window))
+
+    r.fire("A", fact("ces_sphincter_or_saddle"), fact("ces_back_or_radicular"))
+    # Retention counts only as a new episode that began with or after the back/leg symptoms
+    # (a patient catheterised before the back pain began is not a red flag, 1.3).
+    r.fire(
+        "A",
+        fact("ces_back_or_radicular"),
+        present("urinary_retention", window)
+        .where(lambda _p: m.onset_age <= window, "with this episode's onset in the window")
+        .where(lambda p_: m.onset >= ref(p_, 0).onset, "not before the back/leg symptoms"),
+    )
+    r.fire("A", new("ces_dx", window))
+
+    r.block(
+        "A",
+        fact("ces_sphincter_or_saddle"),
+        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
+        reason="spinal decompression already performed after the triggering finding",
+    )
+    r.block(
+        "A",
+        new("ces_dx", window),
+        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
+        reason="spinal decompression already performed after the diagnosis",
+    )
+
+    for key in ("back_pain", "sciatica"):
+        r.fire("B", fact("ces_bilateral_radicular"), present(key, window))

@@ -1,0 +1,197 @@
+"""Guillain-Barré syndrome (red-flags.md section 2).
+
+Brighton Collaboration case definition (Sejvar 2011), EAN/PNS guideline (van Doorn 2023),
+EGRIS (Walgaard 2010) and the "20/30/40" rule (Lawn 2001).
+
+    core      = (bilateral leg weakness | paraplegia/paraparesis | weakness of both legs and
+                 both arms) AND (reflexes absent | reduced) AND 12 h <= weakness onset <= 28 d
+                 unless a sensory level, hyperreflexia or spasticity is present (28 d): that
+                 picture belongs to spinal_cord_compression (0.3a)
+    dx_branch = GBS diagnosis with onset/recorded within 28 d
+    respiratory red flag = FVC < 20 mL/kg | FVC fell >= 30 % | MIP weaker than -30 cmH2O |
+                 MEP < 40 cmH2O | dysphagia, dyspnoea or orthopnoea (72 h) | bilateral facial
+                 weakness (72 h) | EGRIS >= 5 | respiratory failure (72 h)
+    TIER A (critical) = (core | dx_branch) AND respiratory red flag
+    TIER B (urgent)   = (core | dx_branch)
+"""
+
+from __future__ import annotations
+
+from durable.lang import m
+
+from engine.dsl import DAY, HOUR, Rules, absent, fact, latest, present, ref, result
+from rulesets.meta import CVX, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+
+META = RuleMeta(
+    id="guillain_barre_syndrome",
+    version="1.0.0",
+    title="Guillain-Barré syndrome",
+    tiers=(
+        Tier("A", "critical", "respiratory or bulbar danger"),
+        Tier("B", "urgent", "ascending flaccid weakness with lost reflexes"),
+    ),
+    source_label="EAN/PNS guideline on Guillain-Barré syndrome (2023); Brighton criteria",
+    source_url="https://doi.org/10.1111/ene.16073",
+    disorder=Code(SNOMED, "40956001", "Guillain-Barré syndrome"),
+    actions=(
+        Action(
+            "Serial respiratory function: FVC (with MIP/MEP) every 4-6 h while progressing",
+            (
+                Code(SNOMED, "23426006", "Measurement of respiratory function"),
+                Code(LOINC, "19870-5", "Forced vital capacity [Volume] Respiratory system"),
+            ),
+            "ServiceRequest",
+            4,
+        ),
+        Action(
+            "ICU/HDU assessment now",
+            (Code(SNOMED, "306258004", "Referral to intensive care specialist"),),
+            "ServiceRequest",
+            1,
+            tiers=("A",),
+        ),
+        Action(
+            "Neurology referral (same day)",
+            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            "ServiceRequest",
+            12,
+        ),
+        Action(
+            "Lumbar puncture: CSF protein and cell count",
+            (Code(SNOMED, "277762005", "Lumbar puncture"),),
+            "ServiceRequest",
+            24,
+        ),
+        Action("Nerve conduction studies / EMG", (), "ServiceRequest", 72),
+        Action(
+            "Immunotherapy if unable to walk unaided (IVIG within 2 weeks or plasma exchange "
+            "within 4 weeks of onset), decided by the neurologist",
+            (Code(CVX, "87", "immune globulin, intravenous"), Code(SNOMED, "127788007", "Apheresis")),
+            "MedicationRequest",
+            24,
+        ),
+        Action(
+            "Cardiac and blood-pressure monitoring for autonomic instability",
+            (Code(SNOMED, "29303009", "Electrocardiographic procedure"),),
+            "ServiceRequest",
+            1,
+        ),
+        Action(
+            "VTE prophylaxis while immobile", (Code(RXNORM, "67108", "Enoxaparin"),), "MedicationRequest", 24
+        ),
+    ),
+)
+
+PARAMS: dict[str, float] = {
+    "onset_min_h": 12,  # nadir window of the Brighton criteria: 12 h ...
+    "onset_max_d": 28,  # ... to 4 weeks
+    "dx_within_d": 28,
+    "cord_signs_within_d": 28,
+    "fvc_per_kg_min": 20,  # mL/kg ("20" of 20/30/40)
+    "fvc_drop_fraction": 0.30,
+    "mip_min_abs": 30,  # cmH2O ("30"): MIP weaker than -30
+    "mep_min": 40,  # cmH2O ("40")
+    "resp_within_h": 72,
+    "pressure_within_h": 24,
+    "egris_high": 5,
+}
+
+WEAK_PATTERNS = ("bilateral_leg_weakness",)
+REFLEXES = ("reflexes_absent", "reflexes_reduced")
+CORD_SIGNS = ("sensory_level", "hyperreflexia", "spasticity")
+BULBAR_OR_BREATHING = ("dysphagia", "dyspnea", "orthopnea", "respiratory_failure")
+#: EGRIS points (Walgaard 2010): days from weakness onset; MRC sum score bands.
+EGRIS_ONSET = ((0, 3, 2), (3, 7, 1), (7, 10_000, 0))  # (days above, days up to, points)
+EGRIS_MRC = ((51, 60, 0), (41, 50, 1), (31, 40, 2), (21, 30, 3), (0, 20, 4))
+
+
+def define(r: Rules, p: dict[str, float]) -> None:
+    tempo_lo, tempo_hi = p["onset_min_h"] * HOUR, p["onset_max_d"] * DAY
+    resp = p["resp_within_h"] * HOUR
+    pressure = p["pressure_within_h"] * HOUR
+
+    # Weakness pattern: both legs, paraplegia/paraparesis, or both legs and both arms.
+    r.derive("gbs_weakness", fact("bilateral_leg_weakness"))
+    r.derive("gbs_weakness", present("paraplegia_paraparesis"))
+    r.derive("gbs_weakness", fact("bilateral_leg_weakness"), fact("bilateral_arm_weakness"))
+
+    for reflex in REFLEXES:
+        r.derive(
+            "gbs_core",
+            fact("gbs_weakness").where(
+                lambda _p: (m.first_onset_age >= tempo_lo) & (m.first_onset_age <= tempo_hi),
+                f"begun {p['onset_min_h']:g} h to {p['onset_max_d']:g} days ago",
+            ),
+            present(reflex, tempo_hi),
+        )
+    r.derive(
+        "gbs_core",
+        present("gbs_dx").where(lambda _p: m.onset_age <= p["dx_within_d"] * DAY, "diagnosed within 28 days"),
+    )
+
+    # Respiratory red flags (any one).
+    r.derive("gbs_respiratory", fact("fvc_per_kg") < p["fvc_per_kg_min"])
+    r.derive(
+        "gbs_respiratory",
+        result("fvc", tempo_hi),
+        latest("fvc", pressure).where(
+            lambda p_: (m.ts > ref(p_, 0).ts) & (m.v <= ref(p_, 0).v * (1 - p["fvc_drop_fraction"])),
+            "fallen by 30 % or more from an earlier FVC",
+        ),
+        text="FVC fell by 30 % or more",
+    )
+    r.derive(
+        "gbs_respiratory",
+        latest("mip", pressure).where(
+            lambda _p: (m.v > -p["mip_min_abs"]) & (m.v < p["mip_min_abs"]), "weaker than -30 cmH2O"
+        ),
+    )
+    r.derive("gbs_respiratory", latest("mep", pressure) < p["mep_min"])
+    for key in BULBAR_OR_BREATHING:
+        r.derive("gbs_respiratory", present(key, resp))
+    r.derive("gbs_respiratory", fact("bilateral_facial_weakness", resp))
+
+    # EGRIS, computed only when all three inputs exist (facial/bulbar weakness present or absent).
+    for lo, hi, points in EGRIS_ONSET:
+        r.derive(
+            "gbs_egris_onset",
+            fact("gbs_weakness").where(
+                lambda _p, lo=lo, hi=hi: (m.first_onset_age > lo * DAY) & (m.first_onset_age <= hi * DAY),
+                f"onset {lo}-{hi} days ago",
+            ),
+            value=lambda _f, points=points: points,
+            text=f"EGRIS onset points {points}",
+        )
+    for lo, hi, points in EGRIS_MRC:
+        r.derive(
+            "gbs_egris_mrc",
+            latest("mrc_sum", pressure * 3).where(
+                lambda _p, lo=lo, hi=hi: (m.v >= lo) & (m.v <= hi), f"MRC sum {lo}-{hi}"
+            ),
+            value=lambda _f, points=points: points,
+            text=f"EGRIS MRC-sum points {points}",
+        )
+    for key in ("facial_weakness", "dysphagia"):
+        r.derive("gbs_egris_bulbar", present(key, resp), value=lambda _f: 1, text="facial/bulbar weakness")
+        r.derive("gbs_egris_bulbar", absent(key, resp), value=lambda _f: 0, text="no facial/bulbar weakness")
+    r.derive(
+        "gbs_respiratory",
+        fact("gbs_egris_onset"),
+        fact("gbs_egris_mrc"),
+        fact("gbs_egris_bulbar").where(
+            lambda p_: m.v >= (ref(p_, 0).v + ref(p_, 1).v) * -1 + p["egris_high"], "EGRIS total ≥ 5"
+        ),
+        value=lambda f: f[0]["v"] + f[1]["v"] + f[2]["v"],
+        text="EGRIS {v:g}",
+    )
+
+    r.fire("A", fact("gbs_core"), fact("gbs_respiratory"))
+    r.fire("B", fact("gbs_core"))
+
+    for sign in CORD_SIGNS:
+        r.block(
+            ("A", "B"),
+            fact("gbs_weakness"),
+            present(sign, p["cord_signs_within_d"] * DAY),
+            reason="upper-motor-neurone signs point to the spinal cord (spinal_cord_compression)",
+        )

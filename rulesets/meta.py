@@ -1,0 +1,71 @@
+"""Metadata every ruleset module carries: identity, tiers, source and CarePlan actions.
+
+Rule identity comes from here, never from durable-rules (which names rules by position).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CVX = "http://hl7.org/fhir/sid/cvx"
+UCUM = "http://unitsofmeasure.org"
+
+#: Canonical base of everything redflags publishes (code systems, extensions, value sets).
+CANONICAL_BASE = "https://redflags.dev/fhir"
+ALERT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-alert"
+FINDING_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-finding"
+ACTION_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-action"
+MUSCLE_GROUP_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/muscle-group"
+LATERALITY_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/laterality"
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    system: str
+    code: str
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One recommended CarePlan activity (reference tables x.4)."""
+
+    text: str
+    codes: tuple[Code, ...]
+    kind: str  # "ServiceRequest" | "MedicationRequest" | "Task"
+    due_hours: float  # scheduledPeriod.end = now + due_hours
+    tiers: tuple[str, ...] = ()  # empty: every tier
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str  # "A", "B", "C"
+    severity: str  # "critical" | "urgent" | "routine"
+    label: str  # short phrase shown in Flag.code.text and the card summary
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMeta:
+    id: str
+    version: str
+    title: str
+    tiers: tuple[Tier, ...]
+    source_label: str
+    source_url: str
+    disorder: Code  # ConceptMap target and CarePlan activity reasonCode
+    actions: tuple[Action, ...]
+    #: (other rule id, its tier, our tier): a match of the other rule at that tier removes ours.
+    suppressed_by: tuple[tuple[str, str, str], ...] = field(default=())
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(f"{self.id} has no tier {name!r}")
+
+    def actions_for(self, tier: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if not a.tiers or tier in a.tiers)

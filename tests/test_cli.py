@@ -1,0 +1,131 @@
+"""The redflags command as a user runs it: a real process over real files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from .conftest import FIXTURES, ROOT
+
+NOW = "2025-03-10T12:00:00Z"
+V01 = FIXTURES / "vignettes" / "V01-ces-positive.json"
+C3 = FIXTURES / "vignettes" / "C3-provisional-gbs.json"
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("redflags")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "redflags.cli"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+class TestReplayJson:
+    def test_one_line_per_patient_with_the_documented_shape(self) -> None:
+        done = run("replay", V01, C3, "--now", NOW, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+        assert [line["patient"] for line in lines] == ["Patient/v01", "Patient/c3"]
+        first = lines[0]
+        assert set(first) == {"source", "patient", "alerts"} and first["source"] == str(V01)
+        alert = first["alerts"][0]
+        assert set(alert) == {"rule", "version", "severity", "rationale", "evidence"}
+        assert (alert["rule"], alert["severity"]) == ("cauda_equina_syndrome", "critical")
+        assert "350 mL" in alert["rationale"] and "2025-03-10" in alert["rationale"]
+        assert "Observation/v01-pvr" in alert["evidence"]
+
+    def test_patients_without_alerts_are_listed_with_an_empty_list(self) -> None:
+        done = run(
+            "replay",
+            FIXTURES / "vignettes" / "V02-ces-near-miss-unilateral-sciatica.json",
+            "--now",
+            NOW,
+            "--format",
+            "json",
+        )
+        assert orjson.loads(done.stdout)["alerts"] == []
+
+    def test_ndjson_input(self, tmp_path: Path) -> None:
+        bundle = orjson.loads(V01.read_bytes())
+        lines = b"\n".join(orjson.dumps(e["resource"]) for e in bundle["entry"])
+        path = tmp_path / "export.ndjson"
+        path.write_bytes(lines + b"\n")
+        done = run("replay", path, "--now", NOW, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        assert orjson.loads(done.stdout)["alerts"][0]["rule"] == "cauda_equina_syndrome"
+
+
+class TestBadInput:
+    def test_bad_file_is_one_stderr_line_and_the_rest_still_runs(self, tmp_path: Path) -> None:
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"resourceType": "Bundle", "entry": [')
+        empty = tmp_path / "empty.json"
+        empty.write_text("")
+        notfhir = tmp_path / "notfhir.json"
+        notfhir.write_text('{"hello": "world"}')
+        done = run("replay", broken, V01, empty, notfhir, "--now", NOW, "--format", "json")
+        assert done.returncode == 1
+        errors = done.stderr.strip().splitlines()
+        assert len(errors) == 3
+        assert errors[0].startswith(f"{broken}: invalid JSON")
+        assert errors[1] == f"{empty}: empty file"
+        assert errors[2].startswith(f"{notfhir}: ") and "resourceType" in errors[2]
+        assert [orjson.loads(x)["patient"] for x in done.stdout.splitlines()] == ["Patient/v01"]
+
+    def test_invalid_element_names_its_path_and_keeps_the_patient(self, tmp_path: Path) -> None:
+        bundle = orjson.loads(V01.read_bytes())
+        index = next(
+            i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Observation"
+        )
+        bundle["entry"][index]["resource"]["status"] = "done"
+        path = tmp_path / "bad-status.json"
+        path.write_bytes(orjson.dumps(bundle))
+        done = run("replay", path, "--now", NOW, "--format", "json")
+        assert done.returncode == 1
+        assert f"Bundle.entry[{index}].resource.status" in done.stderr
+        assert orjson.loads(done.stdout)["patient"] == "Patient/v01"
+
+    def test_missing_path_and_bad_now(self, tmp_path: Path) -> None:
+        done = run("replay", tmp_path / "nope.json", "--now", NOW)
+        assert done.returncode == 1 and "no such file" in done.stderr
+        done = run("replay", V01, "--now", "yesterday")
+        assert done.returncode == 2 and "--now" in done.stderr
+
+
+class TestOutputs:
+    def test_out_writes_valid_transaction_bundles(self, tmp_path: Path) -> None:
+        done = run(
+            "replay", FIXTURES / "vignettes", "--now", NOW, "--out", tmp_path / "out", "--format", "json"
+        )
+        assert done.returncode == 0, done.stderr
+        written = sorted(p.name for p in (tmp_path / "out").iterdir())
+        assert written == [
+            "C3-provisional-gbs__c3.json",
+            "V01-ces-positive__v01.json",
+            "V03-gbs-positive__v03.json",
+        ]
+        bundle = orjson.loads((tmp_path / "out" / "V01-ces-positive__v01.json").read_bytes())
+        kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+        assert kinds.count("Flag") == 1 and kinds.count("CarePlan") == 1
+        assert all(e["request"]["method"] == "POST" and e["request"]["ifNoneExist"] for e in bundle["entry"])
+
+    def test_table_and_rules_listing(self) -> None:
+        done = run("replay", V01, "--now", NOW)
+        assert (
+            done.returncode == 0 and "cauda_equina_syndrome" in done.stdout and "Patient/v01" in done.stdout
+        )
+        listing = run("rules")
+        assert "cauda_equina_syndrome" in listing.stdout and "guillain_barre_syndrome" in listing.stdout
+        assert "critical" in listing.stdout
+
+    def test_logs_are_json_with_replay_id_and_no_patient_ids(self, tmp_path: Path) -> None:
+        copy = tmp_path / "v01.json"
+        shutil.copy(V01, copy)
+        done = run("--log-level", "info", "replay", copy, "--now", NOW, "--format", "json")
+        records = [orjson.loads(line) for line in done.stderr.splitlines()]
+        assert records and all(r.get("replay_id") for r in records)
+        assert any(r["event"] == "alert" for r in records)
+        assert "v01" not in done.stderr.replace(str(copy), "")
+        assert "1981" not in done.stderr  # no birth dates

@@ -1,0 +1,207 @@
+"""The engine runs durable-rules the safe way: isolated sessions, loud failures, flat memory."""
+
+from __future__ import annotations
+
+import threading
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from engine.dsl import DAY, Rules, present
+from engine.errors import CrossTalkError, RuleActionError, RuleDefinitionError
+from engine.host import background_threads, engine_thread
+from engine.session import Engine
+from rulesets import MODULES
+from rulesets.meta import SNOMED, Code, RuleMeta, Tier
+
+NOW = 1_741_608_000  # 2025-03-10T12:00:00Z
+
+
+def finding(
+    pid: str, key: str, ref: str, days_ago: float = 1, side: str = "unknown", src: str = "Observation"
+):
+    ts = int(NOW - days_ago * DAY)
+    return {
+        "t": "finding",
+        "pid": pid,
+        "ref": ref,
+        "key": key,
+        "state": "present",
+        "side": side,
+        "ts": ts,
+        "onset": ts,
+        "src": src,
+        "active": 1,
+        "suspected": 0,
+        "prelim": 0,
+    }
+
+
+def value(pid: str, key: str, v: float, ref: str, hours_ago: float = 1, unit: str = "mL"):
+    ts = int(NOW - hours_ago * 3600)
+    return {
+        "t": "value",
+        "pid": pid,
+        "ref": ref,
+        "key": key,
+        "v": v,
+        "unit": unit,
+        "ts": ts,
+        "onset": ts,
+        "side": "unknown",
+        "prelim": 0,
+    }
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(MODULES)
+
+
+def ces_saddle(pid: str) -> list[dict]:
+    return [finding(pid, "saddle_anesthesia", f"Observation/{pid[8:]}-saddle")]
+
+
+def ces_back(pid: str) -> list[dict]:
+    return [finding(pid, "back_pain", f"Condition/{pid[8:]}-back", src="Condition")]
+
+
+class TestIsolation:
+    # These two ids collide in durable-rules' 32-bit session hash (shared/design/durable-rules.md).
+    A, B = "Patient/208789", "Patient/1021284"
+
+    def test_colliding_patient_ids_never_share_facts(self, engine: Engine) -> None:
+        # Either half alone is no cauda equina alert; joined they would be tier A.
+        first = engine.evaluate(self.A, ces_saddle(self.A), NOW)
+        second = engine.evaluate(self.B, ces_back(self.B), NOW)
+        assert first.alerts == [] and second.alerts == []
+        both = engine.evaluate(self.A, ces_saddle(self.A) + ces_back(self.A), NOW)
+        assert [(a.rule, a.severity) for a in both.alerts] == [("cauda_equina_syndrome", "critical")]
+        assert set(both.alerts[0].evidence) == {"Observation/208789-saddle", "Condition/208789-back"}
+
+    def test_interleaved_evaluations_of_colliding_ids_stay_separate(self, engine: Engine) -> None:
+        for _ in range(50):
+            assert engine.evaluate(self.B, ces_back(self.B), NOW).alerts == []
+            assert engine.evaluate(self.A, ces_saddle(self.A), NOW).alerts == []
+
+    def test_fact_of_another_patient_is_refused(self, engine: Engine) -> None:
+        with pytest.raises(CrossTalkError):
+            engine.evaluate(self.A, ces_saddle(self.A) + ces_back(self.B), NOW)
+
+    def test_concurrent_callers_are_serialised_on_one_engine_thread(self, engine: Engine) -> None:
+        def one(i: int) -> tuple[int, list[str]]:
+            pid = f"Patient/c{i}"
+            facts = ces_saddle(pid) + (ces_back(pid) if i % 2 else [])
+            return i, [a.rule for a in engine.evaluate(pid, facts, NOW).alerts]
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(400)))
+        for i, rules in results:
+            assert rules == (["cauda_equina_syndrome"] if i % 2 else [])
+
+    def test_durable_timer_threads_never_start(self, engine: Engine) -> None:
+        engine.evaluate(self.A, ces_saddle(self.A), NOW)
+        assert background_threads() == []
+        names = [t.name for t in threading.enumerate()]
+        assert sum(name.startswith("redflags-engine") for name in names) == 1
+
+
+def _module(define, meta: RuleMeta | None = None, params: dict | None = None) -> types.ModuleType:
+    module = types.ModuleType("rulesets.test_rule")
+    module.META = meta
+    module.PARAMS = params or {}
+    module.define = define
+    return module
+
+
+META = RuleMeta(
+    id="test_rule",
+    version="0.1",
+    title="Test rule",
+    tiers=(Tier("A", "critical", "test"),),
+    source_label="test",
+    source_url="https://redflags.dev/test",
+    disorder=Code(SNOMED, "1", "x"),
+    actions=(),
+)
+
+
+class TestFailuresAreLoud:
+    def test_exception_in_a_rule_action_fails_the_evaluation(self) -> None:
+        def define(r: Rules, _p: dict) -> None:
+            r.derive("boom", present("back_pain"), value=lambda f: 1 / 0)
+            r.fire("A", present("back_pain"))
+
+        broken = Engine([_module(define, META)])
+        with pytest.raises(RuleActionError, match="ZeroDivisionError"):
+            broken.evaluate("Patient/1", ces_back("Patient/1"), NOW)
+        # The failed session was freed: the next evaluation of an unaffected patient works.
+        assert broken.evaluate("Patient/2", ces_saddle("Patient/2"), NOW).alerts == []
+
+    def test_unknown_parameter_override_is_refused(self) -> None:
+        with pytest.raises(RuleDefinitionError, match="no_such"):
+            Engine(MODULES, params={"cauda_equina_syndrome": {"no_such": 1}})
+
+    def test_unknown_tier_is_refused(self) -> None:
+        def define(r: Rules, _p: dict) -> None:
+            r.fire("Z", present("back_pain"))
+
+        with pytest.raises(ValueError, match="unknown tier"):
+            Engine([_module(define, META)])
+
+
+class TestParametersAndTime:
+    def facts(self, pid: str, pvr: float) -> list[dict]:
+        return [*ces_back(pid), value(pid, "pvr_volume", pvr, "Observation/pvr")]
+
+    def test_site_override_moves_a_threshold(self) -> None:
+        default = Engine(MODULES)
+        strict_site = Engine(MODULES, params={"cauda_equina_syndrome": {"pvr_ml": 400}})
+        assert [a.rule for a in default.evaluate("Patient/p", self.facts("Patient/p", 350), NOW).alerts] == [
+            "cauda_equina_syndrome"
+        ]
+        assert strict_site.evaluate("Patient/p", self.facts("Patient/p", 350), NOW).alerts == []
+
+    def test_now_is_a_parameter_not_the_clock(self, engine: Engine) -> None:
+        facts = ces_saddle("Patient/t") + ces_back("Patient/t")
+        assert engine.evaluate("Patient/t", facts, NOW).alerts
+        # Twenty days later the saddle record lies outside the 14-day window.
+        assert engine.evaluate("Patient/t", facts, NOW + 20 * DAY).alerts == []
+
+    def test_future_records_are_ignored(self, engine: Engine) -> None:
+        future = [dict(f, ts=NOW + 3600, onset=NOW + 3600) for f in ces_saddle("Patient/f")]
+        result = engine.evaluate("Patient/f", future + ces_back("Patient/f"), NOW)
+        assert result.alerts == [] and result.future == 1
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    import resource
+
+    return pages * resource.getpagesize() // 1024
+
+
+@pytest.mark.slow
+def test_hundred_thousand_patients_in_flat_memory(engine: Engine) -> None:
+    """Each evaluation frees its session: memory after 100,000 patients ~ memory after 10,000."""
+
+    def batch(start: int, count: int) -> list[tuple[str, list[dict]]]:
+        out = []
+        for i in range(start, start + count):
+            pid = f"Patient/m{i}"
+            facts = ces_back(pid) + (ces_saddle(pid) if i % 10 == 0 else [])
+            out.append((pid, facts))
+        return out
+
+    fired = 0
+    for start in range(0, 10_000, 1_000):
+        fired += sum(len(e.alerts) for e in engine.evaluate_many(batch(start, 1_000), NOW))
+    after_10k = _rss_kib()
+    for start in range(10_000, 100_000, 1_000):
+        fired += sum(len(e.alerts) for e in engine.evaluate_many(batch(start, 1_000), NOW))
+    after_100k = _rss_kib()
+    assert fired == 10_000  # every tenth patient is positive, none lost
+    assert after_100k - after_10k < 8 * 1024, (after_10k, after_100k)
+    assert engine_thread().ident != threading.get_ident()
