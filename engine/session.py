@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -26,7 +27,6 @@ log = structlog.get_logger("redflags.engine")
 Fact = dict[str, object]
 
 _DERIVED_FIELDS = ("pid", "prelim", "suspected")
-_ruleset_names = itertools.count(1)
 
 
 @dataclass(slots=True)
@@ -61,8 +61,28 @@ def _refs(facts: Sequence[dict]) -> str:
     return " ".join(seen)
 
 
+@dataclass(slots=True)
+class _Compiled:
+    """The process's one durable ruleset and the evaluation its actions report to."""
+
+    fingerprint: str
+    ruleset: object = None
+    context: _Context | None = None
+
+
+#: durable-rules corrupts memory once a second ruleset is registered in the process (a
+#: ``free(): invalid pointer`` abort, reproduced with two identical rulesets), so a process
+#: compiles exactly one ruleset; every Engine of that configuration shares it.
+_compiled: _Compiled | None = None
+_compile_lock = threading.Lock()
+
+
 class Engine:
-    """All rulesets compiled into one durable ruleset; evaluations run on the engine thread."""
+    """All rulesets compiled into one durable ruleset; evaluations run on the engine thread.
+
+    One configuration (modules + parameters) per process: ask for another and you get a
+    ``RuleDefinitionError``; run it in another process (as ``redflags serve --workers`` will).
+    """
 
     def __init__(
         self,
@@ -89,14 +109,36 @@ class Engine:
                 self.metas[rule_id] = meta
             self.params[rule_id] = p
             self.specs.extend(rules.specs)
-        self._context: _Context | None = None
         self._thread = engine_thread()
-        self.name = f"redflags_{next(_ruleset_names)}"
-        self._thread.run(self._register)
+        fingerprint = repr([(m.__name__, sorted(self.params.get(m.__name__.rsplit(".", 1)[-1], {}).items()))
+                            for m in modules] + [s.name for s in self.specs])
+        global _compiled
+        with _compile_lock:
+            if _compiled is None:
+                _compiled = _Compiled(fingerprint)
+                self._shared = _compiled
+                self._thread.run(self._register)
+            elif _compiled.fingerprint != fingerprint:
+                raise RuleDefinitionError(
+                    "this process already runs another rules configuration; durable-rules cannot "
+                    "host two rulesets in one process, so start another process for it"
+                )
+            else:
+                self._shared = _compiled
+        self._ruleset = self._shared.ruleset
+
+    @property
+    def _context(self) -> _Context | None:
+        return self._shared.context
+
+    @_context.setter
+    def _context(self, value: _Context | None) -> None:
+        self._shared.context = value
 
     # -- compilation ---------------------------------------------------------------------------
     def _register(self) -> None:
-        with durable_lang.ruleset(self.name):
+        name = "redflags"
+        with durable_lang.ruleset(name):
             for spec in self.specs:
                 aliases = [f"f{i}" for i in range(len(spec.conds))]
                 exprs = [
@@ -104,10 +146,10 @@ class Engine:
                     for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True))
                 ]
                 durable_lang.when_all(*exprs)(self._action(spec, aliases))
-        definition = durable_lang._rulesets.pop(self.name)  # keep durable's global registry empty
+        definition = durable_lang._rulesets.pop(name)  # keep durable's global registry empty
         name, body = definition.define()
         host().register_rulesets({name: body})
-        self._ruleset = host().get_ruleset(name)
+        self._shared.ruleset = host().get_ruleset(name)
 
     def _action(self, spec: Spec, aliases: list[str]) -> Callable[[object], None]:
         def action(closure: object) -> None:

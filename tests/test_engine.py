@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
-import types
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from engine.dsl import DAY, Rules, present
-from engine.errors import CrossTalkError, RuleActionError, RuleDefinitionError
+from engine.dsl import DAY
+from engine.errors import CrossTalkError, RuleDefinitionError
 from engine.host import background_threads, engine_thread
 from engine.session import Engine
 from rulesets import MODULES
-from rulesets.meta import SNOMED, Code, RuleMeta, Tier
+
+ROOT = Path(__file__).resolve().parent.parent
 
 NOW = 1_741_608_000  # 2025-03-10T12:00:00Z
 
@@ -107,61 +111,89 @@ class TestIsolation:
         assert sum(name.startswith("redflags-engine") for name in names) == 1
 
 
-def _module(define, meta: RuleMeta | None = None, params: dict | None = None) -> types.ModuleType:
-    module = types.ModuleType("rulesets.test_rule")
-    module.META = meta
-    module.PARAMS = params or {}
-    module.define = define
-    return module
+ISOLATED_PRELUDE = """
+import types
+from engine.dsl import Rules, present
+from engine.errors import RuleActionError, RuleDefinitionError
+from engine.session import Engine
+from rulesets import MODULES
+from rulesets.meta import SNOMED, Code, RuleMeta, Tier
+import sys
+sys.path.insert(0, "tests")
+from test_engine import NOW, ces_back, ces_saddle, value
+META = RuleMeta(id="test_rule", version="0.1", title="Test rule", tiers=(Tier("A", "critical", "t"),),
+                source_label="t", source_url="https://redflags.dev/t", disorder=Code(SNOMED, "1", "x"),
+                actions=())
+def module(define):
+    mod = types.ModuleType("rulesets.test_rule")
+    mod.META, mod.PARAMS, mod.define = META, {}, define
+    return mod
+"""
 
 
-META = RuleMeta(
-    id="test_rule",
-    version="0.1",
-    title="Test rule",
-    tiers=(Tier("A", "critical", "test"),),
-    source_label="test",
-    source_url="https://redflags.dev/test",
-    disorder=Code(SNOMED, "1", "x"),
-    actions=(),
-)
+def isolated(code: str) -> str:
+    """Run ``code`` in a fresh interpreter: durable-rules hosts one ruleset per process."""
+    done = subprocess.run(
+        [sys.executable, "-c", ISOLATED_PRELUDE + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 class TestFailuresAreLoud:
     def test_exception_in_a_rule_action_fails_the_evaluation(self) -> None:
-        def define(r: Rules, _p: dict) -> None:
-            r.derive("boom", present("back_pain"), value=lambda f: 1 / 0)
-            r.fire("A", present("back_pain"))
+        out = isolated("""
+            def define(r, _p):
+                r.derive("boom", present("back_pain"), value=lambda f: 1 / 0)
+                r.fire("A", present("back_pain"))
+            broken = Engine([module(define)])
+            try:
+                broken.evaluate("Patient/1", ces_back("Patient/1"), NOW)
+            except RuleActionError as exc:
+                print("raised", type(exc.__cause__).__name__)
+            # the failed session was freed: the next evaluation works
+            print("next", broken.evaluate("Patient/2", ces_saddle("Patient/2"), NOW).alerts)
+        """)
+        assert out.split("\n")[:2] == ["raised ZeroDivisionError", "next []"]
 
-        broken = Engine([_module(define, META)])
-        with pytest.raises(RuleActionError, match="ZeroDivisionError"):
-            broken.evaluate("Patient/1", ces_back("Patient/1"), NOW)
-        # The failed session was freed: the next evaluation of an unaffected patient works.
-        assert broken.evaluate("Patient/2", ces_saddle("Patient/2"), NOW).alerts == []
-
-    def test_unknown_parameter_override_is_refused(self) -> None:
+    def test_unknown_parameter_and_tier_are_refused(self) -> None:
         with pytest.raises(RuleDefinitionError, match="no_such"):
             Engine(MODULES, params={"cauda_equina_syndrome": {"no_such": 1}})
+        out = isolated("""
+            def define(r, _p):
+                r.fire("Z", present("back_pain"))
+            try:
+                Engine([module(define)])
+            except ValueError as exc:
+                print(exc)
+        """)
+        assert "unknown tier" in out
 
-    def test_unknown_tier_is_refused(self) -> None:
-        def define(r: Rules, _p: dict) -> None:
-            r.fire("Z", present("back_pain"))
-
-        with pytest.raises(ValueError, match="unknown tier"):
-            Engine([_module(define, META)])
+    def test_a_second_configuration_in_one_process_is_refused(self, engine: Engine) -> None:
+        with pytest.raises(RuleDefinitionError, match="another process"):
+            Engine(MODULES, params={"cauda_equina_syndrome": {"pvr_ml": 400}})
+        assert Engine(MODULES).metas.keys() == engine.metas.keys()  # same configuration: shared
 
 
 class TestParametersAndTime:
     def facts(self, pid: str, pvr: float) -> list[dict]:
         return [*ces_back(pid), value(pid, "pvr_volume", pvr, "Observation/pvr")]
 
-    def test_site_override_moves_a_threshold(self) -> None:
-        default = Engine(MODULES)
-        strict_site = Engine(MODULES, params={"cauda_equina_syndrome": {"pvr_ml": 400}})
-        assert [a.rule for a in default.evaluate("Patient/p", self.facts("Patient/p", 350), NOW).alerts] == [
+    def test_site_override_moves_a_threshold(self, engine: Engine) -> None:
+        assert [a.rule for a in engine.evaluate("Patient/p", self.facts("Patient/p", 350), NOW).alerts] == [
             "cauda_equina_syndrome"
         ]
-        assert strict_site.evaluate("Patient/p", self.facts("Patient/p", 350), NOW).alerts == []
+        out = isolated("""
+            from engine.dsl import DAY
+            site = Engine(MODULES, params={"cauda_equina_syndrome": {"pvr_ml": 400}})
+            facts = [*ces_back("Patient/p"), value("Patient/p", "pvr_volume", 350, "Observation/pvr")]
+            print(len(site.evaluate("Patient/p", facts, NOW).alerts))
+        """)
+        assert out.strip() == "0"
 
     def test_now_is_a_parameter_not_the_clock(self, engine: Engine) -> None:
         facts = ces_saddle("Patient/t") + ces_back("Patient/t")
