@@ -158,7 +158,8 @@ def _keys(
     """Finding keys a code means here, honouring body-site qualifiers and resource types."""
     found: dict[str, Match] = {}
     res_text = _free_text(res)
-    site_codes = [c for s in sites for c in _codings(s, f"{path}.bodySite")]
+    site_path = path.rsplit(".", 1)[0] + ".bodySite"
+    site_codes = [c for s in sites for c in _codings(s, site_path)]
     for system, code in _codings(concept, path):
         for match in term.matches(system, code):
             info = term.keys.get(match.key)
@@ -506,7 +507,7 @@ def _resource_facts(
 ) -> list[Fact]:
     res, path = entry.resource, entry.path
     rtype = res["resourceType"]
-    ref = reference_of(res, None)
+    ref = reference_of(res, entry.full_url)
     if rtype == "Condition":
         return _condition(res, path, pid, ref, term, born)
     if rtype == "Observation":

@@ -6,6 +6,7 @@ resources with the element path each came from, so every later error can name th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ _PATIENT_LINKS = ("subject", "patient")
 class Entry:
     path: str  # e.g. "Bundle.entry[3].resource"
     resource: dict
+    full_url: str | None = None  # the Bundle entry's fullUrl, the reference of an id-less resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,16 @@ def reference_of(resource: dict, full_url: str | None) -> str:
     return full_url or f"{resource['resourceType']}/(no id)"
 
 
+def _patient_id(res: dict, full_url: str | None) -> str:
+    """"Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl."""
+    rid = res.get("id")
+    if isinstance(rid, str) and rid:
+        return f"Patient/{rid}"
+    if full_url:
+        return "Patient/" + re.split(r"[/:]", full_url.split("/_history/")[0].rstrip("/"))[-1]
+    return "Patient/(no id)"
+
+
 def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
     if not isinstance(ref, dict):
         return None
@@ -115,19 +127,16 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
     aliases: dict[str, str] = {}
     for _path, res, url in resources:
         if res.get("resourceType") == "Patient":
-            pid = reference_of(res, url)
-            if not pid.startswith("Patient/"):
-                pid = "Patient/" + pid.rsplit(":", 1)[-1]
+            pid = _patient_id(res, url)
             if url:
                 aliases[url] = pid
             intake.patients.setdefault(pid, PatientGroup(pid))
-    for path, res, _url in resources:
+    for path, res, url in resources:
         rtype = res["resourceType"]
         if rtype not in MAPPED_TYPES:
             continue
         if rtype == "Patient":
-            pid = reference_of(res, _url)
-            pid = pid if pid.startswith("Patient/") else "Patient/" + pid.rsplit(":", 1)[-1]
+            pid = _patient_id(res, url)
         else:
             pid = next(
                 (p for p in (_patient_ref(res.get(k), aliases) for k in _PATIENT_LINKS) if p),
@@ -143,7 +152,7 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
                     )
                 )
                 continue
-        intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res))
+        intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res, url))
     return intake
 
 
