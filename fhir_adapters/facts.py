@@ -109,7 +109,10 @@ def _side_from_sites(sites: list[dict], term: Terminology) -> str | None:
             if not isinstance(ext, dict):
                 continue
             value = ext.get("valueCodeableConcept")
-            for coding in (value or {}).get("coding", ()) if isinstance(value, dict) else ():
+            codings = value.get("coding") if isinstance(value, dict) else None
+            for coding in codings if isinstance(codings, list) else ():
+                if not isinstance(coding, dict):
+                    continue
                 side = _LATERALITY_CODES.get((coding.get("system"), coding.get("code")))
                 if side:
                     return side
@@ -436,9 +439,7 @@ def _observation(
 def _procedure(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
     if res.get("status") not in _PROCEDURE_DONE:
         return []
-    ts = _time(res, ("performedDateTime",), path)
-    if ts is None:
-        ts = _period_end(res, "performedPeriod", path) or _time(res, ("performedPeriod",), path)
+    ts = _time(res, ("performedDateTime", "performedPeriod"), path)  # 14.4: the start
     matches = _keys(res, res.get("code"), f"{path}.code", [], term, "Procedure")
     return [
         {"t": "procedure", "pid": pid, "ref": ref, "key": m.key, **({"ts": ts} if ts else {})}

@@ -109,8 +109,11 @@ def normalise(key: str, value: float, unit: str | None, canonical: str | None) -
     """``value`` in ``unit`` expressed in ``canonical``; ``None`` when the unit is unknown."""
     if not math.isfinite(value):
         return None
-    if canonical is None:  # unitless scores: take the number as sent
-        return value if unit in (None, "1", "{score}", "") else None
+    if canonical is None:  # unitless scores: take the number as sent, or a dimensionless unit
+        if unit in (None, ""):
+            return value
+        factor = GENERIC.get((unit, "1"))
+        return None if factor is None else value * factor
     if unit is None or unit == "":
         return None
     factor = ANALYTE.get((key, unit)) or GENERIC.get((unit, canonical))

@@ -1,0 +1,1 @@
+"""Benchmarks: synthetic FHIR patients and the replay throughput/memory benchmark."""
