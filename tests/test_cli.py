@@ -129,3 +129,20 @@ class TestOutputs:
         assert any(r["event"] == "alert" for r in records)
         assert "v01" not in done.stderr.replace(str(copy), "")
         assert "1981" not in done.stderr  # no birth dates
+
+
+class TestStrict:
+    def test_strict_mode_rejects_what_the_fast_reader_ignores(self, tmp_path: Path) -> None:
+        bundle = orjson.loads(V01.read_bytes())
+        index = next(
+            i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Observation"
+        )
+        bundle["entry"][index]["resource"]["favouriteColour"] = "blue"  # not an R4 element
+        path = tmp_path / "unknown-element.json"
+        path.write_bytes(orjson.dumps(bundle))
+        fast = run("replay", path, "--now", NOW, "--format", "json")
+        assert fast.returncode == 0, fast.stderr
+        strict = run("replay", path, "--now", NOW, "--format", "json", "--strict")
+        assert strict.returncode == 1
+        assert f"Bundle.entry[{index}].resource" in strict.stderr and "favouriteColour" in strict.stderr
+        assert orjson.loads(strict.stdout)["patient"] == "Patient/v01"  # the rest is still evaluated
