@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import EngineError
 from fhir_adapters.errors import InputError
 from fhir_adapters.intake import Issue, read_path
 from redflags.pipeline import PatientResult, Pipeline
@@ -49,4 +50,9 @@ def replay(files: Iterable[Path], pipeline: Pipeline, now: int) -> Iterator[Inpu
         except InputError as exc:
             yield InputResult(str(path), [], [], str(exc))
             continue
-        yield InputResult(str(path), pipeline.evaluate(intake, now), intake.issues)
+        try:
+            results = pipeline.evaluate(intake, now)
+        except EngineError as exc:  # a broken rule fails this input loudly, not the whole replay
+            yield InputResult(str(path), [], intake.issues, f"evaluation failed: {exc}")
+            continue
+        yield InputResult(str(path), results, intake.issues)
