@@ -18,6 +18,7 @@ from rich.table import Table
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.times import iso, parse_now
 from redflags import logs
+from redflags.explain import explain
 from redflags.pipeline import Pipeline
 from redflags.replay import InputResult, expand, replay
 
@@ -154,9 +155,21 @@ def _report(result: InputResult, fmt: str, table: Table | None, out: Path | None
 
 
 @main.command("rules")
-def rules_command() -> None:
+@click.option(
+    "--explain",
+    "explain_id",
+    metavar="ID",
+    help="Print one rule's criteria, parameters, value sets and actions.",
+)
+def rules_command(explain_id: str | None) -> None:
     """List the loaded rules: id, version, urgency per tier, title."""
     pipeline = Pipeline()
+    if explain_id is not None:
+        if explain_id not in pipeline.engine.metas:
+            known = ", ".join(pipeline.engine.metas)
+            raise click.BadParameter(f"unknown rule {explain_id!r} (known: {known})", param_hint="--explain")
+        click.echo(explain(explain_id, pipeline.engine, pipeline.term))
+        return
     table = Table(title="redflags rules")
     for column in ("id", "version", "urgency", "title"):
         table.add_column(column)

@@ -146,3 +146,28 @@ class TestStrict:
         assert strict.returncode == 1
         assert f"Bundle.entry[{index}].resource" in strict.stderr and "favouriteColour" in strict.stderr
         assert orjson.loads(strict.stdout)["patient"] == "Patient/v01"  # the rest is still evaluated
+
+
+class TestExplain:
+    def test_explain_is_generated_from_the_running_rules(self, pipeline) -> None:
+        from redflags.explain import explain
+
+        text = explain("guillain_barre_syndrome", pipeline.engine, pipeline.term)
+        for name, value in pipeline.engine.params["guillain_barre_syndrome"].items():
+            assert f"{name} = {value:g}" in text
+        own = [s for s in pipeline.engine.specs if s.rule == "guillain_barre_syndrome"]
+        assert text.count("\n  - derives [") >= sum(s.does == "derive" for s in own)
+        assert "fires tier A when: [gbs_core] AND [gbs_respiratory]" in text
+        assert "https://redflags.dev/fhir/ValueSet/reflexes_absent" in text and "sct 37280007" in text
+        assert "[fvc_per_kg]" in text and "derives [fvc_per_kg] when: latest fvc within 1 day" in text
+        assert "NO VALUE SET" not in text
+
+    def test_explain_from_the_command_line(self) -> None:
+        done = run("rules", "--explain", "cauda_equina_syndrome")
+        assert done.returncode == 0, done.stderr
+        assert (
+            "pvr_ml = 200" in done.stdout
+            and "tier B is not raised while spinal_cord_compression" in done.stdout
+        )
+        unknown = run("rules", "--explain", "no_such_rule")
+        assert unknown.returncode == 2 and "unknown rule" in unknown.stderr

@@ -1,0 +1,80 @@
+"""``redflags rules --explain ID``: a rule in plain words, generated from what the engine runs.
+
+Everything printed comes from the compiled specs, the rule's metadata, its parameters and the
+loaded value sets, so the explanation cannot drift from the behaviour.
+"""
+
+from __future__ import annotations
+
+from engine.dsl import Spec
+from engine.session import Engine
+from fhir_adapters.terminology import Terminology
+
+_VERBS = {
+    "derive": "derives [{key}] when",
+    "fire": "fires tier {tier} when",
+    "block": "blocks tier {tier} when",
+}
+
+
+def _line(spec: Spec) -> str:
+    verb = _VERBS[spec.does].format(key=spec.key, tier="/".join(spec.tiers))
+    conds = " AND ".join(c.phrase for c in spec.conds)
+    reason = f" ({spec.reason})" if spec.reason else ""
+    return f"  - {verb}: {conds}{reason}"
+
+
+def _derived_used(specs: list[Spec]) -> set[str]:
+    return {c.key for s in specs for c in s.conds if c.kind == "derived" and c.key}
+
+
+def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
+    meta = engine.metas[rule_id]
+    own = [s for s in engine.specs if s.rule == rule_id]
+    # Building blocks from shared modules that this rule reads, followed transitively.
+    wanted, shared, seen = _derived_used(own), [], set()
+    while wanted - seen:
+        key = sorted(wanted - seen)[0]
+        seen.add(key)
+        found = [s for s in engine.specs if s.does == "derive" and s.key == key and s.rule != rule_id]
+        shared.extend(found)
+        wanted |= _derived_used(found)
+    out = [
+        f"{meta.id} {meta.version}: {meta.title}",
+        f"Source: {meta.source_label} <{meta.source_url}>",
+        f"Disorder (ConceptMap target): {meta.disorder.system}|{meta.disorder.code} {meta.disorder.display}",
+        "Tiers (most urgent first):",
+        *(f"  - {t.name}: {t.severity} - {t.label}" for t in meta.tiers),
+        "Parameters (override per site):",
+        *(f"  - {name} = {value:g}" for name, value in engine.params[rule_id].items()),
+        "Criteria:",
+        *(_line(s) for s in own),
+    ]
+    if meta.suppressed_by:
+        out.append("Competing rules:")
+        out += [
+            f"  - tier {ours} is not raised while {other} fires at tier {tier}"
+            for other, tier, ours in meta.suppressed_by
+        ]
+    if shared:
+        out.append("Shared building blocks it uses:")
+        out += [_line(s) for s in shared]
+    keys = sorted({c.key for s in own + shared for c in s.conds if c.kind != "derived" and c.key})
+    out.append("Value sets:")
+    for key in keys:
+        info = term.keys.get(key)
+        if info is None:
+            out.append(f"  - {key}: NO VALUE SET")
+            continue
+        codes = sorted(f"{sys.rsplit('/', 1)[-1]} {code}" for sys, code in term.sets.get(info.url, ()))
+        unit = f", in {info.unit}" if info.unit else ""
+        out.append(f"  - {key} ({info.title}{unit}) <{info.url}>: {', '.join(codes)}")
+    out.append("CarePlan actions:")
+    for action in meta.actions:
+        codes = (
+            ", ".join(f"{c.system.rsplit('/', 1)[-1]} {c.code} {c.display}" for c in action.codes)
+            or "no code"
+        )
+        tiers = f" [tier {'/'.join(action.tiers)} only]" if action.tiers else ""
+        out.append(f"  - {action.text} (due within {action.due_hours:g} h; {action.kind}; {codes}){tiers}")
+    return "\n".join(out)
