@@ -26,8 +26,6 @@ from rulesets.meta import RuleMeta
 log = structlog.get_logger("redflags.engine")
 Fact = dict[str, object]
 
-_DERIVED_FIELDS = ("pid", "prelim", "suspected")
-
 
 @dataclass(slots=True)
 class _Context:
@@ -110,8 +108,9 @@ class Engine:
             self.params[rule_id] = p
             self.specs.extend(rules.specs)
         self._thread = engine_thread()
-        fingerprint = repr([(m.__name__, sorted(self.params.get(m.__name__.rsplit(".", 1)[-1], {}).items()))
-                            for m in modules] + [s.name for s in self.specs])
+        fingerprint = repr(
+            (sorted((k, sorted(v.items())) for k, v in self.params.items()), [s.name for s in self.specs])
+        )
         global _compiled
         with _compile_lock:
             if _compiled is None:
