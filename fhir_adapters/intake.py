@@ -6,7 +6,6 @@ resources with the element path each came from, so every later error can name th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,13 +95,18 @@ def reference_of(resource: dict, full_url: str | None) -> str:
     return full_url or f"{resource['resourceType']}/(no id)"
 
 
+def _segments(url: str) -> list[str]:
+    """The path segments of a reference or fullUrl, without a trailing /_history/<version>."""
+    return url.split("/_history/")[0].rstrip("/").split("/")
+
+
 def _patient_id(res: dict, full_url: str | None) -> str:
     """"Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl."""
     rid = res.get("id")
     if isinstance(rid, str) and rid:
         return f"Patient/{rid}"
     if full_url:
-        return "Patient/" + re.split(r"[/:]", full_url.split("/_history/")[0].rstrip("/"))[-1]
+        return "Patient/" + _segments(full_url)[-1].rsplit(":", 1)[-1]
     return "Patient/(no id)"
 
 
@@ -114,8 +118,7 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
         return None
     if target in aliases:  # urn:uuid: or absolute fullUrl of a Patient in this input
         return aliases[target]
-    tail = target.split("/_history/")[0].rstrip("/")
-    parts = tail.split("/")
+    parts = _segments(target)
     if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
         return f"Patient/{parts[-1]}"
     return None
