@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # rulesets import the engine's DSL: a runtime import would be circular
+    from rulesets.meta import Code
 
 #: Urgency levels, most urgent first; also the order used to pick "the highest tier".
 SEVERITIES: tuple[str, ...] = ("critical", "urgent", "routine")
@@ -45,6 +49,8 @@ class Alert:
     suspected: bool = False
     preliminary: bool = False
     notes: tuple[str, ...] = field(default=())
+    #: the disorder this alert suggests (the branch's own, else the rule's; CarePlan reasonCode)
+    disorder: Code | None = None
 
     @property
     def addresses(self) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ def collect(
 ) -> list[Alert]:
     fired: dict[str, dict[str, list[Match]]] = {}
     blocked: dict[str, set[str]] = {}
+    notes: dict[str, list[Match]] = {}
     for match in matches:
         spec = match.spec
         meta = metas.get(spec.rule)
@@ -56,6 +57,9 @@ def collect(
             continue
         if spec.does == "block":
             blocked.setdefault(spec.rule, set()).update(spec.tiers)
+            continue
+        if spec.does == "note":
+            notes.setdefault(spec.rule, []).append(match)
             continue
         tier = spec.tiers[0]
         if _counts(match, meta.tier(tier).severity):
@@ -72,13 +76,29 @@ def collect(
             chosen.get(other) == other_tier and tier == ours for other, other_tier, ours in meta.suppressed_by
         ):
             continue
-        alerts.append(_alert(pid, now, meta, tier, fired[rule][tier], titles))
+        shown = _notes([n for n in notes.get(rule, []) if tier in n.spec.tiers], titles)
+        alerts.append(_alert(pid, now, meta, tier, fired[rule][tier], titles, shown))
     alerts.sort(key=lambda a: (a.severity != "critical", a.severity != "urgent", a.rule))
     return alerts
 
 
+def _notes(matches: Sequence[Match], titles: Mapping[str, str]) -> tuple[str, ...]:
+    """Card notes in declaration order, each once (several matches may produce the same line)."""
+    lines: dict[str, None] = {}
+    for match in sorted(matches, key=lambda m: m.spec.name):
+        facts = "; ".join(describe(f, titles) for f in match.facts if f.get("t") != "patient")
+        lines.setdefault(match.spec.text.replace("{facts}", facts), None)
+    return tuple(lines)
+
+
 def _alert(
-    pid: str, now: int, meta: RuleMeta, tier: str, matches: list[Match], titles: Mapping[str, str]
+    pid: str,
+    now: int,
+    meta: RuleMeta,
+    tier: str,
+    matches: list[Match],
+    titles: Mapping[str, str],
+    notes: tuple[str, ...] = (),
 ) -> Alert:
     criteria: dict[str, tuple[str, ...]] = {}
     evidence: dict[str, None] = {}
@@ -117,4 +137,6 @@ def _alert(
         episode=day(min(times)) if times else day(now),
         suspected=suspected,
         preliminary=preliminary,
+        notes=notes,
+        disorder=next((m.spec.disorder for m in matches if m.spec.disorder), meta.disorder),
     )

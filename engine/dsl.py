@@ -18,13 +18,24 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durable.lang import c, m
+
+if TYPE_CHECKING:  # rulesets import the engine's DSL: a runtime import would be circular
+    from rulesets.meta import Code
 
 HOUR = 3600
 DAY = 24 * HOUR
 WEEK = 7 * DAY
+
+#: Onset tempo of a weakness finding (red-flags.md 0.2): (above, up to) seconds since onset.
+TEMPO: dict[str, tuple[float, float]] = {
+    "hyperacute": (-1, 24 * HOUR),
+    "acute": (24 * HOUR, 7 * DAY),
+    "subacute": (7 * DAY, 8 * WEEK),
+    "chronic": (8 * WEEK, float("inf")),
+}
 
 Expr = Any  # a durable-rules expression object
 Prior = Sequence[str]  # aliases of the conditions before this one, in order
@@ -58,6 +69,23 @@ class Cond:
         for test in self.tests:
             result = result & test(prior)
         return result
+
+    def begun(self, above: float | None = None, up_to: float | None = None) -> Cond:
+        """Earliest onset of the finding more than ``above`` and at most ``up_to`` seconds ago."""
+        cond = self
+        if above is not None:
+            cond = cond.where(
+                lambda _p: m.first_onset_age > above, f"begun more than {_fmt_window(above)} ago"
+            )
+        if up_to is not None and up_to != float("inf"):
+            cond = cond.where(lambda _p: m.first_onset_age <= up_to, f"begun within {_fmt_window(up_to)}")
+        return cond
+
+    def tempo(self, name: str) -> Cond:
+        """Onset tempo hyperacute / acute / subacute / chronic (0.2) of a finding or derived fact."""
+        above, up_to = TEMPO[name]
+        cond = self.begun(None if above < 0 else above, up_to)
+        return replace(cond, phrase=f"{cond.phrase} ({name})")
 
     def _compare(self, op: Callable[[Any, Any], Any], symbol: str, threshold: float) -> Cond:
         return self.where(lambda _p: op(m.v, threshold), f"{symbol} {threshold:g}")
@@ -152,14 +180,16 @@ class Spec:
 
     rule: str  # owning ruleset id (or "common")
     name: str  # stable identity, e.g. "cauda_equina_syndrome.fire.A.0"
-    does: str  # "derive" | "fire" | "block"
+    does: str  # "derive" | "fire" | "block" | "note" | "score"
     conds: tuple[Cond, ...]
     key: str = ""  # derive: derived key
     tiers: tuple[str, ...] = ()  # fire/block: tiers concerned
     reason: str = ""  # block
     value: Callable[[list[dict]], float] | None = None  # derive: computed value
     side: Callable[[list[dict]], str] | None = None  # derive: computed side
-    text: str = ""  # derive: how the derived fact reads in a rationale ("" = its sources)
+    text: str = ""  # derive/note/score: how the fact or note reads ("" = its sources)
+    disorder: Code | None = None  # fire: the disorder this branch suggests (else the rule's)
+    label: str = ""  # score item: the item counted once per score
 
 
 @dataclass(slots=True)
@@ -195,16 +225,55 @@ class Rules:
             )
         )
 
-    def fire(self, tier: str, *conds: Cond) -> None:
-        if self.tiers and tier not in self.tiers:
-            raise ValueError(f"{self.rule}: unknown tier {tier!r}")
-        self.specs.append(Spec(self.rule, self._name("fire", tier), "fire", conds, tiers=(tier,)))
+    def fire(self, tier: str, *conds: Cond, disorder: Code | None = None) -> None:
+        """Record a candidate alert; ``disorder`` names the suspected disorder of this branch."""
+        self._check((tier,))
+        self.specs.append(
+            Spec(self.rule, self._name("fire", tier), "fire", conds, tiers=(tier,), disorder=disorder)
+        )
+
+    def note(self, tiers: str | Sequence[str], *conds: Cond, text: str) -> None:
+        """A line for the card when the rule fires at one of ``tiers``; it never changes the tier.
+
+        ``{facts}`` in ``text`` is replaced by the matched facts as they read in a rationale.
+        """
+        names = (tiers,) if isinstance(tiers, str) else tuple(tiers)
+        self._check(names)
+        self.specs.append(
+            Spec(self.rule, self._name("note", names[0]), "note", conds, tiers=names, text=text)
+        )
+
+    def score_item(self, score: str, points: float, *conds: Cond, label: str) -> None:
+        """One item of an additive score (Wells): counted once, whichever rule derives it."""
+        self.specs.append(
+            Spec(
+                self.rule,
+                self._name("derive", f"{score}_item"),
+                "derive",
+                conds,
+                key=f"{score}_item",
+                value=lambda _f, points=points: points,
+                text=f"{label} {points:+g}",
+                label=label,
+            )
+        )
+
+    def score(self, score: str, text: str) -> None:
+        """Sum the items of ``score`` once every positive fact is derived (missing items count 0).
+
+        Asserted as the derived fact ``score`` (value = the total) in a second stratum, so the
+        total never depends on the order in which items were derived. ``text`` may use ``{v}``.
+        """
+        self.specs.append(Spec(self.rule, f"{self.rule}.score.{score}", "score", (), key=score, text=text))
+
+    def _check(self, tiers: Sequence[str]) -> None:
+        for tier in tiers:
+            if self.tiers and tier not in self.tiers:
+                raise ValueError(f"{self.rule}: unknown tier {tier!r}")
 
     def block(self, tiers: str | Sequence[str], *conds: Cond, reason: str) -> None:
         names = (tiers,) if isinstance(tiers, str) else tuple(tiers)
-        for tier in names:
-            if self.tiers and tier not in self.tiers:
-                raise ValueError(f"{self.rule}: unknown tier {tier!r}")
+        self._check(names)
         self.specs.append(
             Spec(self.rule, self._name("block", names[0]), "block", conds, tiers=names, reason=reason)
         )

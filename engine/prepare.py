@@ -10,6 +10,7 @@ computed here, deterministically, and handed to the rules as plain numbers and f
   cur              findings: 1 unless a newer "absent" record for the key and side exists, or
                    the Condition is not current (resolved, inactive, abated before ``now``)
   latest           values: 1 on the newest result per key, side and site
+  has_high         values: 1 when the laboratory sent a reference-range upper limit (``high``)
   years            patient: whole years between birth date and ``now``
 """
 
@@ -57,6 +58,8 @@ def prepare(facts: Iterable[Fact], now: int) -> Prepared:
             fact["age"] = max(0, now - ts)
         if onset is not None:
             fact["onset_age"] = max(0, now - onset)
+        if fact["t"] == "value":
+            fact["has_high"] = 1 if isinstance(fact.get("high"), int | float) else 0
         if fact["t"] == "patient" and isinstance(fact.get("birth"), str):
             fact["years"] = _years(str(fact["birth"]), now)
         kept.append(fact)

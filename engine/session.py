@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -36,6 +36,8 @@ class _Context:
     titles: Mapping[str, str]
     matches: list[Match] = field(default_factory=list)
     errors: list[tuple[str, BaseException]] = field(default_factory=list)
+    #: score items derived so far, by score item key (second stratum input)
+    items: dict[str, list[Fact]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ class Engine:
         self.metas: dict[str, RuleMeta] = {}
         self.params: dict[str, dict[str, float]] = {}
         self.specs: list[Spec] = []
+        self.scores: list[Spec] = []
         overrides = params or {}
         for module in modules:
             meta: RuleMeta | None = getattr(module, "META", None)
@@ -106,10 +109,15 @@ class Engine:
             if meta:
                 self.metas[rule_id] = meta
             self.params[rule_id] = p
-            self.specs.extend(rules.specs)
+            self.specs.extend(s for s in rules.specs if s.does != "score")
+            self.scores.extend(s for s in rules.specs if s.does == "score")
+        self._item_keys = {f"{s.key}_item" for s in self.scores}
         self._thread = engine_thread()
         fingerprint = repr(
-            (sorted((k, sorted(v.items())) for k, v in self.params.items()), [s.name for s in self.specs])
+            (
+                sorted((k, sorted(v.items())) for k, v in self.params.items()),
+                [s.name for s in (*self.specs, *self.scores)],
+            )
         )
         global _compiled
         with _compile_lock:
@@ -188,6 +196,11 @@ class Engine:
         onsets = [int(f["onset"]) for f in facts if isinstance(f.get("onset"), int)]
         if onsets:
             derived["onset"] = min(onsets)
+        stamps = [int(f["ts"]) for f in facts if isinstance(f.get("ts"), int)]
+        if stamps:
+            derived["ts"] = max(stamps)  # the newest evidence (progression "after" comparisons)
+        if spec.label:
+            derived["label"] = spec.label
         sources = [f for f in facts if f["t"] != "patient"]
         side = (
             spec.side(facts)
@@ -206,6 +219,8 @@ class Engine:
             derived["text"] = f"{shown} ({parts})" if parts else shown
         else:
             derived["text"] = parts
+        if spec.key in self._item_keys:
+            ctx.items.setdefault(spec.key, []).append(derived)
         try:
             closure.assert_fact(derived)  # type: ignore[attr-defined]
         except durable_engine.MessageNotHandledException:
@@ -219,6 +234,47 @@ class Engine:
     def evaluate_many(self, batch: Sequence[tuple[str, Sequence[Fact]]], now: int) -> list[Evaluation]:
         """Several patients in one hop to the engine thread (replay throughput)."""
         return self._thread.run(lambda: [self._evaluate(pid, facts, now) for pid, facts in batch])
+
+    def _run_batch(self, facts: list[Fact], sid: str, ctx: _Context) -> None:
+        """Assert facts into the session and run actions to the fixed point, failing loudly."""
+        code, state = dre.assert_facts(self._ruleset._handle, orjson.dumps(facts).decode())
+        if code == 2:
+            raise FactRejectedError("durable-rules reported a distinct fact as already observed")
+        outcome: list[BaseException | None] = [None]
+        self._ruleset.do_actions(state, lambda error, _state: outcome.__setitem__(0, error))
+        if outcome[0] is not None:
+            raise RuleActionError(f"durable-rules failed running actions: {outcome[0]}")
+        swallowed = self._ruleset.get_state(sid).get("exception")
+        if swallowed:
+            raise RuleActionError(f"a rule action failed inside durable-rules: {swallowed}")
+        if ctx.errors:
+            name, exc = ctx.errors[0]
+            raise RuleActionError(f"rule {name} raised {type(exc).__name__}: {exc}") from exc
+
+    def _totals(self, ctx: _Context, pid: str, sid: str, counter: Iterator[int]) -> list[Fact]:
+        """One derived fact per score: each labelled item counted once (its first derivation)."""
+        totals: list[Fact] = []
+        for spec in self.scores:
+            items: dict[str, Fact] = {}
+            for item in ctx.items.get(f"{spec.key}_item", []):
+                items.setdefault(str(item["label"]), item)
+            total = round(sum(float(i["v"]) for i in items.values()), 4)
+            parts = "; ".join(str(i["text"]) for i in items.values()) or "no item recorded"
+            totals.append(
+                {
+                    "t": "derived",
+                    "key": spec.key,
+                    "v": total,
+                    "pid": pid,
+                    "id": next(counter),
+                    "sid": sid,
+                    "age": 0,
+                    "side": "unknown",
+                    "refs": _refs(list(items.values())),
+                    "text": f"{spec.text.format(v=total)} ({parts})",
+                }
+            )
+        return totals
 
     def _evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
         prepared = prepare(facts, now)
@@ -239,19 +295,9 @@ class Engine:
         self._context = ctx
         try:
             if asserted:
-                code, state = dre.assert_facts(self._ruleset._handle, orjson.dumps(asserted).decode())
-                if code == 2:
-                    raise FactRejectedError("durable-rules reported a distinct fact as already observed")
-                outcome: list[BaseException | None] = [None]
-                self._ruleset.do_actions(state, lambda error, _state: outcome.__setitem__(0, error))
-                if outcome[0] is not None:
-                    raise RuleActionError(f"durable-rules failed running actions: {outcome[0]}")
-                swallowed = self._ruleset.get_state(sid).get("exception")
-                if swallowed:
-                    raise RuleActionError(f"a rule action failed inside durable-rules: {swallowed}")
-            if ctx.errors:
-                name, exc = ctx.errors[0]
-                raise RuleActionError(f"rule {name} raised {type(exc).__name__}: {exc}") from exc
+                self._run_batch(asserted, sid, ctx)
+                if self.scores:  # second stratum: totals over every item derived above
+                    self._run_batch(self._totals(ctx, pid, sid, counter), sid, ctx)
         finally:
             self._context = None
             if asserted:

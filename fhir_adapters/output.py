@@ -173,12 +173,12 @@ def _due_phrase(hours: float) -> str:
     return f"within {hours / 24:g} days"
 
 
-def _activity(action: Action, meta: RuleMeta, now: int) -> dict[str, Any]:
+def _activity(action: Action, disorder: Code, now: int) -> dict[str, Any]:
     """One proposed action; ``kind`` only when it is an R4 activity kind (required binding)."""
     detail = {
         "kind": action.kind if action.kind in CAREPLAN_ACTIVITY_KIND else None,
         "code": {"coding": [_coding(c) for c in action.codes], "text": action.text},
-        "reasonCode": [{"coding": [_coding(meta.disorder)], "text": meta.disorder.display}],
+        "reasonCode": [{"coding": [_coding(disorder)], "text": disorder.display}],
         "status": "not-started",
         "scheduledPeriod": {
             "start": fhir_instant(now),
@@ -208,9 +208,7 @@ def careplan_for(
     return _prune(
         {
             "resourceType": "CarePlan",
-            "identifier": [
-                {"system": CAREPLAN_EPISODE_SYSTEM, "value": episode_identifier(alert)}
-            ],
+            "identifier": [{"system": CAREPLAN_EPISODE_SYSTEM, "value": episode_identifier(alert)}],
             "status": "draft",
             "intent": "proposal",
             "title": _summary(alert, meta),
@@ -220,7 +218,9 @@ def careplan_for(
             "author": _reference(author, _ENGINE_NAME),
             "addresses": [_reference(ref) for ref in alert.addresses],
             "supportingInfo": [_reference(ref) for ref in [flag_ref, *evidence]],
-            "activity": [_activity(a, meta, alert.now) for a in meta.actions_for(alert.tier)],
+            "activity": [
+                _activity(a, alert.disorder or meta.disorder, alert.now) for a in meta.actions_for(alert.tier)
+            ],
         }
     )
 

@@ -14,14 +14,20 @@ _VERBS = {
     "derive": "derives [{key}] when",
     "fire": "fires tier {tier} when",
     "block": "blocks tier {tier} when",
+    "note": 'adds the card note "{text}" at tier {tier} when',
+    "score": "sums [{key}] from its items, each counted once, missing items 0",
 }
 
 
 def _line(spec: Spec) -> str:
-    verb = _VERBS[spec.does].format(key=spec.key, tier="/".join(spec.tiers))
+    verb = _VERBS[spec.does].format(key=spec.key, tier="/".join(spec.tiers), text=spec.text)
+    if spec.does == "score":
+        return f"  - {verb}"
     conds = " AND ".join(c.phrase for c in spec.conds)
     reason = f" ({spec.reason})" if spec.reason else ""
-    return f"  - {verb}: {conds}{reason}"
+    points = f" ({spec.text})" if spec.label else ""
+    disorder = f" [suggests {spec.disorder.display}]" if spec.disorder else ""
+    return f"  - {verb}: {conds}{reason}{points}{disorder}"
 
 
 def _derived_used(specs: list[Spec]) -> set[str]:
@@ -30,15 +36,18 @@ def _derived_used(specs: list[Spec]) -> set[str]:
 
 def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
     meta = engine.metas[rule_id]
-    own = [s for s in engine.specs if s.rule == rule_id]
+    everything = [*engine.specs, *engine.scores]
+    own = [s for s in everything if s.rule == rule_id]
     # Building blocks from shared modules that this rule reads, followed transitively.
     wanted, shared, seen = _derived_used(own), [], set()
     while wanted - seen:
         key = sorted(wanted - seen)[0]
         seen.add(key)
-        found = [s for s in engine.specs if s.does == "derive" and s.key == key and s.rule != rule_id]
+        found = [
+            s for s in everything if s.does in ("derive", "score") and s.key == key and s.rule != rule_id
+        ]
         shared.extend(found)
-        wanted |= _derived_used(found)
+        wanted |= _derived_used(found) | {f"{s.key}_item" for s in found if s.does == "score"}
     out = [
         f"{meta.id} {meta.version}: {meta.title}",
         f"Source: {meta.source_label} <{meta.source_url}>",

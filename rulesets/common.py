@@ -4,13 +4,21 @@
   of 4 or less in a lower-limb muscle group (latest per group and side).
 - ``bilateral_<finding>``: a record saying bilateral, or a left and a right record (13.2).
 - ``fvc_per_kg``: latest FVC (24 h) in mL / latest body weight (30 days) in kg.
+- ``known_cancer``: any cancer or bone-metastasis record that is not refuted or entered in
+  error; resolved and in remission still count (spinal metastases appear years later, 4.3).
+- ``active_cancer``: a current cancer Condition (Wells "active cancer", 5.2).
+- ``weakness_ascending``: arm, face or bulbar weakness that began after the leg weakness (0.2 b).
+- ``weakness_progression`` (0.2): an MRC grade of the same muscle group and side fell by 1 or
+  more between two results at least 6 h apart; or the weakness ascended; or leg weakness was
+  later replaced by paraplegia/paraparesis. Its ``ts`` is the newest evidence, so a rule can
+  ask "progressed within Δ" or "after the injury".
 """
 
 from __future__ import annotations
 
 from durable.lang import m
 
-from engine.dsl import DAY, HOUR, Rules, latest, present, ref
+from engine.dsl import DAY, HOUR, Rules, ever, fact, latest, present, ref, result
 
 META = None  # derives facts only; raises no alert
 
@@ -18,7 +26,13 @@ PARAMS: dict[str, float] = {
     "mrc_weak_max": 4,  # MRC grade at or below which a muscle group counts as weak
     "fvc_within_h": 24,
     "weight_within_d": 30,
+    "progression_gap_h": 6,  # two MRC grades at least this far apart ...
+    "progression_drop": 1,  # ... that fell by at least this much
 }
+
+#: Regions that weaken after the legs in an ascending pattern (legs -> arms -> face/bulbar).
+ASCENDING = ("arm_weakness", "facial_weakness", "dysphagia")
+CANCER = ("cancer_any", "bone_mets")
 
 #: Findings whose bilateral form some rule needs.
 BILATERAL = ("leg_weakness", "sciatica", "leg_numbness", "facial_weakness", "arm_weakness")
@@ -53,5 +67,42 @@ def define(r: Rules, p: dict[str, float]) -> None:
         text="FVC {v:.1f} mL/kg",
     )
 
+    for key in CANCER:
+        r.derive("known_cancer", ever(key))
+    r.derive("active_cancer", present("cancer_any"))
 
-__all__ = ["BILATERAL", "META", "PARAMS", "define", "ref"]
+    gap, drop = p["progression_gap_h"] * HOUR, p["progression_drop"]
+    r.derive(
+        "weakness_progression",
+        result("mrc_grade"),
+        result("mrc_grade").where(
+            lambda p_: (
+                (m.site == ref(p_, 0).site)
+                & (m.side == ref(p_, 0).side)
+                & (m.ts >= ref(p_, 0).ts + gap)
+                & (m.v <= ref(p_, 0).v - drop)
+            ),
+            f"fallen by {drop:g} grade or more in the same muscle group and side "
+            f"at least {p['progression_gap_h']:g} h later",
+        ),
+        text="MRC grade fell",
+    )
+    for key in ASCENDING:
+        r.derive(
+            "weakness_ascending",
+            fact("any_leg_weakness"),
+            present(key).where(lambda p_: m.onset > ref(p_, 0).onset, "begun after the leg weakness"),
+            text="weakness ascending",
+        )
+    r.derive("weakness_progression", fact("weakness_ascending"))
+    r.derive(
+        "weakness_progression",
+        present("leg_weakness"),
+        present("paraplegia_paraparesis").where(
+            lambda p_: m.onset > ref(p_, 0).onset, "recorded after the leg weakness began"
+        ),
+        text="leg weakness progressed to paraplegia/paraparesis",
+    )
+
+
+__all__ = ["BILATERAL", "META", "PARAMS", "define"]

@@ -237,3 +237,46 @@ def test_hundred_thousand_patients_in_flat_memory(engine: Engine) -> None:
     assert fired == 10_000  # every tenth patient is positive, none lost
     assert after_100k - after_10k < 8 * 1024, (after_10k, after_100k)
     assert engine_thread().ident != threading.get_ident()
+
+
+class TestStratifiedScoresNotesAndDisorders:
+    def test_score_counts_each_item_once_whatever_the_order_and_notes_follow_the_tier(self) -> None:
+        out = isolated("""
+            from engine.dsl import fact
+            def define(r, _p):
+                r.score_item("pts", 1, present("back_pain"), label="back")
+                r.score_item("pts", 1, present("sciatica"), label="back")  # same item: once
+                r.score_item("pts", 2, present("saddle_anesthesia"), label="saddle")
+                r.score_item("pts", -2, present("fever"), label="other")
+                r.score("pts", "points {v:g}")
+                r.fire("A", fact("pts") >= 3, disorder=Code(SNOMED, "2", "y"))
+                r.note("A", present("fever"), text="fever: {facts}")
+            e = Engine([module(define)])
+            from test_engine import finding
+            def run(pid, keys, reverse=False):
+                facts = [finding(pid, k, f"Observation/{k}") for k in keys]
+                res = e.evaluate(pid, facts[::-1] if reverse else facts, NOW)
+                return [(a.tier, a.disorder.code, a.notes, a.rationale) for a in res.alerts]
+            print(run("Patient/1", ["back_pain", "sciatica", "saddle_anesthesia"]))
+            print(run("Patient/2", ["back_pain", "sciatica", "saddle_anesthesia"], reverse=True))
+            print(run("Patient/3", ["back_pain", "saddle_anesthesia", "fever"]))
+            print(run("Patient/4", ["back_pain", "sciatica"]))
+        """)
+        first, second, third, fourth = out.strip().split("\n")
+        assert first == second  # order of facts does not matter
+        assert first.startswith("[('A', '2', (), ") and "points 3 (" in first
+        assert "back +1" in first and "saddle +2" in first
+        assert third == "[]"  # 1 + 2 - 2 = 1
+        assert fourth == "[]"  # one item, counted once
+
+    def test_note_only_for_its_tier(self) -> None:
+        out = isolated("""
+            def define(r, _p):
+                r.fire("A", present("back_pain"))
+                r.note("A", present("fever"), text="with {facts}")
+            e = Engine([module(define)])
+            from test_engine import finding
+            facts = [finding("Patient/1", k, f"Observation/{k}") for k in ("back_pain", "fever")]
+            print(e.evaluate("Patient/1", facts, NOW).alerts[0].notes)
+        """)
+        assert out.strip().startswith("('with fever on ")

@@ -123,9 +123,7 @@ class TestFhirInstant:
 
 
 class TestFlag:
-    @pytest.mark.parametrize(
-        ("severity", "code"), [("critical", "PH"), ("urgent", "PM"), ("routine", "PL")]
-    )
+    @pytest.mark.parametrize(("severity", "code"), [("critical", "PH"), ("urgent", "PM"), ("routine", "PL")])
     def test_priority_extension_follows_severity(self, severity: str, code: str) -> None:
         flag = flag_for(make_alert(severity=severity), CES)
         (extension,) = flag["extension"]
@@ -421,9 +419,7 @@ class TestConceptMap:
         concept_map["group"][0]["element"][0]["target"][0]["equivalence"] = "same"
         with pytest.raises(FhirValidationError) as error:
             validate(concept_map)
-        assert expressions(error) == {
-            "ConceptMap.group[0].element[0].target[0].equivalence": "code-invalid"
-        }
+        assert expressions(error) == {"ConceptMap.group[0].element[0].target[0].equivalence": "code-invalid"}
 
     def test_duplicate_rule_ids_are_refused(self) -> None:
         with pytest.raises(ValueError, match="duplicate"):
