@@ -18,6 +18,7 @@ from rich.table import Table
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.times import iso, parse_now
 from redflags import logs
+from redflags.corpus import COUNTS, Report, replay_expected
 from redflags.explain import explain
 from redflags.pipeline import Pipeline
 from redflags.replay import InputResult, expand, replay
@@ -49,7 +50,12 @@ def main(log_level: str) -> None:
 
 @main.command("replay")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--now", "now_text", metavar="ISO-8601", help="Evaluation time (default: the current time).")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO-8601",
+    help="Evaluation time (default: the current time; with --expect, a file's expected 'now' wins).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--out",
@@ -67,6 +73,12 @@ def main(log_level: str) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
+@click.option(
+    "--expect",
+    is_flag=True,
+    help="Compare with each file's NAME.expected.json (evaluated at its 'now') and print a per-rule "
+    "TP/FP/FN/wrong-tier/TN table and every miss, instead of the alerts.",
+)
 def replay_command(
     paths: tuple[Path, ...],
     now_text: str | None,
@@ -75,8 +87,15 @@ def replay_command(
     strict: bool,
     valueset_dirs: tuple[Path, ...],
     progress: bool | None,
+    expect: bool,
 ) -> None:
-    """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts."""
+    """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts.
+
+    Exit status: 0 when every input was read (and, with --expect, every expectation met);
+    1 when any input or expected file could not be read, an element was invalid, or (with
+    --expect) any alert or patient differs from the expected file. Files without an expected
+    file are listed as "no expectation" and do not change the status.
+    """
     now = _now_option(now_text)
     structlog.contextvars.bind_contextvars(replay_id=uuid.uuid4().hex[:12])
     pipeline = Pipeline(strict=strict, valueset_dirs=valueset_dirs)
@@ -88,7 +107,8 @@ def replay_command(
     if out:
         out.mkdir(parents=True, exist_ok=True)
     show_bar = progress if progress is not None else sys.stderr.isatty()
-    table = _table(now) if fmt == "table" else None
+    table = _table(now) if fmt == "table" and not expect else None
+    report = Report(rules=pipeline.engine.metas)
     log.info("replay_started", inputs=len(files), now=iso(now), strict=strict)
     with Progress(
         TextColumn("replay"),
@@ -100,11 +120,20 @@ def replay_command(
         transient=True,
     ) as bar:
         task = bar.add_task("replay", total=len(files))
-        for result in replay(files, pipeline, now):
-            failed |= _report(result, fmt, table, out, pipeline)
-            bar.advance(task)
+        if expect:
+            for checked in replay_expected(files, pipeline, now):
+                report.add(checked)
+                _write(checked.result, out, pipeline)
+                bar.advance(task)
+        else:
+            for result in replay(files, pipeline, now):
+                failed |= _report(result, fmt, table, out, pipeline)
+                bar.advance(task)
     if table is not None:
         _console().print(table)
+    if expect:
+        _print_corpus(report, fmt)
+        failed |= not report.ok
     log.info("replay_finished", inputs=len(files), failed=failed)
     sys.exit(1 if failed else 0)
 
@@ -144,14 +173,51 @@ def _report(result: InputResult, fmt: str, table: Table | None, out: Path | None
             log.info(
                 "alert", rule=alert.rule, severity=alert.severity, patient=logs.patient_token(alert.patient)
             )
-        if out and patient.alerts:
+    _write(result, out, pipeline)
+    sys.stdout.flush()
+    return failed
+
+
+def _write(result: InputResult, out: Path | None, pipeline: Pipeline) -> None:
+    """--out: one transaction Bundle per alerting patient."""
+    if not out:
+        return
+    for patient in result.patients:
+        if patient.alerts:
             bundle = patient.transaction(pipeline)
             name = re.sub(
                 r"[^A-Za-z0-9._-]", "_", f"{Path(result.source).stem}__{patient.pid.split('/')[-1]}"
             )
             (out / f"{name}.json").write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
-    sys.stdout.flush()
-    return failed
+
+
+def _print_corpus(report: Report, fmt: str) -> None:
+    """--expect: the per-rule table, then one line per miss, file without expectation and error."""
+    if fmt == "json":
+        sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+        return
+    table = Table(
+        title=f"redflags corpus: {report.files} files, {report.compared_patients} patients compared",
+        show_footer=True,
+    )
+    totals = report.totals()
+    table.add_column("rule", footer="total")
+    for name, header in zip(COUNTS, ("TP", "FP", "FN", "wrong tier", "TN"), strict=True):
+        table.add_column(header, justify="right", footer=str(getattr(totals, name)))
+    for rule, counts in report.rows():
+        table.add_row(rule, *(str(getattr(counts, name)) for name in COUNTS))
+    _console().print(table)
+    for line in report.lines():
+        click.echo(line)
+    for source, patients, alerts in report.no_expectation:
+        click.echo(f"NOEXP {source} (patients: {patients}, alerts: {alerts})")
+    differences = len(report.misses) + len(report.patient_differences)
+    click.echo(
+        "all expectations met" if report.ok else f"{differences} differences, {len(report.errors)} errors"
+    )
+    if report.no_expectation:
+        click.echo(f"files without expectation: {len(report.no_expectation)} (listed above, not compared)")
 
 
 @main.command("rules")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 
 from fhir_adapters.intake import read_path
 from fhir_adapters.output import patient_transaction
 from fhir_adapters.times import parse_now
+from redflags.corpus import Expectation, Report, load_expectation, replay_expected
 from redflags.pipeline import Pipeline
 from redflags.replay import expand
 
@@ -19,29 +19,27 @@ CASES = sorted(p for p in expand([FIXTURES]) if "external" not in p.parts)
 EXTERNAL = sorted(expand([FIXTURES / "external"]))
 
 
-def _expected(path: Path) -> dict:
-    stem = path.name.rsplit(".", 1)[0]
-    return orjson.loads(path.with_name(f"{stem}.expected.json").read_bytes())
+def _expected(path: Path) -> Expectation:
+    expectation = load_expectation(path)
+    assert expectation is not None, f"{path}: no expected file"
+    return expectation
 
 
 def test_every_fixture_has_its_expectation() -> None:
     assert len(CASES) >= 40
     for path in CASES:
-        assert _expected(path)["patients"], path
+        assert _expected(path).patients, path
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: str(p.relative_to(FIXTURES)))
 def test_fixture_alerts_match_expected(path: Path, pipeline: Pipeline) -> None:
-    expected = _expected(path)
-    results = pipeline.evaluate(read_path(path), parse_now(expected["now"]))
-    got = {r.pid: sorted((a.rule, a.severity) for a in r.alerts) for r in results}
-    want = {
-        pid: sorted((a["rule"], a["severity"]) for a in alerts)
-        for pid, alerts in expected["patients"].items()
-    }
-    assert got == want, expected.get("description")
-    for result in results:
-        assert [i for i in result.issues if i.severity == "error"] == [], result.issues
+    """The same comparison as `redflags replay --expect`; a failure prints its miss lines."""
+    (checked,) = replay_expected([path], pipeline, default_now=0)
+    report = Report()
+    report.add(checked)
+    description = checked.expectation.description if checked.expectation else "no expected file"
+    assert checked.expectation and report.ok, "\n".join([description, *report.lines()])
+    for result in checked.result.patients:
         for alert in result.alerts:
             assert alert.evidence, "an alert without evidence"
             assert alert.rationale.endswith(".") and alert.rationale.count(". ") == 0
@@ -54,8 +52,8 @@ def test_corpus_covers_every_tier_and_near_misses() -> None:
     seen: set[tuple[str, str]] = set()
     negatives = 0
     for path in CASES:
-        for alerts in _expected(path)["patients"].values():
-            seen.update((a["rule"], a["severity"]) for a in alerts)
+        for alerts in _expected(path).patients.values():
+            seen.update(alerts.items())
             negatives += not alerts
     for rule in ("cauda_equina_syndrome", "guillain_barre_syndrome"):
         assert {(rule, "critical"), (rule, "urgent")} <= seen
