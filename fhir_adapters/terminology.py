@@ -165,12 +165,17 @@ def _read(path: Path) -> dict:
     return doc
 
 
-def _map_one(term: Terminology, cm: dict, source: str) -> None:
-    """Let each source code mapped with a counted equivalence mean what its target means."""
+def _valid(doc: dict, source: str) -> None:
+    """R4 structure and required codes, so a site's mistake is one line naming its file."""
     try:
-        validate(cm, "ConceptMap")
+        validate(doc, doc["resourceType"])
     except FhirValidationError as exc:
         raise TerminologyError(f"{source}: {exc}") from None
+
+
+def _map_one(term: Terminology, cm: dict, source: str) -> None:
+    """Let each source code mapped with a counted equivalence mean what its target means."""
+    _valid(cm, source)
     for g, group in enumerate(cm.get("group", ())):
         system, target_system = group.get("source"), group.get("target")
         if not isinstance(system, str) or not isinstance(target_system, str):
@@ -220,6 +225,8 @@ def load(extra_dirs: Sequence[Path] = (), conceptmaps: Sequence[Path] = ()) -> T
         for path in sorted(Path(folder).glob("*.json")):
             doc = _read(path)
             if doc.get("resourceType") == "ValueSet":
+                if folder is not BUILTIN_DIR:  # a site's file is checked; ours are by the tests
+                    _valid(doc, str(path))
                 _load_one(term, doc, str(path))
             elif doc.get("resourceType") == "ConceptMap":
                 maps.append((doc, str(path)))

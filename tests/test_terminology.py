@@ -324,3 +324,19 @@ class TestConceptMaps:
         assert keys_of(site_term, system, "LWK-02") == {"leg_weakness"}  # wider: left leg weakness
         assert keys_of(site_term, system, "WK-00") == set()  # narrower: any weakness is not leg weakness
         assert keys_of(site_term, system, "SADDLE-01") == {"saddle_anesthesia"}
+
+
+def test_an_invalid_site_value_set_is_refused_with_its_file(tmp_path):
+    vs = local_valueset()
+    del vs["compose"]["include"][0]["concept"][0]["code"]
+    folder = site_folder(tmp_path, vs)
+    with pytest.raises(terminology.TerminologyError, match="code") as error:
+        terminology.load([folder])
+    assert str(error.value).startswith(f"{folder / 'local0.json'}: ")
+
+
+def test_builtin_value_sets_are_valid_r4():
+    from fhir_adapters.validate import validate
+
+    for path in sorted(terminology.BUILTIN_DIR.glob("*.json")):
+        validate(orjson.loads(path.read_bytes()))
