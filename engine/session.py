@@ -93,6 +93,7 @@ class Engine:
         self.titles: Mapping[str, str] = titles or {}
         self.metas: dict[str, RuleMeta] = {}
         self.params: dict[str, dict[str, float]] = {}
+        self.defaults: dict[str, dict[str, float]] = {}  # the modules' own, before overrides
         self.specs: list[Spec] = []
         self.scores: list[Spec] = []
         overrides = params or {}
@@ -100,6 +101,7 @@ class Engine:
             meta: RuleMeta | None = getattr(module, "META", None)
             rule_id = meta.id if meta else module.__name__.rsplit(".", 1)[-1]
             p = dict(getattr(module, "PARAMS", {}))
+            self.defaults[rule_id] = dict(p)
             for name, value in overrides.get(rule_id, {}).items():
                 if name not in p:
                     raise RuleDefinitionError(f"{rule_id}: unknown parameter {name!r}")

@@ -1,8 +1,15 @@
 """Value sets as data: FHIR ValueSet files -> a code index used to turn codings into finding keys.
 
-The files live in ``rulesets/valuesets`` (clinical knowledge, versioned with the rules); a site
-adds local codes by pointing ``extra_dirs`` at a folder of its own ValueSet files that use the
-same ``finding-key`` extension: their codes are merged into the key's set, no code change needed.
+The files live in ``rulesets/valuesets`` (clinical knowledge, versioned with the rules). A site
+adds its own codes without touching code, in either of two ways:
+
+- ValueSet files in a folder of its own (``extra_dirs``) carrying the same ``finding-key``
+  extension: their codes are merged into the key's set;
+- FHIR R4 ConceptMaps (files given directly, or found in those folders) from its code system to
+  the redflags finding system (target code = finding key) or to any code the value sets hold: a
+  mapped local code then means whatever its target means (keys, sides, body-site sets).
+
+Only mappings that make the local code imply its target count (``COUNTED_EQUIVALENCE``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from pathlib import Path
 
 import orjson
 
-from rulesets.meta import CANONICAL_BASE
+from fhir_adapters.validate import FhirValidationError, validate
+from rulesets.meta import CANONICAL_BASE, FINDING_SYSTEM
 
 _SD = f"{CANONICAL_BASE}/StructureDefinition/"
 EXT_KEY = _SD + "finding-key"
@@ -27,6 +35,18 @@ EXT_REQUIRES_NO_SITE = _SD + "requires-no-body-site"
 EXT_RESTRICTION = _SD + "match-restriction"
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "rulesets" / "valuesets"
+
+#: R4 ConceptMap equivalences under which a record coded with the source code establishes the
+#: target: the same meaning (``equal``, ``equivalent``) or a narrower one (``wider``,
+#: ``subsumes``: the target is wider / the source is-a target). ``narrower`` and
+#: ``specializes`` say the source is broader than the target (a local "weakness" mapped to
+#: leg weakness would raise alerts on any weakness), ``relatedto`` and ``inexact`` are loose,
+#: ``unmatched`` and ``disjoint`` say "not this": none of them may turn a code into a finding.
+COUNTED_EQUIVALENCE = frozenset({"equal", "equivalent", "wider", "subsumes"})
+
+
+class TerminologyError(ValueError):
+    """A value set or concept map file that cannot be used; the message names the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +112,7 @@ def _ext(element: dict, url: str) -> object:
 def _load_one(term: Terminology, vs: dict, source: str) -> None:
     url = vs.get("url")
     if vs.get("resourceType") != "ValueSet" or not isinstance(url, str):
-        raise ValueError(f"{source}: not a ValueSet with a url")
+        raise TerminologyError(f"{source}: not a ValueSet with a url")
     key = _ext(vs, EXT_KEY)
     kind = _ext(vs, EXT_KIND) or "finding"
     term.kinds[url] = str(kind)
@@ -110,7 +130,7 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
     for include in vs.get("compose", {}).get("include", ()):
         system = include.get("system")
         if not isinstance(system, str):
-            raise ValueError(f"{source}: include without a system")
+            raise TerminologyError(f"{source}: include without a system")
         for concept in include.get("concept", ()):
             code = concept["code"]
             members.add((system, code))
@@ -129,20 +149,94 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
                 )
         for flt in include.get("filter", ()):
             if flt.get("property") != "code" or flt.get("op") != "regex":
-                raise ValueError(f"{source}: only code regex filters are supported")
+                raise TerminologyError(f"{source}: only code regex filters are supported")
             if isinstance(key, str):
                 term.patterns.append((system, re.compile(flt["value"]), Match(key=key)))
     term.sources.append(source)
 
 
-def load(extra_dirs: Sequence[Path] = ()) -> Terminology:
-    """Load the built-in value sets, then each site folder (whose codes extend the same keys)."""
+def _read(path: Path) -> dict:
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise TerminologyError(f"{path}: cannot read JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise TerminologyError(f"{path}: not a FHIR resource")
+    return doc
+
+
+def _valid(doc: dict, source: str) -> None:
+    """R4 structure and required codes, so a site's mistake is one line naming its file."""
+    try:
+        validate(doc, doc["resourceType"])
+    except FhirValidationError as exc:
+        raise TerminologyError(f"{source}: {exc}") from None
+
+
+def _map_one(term: Terminology, cm: dict, source: str) -> None:
+    """Let each source code mapped with a counted equivalence mean what its target means."""
+    _valid(cm, source)
+    for g, group in enumerate(cm.get("group", ())):
+        system, target_system = group.get("source"), group.get("target")
+        if not isinstance(system, str) or not isinstance(target_system, str):
+            raise TerminologyError(f"{source}: ConceptMap.group[{g}] needs a source and a target system")
+        for element in group.get("element", ()):
+            code = element.get("code")
+            for target in element.get("target", ()):
+                equivalence = target.get("equivalence")
+                if equivalence is None:  # R5's "relationship" is not R4: refuse, never guess
+                    raise TerminologyError(f"{source}: {code}: a ConceptMap target needs an equivalence")
+                if equivalence not in COUNTED_EQUIVALENCE:
+                    continue
+                target_code = target.get("code")
+                if not isinstance(code, str) or not isinstance(target_code, str):
+                    raise TerminologyError(f"{source}: a counted mapping without source or target code")
+                found = _alias(term, (system, code), (target_system, target_code))
+                if not found and target_system == FINDING_SYSTEM:  # a typo would silently map nothing
+                    raise TerminologyError(f"{source}: {code} maps to unknown finding {target_code!r}")
+    term.sources.append(source)
+
+
+def _alias(term: Terminology, local: tuple[str, str], target: tuple[str, str]) -> bool:
+    """``local`` gets the target's key matches and set memberships; False if it has neither."""
+    matches = term.matches(*target)
+    known = term.codes.setdefault(local, [])
+    known.extend(m for m in matches if m not in known)
+    member = False
+    for members in term.sets.values():
+        if target in members:
+            members.add(local)
+            member = True
+    if target in term.set_sides:
+        term.set_sides[local] = term.set_sides[target]
+    if not known:
+        del term.codes[local]
+    return bool(matches) or member
+
+
+def load(extra_dirs: Sequence[Path] = (), conceptmaps: Sequence[Path] = ()) -> Terminology:
+    """Built-in value sets, then each site folder's, then every ConceptMap (folders' and listed).
+
+    ConceptMaps come last so that they can point at any code a value set holds, site ones too.
+    """
     term = Terminology()
+    maps: list[tuple[dict, str]] = []
     for folder in (BUILTIN_DIR, *extra_dirs):
         for path in sorted(Path(folder).glob("*.json")):
-            doc = orjson.loads(path.read_bytes())
+            doc = _read(path)
             if doc.get("resourceType") == "ValueSet":
+                if folder is not BUILTIN_DIR:  # a site's file is checked; ours are by the tests
+                    _valid(doc, str(path))
                 _load_one(term, doc, str(path))
+            elif doc.get("resourceType") == "ConceptMap":
+                maps.append((doc, str(path)))
+    for path in conceptmaps:
+        doc = _read(Path(path))
+        if doc.get("resourceType") != "ConceptMap":
+            raise TerminologyError(f"{path}: not a ConceptMap")
+        maps.append((doc, str(path)))
+    for doc, source in maps:
+        _map_one(term, doc, source)
     return term
 
 

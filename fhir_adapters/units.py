@@ -1,86 +1,102 @@
 """Unit normalisation (red-flags.md section 15): every rule compares in one canonical unit.
 
-A table, not a library: the rules need a few dozen exact conversions, some of them
-analyte-specific (molar mass, valence) which no general UCUM library knows. An unknown unit
-yields ``None`` (the value is missing), never a guess.
+Decision: a small table, checked against a UCUM library in the tests, not a library at run time.
+
+- Half of section 15.1 is analyte-specific (molar mass for calcium, magnesium, phosphate,
+  creatinine, glucose and B12; valence for magnesium in meq/L; the IU/L = U/L convention for
+  enzymes): no UCUM library can know these, so a table is needed whatever else is used.
+- For the dimensional half, the one PyPI library that installs and runs here, ucumvert (0.3.x,
+  beta, UCUM on top of pint), adds ~0.7 s to every start and ~2 ms per uncached conversion,
+  and cannot read bare annotations (``{score}``) or take IU/L as U/L (rightly, for UCUM);
+  ucumate needs a Java 21 JVM through JPype (this machine has 17), pyucum (2019) wraps a web
+  API, and pint alone does not read UCUM codes.
+- A closed list of accepted units is a safety property: any other unit makes the value
+  missing (with an issue), never a guess.
+
+Each unit is defined once, by its dimension and its exact size, so every conversion works in
+both directions. ``tests/test_units_times.py`` checks every size against ucumvert's UCUM
+definitions, every analyte factor against the molar mass, and every 15.1/15.2 example.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
+from functools import lru_cache
 
-#: Same-dimension conversions: (from UCUM code, canonical UCUM code) -> factor.
-GENERIC: dict[tuple[str, str], float] = {
-    ("mL", "mL"): 1.0,
-    ("L", "mL"): 1000.0,
-    ("dL", "mL"): 100.0,
-    ("kg", "kg"): 1.0,
-    ("g", "kg"): 0.001,
-    ("[lb_av]", "kg"): 0.45359237,
-    ("mg/dL", "mg/dL"): 1.0,
-    ("g/L", "mg/dL"): 100.0,
-    ("mg/L", "mg/dL"): 0.1,
-    ("g/dL", "mg/dL"): 1000.0,
-    ("/uL", "/uL"): 1.0,
-    ("/mm3", "/uL"): 1.0,
-    ("10*6/L", "/uL"): 1.0,
-    ("10*9/L", "/uL"): 1000.0,
-    ("cm[H2O]", "cm[H2O]"): 1.0,
-    ("mmol/L", "mmol/L"): 1.0,
-    ("umol/L", "umol/L"): 1.0,
-    ("nmol/L", "umol/L"): 0.001,
-    ("mmol/L", "umol/L"): 1000.0,
-    ("nmol/L", "nmol/L"): 1.0,
-    ("pg/mL", "pg/mL"): 1.0,
-    ("ng/L", "pg/mL"): 1.0,
-    ("g/L", "g/L"): 1.0,
-    ("g/dL", "g/L"): 10.0,
-    ("U/L", "U/L"): 1.0,
-    ("[IU]/L", "U/L"): 1.0,
-    ("ukat/L", "U/L"): 60.0,
-    ("mg/L", "mg/L"): 1.0,
-    ("ug/mL", "mg/L"): 1.0,
-    ("ng/mL", "mg/L"): 0.001,
-    ("ug/L", "mg/L"): 0.001,
-    ("cm", "cm"): 1.0,
-    ("mm", "cm"): 0.1,
-    ("/min", "/min"): 1.0,
-    ("{beats}/min", "/min"): 1.0,
-    ("%", "%"): 1.0,
-    ("fL", "fL"): 1.0,
-    ("Cel", "Cel"): 1.0,
-    ("1", "1"): 1.0,
-    ("{score}", "{score}"): 1.0,
-    ("{score}", "1"): 1.0,
-    ("1", "{score}"): 1.0,
-    ("{ratio}", "1"): 1.0,
+F = Fraction
+
+#: Accepted UCUM codes -> (dimension, exact size in that dimension's first unit). Dimensions
+#: that UCUM would merge are kept apart where merging would be wrong for a rule: ``eq/L`` (UCUM
+#: says eq = mol; the valence is the analyte's), ``[IU]/L`` (arbitrary units; U/L only for
+#: enzymes) and ``%`` (a saturation sent as 0.97 with unit 1 is not read as 97 %).
+UNITS: dict[str, tuple[str, Fraction]] = {
+    "L": ("volume", F(1)),
+    "dL": ("volume", F(1, 10)),
+    "mL": ("volume", F(1, 10**3)),
+    "fL": ("volume", F(1, 10**15)),
+    "kg": ("mass", F(1)),
+    "g": ("mass", F(1, 10**3)),
+    "[lb_av]": ("mass", F("0.45359237")),
+    "g/L": ("mass/volume", F(1)),
+    "g/dL": ("mass/volume", F(10)),
+    "mg/dL": ("mass/volume", F(1, 100)),
+    "mg/L": ("mass/volume", F(1, 10**3)),
+    "ug/mL": ("mass/volume", F(1, 10**3)),
+    "ug/L": ("mass/volume", F(1, 10**6)),
+    "ng/mL": ("mass/volume", F(1, 10**6)),
+    "ng/L": ("mass/volume", F(1, 10**9)),
+    "pg/mL": ("mass/volume", F(1, 10**9)),
+    # D-dimer reported as fibrinogen-equivalent units; DDU is never read as FEU (15.1)
+    "mg/L{FEU}": ("mass/volume", F(1, 10**3)),
+    "ug/mL{FEU}": ("mass/volume", F(1, 10**3)),
+    "ug/L{FEU}": ("mass/volume", F(1, 10**6)),
+    "ng/mL{FEU}": ("mass/volume", F(1, 10**6)),
+    "mmol/L": ("substance/volume", F(1, 10**3)),
+    "umol/L": ("substance/volume", F(1, 10**6)),
+    "nmol/L": ("substance/volume", F(1, 10**9)),
+    "pmol/L": ("substance/volume", F(1, 10**12)),
+    "meq/L": ("eq/L", F(1, 10**3)),
+    "/uL": ("number/volume", F(10**6)),
+    "/mm3": ("number/volume", F(10**6)),
+    "10*6/L": ("number/volume", F(10**6)),
+    "10*9/L": ("number/volume", F(10**9)),
+    "10*3/uL": ("number/volume", F(10**9)),
+    "ukat/L": ("catalytic/volume", F(1, 10**6)),
+    "U/L": ("catalytic/volume", F(1, 60 * 10**6)),  # 1 U = 1 umol/min = 1/60 ukat
+    "[IU]/L": ("[IU]/L", F(1)),
+    "cm": ("length", F(1, 100)),
+    "mm": ("length", F(1, 10**3)),
+    "cm[H2O]": ("pressure", F(1)),
+    "/min": ("rate", F(1)),
+    "{beats}/min": ("rate", F(1)),
+    "%": ("%", F(1)),
+    "1": ("1", F(1)),
+    "{score}": ("1", F(1)),
+    "{ratio}": ("1", F(1)),
 }
 
-#: Analyte-specific conversions: (finding key, from UCUM code) -> factor to the key's canonical unit.
-ANALYTE: dict[tuple[str, str], float] = {
-    ("b12_total", "pmol/L"): 1.355,  # molar mass ~1355 g/mol
-    ("potassium", "meq/L"): 1.0,  # monovalent
-    ("calcium_total", "mg/dL"): 0.2495,
-    ("calcium_ionized", "mg/dL"): 0.2495,
-    ("magnesium", "mg/dL"): 0.4114,
-    ("magnesium", "meq/L"): 0.5,
-    ("phosphate", "mg/dL"): 0.3229,
-    ("creatinine", "mg/dL"): 88.4,
-    ("glucose", "mg/dL"): 1 / 18.0,
+#: Analyte-specific bridges between dimensions, as section 15.1 states them: key ->
+#: (from unit, to unit, factor). Any unit of either dimension converts through them.
+_CALCIUM = (("mg/dL", "mmol/L", F("0.2495")),)  # 40.08 g/mol
+_ENZYME = (("[IU]/L", "U/L", F(1)),)
+ANALYTE: dict[str, tuple[tuple[str, str, Fraction], ...]] = {
+    "b12_total": (("pmol/L", "pg/mL", F("1.355")),),  # ~1355 g/mol
+    "potassium": (("meq/L", "mmol/L", F(1)),),  # monovalent
+    "calcium_total": _CALCIUM,
+    "calcium_ionized": _CALCIUM,
+    "magnesium": (("mg/dL", "mmol/L", F("0.4114")), ("meq/L", "mmol/L", F(1, 2))),  # divalent
+    "phosphate": (("mg/dL", "mmol/L", F("0.3229")),),  # as phosphorus, 30.97 g/mol
+    "creatinine": (("mg/dL", "umol/L", F("88.4")),),
+    "glucose": (("mg/dL", "mmol/L", F(1, 18)),),  # "divide by 18.0"
+    "ck": _ENZYME,
+    "ggt": _ENZYME,
 }
 
-#: Unit strings senders use instead of the UCUM code (read only when no UCUM code is given).
+#: Unit strings senders use instead of a UCUM code (lower case; read after folding, below).
 ALIASES: dict[str, str] = {
-    "ml": "mL",
-    "l": "L",
-    "mmol/l": "mmol/L",
     "meq/l": "meq/L",
-    "mEq/L": "meq/L",
-    "mg/dl": "mg/dL",
-    "pg/ml": "pg/mL",
-    "pmol/l": "pmol/L",
-    "u/l": "U/L",
-    "iu/l": "U/L",
+    "iu/l": "[IU]/L",
     "cmh2o": "cm[H2O]",
     "cm h2o": "cm[H2O]",
     "lb": "[lb_av]",
@@ -90,19 +106,60 @@ ALIASES: dict[str, str] = {
     "/mm³": "/mm3",
     "cells/ul": "/uL",
     "cells/mm3": "/uL",
+    "{cells}/ul": "/uL",
+    "10^6/l": "10*6/L",
+    "10^9/l": "10*9/L",
+    "mg/l feu": "mg/L{FEU}",
+    "ug/ml feu": "ug/mL{FEU}",
+    "ng/ml feu": "ng/mL{FEU}",
 }
+
+#: The accepted codes by lower case: no two of them differ by case alone, so "mg/dl" or "ML"
+#: can only mean one accepted unit (UCUM itself allows "l" for the litre).
+_FOLDED = {code.lower(): code for code in UNITS}
+
+
+def _accepted(text: str) -> str:
+    """``text`` as an accepted code if it spells one (case, µ, known aliases); else unchanged."""
+    if text in UNITS:
+        return text
+    folded = text.strip().replace("µ", "u").replace("μ", "u").lower()
+    return ALIASES.get(folded) or _FOLDED.get(folded) or text.strip()
 
 
 def ucum_code(quantity: dict) -> str | None:
-    """The quantity's UCUM code, else its human unit string if it names a known unit."""
+    """The quantity's UCUM code, else its human unit string, as an accepted code if possible."""
     code = quantity.get("code")
     system = quantity.get("system")
     if isinstance(code, str) and (system in (None, "http://unitsofmeasure.org")):
-        return code
+        return _accepted(code)
     unit = quantity.get("unit")
     if isinstance(unit, str):
-        return ALIASES.get(unit.strip().lower(), ALIASES.get(unit.strip(), unit.strip()))
+        return _accepted(unit)
     return None
+
+
+@lru_cache(maxsize=4096)  # bounded: unit strings come from senders
+def factor(key: str, unit: str, target: str) -> float | None:
+    """What multiplies a ``key`` value in ``unit`` to give it in ``target``; None if nothing does."""
+    have, want = UNITS.get(unit), UNITS.get(target)
+    if have is None or want is None:
+        return None
+    if have[0] == want[0]:
+        return float(have[1] / want[1])
+    for src, dst, ratio in ANALYTE.get(key, ()):
+        (src_dim, src_size), (dst_dim, dst_size) = UNITS[src], UNITS[dst]
+        if (have[0], want[0]) == (src_dim, dst_dim):
+            return float(have[1] / src_size * ratio * dst_size / want[1])
+        if (have[0], want[0]) == (dst_dim, src_dim):
+            return float(have[1] / dst_size / ratio * src_size / want[1])
+    return None
+
+
+def convert(key: str, value: float, unit: str, target: str) -> float | None:
+    """``value`` (of analyte ``key``) in ``unit`` expressed in ``target``; None when impossible."""
+    ratio = factor(key, unit, target)
+    return None if ratio is None or not math.isfinite(value) else value * ratio
 
 
 def normalise(key: str, value: float, unit: str | None, canonical: str | None) -> float | None:
@@ -110,11 +167,7 @@ def normalise(key: str, value: float, unit: str | None, canonical: str | None) -
     if not math.isfinite(value):
         return None
     if canonical is None:  # unitless scores: take the number as sent, or a dimensionless unit
-        if unit in (None, ""):
-            return value
-        factor = GENERIC.get((unit, "1"))
-        return None if factor is None else value * factor
+        return value if unit in (None, "") else convert(key, value, unit, "1")
     if unit is None or unit == "":
         return None
-    factor = ANALYTE.get((key, unit)) or GENERIC.get((unit, canonical))
-    return None if factor is None else value * factor
+    return convert(key, value, unit, canonical)

@@ -6,6 +6,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -15,15 +16,37 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from engine.errors import RuleDefinitionError
 from fhir_adapters.errors import IntakeError
+from fhir_adapters.terminology import TerminologyError
 from fhir_adapters.times import iso, parse_now
-from redflags import logs
+from redflags import config, logs
 from redflags.corpus import COUNTS, Report, replay_expected
 from redflags.explain import explain
 from redflags.pipeline import Pipeline
 from redflags.replay import InputResult, expand, replay
 
 log = structlog.get_logger("redflags.cli")
+
+
+def _config_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Site configuration (TOML: parameters, local codes). Default: ${config.ENV_VAR}.",
+    )
+
+
+def _pipeline(
+    config_path: Path | None, *, strict: bool = False, valueset_dirs: Sequence[Path] = ()
+) -> Pipeline:
+    """The pipeline a site configured; any configuration mistake ends the run with one line."""
+    try:
+        site = config.load(config.resolve(config_path))
+        return Pipeline.from_config(site, strict=strict, valueset_dirs=valueset_dirs)
+    except (config.ConfigError, TerminologyError, RuleDefinitionError) as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
 
 
 def _now_option(value: str | None) -> int:
@@ -79,6 +102,7 @@ def main(log_level: str) -> None:
     help="Compare with each file's NAME.expected.json (evaluated at its 'now') and print a per-rule "
     "TP/FP/FN/wrong-tier/TN table and every miss, instead of the alerts.",
 )
+@_config_option()
 def replay_command(
     paths: tuple[Path, ...],
     now_text: str | None,
@@ -88,6 +112,7 @@ def replay_command(
     valueset_dirs: tuple[Path, ...],
     progress: bool | None,
     expect: bool,
+    config_path: Path | None,
 ) -> None:
     """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts.
 
@@ -98,7 +123,7 @@ def replay_command(
     """
     now = _now_option(now_text)
     structlog.contextvars.bind_contextvars(replay_id=uuid.uuid4().hex[:12])
-    pipeline = Pipeline(strict=strict, valueset_dirs=valueset_dirs)
+    pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
     files = list(expand(paths))
     missing = [p for p in paths if not p.exists()]
     failed = bool(missing)
@@ -227,9 +252,10 @@ def _print_corpus(report: Report, fmt: str) -> None:
     metavar="ID",
     help="Print one rule's criteria, parameters, value sets and actions.",
 )
-def rules_command(explain_id: str | None) -> None:
-    """List the loaded rules: id, version, urgency per tier, title."""
-    pipeline = Pipeline()
+@_config_option()
+def rules_command(explain_id: str | None, config_path: Path | None) -> None:
+    """List the loaded rules: id, version, urgency per tier, title (as a site configured them)."""
+    pipeline = _pipeline(config_path)
     if explain_id is not None:
         if explain_id not in pipeline.engine.metas:
             known = ", ".join(pipeline.engine.metas)

@@ -34,6 +34,16 @@ def _derived_used(specs: list[Spec]) -> set[str]:
     return {c.key for s in specs for c in s.conds if c.kind == "derived" and c.key}
 
 
+def _params(engine: Engine, rule_id: str, prefix: str = "") -> list[str]:
+    """``name = value``, with the default beside a value the site's configuration changed."""
+    default = engine.defaults.get(rule_id, {})
+    return [
+        f"  - {prefix}{name} = {value:g}"
+        + (f" (site; default {default[name]:g})" if name in default and default[name] != value else "")
+        for name, value in engine.params.get(rule_id, {}).items()
+    ]
+
+
 def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
     meta = engine.metas[rule_id]
     everything = [*engine.specs, *engine.scores]
@@ -54,8 +64,8 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
         f"Disorder (ConceptMap target): {meta.disorder.system}|{meta.disorder.code} {meta.disorder.display}",
         "Tiers (most urgent first):",
         *(f"  - {t.name}: {t.severity} - {t.label}" for t in meta.tiers),
-        "Parameters (override per site):",
-        *(f"  - {name} = {value:g}" for name, value in engine.params[rule_id].items()),
+        f"Parameters (a site overrides them as [params.{rule_id}] in its --config file):",
+        *_params(engine, rule_id),
         "Criteria:",
         *(_line(s) for s in own),
     ]
@@ -68,14 +78,24 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
     if shared:
         out.append("Shared building blocks it uses:")
         out += [_line(s) for s in shared]
+        modules = sorted({s.rule for s in shared})
+        sections = ", ".join(f"[params.{m}]" for m in modules)
+        out.append(f"Their parameters (a site overrides them as {sections}):")
+        for module in modules:
+            out += _params(engine, module, f"{module}.")
     keys = sorted({c.key for s in own + shared for c in s.conds if c.kind != "derived" and c.key})
-    out.append("Value sets:")
+    out.append("Value sets (built-in codes and a site's own):")
+    site_codes: dict[str, set[tuple[str, str]]] = {}  # from site ValueSets and ConceptMaps
+    for coding, matches in term.codes.items():
+        for match in matches:
+            site_codes.setdefault(match.key, set()).add(coding)
     for key in keys:
         info = term.keys.get(key)
         if info is None:
             out.append(f"  - {key}: NO VALUE SET")
             continue
-        codes = sorted(f"{sys.rsplit('/', 1)[-1]} {code}" for sys, code in term.sets.get(info.url, ()))
+        members = term.sets.get(info.url, set()) | site_codes.get(key, set())
+        codes = sorted(f"{sys.rsplit('/', 1)[-1]} {code}" for sys, code in members)
         unit = f", in {info.unit}" if info.unit else ""
         out.append(f"  - {key} ({info.title}{unit}) <{info.url}>: {', '.join(codes)}")
     out.append("CarePlan actions:")

@@ -15,6 +15,7 @@ from fhir_adapters.facts import PatientFacts, patient_facts
 from fhir_adapters.intake import Intake, Issue
 from fhir_adapters.output import patient_transaction
 from fhir_adapters.validate import FhirValidationError, validate_resource
+from redflags.config import SiteConfig
 from rulesets import MODULES
 
 log = structlog.get_logger("redflags.pipeline")
@@ -34,16 +35,33 @@ class PatientResult:
 
 
 class Pipeline:
-    """Terminology and engine are loaded once; ``evaluate`` is called per input."""
+    """Terminology and engine are loaded once; ``evaluate`` is called per input.
+
+    ``valueset_dirs``, ``conceptmaps`` and ``params`` are a site's additions and overrides,
+    usually read from its configuration file (``redflags.config``).
+    """
+
+    @classmethod
+    def from_config(
+        cls, site: SiteConfig, *, strict: bool = False, valueset_dirs: Sequence[Path] = ()
+    ) -> Pipeline:
+        """The pipeline a site's configuration asks for (plus folders given on the command line)."""
+        return cls(
+            strict=strict,
+            valueset_dirs=(*site.valueset_dirs, *valueset_dirs),
+            conceptmaps=site.conceptmaps,
+            params=site.params,
+        )
 
     def __init__(
         self,
         *,
         strict: bool = False,
         valueset_dirs: Sequence[Path] = (),
+        conceptmaps: Sequence[Path] = (),
         params: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
-        self.term = terminology.load(valueset_dirs)
+        self.term = terminology.load(valueset_dirs, conceptmaps)
         titles = {key: info.title for key, info in self.term.keys.items()}
         self.engine = Engine(MODULES, titles=titles, params=params)
         self.strict = strict

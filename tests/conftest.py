@@ -24,3 +24,9 @@ def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture(autouse=True)
+def _no_site_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own REDFLAGS_CONFIG must not change what the tests (and their subprocesses) see."""
+    monkeypatch.delenv("REDFLAGS_CONFIG", raising=False)

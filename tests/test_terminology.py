@@ -11,7 +11,10 @@ from fhir_adapters import terminology
 from fhir_adapters.facts import patient_facts
 from fhir_adapters.intake import read_json
 from fhir_adapters.terminology import EXT_KEY, Terminology
+from fhir_adapters.validate import CONCEPTMAP_EQUIVALENCE
 from rulesets.meta import FINDING_SYSTEM, ICD10CM, LOINC, SNOMED
+
+from .conftest import ROOT
 
 LOCAL_SYSTEM = "http://hospital.example/codes"
 
@@ -206,3 +209,134 @@ class TestTerminology:
         )
         with pytest.raises(ValueError, match="filter"):
             terminology.load([site_folder(tmp_path, vs)])
+
+
+def concept_map(*targets: tuple[str, str], target_system: str = FINDING_SYSTEM, code: str = "LOCAL-1"):
+    """A ConceptMap from LOCAL_SYSTEM ``code`` to each (target code, equivalence)."""
+    return {
+        "resourceType": "ConceptMap",
+        "url": "http://hospital.example/fhir/ConceptMap/local",
+        "status": "active",
+        "group": [
+            {
+                "source": LOCAL_SYSTEM,
+                "target": target_system,
+                "element": [
+                    {"code": code, "target": [{"code": c, "equivalence": e} for c, e in targets]}
+                ],
+            }
+        ],
+    }
+
+
+def map_file(tmp_path: Path, doc: dict) -> Path:
+    path = tmp_path / "local.conceptmap.json"
+    path.write_bytes(orjson.dumps(doc))
+    return path
+
+
+class TestConceptMaps:
+    @pytest.mark.parametrize("equivalence", sorted(terminology.COUNTED_EQUIVALENCE))
+    def test_a_local_code_means_its_target_finding(self, tmp_path, equivalence):
+        path = map_file(tmp_path, concept_map(("saddle_anesthesia", equivalence)))
+        site_term = terminology.load(conceptmaps=[path])
+        assert keys_of(site_term, LOCAL_SYSTEM, "LOCAL-1") == {"saddle_anesthesia"}
+        assert str(path) in site_term.sources
+
+    @pytest.mark.parametrize(
+        "equivalence", ["narrower", "specializes", "relatedto", "inexact", "unmatched", "disjoint"]
+    )
+    def test_mappings_that_do_not_imply_the_target_are_not_counted(self, tmp_path, equivalence):
+        path = map_file(tmp_path, concept_map(("leg_weakness", equivalence)))
+        site_term = terminology.load(conceptmaps=[path])
+        assert site_term.matches(LOCAL_SYSTEM, "LOCAL-1") == []
+
+    def test_counted_equivalences_are_r4_codes(self):
+        assert terminology.COUNTED_EQUIVALENCE < CONCEPTMAP_EQUIVALENCE
+
+    def test_local_code_produces_a_fact_only_with_the_map(self, tmp_path):
+        intake = read_json(saddle_input(LOCAL_SYSTEM, "LOCAL-1"), "in.json")
+        path = map_file(tmp_path, concept_map(("saddle_anesthesia", "equivalent")))
+        for term, count in ((terminology.load(), 0), (terminology.load(conceptmaps=[path]), 1)):
+            result = patient_facts(intake.patients["Patient/p1"], term)
+            assert len([f for f in result.facts if f.get("key") == "saddle_anesthesia"]) == count
+
+    def test_a_local_code_inherits_the_side_of_a_lateral_finding_code(self, tmp_path):
+        path = map_file(tmp_path, concept_map(("abi_left", "equivalent")))
+        site_term = terminology.load(conceptmaps=[path])
+        assert [(m.key, m.side) for m in site_term.matches(LOCAL_SYSTEM, "LOCAL-1")] == [("abi_left", "left")]
+
+    def test_a_map_to_a_standard_code_takes_its_keys_conditions_and_sets(self, tmp_path, term):
+        weakness = map_file(tmp_path, concept_map(("26544005", "equivalent"), target_system=SNOMED))
+        site_term = terminology.load(conceptmaps=[weakness])
+        assert site_term.matches(LOCAL_SYSTEM, "LOCAL-1") == term.matches(SNOMED, "26544005")
+        limb = tmp_path / "limb"
+        limb.mkdir()
+        map_file(limb, concept_map(("61685007", "equivalent"), target_system=SNOMED, code="LEG"))
+        site_term = terminology.load([limb])  # a ConceptMap in a site folder is applied too
+        assert site_term.in_set(site_term.set_url("body-site-lower-limb"), LOCAL_SYSTEM, "LEG")
+        assert site_term.matches(LOCAL_SYSTEM, "LEG") == []
+
+    def test_a_map_may_point_at_a_site_value_set_code(self, tmp_path):
+        folder = site_folder(tmp_path, local_valueset())
+        path = map_file(tmp_path, concept_map(("SADDLE-NUMB", "equivalent"), target_system=LOCAL_SYSTEM))
+        site_term = terminology.load([folder], [path])
+        assert keys_of(site_term, LOCAL_SYSTEM, "LOCAL-1") == {"saddle_anesthesia"}
+
+    def test_an_unknown_finding_target_is_refused(self, tmp_path):
+        path = map_file(tmp_path, concept_map(("saddle_anaesthesia", "equivalent")))
+        with pytest.raises(terminology.TerminologyError, match="LOCAL-1 maps to unknown finding"):
+            terminology.load(conceptmaps=[path])
+
+    def test_an_unknown_standard_target_is_ignored(self, tmp_path):
+        path = map_file(tmp_path, concept_map(("1234", "equivalent"), target_system=SNOMED))
+        assert terminology.load(conceptmaps=[path]).matches(LOCAL_SYSTEM, "LOCAL-1") == []
+
+    def test_an_invalid_concept_map_is_refused_with_its_file(self, tmp_path):
+        doc = concept_map(("leg_weakness", "same"))
+        path = map_file(tmp_path, doc)
+        with pytest.raises(terminology.TerminologyError, match="equivalence") as error:
+            terminology.load(conceptmaps=[path])
+        assert str(error.value).startswith(f"{path}: ")
+
+    def test_a_target_without_equivalence_is_refused(self, tmp_path):
+        doc = concept_map(("leg_weakness", "equivalent"))
+        del doc["group"][0]["element"][0]["target"][0]["equivalence"]
+        with pytest.raises(terminology.TerminologyError, match="equivalence"):
+            terminology.load(conceptmaps=[map_file(tmp_path, doc)])
+
+    def test_a_listed_file_must_be_a_concept_map(self, tmp_path):
+        path = map_file(tmp_path, local_valueset())
+        with pytest.raises(terminology.TerminologyError, match="not a ConceptMap"):
+            terminology.load(conceptmaps=[path])
+
+    def test_unreadable_json_is_refused_with_its_file(self, tmp_path):
+        path = tmp_path / "broken.json"
+        path.write_text("{")
+        with pytest.raises(terminology.TerminologyError, match="cannot read JSON"):
+            terminology.load(conceptmaps=[path])
+
+    def test_the_example_site_map(self):
+        site = ROOT / "examples" / "site"
+        site_term = terminology.load([site / "valuesets"], [site / "local-codes.conceptmap.json"])
+        system = "https://hospital.example.org/codes"
+        assert keys_of(site_term, system, "LWK-01") == {"leg_weakness"}
+        assert keys_of(site_term, system, "LWK-02") == {"leg_weakness"}  # wider: left leg weakness
+        assert keys_of(site_term, system, "WK-00") == set()  # narrower: any weakness is not leg weakness
+        assert keys_of(site_term, system, "SADDLE-01") == {"saddle_anesthesia"}
+
+
+def test_an_invalid_site_value_set_is_refused_with_its_file(tmp_path):
+    vs = local_valueset()
+    del vs["compose"]["include"][0]["concept"][0]["code"]
+    folder = site_folder(tmp_path, vs)
+    with pytest.raises(terminology.TerminologyError, match="code") as error:
+        terminology.load([folder])
+    assert str(error.value).startswith(f"{folder / 'local0.json'}: ")
+
+
+def test_builtin_value_sets_are_valid_r4():
+    from fhir_adapters.validate import validate
+
+    for path in sorted(terminology.BUILTIN_DIR.glob("*.json")):
+        validate(orjson.loads(path.read_bytes()))
