@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rulesets import cauda_equina_syndrome, common, guillain_barre_syndrome
+from rulesets import (
+    cauda_equina_syndrome,
+    common,
+    deep_vein_thrombosis,
+    guillain_barre_syndrome,
+    peripheral_artery_disease,
+)
 
-MODULES: tuple[ModuleType, ...] = (common, cauda_equina_syndrome, guillain_barre_syndrome)
+MODULES: tuple[ModuleType, ...] = (
+    common,
+    cauda_equina_syndrome,
+    guillain_barre_syndrome,
+    deep_vein_thrombosis,
+    peripheral_artery_disease,
+)
 
 __all__ = ["MODULES"]

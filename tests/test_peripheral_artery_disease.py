@@ -1,0 +1,103 @@
+"""peripheral_artery_disease: ABI per leg, missing and non-compressible ABI, age gate, site parameters."""
+
+from __future__ import annotations
+
+from redflags.pipeline import Pipeline
+
+from .rule_helpers import alert_of, alerts_of, explain_text, with_params
+
+RULE = "peripheral_artery_disease"
+
+
+class TestAbi:
+    def test_lowest_leg_decides_and_the_card_names_value_date_and_age(self, pipeline: Pipeline) -> None:
+        alert = alert_of(pipeline, RULE, "tierC-claudication-abi-072")
+        assert (alert.tier, alert.severity) == ("C", "routine")
+        assert alert.rationale.count("Ankle-brachial index") == 1  # left 0.95 is not abnormal
+        assert "Ankle-brachial index, right (right) 0.72 on 2025-02-15 09:00" in alert.rationale
+        assert (
+            "age 67" in alert.rationale
+            and "Intermittent claudication (right) since 2024-10-01" in alert.rationale
+        )
+        assert alert.notes == ()
+
+    def test_missing_abi_fires_and_asks_for_one(self, pipeline: Pipeline) -> None:
+        alert = alert_of(pipeline, RULE, "tierC-exertional-weakness-abi-missing")
+        assert alert.severity == "routine"
+        assert "legs with an ABI in the last 24 months: 0 of 2" in alert.rationale
+        assert alert.notes and alert.notes[0].startswith("Ankle-brachial index missing for a leg")
+
+    def test_abi_older_than_24_months_is_missing_not_normal(self, pipeline: Pipeline) -> None:
+        alert = alert_of(pipeline, RULE, "tierC-old-abi-counts-as-missing")
+        assert "0 of 2" in alert.rationale and "2023-01-10" not in alert.rationale
+        assert alerts_of(pipeline, RULE, "nearmiss-abi-older-than-24-months") == []
+
+    def test_non_compressible_abi_asks_for_a_toe_brachial_index(self, pipeline: Pipeline) -> None:
+        alert = alert_of(pipeline, RULE, "tierC-abi-noncompressible")
+        assert alert.notes == (
+            "ABI above 1.4 (non-compressible arteries, unreliable): request a toe-brachial index "
+            "(Ankle-brachial index, left (left) 1.55 on 2025-03-03 09:00)",
+        )
+
+    def test_severe_abi_is_urgent(self, pipeline: Pipeline) -> None:
+        alert = alert_of(pipeline, RULE, "tierB-abi-below-040")
+        assert (alert.tier, alert.severity) == ("B", "urgent")
+        assert "Ankle-brachial index, right (right) 0.35 on 2025-03-04 09:00" in alert.rationale
+
+    def test_abi_boundaries(self, pipeline: Pipeline) -> None:
+        assert alerts_of(pipeline, RULE, "nearmiss-abi-normal-both-legs") == []  # 0.91 and 1.40
+
+
+class TestAgeGate:
+    def test_pad_diagnosis_waives_the_age_gate_and_emergencies_have_none(self, pipeline: Pipeline) -> None:
+        alert = alert_of(pipeline, RULE, "tierC-pad-diagnosis-under-50")
+        assert "Peripheral artery disease (left) since 2023-06-01" in alert.rationale
+        assert alert_of(pipeline, RULE, "tierA-acute-limb-ischaemia-age-44").severity == "critical"
+        assert alerts_of(pipeline, RULE, "nearmiss-age-50-without-pad-diagnosis") == []
+
+
+class TestSiteParameters:
+    def test_overrides_move_the_age_gate_abi_window_and_diagnosis_waiver(self) -> None:
+        names = [
+            "nearmiss-age-50-without-pad-diagnosis",
+            "tierC-pad-diagnosis-under-50",
+            "tierC-old-abi-counts-as-missing",
+        ]
+        site = with_params(
+            {RULE: {"age_above": 40, "pad_dx_waives_age": 0, "abi_within_months": 36}}, RULE, names
+        )
+        assert site == {
+            names[0]: [[RULE, "routine"]],  # 50 > 40 now passes the gate
+            names[1]: [[RULE, "routine"]],  # 45 > 40: the diagnosis branch keeps the age gate
+            names[2]: [],  # the January 2023 ABIs (1.10/1.05) are within 36 months and normal
+        }
+        strict = with_params({RULE: {"pad_dx_waives_age": 0}}, RULE, names[1:2])
+        assert strict == {names[1]: []}  # age 45 with the gate kept for a PAD diagnosis (9.1)
+
+
+class TestExplain:
+    def test_lists_tiers_parameters_value_sets_and_actions(self) -> None:
+        text = explain_text(RULE)
+        for line in (
+            "  - A: critical - acute limb ischaemia",
+            "  - B: urgent - ",
+            "  - C: routine - ",
+            "  - age_above = 50",
+            "  - abi_abnormal_max = 0.9",
+            "  - abi_noncompressible_above = 1.4",
+            "  - abi_severe_below = 0.4",
+            "  - abi_within_months = 24",
+            "  - pad_dx_waives_age = 1",
+            "latest abi left within 730 days ≤ 0.9",
+            "intermittent claudication present within 365 days",
+            "fires tier A when: new acute limb ischaemia (first onset within 2 weeks)",
+            "<https://redflags.dev/fhir/ValueSet/abi_right>",
+            "sct 63491006",
+            "icd-10-cm I70.213",
+            "sct 307777008 Referral to vascular surgeon) [tier A only]",
+            "rxnorm 1191 Aspirin",
+            "Supervised exercise programme (due within 336 h; ServiceRequest; no code)",
+        ):
+            assert line in text, line
+        assert "8581-1" not in text  # tibial/brachial index is another measure (9.3)
+        assert "NO VALUE SET" not in text
