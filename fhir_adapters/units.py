@@ -52,6 +52,11 @@ UNITS: dict[str, tuple[str, Fraction]] = {
     "ug/mL{FEU}": ("mass/volume", F(1, 10**3)),
     "ug/L{FEU}": ("mass/volume", F(1, 10**6)),
     "ng/mL{FEU}": ("mass/volume", F(1, 10**6)),
+    # ... and D-dimer units (a dimension of their own: only the DDU key bridges it, below)
+    "mg/L{DDU}": ("mass/volume{DDU}", F(1, 10**3)),
+    "ug/mL{DDU}": ("mass/volume{DDU}", F(1, 10**3)),
+    "ug/L{DDU}": ("mass/volume{DDU}", F(1, 10**6)),
+    "ng/mL{DDU}": ("mass/volume{DDU}", F(1, 10**6)),
     "mmol/L": ("substance/volume", F(1, 10**3)),
     "umol/L": ("substance/volume", F(1, 10**6)),
     "nmol/L": ("substance/volume", F(1, 10**9)),
@@ -89,6 +94,7 @@ ANALYTE: dict[str, tuple[tuple[str, str, Fraction], ...]] = {
     "phosphate": (("mg/dL", "mmol/L", F("0.3229")),),  # as phosphorus, 30.97 g/mol
     "creatinine": (("mg/dL", "umol/L", F("88.4")),),
     "glucose": (("mg/dL", "mmol/L", F(1, 18)),),  # "divide by 18.0"
+    "d_dimer_ddu": (("mg/L{DDU}", "mg/L", F(1)),),  # a DDU-coded result in DDU units
     "ck": _ENZYME,
     "ggt": _ENZYME,
 }
@@ -112,6 +118,9 @@ ALIASES: dict[str, str] = {
     "mg/l feu": "mg/L{FEU}",
     "ug/ml feu": "ug/mL{FEU}",
     "ng/ml feu": "ng/mL{FEU}",
+    "mg/l ddu": "mg/L{DDU}",
+    "ug/ml ddu": "ug/mL{DDU}",
+    "ng/ml ddu": "ng/mL{DDU}",
 }
 
 #: The accepted codes by lower case: no two of them differ by case alone, so "mg/dl" or "ML"

@@ -55,40 +55,47 @@ def _table_row(stdout: str, rule: str) -> list[str]:
     return [cell.strip() for cell in line.strip("│ ").split("│")]
 
 
+def _row(report: dict, rule: str) -> dict:
+    return next(row for row in report["rules"] if row["rule"] == rule)
+
+
 def test_matching_corpus_exits_0_and_uses_each_files_own_now(corpus: Path) -> None:
     # --now years later would expire every window: the expected files' "now" must win.
     code, report = _json(corpus, "--now", "2031-01-01T00:00:00Z")
     assert code == 0, report
     assert report["ok"] is True and (report["files"], report["patients_compared"]) == (4, 5)
-    assert report["rules"] == [
-        {"rule": CES, **_counts(1, 0, 0, 0, 4)},
-        {"rule": GBS, **_counts(2, 0, 0, 0, 3)},
-    ]
-    assert report["totals"] == _counts(3, 0, 0, 0, 7)
+    rows = {row["rule"]: row for row in report["rules"]}
+    assert rows[CES] == {"rule": CES, **_counts(1, 0, 0, 0, 4)}
+    assert rows[GBS] == {"rule": GBS, **_counts(2, 0, 0, 0, 3)}
+    # every other loaded rule is a row of true negatives (5 patients, none raised or expected)
+    assert all(row == {"rule": r, **_counts(0, 0, 0, 0, 5)} for r, row in rows.items() if r not in (CES, GBS))
+    tn = 7 + 5 * (len(rows) - 2)
+    assert report["totals"] == _counts(3, 0, 0, 0, tn)
     assert report["misses"] == report["errors"] == report["no_expectation"] == []
 
     table = run("replay", corpus, "--expect")
     assert table.returncode == 0, table.stderr
     assert _table_row(table.stdout, CES) == [CES, "1", "0", "0", "0", "4"]
     assert _table_row(table.stdout, GBS) == [GBS, "2", "0", "0", "0", "3"]
-    assert _table_row(table.stdout, "total") == ["total", "3", "0", "0", "0", "7"]
+    assert _table_row(table.stdout, "total") == ["total", "3", "0", "0", "0", str(tn)]
     assert table.stdout.rstrip().endswith("all expectations met")
 
 
 def test_expected_alert_not_produced_is_a_false_negative_naming_its_file(corpus: Path) -> None:
-    # Two alerts the engine does not raise for v02, one from a rule not loaded (built elsewhere).
+    # Two alerts the engine does not raise for v02, one from a rule that is not loaded at all.
     fixture = _edit(
         corpus,
         "V02-ces-near-miss-unilateral-sciatica",
         "Patient/v02",
-        [{"rule": CES, "severity": "critical"}, {"rule": "spinal_cord_compression", "severity": "urgent"}],
+        [{"rule": CES, "severity": "critical"}, {"rule": "not_a_loaded_rule", "severity": "urgent"}],
     )
     code, report = _json(corpus)
     assert code == 1 and report["ok"] is False
-    assert [r["rule"] for r in report["rules"]] == [CES, GBS, "spinal_cord_compression"]
-    assert report["rules"][0] == {"rule": CES, **_counts(1, 0, 1, 0, 3)}
-    assert report["rules"][2] == {"rule": "spinal_cord_compression", **_counts(0, 0, 1, 0, 4)}
-    assert report["totals"] == _counts(3, 0, 2, 0, 10)
+    rows = {row["rule"]: row for row in report["rules"]}
+    assert [r["rule"] for r in report["rules"]] == sorted(rows)  # sorted, the unknown rule included
+    assert rows[CES] == {"rule": CES, **_counts(1, 0, 1, 0, 3)}
+    assert rows["not_a_loaded_rule"] == {"rule": "not_a_loaded_rule", **_counts(0, 0, 1, 0, 4)}
+    assert report["totals"] == _counts(3, 0, 2, 0, 10 + 5 * (len(rows) - 3))
     assert report["misses"][0] == {
         "kind": "FN",
         "rule": CES,
@@ -100,7 +107,7 @@ def test_expected_alert_not_produced_is_a_false_negative_naming_its_file(corpus:
     table = run("replay", corpus, "--expect")
     assert table.returncode == 1
     assert f"FN {CES} critical {fixture} Patient/v02" in table.stdout.splitlines()
-    assert f"FN spinal_cord_compression urgent {fixture} Patient/v02" in table.stdout.splitlines()
+    assert f"FN not_a_loaded_rule urgent {fixture} Patient/v02" in table.stdout.splitlines()
     assert "2 differences, 0 errors" in table.stdout
 
 
@@ -108,7 +115,7 @@ def test_produced_alert_not_expected_is_a_false_positive(corpus: Path) -> None:
     fixture = _edit(corpus, "V01-ces-positive", "Patient/v01", [])  # the engine still raises it
     code, report = _json(corpus)
     assert code == 1
-    assert report["rules"][0] == {"rule": CES, **_counts(0, 1, 0, 0, 4)}
+    assert _row(report, CES) == {"rule": CES, **_counts(0, 1, 0, 0, 4)}
     assert [(m["kind"], m["file"], m["patient"]) for m in report["misses"]] == [
         ("FP", str(fixture), "Patient/v01")
     ]
@@ -120,7 +127,7 @@ def test_other_severity_is_a_wrong_tier_not_a_true_positive(corpus: Path) -> Non
     fixture = _edit(corpus, "C3-provisional-gbs", "Patient/c3", [{"rule": GBS, "severity": "critical"}])
     code, report = _json(corpus)
     assert code == 1
-    assert report["rules"][1] == {"rule": GBS, **_counts(1, 0, 0, 1, 3)}
+    assert _row(report, GBS) == {"rule": GBS, **_counts(1, 0, 0, 1, 3)}
     assert report["misses"] == [
         {
             "kind": "TIER",
@@ -143,7 +150,7 @@ def test_fixture_without_expected_file_is_listed_not_compared(corpus: Path) -> N
         {"file": str(corpus / "V01-ces-positive.json"), "patients": 1, "alerts": 1}
     ]
     assert (report["files"], report["patients_compared"]) == (4, 4)
-    assert report["rules"][0] == {"rule": CES, **_counts(0, 0, 0, 0, 4)}
+    assert _row(report, CES) == {"rule": CES, **_counts(0, 0, 0, 0, 4)}
     table = run("replay", corpus, "--expect", "--now", "2025-03-10T12:00:00Z")
     assert table.returncode == 0
     assert f"NOEXP {corpus / 'V01-ces-positive.json'} (patients: 1, alerts: 1)" in table.stdout

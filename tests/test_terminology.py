@@ -221,9 +221,7 @@ def concept_map(*targets: tuple[str, str], target_system: str = FINDING_SYSTEM, 
             {
                 "source": LOCAL_SYSTEM,
                 "target": target_system,
-                "element": [
-                    {"code": code, "target": [{"code": c, "equivalence": e} for c, e in targets]}
-                ],
+                "element": [{"code": code, "target": [{"code": c, "equivalence": e} for c, e in targets]}],
             }
         ],
     }

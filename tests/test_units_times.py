@@ -65,6 +65,11 @@ CONVERSIONS = [
     ("d_dimer", 0.5, "mg/L{FEU}", "mg/L", 0.5),
     ("d_dimer", 0.8, "ug/mL{FEU}", "mg/L", 0.8),
     ("d_dimer", 800, "ng/mL{FEU}", "mg/L", 0.8),
+    ("d_dimer_ddu", 250, "ng/mL{DDU}", "mg/L", 0.25),  # the DDU key reads DDU units ...
+    ("d_dimer_ddu", 250, "ug/L{DDU}", "mg/L", 0.25),
+    ("d_dimer_ddu", 0.25, "mg/L{DDU}", "mg/L", 0.25),
+    ("d_dimer_ddu", 0.25, "ug/mL{DDU}", "mg/L", 0.25),
+    ("d_dimer_ddu", 250, "ng/mL", "mg/L", 0.25),  # ... and plain mass/volume (LOINC 48066-5)
     ("calf_circumference_diff", 35, "mm", "cm", 3.5),
     ("heart_rate", 110, "{beats}/min", "/min", 110),
     ("heart_rate", 110, "/min", "/min", 110),
@@ -127,6 +132,7 @@ class TestUnits:
 
     def test_ddu_d_dimer_is_never_read_as_feu(self):
         assert units.normalise("d_dimer", 250, "ng/mL{DDU}", "mg/L") is None
+        assert units.normalise("d_dimer", 0.25, "mg/L{DDU}", "mg/L") is None
         assert units.normalise("d_dimer", 0.5, "mg/L{FEU}", "mg/L") == 0.5
 
     def test_percent_is_not_a_fraction_of_one(self):
@@ -253,6 +259,7 @@ class TestAgainstUcum:
         merged_by_ucum = {
             frozenset({"eq/L", "substance/volume"}),
             frozenset({"%", "1"}),
+            frozenset({"mass/volume", "mass/volume{DDU}"}),  # UCUM ignores the {DDU} annotation
             frozenset({"[IU]/L", "number/volume"}),  # ucumvert counts [IU] as a number; UCUM: arbitrary
         }
         for a, code_a in firsts.items():
