@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rulesets import cauda_equina_syndrome, common, guillain_barre_syndrome
+from rulesets import b12_deficiency_neuropathy, cauda_equina_syndrome, common, guillain_barre_syndrome
 
-MODULES: tuple[ModuleType, ...] = (common, cauda_equina_syndrome, guillain_barre_syndrome)
+MODULES: tuple[ModuleType, ...] = (
+    common,
+    cauda_equina_syndrome,
+    guillain_barre_syndrome,
+    b12_deficiency_neuropathy,
+)
 
 __all__ = ["MODULES"]
