@@ -85,11 +85,10 @@ class Cond:
         """The first result of its series taken at or after a point ``start_age`` seconds ago.
 
         ``start_age`` usually reads an earlier condition (``lambda p_: ref(p_, 0).first_onset_age``
-        = the episode began with that finding). A positive test on ``first`` / ``prev_age``.
+        = the episode began with that finding): taken since then, and the previous result of its
+        series (engine.prepare ``prev_age``) before then. A positive test, no negation.
         """
-        return self.where(
-            lambda p_: (m.age <= start_age(p_)) & ((m.first == 1) | (m.prev_age > start_age(p_))), phrase
-        )
+        return self.where(lambda p_: (m.age <= start_age(p_)) & (m.prev_age > start_age(p_)), phrase)
 
     def tempo(self, name: str) -> Cond:
         """Onset tempo hyperacute / acute / subacute / chronic (0.2) of a finding or derived fact."""

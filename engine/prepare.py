@@ -10,10 +10,9 @@ computed here, deterministically, and handed to the rules as plain numbers and f
   cur              findings: 1 unless a newer "absent" record for the key and side exists, or
                    the Condition is not current (resolved, inactive, abated before ``now``)
   latest           values: 1 on the newest result per key, side and site (a "series")
-  first            values: 1 on the oldest result of its series
   prev_age         values: seconds from the previous result of the same series to ``now``
-                   (absent on the first); "the first result since T" is ``first`` or
-                   ``prev_age`` older than T, a positive test (episode baselines)
+                   (``now`` itself on the first: no earlier result, as if at the epoch), so
+                   "the first result since T" is the positive test ``prev_age > T``
   has_high         values: 1 when the laboratory sent a reference-range upper limit (``high``)
   years            patient: whole years between birth date and ``now``
 
@@ -137,7 +136,7 @@ def _sides(fact: Fact) -> tuple[object, ...]:
 
 
 def _latest(facts: Sequence[Fact], now: int) -> None:
-    """latest / first / prev_age of every result within its series (key, side, site)."""
+    """latest / prev_age of every result within its series (key, side, site)."""
     series: dict[tuple[object, object, object], list[Fact]] = {}
     for f in facts:
         if f["t"] == "value":
@@ -147,6 +146,7 @@ def _latest(facts: Sequence[Fact], now: int) -> None:
         results.sort(key=lambda f: _num(f, "ts") or 0)
         for i, f in enumerate(results):
             f["latest"] = 1 if i == len(results) - 1 else 0
-            f["first"] = 1 if i == 0 else 0
-            if i:
-                f["prev_age"] = max(0, now - (_num(results[i - 1], "ts") or 0))
+            # The first result has no previous one: as if it were at the epoch (age = now), so
+            # "prev_age > T" alone says "first since T". Always present: durable-rules fails a
+            # join on a missing property (error 311) and ignores an OR that joins.
+            f["prev_age"] = max(0, now - (_num(results[i - 1], "ts") or 0)) if i else now

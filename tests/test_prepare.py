@@ -1,4 +1,4 @@
-"""engine.prepare: series fields of results (latest, first, prev_age) and treatment censoring."""
+"""engine.prepare: series fields of results (latest, prev_age) and treatment censoring."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _by_ref(facts: list[dict]) -> dict[str, dict]:
 
 
 class TestSeries:
-    def test_latest_first_and_previous_result_age(self) -> None:
+    def test_latest_and_previous_result_age(self) -> None:
         facts = [
             _result("fvc", 3000, 5, "O/a"),
             _result("fvc", 2500, 1, "O/c"),
@@ -34,20 +34,16 @@ class TestSeries:
             _result("mep", 50, 2, "O/other"),
         ]
         got = _by_ref(prepare(facts, NOW).facts)
-        assert [(r, got[r]["first"], got[r]["latest"]) for r in ("O/a", "O/b", "O/c")] == [
-            ("O/a", 1, 0),
-            ("O/b", 0, 0),
-            ("O/c", 0, 1),
-        ]
-        assert "prev_age" not in got["O/a"]
+        assert [got[r]["latest"] for r in ("O/a", "O/b", "O/c")] == [0, 0, 1]
+        assert got["O/a"]["prev_age"] == NOW  # no previous result: as if at the epoch
         assert got["O/b"]["prev_age"] == 5 * DAY and got["O/c"]["prev_age"] == 3 * DAY
-        assert got["O/other"]["first"] == got["O/other"]["latest"] == 1  # its own series
+        assert got["O/other"]["latest"] == 1 and got["O/other"]["prev_age"] == NOW  # its own series
 
     def test_equal_times_keep_arrival_order(self) -> None:
         facts = [_result("fvc", 3000, 1, "O/x"), _result("fvc", 2000, 1, "O/y")]
         got = _by_ref(prepare(facts, NOW).facts)
         assert (got["O/x"]["latest"], got["O/y"]["latest"]) == (0, 1)
-        assert (got["O/x"]["first"], got["O/y"]["first"]) == (1, 0)
+        assert (got["O/x"]["prev_age"], got["O/y"]["prev_age"]) == (NOW, DAY)
 
 
 class TestCensoring:
