@@ -81,6 +81,15 @@ class Cond:
             cond = cond.where(lambda _p: m.first_onset_age <= up_to, f"begun within {_fmt_window(up_to)}")
         return cond
 
+    def first_since(self, start_age: Callable[[Prior], Expr], phrase: str) -> Cond:
+        """The first result of its series taken at or after a point ``start_age`` seconds ago.
+
+        ``start_age`` usually reads an earlier condition (``lambda p_: ref(p_, 0).first_onset_age``
+        = the episode began with that finding): taken since then, and the previous result of its
+        series (engine.prepare ``prev_age``) before then. A positive test, no negation.
+        """
+        return self.where(lambda p_: (m.age <= start_age(p_)) & (m.prev_age > start_age(p_)), phrase)
+
     def tempo(self, name: str) -> Cond:
         """Onset tempo hyperacute / acute / subacute / chronic (0.2) of a finding or derived fact."""
         above, up_to = TEMPO[name]
@@ -190,6 +199,7 @@ class Spec:
     text: str = ""  # derive/note/score: how the fact or note reads ("" = its sources)
     disorder: Code | None = None  # fire: the disorder this branch suggests (else the rule's)
     label: str = ""  # score item: the item counted once per score
+    after: str = ""  # censor: the medication key whose start ends the valid results of ``key``
 
 
 @dataclass(slots=True)
@@ -256,6 +266,14 @@ class Rules:
                 text=f"{label} {points:+g}",
                 label=label,
             )
+        )
+
+    def ignore_results_after(self, key: str, medication: str, text: str = "") -> None:
+        """Results of ``key`` taken after ``medication`` began are no results (dropped before
+        "latest" is computed, engine.prepare): a treated value does not show the untreated state.
+        """
+        self.specs.append(
+            Spec(self.rule, f"{self.rule}.censor.{key}", "censor", (), key=key, after=medication, text=text)
         )
 
     def score(self, score: str, text: str) -> None:

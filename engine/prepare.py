@@ -9,15 +9,23 @@ computed here, deterministically, and handed to the rules as plain numbers and f
   first_onset_age  for findings: onset_age of the earliest qualifying record of the same key
   cur              findings: 1 unless a newer "absent" record for the key and side exists, or
                    the Condition is not current (resolved, inactive, abated before ``now``)
-  latest           values: 1 on the newest result per key, side and site
+  latest           values: 1 on the newest result per key, side and site (a "series")
+  prev_age         values: seconds from the previous result of the same series to ``now``
+                   (``now`` itself on the first: no earlier result, as if at the epoch), so
+                   "the first result since T" is the positive test ``prev_age > T``
   has_high         values: 1 when the laboratory sent a reference-range upper limit (``high``)
   years            patient: whole years between birth date and ``now``
+
+A rule may declare that results of a value key taken after a medication began are ignored
+(``Rules.ignore_results_after``, e.g. B12 measured after replacement started): those results are
+dropped here, before "latest" is computed, so the newest result taken before the treatment
+began becomes the latest (red-flags.md 8.1). Only a medication record with a time censors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 Fact = dict[str, object]
@@ -30,6 +38,7 @@ FUTURE_TOLERANCE = 300
 class Prepared:
     facts: list[Fact]
     future: list[Fact]  # ignored because dated after now + tolerance
+    censored: list[Fact] = field(default_factory=list)  # results taken after a treatment began
 
 
 def _years(birth: str, now: int) -> int:
@@ -43,7 +52,8 @@ def _num(fact: Fact, name: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def prepare(facts: Iterable[Fact], now: int) -> Prepared:
+def prepare(facts: Iterable[Fact], now: int, censor: Mapping[str, str] | None = None) -> Prepared:
+    """``censor`` maps a value key to the medication key whose start ends its valid results."""
     kept: list[Fact] = []
     future: list[Fact] = []
     for original in facts:
@@ -63,9 +73,28 @@ def prepare(facts: Iterable[Fact], now: int) -> Prepared:
         if fact["t"] == "patient" and isinstance(fact.get("birth"), str):
             fact["years"] = _years(str(fact["birth"]), now)
         kept.append(fact)
+    kept, censored = _censor(kept, censor or {})
     _findings(kept, now)
-    _latest(kept)
-    return Prepared(kept, future)
+    _latest(kept, now)
+    return Prepared(kept, future, censored)
+
+
+def _censor(facts: list[Fact], censor: Mapping[str, str]) -> tuple[list[Fact], list[Fact]]:
+    """Drop results of a censored key taken after the earliest start of its medication."""
+    if not censor:
+        return facts, []
+    began: dict[str, int] = {}
+    for f in facts:
+        ts = _num(f, "ts")
+        if f["t"] == "medication" and ts is not None:
+            began[str(f["key"])] = min(began.get(str(f["key"]), ts), ts)
+    kept: list[Fact] = []
+    dropped: list[Fact] = []
+    for f in facts:
+        start = began.get(censor.get(str(f.get("key")), "")) if f["t"] == "value" else None
+        ts = _num(f, "ts")
+        (dropped if start is not None and ts is not None and ts > start else kept).append(f)
+    return kept, dropped
 
 
 def _findings(facts: Sequence[Fact], now: int) -> None:
@@ -106,15 +135,18 @@ def _sides(fact: Fact) -> tuple[object, ...]:
     return ("left", "right", "bilateral", "unknown") if side == "bilateral" else (side,)
 
 
-def _latest(facts: Sequence[Fact]) -> None:
-    newest: dict[tuple[object, object, object], Fact] = {}
-    for f in facts:
-        if f["t"] != "value":
-            continue
-        k = (f["key"], f.get("side", "unknown"), f.get("site"))
-        best = newest.get(k)
-        if best is None or (_num(f, "ts") or 0) >= (_num(best, "ts") or 0):
-            newest[k] = f
+def _latest(facts: Sequence[Fact], now: int) -> None:
+    """latest / prev_age of every result within its series (key, side, site)."""
+    series: dict[tuple[object, object, object], list[Fact]] = {}
     for f in facts:
         if f["t"] == "value":
-            f["latest"] = 1 if newest.get((f["key"], f.get("side", "unknown"), f.get("site"))) is f else 0
+            series.setdefault((f["key"], f.get("side", "unknown"), f.get("site")), []).append(f)
+    for results in series.values():
+        # stable sort: equal times keep arrival order, the last one is the latest (as before)
+        results.sort(key=lambda f: _num(f, "ts") or 0)
+        for i, f in enumerate(results):
+            f["latest"] = 1 if i == len(results) - 1 else 0
+            # The first result has no previous one: as if it were at the epoch (age = now), so
+            # "prev_age > T" alone says "first since T". Always present: durable-rules fails a
+            # join on a missing property (error 311) and ignores an OR that joins.
+            f["prev_age"] = max(0, now - (_num(results[i - 1], "ts") or 0)) if i else now

@@ -26,6 +26,9 @@ from rulesets.meta import RuleMeta
 log = structlog.get_logger("redflags.engine")
 Fact = dict[str, object]
 
+#: Kind of the fact that opens every session (see ``_register``).
+SESSION = "session"
+
 
 @dataclass(slots=True)
 class _Context:
@@ -96,6 +99,9 @@ class Engine:
         self.defaults: dict[str, dict[str, float]] = {}  # the modules' own, before overrides
         self.specs: list[Spec] = []
         self.scores: list[Spec] = []
+        self.censor_specs: list[Spec] = []
+        #: value key -> medication key: results taken after the medication began are ignored
+        self.censors: dict[str, str] = {}
         overrides = params or {}
         for module in modules:
             meta: RuleMeta | None = getattr(module, "META", None)
@@ -111,14 +117,23 @@ class Engine:
             if meta:
                 self.metas[rule_id] = meta
             self.params[rule_id] = p
-            self.specs.extend(s for s in rules.specs if s.does != "score")
+            self.specs.extend(s for s in rules.specs if s.does not in ("score", "censor"))
             self.scores.extend(s for s in rules.specs if s.does == "score")
+            for spec in rules.specs:
+                if spec.does == "censor":
+                    if self.censors.get(spec.key, spec.after) != spec.after:
+                        raise RuleDefinitionError(
+                            f"{rule_id}: {spec.key} is already censored by another medication"
+                        )
+                    self.censors[spec.key] = spec.after
+                    self.censor_specs.append(spec)
         self._item_keys = {f"{s.key}_item" for s in self.scores}
         self._thread = engine_thread()
         fingerprint = repr(
             (
                 sorted((k, sorted(v.items())) for k, v in self.params.items()),
                 [s.name for s in (*self.specs, *self.scores)],
+                sorted(self.censors.items()),
             )
         )
         global _compiled
@@ -155,6 +170,10 @@ class Engine:
                     for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True))
                 ]
                 durable_lang.when_all(*exprs)(self._action(spec, aliases))
+            # Every session opens with a fact this rule handles: durable-rules aborts the process
+            # (free(): invalid pointer) when the first session of a process is deleted after no
+            # rule matched any of its facts, e.g. a replay whose first patient has nothing relevant.
+            durable_lang.when_all(durable_lang.m.t == SESSION)(lambda _closure: None)
         definition = durable_lang._rulesets.pop(name)  # keep durable's global registry empty
         name, body = definition.define()
         host().register_rulesets({name: body})
@@ -279,7 +298,13 @@ class Engine:
         return totals
 
     def _evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
-        prepared = prepare(facts, now)
+        prepared = prepare(facts, now, self.censors)
+        if prepared.censored:
+            log.info(
+                "results_ignored_after_treatment",
+                count=len(prepared.censored),
+                kinds=sorted({str(f.get("key")) for f in prepared.censored}),
+            )
         if prepared.future:
             log.warning(
                 "future_records_ignored",
@@ -288,7 +313,7 @@ class Engine:
             )
         counter = itertools.count(1)
         sid = f"e{next(_sessions)}"
-        asserted: list[Fact] = []
+        asserted: list[Fact] = [{"t": SESSION, "pid": pid, "id": next(counter), "sid": sid}]
         for fact in prepared.facts:
             if fact.get("pid") != pid:
                 raise CrossTalkError("a fact of another patient was handed to this evaluation")
@@ -296,16 +321,14 @@ class Engine:
         ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
         self._context = ctx
         try:
-            if asserted:
-                self._run_batch(asserted, sid, ctx)
-                if self.scores:  # second stratum: totals over every item derived above
-                    self._run_batch(self._totals(ctx, pid, sid, counter), sid, ctx)
+            self._run_batch(asserted, sid, ctx)
+            if self.scores:  # second stratum: totals over every item derived above
+                self._run_batch(self._totals(ctx, pid, sid, counter), sid, ctx)
         finally:
             self._context = None
-            if asserted:
-                self._ruleset.delete_state(sid)
+            self._ruleset.delete_state(sid)
         alerts = collect(pid, now, ctx.matches, self.metas, self.titles)
-        return Evaluation(pid, alerts, len(asserted), len(prepared.future))
+        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future))
 
 
 _sessions = itertools.count(1)

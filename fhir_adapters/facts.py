@@ -174,9 +174,7 @@ def _keys(
                 continue  # a diagnosis proxy never stands in for the measured value
             if match.restriction == "value-must-confirm" and not _confirms(res_text, match.key):
                 continue
-            if match.requires_site and not any(
-                term.in_set(match.requires_site, s, c) for s, c in site_codes
-            ):
+            if match.requires_site and not any(term.in_set(match.requires_site, s, c) for s, c in site_codes):
                 continue
             prior = found.get(match.key)
             if prior is None or (prior.side is None and match.side):
@@ -218,19 +216,13 @@ def _age_time(value: object, born: date | None, path: str) -> int | None:
     return int(base + years * _YEAR)
 
 
-def _condition(
-    res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None
-) -> list[Fact]:
-    verification = _status_code(
-        res.get("verificationStatus"), VERIFICATION, f"{path}.verificationStatus"
-    )
+def _condition(res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None) -> list[Fact]:
+    verification = _status_code(res.get("verificationStatus"), VERIFICATION, f"{path}.verificationStatus")
     if verification in _IGNORED_VERIFICATION:
         return []
     clinical = _status_code(res.get("clinicalStatus"), CLINICAL, f"{path}.clinicalStatus")
     if clinical is not None and clinical not in _CURRENT | _NOT_CURRENT:
-        raise IntakeError(
-            f"{path}.clinicalStatus", f"unknown clinical status {clinical!r}", "code-invalid"
-        )
+        raise IntakeError(f"{path}.clinicalStatus", f"unknown clinical status {clinical!r}", "code-invalid")
     sites = _sites(res, path)
     matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Condition")
     if not matches:
@@ -344,17 +336,13 @@ def _observation(
     if status in _IGNORED_RESULT:
         return []
     if status not in _COUNTED_RESULT:
-        raise IntakeError(
-            f"{path}.status", f"unknown observation status {status!r}", "code-invalid"
-        )
+        raise IntakeError(f"{path}.status", f"unknown observation status {status!r}", "code-invalid")
     sites = _sites(res, path)
     matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation")
     if not matches:
         return []
     if "dataAbsentReason" in res:
-        issues.append(
-            Issue(path, "dataAbsentReason: value missing", "informational", "information")
-        )
+        issues.append(Issue(path, "dataAbsentReason: value missing", "informational", "information"))
         return []
     ts = _time(res, ("effectiveDateTime", "effectiveInstant"), path)
     start = _time(res, ("effectivePeriod",), path)

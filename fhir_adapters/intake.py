@@ -61,9 +61,7 @@ class Intake:
     issues: list[Issue] = field(default_factory=list)
 
 
-def _walk(
-    resource: object, path: str, full_url: str | None
-) -> Iterator[tuple[str, dict, str | None]]:
+def _walk(resource: object, path: str, full_url: str | None) -> Iterator[tuple[str, dict, str | None]]:
     """Yield (path, resource, fullUrl) for a resource and, for a Bundle, each entry inside it."""
     if not isinstance(resource, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(resource).__name__}")
@@ -101,7 +99,7 @@ def _segments(url: str) -> list[str]:
 
 
 def _patient_id(res: dict, full_url: str | None) -> str:
-    """"Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl."""
+    """ "Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl."""
     rid = res.get("id")
     if isinstance(rid, str) and rid:
         return f"Patient/{rid}"

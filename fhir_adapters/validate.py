@@ -151,8 +151,7 @@ def resource_issues(resource: Any, path: str | None = None) -> list[Issue]:
         model.model_validate(resource)
     except ValidationError as exc:
         return [
-            Issue(_issue_code(e["type"]), _expression(where, e["loc"]), _message(e))
-            for e in exc.errors()
+            Issue(_issue_code(e["type"]), _expression(where, e["loc"]), _message(e)) for e in exc.errors()
         ]
     except KeyError as exc:  # a nested resource type R4B lacks (e.g. MedicinalProduct)
         found = list(_unsupported(resource, where))
@@ -272,9 +271,7 @@ def required_code_issues(resource: dict[str, Any], path: str | None = None) -> l
     kind = resource.get("resourceType", "")
     where = path or kind
     issues = [
-        issue
-        for binding in _BINDINGS.get(kind, ())
-        for issue in _binding_issues(resource, binding, where)
+        issue for binding in _BINDINGS.get(kind, ()) for issue in _binding_issues(resource, binding, where)
     ]
     if kind == "Bundle":
         for index, entry in enumerate(resource.get("entry") or ()):

@@ -16,13 +16,16 @@ _VERBS = {
     "block": "blocks tier {tier} when",
     "note": 'adds the card note "{text}" at tier {tier} when',
     "score": "sums [{key}] from its items, each counted once, missing items 0",
+    "censor": "ignores {key} results taken after {after} began (the latest result before it counts)",
 }
 
 
 def _line(spec: Spec) -> str:
-    verb = _VERBS[spec.does].format(key=spec.key, tier="/".join(spec.tiers), text=spec.text)
+    verb = _VERBS[spec.does].format(key=spec.key, tier="/".join(spec.tiers), text=spec.text, after=spec.after)
     if spec.does == "score":
         return f"  - {verb}"
+    if spec.does == "censor":
+        return f"  - {verb}" + (f": {spec.text}" if spec.text else "")
     conds = " AND ".join(c.phrase for c in spec.conds)
     reason = f" ({spec.reason})" if spec.reason else ""
     points = f" ({spec.text})" if spec.label else ""
@@ -46,7 +49,7 @@ def _params(engine: Engine, rule_id: str, prefix: str = "") -> list[str]:
 
 def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
     meta = engine.metas[rule_id]
-    everything = [*engine.specs, *engine.scores]
+    everything = [*engine.specs, *engine.scores, *engine.censor_specs]
     own = [s for s in everything if s.rule == rule_id]
     # Building blocks from shared modules that this rule reads, followed transitively.
     wanted, shared, seen = _derived_used(own), [], set()
@@ -83,7 +86,10 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
         out.append(f"Their parameters (a site overrides them as {sections}):")
         for module in modules:
             out += _params(engine, module, f"{module}.")
-    keys = sorted({c.key for s in own + shared for c in s.conds if c.kind != "derived" and c.key})
+    keys = sorted(
+        {c.key for s in own + shared for c in s.conds if c.kind != "derived" and c.key}
+        | {k for s in own if s.does == "censor" for k in (s.key, s.after)}
+    )
     out.append("Value sets (built-in codes and a site's own):")
     site_codes: dict[str, set[tuple[str, str]]] = {}  # from site ValueSets and ConceptMaps
     for coding, matches in term.codes.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from rulesets import (
+    b12_deficiency_neuropathy,
     cauda_equina_syndrome,
     common,
     deep_vein_thrombosis,
@@ -22,6 +23,7 @@ MODULES: tuple[ModuleType, ...] = (
     guillain_barre_syndrome,
     deep_vein_thrombosis,
     peripheral_artery_disease,
+    b12_deficiency_neuropathy,
 )
 
 __all__ = ["MODULES"]

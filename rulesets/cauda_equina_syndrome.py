@@ -11,7 +11,15 @@ symptom" window come from NHS trust pathways and are parameters here.
     TIER A (critical)   = sphincter_or_saddle AND back_or_radicular  OR  new(CES diagnosis, 14 d)
                           unless a spinal decompression was done after the triggering finding
     TIER B (urgent)     = bilateral_radicular AND present(back pain | sciatica, 14 d)
-                          unless spinal_cord_compression fires at tier A (0.3a)
+                          unless spinal_cord_compression fires at tier A (0.3a), or a spinal
+                          decompression was done after the bilateral symptoms began (1.3:
+                          post-operative follow-up is out of scope)
+
+Urinary retention (1.3): it counts as a sphincter finding only as an episode whose own onset
+lies in the window and not before the back/leg symptoms began; retention known before them (a
+catheterised patient) does not. The decompression block needs a triggering finding that began
+before the operation: when every sphincter or saddle finding began after it (e.g. a
+post-operative haematoma), that is a new emergency and tier A still fires.
 """
 
 from __future__ import annotations
@@ -23,27 +31,37 @@ from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="cauda_equina_syndrome",
-    version="1.0.0",
+    version="1.1.0",
     title="Cauda equina syndrome",
     tiers=(
         Tier("A", "critical", "sphincter or saddle red flags: emergency MRI"),
         Tier("B", "urgent", "bilateral radicular symptoms: same-day MRI"),
     ),
-    source_label="GIRFT National Suspected Cauda Equina Syndrome Pathway (2023)",
-    source_url="https://gettingitrightfirsttime.co.uk/",
+    source_label="GIRFT National Suspected Cauda Equina Syndrome Pathway (2023); HSSIB investigation (2021)",
+    source_url=(
+        "https://hssib.org.uk/patient-safety-investigations/timely-detection-and-treatment-of-spinal-"
+        "nerve-compression-cauda-equina-syndrome-in-patients-with-back-pain/investigation-report"
+    ),
     disorder=Code(SNOMED, "192970008", "Cauda equina syndrome"),
     actions=(
         Action(
             "Emergency MRI of the lumbosacral spine (whole spine if the level is unclear); "
             "scan within 4 h of request, report within 1 h",
-            (Code(LOINC, "91717-9", "MR Spine Lumbar and Sacrum WO contrast"),),
+            (
+                Code(LOINC, "91717-9", "MR Spine Lumbar and Sacrum WO contrast"),
+                Code(LOINC, "30679-5", "MR Lumbar spine WO contrast"),
+                Code(LOINC, "36531-2", "MR Spine WO contrast"),
+            ),
             "ServiceRequest",
             4,
         ),
         Action(
             "Bladder scan with post-void residual volume; catheterise if in retention "
             "(must not delay the MRI)",
-            (Code(SNOMED, "16310003", "Diagnostic ultrasonography"),),
+            (
+                Code(SNOMED, "16310003", "Diagnostic ultrasonography"),
+                Code(SNOMED, "45211000", "Insertion of catheter"),
+            ),
             "ServiceRequest",
             1,
         ),
@@ -64,7 +82,6 @@ META = RuleMeta(
             (Code(SNOMED, "10836008", "Decompression of spinal cord"),),
             "ServiceRequest",
             24,
-            tiers=("A",),
         ),
     ),
     suppressed_by=(("spinal_cord_compression", "A", "B"),),
@@ -98,12 +115,13 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.fire("A", fact("ces_sphincter_or_saddle"), fact("ces_back_or_radicular"))
     # Retention counts only as a new episode that began with or after the back/leg symptoms
     # (a patient catheterised before the back pain began is not a red flag, 1.3).
+    retention = present("urinary_retention", window).where(
+        lambda _p: m.onset_age <= window, "with this episode's onset in the window"
+    )
     r.fire(
         "A",
-        fact("ces_back_or_radicular"),
-        present("urinary_retention", window)
-        .where(lambda _p: m.onset_age <= window, "with this episode's onset in the window")
-        .where(lambda p_: m.onset >= ref(p_, 0).onset, "not before the back/leg symptoms"),
+        fact("ces_back_or_radicular").where(lambda _p: m.onset >= 0, "dated"),
+        retention.where(lambda p_: m.onset >= ref(p_, 0).onset, "not before the back/leg symptoms"),
     )
     r.fire("A", new("ces_dx", window))
 
@@ -115,6 +133,12 @@ def define(r: Rules, p: dict[str, float]) -> None:
     )
     r.block(
         "A",
+        retention,
+        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
+        reason="spinal decompression already performed after the urinary retention began",
+    )
+    r.block(
+        "A",
         new("ces_dx", window),
         procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
         reason="spinal decompression already performed after the diagnosis",
@@ -122,3 +146,9 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     for key in ("back_pain", "sciatica"):
         r.fire("B", fact("ces_bilateral_radicular"), present(key, window))
+    r.block(
+        "B",
+        fact("ces_bilateral_radicular").where(lambda _p: m.onset >= 0, "dated"),
+        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
+        reason="spinal decompression already performed after the bilateral symptoms began",
+    )

@@ -71,10 +71,13 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive("known_cancer", ever(key))
     r.derive("active_cancer", present("cancer_any"))
 
+    # A join fails the whole evaluation (durable error 311) when the fact it refers to lacks the
+    # property, so every referred fact is first required to carry it (an undated Condition, an
+    # MRC grade without a muscle group or without a number).
     gap, drop = p["progression_gap_h"] * HOUR, p["progression_drop"]
     r.derive(
         "weakness_progression",
-        result("mrc_grade"),
+        result("mrc_grade").where(lambda _p: (m.site != "") & (m.v >= 0), "of a muscle group"),
         result("mrc_grade").where(
             lambda p_: (
                 (m.site == ref(p_, 0).site)
@@ -90,14 +93,14 @@ def define(r: Rules, p: dict[str, float]) -> None:
     for key in ASCENDING:
         r.derive(
             "weakness_ascending",
-            fact("any_leg_weakness"),
+            fact("any_leg_weakness").where(lambda _p: m.onset >= 0, "dated"),
             present(key).where(lambda p_: m.onset > ref(p_, 0).onset, "begun after the leg weakness"),
             text="weakness ascending",
         )
     r.derive("weakness_progression", fact("weakness_ascending"))
     r.derive(
         "weakness_progression",
-        present("leg_weakness"),
+        present("leg_weakness").where(lambda _p: m.onset >= 0, "dated"),
         present("paraplegia_paraparesis").where(
             lambda p_: m.onset > ref(p_, 0).onset, "recorded after the leg weakness began"
         ),

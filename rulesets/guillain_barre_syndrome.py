@@ -8,23 +8,39 @@ EGRIS (Walgaard 2010) and the "20/30/40" rule (Lawn 2001).
                  unless a sensory level, hyperreflexia or spasticity is present (28 d): that
                  picture belongs to spinal_cord_compression (0.3a)
     dx_branch = GBS diagnosis with onset/recorded within 28 d
-    respiratory red flag = FVC < 20 mL/kg | FVC fell >= 30 % | MIP weaker than -30 cmH2O |
-                 MEP < 40 cmH2O | dysphagia, dyspnoea or orthopnoea (72 h) | bilateral facial
-                 weakness (72 h) | EGRIS >= 5 | respiratory failure (72 h)
+    respiratory red flag = FVC < 20 mL/kg | FVC fell >= 30 % from the episode's first FVC |
+                 MIP weaker than -30 cmH2O | MEP < 40 cmH2O (24 h) | dysphagia, dyspnoea or
+                 orthopnoea (72 h) | bilateral facial weakness (72 h) | EGRIS >= 5 |
+                 respiratory failure (72 h)
     TIER A (critical) = (core | dx_branch) AND respiratory red flag
     TIER B (urgent)   = (core | dx_branch)
+
+Card notes (never change the tier): supportive features (progression/ascending weakness,
+infection in the 6 weeks before onset, paraesthesia, CSF protein > 45 mg/dL with < 50 cells/uL);
+CSF white cells >= 50 /uL argue against GBS (never supportive); GBS disability score >= 3 means
+immunotherapy is indicated (2.2). A normal CSF protein never suppresses the alert.
+
+Choices where the reference leaves room:
+- The episode starts at the earliest onset of the qualifying weakness (core) or at the GBS
+  diagnosis onset (dx_branch); its first FVC is the first result taken since then.
+- EGRIS scores "days from weakness onset to admission" as days from onset to the evaluation
+  time: section 13 has no admission time. Evaluated on the admission day they agree; later the
+  onset points can only fall, so EGRIS errs low and the other red flags carry the alert.
+- The cord-sign exclusion is a block, which removes the alert also when a GBS diagnosis is
+  coded (2.1 excludes only the core branch); such a patient meets spinal_cord_compression A5
+  (bilateral weakness with an upper-motor-neurone sign), which keeps the emergency visible.
 """
 
 from __future__ import annotations
 
 from durable.lang import m
 
-from engine.dsl import DAY, HOUR, Rules, absent, fact, latest, present, ref, result
+from engine.dsl import DAY, HOUR, WEEK, Rules, absent, ever, fact, latest, present, ref, result
 from rulesets.meta import CVX, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="guillain_barre_syndrome",
-    version="1.0.0",
+    version="1.1.0",
     title="Guillain-Barré syndrome",
     tiers=(
         Tier("A", "critical", "respiratory or bulbar danger"),
@@ -45,7 +61,10 @@ META = RuleMeta(
         ),
         Action(
             "ICU/HDU assessment now",
-            (Code(SNOMED, "306258004", "Referral to intensive care specialist"),),
+            (
+                Code(SNOMED, "306258004", "Referral to intensive care specialist"),
+                Code(SNOMED, "309904001", "Intensive care"),
+            ),
             "ServiceRequest",
             1,
             tiers=("A",),
@@ -58,7 +77,11 @@ META = RuleMeta(
         ),
         Action(
             "Lumbar puncture: CSF protein and cell count",
-            (Code(SNOMED, "277762005", "Lumbar puncture"),),
+            (
+                Code(SNOMED, "277762005", "Lumbar puncture"),
+                Code(LOINC, "2880-3", "Protein [Mass/volume] in Cerebral spinal fluid"),
+                Code(LOINC, "806-0", "Leukocytes [#/volume] in Cerebral spinal fluid by Manual count"),
+            ),
             "ServiceRequest",
             24,
         ),
@@ -91,9 +114,15 @@ PARAMS: dict[str, float] = {
     "fvc_drop_fraction": 0.30,
     "mip_min_abs": 30,  # cmH2O ("30"): MIP weaker than -30
     "mep_min": 40,  # cmH2O ("40")
-    "resp_within_h": 72,
-    "pressure_within_h": 24,
+    "resp_within_h": 72,  # bulbar/breathing findings and bilateral facial weakness
+    "pressure_within_h": 24,  # MIP, MEP
+    "mrc_sum_within_h": 72,  # MRC sum score used by EGRIS
     "egris_high": 5,
+    "supportive_within_d": 28,  # progression, paraesthesia, CSF (2.1 supportive)
+    "infection_before_onset_weeks": 6,  # infection within 6 weeks before weakness onset
+    "csf_protein_high_mg_dl": 45,  # mg/dL (0.45 g/L): raised above
+    "csf_wbc_max_per_ul": 50,  # /uL: Brighton requires fewer; at or above argues against GBS
+    "disability_treat_min": 3,  # GBS disability score at or above which immunotherapy is indicated
 }
 
 WEAK_PATTERNS = ("bilateral_leg_weakness",)
@@ -101,7 +130,7 @@ REFLEXES = ("reflexes_absent", "reflexes_reduced")
 CORD_SIGNS = ("sensory_level", "hyperreflexia", "spasticity")
 BULBAR_OR_BREATHING = ("dysphagia", "dyspnea", "orthopnea", "respiratory_failure")
 #: EGRIS points (Walgaard 2010): days from weakness onset; MRC sum score bands.
-EGRIS_ONSET = ((0, 3, 2), (3, 7, 1), (7, 10_000, 0))  # (days above, days up to, points)
+EGRIS_ONSET = ((-1, 3, 2), (3, 7, 1), (7, 10_000, 0))  # (days above, days up to, points)
 EGRIS_MRC = ((51, 60, 0), (41, 50, 1), (31, 40, 2), (21, 30, 3), (0, 20, 4))
 
 
@@ -131,15 +160,35 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     # Respiratory red flags (any one).
     r.derive("gbs_respiratory", fact("fvc_per_kg") < p["fvc_per_kg_min"])
-    r.derive(
-        "gbs_respiratory",
-        result("fvc", tempo_hi),
-        latest("fvc", pressure).where(
-            lambda p_: (m.ts > ref(p_, 0).ts) & (m.v <= ref(p_, 0).v * (1 - p["fvc_drop_fraction"])),
-            "fallen by 30 % or more from an earlier FVC",
+    # FVC fell >= 30 % from the first FVC of this episode: the episode began with the weakness
+    # (earliest onset) or with the GBS diagnosis; its first FVC is the first one since then.
+    drop = p["fvc_drop_fraction"]
+    episodes = (
+        (
+            fact("gbs_weakness").where(lambda _p: m.first_onset_age <= tempo_hi, "begun within 28 days"),
+            "first_onset_age",
         ),
-        text="FVC fell by 30 % or more",
+        (
+            present("gbs_dx").where(
+                lambda _p: m.onset_age <= p["dx_within_d"] * DAY, "diagnosed within 28 days"
+            ),
+            "onset_age",
+        ),
     )
+    for episode, start in episodes:
+        r.derive(
+            "gbs_respiratory",
+            episode,
+            result("fvc").first_since(
+                lambda p_, start=start: getattr(ref(p_, 0), start), "the first FVC since the episode began"
+            ),
+            latest("fvc", pressure).where(
+                lambda p_: (m.ts > ref(p_, 1).ts) & (m.v <= ref(p_, 1).v * (1 - drop)),
+                f"fallen by {drop:.0%} or more from it",
+            ),
+            value=lambda f: 100 * (1 - f[2]["v"] / f[1]["v"]),
+            text="FVC fell by {v:.0f} % from the episode's first FVC",
+        )
     r.derive(
         "gbs_respiratory",
         latest("mip", pressure).where(
@@ -165,7 +214,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     for lo, hi, points in EGRIS_MRC:
         r.derive(
             "gbs_egris_mrc",
-            latest("mrc_sum", pressure * 3).where(
+            latest("mrc_sum", p["mrc_sum_within_h"] * HOUR).where(
                 lambda _p, lo=lo, hi=hi: (m.v >= lo) & (m.v <= hi), f"MRC sum {lo}-{hi}"
             ),
             value=lambda _f, points=points: points,
@@ -187,6 +236,43 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     r.fire("A", fact("gbs_core"), fact("gbs_respiratory"))
     r.fire("B", fact("gbs_core"))
+
+    # Card notes: supportive features, a CSF that argues against, treatment threshold.
+    both = ("A", "B")
+    supportive = p["supportive_within_d"] * DAY
+    r.note(both, fact("weakness_progression", supportive), text="Supportive: weakness progressing ({facts})")
+    before = p["infection_before_onset_weeks"] * WEEK
+    r.note(
+        both,
+        fact("gbs_weakness").where(lambda _p: m.first_onset_age >= 0, "dated"),
+        ever("recent_infection").where(
+            lambda p_: (
+                (m.onset_age >= ref(p_, 0).first_onset_age)
+                & (m.onset_age <= ref(p_, 0).first_onset_age + before)
+            ),
+            f"begun in the {p['infection_before_onset_weeks']:g} weeks before the weakness",
+        ),
+        text="Supportive: preceding infection ({facts})",
+    )
+    r.note(both, present("paresthesia", supportive), text="Supportive: paraesthesia ({facts})")
+    r.note(
+        both,
+        latest("csf_protein", supportive) > p["csf_protein_high_mg_dl"],
+        latest("csf_wbc", supportive) < p["csf_wbc_max_per_ul"],
+        text="Supportive: CSF albuminocytologic dissociation ({facts})",
+    )
+    r.note(
+        both,
+        latest("csf_wbc", supportive) >= p["csf_wbc_max_per_ul"],
+        text="CSF white cells at or above 50 /uL argue against GBS: consider infection "
+        "(e.g. Lyme neuroborreliosis) or lymphoma ({facts})",
+    )
+    r.note(
+        both,
+        latest("gbs_disability", supportive) >= p["disability_treat_min"],
+        text="GBS disability score 3 or more ({facts}): immunotherapy indicated (IVIG within 2 weeks "
+        "or plasma exchange within 4 weeks of onset)",
+    )
 
     for sign in CORD_SIGNS:
         r.block(

@@ -145,6 +145,19 @@ def isolated(code: str) -> str:
 
 
 class TestFailuresAreLoud:
+    def test_first_session_of_a_process_without_any_match_is_freed_safely(self) -> None:
+        # durable-rules aborted (free(): invalid pointer) deleting such a session before every
+        # session opened with a fact of its own rule (engine.session.SESSION).
+        out = isolated("""
+            engine = Engine(MODULES)
+            nobody = [{"t": "patient", "pid": "Patient/n", "ref": "Patient/n", "birth": "1980-01-01"}]
+            first = engine.evaluate("Patient/n", nobody, NOW)
+            print(first.alerts, engine.evaluate("Patient/e", [], NOW).facts)
+            saddle = ces_saddle("Patient/s") + ces_back("Patient/s")
+            print([a.rule for a in engine.evaluate("Patient/s", saddle, NOW).alerts])
+        """)
+        assert out.split("\n")[:2] == ["[] 0", "['cauda_equina_syndrome']"]
+
     def test_exception_in_a_rule_action_fails_the_evaluation(self) -> None:
         out = isolated("""
             def define(r, _p):

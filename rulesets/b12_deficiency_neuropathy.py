@@ -1,0 +1,159 @@
+"""Vitamin B12 deficiency with neuropathy (red-flags.md section 8).
+
+NICE NG239 *Vitamin B12 deficiency in over 16s* (2024): total B12 < 180 ng/L (133 pmol/L) is
+deficiency, 180-350 ng/L (133-258 pmol/L) is indeterminate and needs methylmalonic acid; BSH
+(Devalia 2014). The age gate (> 60) comes from the seed article and is a parameter.
+
+    b12   = latest(b12_total, 12 months) in pg/mL (= ng/L; pmol/L x 1.355, section 15)
+            results taken after B12 replacement began are ignored: the newest result taken
+            before the first replacement record is the latest (engine.prepare censoring)
+    neuro = present(polyneuropathy | paraesthesia | leg numbness | ataxia | gait difficulty,
+            12 months) OR any leg weakness within 12 months
+    deficient     = b12 < 180 pg/mL
+    indeterminate = 180 <= b12 <= 350 pg/mL
+    mma_high      = latest(MMA, 12 months) > 0.45 umol/L (450 nmol/L), or above the lab's limit
+    TIER B (routine) = age > 60 AND neuro
+                       AND (deficient OR indeterminate AND mma_high OR present(B12 deficiency dx))
+    TIER A (urgent)  = tier B AND (weakness progression within 8 weeks
+                                   OR present(gait difficulty | falls, 8 weeks))
+
+Never compare a pmol/L value with the pg/mL cut-offs: 150 pmol/L = 203 pg/mL is indeterminate,
+not deficient (8.2). An indeterminate value without a raised MMA raises no alert; nor does a low
+B12 without a neurological finding.
+"""
+
+from __future__ import annotations
+
+from durable.lang import m
+
+from engine.dsl import DAY, WEEK, Rules, fact, latest, medication, patient, present
+from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+
+META = RuleMeta(
+    id="b12_deficiency_neuropathy",
+    version="1.0.0",
+    title="Vitamin B12 deficiency with neuropathy",
+    tiers=(
+        Tier("A", "urgent", "worsening gait or weakness: treat and refer now"),
+        Tier("B", "routine", "B12 deficiency with neurological findings: treat"),
+    ),
+    source_label="NICE NG239 Vitamin B12 deficiency in over 16s: diagnosis and management (2024)",
+    source_url="https://www.nice.org.uk/guidance/ng239",
+    disorder=Code(SNOMED, "190634004", "Cobalamin deficiency"),
+    actions=(
+        Action(
+            "B12 replacement; with neurological involvement intramuscular hydroxocobalamin "
+            "per BNF/NICE (start within days)",
+            (Code(RXNORM, "11248", "Vitamin B 12"),),
+            "MedicationRequest",
+            72,
+        ),
+        Action(
+            "Confirm: methylmalonic acid if B12 is indeterminate; full blood count with MCV; "
+            "autoimmune gastritis (intrinsic factor) antibodies, with the next bloods",
+            (Code(LOINC, "13964-2", "Methylmalonate"), Code(LOINC, "787-2", "MCV")),
+            "ServiceRequest",
+            72,
+        ),
+        Action(
+            "Review metformin and acid-suppressing drugs (same visit)",
+            (Code(RXNORM, "6809", "Metformin"),),
+            "Task",
+            24,
+        ),
+        Action(
+            "Urgent neurology referral: the neurological picture is worsening",
+            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            "ServiceRequest",
+            24,
+            tiers=("A",),
+        ),
+        Action(
+            "Neurology referral if there is weakness or ataxia",
+            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            "ServiceRequest",
+            14 * 24,
+            tiers=("B",),
+        ),
+        Action("Re-assess symptoms after 3 months of treatment", (), "Task", 90 * 24),
+    ),
+)
+
+PARAMS: dict[str, float] = {
+    "b12_within_days": 365,  # latest B12 within 12 months
+    "mma_within_days": 365,  # latest MMA within 12 months
+    "neuro_within_days": 365,  # neurological finding within 12 months
+    "b12_deficient_pg_ml": 180,  # pg/mL (= ng/L; 133 pmol/L): deficient below (NICE NG239)
+    "b12_indeterminate_max_pg_ml": 350,  # pg/mL (258 pmol/L): indeterminate up to and including
+    "mma_high_umol_l": 0.45,  # umol/L (450 nmol/L): MMA raised above
+    "b12_min_age": 60,  # years, exclusive (seed article "over age 60")
+    "worsening_within_weeks": 8,  # progression / gait difficulty / falls that escalate to urgent
+}
+
+NEURO = ("polyneuropathy", "paresthesia", "leg_numbness", "ataxia_balance", "gait_difficulty")
+WORSENING = ("gait_difficulty", "fall_long_lie")
+
+
+def define(r: Rules, p: dict[str, float]) -> None:
+    b12_window = p["b12_within_days"] * DAY
+    neuro_window = p["neuro_within_days"] * DAY
+    worsening = p["worsening_within_weeks"] * WEEK
+    low, high, mma = p["b12_deficient_pg_ml"], p["b12_indeterminate_max_pg_ml"], p["mma_high_umol_l"]
+
+    # A B12 measured after replacement began does not show the untreated level (8.1, 8.2).
+    r.ignore_results_after(
+        "b12_total",
+        "b12_replacement",
+        text="a replacement order, administration or statement dated before the sample",
+    )
+
+    for key in NEURO:
+        r.derive("b12_neuro", present(key, neuro_window))
+    r.derive("b12_neuro", fact("any_leg_weakness", neuro_window))
+
+    b12 = latest("b12_total", b12_window)
+    r.derive(
+        "b12_low",
+        b12 < low,
+        text=f"B12 deficient ({{v:.0f}} pg/mL < {low:g} pg/mL)",
+    )
+    r.derive(
+        "b12_indeterminate",
+        (b12 >= low) <= high,
+        text=f"B12 indeterminate ({{v:.0f}} pg/mL, {low:g}-{high:g} pg/mL)",
+    )
+    r.derive(
+        "b12_mma_high",
+        latest("mma", p["mma_within_days"] * DAY) > mma,
+        text=f"MMA raised ({{v:g}} umol/L > {mma:g} umol/L)",
+    )
+    r.derive(
+        "b12_mma_high",
+        latest("mma", p["mma_within_days"] * DAY).where(
+            lambda _p: (m.has_high == 1) & (m.v > m.high), "above the laboratory's upper limit"
+        ),
+        text="MMA above the laboratory's upper limit ({v:g} umol/L)",
+    )
+    r.derive(
+        "b12_low", fact("b12_indeterminate"), fact("b12_mma_high"), text="indeterminate B12 with raised MMA"
+    )
+    r.derive("b12_low", present("b12_deficiency_dx"))
+
+    r.derive("b12_worsening", fact("weakness_progression", worsening))
+    for key in WORSENING:
+        r.derive("b12_worsening", present(key, worsening))
+
+    older = patient().where(lambda _p: m.years > p["b12_min_age"], f"older than {p['b12_min_age']:g} years")
+    r.fire("B", older, fact("b12_neuro"), fact("b12_low"))
+    r.fire("A", older, fact("b12_neuro"), fact("b12_low"), fact("b12_worsening"))
+
+    r.note(
+        ("A", "B"),
+        fact("b12_indeterminate"),
+        text="{facts}: methylmalonic acid decides whether this is deficiency",
+    )
+    r.note(
+        ("A", "B"),
+        medication("b12_replacement"),
+        text="B12 replacement already recorded ({facts}); B12 results taken after it began are ignored",
+    )
