@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from durable.lang import c, m
+from engine.expr import Node, m, ref
 
 if TYPE_CHECKING:  # rulesets import the engine's DSL: a runtime import would be circular
     from rulesets.meta import Code
@@ -38,6 +38,8 @@ TEMPO: dict[str, tuple[float, float]] = {
 }
 
 Expr = Any  # a durable-rules expression object
+
+__all__ = ["DAY", "HOUR", "TEMPO", "WEEK", "Cond", "Rules", "Spec", "m", "ref"]
 Prior = Sequence[str]  # aliases of the conditions before this one, in order
 
 
@@ -64,11 +66,20 @@ class Cond:
         """Add a constraint, possibly a join on an earlier condition's fact (``ref(prior, i)``)."""
         return replace(self, tests=(*self.tests, test), phrase=f"{self.phrase} {phrase}")
 
-    def expr(self, prior: Prior) -> Expr:
+    def compile(self, prior: Prior) -> tuple[Expr, tuple[Node, ...]]:
+        """The durable expression of the single-fact tests, and the cross-fact tests to check
+        in Python (durable-rules crashes on failing cross-fact joins, see ``engine.expr``)."""
         result = (m.t == self.kind) if self.key is None else (m.t == self.kind) & (m.key == self.key)
+        checks: list[Node] = []
         for test in self.tests:
-            result = result & test(prior)
-        return result
+            node = test(prior)
+            if not isinstance(node, Node):
+                raise TypeError(f"{self.phrase}: write tests with m and ref from engine.dsl")
+            if node.refs():
+                checks.append(node)
+            else:
+                result = result & node
+        return result.durable(), tuple(checks)
 
     def begun(self, above: float | None = None, up_to: float | None = None) -> Cond:
         """Earliest onset of the finding more than ``above`` and at most ``up_to`` seconds ago."""
@@ -110,11 +121,6 @@ class Cond:
 
     def __ge__(self, threshold: float) -> Cond:  # type: ignore[override]
         return self._compare(operator.ge, "≥", threshold)
-
-
-def ref(prior: Prior, index: int) -> Any:
-    """The fact matched by an earlier condition of the same rule, for join constraints."""
-    return getattr(c, prior[index])
 
 
 def _within(seconds: float | None) -> tuple[Callable[[Prior], Expr], ...]:

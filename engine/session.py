@@ -19,6 +19,7 @@ from engine.collect import Match, collect
 from engine.describe import describe
 from engine.dsl import Rules, Spec
 from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
+from engine.expr import Node
 from engine.host import engine_thread, host
 from engine.prepare import prepare
 from rulesets.meta import RuleMeta
@@ -165,11 +166,12 @@ class Engine:
         with durable_lang.ruleset(name):
             for spec in self.specs:
                 aliases = [f"f{i}" for i in range(len(spec.conds))]
-                exprs = [
-                    getattr(durable_lang.c, alias) << cond.expr(aliases[:i])
-                    for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True))
-                ]
-                durable_lang.when_all(*exprs)(self._action(spec, aliases))
+                exprs, checks = [], []
+                for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True)):
+                    expr, cross = cond.compile(aliases[:i])
+                    exprs.append(getattr(durable_lang.c, alias) << expr)
+                    checks.extend((i, node) for node in cross)
+                durable_lang.when_all(*exprs)(self._action(spec, aliases, tuple(checks)))
             # Every session opens with a fact this rule handles: durable-rules aborts the process
             # (free(): invalid pointer) when the first session of a process is deleted after no
             # rule matched any of its facts, e.g. a replay whose first patient has nothing relevant.
@@ -179,7 +181,9 @@ class Engine:
         host().register_rulesets({name: body})
         self._shared.ruleset = host().get_ruleset(name)
 
-    def _action(self, spec: Spec, aliases: list[str]) -> Callable[[object], None]:
+    def _action(
+        self, spec: Spec, aliases: list[str], checks: tuple[tuple[int, Node], ...]
+    ) -> Callable[[object], None]:
         def action(closure: object) -> None:
             ctx = self._context
             if ctx is None:  # cannot happen: actions only run inside evaluate()
@@ -189,6 +193,8 @@ class Engine:
                 for f in facts:
                     if f.get("pid") != ctx.pid:
                         raise CrossTalkError(f"{spec.name} matched a fact of another patient")
+                if not all(node.holds(facts, i) for i, node in checks):
+                    return  # a cross-fact test failed: no match (checked here, see engine.expr)
                 if spec.does == "derive":
                     self._derive(closure, spec, facts, ctx)
                 else:

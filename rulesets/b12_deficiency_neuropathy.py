@@ -24,9 +24,7 @@ B12 without a neurological finding.
 
 from __future__ import annotations
 
-from durable.lang import m
-
-from engine.dsl import DAY, WEEK, Rules, fact, latest, medication, patient, present
+from engine.dsl import DAY, WEEK, Rules, fact, latest, m, medication, patient, present
 from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(

@@ -24,9 +24,7 @@ post-operative haematoma), that is a new emergency and tier A still fires.
 
 from __future__ import annotations
 
-from durable.lang import m
-
-from engine.dsl import DAY, HOUR, Rules, fact, latest, new, present, procedure, ref
+from engine.dsl import DAY, HOUR, Rules, fact, latest, m, new, present, procedure, ref
 from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(

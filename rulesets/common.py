@@ -16,9 +16,7 @@
 
 from __future__ import annotations
 
-from durable.lang import m
-
-from engine.dsl import DAY, HOUR, Rules, ever, fact, latest, present, ref, result
+from engine.dsl import DAY, HOUR, Rules, ever, fact, latest, m, present, ref, result
 
 META = None  # derives facts only; raises no alert
 

@@ -42,8 +42,6 @@ totals), so they never depend on the order in which facts arrive.
 
 from __future__ import annotations
 
-from durable.lang import m
-
 from engine.dsl import (
     DAY,
     HOUR,
@@ -53,6 +51,7 @@ from engine.dsl import (
     ever,
     fact,
     latest,
+    m,
     medication,
     patient,
     present,

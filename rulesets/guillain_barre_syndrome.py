@@ -33,9 +33,7 @@ Choices where the reference leaves room:
 
 from __future__ import annotations
 
-from durable.lang import m
-
-from engine.dsl import DAY, HOUR, WEEK, Rules, absent, ever, fact, latest, present, ref, result
+from engine.dsl import DAY, HOUR, WEEK, Rules, absent, ever, fact, latest, m, present, ref, result
 from rulesets.meta import CVX, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(

@@ -32,9 +32,7 @@ Condition; an ABI older than 24 months.
 
 from __future__ import annotations
 
-from durable.lang import m
-
-from engine.dsl import DAY, Rules, fact, latest, new, patient, present
+from engine.dsl import DAY, Rules, fact, latest, m, new, patient, present
 from rulesets.meta import FINDING_SYSTEM, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 ROUTINE_HOURS = 14 * 24  # "routine": days to weeks (0.3)

@@ -293,3 +293,56 @@ class TestStratifiedScoresNotesAndDisorders:
             print(e.evaluate("Patient/1", facts, NOW).alerts[0].notes)
         """)
         assert out.strip().startswith("('with fever on ")
+
+
+class TestCrossFactTests:
+    """durable-rules segfaults when a cross-fact join test fails; such tests run in Python."""
+
+    def test_thousands_of_failing_and_passing_joins_neither_crash_nor_miss(self) -> None:
+        out = isolated("""
+            from engine.dsl import m, ref
+            def define(r, _p):
+                r.fire("A", present("back_pain"),
+                       present("fever").where(lambda p_: m.onset >= ref(p_, 0).onset, "after it"))
+            e = Engine([module(define)])
+            from test_engine import finding
+            fired = 0
+            for i in range(3000):
+                pid = f"Patient/{i}"
+                back = dict(finding(pid, "back_pain", "Observation/b"), onset=NOW - 100 + i % 3)
+                fever = dict(finding(pid, "fever", "Observation/f"), onset=NOW - 200 + (i % 5) * 50)
+                fired += len(e.evaluate(pid, [back, fever], NOW).alerts)
+            print(fired)
+        """)
+        # fever after back pain: i % 5 in (3, 4) always, i % 5 == 2 only when i % 3 == 0
+        assert out.strip() == str(3000 * 2 // 5 + 3000 // 15)
+
+    def test_python_side_semantics_match_durable(self) -> None:
+        from engine.expr import m, ref
+
+        facts = [{"onset": 10, "v": 4.0}, {"onset": 12, "v": 2.0, "site": "hip"}]
+        later = m.onset > ref(["f0"], 0).onset
+        assert later.refs() == {0} and later.holds(facts, 1) and not later.holds(facts, 0)
+        fell = m.v <= ref(["f0"], 0).v * 0.5
+        assert fell.holds(facts, 1)
+        # a missing property never satisfies a comparison, in either direction
+        assert not (m.site == ref(["f0"], 0).site).holds(facts, 1)
+        assert not (m.site != "hip").holds(facts, 0) and not (m.site == "hip").holds(facts, 0)
+        assert (-m.site).holds(facts, 0) and (+m.site).holds(facts, 1)
+        assert not (m.v / ref(["f0"], 0).missing > 1).holds(facts, 1)
+        assert ((m.v > 3) | (m.onset == 12)).holds(facts, 1) and not ((m.v > 3) & (m.onset == 12)).holds(
+            facts, 1
+        )
+        assert not (m.site == 1).holds(facts, 1)  # mixed types never compare as strings
+
+    def test_a_test_written_with_durables_own_m_is_refused(self) -> None:
+        out = isolated("""
+            from durable.lang import m as durable_m
+            def define(r, _p):
+                r.fire("A", present("back_pain").where(lambda _p: durable_m.v > 1, "v > 1"))
+            try:
+                Engine([module(define)])
+            except TypeError as exc:
+                print(exc)
+        """)
+        assert "write tests with m and ref from engine.dsl" in out
