@@ -153,10 +153,18 @@ class Engine:
                     for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True))
                 ]
                 durable_lang.when_all(*exprs)(self._action(spec, aliases))
+            durable_lang.when_all(durable_lang.m.t == _WARM_UP)(lambda _closure: None)
         definition = durable_lang._rulesets.pop(name)  # keep durable's global registry empty
         name, body = definition.define()
         host().register_rulesets({name: body})
-        self._shared.ruleset = host().get_ruleset(name)
+        self._shared.ruleset = ruleset = host().get_ruleset(name)
+        # durable-rules aborts the process (``munmap_chunk(): invalid pointer``) when the first
+        # session it ever deletes ran no action; one session that runs a no-op action first
+        # makes every later deletion safe, whatever the patients' facts.
+        fact = orjson.dumps([{"t": _WARM_UP, "id": 1, "sid": _WARM_UP}]).decode()
+        _code, state = dre.assert_facts(ruleset._handle, fact)
+        ruleset.do_actions(state, lambda _error, _state: None)
+        ruleset.delete_state(_WARM_UP)
 
     def _action(self, spec: Spec, aliases: list[str]) -> Callable[[object], None]:
         def action(closure: object) -> None:
@@ -307,3 +315,5 @@ class Engine:
 
 
 _sessions = itertools.count(1)
+#: Fact kind (and session id) of the no-op warm-up session run once at registration.
+_WARM_UP = "warm-up"
