@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rulesets import cauda_equina_syndrome, common, guillain_barre_syndrome
+from rulesets import (
+    acute_stroke_or_tia,
+    cauda_equina_syndrome,
+    common,
+    guillain_barre_syndrome,
+    spinal_cord_compression,
+)
 
-MODULES: tuple[ModuleType, ...] = (common, cauda_equina_syndrome, guillain_barre_syndrome)
+MODULES: tuple[ModuleType, ...] = (
+    common,
+    cauda_equina_syndrome,
+    guillain_barre_syndrome,
+    acute_stroke_or_tia,
+    spinal_cord_compression,
+)
 
 __all__ = ["MODULES"]
