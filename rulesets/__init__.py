@@ -1,7 +1,8 @@
 """The clinical logic: one module per syndrome, plus shared building blocks.
 
 A module carries ``META`` (a ``RuleMeta``, or None for building blocks), ``PARAMS`` (thresholds
-and windows, overridable by a site) and ``define(rules, params)``.
+and windows, overridable by a site) and ``define(rules, params)``. ``MODULES`` lists them in the
+order of the clinical reference (red-flags.md sections 1-12), the shared building blocks first.
 """
 
 from __future__ import annotations
@@ -9,21 +10,25 @@ from __future__ import annotations
 from types import ModuleType
 
 from rulesets import (
+    acute_stroke_or_tia,
     b12_deficiency_neuropathy,
     cauda_equina_syndrome,
     common,
     deep_vein_thrombosis,
     guillain_barre_syndrome,
     peripheral_artery_disease,
+    spinal_cord_compression,
 )
 
 MODULES: tuple[ModuleType, ...] = (
     common,
     cauda_equina_syndrome,
     guillain_barre_syndrome,
+    acute_stroke_or_tia,
+    spinal_cord_compression,
     deep_vein_thrombosis,
-    peripheral_artery_disease,
     b12_deficiency_neuropathy,
+    peripheral_artery_disease,
 )
 
 __all__ = ["MODULES"]

@@ -173,6 +173,18 @@ class TestFailuresAreLoud:
         """)
         assert out.split("\n")[:2] == ["raised ZeroDivisionError", "next []"]
 
+    def test_first_evaluation_of_a_process_may_match_nothing(self) -> None:
+        # durable-rules aborted the process (munmap_chunk) when the first session it deleted had
+        # run no action; the engine's warm-up session at registration prevents it.
+        out = isolated("""
+            engine = Engine(MODULES)
+            alone = [{"t": "patient", "pid": "Patient/1", "ref": "Patient/1"}]
+            print(engine.evaluate("Patient/1", alone, NOW).alerts)
+            both = ces_saddle("Patient/2") + ces_back("Patient/2")
+            print(len(engine.evaluate("Patient/2", both, NOW).alerts))
+        """)
+        assert out.split("\n")[:2] == ["[]", "1"]
+
     def test_unknown_parameter_and_tier_are_refused(self) -> None:
         with pytest.raises(RuleDefinitionError, match="no_such"):
             Engine(MODULES, params={"cauda_equina_syndrome": {"no_such": 1}})

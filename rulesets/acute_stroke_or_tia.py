@@ -1,0 +1,295 @@
+"""Acute stroke or transient ischaemic attack (red-flags.md section 3).
+
+Powers WJ et al., 2019 AHA/ASA guidelines for the early management of acute ischaemic stroke
+(thrombolysis within 4.5 h of last known well, thrombectomy up to 24 h in selected patients,
+glucose check); NICE NG128; BE-FAST (Aroor 2017).
+
+    lkw = time last known well (latest lkw_time Observation recorded within 7 days), else the
+          onset of the earliest deficit
+    focal_deficit (any; current, first onset within 7 days):
+        hemiparesis | arm weakness on one side (not both arms) | facial weakness (not on both
+        sides, not explained by a Bell's palsy Condition) | speech disturbance
+        | leg weakness on one side (left/right, not both legs) with no sciatica, back pain or
+          leg pain within 14 days (a nerve-root problem, 0.3a)
+    TIER A (critical) = focal_deficit AND now - lkw <= 24 h
+                        (lkw unknown: the deficit first recorded <= 24 h ago, not in a patient
+                        with an old stroke or stroke sequelae whose deficit may be the known one)
+                      | stroke Condition, current, onset <= 24 h
+    TIER B (urgent)   = focal_deficit AND 24 h < now - lkw <= 7 days   (same fallback)
+                      | TIA Condition begun within 7 days, resolved or not (disorder: TIA)
+                      | a deficit recorded and explicitly absent within 24 h (disorder: TIA)
+    Block A: LKW unknown and a focal deficit began more than 24 h ago (that deficit sets LKW;
+    the block also covers the stroke-Condition branch).
+    Card: "within 4.5 h of LKW (thrombolysis window)", "within 24 h (thrombectomy window,
+    selected patients)", BE-FAST extras (ataxia, vision loss, altered consciousness) and
+    "low glucose can mimic stroke" when the latest glucose (6 h) < 60 mg/dL. None changes the tier.
+
+Negations ("no nerve-root pain", "LKW not recorded", "no Bell's palsy", "no old stroke") are
+counts summed in the engine's second stratum (``score``), so they never depend on fact order.
+"""
+
+from __future__ import annotations
+
+from engine.dsl import DAY, HOUR, Cond, Rules, absent, ever, fact, latest, m, present, ref
+from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+
+TIA = Code(SNOMED, "266257000", "Transient ischemic attack")
+
+META = RuleMeta(
+    id="acute_stroke_or_tia",
+    version="1.0.0",
+    title="Acute stroke or TIA",
+    tiers=(
+        Tier("A", "critical", "sudden focal deficit within 24 h of last known well"),
+        Tier("B", "urgent", "focal deficit within 7 days or transient ischaemic attack"),
+    ),
+    source_label="AHA/ASA Guidelines for the Early Management of Acute Ischemic Stroke (2019)",
+    source_url="https://doi.org/10.1161/STR.0000000000000211",
+    disorder=Code(SNOMED, "230690007", "Cerebrovascular accident"),
+    actions=(
+        Action(
+            "Activate the stroke team / neurology now",
+            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            "ServiceRequest",
+            0.25,
+            tiers=("A",),
+        ),
+        Action(
+            "Non-contrast CT head (with CT angiography); door-to-imaging 20 min or less",
+            (Code(LOINC, "30799-1", "CT Head WO contrast"),),
+            "ServiceRequest",
+            1 / 3,
+            tiers=("A",),
+        ),
+        Action(
+            "Brain imaging (non-contrast CT head) within 24 h",
+            (Code(LOINC, "30799-1", "CT Head WO contrast"),),
+            "ServiceRequest",
+            24,
+            tiers=("B",),
+        ),
+        Action(
+            "Capillary or serum glucose before any thrombolysis",
+            (Code(LOINC, "2345-7", "Glucose [Mass/volume] in Serum or Plasma"),),
+            "ServiceRequest",
+            0.25,
+        ),
+        Action(
+            "IV thrombolysis if eligible and within 4.5 h of last known well; door-to-needle 60 min or less",
+            (
+                Code(SNOMED, "230934004", "Thrombolysis of intracranial vessel"),
+                Code(RXNORM, "1804799", "Alteplase 100 MG Injection"),
+            ),
+            "MedicationRequest",
+            1,
+            tiers=("A",),
+        ),
+        Action(
+            "Mechanical thrombectomy assessment (large-vessel occlusion, up to 24 h in selected patients)",
+            (),
+            "ServiceRequest",
+            0.5,
+            tiers=("A",),
+        ),
+        Action("Swallow screen before any food, drink or tablets", (), "Task", 1),
+        Action(
+            "TIA: aspirin 300 mg now",
+            (Code(RXNORM, "1191", "Aspirin"),),
+            "MedicationRequest",
+            24,
+            tiers=("B",),
+        ),
+        Action(
+            "TIA: specialist review within 24 h",
+            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            "ServiceRequest",
+            24,
+            tiers=("B",),
+        ),
+    ),
+)
+
+PARAMS: dict[str, float] = {
+    "acute_h": 24,  # hours since LKW (or first deficit record) for tier A
+    "lkw_within_d": 7,  # days: an LKW Observation recorded earlier belongs to another episode
+    "onset_max_d": 7,  # days: a deficit that began earlier is not this rule (3.3); tier B limit
+    "thrombolysis_h": 4.5,  # hours since LKW: IV thrombolysis window (AHA/ASA 2019)
+    "thrombectomy_h": 24,  # hours since LKW: thrombectomy window, selected patients (AHA/ASA 2019)
+    "radicular_within_d": 14,  # days: sciatica/back/leg pain explaining a weak leg (3.1)
+    "dx_within_h": 24,  # hours: stroke Condition onset for tier A
+    "tia_within_d": 7,  # days: TIA Condition, or a resolved deficit, for tier B
+    "tia_resolved_h": 24,  # hours: deficit explicitly absent within this time = TIA picture
+    "old_stroke_d": 30,  # days: a stroke Condition that began earlier is an old stroke (3.3)
+    "glucose_low_mmol_l": 60 / 18.0,  # mmol/L (= 60 mg/dL): hypoglycaemia mimics stroke
+    "glucose_within_h": 6,  # hours: glucose result considered for the card note
+    "befast_within_d": 7,  # days: BE-FAST extra signs shown on the card
+}
+
+DEFICITS = ("hemiparesis", "arm_weakness", "facial_weakness", "speech_disturbance", "leg_weakness")
+RADICULAR = ("sciatica", "back_pain", "leg_pain")
+BEFAST = ("ataxia_balance", "vision_loss", "altered_consciousness")
+
+#: Counts summed in the second stratum; the rule reads them as "== 0" (none on record).
+COUNTS = {
+    "stroke_lkw_recorded": "LKW not recorded",
+    "stroke_leg_explained": "no sciatica/back/leg pain, legs not both weak",
+    "stroke_both_arms": "arms not both weak",
+    "stroke_face_explained": "no Bell's palsy, face not weak on both sides",
+    "stroke_old": "no old stroke or sequelae",
+}
+
+
+def _none(count: str) -> Cond:
+    """A second-stratum count that found nothing: the negation it stands for holds."""
+    return fact(count).where(lambda _p: m.v == 0, "= 0 (none on record)")
+
+
+def _one_side(cond: Cond) -> Cond:
+    return cond.where(lambda _p: (m.side == "left") | (m.side == "right"), "on one side")
+
+
+def _deficit(key: str, base: Cond) -> tuple[Cond, ...]:
+    """A focal deficit of ``key`` with the guards of 3.1/3.3 ("none" counts joined as == 0)."""
+    if key == "leg_weakness":
+        return (_one_side(base), _none("stroke_leg_explained"))
+    if key == "arm_weakness":
+        return (_one_side(base), _none("stroke_both_arms"))
+    if key == "facial_weakness":
+        return (base, _none("stroke_face_explained"))
+    return (base,)
+
+
+def define(r: Rules, p: dict[str, float]) -> None:
+    acute = p["acute_h"] * HOUR
+    onset_max = p["onset_max_d"] * DAY
+    tia_within = p["tia_within_d"] * DAY
+
+    # Negations, counted once every positive fact is derived (second stratum).
+    lkw = latest("lkw_time", p["lkw_within_d"] * DAY)
+    r.score_item("stroke_lkw_recorded", 1, lkw, label="time last known well")
+    for key in RADICULAR:
+        r.score_item(
+            "stroke_leg_explained",
+            1,
+            present(key, p["radicular_within_d"] * DAY),
+            label="sciatica, back or leg pain",
+        )
+    r.score_item("stroke_leg_explained", 1, fact("bilateral_leg_weakness"), label="both legs weak")
+    r.score_item("stroke_both_arms", 1, fact("bilateral_arm_weakness"), label="both arms weak")
+    r.score_item("stroke_face_explained", 1, present("bells_palsy"), label="Bell's palsy")
+    r.score_item(
+        "stroke_face_explained", 1, fact("bilateral_facial_weakness"), label="facial weakness on both sides"
+    )
+    r.score_item("stroke_old", 1, ever("stroke_sequela"), label="stroke sequelae")
+    r.score_item("stroke_old", 1, ever("stroke_dx").begun(above=p["old_stroke_d"] * DAY), label="old stroke")
+    for score, text in COUNTS.items():
+        r.score(score, text)
+
+    # Hours since last known well, from the recorded LKW (its time is the value).
+    r.derive(
+        "stroke_lkw_h",
+        lkw,
+        value=lambda f: (f[0]["ts"] + f[0]["age"] - f[0]["v"]) / HOUR,
+        text="last known well {v:.1f} h ago",
+    )
+
+    for key in DEFICITS:
+        r.derive("stroke_deficit", *_deficit(key, present(key).begun(up_to=onset_max)))
+
+    lkw_unknown = (_none("stroke_lkw_recorded"), _none("stroke_old"))
+
+    r.fire("A", fact("stroke_deficit"), fact("stroke_lkw_h") <= p["acute_h"])
+    r.fire("A", fact("stroke_deficit").begun(up_to=acute), *lkw_unknown)
+    r.fire(
+        "A",
+        present("stroke_dx").where(
+            lambda _p: m.onset_age <= p["dx_within_h"] * HOUR, f"begun within {p['dx_within_h']:g} h"
+        ),
+    )
+    # LKW unknown: the earliest deficit sets it, so one that began over 24 h ago rules out A.
+    r.block(
+        "A",
+        fact("stroke_deficit").begun(above=acute),
+        _none("stroke_lkw_recorded"),
+        reason="LKW not recorded and the earliest deficit began more than 24 h ago",
+    )
+
+    r.fire(
+        "B",
+        fact("stroke_deficit"),
+        (fact("stroke_lkw_h") > p["acute_h"]) <= p["onset_max_d"] * 24,
+    )
+    r.fire("B", fact("stroke_deficit").begun(above=acute, up_to=onset_max), *lkw_unknown)
+    r.fire(
+        "B",
+        ever("tia_dx").where(
+            lambda _p: m.onset_age <= tia_within, f"begun within {p['tia_within_d']:g} days"
+        ),
+        disorder=TIA,
+    )
+    # A deficit recorded and explicitly absent within 24 h: symptoms resolved, a TIA picture.
+    resolved = p["tia_resolved_h"] * HOUR
+    for key in DEFICITS:
+        recorded = ever(key).where(
+            lambda _p: m.onset_age <= tia_within, f"begun within {p['tia_within_d']:g} days"
+        )
+        conds = _deficit(key, recorded)
+        r.derive(
+            "stroke_resolved_deficit",
+            *conds,
+            absent(key).where(
+                lambda p_: (
+                    (m.ts > ref(p_, 0).ts)
+                    & (m.ts <= ref(p_, 0).ts + resolved)
+                    & ((m.side == ref(p_, 0).side) | (m.side == "bilateral"))
+                ),
+                f"within {p['tia_resolved_h']:g} h on the same side",
+            ),
+            text="deficit resolved within 24 h",
+        )
+    r.fire("B", fact("stroke_resolved_deficit"), disorder=TIA)
+
+    # Card lines (never change the tier).
+    window_tag = "within 4.5 h of LKW (thrombolysis window)"
+    late_tag = "within 24 h (thrombectomy window, selected patients)"
+    r.note("A", fact("stroke_lkw_h") <= p["thrombolysis_h"], text=window_tag)
+    r.note("A", fact("stroke_lkw_h") <= p["thrombectomy_h"], text=late_tag)
+    thrombolysis = p["thrombolysis_h"] * HOUR
+    r.note("A", fact("stroke_deficit").begun(up_to=acute), *lkw_unknown, text=late_tag)
+    r.note(
+        "A",
+        fact("stroke_deficit").begun(up_to=acute),
+        *lkw_unknown,
+        text="LKW not recorded: taken from the first deficit record; confirm it before thrombolysis",
+    )
+    for key in DEFICITS:  # 4.5 h only when no deficit at all (even a discounted one) is older
+        r.score_item(
+            "stroke_older_deficit",
+            1,
+            present(key).begun(above=thrombolysis, up_to=onset_max),
+            label="a deficit begun more than 4.5 h ago",
+        )
+    r.score("stroke_older_deficit", "no deficit begun more than 4.5 h ago")
+    r.note(
+        "A",
+        fact("stroke_deficit").begun(up_to=thrombolysis),
+        *lkw_unknown,
+        _none("stroke_older_deficit"),
+        text=window_tag,
+    )
+    dx_since = present("stroke_dx").where(lambda _p: m.onset_age <= acute, "begun within 24 h")
+    r.note("A", dx_since, *lkw_unknown, text=late_tag)
+    r.note(
+        "A",
+        present("stroke_dx").where(lambda _p: m.onset_age <= thrombolysis, "begun within 4.5 h"),
+        *lkw_unknown,
+        _none("stroke_older_deficit"),
+        text=window_tag,
+    )
+    r.note(
+        ("A", "B"),
+        latest("glucose", p["glucose_within_h"] * HOUR) < p["glucose_low_mmol_l"],
+        text="low glucose can mimic stroke — treat and reassess ({facts})",
+    )
+    for key in BEFAST:
+        r.note(("A", "B"), present(key, p["befast_within_d"] * DAY), text="BE-FAST: {facts}")

@@ -1,0 +1,228 @@
+"""acute_stroke_or_tia (red-flags.md 3): what the fixture corpus cannot show compactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.dsl import HOUR
+from fhir_adapters.intake import read_path
+from fhir_adapters.times import parse_now
+from redflags.pipeline import Pipeline
+
+from .conftest import FIXTURES
+from .test_cli import run
+from .test_engine import NOW, finding, isolated, value
+
+RULE = "acute_stroke_or_tia"
+FOLDER = FIXTURES / RULE
+THROMBOLYSIS = "within 4.5 h of LKW (thrombolysis window)"
+THROMBECTOMY = "within 24 h (thrombectomy window, selected patients)"
+
+
+def alert(pipeline: Pipeline, name: str):
+    (result,) = pipeline.evaluate(read_path(FOLDER / f"{name}.json"), parse_now("2025-03-10T12:00:00Z"))
+    (only,) = result.alerts
+    return only
+
+
+def deficit(pid: str, key: str, hours_ago: float, side: str = "left", **extra) -> dict:
+    return finding(pid, key, f"Observation/{key}-{hours_ago}", hours_ago / 24, side) | extra
+
+
+def lkw(pid: str, hours_ago: float, recorded_hours_ago: float = 0.5) -> dict:
+    fact = value(pid, "lkw_time", 0, "Observation/lkw", recorded_hours_ago, unit="s")
+    return fact | {"v": int(NOW - hours_ago * HOUR)}
+
+
+def evaluate(pipeline: Pipeline, pid: str, facts: list[dict]):
+    return pipeline.engine.evaluate(pid, facts, NOW).alerts
+
+
+def tiers(pipeline: Pipeline, pid: str, facts: list[dict]) -> list[tuple[str, str]]:
+    return [(a.rule, a.tier) for a in evaluate(pipeline, pid, facts)]
+
+
+class TestLastKnownWell:
+    def test_hours_since_lkw_are_computed_and_named(self, pipeline: Pipeline) -> None:
+        found = alert(pipeline, "tierA-lkw-2h-face-and-arm-thrombolysis-window")
+        assert (found.tier, found.severity) == ("A", "critical")
+        assert "last known well 2.2 h ago (Time last known well 2025-03-10 09:45)" in found.rationale
+        assert "Facial weakness (left) on 2025-03-10 10:30" in found.rationale
+        assert found.notes == (THROMBOLYSIS, THROMBECTOMY)
+        late = alert(pipeline, "tierA-lkw-10h-wake-up-hemiparesis")
+        assert "last known well 10.0 h ago (Time last known well 2025-03-10 02:00)" in late.rationale
+        assert late.notes == (THROMBECTOMY,)
+
+    @pytest.mark.parametrize(
+        ("hours", "expected"),
+        [(4.5, "A"), (23.9, "A"), (24.1, "B"), (7 * 24, "B"), (7 * 24 + 1, None)],
+    )
+    def test_tier_follows_the_time_since_lkw(self, pipeline: Pipeline, hours: float, expected) -> None:
+        pid = f"Patient/lkw{hours}"
+        facts = [lkw(pid, hours), deficit(pid, "speech_disturbance", 0.5, side="unknown")]
+        assert tiers(pipeline, pid, facts) == ([(RULE, expected)] if expected else [])
+
+    def test_thrombolysis_tag_stops_at_4_5_h(self, pipeline: Pipeline) -> None:
+        pid = "Patient/tag"
+        inside = evaluate(pipeline, pid, [lkw(pid, 4.4), deficit(pid, "hemiparesis", 1)])[0]
+        outside = evaluate(pipeline, pid, [lkw(pid, 4.6), deficit(pid, "hemiparesis", 1)])[0]
+        assert THROMBOLYSIS in inside.notes and THROMBOLYSIS not in outside.notes
+        assert THROMBECTOMY in outside.notes
+
+    def test_an_lkw_recorded_for_another_episode_is_not_used(self, pipeline: Pipeline) -> None:
+        pid = "Patient/old-lkw"
+        old = lkw(pid, 60 * 24, recorded_hours_ago=60 * 24)  # recorded two months ago
+        found = evaluate(pipeline, pid, [old, deficit(pid, "facial_weakness", 2)])
+        assert [(a.rule, a.tier) for a in found] == [(RULE, "A")]
+        assert "LKW not recorded: taken from the first deficit record; confirm it before thrombolysis" in (
+            found[0].notes
+        )
+
+    def test_site_override_moves_the_tier_a_limit(self) -> None:
+        out = isolated("""
+            from tests.test_acute_stroke_or_tia import deficit, lkw
+            site = Engine(MODULES, params={"acute_stroke_or_tia": {"acute_h": 6}})
+            for hours in (5, 10):
+                pid = f"Patient/h{hours}"
+                facts = [lkw(pid, hours), deficit(pid, "hemiparesis", 1)]
+                print(hours, [(a.rule, a.tier) for a in site.evaluate(pid, facts, NOW).alerts])
+        """)
+        assert out.splitlines() == ["5 [('acute_stroke_or_tia', 'A')]", "10 [('acute_stroke_or_tia', 'B')]"]
+
+
+class TestUnknownLkw:
+    def test_earliest_deficit_sets_lkw(self, pipeline: Pipeline) -> None:
+        pid = "Patient/two"
+        recent_and_older = [deficit(pid, "facial_weakness", 2), deficit(pid, "arm_weakness", 30)]
+        assert tiers(pipeline, pid, recent_and_older) == [(RULE, "B")]
+
+    def test_no_thrombolysis_tag_when_any_deficit_is_older_than_4_5_h(self, pipeline: Pipeline) -> None:
+        pid = "Patient/tags"
+        (both,) = evaluate(
+            pipeline, pid, [deficit(pid, "facial_weakness", 2), deficit(pid, "arm_weakness", 6)]
+        )
+        assert both.tier == "A" and THROMBOLYSIS not in both.notes and THROMBECTOMY in both.notes
+        (one,) = evaluate(pipeline, pid, [deficit(pid, "facial_weakness", 2)])
+        assert THROMBOLYSIS in one.notes
+
+    def test_old_stroke_deficit_needs_a_recorded_lkw(self, pipeline: Pipeline) -> None:
+        pid = "Patient/recurrent"
+        sequela = finding(pid, "stroke_sequela", "Condition/seq", 900, src="Condition")
+        assert tiers(pipeline, pid, [sequela, deficit(pid, "hemiparesis", 1)]) == []
+        new_event = [sequela, lkw(pid, 1.5), deficit(pid, "facial_weakness", 1)]
+        assert tiers(pipeline, pid, new_event) == [(RULE, "A")]
+
+
+class TestExclusions:
+    def test_nerve_root_pain_explains_one_weak_leg_whatever_the_fact_order(self, pipeline: Pipeline) -> None:
+        pid = "Patient/root"
+        facts = [
+            deficit(pid, "leg_weakness", 3, side="right"),
+            finding(pid, "sciatica", "Condition/s", 3, "right"),
+        ]
+        assert tiers(pipeline, pid, facts) == tiers(pipeline, pid, facts[::-1]) == []
+        assert tiers(pipeline, pid, facts[:1]) == [(RULE, "A")]
+
+    def test_face_or_speech_still_fires_beside_an_explained_leg(self, pipeline: Pipeline) -> None:
+        pid = "Patient/mixed"
+        facts = [
+            deficit(pid, "leg_weakness", 3, side="right"),
+            finding(pid, "back_pain", "Condition/b", 5, src="Condition"),
+            deficit(pid, "speech_disturbance", 2, side="unknown"),
+        ]
+        assert tiers(pipeline, pid, facts) == [(RULE, "A")]
+
+    def test_weakness_of_both_legs_from_two_sides_is_not_unilateral(self, pipeline: Pipeline) -> None:
+        pid = "Patient/both"
+        facts = [deficit(pid, "leg_weakness", 3, side="left"), deficit(pid, "leg_weakness", 3, side="right")]
+        assert tiers(pipeline, pid, facts) == []
+
+    def test_unknown_side_is_not_unilateral(self, pipeline: Pipeline) -> None:
+        pid = "Patient/side"
+        assert tiers(pipeline, pid, [deficit(pid, "leg_weakness", 3, side="unknown")]) == []
+
+    def test_bells_palsy_explains_the_face_only(self, pipeline: Pipeline) -> None:
+        pid = "Patient/bell"
+        bells = finding(pid, "bells_palsy", "Condition/bell", 1, "right", src="Condition")
+        face = deficit(pid, "facial_weakness", 3, side="right")
+        assert tiers(pipeline, pid, [bells, face]) == []
+        assert tiers(pipeline, pid, [bells, face, deficit(pid, "arm_weakness", 3)]) == [(RULE, "A")]
+
+
+class TestTiaAndNotes:
+    def test_tia_branches_carry_the_tia_disorder(self, pipeline: Pipeline) -> None:
+        for name in ("tierB-tia-condition-2-days-ago", "tierB-deficit-resolved-within-24h"):
+            found = alert(pipeline, name)
+            assert (found.tier, found.disorder.code) == ("B", "266257000"), name
+        assert (
+            "deficit resolved within 24 h" in alert(pipeline, "tierB-deficit-resolved-within-24h").rationale
+        )
+        assert alert(pipeline, "tierA-stroke-condition-onset-6h").disorder.code == "230690007"
+
+    def test_deficit_absent_only_after_24_h_is_not_a_tia(self, pipeline: Pipeline) -> None:
+        pid = "Patient/late"
+        seen = deficit(pid, "facial_weakness", 70)
+        gone = deficit(pid, "facial_weakness", 30) | {"state": "absent"}
+        assert tiers(pipeline, pid, [seen, gone]) == []
+        sooner = deficit(pid, "facial_weakness", 60) | {"state": "absent"}
+        assert tiers(pipeline, pid, [seen, sooner]) == [(RULE, "B")]
+
+    @pytest.mark.parametrize(("mmol", "shown"), [(59 / 18, True), (61 / 18, False)])
+    def test_low_glucose_note_uses_the_converted_value(self, pipeline: Pipeline, mmol: float, shown) -> None:
+        pid = f"Patient/g{mmol:.2f}"
+        facts = [
+            lkw(pid, 1),
+            deficit(pid, "hemiparesis", 0.5),
+            value(pid, "glucose", round(mmol, 6), "Obs/g", unit="mmol/L"),
+        ]
+        (found,) = evaluate(pipeline, pid, facts)
+        assert found.tier == "A"  # never suppressed
+        notes = [n for n in found.notes if n.startswith("low glucose")]
+        assert notes == (
+            ["low glucose can mimic stroke — treat and reassess (Glucose 3.27778 mmol/L on 2025-03-10 11:00)"]
+            if shown
+            else []
+        )
+
+    def test_low_glucose_fixture_in_mmol_per_litre(self, pipeline: Pipeline) -> None:
+        found = alert(pipeline, "confounder-other-unit-glucose-mmol-does-not-suppress")
+        assert (
+            "low glucose can mimic stroke — treat and reassess (Glucose 2.6 mmol/L on 2025-03-10 10:12)"
+            in (found.notes)
+        )
+        assert "BE-FAST: Altered consciousness on 2025-03-10 10:10" in found.notes
+
+
+def test_explain_lists_tiers_parameters_value_sets_and_actions() -> None:
+    done = run("rules", "--explain", RULE)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    for line in (
+        "  - A: critical - sudden focal deficit within 24 h of last known well",
+        "  - B: urgent - focal deficit within 7 days or transient ischaemic attack",
+        "  - acute_h = 24",
+        "  - thrombolysis_h = 4.5",
+        "  - onset_max_d = 7",
+        "  - radicular_within_d = 14",
+        "  - glucose_low_mmol_l = 3.33333",
+        "fires tier A when: [stroke_deficit] AND [stroke_lkw_h] ≤ 24",
+        "fires tier B when: [stroke_resolved_deficit] [suggests Transient ischemic attack]",
+        "sums [stroke_leg_explained] from its items, each counted once, missing items 0",
+    ):
+        assert line in text, line
+    for key in ("lkw_time", "hemiparesis", "bells_palsy", "stroke_sequela", "tia_dx", "glucose", "sciatica"):
+        assert f"https://redflags.dev/fhir/ValueSet/{key}>" in text, key
+    assert (
+        "Activate the stroke team / neurology now (due within 0.25 h; ServiceRequest; sct 308474002" in text
+    )
+    assert (
+        "TIA: aspirin 300 mg now (due within 24 h; MedicationRequest; rxnorm 1191 Aspirin) [tier B only]"
+        in text
+    )
+    assert "NO VALUE SET" not in text
+
+
+def test_v02_pattern_unilateral_sciatica_and_weak_leg_is_no_stroke(pipeline: Pipeline) -> None:
+    path = FIXTURES / "vignettes" / "V02-ces-near-miss-unilateral-sciatica.json"
+    (result,) = pipeline.evaluate(read_path(path), parse_now("2025-03-10T12:00:00Z"))
+    assert result.alerts == []
