@@ -15,12 +15,14 @@ in which facts arrive.
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from durable.lang import c, m
+from durable.lang import value as DurableExpr
 
 if TYPE_CHECKING:  # rulesets import the engine's DSL: a runtime import would be circular
     from rulesets.meta import Code
@@ -65,9 +67,23 @@ class Cond:
         return replace(self, tests=(*self.tests, test), phrase=f"{self.phrase} {phrase}")
 
     def expr(self, prior: Prior) -> Expr:
+        """The durable-rules pattern, shaped around two defects of its join evaluation.
+
+        durable-rules evaluates the join tests of a condition as one flat sequence and, when a
+        test fails, skips one entry too many looking for the sequence's end: if the failing test
+        is the last one, it reads past the sequence (a crash, or memory corruption). It also
+        stops at the end of an ``$or`` group, so join tests after it are never evaluated (a
+        false match). So nested ``&`` groups are flattened, ``|`` groups go last, and every
+        condition that joins on an earlier one ends with an always-true join test (same patient).
+        """
         result = (m.t == self.kind) if self.key is None else (m.t == self.kind) & (m.key == self.key)
-        for test in self.tests:
-            result = result & test(prior)
+        parts = [part for test in self.tests for part in _conjuncts(test(prior))]
+        for part in sorted(parts, key=_is_or):  # stable: "|" groups last
+            if _is_or(part) and any(_refers(part, alias) for alias in prior):
+                raise ValueError(f"{self.phrase}: an '|' group cannot join on an earlier condition")
+            result = result & part
+        if prior:
+            result = result & (m.pid == ref(prior, 0).pid)
         return result
 
     def begun(self, above: float | None = None, up_to: float | None = None) -> Cond:
@@ -101,6 +117,21 @@ class Cond:
 
     def __ge__(self, threshold: float) -> Cond:  # type: ignore[override]
         return self._compare(operator.ge, "≥", threshold)
+
+
+def _conjuncts(expr: Expr) -> list[Expr]:
+    """The operands of a nested ``a & (b & c)``, in order."""
+    if isinstance(expr, DurableExpr) and expr._op == "$and":
+        return [*_conjuncts(expr._left), *_conjuncts(expr._right)]
+    return [expr]
+
+
+def _is_or(expr: Expr) -> bool:
+    return isinstance(expr, DurableExpr) and expr._op == "$or"
+
+
+def _refers(expr: Expr, alias: str) -> bool:
+    return f'"{alias}":' in json.dumps(expr.define())
 
 
 def ref(prior: Prior, index: int) -> Any:

@@ -26,6 +26,16 @@ from rulesets.meta import RuleMeta
 log = structlog.get_logger("redflags.engine")
 Fact = dict[str, object]
 
+#: Kind of the fact that opens every session. durable-rules only sets a session up properly when
+#: a batch has a fact some rule accepts: deleting a session whose facts all went unhandled frees
+#: an invalid pointer and aborts the process (a patient with nothing any rule reads, e.g. only a
+#: Patient resource). One internal rule accepts this fact, so every session is a real one.
+SESSION_OPEN = "$open"
+
+
+def _opened(_closure: object) -> None:
+    """The internal rule's action: nothing to do."""
+
 
 @dataclass(slots=True)
 class _Context:
@@ -146,6 +156,7 @@ class Engine:
     def _register(self) -> None:
         name = "redflags"
         with durable_lang.ruleset(name):
+            durable_lang.when_all(durable_lang.c.s << (durable_lang.m.t == SESSION_OPEN))(_opened)
             for spec in self.specs:
                 aliases = [f"f{i}" for i in range(len(spec.conds))]
                 exprs = [
@@ -286,7 +297,7 @@ class Engine:
             )
         counter = itertools.count(1)
         sid = f"e{next(_sessions)}"
-        asserted: list[Fact] = []
+        asserted: list[Fact] = [{"t": SESSION_OPEN, "pid": pid, "id": next(counter), "sid": sid}]
         for fact in prepared.facts:
             if fact.get("pid") != pid:
                 raise CrossTalkError("a fact of another patient was handed to this evaluation")
@@ -294,16 +305,14 @@ class Engine:
         ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
         self._context = ctx
         try:
-            if asserted:
-                self._run_batch(asserted, sid, ctx)
-                if self.scores:  # second stratum: totals over every item derived above
-                    self._run_batch(self._totals(ctx, pid, sid, counter), sid, ctx)
+            self._run_batch(asserted, sid, ctx)
+            if self.scores:  # second stratum: totals over every item derived above
+                self._run_batch(self._totals(ctx, pid, sid, counter), sid, ctx)
         finally:
             self._context = None
-            if asserted:
-                self._ruleset.delete_state(sid)
+            self._ruleset.delete_state(sid)
         alerts = collect(pid, now, ctx.matches, self.metas, self.titles)
-        return Evaluation(pid, alerts, len(asserted), len(prepared.future))
+        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future))
 
 
 _sessions = itertools.count(1)
