@@ -8,8 +8,22 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rulesets import cauda_equina_syndrome, common, guillain_barre_syndrome
+from rulesets import (
+    alcoholic_myopathy,
+    cauda_equina_syndrome,
+    common,
+    guillain_barre_syndrome,
+    hypokalemic_or_electrolyte_weakness,
+    rhabdomyolysis,
+)
 
-MODULES: tuple[ModuleType, ...] = (common, cauda_equina_syndrome, guillain_barre_syndrome)
+MODULES: tuple[ModuleType, ...] = (
+    common,
+    cauda_equina_syndrome,
+    guillain_barre_syndrome,
+    hypokalemic_or_electrolyte_weakness,
+    alcoholic_myopathy,
+    rhabdomyolysis,
+)
 
 __all__ = ["MODULES"]
