@@ -22,6 +22,13 @@ potassium / magnesium / phosphate (the §7 cut-offs).
 Must not fire (10.2): alcohol use disorder with distal sensory symptoms only (alcoholic
 polyneuropathy: no proximal weakness); weakness begun less than 4 weeks ago; an alcohol
 Condition in remission or resolved without an AUDIT in 12 months (not current); AUDIT-C below 8.
+
+Choices where the reference is open:
+  - "MRC <= 4 on both sides" accepts any of the three proximal groups on each side (e.g. left hip
+    flexors and right knee extensors), or one record with bilateral laterality;
+  - "low K/Mg/phosphate" on the card uses the section 7 cut-offs (K < 3.5, Mg < 0.5,
+    P < 0.32 mmol/L); GGT / MCV are shown when measured within 30 days;
+  - "routine" actions are due within a week (168 h), the blood tests with the next bloods (24 h).
 """
 
 from __future__ import annotations

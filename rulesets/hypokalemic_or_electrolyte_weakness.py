@@ -41,6 +41,14 @@ potassium on a haemolysed sample never raises the hyperkalaemia branches (a card
 "repeat sample" when the alert fires for another reason); physiologically impossible values
 (K < 1 or > 10, Ca < 0.5 or > 6 mmol/L) are missing with a data-quality warning
 (``fhir_adapters.plausibility``); tier C values without weakness raise nothing.
+
+Choices where the reference is open:
+  - thresholds are compared in mmol/L after conversion, so the rounded mg/dL equivalents of 7.1
+    differ at the edge (14.0 mg/dL = 3.49 mmol/L is tier B; 12.0 mg/dL = 2.99 mmol/L is tier C);
+  - with an ionised calcium on file only its tier A cut-off (< 0.8 mmol/L) decides hypocalcaemia:
+    the reference gives no ionised cut-off for tiers B/C;
+  - the periodic-paralysis branch suggests hypokalaemia (no own disorder code in 7);
+  - "repeat the value" (action 1) is due now at tier A and with the next bloods at tiers B/C.
 """
 
 from __future__ import annotations
@@ -182,7 +190,10 @@ def define(r: Rules, p: dict[str, float]) -> None:
     )
     reference, factor = p["albumin_reference_g_l"], p["albumin_ca_factor"]
     r.score_item("calcium_albumin_paired", 1, calcium, albumin, label="albumin paired with the calcium")
-    r.score("calcium_albumin_paired", text="albumin within 72 h of the calcium: {v:g} result(s)")
+    r.score(
+        "calcium_albumin_paired",
+        text=f"albumin within {p['albumin_pair_h']:g} h of the calcium: {{v:g}} result(s)",
+    )
     r.derive(
         "calcium_corrected",
         calcium,
@@ -201,7 +212,9 @@ def define(r: Rules, p: dict[str, float]) -> None:
     # Ionised calcium, when present, decides hypocalcaemia instead of the corrected value.
     ionized = latest("calcium_ionized", lab)
     r.score_item("calcium_ionized_present", 1, ionized, label="ionised calcium")
-    r.score("calcium_ionized_present", text="ionised calcium within 72 h: {v:g} result(s)")
+    r.score(
+        "calcium_ionized_present", text=f"ionised calcium within {p['lab_within_h']:g} h: {{v:g}} result(s)"
+    )
     no_ionized = fact("calcium_ionized_present") < 1
 
     potassium = latest("potassium", lab)

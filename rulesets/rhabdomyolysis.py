@@ -20,6 +20,17 @@ Must not fire (12.2), as blocks of both tiers once the CK trigger matched:
     (muscular dystrophy, statin myopathy).
 CK between the upper limit and 5 x the upper limit, a CK older than 72 h, cancelled or entered
 in error, raise nothing (thresholds, ``latest`` and intake).
+
+Choices where the reference is open:
+  - every muscle finding must be within 7 days (12.1 gives 7 d for falls and crush injury only);
+  - a rhabdomyolysis diagnosis counts when its onset is within 7 days (a still-active problem-list
+    entry from years ago does not);
+  - the cardiac and chronic exclusions apply only when the CK criterion matched, and then remove
+    the whole alert (12.2 "this rule does not fire"), including a coded diagnosis;
+  - "within 24 h" of the troponin / infarction is measured from the CK sample; the 99th
+    percentile is the troponin's referenceRange.high, or an H/HH interpretation;
+  - a potassium on a haemolysed sample does not make the alert critical (as in 7.2);
+  - the latest creatinine must be within 72 h; the earlier value within 48 h / 7 days before it.
 """
 
 from __future__ import annotations
