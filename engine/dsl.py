@@ -71,14 +71,17 @@ class Cond:
         in Python (durable-rules crashes on failing cross-fact joins, see ``engine.expr``)."""
         result = (m.t == self.kind) if self.key is None else (m.t == self.kind) & (m.key == self.key)
         checks: list[Node] = []
+        local: list[Node] = []
         for test in self.tests:
             node = test(prior)
             if not isinstance(node, Node):
                 raise TypeError(f"{self.phrase}: write tests with m and ref from engine.dsl")
-            if node.refs():
-                checks.append(node)
-            else:
-                result = result & node
+            for part in node.conjuncts():
+                (checks if part.refs() else local).append(part)
+        # durable-rules stops evaluating a condition's tests at the end of an "or" group, so
+        # such groups go last (measured with valgrind on a debug build; see engine.expr).
+        for node in sorted(local, key=lambda n: n.is_or()):
+            result = result & node
         return result.durable(), tuple(checks)
 
     def begun(self, above: float | None = None, up_to: float | None = None) -> Cond:

@@ -39,6 +39,13 @@ class Node:
     def holds(self, facts: Sequence[dict], own: int) -> bool:
         return self.value(facts, own) is True
 
+    def conjuncts(self) -> list[Node]:
+        """The operands of a nested ``a & (b & c)``, in order (itself if not an "and")."""
+        return [self]
+
+    def is_or(self) -> bool:
+        return False
+
     # comparisons and arithmetic build nodes (like durable's m); == builds a node too
     def __eq__(self, other: object) -> Node:  # type: ignore[override]
         return Binary("==", self, _node(other))
@@ -173,6 +180,12 @@ class Binary(Node):
 
     def refs(self) -> set[int]:
         return self.left.refs() | self.right.refs()
+
+    def conjuncts(self) -> list[Node]:
+        return [*self.left.conjuncts(), *self.right.conjuncts()] if self.op == "&" else [self]
+
+    def is_or(self) -> bool:
+        return self.op == "|"
 
     def durable(self) -> Any:
         return _DURABLE[self.op](self.left.durable(), self.right.durable())

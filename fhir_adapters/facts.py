@@ -8,18 +8,24 @@ absolute (epoch seconds); everything relative to the evaluation time is done by
 Fact shapes (all flat, numbers as numbers):
   patient   {t, pid, ref, sex, birth}                       birth = "YYYY-MM-DD"
   finding   {t, pid, ref, key, state, side, ts, onset, src, active, abated, suspected, prelim, site, limb}
-  value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim}
+  value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim, hemolysed}
+            hemolysed = 1 when the sample is marked haemolysed (interpretation text, a note, the
+            specimen display or a contained Specimen's condition, 7.2), else 0
   procedure {t, pid, ref, key, ts}
   medication{t, pid, ref, key, ts, active}
+
+A numeric value outside the physiologically possible bounds of ``plausibility.BOUNDS`` is
+treated as missing and reported as a data-quality issue (7.2, 14.2).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from fhir_adapters import units
+from fhir_adapters import plausibility, units
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.intake import Entry, Issue, PatientGroup, reference_of
 from fhir_adapters.terminology import Match, Terminology
@@ -57,6 +63,10 @@ _LATERALITY_CODES = {
     (SNOMED, "66459002"): "unknown",
 }
 _YEAR = 365.25 * 86400
+#: "haemolysed", "hemolyzed", "haemolysis" ...; a leading "non-", "not " or "no " negates it.
+_HEMOLYSIS = re.compile(r"\b(non-?|not\s+|no\s+)?ha?emoly[sz]", re.IGNORECASE)
+#: HL7 v2 table 0493 (Specimen.condition): HEM = haemolysed.
+_HEMOLYSED_CONDITION = ("http://terminology.hl7.org/CodeSystem/v2-0493", "HEM")
 
 
 @dataclass(slots=True)
@@ -327,6 +337,47 @@ def _interpretation(res: dict, path: str) -> str | None:
     return None
 
 
+def _concept_texts(concept: object) -> list[str]:
+    if not isinstance(concept, dict):
+        return []
+    texts = [concept["text"]] if isinstance(concept.get("text"), str) else []
+    codings = concept.get("coding")
+    for coding in codings if isinstance(codings, list) else ():
+        if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+            texts.append(coding["display"])
+    return texts
+
+
+def _hemolysed(res: dict) -> bool:
+    """The sample is marked haemolysed (7.2): interpretation, note, specimen or its condition.
+
+    Only a Specimen contained in the Observation is read (intake does not map Specimen).
+    """
+    texts: list[str] = []
+    for concept in res.get("interpretation") or ():
+        texts += _concept_texts(concept)
+    for note in res.get("note") or ():
+        if isinstance(note, dict) and isinstance(note.get("text"), str):
+            texts.append(note["text"])
+    specimen = res.get("specimen")
+    target = specimen.get("reference") if isinstance(specimen, dict) else None
+    if isinstance(specimen, dict) and isinstance(specimen.get("display"), str):
+        texts.append(specimen["display"])
+    for contained in res.get("contained") or ():
+        if not isinstance(contained, dict) or contained.get("resourceType") != "Specimen":
+            continue
+        if target is not None and target != f"#{contained.get('id')}":
+            continue
+        for concept in contained.get("condition") or ():
+            codings = concept.get("coding") if isinstance(concept, dict) else None
+            for coding in codings if isinstance(codings, list) else ():
+                pair = (coding.get("system"), coding.get("code")) if isinstance(coding, dict) else None
+                if pair == _HEMOLYSED_CONDITION:
+                    return True
+            texts += _concept_texts(concept)
+    return any(not found.group(1) for text in texts for found in _HEMOLYSIS.finditer(text))
+
+
 def _observation(
     res: dict, path: str, pid: str, ref: str, term: Terminology, issues: list[Issue]
 ) -> list[Fact]:
@@ -387,6 +438,7 @@ def _observation(
         elif info.kind in ("quantity", "score", "qualitative"):
             fact["t"] = "value"
             del fact["active"], fact["suspected"], fact["src"]
+            fact["hemolysed"] = 1 if _hemolysed(res) else 0
             interp = _interpretation(res, path)
             if interp:
                 fact["interp"] = interp
@@ -398,6 +450,18 @@ def _observation(
                         Issue(
                             f"{path}.valueQuantity",
                             f"unit {number[1]!r} cannot be read as {info.unit}; value treated as missing",
+                            "value",
+                            "warning",
+                        )
+                    )
+                    continue
+                bounds = plausibility.outside(match.key, value)
+                if bounds is not None:
+                    issues.append(
+                        Issue(
+                            f"{path}.valueQuantity",
+                            f"{match.key} {value:g} {info.unit} is outside the physiologically possible "
+                            f"range {bounds[0]:g}-{bounds[1]:g} {info.unit}; value treated as missing",
                             "value",
                             "warning",
                         )
@@ -418,6 +482,7 @@ def _observation(
             del fact["active"], fact["suspected"], fact["src"]
             fact["v"] = to_epoch(res["valueDateTime"], f"{path}.valueDateTime")
             fact["unit"] = "s"
+            fact["hemolysed"] = 0
         else:
             continue
         facts.append(fact)

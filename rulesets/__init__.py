@@ -11,12 +11,15 @@ from types import ModuleType
 
 from rulesets import (
     acute_stroke_or_tia,
+    alcoholic_myopathy,
     b12_deficiency_neuropathy,
     cauda_equina_syndrome,
     common,
     deep_vein_thrombosis,
     guillain_barre_syndrome,
+    hypokalemic_or_electrolyte_weakness,
     peripheral_artery_disease,
+    rhabdomyolysis,
     spinal_cord_compression,
 )
 
@@ -27,8 +30,11 @@ MODULES: tuple[ModuleType, ...] = (
     acute_stroke_or_tia,
     spinal_cord_compression,
     deep_vein_thrombosis,
+    hypokalemic_or_electrolyte_weakness,
     b12_deficiency_neuropathy,
     peripheral_artery_disease,
+    alcoholic_myopathy,
+    rhabdomyolysis,
 )
 
 __all__ = ["MODULES"]

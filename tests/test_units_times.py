@@ -40,6 +40,8 @@ CONVERSIONS = [
     ("glucose", 90, "mg/dL", "mmol/L", 5.0),
     ("glucose", 5.5, "mmol/L", "mmol/L", 5.5),
     ("ck", 1200, "U/L", "U/L", 1200),
+    ("troponin", 52, "ng/L", "pg/mL", 52),  # hs-troponin: ng/L = pg/mL
+    ("troponin", 0.052, "ng/mL", "pg/mL", 52),
     ("ck", 1200, "[IU]/L", "U/L", 1200),  # U/L = IU/L
     ("ck", 2.0, "ukat/L", "U/L", 120.0),  # x 60
     ("ggt", 80, "[IU]/L", "U/L", 80),

@@ -1,0 +1,235 @@
+"""Rhabdomyolysis (red-flags.md section 12).
+
+Bosch X, Poch E, Grau JM, N Engl J Med 2009;361:62-72 (CK > 5 x the upper limit as the usual
+laboratory definition); KDIGO Clinical Practice Guideline for Acute Kidney Injury (2012).
+
+    uln    = referenceRange.high of the CK result (U/L), else 200 U/L
+    ck     = latest(ck, 72 h)                      # U/L; ukat/L x 60 (15.1)
+    muscle = any_leg_weakness | myalgia | generalised weakness | myoglobinuria
+             | urine myoglobin positive | fall / long lie | crush injury   (all within 7 d)
+    URGENT (B)   = ck >= 5 x uln AND muscle  |  rhabdomyolysis diagnosed within 7 d
+    CRITICAL (A) = URGENT AND (aki | latest(potassium, 24 h) >= 6.0 mmol/L)
+    aki    = latest creatinine rose >= 26.5 umol/L (0.3 mg/dL) over an earlier value within 48 h
+             | latest creatinine >= 1.5 x a value of the previous 7 days           (KDIGO)
+
+Must not fire (12.2), as blocks of both tiers once the CK trigger matched:
+  - the CK is cardiac: a myocardial infarction Condition whose onset lies within 24 h of the CK
+    sample, or a high-sensitivity troponin above its 99th percentile (referenceRange.high, or an
+    H/HH flag) within 24 h of the CK sample (configurable: ``cardiac_exclusion``);
+  - stable chronic elevation: the CK is within +/-20 % of a CK recorded more than 3 months ago
+    (muscular dystrophy, statin myopathy).
+CK between the upper limit and 5 x the upper limit, a CK older than 72 h, cancelled or entered
+in error, raise nothing (thresholds, ``latest`` and intake).
+
+Choices where the reference is open:
+  - every muscle finding must be within 7 days (12.1 gives 7 d for falls and crush injury only);
+  - a rhabdomyolysis diagnosis counts when its onset is within 7 days (a still-active problem-list
+    entry from years ago does not);
+  - the cardiac and chronic exclusions apply only when the CK criterion matched, and then remove
+    the whole alert (12.2 "this rule does not fire"), including a coded diagnosis;
+  - "within 24 h" of the troponin / infarction is measured from the CK sample; the 99th
+    percentile is the troponin's referenceRange.high, or an H/HH interpretation;
+  - a potassium on a haemolysed sample does not make the alert critical (as in 7.2);
+  - the latest creatinine must be within 72 h; the earlier value within 48 h / 7 days before it.
+"""
+
+from __future__ import annotations
+
+from engine.dsl import DAY, HOUR, Prior, Rules, fact, latest, m, present, ref, result
+from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
+
+META = RuleMeta(
+    id="rhabdomyolysis",
+    version="1.0.0",
+    title="Rhabdomyolysis",
+    tiers=(
+        Tier("A", "critical", "muscle breakdown with kidney injury or high potassium"),
+        Tier("B", "urgent", "acute muscle breakdown"),
+    ),
+    source_label=(
+        "Bosch X et al., Rhabdomyolysis and acute kidney injury, N Engl J Med 2009; "
+        "KDIGO AKI guideline (2012)"
+    ),
+    source_url="https://doi.org/10.1056/NEJMra0801327",
+    disorder=Code(SNOMED, "240131006", "Rhabdomyolysis"),
+    actions=(
+        Action(
+            "Early IV isotonic fluids",
+            (Code(SNOMED, "386340006", "Intravenous therapy"),),
+            "MedicationRequest",
+            0.5,
+        ),
+        Action(
+            "Repeat CK, creatinine and potassium every 6-12 h; urine myoglobin",
+            (
+                Code(LOINC, "2157-6", "Creatine kinase [Enzymatic activity/volume] in Serum or Plasma"),
+                Code(LOINC, "2160-0", "Creatinine [Mass/volume] in Serum or Plasma"),
+                Code(LOINC, "2823-3", "Potassium [Moles/volume] in Serum or Plasma"),
+                Code(LOINC, "2641-9", "Myoglobin [Mass/volume] in Urine"),
+            ),
+            "ServiceRequest",
+            6,
+        ),
+        Action(
+            "ECG if potassium is high",
+            (Code(SNOMED, "29303009", "Electrocardiographic procedure"),),
+            "ServiceRequest",
+            0.5,
+        ),
+        Action("Stop muscle-toxic drugs (e.g. statins)", (), "Task", 0.5),
+        Action("Renal referral if acute kidney injury", (), "ServiceRequest", 12, tiers=("A",)),
+    ),
+)
+
+PARAMS: dict[str, float] = {
+    "ck_within_h": 72,  # latest(ck, 72 h)
+    "ck_uln_default": 200,  # U/L, when the CK result carries no referenceRange.high
+    "ck_uln_multiple": 5,  # CK >= 5 x ULN (Bosch 2009)
+    "muscle_within_d": 7,  # muscle involvement findings (fall / crush injury: 7 d in 12.1)
+    "dx_within_d": 7,  # rhabdomyolysis diagnosis with onset within 7 d
+    "k_critical": 6.0,  # mmol/L, latest potassium ...
+    "k_within_h": 24,  # ... within 24 h
+    "creatinine_within_h": 72,  # the latest creatinine must be this recent
+    "aki_rise_umol_l": 26.5,  # KDIGO: rise >= 0.3 mg/dL (26.5 umol/L) ...
+    "aki_rise_window_h": 48,  # ... within 48 h
+    "aki_ratio": 1.5,  # KDIGO: >= 1.5 x a value (the lowest) ...
+    "aki_baseline_d": 7,  # ... of the previous 7 days
+    "cardiac_exclusion": 1,  # 1: a myocardial infarction or raised troponin makes the CK cardiac
+    "cardiac_within_h": 24,  # MI onset or troponin within 24 h of the CK sample
+    "chronic_older_than_d": 90,  # stable chronic elevation: a CK more than 3 months old ...
+    "chronic_tolerance": 0.20,  # ... within +/-20 % of today's CK
+}
+
+MUSCLE = ("myalgia", "muscle_weakness_generalized", "myoglobinuria", "fall_long_lie", "crush_injury")
+POSITIVE = ("POS", "H", "HH", "A", "AA")
+RAISED = ("H", "HH")
+#: Relative slack so that a value exactly on a ratio cut-off is not lost to float rounding.
+_EPS = 1e-9
+
+
+def define(r: Rules, p: dict[str, float]) -> None:
+    ck = latest("ck", p["ck_within_h"] * HOUR)
+    mult, uln = p["ck_uln_multiple"], p["ck_uln_default"]
+    muscle_window = p["muscle_within_d"] * DAY
+
+    # CK >= 5 x ULN: the laboratory's upper limit, else the default.
+    r.derive(
+        "rhabdo_ck_high",
+        ck.where(
+            lambda _p: (m.has_high == 1) & (m.high > 0) & (m.v >= m.high * mult),
+            f"≥ {mult:g} times the laboratory upper limit",
+        ),
+        value=lambda f: f[0]["v"] / f[0]["high"],
+        text="CK {v:.1f} times the laboratory upper limit",
+    )
+    r.derive(
+        "rhabdo_ck_high",
+        ck.where(lambda _p: m.has_high == 0, "without a laboratory upper limit") >= mult * uln,
+        value=lambda f: f[0]["v"] / uln,
+        text=f"CK {{v:.1f}} times the default upper limit {uln:g} U/L",
+    )
+
+    # Muscle involvement.
+    r.derive("rhabdo_muscle", fact("any_leg_weakness", muscle_window))
+    for key in MUSCLE:
+        r.derive("rhabdo_muscle", present(key, muscle_window))
+    r.derive(
+        "rhabdo_muscle",
+        latest("urine_myoglobin", p["ck_within_h"] * HOUR).where(
+            lambda _p: _any_of(m.interp, POSITIVE), "positive"
+        ),
+    )
+
+    r.derive("rhabdo_urgent", fact("rhabdo_ck_high"), fact("rhabdo_muscle"))
+    r.derive(
+        "rhabdo_urgent",
+        present("rhabdo_dx").where(
+            lambda _p: m.onset_age <= p["dx_within_d"] * DAY, f"diagnosed within {p['dx_within_d']:g} days"
+        ),
+    )
+
+    # Acute kidney injury (KDIGO), from the latest creatinine and an earlier one.
+    creatinine = latest("creatinine", p["creatinine_within_h"] * HOUR)
+    rise_window, rise = p["aki_rise_window_h"] * HOUR, p["aki_rise_umol_l"]
+    r.derive(
+        "rhabdo_aki",
+        creatinine,
+        result("creatinine").where(
+            lambda p_: (
+                (m.ts < ref(p_, 0).ts)
+                & (m.ts >= ref(p_, 0).ts + (-rise_window))
+                & (m.v <= ref(p_, 0).v + (-rise))
+            ),
+            f"at least {rise:g} umol/L lower within the {p['aki_rise_window_h']:g} h before it",
+        ),
+        value=lambda f: f[0]["v"] - f[1]["v"],
+        text=f"creatinine rose by {{v:.1f}} umol/L within {p['aki_rise_window_h']:g} h (KDIGO AKI)",
+    )
+    baseline, ratio = p["aki_baseline_d"] * DAY, p["aki_ratio"]
+    r.derive(
+        "rhabdo_aki",
+        creatinine,
+        result("creatinine").where(
+            lambda p_: (
+                (m.ts < ref(p_, 0).ts)
+                & (m.ts >= ref(p_, 0).ts + (-baseline))
+                & (m.v <= ref(p_, 0).v * ((1 + _EPS) / ratio))
+            ),
+            f"{ratio:g} times lower or less within the {p['aki_baseline_d']:g} days before it",
+        ),
+        value=lambda f: f[0]["v"] / f[1]["v"],
+        text=f"creatinine {{v:.2f}} times a value of the previous {p['aki_baseline_d']:g} days (KDIGO AKI)",
+    )
+
+    r.fire("B", fact("rhabdo_urgent"))
+    r.fire("A", fact("rhabdo_urgent"), fact("rhabdo_aki"))
+    r.fire(
+        "A",
+        fact("rhabdo_urgent"),
+        (latest("potassium", p["k_within_h"] * HOUR) >= p["k_critical"]).where(
+            lambda _p: m.hemolysed == 0, "on a sample not marked haemolysed"
+        ),
+    )
+
+    if p["cardiac_exclusion"]:
+        near = p["cardiac_within_h"] * HOUR
+        span = f"within {p['cardiac_within_h']:g} h of the CK sample"
+        reason = "the CK rise is cardiac (myocardial infarction or raised troponin), not rhabdomyolysis"
+
+        def near_ck(p_: Prior, when: object) -> object:
+            return (when >= ref(p_, 0).ts + (-near)) & (when <= ref(p_, 0).ts + near)
+
+        cardiac = (
+            present("myocardial_infarction").where(lambda p_: near_ck(p_, m.onset), f"with its onset {span}"),
+            result("troponin").where(
+                lambda p_: (m.has_high == 1) & (m.v > m.high) & near_ck(p_, m.ts),
+                f"above its 99th percentile (laboratory upper limit) {span}",
+            ),
+            result("troponin").where(
+                lambda p_: _any_of(m.interp, RAISED) & near_ck(p_, m.ts), f"flagged high {span}"
+            ),
+        )
+        for cond in cardiac:
+            r.block(("A", "B"), fact("rhabdo_ck_high"), cond, reason=reason)
+
+    old, tolerance = p["chronic_older_than_d"] * DAY, p["chronic_tolerance"]
+    r.block(
+        ("A", "B"),
+        fact("rhabdo_ck_high"),
+        ck,
+        result("ck")
+        .where(lambda _p: m.age > old, f"recorded more than {p['chronic_older_than_d']:g} days ago,")
+        .where(lambda p_: m.v >= ref(p_, 1).v * ((1 - _EPS) / (1 + tolerance)), "today's CK within")
+        .where(
+            lambda p_: m.v <= ref(p_, 1).v * ((1 + _EPS) / (1 - tolerance)),
+            f"±{tolerance * 100:g} % of it",
+        ),
+        reason="long-standing stable CK elevation (muscular dystrophy, statin myopathy), not acute",
+    )
+
+
+def _any_of(attribute: object, codes: tuple[str, ...]) -> object:
+    test = attribute == codes[0]
+    for code in codes[1:]:
+        test = test | (attribute == code)
+    return test
