@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from durable.lang import m
 
-from engine.dsl import DAY, HOUR, Rules, absent, fact, latest, present, ref, result
+from engine.dsl import DAY, HOUR, Rules, absent, fact, latest, present, ref
 from rulesets.meta import CVX, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
@@ -131,21 +131,10 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     # Respiratory red flags (any one).
     r.derive("gbs_respiratory", fact("fvc_per_kg") < p["fvc_per_kg_min"])
-    r.derive(
-        "gbs_respiratory",
-        result("fvc", tempo_hi),
-        latest("fvc", pressure).where(
-            lambda p_: (m.ts > ref(p_, 0).ts) & (m.v <= ref(p_, 0).v * (1 - p["fvc_drop_fraction"])),
-            "fallen by 30 % or more from an earlier FVC",
-        ),
-        text="FVC fell by 30 % or more",
-    )
-    r.derive(
-        "gbs_respiratory",
-        latest("mip", pressure).where(
-            lambda _p: (m.v > -p["mip_min_abs"]) & (m.v < p["mip_min_abs"]), "weaker than -30 cmH2O"
-        ),
-    )
+    # FVC fallen from an earlier FVC of this episode (28 days), MIP weaker than -30 cmH2O:
+    # shared definitions in common.py, thresholds here.
+    r.derive("gbs_respiratory", fact("resp_fvc_fall", tempo_hi) >= 100 * p["fvc_drop_fraction"])
+    r.derive("gbs_respiratory", fact("resp_mip_abs") < p["mip_min_abs"])
     r.derive("gbs_respiratory", latest("mep", pressure) < p["mep_min"])
     for key in BULBAR_OR_BREATHING:
         r.derive("gbs_respiratory", present(key, resp))
