@@ -54,6 +54,8 @@ GENERIC: dict[tuple[str, str], float] = {
     ("{score}", "1"): 1.0,
     ("1", "{score}"): 1.0,
     ("{ratio}", "1"): 1.0,
+    ("{index}", "1"): 1.0,  # immunoassay index (sample / cut-off), e.g. Borrelia antibodies
+    ("{Index_val}", "1"): 1.0,
 }
 
 #: Analyte-specific conversions: (finding key, from UCUM code) -> factor to the key's canonical unit.
