@@ -79,6 +79,8 @@ UNITS: dict[str, tuple[str, Fraction]] = {
     "1": ("1", F(1)),
     "{score}": ("1", F(1)),
     "{ratio}": ("1", F(1)),
+    "{index}": ("1", F(1)),  # immunoassay index (sample / cut-off), e.g. Borrelia antibodies
+    "{Index_val}": ("1", F(1)),
 }
 
 #: Analyte-specific bridges between dimensions, as section 15.1 states them: key ->

@@ -18,6 +18,8 @@ from rulesets import (
     deep_vein_thrombosis,
     guillain_barre_syndrome,
     hypokalemic_or_electrolyte_weakness,
+    lyme_neuroborreliosis,
+    myasthenic_crisis_risk,
     peripheral_artery_disease,
     rhabdomyolysis,
     spinal_cord_compression,
@@ -30,10 +32,12 @@ MODULES: tuple[ModuleType, ...] = (
     acute_stroke_or_tia,
     spinal_cord_compression,
     deep_vein_thrombosis,
+    myasthenic_crisis_risk,
     hypokalemic_or_electrolyte_weakness,
     b12_deficiency_neuropathy,
     peripheral_artery_disease,
     alcoholic_myopathy,
+    lyme_neuroborreliosis,
     rhabdomyolysis,
 )
 

@@ -4,6 +4,11 @@
   of 4 or less in a lower-limb muscle group (latest per group and side).
 - ``bilateral_<finding>``: a record saying bilateral, or a left and a right record (13.2).
 - ``fvc_per_kg``: latest FVC (24 h) in mL / latest body weight (30 days) in kg.
+- ``resp_fvc_fall``: by how many percent the latest FVC (24 h) lies below an earlier FVC; one
+  fact per earlier result, its ``age`` that of the earlier result, so each rule chooses its own
+  episode window and cut-off (``fact("resp_fvc_fall", episode) >= 30``; Lawn 2001).
+- ``resp_mip_abs``: magnitude of the latest MIP (24 h) in cmH2O; "MIP weaker than -30 cmH2O"
+  is ``fact("resp_mip_abs") < 30`` whichever sign convention the device writes.
 - ``known_cancer``: any cancer or bone-metastasis record that is not refuted or entered in
   error; resolved and in remission still count (spinal metastases appear years later, 4.3).
 - ``active_cancer``: a current cancer Condition (Wells "active cancer", 5.2).
@@ -24,6 +29,7 @@ PARAMS: dict[str, float] = {
     "mrc_weak_max": 4,  # MRC grade at or below which a muscle group counts as weak
     "fvc_within_h": 24,
     "weight_within_d": 30,
+    "mip_within_h": 24,  # latest MIP within this many hours
     "progression_gap_h": 6,  # two MRC grades at least this far apart ...
     "progression_drop": 1,  # ... that fell by at least this much
 }
@@ -34,6 +40,14 @@ CANCER = ("cancer_any", "bone_mets")
 
 #: Findings whose bilateral form some rule needs.
 BILATERAL = ("leg_weakness", "sciatica", "leg_numbness", "facial_weakness", "arm_weakness")
+
+
+def _valued(_p: object) -> object:
+    """A result that carries a number (a value fact may hold only an interpretation flag).
+
+    Only for single-fact patterns: durable-rules mis-evaluates ``|`` in a pattern that also
+    joins on an earlier fact."""
+    return (m.v < 0) | (m.v >= 0)
 
 
 def define(r: Rules, p: dict[str, float]) -> None:
@@ -57,12 +71,28 @@ def define(r: Rules, p: dict[str, float]) -> None:
         weak_mrc.where(lambda _p: m.side == "right", "on the right"),
         side=lambda _f: "bilateral",
     )
+    # a volume is never negative: ">= 0" also drops a result that carries no number
+    fvc = latest("fvc", p["fvc_within_h"] * HOUR).where(lambda _p: m.v >= 0, "with a value")
     r.derive(
         "fvc_per_kg",
-        latest("fvc", p["fvc_within_h"] * HOUR),
+        fvc,
         latest("body_weight", p["weight_within_d"] * DAY).where(lambda _p: m.v > 0, "(weight > 0)"),
         value=lambda f: f[0]["v"] / f[1]["v"],
         text="FVC {v:.1f} mL/kg",
+    )
+    # Respiratory red flags shared by guillain_barre_syndrome and myasthenic_crisis_risk.
+    r.derive(
+        "resp_fvc_fall",
+        result("fvc").where(lambda _p: m.v > 0, "(> 0)"),
+        fvc.where(lambda p_: m.ts > ref(p_, 0).ts, "taken after it"),
+        value=lambda f: 100 * (1 - f[1]["v"] / f[0]["v"]),
+        text="FVC fell {v:.0f} %",
+    )
+    r.derive(
+        "resp_mip_abs",
+        latest("mip", p["mip_within_h"] * HOUR).where(_valued, "with a value"),
+        value=lambda f: abs(f[0]["v"]),
+        text="MIP magnitude {v:g} cmH2O",
     )
 
     for key in CANCER:

@@ -187,12 +187,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
             value=lambda f: 100 * (1 - f[2]["v"] / f[1]["v"]),
             text="FVC fell by {v:.0f} % from the episode's first FVC",
         )
-    r.derive(
-        "gbs_respiratory",
-        latest("mip", pressure).where(
-            lambda _p: (m.v > -p["mip_min_abs"]) & (m.v < p["mip_min_abs"]), "weaker than -30 cmH2O"
-        ),
-    )
+    r.derive("gbs_respiratory", fact("resp_mip_abs") < p["mip_min_abs"])  # MIP weaker than -30
     r.derive("gbs_respiratory", latest("mep", pressure) < p["mep_min"])
     for key in BULBAR_OR_BREATHING:
         r.derive("gbs_respiratory", present(key, resp))

@@ -105,7 +105,13 @@ class TestUnits:
         assert bridged <= rows
         assert all(unit in units.UNITS for unit in canonical.values())
         used = {unit for _, _, unit, _, _ in CONVERSIONS} | set(canonical.values())
-        assert set(units.UNITS) - used == {"1", "{score}", "{ratio}"}  # the scores' units, below
+        assert set(units.UNITS) - used == {
+            "1",
+            "{score}",
+            "{ratio}",
+            "{index}",
+            "{Index_val}",
+        }  # unitless, below
 
     @pytest.mark.parametrize(
         ("key", "value", "unit", "target", "stated"),
@@ -179,9 +185,9 @@ class TestUnits:
         assert units.normalise("mrc_grade", 3, None, None) == 3
         assert units.normalise("mrc_grade", 3, "{score}", None) == 3
 
-    @pytest.mark.parametrize("unit", ["{ratio}", "1"])
+    @pytest.mark.parametrize("unit", ["{ratio}", "1", "{index}", "{Index_val}"])
     def test_unitless_annotations_are_read_for_scores(self, unit):
-        # GENERIC maps {ratio} -> 1: an ankle-brachial index sent as 0.8 {ratio} is 0.8
+        # an annotation alone means 1: an ABI sent as 0.8 {ratio} is 0.8, an antibody index too
         assert units.normalise("abi_left", 0.8, unit, None) == pytest.approx(0.8)
 
     def test_unitless_score_with_a_real_unit_gives_none(self):
@@ -220,7 +226,7 @@ class TestUnits:
 
 
 #: Bare annotations: a UCUM library reads them as text, not as a unit.
-NOT_UCUM_CHECKED = {"{score}", "{ratio}"}
+NOT_UCUM_CHECKED = {"{score}", "{ratio}", "{index}", "{Index_val}"}  # bare annotations = 1
 #: g/mol, for the analyte bridges of 15.1 (phosphate is reported as phosphorus).
 MOLAR_MASS = {
     "b12_total": 1355.37,
