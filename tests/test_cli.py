@@ -100,12 +100,14 @@ class TestOutputs:
             "replay", FIXTURES / "vignettes", "--now", NOW, "--out", tmp_path / "out", "--format", "json"
         )
         assert done.returncode == 0, done.stderr
-        written = sorted(p.name for p in (tmp_path / "out").iterdir())
-        assert written == [
+        written = {p.name for p in (tmp_path / "out").iterdir()}
+        # the vignette corpus grows with every rule; these three alert under the CES/GBS rules
+        assert {
             "C3-provisional-gbs__c3.json",
             "V01-ces-positive__v01.json",
             "V03-gbs-positive__v03.json",
-        ]
+        } <= written
+        assert not {n for n in written if "near-miss" in n or n.startswith(("C1-", "C2-", "C4-"))}
         bundle = orjson.loads((tmp_path / "out" / "V01-ces-positive__v01.json").read_bytes())
         kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
         assert kinds.count("Flag") == 1 and kinds.count("CarePlan") == 1
