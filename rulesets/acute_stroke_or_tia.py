@@ -22,7 +22,8 @@ glucose check); NICE NG128; BE-FAST (Aroor 2017).
     the block also covers the stroke-Condition branch).
     Card: "within 4.5 h of LKW (thrombolysis window)", "within 24 h (thrombectomy window,
     selected patients)", BE-FAST extras (ataxia, vision loss, altered consciousness) and
-    "low glucose can mimic stroke" when the latest glucose (6 h) < 60 mg/dL. None changes the tier.
+    "low glucose can mimic stroke" when the latest glucose (6 h) < 60 mg/dL, and the latest NIHSS
+    total (7 days) with its date ("stroke severity: ..."). None changes the tier.
 
 Negations ("no nerve-root pain", "LKW not recorded", "no Bell's palsy", "no old stroke") are
 counts summed in the engine's second stratum (``score``), so they never depend on fact order.
@@ -37,7 +38,7 @@ TIA = Code(SNOMED, "266257000", "Transient ischemic attack")
 
 META = RuleMeta(
     id="acute_stroke_or_tia",
-    version="1.0.0",
+    version="1.1.0",
     title="Acute stroke or TIA",
     tiers=(
         Tier("A", "critical", "sudden focal deficit within 24 h of last known well"),
@@ -123,6 +124,7 @@ PARAMS: dict[str, float] = {
     "glucose_low_mmol_l": 60 / 18.0,  # mmol/L (= 60 mg/dL): hypoglycaemia mimics stroke
     "glucose_within_h": 6,  # hours: glucose result considered for the card note
     "befast_within_d": 7,  # days: BE-FAST extra signs shown on the card
+    "nihss_within_d": 7,  # days: the latest NIHSS total shown on the card (an older one is another episode)
 }
 
 DEFICITS = ("hemiparesis", "arm_weakness", "facial_weakness", "speech_disturbance", "leg_weakness")
@@ -293,3 +295,4 @@ def define(r: Rules, p: dict[str, float]) -> None:
     )
     for key in BEFAST:
         r.note(("A", "B"), present(key, p["befast_within_d"] * DAY), text="BE-FAST: {facts}")
+    r.note(("A", "B"), latest("nihss", p["nihss_within_d"] * DAY), text="stroke severity: {facts}")

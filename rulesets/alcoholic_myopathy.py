@@ -18,6 +18,7 @@ grades of both sides are joined with any weak proximal grade recorded at least 4
 
 Supporting, shown on the card only: GGT above the laboratory upper limit, MCV > 100 fL, low
 potassium / magnesium / phosphate (the §7 cut-offs).
+Also on the card: alcohol-related polyneuropathy recorded too (present(alcoholic polyneuropathy)).
 
 Must not fire (10.2): alcohol use disorder with distal sensory symptoms only (alcoholic
 polyneuropathy: no proximal weakness); weakness begun less than 4 weeks ago; an alcohol
@@ -38,7 +39,7 @@ from rulesets.meta import ICD10CM, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta
 
 META = RuleMeta(
     id="alcoholic_myopathy",
-    version="1.0.0",
+    version="1.1.0",
     title="Alcohol-related muscle weakness (myopathy)",
     tiers=(Tier("A", "routine", "heavy alcohol use with slowly progressive proximal weakness"),),
     source_label="Simon L et al., Alcoholic myopathy, Alcohol Res 2017; WHO AUDIT guidelines (2001)",
@@ -155,3 +156,8 @@ def define(r: Rules, p: dict[str, float]) -> None:
     )
     for cond in supporting:
         r.note("A", cond, text="supporting: {facts}")
+    r.note(
+        "A",
+        present("alcoholic_polyneuropathy"),
+        text="alcohol-related polyneuropathy also recorded ({facts})",
+    )

@@ -17,6 +17,12 @@ deficiency, 180-350 ng/L (133-258 pmol/L) is indeterminate and needs methylmalon
     TIER A (urgent)  = tier B AND (weakness progression within 8 weeks
                                    OR present(gait difficulty | falls, 8 weeks))
 
+Card notes (never change the tier):
+    alternative cause of neuropathy on record: present(diabetic neuropathy | diabetes |
+        alcoholic polyneuropathy)
+    supporting: latest(homocysteine, 12 months) above the lab's upper limit, or, when the lab sent
+        none, > 15 umol/L
+
 Never compare a pmol/L value with the pg/mL cut-offs: 150 pmol/L = 203 pg/mL is indeterminate,
 not deficient (8.2). An indeterminate value without a raised MMA raises no alert; nor does a low
 B12 without a neurological finding.
@@ -29,7 +35,7 @@ from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="b12_deficiency_neuropathy",
-    version="1.0.0",
+    version="1.1.0",
     title="Vitamin B12 deficiency with neuropathy",
     tiers=(
         Tier("A", "urgent", "worsening gait or weakness: treat and refer now"),
@@ -86,8 +92,11 @@ PARAMS: dict[str, float] = {
     "mma_high_umol_l": 0.45,  # umol/L (450 nmol/L): MMA raised above
     "b12_min_age": 60,  # years, exclusive (seed article "over age 60")
     "worsening_within_weeks": 8,  # progression / gait difficulty / falls that escalate to urgent
+    "homocysteine_within_days": 365,  # card note: latest homocysteine within 12 months
+    "homocysteine_high_umol_l": 15,  # umol/L: raised above, when the lab sends no upper limit
 }
 
+ALTERNATIVE_CAUSES = ("diabetic_neuropathy", "diabetes", "alcoholic_polyneuropathy")
 NEURO = ("polyneuropathy", "paresthesia", "leg_numbness", "ataxia_balance", "gait_difficulty")
 WORSENING = ("gait_difficulty", "fall_long_lie")
 
@@ -154,4 +163,20 @@ def define(r: Rules, p: dict[str, float]) -> None:
         ("A", "B"),
         medication("b12_replacement"),
         text="B12 replacement already recorded ({facts}); B12 results taken after it began are ignored",
+    )
+    for key in ALTERNATIVE_CAUSES:
+        r.note(("A", "B"), present(key), text="alternative cause of neuropathy on record: {facts}")
+    homocysteine = latest("homocysteine", p["homocysteine_within_days"] * DAY)
+    r.note(
+        ("A", "B"),
+        homocysteine.where(
+            lambda _p: (m.has_high == 1) & (m.v > m.high), "above the laboratory's upper limit"
+        ),
+        text="supporting: homocysteine above the laboratory's upper limit ({facts})",
+    )
+    hcy = p["homocysteine_high_umol_l"]
+    r.note(
+        ("A", "B"),
+        homocysteine.where(lambda _p: m.has_high == 0, "without a laboratory upper limit") > hcy,
+        text=f"supporting: homocysteine above {hcy:g} umol/L ({{facts}})",
     )

@@ -20,6 +20,13 @@ develops after age 50", weakness worse with exertion.
 
 ABI per leg: <= 0.90 abnormal; 0.91-0.99 borderline; 1.00-1.40 normal; > 1.40 non-compressible.
 
+Card notes (never change the tier):
+    PAD risk factor on record: present(type 2 diabetes) (any tier)
+    PAD risk factor on record: present(smoker, 24 months) (any tier)
+    present(neurogenic claudication, 12 months) -> spinal stenosis may explain exertional leg
+        symptoms (9.2) (routine tier; shown only when the alert fires anyway: abnormal, missing
+        or non-compressible ABI, or a PAD diagnosis)
+
 Must not fire (9.2): neurogenic claudication (on standing, eased by sitting) with a normal ABI
 (neither finding is an exertional PAD sign and a normal ABI of both legs meets no branch); age 50
 or less without a PAD diagnosis (routine tier; the urgent and critical tiers are emergencies at
@@ -40,7 +47,7 @@ VASCULAR_REFERRAL = Code(SNOMED, "307777008", "Referral to vascular surgeon")
 
 META = RuleMeta(
     id="peripheral_artery_disease",
-    version="1.0.0",
+    version="1.1.0",
     title="Peripheral artery disease",
     tiers=(
         Tier("A", "critical", "acute limb ischaemia: emergency vascular assessment"),
@@ -95,6 +102,7 @@ PARAMS: dict[str, float] = {
     "pad_dx_waives_age": 1,  # 1 = a current PAD diagnosis waives the age gate (9.2); 0 = it does not (9.1)
     "rest_pain_within_d": 30,
     "acute_within_d": 14,  # acute limb ischaemia: sudden, within 14 days
+    "smoker_within_months": 24,  # card note: a smoking record older than this is not current
 }
 
 ABI = ("abi_left", "abi_right")
@@ -155,3 +163,14 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     # Critical: acute limb ischaemia (the "6 Ps").
     r.fire("A", new("acute_limb_ischaemia", p["acute_within_d"] * DAY))
+
+    # Card lines (never change the tier): risk factors, and spinal stenosis as an alternative.
+    risk = "PAD risk factor on record: {facts}"
+    r.note(("A", "B", "C"), present("diabetes"), text=risk)
+    r.note(("A", "B", "C"), present("smoker", _months(p["smoker_within_months"])), text=risk)
+    r.note(
+        "C",
+        present("neurogenic_claudication", _months(p["exertional_within_months"])),
+        text="neurogenic claudication on record ({facts}): spinal stenosis may explain exertional "
+        "leg symptoms (9.2)",
+    )

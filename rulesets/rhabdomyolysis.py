@@ -21,6 +21,9 @@ Must not fire (12.2), as blocks of both tiers once the CK trigger matched:
 CK between the upper limit and 5 x the upper limit, a CK older than 72 h, cancelled or entered
 in error, raise nothing (thresholds, ``latest`` and intake).
 
+Card note (never changes the tier): supporting: latest(serum myoglobin, 72 h) above the
+laboratory's upper limit or flagged H/HH/POS.
+
 Choices where the reference is open:
   - every muscle finding must be within 7 days (12.1 gives 7 d for falls and crush injury only);
   - a rhabdomyolysis diagnosis counts when its onset is within 7 days (a still-active problem-list
@@ -40,7 +43,7 @@ from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="rhabdomyolysis",
-    version="1.0.0",
+    version="1.1.0",
     title="Rhabdomyolysis",
     tiers=(
         Tier("A", "critical", "muscle breakdown with kidney injury or high potassium"),
@@ -103,6 +106,7 @@ PARAMS: dict[str, float] = {
 MUSCLE = ("myalgia", "muscle_weakness_generalized", "myoglobinuria", "fall_long_lie", "crush_injury")
 POSITIVE = ("POS", "H", "HH", "A", "AA")
 RAISED = ("H", "HH")
+MYOGLOBIN_RAISED = ("H", "HH", "POS")
 #: Relative slack so that a value exactly on a ratio cut-off is not lost to float rounding.
 _EPS = 1e-9
 
@@ -211,6 +215,17 @@ def define(r: Rules, p: dict[str, float]) -> None:
         )
         for cond in cardiac:
             r.block(("A", "B"), fact("rhabdo_ck_high"), cond, reason=reason)
+
+    # Card line (never changes the tier): a raised serum myoglobin supports muscle breakdown.
+    myoglobin = latest("serum_myoglobin", p["ck_within_h"] * HOUR)
+    raised = "supporting: serum myoglobin raised ({facts})"
+    r.note(
+        ("A", "B"),
+        myoglobin.where(lambda _p: (m.has_high == 1) & (m.v > m.high), "above the laboratory upper limit"),
+        text=raised,
+    )
+    flagged = myoglobin.where(lambda _p: _any_of(m.interp, MYOGLOBIN_RAISED), "flagged H, HH or POS")
+    r.note(("A", "B"), flagged, text=raised)
 
     old, tolerance = p["chronic_older_than_d"] * DAY, p["chronic_tolerance"]
     r.block(

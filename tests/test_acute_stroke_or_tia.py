@@ -226,3 +226,32 @@ def test_v02_pattern_unilateral_sciatica_and_weak_leg_is_no_stroke(pipeline: Pip
     path = FIXTURES / "vignettes" / "V02-ces-near-miss-unilateral-sciatica.json"
     (result,) = pipeline.evaluate(read_path(path), parse_now("2025-03-10T12:00:00Z"))
     assert result.alerts == []
+
+
+class TestNihssNote:
+    def nihss(self, pid: str, score: int, hours_ago: float) -> dict:
+        return value(pid, "nihss", score, f"Observation/nihss-{hours_ago}", hours_ago, unit="1")
+
+    def severity_notes(self, found) -> list[str]:
+        return [n for n in found.notes if n.startswith("stroke severity")]
+
+    def test_the_latest_nihss_is_on_the_card_at_either_tier(self, pipeline: Pipeline) -> None:
+        pid = "Patient/nihss"
+        acute = [lkw(pid, 2), deficit(pid, "hemiparesis", 1.5)]
+        (found,) = evaluate(pipeline, pid, [*acute, self.nihss(pid, 20, 1), self.nihss(pid, 14, 0.5)])
+        assert found.tier == "A"  # a note never changes the tier
+        assert self.severity_notes(found) == [
+            "stroke severity: NIH Stroke Scale total 14 on 2025-03-10 11:30"
+        ]
+        (plain,) = evaluate(pipeline, pid, acute)
+        assert self.severity_notes(plain) == [] and plain.tier == "A"
+        late = [lkw(pid, 48), deficit(pid, "hemiparesis", 47), self.nihss(pid, 6, 40)]
+        (found,) = evaluate(pipeline, pid, late)
+        assert found.tier == "B"
+        assert self.severity_notes(found) == ["stroke severity: NIH Stroke Scale total 6 on 2025-03-08 20:00"]
+
+    def test_an_nihss_older_than_seven_days_belongs_to_another_episode(self, pipeline: Pipeline) -> None:
+        pid = "Patient/nihss-old"
+        facts = [lkw(pid, 2), deficit(pid, "hemiparesis", 1.5), self.nihss(pid, 9, 7 * 24 + 1)]
+        (found,) = evaluate(pipeline, pid, facts)
+        assert found.tier == "A" and self.severity_notes(found) == []

@@ -123,3 +123,16 @@ def test_explain_lists_tier_parameters_value_sets_actions_and_competing_rule() -
     assert "sct 1254709001 Referral to substance use disorder treatment program" in text
     assert "rxnorm 10454 thiamine" in text and "NO VALUE SET" not in text
     assert f"begun at least {DAY * 28 / DAY:g} days ago" in text
+
+
+def test_alcohol_related_polyneuropathy_is_a_card_note(pipeline) -> None:
+    pid = "Patient/alc-apn"
+    neuropathy = finding(pid, "alcoholic_polyneuropathy", 400, src="Condition")
+    a = only(pipeline.engine.evaluate(pid, [*drinker(pid), neuropathy], NOW).alerts, RULE)
+    assert a.severity == "routine"  # a note never changes the tier
+    assert a.notes == (
+        "alcohol-related polyneuropathy also recorded (Alcoholic polyneuropathy since 2024-02-04)",
+    )
+    assert only(pipeline.engine.evaluate(pid, drinker(pid), NOW).alerts, RULE).notes == ()
+    # distal sensory symptoms alone remain a near miss: the note needs the alert (10.2)
+    assert fixture_alerts(pipeline, RULE, "nearmiss-polyneuropathy-only") == []

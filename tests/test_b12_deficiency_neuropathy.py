@@ -167,3 +167,53 @@ def test_windows_are_twelve_months_and_eight_weeks(pipeline: Pipeline) -> None:
         "routine"
     ]
     assert severities(pipeline, pid, [patient(pid), paraesthesia(pid), b12(pid, 120, days_ago=366)]) == []
+
+
+class TestCardNotes:
+    """Notes never change the tier; each names the record it read, with its date."""
+
+    def notes(self, pipeline: Pipeline, pid: str, *extra: dict) -> tuple[str, ...]:
+        facts = [patient(pid), paraesthesia(pid), b12(pid, 120), *extra]
+        (alert,) = [a for a in pipeline.engine.evaluate(pid, facts, NOW).alerts if a.rule == RULE]
+        assert alert.severity == "routine"
+        return alert.notes
+
+    def test_alternative_causes_of_neuropathy(self, pipeline: Pipeline) -> None:
+        pid = "Patient/alt"
+        causes = [
+            finding(pid, "diabetic_neuropathy", "Condition/dpn", days_ago=400, src="Condition"),
+            finding(pid, "diabetes", "Condition/t2dm", days_ago=3000, src="Condition"),
+            finding(pid, "alcoholic_polyneuropathy", "Condition/apn", days_ago=200, src="Condition"),
+        ]
+        assert self.notes(pipeline, pid, *causes) == (
+            "alternative cause of neuropathy on record: Diabetic neuropathy since 2024-02-04",
+            "alternative cause of neuropathy on record: Diabetes since 2016-12-22",
+            "alternative cause of neuropathy on record: Alcoholic polyneuropathy since 2024-08-22",
+        )
+        assert self.notes(pipeline, pid) == ()
+        resolved = causes[1] | {"active": 0}
+        assert self.notes(pipeline, pid, resolved) == ()  # not current
+
+    def test_homocysteine_above_the_laboratory_limit_or_else_15_umol_per_litre(
+        self, pipeline: Pipeline
+    ) -> None:
+        pid = "Patient/hcy"
+
+        def hcy(umol_l: float, high: float | None = None, days_ago: float = 5) -> dict:
+            fact = value(pid, "homocysteine", umol_l, "Observation/hcy", days_ago * 24, unit="umol/L")
+            return fact if high is None else fact | {"high": high}
+
+        on = "Homocysteine {} umol/L on 2025-03-05 12:00"
+        assert self.notes(pipeline, pid, hcy(22, high=13)) == (
+            f"supporting: homocysteine above the laboratory's upper limit ({on.format(22)})",
+        )
+        assert self.notes(pipeline, pid, hcy(14, high=13)) == (
+            f"supporting: homocysteine above the laboratory's upper limit ({on.format(14)})",
+        )
+        assert self.notes(pipeline, pid, hcy(17, high=20)) == ()  # the laboratory's limit decides
+        assert self.notes(pipeline, pid, hcy(15.1)) == (
+            f"supporting: homocysteine above 15 umol/L ({on.format(15.1)})",
+        )
+        assert self.notes(pipeline, pid, hcy(15)) == ()
+        assert self.notes(pipeline, pid, hcy(40, days_ago=366)) == ()  # older than 12 months
+        assert self.notes(pipeline, pid) == ()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from redflags.pipeline import Pipeline
 
+from .lab_rule_helpers import NOW as LAB_NOW
+from .lab_rule_helpers import finding, lab
 from .rule_helpers import alert_of, alerts_of, explain_text, with_params
 
 RULE = "peripheral_artery_disease"
@@ -19,7 +21,10 @@ class TestAbi:
             "age 67" in alert.rationale
             and "Intermittent claudication (right) since 2024-10-01" in alert.rationale
         )
-        assert alert.notes == ()
+        assert alert.notes == (
+            "PAD risk factor on record: Diabetes since 2012-03-01",
+            "PAD risk factor on record: Current smoker on 2025-01-10 09:00",
+        )
 
     def test_missing_abi_fires_and_asks_for_one(self, pipeline: Pipeline) -> None:
         alert = alert_of(pipeline, RULE, "tierC-exertional-weakness-abi-missing")
@@ -37,6 +42,7 @@ class TestAbi:
         assert alert.notes == (
             "ABI above 1.4 (non-compressible arteries, unreliable): request a toe-brachial index "
             "(Ankle-brachial index, left (left) 1.55 on 2025-03-03 09:00)",
+            "PAD risk factor on record: Diabetes since 2005-03-01",
         )
 
     def test_severe_abi_is_urgent(self, pipeline: Pipeline) -> None:
@@ -54,6 +60,56 @@ class TestAgeGate:
         assert "Peripheral artery disease (left) since 2023-06-01" in alert.rationale
         assert alert_of(pipeline, RULE, "tierA-acute-limb-ischaemia-age-44").severity == "critical"
         assert alerts_of(pipeline, RULE, "nearmiss-age-50-without-pad-diagnosis") == []
+
+
+class TestCardNotes:
+    """Risk factors and neurogenic claudication are card lines: they never change the tier."""
+
+    NEUROGENIC = (
+        "neurogenic claudication on record (Neurogenic claudication since 2024-11-05): spinal stenosis "
+        "may explain exertional leg symptoms (9.2)"
+    )
+
+    def alerts(self, pipeline: Pipeline, pid: str, abi: float, *extra: dict) -> list:
+        facts = [
+            {"t": "patient", "pid": pid, "ref": pid, "birth": "1955-06-01"},
+            finding(pid, "intermittent_claudication", 60, src="Condition"),
+            lab(pid, "abi_left", abi, "1", hours_ago=24 * 20, side="left"),
+            lab(pid, "abi_right", 1.05, "1", hours_ago=24 * 20, side="right"),
+            *extra,
+        ]
+        return [a for a in pipeline.engine.evaluate(pid, facts, LAB_NOW).alerts if a.rule == RULE]
+
+    def test_neurogenic_claudication_note_only_where_the_rule_still_fires(self, pipeline: Pipeline) -> None:
+        pid = "Patient/pad-neuro"
+        neurogenic = finding(pid, "neurogenic_claudication", 125, src="Condition")
+        (alert,) = self.alerts(pipeline, pid, 0.72, neurogenic)
+        assert alert.severity == "routine" and alert.notes == (self.NEUROGENIC,)
+        (plain,) = self.alerts(pipeline, pid, 0.72)
+        assert plain.notes == ()
+        assert self.alerts(pipeline, pid, 1.00, neurogenic) == []  # normal ABI: no alert, no note (9.2)
+        assert alerts_of(pipeline, RULE, "nearmiss-neurogenic-claudication-normal-abi") == []
+        old = finding(pid, "neurogenic_claudication", 366)  # an Observation (a current Condition is now)
+        assert self.alerts(pipeline, pid, 0.72, old)[0].notes == ()  # outside the 12 months
+
+    def test_smoking_record_counts_for_24_months(self, pipeline: Pipeline) -> None:
+        pid = "Patient/pad-smoker"
+        recent = finding(pid, "smoker", 700)
+        (alert,) = self.alerts(pipeline, pid, 0.72, recent)
+        assert alert.notes == ("PAD risk factor on record: Current smoker on 2023-04-10 12:00",)
+        assert self.alerts(pipeline, pid, 0.72, finding(pid, "smoker", 732))[0].notes == ()
+
+    def test_risk_factors_on_every_tier_stenosis_on_the_routine_one(self, pipeline: Pipeline) -> None:
+        pid = "Patient/pad-clti"
+        rest_pain = finding(pid, "rest_pain_pad", 10, src="Condition")
+        diabetes = finding(pid, "diabetes", 3000, src="Condition")
+        neurogenic = finding(pid, "neurogenic_claudication", 125, src="Condition")
+        (alert,) = self.alerts(pipeline, pid, 0.72, rest_pain, diabetes, neurogenic)
+        assert alert.severity == "urgent"
+        assert alert.notes == ("PAD risk factor on record: Diabetes since 2016-12-22",)
+        (routine,) = self.alerts(pipeline, pid, 0.72, diabetes)
+        assert routine.notes == ("PAD risk factor on record: Diabetes since 2016-12-22",)
+        assert self.alerts(pipeline, pid, 1.00, diabetes) == []  # a risk factor raises no alert
 
 
 class TestSiteParameters:

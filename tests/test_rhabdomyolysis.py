@@ -131,3 +131,37 @@ def test_explain_lists_tiers_parameters_value_sets_and_actions() -> None:
         in text
     )
     assert "NO VALUE SET" not in text
+
+
+class TestSerumMyoglobinNote:
+    RAISED = "supporting: serum myoglobin raised (Serum myoglobin {} on 2025-03-10 {})"
+
+    def notes(self, pipeline, pid: str, *extra: dict) -> tuple[str, ...]:
+        facts = [lab(pid, "ck", 5000, "U/L", high=200), finding(pid, "myalgia"), *extra]
+        (found,) = pipeline.engine.evaluate(pid, facts, NOW).alerts
+        assert found.severity == "urgent"  # a note never changes the tier
+        return found.notes
+
+    def test_above_the_laboratory_upper_limit_in_ug_per_litre(self, pipeline) -> None:
+        a = alert(pipeline, "tierB-ck-myalgia-serum-myoglobin-ug-per-L")
+        # 2400 ug/L = 2400 ng/mL (canonical), limit 72 ug/L; the H flag gives the same line once
+        assert a.notes == (self.RAISED.format("2400 ng/mL", "07:00"),)
+        assert "myoglobin" not in alert(pipeline, "tierB-ck-default-uln-myalgia").rationale.lower()
+        assert alert(pipeline, "tierB-ck-default-uln-myalgia").notes == ()
+
+    def test_limit_or_flag_decides(self, pipeline) -> None:
+        pid = "Patient/myo"
+        above = lab(pid, "serum_myoglobin", 900, "ng/mL", hours_ago=2, high=85)
+        assert self.notes(pipeline, pid, above) == (self.RAISED.format("900 ng/mL", "10:00"),)
+        normal = lab(pid, "serum_myoglobin", 60, "ng/mL", hours_ago=2, high=85)
+        assert self.notes(pipeline, pid, normal) == ()
+        unranged = lab(pid, "serum_myoglobin", 900, "ng/mL", hours_ago=2)
+        assert self.notes(pipeline, pid, unranged) == ()  # no limit, no flag: not called raised
+        positive = lab(pid, "serum_myoglobin", 0, "1", hours_ago=2, interp="POS")
+        del positive["v"]
+        assert self.notes(pipeline, pid, positive) == (self.RAISED.format("POS", "10:00"),)
+        negative = positive | {"interp": "NEG"}
+        assert self.notes(pipeline, pid, negative) == ()
+        old = lab(pid, "serum_myoglobin", 900, "ng/mL", hours_ago=73, interp="H")
+        assert self.notes(pipeline, pid, old) == ()  # older than the CK window (72 h)
+        assert self.notes(pipeline, pid) == ()

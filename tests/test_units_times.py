@@ -42,6 +42,8 @@ CONVERSIONS = [
     ("ck", 1200, "U/L", "U/L", 1200),
     ("troponin", 52, "ng/L", "pg/mL", 52),  # hs-troponin: ng/L = pg/mL
     ("troponin", 0.052, "ng/mL", "pg/mL", 52),
+    ("serum_myoglobin", 250, "ug/L", "ng/mL", 250),  # ug/L = ng/mL
+    ("serum_myoglobin", 0.25, "mg/L", "ng/mL", 250),
     ("ck", 1200, "[IU]/L", "U/L", 1200),  # U/L = IU/L
     ("ck", 2.0, "ukat/L", "U/L", 120.0),  # x 60
     ("ggt", 80, "[IU]/L", "U/L", 80),
