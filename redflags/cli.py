@@ -61,14 +61,13 @@ def _now_option(value: str | None) -> int:
 @click.group()
 @click.option(
     "--log-level",
-    default="warning",
-    show_default=True,
+    default=None,
     type=click.Choice(["debug", "info", "warning", "error"]),
-    help="structlog JSON on stderr.",
+    help="structlog JSON on stderr [default: warning; info for serve].",
 )
-def main(log_level: str) -> None:
+def main(log_level: str | None) -> None:
     """redflags: alerts for the dangerous causes of leg weakness, from FHIR data."""
-    logs.configure(log_level)
+    logs.configure(log_level or "warning")
 
 
 @main.command("replay")
@@ -276,6 +275,14 @@ def _console() -> Console:
     console = Console()
     return console if console.is_terminal else Console(width=200)
 
+
+def _register() -> None:
+    from redflags.serve_cli import serve_command
+
+    main.add_command(serve_command)
+
+
+_register()
 
 if __name__ == "__main__":
     main()

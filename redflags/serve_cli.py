@@ -1,0 +1,104 @@
+"""``redflags serve``: start the HTTP service (uvicorn, N worker processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import structlog
+
+from redflags.service.settings import ServiceSettings
+
+log = structlog.get_logger("redflags.serve")
+
+
+@click.command("serve")  # main's --log-level applies (default here: request lines are info)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes (the rules engine is single-threaded per process).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="REDFLAGS_CONFIG",
+    help="Site configuration file (TOML).",
+)
+@click.option(
+    "--clients",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Trusted CDS clients: {"clients": [{"iss": ..., "jwks": {...}} | {"iss": ..., "jku": ...}]}.',
+)
+@click.option(
+    "--tokens",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Static bearer tokens for server-to-server $evaluate (one per line).",
+)
+@click.option(
+    "--allow-unauthenticated", is_flag=True, help="Accept calls without credentials (logs a warning)."
+)
+@click.option("--allow-http-fhir", is_flag=True, help="Accept a plain-http fhirServer (loopback tests).")
+@click.option("--public-url", help="Base URL clients call, when behind a proxy (the JWT audience).")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allowed CORS origin (repeatable).")
+@click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
+@click.option(
+    "--feedback-db",
+    default="redflags-feedback.sqlite",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file of CDS Hooks feedback.",
+)
+@click.option("--system-actions", is_flag=True, help="Also return each Flag as a CDS Hooks systemAction.")
+def serve_command(
+    host: str,
+    port: int,
+    workers: int,
+    config_path: Path | None,
+    clients: Path | None,
+    tokens: Path | None,
+    allow_unauthenticated: bool,
+    allow_http_fhir: bool,
+    public_url: str | None,
+    cors_origins: tuple[str, ...],
+    max_body_bytes: int,
+    feedback_db: str,
+    system_actions: bool,
+) -> None:
+    """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
+    import uvicorn
+
+    if not (clients or tokens or allow_unauthenticated):
+        raise click.UsageError(
+            "no --clients or --tokens: refusing to serve without authentication "
+            "(--allow-unauthenticated overrides, for tests only)"
+        )
+    if allow_unauthenticated:
+        log.warning("unauthenticated", detail="every caller is accepted: tests and demos only")
+    settings = ServiceSettings(
+        config=str(config_path) if config_path else None,
+        clients=str(clients) if clients else None,
+        tokens=str(tokens) if tokens else None,
+        allow_unauthenticated=allow_unauthenticated,
+        allow_http_fhir=allow_http_fhir,
+        public_url=public_url,
+        cors_origins=cors_origins,
+        max_body_bytes=max_body_bytes,
+        feedback_db=feedback_db,
+        system_actions=system_actions,
+        log_level=click.get_current_context().find_root().params.get("log_level") or "info",
+    )
+    settings.to_env()
+    uvicorn.run(
+        "redflags.service.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # the app logs each request as structlog JSON, with its request id
+        log_level="warning",
+    )

@@ -1,0 +1,83 @@
+"""The ASGI application: one Pipeline per process, request ids in every log line."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+
+from redflags import config, logs
+from redflags.pipeline import Pipeline
+from redflags.service.settings import ServiceSettings
+
+log = structlog.get_logger("redflags.service")
+
+
+def build_pipeline(settings: ServiceSettings) -> Pipeline:
+    site = config.load(settings.path("config"))
+    return Pipeline.from_config(site)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pipeline = build_pipeline(settings)
+        log.info("service_ready", rules=len(app.state.pipeline.engine.metas))
+        yield
+
+    app = FastAPI(
+        title="redflags",
+        version=version("redflags"),
+        description="Red flags of leg weakness: CDS Hooks 2.0 services and a FHIR $evaluate operation.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next) -> Response:  # noqa: ANN001
+        rid = uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+        response.headers["X-Request-ID"] = rid
+        log.info(
+            "request",
+            request_id=rid,
+            method=request.method,
+            route=request.scope.get("route").path if request.scope.get("route") else request.url.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz(request: Request) -> dict[str, object]:
+        pipeline: Pipeline = request.app.state.pipeline
+        return {"status": "ok", "version": version("redflags"), "rules": sorted(pipeline.engine.metas)}
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes (``redflags serve`` passes settings in the env)."""
+    settings = ServiceSettings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,45 @@
+"""What ``redflags serve`` was asked to do, passed to every worker process as JSON."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import orjson
+
+#: Environment variable carrying the settings to worker processes (uvicorn imports the app).
+ENV = "REDFLAGS_SERVICE_SETTINGS"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    config: str | None = None  # site configuration file (redflags.config)
+    clients: str | None = None  # trusted CDS clients file (JSON), see redflags.service.auth
+    tokens: str | None = None  # static bearer tokens file for server-to-server $evaluate
+    allow_unauthenticated: bool = False
+    allow_http_fhir: bool = False  # plain-http fhirServer (loopback tests only)
+    public_url: str | None = None  # base URL clients call (JWT aud) when behind a proxy
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 10 * 1024 * 1024
+    feedback_db: str = "redflags-feedback.sqlite"
+    system_actions: bool = False  # also return the Flag as a CDS Hooks systemAction
+    fhir_timeout_s: float = 10.0
+    log_level: str = "info"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_env(self) -> None:
+        os.environ[ENV] = orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def from_env(cls) -> ServiceSettings:
+        raw = os.environ.get(ENV)
+        if not raw:
+            return cls()
+        data = orjson.loads(raw)
+        data["cors_origins"] = tuple(data.get("cors_origins") or ())
+        return cls(**data)
+
+    def path(self, name: str) -> Path | None:
+        value = getattr(self, name)
+        return Path(value) if value else None

@@ -1,0 +1,66 @@
+"""Start the real service (``redflags serve``) on 127.0.0.1 for a test, over real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    url: str
+    log_path: Path
+    process: subprocess.Popen
+
+    def log(self) -> str:
+        """Everything the service wrote to stderr so far (structlog JSON lines)."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def running_service(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
+    """``redflags --log-level info serve --port P ARGS``; waits for /healthz, stops it after."""
+    port = free_port()
+    log_path = tmp / f"service-{port}.log"
+    cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "info", "serve", "--port", str(port), *args]
+    with open(log_path, "wb") as err:
+        process = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})}
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"service exited {process.returncode}: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service not ready: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield Service(url, log_path, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
