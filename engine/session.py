@@ -22,7 +22,7 @@ from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, Ru
 from engine.expr import Node
 from engine.host import engine_thread, host
 from engine.prepare import prepare
-from rulesets.meta import RuleMeta
+from rulesets.meta import Code, RuleMeta
 
 log = structlog.get_logger("redflags.engine")
 Fact = dict[str, object]
@@ -151,6 +151,16 @@ class Engine:
             else:
                 self._shared = _compiled
         self._ruleset = self._shared.ruleset
+
+    def branch_disorders(self) -> dict[str, list[Code]]:
+        """Per rule, the disorders its branches suggest besides the rule's own (ConceptMap)."""
+        out: dict[str, list[Code]] = {}
+        for spec in self.specs:
+            if spec.disorder and spec.disorder != self.metas[spec.rule].disorder:
+                found = out.setdefault(spec.rule, [])
+                if spec.disorder not in found:
+                    found.append(spec.disorder)
+        return out
 
     @property
     def _context(self) -> _Context | None:

@@ -286,15 +286,29 @@ def patient_transaction(
     return bundle
 
 
-def alert_concept_map(metas: Mapping[str, RuleMeta] | Iterable[RuleMeta]) -> dict[str, Any]:
-    """ConceptMap alert id -> disorder code, published instead of a second Flag coding (16.1)."""
+def alert_concept_map(
+    metas: Mapping[str, RuleMeta] | Iterable[RuleMeta],
+    branch_disorders: Mapping[str, Iterable[Code]] | None = None,
+) -> dict[str, Any]:
+    """ConceptMap alert id -> disorder codes, published instead of a second Flag coding (16.1).
+
+    ``branch_disorders`` adds the disorders single branches suggest (a TIA, hypokalaemia), as
+    ``Engine.branch_disorders()`` reads them from the rules.
+    """
     by_id = _metas_by_id(metas)
-    groups: dict[str, list[dict[str, Any]]] = {}
+    extra = branch_disorders or {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for meta in sorted(by_id.values(), key=lambda m: m.id):
-        target = {**_coding(meta.disorder), "equivalence": "relatedto"}
-        del target["system"]
-        element = {"code": meta.id, "display": meta.title, "target": [target]}
-        groups.setdefault(meta.disorder.system, []).append(element)
+        codes = list(dict.fromkeys([meta.disorder, *extra.get(meta.id, ())]))
+        for system in dict.fromkeys(c.system for c in codes):
+            targets = []
+            for code in codes:
+                if code.system == system:
+                    target = {**_coding(code), "equivalence": "relatedto"}
+                    del target["system"]
+                    targets.append(target)
+            element = {"code": meta.id, "display": meta.title, "target": targets}
+            groups.setdefault((ALERT_SYSTEM, system), []).append(element)
     concept_map = _prune(
         {
             "resourceType": "ConceptMap",
@@ -308,8 +322,8 @@ def alert_concept_map(metas: Mapping[str, RuleMeta] | Iterable[RuleMeta]) -> dic
                 "hence the equivalence 'relatedto'."
             ),
             "group": [
-                {"source": ALERT_SYSTEM, "target": system, "element": elements}
-                for system, elements in sorted(groups.items())
+                {"source": source, "target": system, "element": elements}
+                for (source, system), elements in sorted(groups.items())
             ],
         }
     )

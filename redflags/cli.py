@@ -18,6 +18,7 @@ from rich.table import Table
 
 from engine.errors import RuleDefinitionError
 from fhir_adapters.errors import IntakeError
+from fhir_adapters.output import alert_concept_map
 from fhir_adapters.terminology import TerminologyError
 from fhir_adapters.times import iso, parse_now
 from redflags import config, logs
@@ -251,8 +252,13 @@ def _print_corpus(report: Report, fmt: str) -> None:
     metavar="ID",
     help="Print one rule's criteria, parameters, value sets and actions.",
 )
+@click.option(
+    "--concept-map",
+    is_flag=True,
+    help="Print the FHIR ConceptMap alert id -> disorder codes (to publish beside the Flags).",
+)
 @_config_option()
-def rules_command(explain_id: str | None, config_path: Path | None) -> None:
+def rules_command(explain_id: str | None, concept_map: bool, config_path: Path | None) -> None:
     """List the loaded rules: id, version, urgency per tier, title (as a site configured them)."""
     pipeline = _pipeline(config_path)
     if explain_id is not None:
@@ -260,6 +266,11 @@ def rules_command(explain_id: str | None, config_path: Path | None) -> None:
             known = ", ".join(pipeline.engine.metas)
             raise click.BadParameter(f"unknown rule {explain_id!r} (known: {known})", param_hint="--explain")
         click.echo(explain(explain_id, pipeline.engine, pipeline.term))
+        return
+    if concept_map:
+        engine = pipeline.engine
+        document = alert_concept_map(engine.metas, engine.branch_disorders())
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         return
     table = Table(title="redflags rules")
     for column in ("id", "version", "urgency", "title"):

@@ -173,3 +173,16 @@ class TestExplain:
         )
         unknown = run("rules", "--explain", "no_such_rule")
         assert unknown.returncode == 2 and "unknown rule" in unknown.stderr
+
+
+def test_rules_concept_map_prints_a_valid_concept_map() -> None:
+    import orjson
+
+    from fhir_adapters.validate import validate
+
+    done = run("rules", "--concept-map")
+    assert done.returncode == 0, done.stderr
+    document = orjson.loads(done.stdout)
+    validate(document)
+    codes = {e["code"] for g in document["group"] for e in g["element"]}
+    assert len(codes) == 12

@@ -424,3 +424,14 @@ class TestConceptMap:
     def test_duplicate_rule_ids_are_refused(self) -> None:
         with pytest.raises(ValueError, match="duplicate"):
             alert_concept_map([CES, CES])
+
+
+def test_concept_map_lists_the_disorders_single_branches_suggest(pipeline) -> None:
+    concept_map = alert_concept_map(pipeline.engine.metas, pipeline.engine.branch_disorders())
+    validate(concept_map)
+    targets = {
+        e["code"]: {t["code"] for t in e["target"]} for g in concept_map["group"] for e in g["element"]
+    }
+    assert {"230690007", "266257000"} <= targets["acute_stroke_or_tia"]  # stroke and TIA
+    assert {"43339004", "14140009"} <= targets["hypokalemic_or_electrolyte_weakness"]
+    assert len(targets) == 12
