@@ -288,9 +288,11 @@ def _console() -> Console:
 
 
 def _register() -> None:
+    from redflags.feedback_cli import feedback_group
     from redflags.serve_cli import serve_command
 
     main.add_command(serve_command)
+    main.add_command(feedback_group)
 
 
 _register()

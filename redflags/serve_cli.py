@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import structlog
 
+from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.serve")
@@ -77,6 +78,10 @@ def serve_command(
             "no --clients or --tokens: refusing to serve without authentication "
             "(--allow-unauthenticated overrides, for tests only)"
         )
+    try:  # create the database (and its schema) once, before the workers race for it
+        SqliteFeedbackStore.open(feedback_db).close()
+    except FeedbackStoreError as exc:
+        raise click.ClickException(str(exc)) from None
     if allow_unauthenticated:
         log.warning("unauthenticated", detail="every caller is accepted: tests and demos only")
     settings = ServiceSettings(

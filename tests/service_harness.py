@@ -36,8 +36,13 @@ class Service:
 
 @contextlib.contextmanager
 def running_service(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
-    """``redflags --log-level info serve --port P ARGS``; waits for /healthz, stops it after."""
+    """``redflags --log-level info serve --port P ARGS``; waits for /healthz, stops it after.
+
+    Without ``--feedback-db`` in ARGS the feedback database goes to TMP, not the working tree.
+    """
     port = free_port()
+    if "--feedback-db" not in args:
+        args = (*args, "--feedback-db", str(tmp / f"feedback-{port}.sqlite"))
     log_path = tmp / f"service-{port}.log"
     cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "info", "serve", "--port", str(port), *args]
     with open(log_path, "wb") as err:

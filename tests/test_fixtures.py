@@ -16,7 +16,7 @@ from redflags.replay import expand
 from .conftest import FIXTURES
 
 CASES = sorted(p for p in expand([FIXTURES]) if "external" not in p.parts)
-EXTERNAL = sorted(expand([FIXTURES / "external"]))
+EXTERNAL = sorted(expand([FIXTURES / "external" / "fhir-r4"]))  # external/cds-hooks: not FHIR data
 
 
 def _expected(path: Path) -> Expectation:

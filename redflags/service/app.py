@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from redflags import config, logs
 from redflags.pipeline import Pipeline
+from redflags.service import feedback
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.service")
@@ -30,8 +31,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pipeline = build_pipeline(settings)
+        app.state.feedback_store = feedback.open_store(settings)
         log.info("service_ready", rules=len(app.state.pipeline.engine.metas))
-        yield
+        try:
+            yield
+        finally:
+            app.state.feedback_store.close()
 
     app = FastAPI(
         title="redflags",
@@ -67,6 +72,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return response
+
+    app.include_router(feedback.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> dict[str, object]:
