@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +41,14 @@ class EngineThread:
         self._ident = self._pool.submit(threading.get_ident).result()
 
     def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the engine thread (directly when already there) and return its result."""
+        """Run ``fn`` on the engine thread (directly when already there) and return its result.
+
+        ``fn`` runs in a copy of the caller's context, so the engine's log lines carry the
+        caller's bound values (the service's request id).
+        """
         if threading.get_ident() == self._ident:
             return fn()
-        return self._pool.submit(fn).result()
+        return self._pool.submit(contextvars.copy_context().run, fn).result()
 
     @property
     def ident(self) -> int:

@@ -85,6 +85,15 @@ def _walk(resource: object, path: str, full_url: str | None) -> Iterator[tuple[s
         yield from _walk(inner, f"{epath}.resource", url)
 
 
+def resources_of(doc: object, path: str) -> list[tuple[str, dict, str | None]]:
+    """Every resource of one JSON document (a Bundle's entries, recursively) with its element path.
+
+    For callers that assemble one input from several documents (the resources of a FHIR
+    ``Parameters``), each under its own path; ``group`` then assigns them to patients.
+    """
+    return list(_walk(doc, path, None))
+
+
 def reference_of(resource: dict, full_url: str | None) -> str:
     """ "Type/id" when the resource has an id, else its fullUrl, else a placeholder."""
     rid = resource.get("id")

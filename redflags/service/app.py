@@ -14,7 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from redflags import config, logs
 from redflags.pipeline import Pipeline
-from redflags.service import feedback
+from redflags.service import feedback, fhir_evaluate
+from redflags.service.limits import BodySizeLimit
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.service")
@@ -45,6 +46,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # innermost: 413s get logged
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -67,7 +69,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "request",
             request_id=rid,
             method=request.method,
-            route=request.scope.get("route").path if request.scope.get("route") else request.url.path,
+            # the route template, never the raw path: it may carry patient ids (/fhir/Patient/123)
+            route=request.scope["route"].path if request.scope.get("route") else "(no route)",
             status=response.status_code,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
@@ -80,6 +83,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         pipeline: Pipeline = request.app.state.pipeline
         return {"status": "ok", "version": version("redflags"), "rules": sorted(pipeline.engine.metas)}
 
+    app.include_router(fhir_evaluate.router)
     return app
 
 
