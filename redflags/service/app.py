@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from redflags import config, logs
 from redflags.pipeline import Pipeline
+from redflags.service import cds
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.service")
@@ -67,6 +68,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return response
+
+    app.include_router(cds.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> dict[str, object]:
