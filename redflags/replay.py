@@ -18,6 +18,9 @@ from redflags.pipeline import PatientResult, Pipeline
 SUFFIXES = (".json", ".ndjson")
 #: Files beside fixtures that hold expectations, not FHIR.
 SKIPPED_SUFFIX = ".expected.json"
+#: Folders of JSON that is not FHIR input (CDS Hooks requests and responses kept with the fixtures):
+#: walking a folder skips them; a file named directly is still read.
+SKIPPED_DIRS = frozenset({"cds-hooks"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,7 @@ def expand(paths: Iterable[Path]) -> Iterator[Path]:
                     child.is_file()
                     and child.name.endswith(SUFFIXES)
                     and not child.name.endswith(SKIPPED_SUFFIX)
+                    and SKIPPED_DIRS.isdisjoint(child.relative_to(path).parts[:-1])
                 ):
                     yield child
         else:

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 import structlog
 
+from fhir_adapters.errors import IntakeError
+from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.service.settings import ServiceSettings
 
@@ -43,7 +45,11 @@ log = structlog.get_logger("redflags.serve")
 @click.option(
     "--allow-unauthenticated", is_flag=True, help="Accept calls without credentials (logs a warning)."
 )
-@click.option("--allow-http-fhir", is_flag=True, help="Accept a plain-http fhirServer (loopback tests).")
+@click.option(
+    "--allow-http-fhir",
+    is_flag=True,
+    help="Accept a plain-http fhirServer on a loopback address (tests); never a remote one.",
+)
 @click.option("--public-url", help="Base URL clients call, when behind a proxy (the JWT audience).")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allowed CORS origin (repeatable).")
 @click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
@@ -55,6 +61,18 @@ log = structlog.get_logger("redflags.serve")
     help="SQLite file of CDS Hooks feedback.",
 )
 @click.option("--system-actions", is_flag=True, help="Also return each Flag as a CDS Hooks systemAction.")
+@click.option(
+    "--fhir-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 120),
+    help="Seconds allowed for all fhirServer reads of one CDS Hooks call (then 412).",
+)
+@click.option(
+    "--now",
+    "now_text",
+    help="Fixed evaluation time (ISO dateTime) instead of the clock: tests and demos only.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -69,6 +87,8 @@ def serve_command(
     max_body_bytes: int,
     feedback_db: str,
     system_actions: bool,
+    fhir_timeout: float,
+    now_text: str | None,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -84,6 +104,12 @@ def serve_command(
         raise click.ClickException(str(exc)) from None
     if allow_unauthenticated:
         log.warning("unauthenticated", detail="every caller is accepted: tests and demos only")
+    if now_text:
+        try:
+            parse_now(now_text)
+        except IntakeError as exc:
+            raise click.BadParameter(exc.message, param_hint="--now") from None
+        log.warning("fixed_clock", now=now_text, detail="every call is evaluated at this time")
     settings = ServiceSettings(
         config=str(config_path) if config_path else None,
         clients=str(clients) if clients else None,
@@ -95,6 +121,8 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         feedback_db=feedback_db,
         system_actions=system_actions,
+        fhir_timeout_s=fhir_timeout,
+        now=now_text,
         log_level=click.get_current_context().find_root().params.get("log_level") or "info",
     )
     settings.to_env()

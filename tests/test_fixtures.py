@@ -81,3 +81,12 @@ def test_synthea_bundle_is_grouped_under_its_patient(pipeline: Pipeline) -> None
     assert list(intake.patients) == ["Patient/3552e945-2598-4993-b617-4133ab2ed914"]
     group = intake.patients["Patient/3552e945-2598-4993-b617-4133ab2ed914"]
     assert sum(e.resource["resourceType"] == "Observation" for e in group.entries) > 50
+
+
+def test_walking_fixtures_skips_the_cds_hooks_payloads() -> None:
+    """`redflags replay fixtures` must not read CDS Hooks requests as FHIR (they are not)."""
+    cds = FIXTURES / "external" / "cds-hooks"
+    assert len(list(cds.glob("*.json"))) >= 10
+    assert not any("cds-hooks" in p.parts for p in expand([FIXTURES]))
+    named = cds / "card-response-empty.spec-2.0.1.json"
+    assert list(expand([named])) == [named]

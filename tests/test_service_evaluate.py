@@ -299,7 +299,7 @@ def test_bad_bodies_are_400_with_an_outcome(
             "Content-Type 'application/xml' not supported: send application/fhir+json or application/json",
         ),
         ("application/json; charset=latin-1", "charset 'latin-1' not supported: JSON is UTF-8"),
-        ("", "no Content-Type: send application/fhir+json"),
+        ("", "no Content-Type: send application/fhir+json or application/json"),
     ],
 )
 def test_wrong_content_type_is_415(service: Service, content_type: str, message: str) -> None:

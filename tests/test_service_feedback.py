@@ -42,7 +42,7 @@ SHOWN_AT = 1_765_000_000  # 2025-12-06
 
 
 def post(
-    service: Service, body: bytes | dict, service_id: str = "patient-view", **headers: str
+    service: Service, body: bytes | dict, service_id: str = "redflags-patient-view", **headers: str
 ) -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return requests.post(
@@ -98,7 +98,7 @@ def test_every_spec_example_is_accepted_stored_and_attributed(tmp_path: Path) ->
     db = tmp_path / "feedback.sqlite"
     seed(
         db,
-        "patient-view",
+        "redflags-patient-view",
         [
             ShownCard(CARD_ACCEPTED, "cauda_equina_syndrome", "critical", "critical"),
             ShownCard(CARD_WITH_REASON, "spinal_cord_compression", "urgent", "warning"),
@@ -115,17 +115,17 @@ def test_every_spec_example_is_accepted_stored_and_attributed(tmp_path: Path) ->
                     item(CARD_OVERRIDDEN, "overridden", outcomeTimestamp="2020-12-11T01:30:00.25+01:00")
                 ]
             },
-            "encounter-start",
+            "redflags-encounter-start",
         )
         assert offset.status_code == 200, offset.text
     rows = stored(db)
     assert [(r["service"], r["card"], r["outcome"], r["outcome_at"]) for r in rows] == [
-        ("patient-view", CARD_ACCEPTED, "accepted", "2021-12-11T10:05:31Z"),
-        ("patient-view", CARD_OVERRIDDEN, "overridden", "2020-12-11T00:00:00Z"),
-        ("patient-view", CARD_WITH_REASON, "overridden", "2020-12-11T00:00:00Z"),
-        ("patient-view", CARD_ACCEPTED, "accepted", "2021-12-11T10:05:31Z"),
-        ("patient-view", CARD_ACCEPTED, "overridden", "2020-12-11T10:10:23Z"),
-        ("encounter-start", CARD_OVERRIDDEN, "overridden", "2020-12-11T00:30:00.250000Z"),
+        ("redflags-patient-view", CARD_ACCEPTED, "accepted", "2021-12-11T10:05:31Z"),
+        ("redflags-patient-view", CARD_OVERRIDDEN, "overridden", "2020-12-11T00:00:00Z"),
+        ("redflags-patient-view", CARD_WITH_REASON, "overridden", "2020-12-11T00:00:00Z"),
+        ("redflags-patient-view", CARD_ACCEPTED, "accepted", "2021-12-11T10:05:31Z"),
+        ("redflags-patient-view", CARD_ACCEPTED, "overridden", "2020-12-11T10:10:23Z"),
+        ("redflags-encounter-start", CARD_OVERRIDDEN, "overridden", "2020-12-11T00:30:00.250000Z"),
     ]
     assert json.loads(rows[0]["accepted_suggestions"]) == ["e56e1945-20b3-4393-8503-a1a20fd73152"]
     reasoned = rows[2]
@@ -281,12 +281,12 @@ def test_report_counts_survive_a_killed_server(tmp_path: Path) -> None:
     refused, contraindicated = reasons  # "Patient refused", "Contraindicated"
     seed(
         db,
-        "patient-view",
+        "redflags-patient-view",
         [ShownCard(f"ces-{i}", "cauda_equina_syndrome", "critical", "critical") for i in range(1, 5)],
     )
     seed(
         db,
-        "encounter-start",
+        "redflags-encounter-start",
         [ShownCard(f"dvt-{i}", "deep_vein_thrombosis", "likely", "warning") for i in (1, 2)],
     )
     first = [
@@ -307,7 +307,7 @@ def test_report_counts_survive_a_killed_server(tmp_path: Path) -> None:
         service.process.kill()
         service.process.wait()
     with running_service(tmp_path, "--allow-unauthenticated", "--feedback-db", str(db)) as service:
-        assert post(service, {"feedback": second[:3]}, "encounter-start").status_code == 200
+        assert post(service, {"feedback": second[:3]}, "redflags-encounter-start").status_code == 200
         assert post(service, {"feedback": second[3:]}).status_code == 200
 
     data = report_json(db)
@@ -375,7 +375,7 @@ def test_two_servers_and_the_card_recorder_write_one_db_concurrently(tmp_path: P
             start.wait()
             for i in range(0, len(cards), 10):
                 store.record_cards(
-                    "patient-view",
+                    "redflags-patient-view",
                     [ShownCard(c, "rhabdomyolysis", "high", "critical") for c in cards[i : i + 10]],
                     SHOWN_AT,
                 )
@@ -393,7 +393,7 @@ def test_two_servers_and_the_card_recorder_write_one_db_concurrently(tmp_path: P
                     ]
                     target = (one, two)[(k + r) % 2]
                     answer = session.post(
-                        f"{target.url}/cds-services/patient-view/feedback",
+                        f"{target.url}/cds-services/redflags-patient-view/feedback",
                         json={"feedback": batch},
                         timeout=60,
                     )
@@ -472,8 +472,8 @@ def test_serve_refuses_an_unusable_feedback_db(tmp_path: Path) -> None:
 
 def test_a_card_uuid_keeps_its_first_rule(tmp_path: Path) -> None:
     db = tmp_path / "feedback.sqlite"
-    seed(db, "patient-view", [ShownCard("same", "rhabdomyolysis", "high", "critical")])
-    seed(db, "encounter-start", [ShownCard("same", "alcoholic_myopathy", "possible", "info")])
+    seed(db, "redflags-patient-view", [ShownCard("same", "rhabdomyolysis", "high", "critical")])
+    seed(db, "redflags-encounter-start", [ShownCard("same", "alcoholic_myopathy", "possible", "info")])
     assert [(r["rule"], r["shown"]) for r in report_json(db)["rules"]] == [("rhabdomyolysis", 1)]
 
 
@@ -482,7 +482,7 @@ def test_record_shown_reports_but_swallows_a_store_failure(tmp_path: Path) -> No
     store = SqliteFeedbackStore.open(tmp_path / "feedback.sqlite")
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(feedback_store=store)))
     card = ShownCard("card-1", "rhabdomyolysis", "high", "critical")
-    assert anyio.run(record_shown, request, "patient-view", [card], SHOWN_AT) is True
+    assert anyio.run(record_shown, request, "redflags-patient-view", [card], SHOWN_AT) is True
     assert [(r.rule, r.shown, r.no_feedback) for r in store.report().rules] == [("rhabdomyolysis", 1, 1)]
     store.close()
-    assert anyio.run(record_shown, request, "patient-view", [card], SHOWN_AT) is False
+    assert anyio.run(record_shown, request, "redflags-patient-view", [card], SHOWN_AT) is False

@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from redflags import config, logs
 from redflags.pipeline import Pipeline
-from redflags.service import feedback, fhir_evaluate
+from redflags.service import cds, feedback, fhir_evaluate
 from redflags.service.limits import BodySizeLimit
 from redflags.service.settings import ServiceSettings
 
@@ -76,6 +76,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
         return response
 
+    app.include_router(cds.router)
     app.include_router(feedback.router)
 
     @app.get("/healthz", tags=["operations"])

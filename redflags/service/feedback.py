@@ -30,18 +30,20 @@ from redflags.feedback_store import (
     SqliteFeedbackStore,
 )
 from redflags.service.auth import cds_client
+from redflags.service.body import media_type_problem
 from redflags.service.outcome import outcome_response
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.service.feedback")
 
 #: Until the CDS service registry (redflags/service/cds.py) is merged: the services issue 4 asks for.
-_SERVICE_IDS = frozenset({"patient-view", "encounter-start"})
 
 
 def service_exists(service_id: str) -> bool:
-    """Whether ``/cds-services/{service_id}`` is one of ours (to be pointed at the cds registry)."""
-    return service_id in _SERVICE_IDS
+    """Whether ``/cds-services/{service_id}`` is one of the services discovery lists."""
+    from redflags.service.cds import SERVICES  # cds records shown cards here: import late
+
+    return service_id in SERVICES
 
 
 def open_store(settings: ServiceSettings) -> FeedbackStore:
@@ -209,21 +211,12 @@ def _known_service(service_id: str) -> str:
 
 
 async def _read_body(request: Request) -> bytes:
-    """The JSON body, refused unread when its type is not JSON (415) or too large (413)."""
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise _Rejected(415, f"feedback must be application/json, not {content_type!r}", "not-supported")
-    limit = request.app.state.settings.max_body_bytes
-    too_large = _Rejected(413, f"feedback body over the limit of {limit} bytes", "too-costly")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    """The JSON body, refused unread when its type is not JSON (415); its size is limited by
+    ``limits.BodySizeLimit`` (413) like every other body."""
+    problem = media_type_problem(request.headers.get("content-type"))
+    if problem:
+        raise _Rejected(415, problem, "not-supported")
+    return await request.body()
 
 
 def _parse(raw: bytes) -> FeedbackRequest:

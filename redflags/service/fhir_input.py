@@ -24,9 +24,9 @@ import orjson
 from fhir_adapters.errors import InputError, IntakeError
 from fhir_adapters.intake import MAPPED_TYPES, Intake, group, resources_of
 from fhir_adapters.times import parse_now
+from redflags.service.body import media_type_problem
 
 #: Media types accepted (parameters other than charset=utf-8 are refused).
-MEDIA_TYPES = frozenset({"application/fhir+json", "application/json"})
 #: Parameters names that carry input resources, and the one that sets the evaluation time.
 INPUT_PARAMETERS = ("bundle", "resource")
 NOW_PARAMETER = "now"
@@ -69,19 +69,10 @@ class EvaluationInput:
 
 
 def check_media_type(header: str | None) -> None:
-    """415 unless JSON (FHIR or plain) in UTF-8: JSON has no other encoding (RFC 8259)."""
-    if not header:
-        raise BadInput("no Content-Type: send application/fhir+json", status=415)
-    kind, *params = (part.strip() for part in header.split(";"))
-    if kind.lower() not in MEDIA_TYPES:
-        raise BadInput(
-            f"Content-Type {kind!r} not supported: send application/fhir+json or application/json",
-            status=415,
-        )
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            raise BadInput(f"charset {value.strip()!r} not supported: JSON is UTF-8", status=415)
+    """415 unless JSON (FHIR or plain) in UTF-8; a missing Content-Type is refused too."""
+    problem = media_type_problem(header, default=None)
+    if problem:
+        raise BadInput(problem, status=415)
 
 
 def read_body(body: bytes, query_now: str | None, default_now: int) -> EvaluationInput:

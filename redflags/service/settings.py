@@ -24,7 +24,8 @@ class ServiceSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     feedback_db: str = "redflags-feedback.sqlite"
     system_actions: bool = False  # also return the Flag as a CDS Hooks systemAction
-    fhir_timeout_s: float = 10.0
+    fhir_timeout_s: float = 10.0  # budget for all fhirServer reads of one CDS Hooks call
+    now: str | None = None  # fixed evaluation time (ISO dateTime), tests and demos only
     log_level: str = "info"
     extra: dict[str, str] = field(default_factory=dict)
 

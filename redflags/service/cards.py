@@ -1,0 +1,188 @@
+"""Alerts -> CDS Hooks 2.0 cards: one card per alert, whose suggestion creates its Flag and CarePlan.
+
+The Flag and CarePlan are the ones the replay writes (``fhir_adapters.output``) with two
+references made meaningful outside the replay's transaction: the author is the engine Device by
+identifier (the client has no Device entry to resolve a ``urn:uuid``), and the CarePlan points at
+the Flag by the id it carries in the same suggestion (the client processes a suggestion's actions
+as one transaction with ``fhirServer`` as base, so ``Flag/<id>`` is rewritten to the new id).
+Card and suggestion uuids derive from the hookInstance: unique per call, stable on a retry.
+The specification forbids null and empty values: ``strip_empty`` removes them everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.alert import Alert, severity_rank
+from fhir_adapters.output import ENGINE_DEVICE, careplan_for, episode_identifier, flag_for
+from rulesets.meta import CANONICAL_BASE, RuleMeta
+
+OVERRIDE_REASON_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/override-reason"
+
+#: Why a clinician dismisses a red-flag card; feedback reports count them per rule.
+OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
+    ("already-addressed", "Already assessed or being managed"),
+    ("not-applicable", "Does not apply to this patient"),
+    ("data-incorrect", "The record is wrong or out of date"),
+    ("patient-declined", "Patient declined"),
+)
+
+#: Alert urgency -> card indicator (CDS Hooks: info < warning < critical).
+INDICATOR = {"critical": "critical", "urgent": "warning", "routine": "info"}
+
+SUMMARY_MAX = 139  # "<140-character summary"
+
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{CANONICAL_BASE}/cds-hooks")
+_ENGINE_AUTHOR = {
+    "identifier": dict(ENGINE_DEVICE["identifier"][0]),
+    "display": ENGINE_DEVICE["deviceName"][0]["name"],
+}
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what could turn text into markup
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCard:
+    """What was shown, for whoever counts cards (feedback): no patient data."""
+
+    card: str  # card uuid
+    suggestion: str
+    rule: str
+    tier: str
+    indicator: str
+
+
+def strip_empty(value: Any) -> Any:
+    """Drop None, "", [] and {} recursively (CDS Hooks: no null or empty values)."""
+    if isinstance(value, dict):
+        pruned = {k: strip_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (strip_empty(v) for v in value) if v not in (None, "", [], {})]
+    return value
+
+
+def override_reasons() -> list[dict[str, str]]:
+    return [{"system": OVERRIDE_REASON_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+
+
+def _md(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def summary(alert: Alert, meta: RuleMeta) -> str:
+    """``<rule title>, tier A: <tier label>`` cut to fit the 140-character limit."""
+    tier = meta.tier(alert.tier)
+    flags = " (suspected)" if alert.suspected else ""
+    text = f"{meta.title}, tier {tier.name}{flags}: {tier.label}"
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
+
+
+def detail(alert: Alert, meta: RuleMeta) -> str:
+    """Markdown: the tier, each matched criterion (values, units, dates) with its records, notes."""
+    tier = meta.tier(alert.tier)
+    lines = [f"**Tier {tier.name} ({tier.severity})**: {_md(tier.label)}", "", "**Matched criteria**", ""]
+    for criterion in alert.criteria:
+        refs = f" ({', '.join(criterion.refs)})" if criterion.refs else ""
+        lines.append(f"- {_md(criterion.text)}{_md(refs)}")
+    if alert.notes:
+        lines += ["", "**Notes**", ""] + [f"- {_md(note)}" for note in alert.notes]
+    caveats = []
+    if alert.suspected:
+        caveats.append("a criterion rests on a suspected (unconfirmed) diagnosis")
+    if alert.preliminary:
+        caveats.append("a result is preliminary")
+    if caveats:
+        lines += ["", "*Caution*: " + "; ".join(caveats) + "."]
+    lines += ["", f"Source: [{_md(meta.source_label)}]({meta.source_url}), rule {meta.id} {alert.version}."]
+    return "\n".join(lines)
+
+
+def resources_for(
+    alert: Alert, meta: RuleMeta, *, flag_elsewhere: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Flag and the proposed CarePlan of one alert, as a suggestion creates them.
+
+    ``flag_elsewhere``: the Flag is created by a systemAction, not in the CarePlan's suggestion,
+    so the CarePlan names it by its episode identifier instead of a local id.
+    """
+    local_id = episode_identifier(alert)
+    flag = {**flag_for(alert, meta), "id": local_id, "author": _ENGINE_AUTHOR}
+    careplan = {**careplan_for(alert, meta, f"Flag/{local_id}"), "id": local_id, "author": _ENGINE_AUTHOR}
+    if flag_elsewhere:
+        by_identifier = {"identifier": flag["identifier"][0], "display": flag["code"]["text"]}
+        careplan["supportingInfo"] = [
+            by_identifier if ref.get("reference") == f"Flag/{local_id}" else ref
+            for ref in careplan["supportingInfo"]
+        ]
+    return _fhir_order(flag), _fhir_order(careplan)
+
+
+def _fhir_order(resource: dict[str, Any]) -> dict[str, Any]:
+    """resourceType and id first, as FHIR JSON is usually written."""
+    head = {"resourceType": resource["resourceType"], "id": resource["id"]}
+    return {**head, **{k: v for k, v in resource.items() if k not in head}}
+
+
+def card_for(
+    alert: Alert, meta: RuleMeta, hook_instance: str, *, system_actions: bool = False
+) -> tuple[dict[str, Any], dict[str, Any] | None, IssuedCard]:
+    """The card of one alert; with ``system_actions`` also the systemAction creating its Flag
+    (the card's suggestion then proposes the CarePlan only)."""
+    card_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|card|{alert.rule}"))
+    suggestion_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|suggestion|{alert.rule}"))
+    flag, careplan = resources_for(alert, meta, flag_elsewhere=system_actions)
+    tier = meta.tier(alert.tier)
+    flag_action = {"type": "create", "description": f"Flag: {flag['code']['text']}", "resource": flag}
+    careplan_action = {
+        "type": "create",
+        "description": f"Proposed CarePlan (tier {tier.name} actions, draft for review)",
+        "resource": careplan,
+    }
+    label = "the red flag and the proposed care plan" if not system_actions else "the proposed care plan"
+    card = {
+        "uuid": card_id,
+        "summary": summary(alert, meta),
+        "detail": detail(alert, meta),
+        "indicator": INDICATOR[alert.severity],
+        "source": {"label": meta.source_label, "url": meta.source_url},
+        "suggestions": [
+            {
+                "label": f"Record {label}",
+                "uuid": suggestion_id,
+                "isRecommended": True,
+                "actions": [careplan_action] if system_actions else [flag_action, careplan_action],
+            }
+        ],
+        "selectionBehavior": "at-most-one",
+        "overrideReasons": override_reasons(),
+    }
+    issued = IssuedCard(card_id, suggestion_id, alert.rule, alert.tier, card["indicator"])
+    return card, flag_action if system_actions else None, issued
+
+
+def cds_response(
+    alerts: Iterable[Alert],
+    metas: Mapping[str, RuleMeta],
+    hook_instance: str,
+    *,
+    system_actions: bool = False,
+) -> tuple[dict[str, Any], list[IssuedCard]]:
+    """The service response: cards most urgent first (then by rule id); ``{"cards": []}`` if none."""
+    ordered = sorted(alerts, key=lambda a: (severity_rank(a.severity), a.rule))
+    cards: list[dict[str, Any]] = []
+    actions: list[dict[str, Any]] = []
+    issued: list[IssuedCard] = []
+    for alert in ordered:
+        card, action, shown = card_for(alert, metas[alert.rule], hook_instance, system_actions=system_actions)
+        cards.append(card)
+        issued.append(shown)
+        if action is not None:
+            actions.append(action)
+    response: dict[str, Any] = {"cards": cards, "systemActions": actions}
+    cleaned = strip_empty(response)
+    cleaned["cards"] = cleaned.get("cards", [])  # the one array that stays, even when empty
+    return cleaned, issued

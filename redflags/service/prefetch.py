@@ -1,0 +1,176 @@
+"""The patient's record for one CDS Hooks call: prefetch first, the client's FHIR server for the rest.
+
+Per CDS Hooks 2.0 each prefetch key may be absent (the client chose not to, or could not,
+satisfy it), ``null`` (the client has no data), a resource, a searchset Bundle (possibly
+paged: ``next`` links are followed on ``fhirServer``) or an OperationOutcome (the client's
+fetch failed). Absent keys and OperationOutcomes are fetched from ``fhirServer`` with the
+filled template. If that cannot be done the call answers 412 (``PrefetchUnavailable``).
+
+Plain-http ``fhirServer`` URLs are refused: the bearer token and the patient's record would
+cross the network in clear, and the specification requires https for production data.
+``--allow-http-fhir`` lifts this for loopback addresses only (tests), never for a remote host.
+Blocking (``requests``): run it on a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from redflags.service.cds_request import CdsRequest, CdsRequestError
+from redflags.service.fhir_client import FhirReadClient, FhirUnavailable, is_loopback, next_link
+from redflags.service.settings import ServiceSettings
+
+#: (path for messages, resource, fullUrl): what ``fhir_adapters.intake.group`` reads.
+Found = tuple[str, dict[str, Any], str | None]
+
+_TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
+_READ = re.compile(r"^[A-Z][A-Za-z]+/[^/?]+$")
+_MISSING = object()
+
+
+class PrefetchUnavailable(Exception):
+    """Data the service needs is neither prefetched nor obtainable from fhirServer (412)."""
+
+
+class PrefetchInvalid(CdsRequestError):
+    """A prefetch value that is not what its template asks for (400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    resources: list[Found]
+    fetched: tuple[str, ...]  # prefetch keys read from fhirServer
+    requests: int  # HTTP requests made to fhirServer
+
+
+def fill(template: str, context: Mapping[str, Any]) -> str:
+    """Replace ``{{context.field}}`` tokens with URL-encoded context values."""
+
+    def value(match: re.Match[str]) -> str:
+        found = context.get(match[1])
+        if not isinstance(found, str):
+            raise CdsRequestError(f"context.{match[1]} is needed by a prefetch template")
+        return quote(found, safe="")
+
+    filled = _TOKEN.sub(value, template)
+    if "{{" in filled:
+        raise ValueError(f"unsupported prefetch token in {template!r}")  # a bug in a service declaration
+    return filled
+
+
+def _entries(bundle: dict[str, Any], where: str) -> Iterator[Found]:
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        raise PrefetchInvalid(f"{where}.entry must be an array")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise PrefetchInvalid(f"{where}.entry[{i}] must be an object")
+        resource = entry.get("resource")
+        search = entry.get("search")
+        if isinstance(search, dict) and search.get("mode") == "outcome":
+            continue  # the server's warnings about the search, not data
+        if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
+            continue
+        url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        yield f"{where}.entry[{i}].resource", resource, url
+
+
+def _read_value(key: str, resource: dict[str, Any], expected: str) -> dict[str, Any]:
+    """A prefetched read must be the resource its template names (``Patient/123``)."""
+    rtype, rid = expected.split("/", 1)
+    if resource.get("resourceType") != rtype:
+        raise PrefetchInvalid(f"prefetch.{key} must be a {rtype} (template {rtype}/...)")
+    if "id" not in resource:  # the key says which resource it is (the spec's examples omit ids)
+        return {**resource, "id": rid}
+    if resource["id"] != rid:
+        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{resource['id']}, not the one in context")
+    return resource
+
+
+def _check_server(call: CdsRequest, settings: ServiceSettings, missing: list[str]) -> str:
+    keys = ", ".join(missing)
+    if call.fhir_server is None:
+        raise PrefetchUnavailable(
+            f"prefetch lacks {keys} and the request gives no fhirServer to read them from"
+        )
+    if urlsplit(call.fhir_server).scheme.lower() == "http" and not (
+        settings.allow_http_fhir and is_loopback(call.fhir_server)
+    ):
+        raise PrefetchUnavailable(
+            f"prefetch lacks {keys} and fhirServer is plain http: refused (the access token and "
+            "the record would travel unencrypted; CDS Hooks requires https for production data)"
+        )
+    return call.fhir_server
+
+
+def gather(templates: Mapping[str, str], call: CdsRequest, settings: ServiceSettings) -> Gathered:
+    """Every resource the templates ask for: prefetched where given, else read from fhirServer."""
+    found: list[Found] = []
+    to_fetch: list[tuple[str, str]] = []  # (key, filled template)
+    to_continue: list[tuple[str, dict[str, Any]]] = []  # prefetched Bundles with a next link
+    for key in sorted(templates):
+        query = fill(templates[key], call.context)
+        value = call.prefetch.get(key, _MISSING)
+        where = f"prefetch.{key}"
+        if value is None:
+            continue  # the client has no data for this template
+        if value is not _MISSING and (
+            not isinstance(value, dict) or not isinstance(value.get("resourceType"), str)
+        ):
+            raise PrefetchInvalid(f"{where} must be a FHIR resource, a Bundle or null")
+        if value is _MISSING or value["resourceType"] == "OperationOutcome":
+            to_fetch.append((key, query))
+        elif value["resourceType"] == "Bundle":
+            found.extend(_entries(value, where))
+            if next_link(value):
+                to_continue.append((key, value))
+        elif _READ.match(query):
+            found.append((where, _read_value(key, value, query), None))
+        else:
+            found.append((where, value, None))
+    if not to_fetch and not to_continue:
+        return Gathered(_unique(found), (), 0)
+
+    server = _check_server(
+        call, settings, [k for k, _ in to_fetch] + [f"later pages of {k}" for k, _ in to_continue]
+    )
+    token = call.authorization.access_token if call.authorization else None
+    try:
+        with FhirReadClient(server, access_token=token, budget_s=settings.fhir_timeout_s) as client:
+            for key, bundle in to_continue:
+                pages = client.pages(bundle, f"prefetch.{key}")
+                next(pages)  # the first page came with the request
+                for n, page in enumerate(pages, start=2):
+                    found.extend(_entries(page, f"{key} (fhirServer page {n})"))
+            for key, query in to_fetch:
+                if _READ.match(query):
+                    resource = client.read(query, key)
+                    if resource is not None:
+                        found.append((f"{key} (fhirServer)", _read_value(key, resource, query), None))
+                    continue
+                for n, page in enumerate(client.search(query, key), start=1):
+                    found.extend(_entries(page, f"{key} (fhirServer page {n})"))
+            requests = client.requests
+    except FhirUnavailable as exc:
+        raise PrefetchUnavailable(str(exc)) from None
+    return Gathered(_unique(found), tuple(k for k, _ in to_fetch), requests)
+
+
+def _unique(found: list[Found]) -> list[Found]:
+    """One copy of each ``Type/id`` (a resource can come under two keys or two pages)."""
+    seen: set[str] = set()
+    out: list[Found] = []
+    for item in found:
+        resource = item[1]
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            ref = f"{resource.get('resourceType')}/{rid}"
+            if ref in seen:
+                continue
+            seen.add(ref)
+        out.append(item)
+    return out
