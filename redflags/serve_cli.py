@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import structlog
 
+from redflags.service.auth import Authenticator, AuthSetupError
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.serve")
@@ -92,6 +93,10 @@ def serve_command(
         system_actions=system_actions,
         log_level=click.get_current_context().find_root().params.get("log_level") or "info",
     )
+    try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
+        Authenticator.from_settings(settings)
+    except AuthSetupError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
     settings.to_env()
     uvicorn.run(
         "redflags.service.app:app_from_env",

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from redflags import config, logs
 from redflags.pipeline import Pipeline
+from redflags.service.auth import Authenticator
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.service")
@@ -40,6 +41,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.auth = Authenticator.from_settings(settings)  # trusted clients, tokens, replay store
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
