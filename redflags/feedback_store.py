@@ -182,6 +182,8 @@ class SqliteFeedbackStore:
         if not create and not path.is_file():
             raise FeedbackStoreError(f"{path}: no such feedback database")
         try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
             # mode=rw never creates a file; rwc does. isolation_level=None: we BEGIN ourselves.
             mode = "rwc" if create else "rw"
             conn = sqlite3.connect(

@@ -10,6 +10,7 @@ import structlog
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
+from redflags.service.auth import Authenticator, AuthSetupError
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.serve")
@@ -93,9 +94,9 @@ def serve_command(
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
 
-    if not (clients or tokens or allow_unauthenticated):
+    if not (clients or allow_unauthenticated):  # CDS Hooks requires every client to sign its calls
         raise click.UsageError(
-            "no --clients or --tokens: refusing to serve without authentication "
+            "no --clients: refusing to serve without authentication "
             "(--allow-unauthenticated overrides, for tests only)"
         )
     try:  # create the database (and its schema) once, before the workers race for it
@@ -125,6 +126,10 @@ def serve_command(
         now=now_text,
         log_level=click.get_current_context().find_root().params.get("log_level") or "info",
     )
+    try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
+        Authenticator.from_settings(settings)
+    except AuthSetupError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
     settings.to_env()
     uvicorn.run(
         "redflags.service.app:app_from_env",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
@@ -355,7 +358,13 @@ def test_chunked_body_under_the_limit_is_read(small: Service) -> None:
 def test_unauthenticated_caller_gets_401_outcome(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("a-static-token-of-an-integration-engine\n")
-    with running_service(tmp_path, "--tokens", str(tokens)) as locked:
+    clients = tmp_path / "clients.json"
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwk = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1"}
+    clients.write_text(
+        json.dumps({"clients": [{"iss": "https://ehr.example.org/", "jwks": {"keys": [jwk]}}]})
+    )
+    with running_service(tmp_path, "--clients", str(clients), "--tokens", str(tokens)) as locked:
         response = post(None, locked.url, load(V01), now=NOW)
         assert refused(response, 401)["code"] == "login"
         assert requests.get(f"{locked.url}/healthz", timeout=5).status_code == 200

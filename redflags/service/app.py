@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redflags import config, logs
 from redflags.pipeline import Pipeline
 from redflags.service import cds, feedback, fhir_evaluate
+from redflags.service.auth import Authenticator
 from redflags.service.limits import BodySizeLimit
 from redflags.service.settings import ServiceSettings
 
@@ -47,6 +48,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # innermost: 413s get logged
+    app.state.auth = Authenticator.from_settings(settings)  # trusted clients, tokens, replay store
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,29 +1,133 @@
 """Who may call: CDS clients by signed JWT (CDS Hooks 2.0), integration engines by bearer token.
 
-Every failure is a bare 401 (no detail: an attacker learns nothing). ``--allow-unauthenticated``
-accepts everyone (and ``redflags serve`` logs a warning).
+``cds_client`` (CDS Hooks endpoints) wants ``Authorization: Bearer <JWT>`` from a client in
+``--clients``; ``engine_client`` (``$evaluate``) also takes a static token from ``--tokens``.
+Every failure is the same bare 401 (``WWW-Authenticate: Bearer``, body ``{"detail":
+"Unauthorized"}``): the caller learns nothing; the reason goes to the server log, the token never.
+
+The JWT ``aud`` must equal the URL of the endpoint called: ``--public-url`` + the request path
+when set (behind a proxy, or to pin the host a token may name), else the URL as received
+(scheme, ``Host`` header and path, no query). With ``--allow-unauthenticated`` every caller is
+accepted and credentials are not looked at (``redflags serve`` logs a warning).
 """
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from anyio import to_thread
 from fastapi import HTTPException, Request
 
+from redflags.service.client_jwt import ClientVerifier, Refused
+from redflags.service.jti_store import FILE_NAME, SqliteJtiStore
 from redflags.service.settings import ServiceSettings
+from redflags.service.static_tokens import TOKEN_RE, StaticTokens, TokensError
+from redflags.service.trusted_clients import ClientsError, TrustedClients
+
+log = structlog.get_logger("redflags.service.auth")
+
+MAX_TOKEN_CHARS = 16 * 1024
 
 
-def _settings(request: Request) -> ServiceSettings:
-    return request.app.state.settings
+class AuthSetupError(ValueError):
+    """The clients or tokens file, or the replay store, is unusable (one line, no secrets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticator:
+    """What this process accepts; built once per worker by ``create_app``."""
+
+    allow_unauthenticated: bool = False
+    verifier: ClientVerifier | None = None
+    tokens: StaticTokens | None = None
+    public_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> Authenticator:
+        """Loads (and so validates) the clients and tokens files and opens the replay store;
+        ``redflags serve`` calls it before starting so a mistake ends it with one line."""
+        if settings.allow_unauthenticated:
+            return cls(allow_unauthenticated=True)
+        clients_path, tokens_path = settings.path("clients"), settings.path("tokens")
+        try:
+            verifier = None
+            if clients_path:
+                clients = TrustedClients.from_file(clients_path)
+                verifier = ClientVerifier(clients, SqliteJtiStore(jti_path(settings)))
+            tokens = StaticTokens.from_file(tokens_path) if tokens_path else None
+        except (ClientsError, TokensError) as exc:
+            raise AuthSetupError(str(exc)) from None
+        except (OSError, sqlite3.Error) as exc:
+            raise AuthSetupError(f"{jti_path(settings)}: cannot open the replay store ({exc})") from None
+        return cls(verifier=verifier, tokens=tokens, public_url=settings.public_url)
+
+
+def jti_path(settings: ServiceSettings) -> Path:
+    """The replay store shared by all workers: next to the feedback database."""
+    return Path(settings.feedback_db).parent / FILE_NAME
+
+
+def audience(request: Request, public_url: str | None) -> str:
+    if public_url:
+        return public_url.rstrip("/") + request.url.path
+    url = request.url
+    return f"{url.scheme}://{url.netloc}{url.path}"
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or len(token) > MAX_TOKEN_CHARS or not TOKEN_RE.fullmatch(token):
+        return None
+    return token
+
+
+def _auth(request: Request) -> Authenticator:
+    return request.app.state.auth
+
+
+def _refuse(request: Request, reason: str, iss: str | None = None) -> HTTPException:
+    log.warning("auth_refused", reason=reason, iss=iss, path=request.url.path)
+    return HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _verified_client(request: Request, auth: Authenticator, token: str) -> str:
+    assert auth.verifier is not None
+    try:  # off the event loop: the first call for an issuer may fetch its key set
+        return await to_thread.run_sync(auth.verifier.verify, token, audience(request, auth.public_url))
+    except Refused as exc:
+        raise _refuse(request, exc.reason, exc.iss) from None
+    except Exception as exc:  # fail closed; the message could quote token parts, so type only
+        raise _refuse(request, f"error {type(exc).__name__}") from None
 
 
 async def cds_client(request: Request) -> str:
     """FastAPI dependency for CDS Hooks endpoints: the verified client (JWT ``iss``)."""
-    if _settings(request).allow_unauthenticated:
+    auth = _auth(request)
+    if auth.allow_unauthenticated:
         return "unauthenticated"
-    raise HTTPException(status_code=401)
+    token = bearer(request)
+    if token is None:
+        raise _refuse(request, "no bearer token")
+    if auth.verifier is None:
+        raise _refuse(request, "no trusted clients configured")
+    return await _verified_client(request, auth, token)
 
 
 async def engine_client(request: Request) -> str:
-    """FastAPI dependency for ``$evaluate``: a CDS client's JWT or a static bearer token."""
-    if _settings(request).allow_unauthenticated:
+    """FastAPI dependency for ``$evaluate``: a CDS client's JWT or a static bearer token
+    (``token-line-N``: the line of the tokens file, never the token)."""
+    auth = _auth(request)
+    if auth.allow_unauthenticated:
         return "unauthenticated"
-    raise HTTPException(status_code=401)
+    token = bearer(request)
+    if token is None:
+        raise _refuse(request, "no bearer token")
+    if auth.tokens is not None and (label := auth.tokens.match(token)) is not None:
+        return label
+    if auth.verifier is None or token.count(".") != 2:
+        raise _refuse(request, "unknown token")
+    return await _verified_client(request, auth, token)

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from fhir_adapters.intake import Issue
 from fhir_adapters.output import fhir_instant, patient_transaction
+from fhir_adapters.times import parse_now
 from redflags import logs
 from redflags.pipeline import PatientResult
 from redflags.service.auth import engine_client
@@ -118,7 +119,9 @@ async def evaluate_operation(
     try:
         check_media_type(request.headers.get("content-type"))
         body = await request.body()
-        given = await to_thread.run_sync(read_body, body, now, int(time.time()))
+        fixed = request.app.state.settings.now  # redflags serve --now: every call at that time
+        default_now = parse_now(fixed) if fixed else int(time.time())
+        given = await to_thread.run_sync(read_body, body, now, default_now)
     except BadInput as exc:
         log.info("evaluate_refused", status=exc.status)  # the message may quote the body: not logged
         code = _STATUS_CODES.get(exc.status, "invalid")

@@ -1,0 +1,103 @@
+"""Verify a CDS client's JWT as CDS Hooks 2.0 "Trusting CDS Clients" requires.
+
+Header: ``alg`` ES384 or RS384 only (``none``, every HMAC and anything else refused), ``kid``,
+``typ`` JWT; ``jku``, when present, must be the URL listed for the issuer (a client with an
+inline key set never has anything fetched: its keys are the listed ones whatever the token
+says). Claims: ``iss`` a trusted issuer, ``aud`` the URL of the endpoint called, ``exp``,
+``iat``, ``jti`` all required; ``jti`` may be used once. Clock leeway: ``LEEWAY_S`` either way
+on ``exp``/``iat``/``nbf`` (EHR and service clocks drift; tokens live about five minutes).
+
+The signature is checked with the issuer's key *bound to its algorithm* (PyJWK), so a token
+cannot choose e.g. HS384 with the public key as the shared secret. The id is recorded only
+after everything else passed, so an invalid token cannot burn a valid token's ``jti``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+from jwt.exceptions import PyJWTError
+
+from redflags.service.jti_store import JtiStore
+from redflags.service.trusted_clients import ALGORITHMS, TrustedClients
+
+LEEWAY_S = 60
+REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
+
+
+class Refused(Exception):
+    """Authentication failed; ``reason`` is for the server log only, never for the caller."""
+
+    def __init__(self, reason: str, iss: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.iss = iss
+
+
+class ClientVerifier:
+    def __init__(
+        self,
+        clients: TrustedClients,
+        jti_store: JtiStore,
+        *,
+        leeway_s: int = LEEWAY_S,
+        verify_exp: bool = True,  # off only to check the specification's 2015 example
+    ) -> None:
+        self.clients = clients
+        self._jti = jti_store
+        self._leeway = leeway_s
+        self._verify_exp = verify_exp
+
+    def verify(self, token: str, audience: str) -> str:
+        """The verified issuer (``iss``), or Refused. Blocking: may fetch a key set."""
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except PyJWTError:
+            raise Refused("malformed") from None
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+        if alg not in ALGORITHMS:
+            raise Refused("algorithm")
+        if not isinstance(typ, str) or typ.upper() != "JWT":
+            raise Refused("typ")
+        if not isinstance(kid, str) or not kid:
+            raise Refused("kid missing")
+        iss = unverified.get("iss")
+        client = self.clients.get(iss) if isinstance(iss, str) else None
+        if client is None:
+            raise Refused("unknown issuer", iss=str(iss)[:200] if iss is not None else None)
+        if client.jku is not None and "jku" in header and header["jku"] != client.jku:
+            raise Refused("jku not listed for issuer", iss=iss)
+        key = client.keys.key(kid)
+        if key is None:
+            raise Refused("unknown kid", iss=iss)
+        claims = self._decode(token, key, alg, audience, iss)
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise Refused("jti", iss=iss)
+        if not self._jti.first_use(iss, jti, float(claims["exp"]) + self._leeway):
+            raise Refused("replayed jti", iss=iss)
+        return iss
+
+    def _decode(self, token: str, key: jwt.PyJWK, alg: str, audience: str, iss: str) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=audience,
+                issuer=iss,
+                leeway=self._leeway,
+                options={"require": list(REQUIRED_CLAIMS), "verify_exp": self._verify_exp},
+            )
+        except jwt.InvalidSignatureError:
+            raise Refused("signature", iss=iss) from None
+        except jwt.ExpiredSignatureError:
+            raise Refused("expired", iss=iss) from None
+        except jwt.InvalidAudienceError:
+            raise Refused("audience", iss=iss) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Refused(f"missing claim {exc.claim}", iss=iss) from None
+        except PyJWTError as exc:
+            raise Refused(type(exc).__name__, iss=iss) from None

@@ -1,0 +1,97 @@
+"""Seen JWT ids (``jti``), so a captured CDS client token cannot be replayed.
+
+A token is remembered until it expires (its ``exp`` plus the clock leeway); after that its
+expiry check refuses it anyway. Two stores share one interface:
+
+* ``SqliteJtiStore`` (what the service uses): one SQLite file next to the feedback database,
+  shared by every worker process of ``redflags serve --workers N`` and kept across restarts,
+  so a token replayed to another worker, or after a restart, is still refused. One small
+  write per authenticated call (WAL, ``synchronous=NORMAL``: no fsync per call).
+* ``MemoryJtiStore``: per process. With several workers it would NOT catch a replay sent to
+  a different worker; it is for tests and single-process embedding.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+#: File name of the shared store, in the folder of the feedback database.
+FILE_NAME = "redflags-jti.sqlite"
+
+
+class JtiStore(Protocol):
+    def first_use(self, iss: str, jti: str, expires: float) -> bool:
+        """Record the token id; False when it was already seen and has not expired yet."""
+        ...
+
+
+class MemoryJtiStore:
+    """Per-process store (see the module docstring for why the service does not use it)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], float] = {}
+        self._by_expiry: list[tuple[float, tuple[str, str]]] = []
+
+    def first_use(self, iss: str, jti: str, expires: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            while self._by_expiry and self._by_expiry[0][0] < now:
+                _, key = heapq.heappop(self._by_expiry)
+                if self._seen.get(key, now) < now:
+                    del self._seen[key]
+            key = (iss, jti)
+            if self._seen.get(key, -1.0) >= now:
+                return False
+            self._seen[key] = expires
+            heapq.heappush(self._by_expiry, (expires, key))
+            return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class SqliteJtiStore:
+    """Store shared by all worker processes through one SQLite file (atomic upsert per token)."""
+
+    PURGE_EVERY_S = 60.0
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.Lock()  # one connection per process, used from worker threads
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT NOT NULL, jti TEXT NOT NULL,"
+            " expires REAL NOT NULL, PRIMARY KEY (iss, jti)) WITHOUT ROWID"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS seen_jti_expires ON seen_jti (expires)")
+        self._purged = 0.0
+
+    def first_use(self, iss: str, jti: str, expires: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            if now - self._purged >= self.PURGE_EVERY_S:
+                self._db.execute("DELETE FROM seen_jti WHERE expires < ?", (now,))
+                self._purged = now
+            # Inserts a new id, or takes over an expired one; a live one is left alone (0 changes).
+            cursor = self._db.execute(
+                "INSERT INTO seen_jti (iss, jti, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (iss, jti) DO UPDATE SET expires = excluded.expires"
+                " WHERE seen_jti.expires < ?",
+                (iss, jti, expires, now),
+            )
+            return cursor.rowcount == 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
