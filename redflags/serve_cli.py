@@ -134,6 +134,7 @@ def serve_command(
     uvicorn.run(
         "redflags.service.app:app_from_env",
         factory=True,
+        http="redflags.service.http_protocol:NoDelayH11Protocol",
         host=host,
         port=port,
         workers=workers,

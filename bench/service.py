@@ -1,0 +1,206 @@
+"""Service benchmark: CDS Hooks ``patient-view`` calls over loopback with a ~200-resource prefetch.
+
+Each patient is a vignette of ``fixtures/vignettes`` (half positive, half near-miss) plus half a
+year of synthetic history (weekly vitals and labs, problems, medications: ``bench.synthetic``),
+so a call carries about 200 resources. ``redflags serve --workers W`` runs in a child process
+on 127.0.0.1; C client threads (one ``requests.Session`` each) send calls for a fixed time.
+
+Printed: calls/s, latency p50/p95/p99, and the ratio of the service p50 to the in-process time
+of the same work (parse the body, group the prefetch, evaluate, build the cards) measured in
+this process. Target: p99 <= 50 ms at 8 concurrent clients on a 2-core machine.
+
+    python -m bench.service                     # 8 clients, 2 workers, 20 s
+    python -m bench.service --clients 16 --workers 1 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import requests
+
+from bench.synthetic import DAY, _Patient
+
+ROOT = Path(__file__).resolve().parents[1]
+VIGNETTES = ROOT / "fixtures" / "vignettes"
+NOW_TEXT = "2025-03-10T12:00:00Z"
+NOW = 1741608000
+SERVICE = "redflags-patient-view"
+SEARCH_KEYS = ("Condition", "MedicationRequest", "MedicationStatement", "Observation", "Procedure")
+P99_TARGET_MS = 50.0
+
+
+def _history(pid: str, seed: int) -> list[dict]:
+    """Half a year of routine data for ``pid`` (no red flag in it)."""
+    p = _Patient(pid, random.Random(seed), NOW)
+    for week in range(26):
+        when = NOW - week * 7 * DAY - 3600
+        p.vitals(when, 72.0, 3)
+        p.labs(when, 2)
+    p.chronic(3)
+    p.meds(NOW - 60 * DAY, 3)
+    return [e["resource"] for e in p.entries if e["resource"]["resourceType"] in SEARCH_KEYS]
+
+
+def requests_bodies() -> tuple[list[bytes], int]:
+    """One patient-view body per vignette (V01-V24), each with ~200 prefetched resources."""
+    bodies: list[bytes] = []
+    sizes: list[int] = []
+    for i, path in enumerate(sorted(VIGNETTES.glob("V*.json"))):
+        if path.name.endswith(".expected.json"):
+            continue
+        resources = [e["resource"] for e in json.loads(path.read_text())["entry"]]
+        (patient,) = [r for r in resources if r["resourceType"] == "Patient"]
+        resources += _history(patient["id"], i)
+        prefetch: dict = {"Patient": patient}
+        for key in SEARCH_KEYS:
+            found = [r for r in resources if r["resourceType"] == key]
+            prefetch[key] = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [{"resource": r} for r in found],
+            }
+        sizes.append(sum(len(prefetch[k]["entry"]) for k in SEARCH_KEYS) + 1)
+        body = {
+            "hook": "patient-view",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/bench", "patientId": patient["id"]},
+            "prefetch": prefetch,
+        }
+        bodies.append(orjson.dumps(body))
+    return bodies, round(statistics.mean(sizes))
+
+
+def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
+    """Median time of the service's own work for one call, without HTTP (same process)."""
+    from fhir_adapters.intake import group
+    from redflags.pipeline import Pipeline
+    from redflags.service.cards import cds_response
+
+    pipeline = Pipeline()
+    times: list[float] = []
+    for _ in range(rounds):
+        for body in bodies:
+            started = time.perf_counter()
+            call = orjson.loads(body)
+            pid = f"Patient/{call['context']['patientId']}"
+            resources = [call["prefetch"]["Patient"]] + [
+                e["resource"] for k in SEARCH_KEYS for e in call["prefetch"][k]["entry"]
+            ]
+            intake = group("bench", [(f"prefetch[{i}]", r, None) for i, r in enumerate(resources)])
+            intake.patients = {pid: intake.patients[pid]}
+            alerts = [a for r in pipeline.evaluate(intake, NOW) for a in r.alerts]
+            cds_response(alerts, pipeline.engine.metas, call["hookInstance"])
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(workers: int, tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "warning", "serve", "--port", str(port),
+           "--workers", str(workers), "--allow-unauthenticated", "--now", NOW_TEXT,
+           "--feedback-db", str(tmp / "feedback.sqlite")]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("service did not start")
+
+
+def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        nonlocal errors
+        session = requests.Session()
+        headers = {"Content-Type": "application/json"}
+        mine: list[float] = []
+        bad = 0
+        i = index
+        while time.monotonic() < stop:
+            body = bodies[i % len(bodies)]
+            i += clients
+            started = time.perf_counter()
+            answer = session.post(f"{url}/cds-services/{SERVICE}", data=body, headers=headers, timeout=30)
+            mine.append(time.perf_counter() - started)
+            bad += answer.status_code != 200
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    bodies, per_call = requests_bodies()
+    print(f"{len(bodies)} distinct calls, ~{per_call} resources each, {os.cpu_count()} cores")
+    inproc = in_process_ms(bodies)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = _start(args.workers, Path(tmp))
+        try:
+            load(url, bodies, args.clients, 2.0)  # warm-up: every worker has compiled its rules
+            latencies, errors = load(url, bodies, args.clients, args.seconds)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    p50, p95, p99 = (_pct(latencies, q) for q in (0.50, 0.95, 0.99))
+    print(f"clients {args.clients}, workers {args.workers}, {args.seconds:g} s: {len(latencies)} calls, "
+          f"{len(latencies) / args.seconds:.0f} calls/s, errors {errors}")  # fmt: skip
+    print(f"latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {max(latencies) * 1000:.1f}")
+    print(
+        f"in-process evaluation of the same call: {inproc:.1f} ms (median); "
+        f"p50 / in-process = {p50 / inproc:.1f}x"
+    )
+    verdict = "PASS" if p99 <= P99_TARGET_MS and errors == 0 else "FAIL"
+    print(f"target p99 <= {P99_TARGET_MS:g} ms at {args.clients} clients: {p99:.1f} ms {verdict}")
+
+
+if __name__ == "__main__":
+    main()
