@@ -31,3 +31,20 @@ def test_refuses_to_start_without_authentication() -> None:
         timeout=60,
     )
     assert done.returncode != 0 and "refusing to serve without authentication" in done.stderr
+
+
+def test_cors_is_configurable(tmp_path: Path) -> None:
+    origin = "https://ehr.example.org"
+    with running_service(tmp_path, "--allow-unauthenticated", "--cors-origin", origin) as service:
+        preflight = requests.options(
+            f"{service.url}/cds-services/redflags-patient-view",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization,content-type"},
+            timeout=5,
+        )  # fmt: skip
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == origin
+        other = requests.get(
+            f"{service.url}/cds-services", headers={"Origin": "https://evil.example"}, timeout=5
+        )
+        assert "Access-Control-Allow-Origin" not in other.headers
