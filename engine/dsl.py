@@ -61,6 +61,8 @@ class Cond:
     key: str | None
     tests: tuple[Callable[[Prior], Expr], ...]
     phrase: str
+    #: matches only the newest result of its key (``latest``): older results need not be asserted
+    latest_only: bool = False
 
     def where(self, test: Callable[[Prior], Expr], phrase: str) -> Cond:
         """Add a constraint, possibly a join on an earlier condition's fact (``ref(prior, i)``)."""
@@ -164,7 +166,11 @@ def latest(key: str, within: float | None = None) -> Cond:
     """latest(K, Δ): the newest qualifying numeric result, if it lies in the window."""
     span = f" within {_fmt_window(within)}" if within is not None else ""
     return Cond(
-        "value", key, (lambda _p: m.latest == 1, *_within(within)), f"latest {key.replace('_', ' ')}{span}"
+        "value",
+        key,
+        (lambda _p: m.latest == 1, *_within(within)),
+        f"latest {key.replace('_', ' ')}{span}",
+        latest_only=True,
     )
 
 

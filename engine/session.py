@@ -129,6 +129,11 @@ class Engine:
                     self.censors[spec.key] = spec.after
                     self.censor_specs.append(spec)
         self._item_keys = {f"{s.key}_item" for s in self.scores}
+        #: value keys some condition reads beyond the newest result (trends, earlier values);
+        #: older results of every other key can match nothing and are not asserted
+        self._history_keys = frozenset(
+            c.key for s in self.specs for c in s.conds if c.kind == "value" and not c.latest_only
+        )
         self._thread = engine_thread()
         fingerprint = repr(
             (
@@ -331,6 +336,8 @@ class Engine:
         sid = f"e{next(_sessions)}"
         asserted: list[Fact] = [{"t": SESSION, "pid": pid, "id": next(counter), "sid": sid}]
         for fact in prepared.facts:
+            if fact["t"] == "value" and fact.get("latest") == 0 and fact["key"] not in self._history_keys:
+                continue  # an older result no condition can match (see _history_keys)
             if fact.get("pid") != pid:
                 raise CrossTalkError("a fact of another patient was handed to this evaluation")
             asserted.append({**fact, "id": next(counter), "sid": sid})

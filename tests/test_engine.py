@@ -358,3 +358,14 @@ class TestCrossFactTests:
                 print(exc)
         """)
         assert "write tests with m and ref from engine.dsl" in out
+
+
+def test_older_results_only_asserted_where_some_condition_reads_them(engine: Engine) -> None:
+    """latest() matches the newest result only: older ones of such keys are never asserted."""
+    assert "creatinine" in engine._history_keys  # the AKI rise compares two results
+    assert "heart_rate" not in engine._history_keys  # read as latest only
+    pid = "Patient/hist"
+    series = [value(pid, key, v, f"Observation/{key}{i}", hours_ago=1 + i) for key, v in
+              (("creatinine", 90), ("heart_rate", 80)) for i in range(3)]  # fmt: skip
+    asserted = engine.evaluate(pid, series, NOW).facts
+    assert asserted == 3 + 1  # three creatinine results, the newest heart rate only
