@@ -32,6 +32,7 @@ counts summed in the engine's second stratum (``score``), so they never depend o
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, absent, ever, fact, latest, m, present, ref
+from rulesets.codes import ASPIRIN, CT_HEAD, NEUROLOGY_REFERRAL
 from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 TIA = Code(SNOMED, "266257000", "Transient ischemic attack")
@@ -50,21 +51,21 @@ META = RuleMeta(
     actions=(
         Action(
             "Activate the stroke team / neurology now",
-            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            (NEUROLOGY_REFERRAL,),
             "ServiceRequest",
             0.25,
             tiers=("A",),
         ),
         Action(
             "Non-contrast CT head (with CT angiography); door-to-imaging 20 min or less",
-            (Code(LOINC, "30799-1", "CT Head WO contrast"),),
+            (CT_HEAD,),
             "ServiceRequest",
             1 / 3,
             tiers=("A",),
         ),
         Action(
             "Brain imaging (non-contrast CT head) within 24 h",
-            (Code(LOINC, "30799-1", "CT Head WO contrast"),),
+            (CT_HEAD,),
             "ServiceRequest",
             24,
             tiers=("B",),
@@ -95,14 +96,14 @@ META = RuleMeta(
         Action("Swallow screen before any food, drink or tablets", (), "Task", 1),
         Action(
             "TIA: aspirin 300 mg now",
-            (Code(RXNORM, "1191", "Aspirin"),),
+            (ASPIRIN,),
             "MedicationRequest",
             24,
             tiers=("B",),
         ),
         Action(
             "TIA: specialist review within 24 h",
-            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            (NEUROLOGY_REFERRAL,),
             "ServiceRequest",
             24,
             tiers=("B",),

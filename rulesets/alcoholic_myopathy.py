@@ -35,6 +35,7 @@ Choices where the reference is open:
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, fact, latest, m, present, result
+from rulesets.codes import CREATINE_KINASE, MAGNESIUM, POTASSIUM
 from rulesets.meta import ICD10CM, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
@@ -56,10 +57,10 @@ META = RuleMeta(
         Action(
             "Check potassium, magnesium, phosphate, CK and liver tests with the next bloods",
             (
-                Code(LOINC, "2823-3", "Potassium [Moles/volume] in Serum or Plasma"),
-                Code(LOINC, "2601-3", "Magnesium [Moles/volume] in Serum or Plasma"),
+                POTASSIUM,
+                MAGNESIUM,
                 Code(LOINC, "14879-1", "Phosphate [Moles/volume] in Serum or Plasma"),
-                Code(LOINC, "2157-6", "Creatine kinase [Enzymatic activity/volume] in Serum or Plasma"),
+                CREATINE_KINASE,
                 Code(
                     LOINC,
                     "2324-2",

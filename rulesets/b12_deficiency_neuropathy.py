@@ -31,6 +31,7 @@ B12 without a neurological finding.
 from __future__ import annotations
 
 from engine.dsl import DAY, WEEK, Rules, fact, latest, m, medication, patient, present
+from rulesets.codes import NEUROLOGY_REFERRAL
 from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
@@ -67,14 +68,14 @@ META = RuleMeta(
         ),
         Action(
             "Urgent neurology referral: the neurological picture is worsening",
-            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            (NEUROLOGY_REFERRAL,),
             "ServiceRequest",
             24,
             tiers=("A",),
         ),
         Action(
             "Neurology referral if there is weakness or ataxia",
-            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            (NEUROLOGY_REFERRAL,),
             "ServiceRequest",
             14 * 24,
             tiers=("B",),

@@ -25,6 +25,7 @@ post-operative haematoma), that is a new emergency and tier A still fires.
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Rules, fact, latest, m, new, present, procedure, ref
+from rulesets.codes import MRI_SPINE, NEUROSURGERY_REFERRAL, SPINAL_DECOMPRESSION, ULTRASOUND
 from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
@@ -48,7 +49,7 @@ META = RuleMeta(
             (
                 Code(LOINC, "91717-9", "MR Spine Lumbar and Sacrum WO contrast"),
                 Code(LOINC, "30679-5", "MR Lumbar spine WO contrast"),
-                Code(LOINC, "36531-2", "MR Spine WO contrast"),
+                MRI_SPINE,
             ),
             "ServiceRequest",
             4,
@@ -57,7 +58,7 @@ META = RuleMeta(
             "Bladder scan with post-void residual volume; catheterise if in retention "
             "(must not delay the MRI)",
             (
-                Code(SNOMED, "16310003", "Diagnostic ultrasonography"),
+                ULTRASOUND,
                 Code(SNOMED, "45211000", "Insertion of catheter"),
             ),
             "ServiceRequest",
@@ -71,13 +72,13 @@ META = RuleMeta(
         ),
         Action(
             "Referral to the on-call spinal/neurosurgical team",
-            (Code(SNOMED, "308482002", "Referral to neurosurgeon"),),
+            (NEUROSURGERY_REFERRAL,),
             "ServiceRequest",
             4,
         ),
         Action(
             "Surgical decompression if compression is confirmed (decided by the surgeon)",
-            (Code(SNOMED, "10836008", "Decompression of spinal cord"),),
+            (SPINAL_DECOMPRESSION,),
             "ServiceRequest",
             24,
         ),

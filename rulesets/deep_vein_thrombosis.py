@@ -58,9 +58,10 @@ from engine.dsl import (
     procedure,
     ref,
 )
+from rulesets.codes import ENOXAPARIN, ULTRASOUND
 from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
-ULTRASOUND = Code(SNOMED, "16310003", "Diagnostic ultrasonography")
+ULTRASOUND = ULTRASOUND
 D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma")
 
 META = RuleMeta(
@@ -103,7 +104,7 @@ META = RuleMeta(
                 Code(SNOMED, "182764009", "Anticoagulant therapy"),
                 Code(RXNORM, "1364430", "apixaban"),
                 Code(RXNORM, "1114195", "rivaroxaban"),
-                Code(RXNORM, "67108", "Enoxaparin"),
+                ENOXAPARIN,
             ),
             "MedicationRequest",
             1,

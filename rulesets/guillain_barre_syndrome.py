@@ -34,7 +34,20 @@ Choices where the reference leaves room:
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, WEEK, Rules, absent, ever, fact, latest, m, present, ref, result
-from rulesets.meta import CVX, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.codes import (
+    APHERESIS,
+    CSF_CELL_COUNT,
+    CSF_PROTEIN,
+    ECG,
+    ENOXAPARIN,
+    FVC,
+    ICU_REFERRAL,
+    IVIG,
+    LUMBAR_PUNCTURE,
+    NEUROLOGY_REFERRAL,
+    RESPIRATORY_FUNCTION,
+)
+from rulesets.meta import SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="guillain_barre_syndrome",
@@ -51,8 +64,8 @@ META = RuleMeta(
         Action(
             "Serial respiratory function: FVC (with MIP/MEP) every 4-6 h while progressing",
             (
-                Code(SNOMED, "23426006", "Measurement of respiratory function"),
-                Code(LOINC, "19870-5", "Forced vital capacity [Volume] Respiratory system"),
+                RESPIRATORY_FUNCTION,
+                FVC,
             ),
             "ServiceRequest",
             4,
@@ -60,7 +73,7 @@ META = RuleMeta(
         Action(
             "ICU/HDU assessment now",
             (
-                Code(SNOMED, "306258004", "Referral to intensive care specialist"),
+                ICU_REFERRAL,
                 Code(SNOMED, "309904001", "Intensive care"),
             ),
             "ServiceRequest",
@@ -69,16 +82,16 @@ META = RuleMeta(
         ),
         Action(
             "Neurology referral (same day)",
-            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            (NEUROLOGY_REFERRAL,),
             "ServiceRequest",
             12,
         ),
         Action(
             "Lumbar puncture: CSF protein and cell count",
             (
-                Code(SNOMED, "277762005", "Lumbar puncture"),
-                Code(LOINC, "2880-3", "Protein [Mass/volume] in Cerebral spinal fluid"),
-                Code(LOINC, "806-0", "Leukocytes [#/volume] in Cerebral spinal fluid by Manual count"),
+                LUMBAR_PUNCTURE,
+                CSF_PROTEIN,
+                CSF_CELL_COUNT,
             ),
             "ServiceRequest",
             24,
@@ -87,19 +100,17 @@ META = RuleMeta(
         Action(
             "Immunotherapy if unable to walk unaided (IVIG within 2 weeks or plasma exchange "
             "within 4 weeks of onset), decided by the neurologist",
-            (Code(CVX, "87", "immune globulin, intravenous"), Code(SNOMED, "127788007", "Apheresis")),
+            (IVIG, APHERESIS),
             "MedicationRequest",
             24,
         ),
         Action(
             "Cardiac and blood-pressure monitoring for autonomic instability",
-            (Code(SNOMED, "29303009", "Electrocardiographic procedure"),),
+            (ECG,),
             "ServiceRequest",
             1,
         ),
-        Action(
-            "VTE prophylaxis while immobile", (Code(RXNORM, "67108", "Enoxaparin"),), "MedicationRequest", 24
-        ),
+        Action("VTE prophylaxis while immobile", (ENOXAPARIN,), "MedicationRequest", 24),
     ),
 )
 

@@ -54,6 +54,7 @@ Choices where the reference is open:
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, fact, latest, m, present, ref
+from rulesets.codes import ECG, IV_THERAPY, MAGNESIUM
 from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 HYPOKALEMIA = Code(SNOMED, "43339004", "Hypokalemia")
@@ -97,7 +98,7 @@ META = RuleMeta(
         ),
         Action(
             "12-lead ECG and cardiac monitoring (potassium or calcium trigger)",
-            (Code(SNOMED, "29303009", "Electrocardiographic procedure"),),
+            (ECG,),
             "ServiceRequest",
             1,
             tiers=("A",),
@@ -111,7 +112,7 @@ META = RuleMeta(
         Action(
             "Check magnesium with the next bloods (low magnesium keeps potassium low)",
             (
-                Code(LOINC, "2601-3", "Magnesium [Moles/volume] in Serum or Plasma"),
+                MAGNESIUM,
                 Code(LOINC, "19123-9", "Magnesium [Mass/volume] in Serum or Plasma"),
             ),
             "ServiceRequest",
@@ -119,7 +120,7 @@ META = RuleMeta(
         ),
         Action(
             "Hypercalcaemia: IV fluids; hyperkalaemia: emergency treatment protocol",
-            (Code(SNOMED, "386340006", "Intravenous therapy"),),
+            (IV_THERAPY,),
             "MedicationRequest",
             1,
             tiers=("A",),

@@ -26,6 +26,7 @@ older than 3 months before the onset, cancelled or entered in error.
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, WEEK, Rules, ever, fact, latest, m, present, ref
+from rulesets.codes import CSF_CELL_COUNT, CSF_PROTEIN, LUMBAR_PUNCTURE, NEUROLOGY_REFERRAL
 from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
@@ -41,9 +42,9 @@ META = RuleMeta(
         Action(
             "Lumbar puncture: CSF cells, protein and paired serum/CSF Borrelia antibodies",
             (
-                Code(SNOMED, "277762005", "Lumbar puncture"),
-                Code(LOINC, "806-0", "Leukocytes [#/volume] in Cerebral spinal fluid by Manual count"),
-                Code(LOINC, "2880-3", "Protein [Mass/volume] in Cerebral spinal fluid"),
+                LUMBAR_PUNCTURE,
+                CSF_CELL_COUNT,
+                CSF_PROTEIN,
                 Code(LOINC, "6318-0", "Borrelia burgdorferi Ab [Units/volume] in Cerebral spinal fluid"),
                 Code(LOINC, "5060-9", "Borrelia burgdorferi Ab [Units/volume] in Serum"),
             ),
@@ -52,7 +53,7 @@ META = RuleMeta(
         ),
         Action(
             "Neurology referral (same week)",
-            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            (NEUROLOGY_REFERRAL,),
             "ServiceRequest",
             168,
         ),

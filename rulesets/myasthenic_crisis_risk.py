@@ -32,7 +32,8 @@ entered-in-error MG; a cancelled FVC or one with dataAbsentReason (never becomes
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, ever, fact, latest, m, new, present
-from rulesets.meta import CVX, LOINC, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.codes import APHERESIS, FVC, ICU_REFERRAL, IVIG, NEUROLOGY_REFERRAL, RESPIRATORY_FUNCTION
+from rulesets.meta import SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="myasthenic_crisis_risk",
@@ -50,7 +51,7 @@ META = RuleMeta(
         Action(
             "ICU/HDU review now; prepare for non-invasive or invasive ventilation",
             (
-                Code(SNOMED, "306258004", "Referral to intensive care specialist"),
+                ICU_REFERRAL,
                 Code(SNOMED, "428311008", "Non-invasive ventilation"),
             ),
             "ServiceRequest",
@@ -60,21 +61,21 @@ META = RuleMeta(
         Action(
             "Serial respiratory function: FVC (with MIP) every 2-4 h while unstable",
             (
-                Code(SNOMED, "23426006", "Measurement of respiratory function"),
-                Code(LOINC, "19870-5", "Forced vital capacity [Volume] Respiratory system"),
+                RESPIRATORY_FUNCTION,
+                FVC,
             ),
             "ServiceRequest",
             2,
         ),
         Action(
             "Neurology referral (same day)",
-            (Code(SNOMED, "308474002", "Referral to neurologist"),),
+            (NEUROLOGY_REFERRAL,),
             "ServiceRequest",
             12,
         ),
         Action(
             "Rescue immunotherapy: IVIG or plasma exchange, decided by the neurologist",
-            (Code(CVX, "87", "immune globulin, intravenous"), Code(SNOMED, "127788007", "Apheresis")),
+            (IVIG, APHERESIS),
             "MedicationRequest",
             24,
         ),

@@ -40,7 +40,8 @@ Condition; an ABI older than 24 months.
 from __future__ import annotations
 
 from engine.dsl import DAY, Rules, fact, latest, m, new, patient, present
-from rulesets.meta import FINDING_SYSTEM, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.codes import ASPIRIN
+from rulesets.meta import FINDING_SYSTEM, SNOMED, Action, Code, RuleMeta, Tier
 
 ROUTINE_HOURS = 14 * 24  # "routine": days to weeks (0.3)
 VASCULAR_REFERRAL = Code(SNOMED, "307777008", "Referral to vascular surgeon")
@@ -84,7 +85,7 @@ META = RuleMeta(
         Action("Vascular surgery referral", (VASCULAR_REFERRAL,), "ServiceRequest", ROUTINE_HOURS, ("C",)),
         Action(
             "Antiplatelet and lipid-lowering therapy; risk-factor control (smoking, diabetes)",
-            (Code(RXNORM, "1191", "Aspirin"),),
+            (ASPIRIN,),
             "MedicationRequest",
             ROUTINE_HOURS,
         ),

@@ -39,6 +39,7 @@ Choices where the reference is open:
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Prior, Rules, fact, latest, m, present, ref, result
+from rulesets.codes import CREATINE_KINASE, ECG, IV_THERAPY, POTASSIUM
 from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
@@ -58,16 +59,16 @@ META = RuleMeta(
     actions=(
         Action(
             "Early IV isotonic fluids",
-            (Code(SNOMED, "386340006", "Intravenous therapy"),),
+            (IV_THERAPY,),
             "MedicationRequest",
             0.5,
         ),
         Action(
             "Repeat CK, creatinine and potassium every 6-12 h; urine myoglobin",
             (
-                Code(LOINC, "2157-6", "Creatine kinase [Enzymatic activity/volume] in Serum or Plasma"),
+                CREATINE_KINASE,
                 Code(LOINC, "2160-0", "Creatinine [Mass/volume] in Serum or Plasma"),
-                Code(LOINC, "2823-3", "Potassium [Moles/volume] in Serum or Plasma"),
+                POTASSIUM,
                 Code(LOINC, "2641-9", "Myoglobin [Mass/volume] in Urine"),
             ),
             "ServiceRequest",
@@ -75,7 +76,7 @@ META = RuleMeta(
         ),
         Action(
             "ECG if potassium is high",
-            (Code(SNOMED, "29303009", "Electrocardiographic procedure"),),
+            (ECG,),
             "ServiceRequest",
             0.5,
         ),

@@ -41,7 +41,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.dsl import DAY, Rules, ever, fact, m, medication, new, present, procedure, ref
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.codes import ENOXAPARIN, MRI_SPINE, NEUROSURGERY_REFERRAL, SPINAL_DECOMPRESSION, ULTRASOUND
+from rulesets.meta import RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="spinal_cord_compression",
@@ -57,14 +58,14 @@ META = RuleMeta(
     actions=(
         Action(
             "MRI of the whole spine now (within 24 h at most)",
-            (Code(LOINC, "36531-2", "MR Spine WO contrast"),),
+            (MRI_SPINE,),
             "ServiceRequest",
             24,
             tiers=("A",),
         ),
         Action(
             "MRI of the whole spine within 1 week (suspected spinal metastases)",
-            (Code(LOINC, "36531-2", "MR Spine WO contrast"),),
+            (MRI_SPINE,),
             "ServiceRequest",
             168,
             tiers=("B",),
@@ -92,14 +93,14 @@ META = RuleMeta(
         ),
         Action(
             "Spinal surgery opinion after the MRI",
-            (Code(SNOMED, "308482002", "Referral to neurosurgeon"),),
+            (NEUROSURGERY_REFERRAL,),
             "ServiceRequest",
             24,
             tiers=("A",),
         ),
         Action(
             "Surgical decompression if compression is confirmed (decided by the surgeon)",
-            (Code(SNOMED, "10836008", "Decompression of spinal cord"),),
+            (SPINAL_DECOMPRESSION,),
             "ServiceRequest",
             24,
             tiers=("A",),
@@ -112,14 +113,14 @@ META = RuleMeta(
         ),
         Action(
             "Bladder scan if urinary retention is suspected (same day)",
-            (Code(SNOMED, "16310003", "Diagnostic ultrasonography"),),
+            (ULTRASOUND,),
             "ServiceRequest",
             12,
             tiers=("A",),
         ),
         Action(
             "VTE prophylaxis while immobile (same day)",
-            (Code(RXNORM, "67108", "Enoxaparin"),),
+            (ENOXAPARIN,),
             "MedicationRequest",
             12,
             tiers=("A",),
