@@ -32,6 +32,7 @@ __all__ = [
     "fhir_instant",
     "flag_for",
     "patient_transaction",
+    "prune_empty",
 ]
 
 FLAG_PRIORITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/flag-priority"
@@ -66,13 +67,14 @@ def fhir_instant(epoch_seconds: float) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _prune(value: Any) -> Any:
-    """Drop None, "", [] and {} recursively: FHIR forbids empty elements."""
+def prune_empty(value: Any) -> Any:
+    """Drop None, "", [] and {} recursively: FHIR forbids empty elements, CDS Hooks null and
+    empty values."""
     if isinstance(value, dict):
-        pruned = {k: _prune(v) for k, v in value.items()}
+        pruned = {k: prune_empty(v) for k, v in value.items()}
         return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
     if isinstance(value, list):
-        return [v for v in (_prune(v) for v in value) if v not in (None, "", [], {})]
+        return [v for v in (prune_empty(v) for v in value) if v not in (None, "", [], {})]
     return value
 
 
@@ -144,7 +146,7 @@ def flag_for(alert: Alert, meta: RuleMeta, author: str = ENGINE_DEVICE_URL) -> d
     """The Flag of one alert (red-flags.md 16.1); ``author`` references the engine Device."""
     _check_meta(alert, meta)
     category = {"system": FLAG_CATEGORY_SYSTEM, "code": "clinical", "display": "Clinical"}
-    return _prune(
+    return prune_empty(
         {
             "resourceType": "Flag",
             "extension": [_priority_extension(alert.severity)],
@@ -205,7 +207,7 @@ def careplan_for(
     """The proposed CarePlan of one alert (red-flags.md 16.2); a clinician activates it."""
     _check_meta(alert, meta)
     evidence = dict.fromkeys(alert.evidence)  # first-seen order, no duplicates
-    return _prune(
+    return prune_empty(
         {
             "resourceType": "CarePlan",
             "identifier": [{"system": CAREPLAN_EPISODE_SYSTEM, "value": episode_identifier(alert)}],
@@ -309,7 +311,7 @@ def alert_concept_map(
                     targets.append(target)
             element = {"code": meta.id, "display": meta.title, "target": targets}
             groups.setdefault((ALERT_SYSTEM, system), []).append(element)
-    concept_map = _prune(
+    concept_map = prune_empty(
         {
             "resourceType": "ConceptMap",
             "url": CONCEPT_MAP_URL,

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from engine.alert import Alert, Criterion
-from redflags.service.cards import SUMMARY_MAX, cds_response, detail, strip_empty, summary
+from fhir_adapters.output import prune_empty
+from redflags.service.cards import SUMMARY_MAX, cds_response, detail, summary
 from redflags.service.cds_request import CdsRequestError
 from redflags.service.fhir_client import is_loopback, origin
 from redflags.service.prefetch import fill
@@ -34,7 +35,7 @@ def _alert(**changes: object) -> Alert:
 
 def test_strip_empty_removes_null_and_empty_at_any_depth_and_keeps_zero_and_false() -> None:
     value = {"a": None, "b": "", "c": [], "d": {}, "e": [{"x": None}, "", {"y": [None]}], "f": 0, "g": False}
-    assert strip_empty(value) == {"f": 0, "g": False}
+    assert prune_empty(value) == {"f": 0, "g": False}
 
 
 def test_summary_names_rule_and_tier_and_stays_under_140_characters() -> None:

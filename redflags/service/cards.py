@@ -6,7 +6,8 @@ identifier (the client has no Device entry to resolve a ``urn:uuid``), and the C
 the Flag by the id it carries in the same suggestion (the client processes a suggestion's actions
 as one transaction with ``fhirServer`` as base, so ``Flag/<id>`` is rewritten to the new id).
 Card and suggestion uuids derive from the hookInstance: unique per call, stable on a retry.
-The specification forbids null and empty values: ``strip_empty`` removes them everywhere.
+The specification forbids null and empty values: ``prune_empty`` (shared with the FHIR output)
+removes them everywhere.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.alert import Alert, severity_rank
-from fhir_adapters.output import ENGINE_DEVICE, careplan_for, episode_identifier, flag_for
+from fhir_adapters.output import ENGINE_DEVICE, careplan_for, episode_identifier, flag_for, prune_empty
 from rulesets.meta import CANONICAL_BASE, RuleMeta
 
 OVERRIDE_REASON_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/override-reason"
@@ -53,16 +54,6 @@ class IssuedCard:
     rule: str
     tier: str
     indicator: str
-
-
-def strip_empty(value: Any) -> Any:
-    """Drop None, "", [] and {} recursively (CDS Hooks: no null or empty values)."""
-    if isinstance(value, dict):
-        pruned = {k: strip_empty(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
-    if isinstance(value, list):
-        return [v for v in (strip_empty(v) for v in value) if v not in (None, "", [], {})]
-    return value
 
 
 def override_reasons() -> list[dict[str, str]]:
@@ -183,6 +174,6 @@ def cds_response(
         if action is not None:
             actions.append(action)
     response: dict[str, Any] = {"cards": cards, "systemActions": actions}
-    cleaned = strip_empty(response)
+    cleaned = prune_empty(response)
     cleaned["cards"] = cleaned.get("cards", [])  # the one array that stays, even when empty
     return cleaned, issued

@@ -18,6 +18,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
 from fhir_adapters.intake import group
+from fhir_adapters.output import prune_empty
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import ShownCard
 from redflags.logs import patient_token
@@ -25,7 +26,7 @@ from redflags.pipeline import Pipeline
 from redflags.service import feedback
 from redflags.service.auth import cds_client
 from redflags.service.body import media_type_problem
-from redflags.service.cards import IssuedCard, cds_response, strip_empty
+from redflags.service.cards import IssuedCard, cds_response
 from redflags.service.cds_request import HOOK_CONTEXT, CdsRequest, CdsRequestError, parse
 from redflags.service.evaluation import evaluate
 from redflags.service.outcome import outcome
@@ -63,7 +64,7 @@ class CdsService:
     usage_requirements: str | None = None
 
     def discovery(self) -> dict[str, Any]:
-        return strip_empty(
+        return prune_empty(
             {
                 "hook": self.hook,
                 "title": self.title,
