@@ -99,9 +99,8 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive("known_cancer", ever(key))
     r.derive("active_cancer", present("cancer_any"))
 
-    # A join fails the whole evaluation (durable error 311) when the fact it refers to lacks the
-    # property, so every referred fact is first required to carry it (an undated Condition, an
-    # MRC grade without a muscle group or without a number).
+    # Only facts that carry what the comparison reads can take part (an undated Condition, an MRC
+    # grade without a muscle group or a number cannot show a change); filtered before pairing.
     gap, drop = p["progression_gap_h"] * HOUR, p["progression_drop"]
     r.derive(
         "weakness_progression",

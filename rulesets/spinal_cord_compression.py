@@ -273,19 +273,15 @@ def define(r: Rules, p: dict[str, float]) -> None:
                 procedure(done).where(lambda p_: m.ts >= ref(p_, 0).v, "on or after the findings"),
                 reason=f"{done.replace('_', ' ')} already completed after the findings",
             )
-        # A resolved cord compression that began or abated after the branch's newest finding
-        # (compared in Python: durable-rules crashed on this join written as a constraint).
-        r.derive(
-            f"{trigger}_resolved",
-            fact(trigger),
-            ever("cord_compression_dx").where(lambda _p: m.cur == 0, "resolved"),
-            value=lambda f: float(
-                max(f[1].get("onset", 0), f[1].get("abated", 0)) >= f[0].get("v", _UNKNOWN_TIME)
-            ),
-            text="cord compression resolved after the findings",
-        )
+        # A resolved cord compression that began or abated after the branch's newest finding.
         r.block(
             tier,
-            fact(f"{trigger}_resolved").where(lambda _p: m.v == 1, "(yes)"),
+            fact(trigger),
+            ever("cord_compression_dx")
+            .where(lambda _p: m.cur == 0, "resolved")
+            .where(
+                lambda p_: (m.onset >= ref(p_, 0).v) | (m.abated >= ref(p_, 0).v),
+                "begun or abated after the findings",
+            ),
             reason="cord compression of this episode already resolved",
         )
