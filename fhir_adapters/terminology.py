@@ -15,7 +15,7 @@ Only mappings that make the local code imply its target count (``COUNTED_EQUIVAL
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,7 +238,3 @@ def load(extra_dirs: Sequence[Path] = (), conceptmaps: Sequence[Path] = ()) -> T
     for doc, source in maps:
         _map_one(term, doc, source)
     return term
-
-
-def used_keys(term: Terminology) -> Iterable[str]:
-    return term.keys.keys()
