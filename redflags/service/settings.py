@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
@@ -27,7 +27,6 @@ class ServiceSettings:
     fhir_timeout_s: float = 10.0  # budget for all fhirServer reads of one CDS Hooks call
     now: str | None = None  # fixed evaluation time (ISO dateTime), tests and demos only
     log_level: str = "info"
-    extra: dict[str, str] = field(default_factory=dict)
 
     def to_env(self) -> None:
         os.environ[ENV] = orjson.dumps(asdict(self)).decode()
