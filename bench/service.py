@@ -116,10 +116,10 @@ def _free_port() -> int:
 
 def _start(workers: int, tmp: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "warning", "serve", "--port", str(port),
+    cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "error", "serve", "--port", str(port),
            "--workers", str(workers), "--allow-unauthenticated", "--now", NOW_TEXT,
            "--feedback-db", str(tmp / "feedback.sqlite")]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

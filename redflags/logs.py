@@ -17,8 +17,22 @@ import structlog
 _SALT = os.urandom(16)
 
 
+def salt() -> bytes:
+    return _SALT
+
+
+def share_salt(value: bytes) -> None:
+    """Use another process's salt, so both give a patient the same token (engine processes)."""
+    global _SALT
+    _SALT = value
+
+
 def patient_token(pid: str) -> str:
-    """A pseudonym that is stable within this process and meaningless outside it."""
+    """A pseudonym that is stable within this run and meaningless outside it.
+
+    The service's engine processes take the HTTP process's salt (``share_salt``), so a
+    patient has one token across them.
+    """
     return hashlib.blake2b(pid.encode(), key=_SALT, digest_size=6).hexdigest()
 
 
@@ -32,6 +46,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # one write per line: the service's engine processes share the HTTP process's stderr
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )

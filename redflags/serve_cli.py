@@ -24,7 +24,8 @@ log = structlog.get_logger("redflags.serve")
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Worker processes (the rules engine is single-threaded per process).",
+    help="Engine processes (the rules engine is single-threaded per process); one HTTP process "
+    "hands each evaluation to the next free one.",
 )
 @click.option(
     "--config",
@@ -125,6 +126,7 @@ def serve_command(
         fhir_timeout_s=fhir_timeout,
         now=now_text,
         log_level=click.get_current_context().find_root().params.get("log_level") or "info",
+        engine_processes=workers,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)
@@ -134,10 +136,10 @@ def serve_command(
     uvicorn.run(
         "redflags.service.app:app_from_env",
         factory=True,
-        http="redflags.service.http_protocol:NoDelayH11Protocol",
+        http="redflags.service.http_protocol:NoDelayHttpToolsProtocol",
+        loop="uvloop",
         host=host,
         port=port,
-        workers=workers,
         access_log=False,  # the app logs each request as structlog JSON, with its request id
         log_level="warning",
     )

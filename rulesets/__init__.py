@@ -24,6 +24,7 @@ from rulesets import (
     rhabdomyolysis,
     spinal_cord_compression,
 )
+from rulesets.meta import RuleMeta
 
 MODULES: tuple[ModuleType, ...] = (
     common,
@@ -41,4 +42,7 @@ MODULES: tuple[ModuleType, ...] = (
     rhabdomyolysis,
 )
 
-__all__ = ["MODULES"]
+#: The rules by public id (modules with a ``META``): what a process that runs no engine needs.
+RULES: dict[str, RuleMeta] = {m.META.id: m.META for m in MODULES if getattr(m, "META", None)}
+
+__all__ = ["MODULES", "RULES"]

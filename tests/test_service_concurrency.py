@@ -1,12 +1,13 @@
 """Concurrent ``$evaluate`` calls never mix patients, and the event loop stays free meanwhile.
 
-The rules engine is process-global and single-threaded (one engine thread per process, worker
+The rules engine is process-global and single-threaded (one engine per process, engine
 processes for cores): these tests fire many requests at once, each for its own patient, at two
-worker processes, and check every answer holds exactly its patient's alerts and nothing else.
+engine processes, and check every answer holds exactly its patient's alerts and nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -107,7 +108,9 @@ def test_concurrent_requests_never_mix_patients(tmp_path: Path) -> None:
             answers = list(pool.map(call, range(REQUESTS)))
         log = service.log()
 
-    assert log.count('"event": "service_ready"') == 2  # two worker processes, each its own engine
+    assert log.count('"event": "engine_ready"') == 2  # two engine processes, each its own engine
+    engines = {line["engine"] for line in map(json.loads, log.splitlines()) if line["event"] == "alert"}
+    assert len(engines) == 2  # the requests were spread over both
     assert sum(1 for _i, c, _r in answers if c.alerts) > REQUESTS // 2
     for index, case, response in answers:
         patient = f"Patient/cc{index:04d}x"
@@ -122,7 +125,7 @@ def test_concurrent_requests_never_mix_patients(tmp_path: Path) -> None:
 
 
 def test_health_answers_while_a_large_evaluation_runs(tmp_path: Path) -> None:
-    """One worker process busy with seconds of rules work still answers /healthz at once."""
+    """The one engine process busy with seconds of rules work: /healthz still answers at once."""
     v01 = load(FIXTURES / "vignettes" / "V01-ces-positive.json")
     copies = [with_patient_id(v01, "v01", f"big{i:04d}") for i in range(1000)]
     big = {"resourceType": "Bundle", "type": "collection", "entry": [e for c in copies for e in c["entry"]]}

@@ -1,7 +1,8 @@
-"""The ASGI application: one Pipeline per process, request ids in every log line."""
+"""The ASGI application: HTTP here, evaluations in the engine processes, request ids in every log line."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,19 +13,15 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
-from redflags import config, logs
-from redflags.pipeline import Pipeline
+from redflags import logs
 from redflags.service import cds, feedback, fhir_evaluate
 from redflags.service.auth import Authenticator
+from redflags.service.engine_pool import EnginePool, quiet_gc
 from redflags.service.limits import BodySizeLimit
 from redflags.service.settings import ServiceSettings
+from rulesets import RULES
 
 log = structlog.get_logger("redflags.service")
-
-
-def build_pipeline(settings: ServiceSettings) -> Pipeline:
-    site = config.load(settings.path("config"))
-    return Pipeline.from_config(site)
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -32,13 +29,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pipeline = build_pipeline(settings)
+        app.state.engines = EnginePool(settings.engine_processes, settings.config, settings.log_level)
         app.state.feedback_store = feedback.open_store(settings)
-        log.info("service_ready", rules=len(app.state.pipeline.engine.metas))
         try:
+            await asyncio.get_running_loop().run_in_executor(None, app.state.engines.start)
+            quiet_gc()
+            log.info("service_ready", rules=len(RULES), engine_processes=settings.engine_processes)
             yield
         finally:
             app.state.feedback_store.close()
+            app.state.engines.close()
 
     app = FastAPI(
         title="redflags",
@@ -83,8 +83,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> dict[str, object]:
-        pipeline: Pipeline = request.app.state.pipeline
-        return {"status": "ok", "version": version("redflags"), "rules": sorted(pipeline.engine.metas)}
+        return {"status": "ok", "version": version("redflags"), "rules": sorted(RULES)}
 
     app.include_router(fhir_evaluate.router)
     return app

@@ -31,18 +31,15 @@ from redflags.feedback_store import (
 )
 from redflags.service.auth import cds_client
 from redflags.service.body import media_type_problem
+from redflags.service.cds_services import SERVICES
 from redflags.service.outcome import outcome_response
 from redflags.service.settings import ServiceSettings
 
 log = structlog.get_logger("redflags.service.feedback")
 
-#: Until the CDS service registry (redflags/service/cds.py) is merged: the services issue 4 asks for.
-
 
 def service_exists(service_id: str) -> bool:
     """Whether ``/cds-services/{service_id}`` is one of the services discovery lists."""
-    from redflags.service.cds import SERVICES  # cds records shown cards here: import late
-
     return service_id in SERVICES
 
 

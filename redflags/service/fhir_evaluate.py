@@ -14,12 +14,12 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import structlog
-from anyio import to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -31,7 +31,7 @@ from fhir_adapters.times import parse_now
 from redflags import logs
 from redflags.pipeline import PatientResult
 from redflags.service.auth import engine_client
-from redflags.service.evaluation import evaluate
+from redflags.service.engine_pool import EnginePool, pipeline
 from redflags.service.fhir_input import (
     INPUT_PARAMETERS,
     BadInput,
@@ -121,30 +121,42 @@ async def evaluate_operation(
         body = await request.body()
         fixed = request.app.state.settings.now  # redflags serve --now: every call at that time
         default_now = parse_now(fixed) if fixed else int(time.time())
-        given = await to_thread.run_sync(read_body, body, now, default_now)
+        engines: EnginePool = request.app.state.engines
+        done = await engines.run(evaluate_body, body, now, default_now)
     except BadInput as exc:
         log.info("evaluate_refused", status=exc.status)  # the message may quote the body: not logged
         code = _STATUS_CODES.get(exc.status, "invalid")
         refusal = outcome(exc.message, code, expression=_paths(exc.expression))
         return FhirResponse(refusal, status_code=exc.status)
-    pipeline = request.app.state.pipeline
-    try:
-        results = await evaluate(pipeline, given.intake, given.now)
-        content = await to_thread.run_sync(_render, given, results, pipeline.engine.metas)
     except Exception as exc:  # a bug, not the sender's fault: no message (it may name patients)
         log.error("evaluate_failed", error=type(exc).__name__, at=_where(exc))
         return FhirResponse(outcome("evaluation failed (server error)", "exception"), status_code=500)
+    log.info("evaluated", patients=done.patients, alerts=done.alerts, issues=done.issues)
+    return Response(done.content, media_type=FHIR_JSON)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    content: bytes  # the collection Bundle, JSON
+    patients: int
+    alerts: int
+    issues: int
+
+
+def evaluate_body(body: bytes, query_now: str | None, default_now: int) -> Evaluated:
+    """Read, evaluate and render one body: the work of an engine process (``engine_pool``)."""
+    given = read_body(body, query_now, default_now)
+    results = pipeline().evaluate(given.intake, given.now)
     for result in results:
+        token = logs.patient_token(result.pid)
         for alert in result.alerts:
-            token = logs.patient_token(result.pid)
             log.info("alert", rule=alert.rule, severity=alert.severity, patient=token)
-    log.info(
-        "evaluated",
-        patients=len(results),
-        alerts=sum(len(r.alerts) for r in results),
-        issues=len(given.intake.issues) + sum(len(r.issues) for r in results),
+    return Evaluated(
+        orjson.dumps(answer(given, results, pipeline().engine.metas)),
+        len(results),
+        sum(len(r.alerts) for r in results),
+        len(given.intake.issues) + sum(len(r.issues) for r in results),
     )
-    return Response(content, media_type=FHIR_JSON)
 
 
 def answer(given: EvaluationInput, results: list[PatientResult], metas: Mapping[str, RuleMeta]) -> dict:
@@ -192,10 +204,6 @@ def operation_outcome(given: EvaluationInput, results: list[PatientResult]) -> d
             }
         )
     return {"resourceType": "OperationOutcome", "issue": head + issues}
-
-
-def _render(given: EvaluationInput, results: list[PatientResult], metas: Mapping[str, RuleMeta]) -> bytes:
-    return orjson.dumps(answer(given, results, metas))
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

@@ -58,6 +58,9 @@ class BadInput(Exception):
         self.expression = expression
         self.status = status
 
+    def __reduce__(self) -> tuple[type[BadInput], tuple[str, str | None, int]]:
+        return (BadInput, (self.message, self.expression, self.status))  # from an engine process
+
 
 @dataclass(slots=True)
 class EvaluationInput:

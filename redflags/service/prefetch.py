@@ -9,7 +9,8 @@ filled template. If that cannot be done the call answers 412 (``PrefetchUnavaila
 Plain-http ``fhirServer`` URLs are refused: the bearer token and the patient's record would
 cross the network in clear, and the specification requires https for production data.
 ``--allow-http-fhir`` lifts this for loopback addresses only (tests), never for a remote host.
-Blocking (``requests``): run it on a worker thread.
+``read_prefetch`` reads the request alone; ``gather`` also reads fhirServer, blocking
+(``requests``): run it on a worker thread.
 """
 
 from __future__ import annotations
@@ -107,11 +108,24 @@ def _check_server(call: CdsRequest, settings: ServiceSettings, missing: list[str
     return call.fhir_server
 
 
-def gather(templates: Mapping[str, str], call: CdsRequest, settings: ServiceSettings) -> Gathered:
-    """Every resource the templates ask for: prefetched where given, else read from fhirServer."""
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """What the request itself carries, and what is still to be read from fhirServer."""
+
+    found: list[Found]
+    to_fetch: list[tuple[str, str]]  # (key, filled template)
+    to_continue: list[tuple[str, dict[str, Any]]]  # prefetched Bundles with a next link
+
+    @property
+    def complete(self) -> bool:
+        return not (self.to_fetch or self.to_continue)
+
+
+def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
+    """The prefetched resources, checked; no I/O (an engine process runs it)."""
     found: list[Found] = []
-    to_fetch: list[tuple[str, str]] = []  # (key, filled template)
-    to_continue: list[tuple[str, dict[str, Any]]] = []  # prefetched Bundles with a next link
+    to_fetch: list[tuple[str, str]] = []
+    to_continue: list[tuple[str, dict[str, Any]]] = []
     for key in sorted(templates):
         query = fill(templates[key], call.context)
         value = call.prefetch.get(key, _MISSING)
@@ -132,21 +146,29 @@ def gather(templates: Mapping[str, str], call: CdsRequest, settings: ServiceSett
             found.append((where, _read_value(key, value, query), None))
         else:
             found.append((where, value, None))
-    if not to_fetch and not to_continue:
-        return Gathered(_unique(found), (), 0)
+    return Prefetched(_unique(found), to_fetch, to_continue)
 
+
+def gather(templates: Mapping[str, str], call: CdsRequest, settings: ServiceSettings) -> Gathered:
+    """Every resource the templates ask for: prefetched where given, else read from fhirServer."""
+    given = read_prefetch(templates, call)
+    if given.complete:
+        return Gathered(given.found, (), 0)
+    found = list(given.found)
     server = _check_server(
-        call, settings, [k for k, _ in to_fetch] + [f"later pages of {k}" for k, _ in to_continue]
+        call,
+        settings,
+        [k for k, _ in given.to_fetch] + [f"later pages of {k}" for k, _ in given.to_continue],
     )
     token = call.authorization.access_token if call.authorization else None
     try:
         with FhirReadClient(server, access_token=token, budget_s=settings.fhir_timeout_s) as client:
-            for key, bundle in to_continue:
+            for key, bundle in given.to_continue:
                 pages = client.pages(bundle, f"prefetch.{key}")
                 next(pages)  # the first page came with the request
                 for n, page in enumerate(pages, start=2):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
-            for key, query in to_fetch:
+            for key, query in given.to_fetch:
                 if _READ.match(query):
                     resource = client.read(query, key)
                     if resource is not None:
@@ -157,7 +179,7 @@ def gather(templates: Mapping[str, str], call: CdsRequest, settings: ServiceSett
             requests = client.requests
     except FhirUnavailable as exc:
         raise PrefetchUnavailable(str(exc)) from None
-    return Gathered(_unique(found), tuple(k for k, _ in to_fetch), requests)
+    return Gathered(_unique(found), tuple(k for k, _ in given.to_fetch), requests)
 
 
 def _unique(found: list[Found]) -> list[Found]:

@@ -27,6 +27,7 @@ class ServiceSettings:
     fhir_timeout_s: float = 10.0  # budget for all fhirServer reads of one CDS Hooks call
     now: str | None = None  # fixed evaluation time (ISO dateTime), tests and demos only
     log_level: str = "info"
+    engine_processes: int = 1  # redflags serve --workers: engine processes behind the HTTP one
 
     def to_env(self) -> None:
         os.environ[ENV] = orjson.dumps(asdict(self)).decode()
