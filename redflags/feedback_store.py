@@ -170,7 +170,7 @@ class SqliteFeedbackStore:
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _write holds it around _transaction
         self.path = path
 
     @classmethod
@@ -244,22 +244,34 @@ class SqliteFeedbackStore:
                     self._conn.execute("ROLLBACK")
                 raise
 
-    def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+    def _write(self, sql: str, rows: list[tuple[object, ...]], *, sync: str = "FULL") -> None:
+        """``sync``: FULL survives power loss; NORMAL (WAL) survives a crash of this process only."""
         if not rows:
             return
         try:
-            with self._transaction() as conn:
-                conn.executemany(sql, rows)
+            with self._lock:
+                self._conn.execute(f"PRAGMA synchronous={sync}")
+                try:
+                    with self._transaction() as conn:
+                        conn.executemany(sql, rows)
+                finally:
+                    self._conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"{self.path}: feedback database write failed: {exc}") from None
 
     def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
-        """Remember which rule each card uuid stands for; a uuid already recorded keeps its first row."""
+        """Remember which rule each card uuid stands for; a uuid already recorded keeps its first row.
+
+        Written on every call that shows a card, so without waiting for the disk (NORMAL): a
+        crash of the service loses nothing; a power cut may lose the last rows, and feedback on
+        those cards is then kept as "unknown card".
+        """
         when = iso(shown_at)
         self._write(
             "INSERT INTO card_shown (card, service, rule, tier, indicator, shown_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (card) DO NOTHING",
             [(c.card, service_id, c.rule, c.tier, c.indicator, when) for c in cards],
+            sync="NORMAL",
         )
 
     def record_feedback(

@@ -136,8 +136,7 @@ def serve_command(
     uvicorn.run(
         "redflags.service.app:app_from_env",
         factory=True,
-        http="redflags.service.http_protocol:NoDelayHttpToolsProtocol",
-        loop="uvloop",
+        http="httptools",
         host=host,
         port=port,
         access_log=False,  # the app logs each request as structlog JSON, with its request id

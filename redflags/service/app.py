@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from redflags import logs
@@ -18,6 +16,7 @@ from redflags.service import cds, feedback, fhir_evaluate
 from redflags.service.auth import Authenticator
 from redflags.service.engine_pool import EnginePool, quiet_gc
 from redflags.service.limits import BodySizeLimit
+from redflags.service.request_log import RequestLog
 from redflags.service.settings import ServiceSettings
 from rulesets import RULES
 
@@ -57,26 +56,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next) -> Response:  # noqa: ANN001
-        rid = uuid.uuid4().hex[:16]
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
-        response.headers["X-Request-ID"] = rid
-        log.info(
-            "request",
-            request_id=rid,
-            method=request.method,
-            # the route template, never the raw path: it may carry patient ids (/fhir/Patient/123)
-            route=request.scope["route"].path if request.scope.get("route") else "(no route)",
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        return response
+    app.add_middleware(RequestLog)  # outermost: every answer, CORS and 413 included, is logged
 
     app.include_router(cds.router)
     app.include_router(feedback.router)

@@ -59,13 +59,19 @@ def quiet_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _start(config_path: str | None, log_level: str, salt: bytes) -> None:
+def start_here(config_path: str | None) -> Pipeline:
+    """Make this process an engine process (the pool's initializer; benchmarks call it too)."""
     global _pipeline
-    logs.configure(log_level)
-    logs.share_salt(salt)
     _pipeline = Pipeline.from_config(config.load(Path(config_path) if config_path else None))
     quiet_gc()
-    log.info("engine_ready", engine=os.getpid(), rules=len(_pipeline.engine.metas))
+    return _pipeline
+
+
+def _start(config_path: str | None, log_level: str, salt: bytes) -> None:
+    logs.configure(log_level)
+    logs.share_salt(salt)
+    rules = len(start_here(config_path).engine.metas)
+    log.info("engine_ready", engine=os.getpid(), rules=rules)
 
 
 def _ready() -> int:
