@@ -34,11 +34,15 @@ _thread: EngineThread | None = None
 
 
 class EngineThread:
-    """A single worker thread that owns every durable-rules call of the process."""
+    """A single worker thread that owns every durable-rules call of the process.
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redflags-engine")
-        self._ident = self._pool.submit(threading.get_ident).result()
+    ``own=False``: the calling thread is the engine thread (a process that does nothing else,
+    like the service's engine processes, saves a thread hand-off per call).
+    """
+
+    def __init__(self, own: bool = True) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="redflags-engine") if own else None
+        self._ident = self._pool.submit(threading.get_ident).result() if self._pool else threading.get_ident()
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the engine thread (directly when already there) and return its result.
@@ -48,6 +52,8 @@ class EngineThread:
         """
         if threading.get_ident() == self._ident:
             return fn()
+        if self._pool is None:
+            raise RuntimeError("this process's rules engine runs on the thread that started it only")
         return self._pool.submit(contextvars.copy_context().run, fn).result()
 
     @property
@@ -61,6 +67,15 @@ def engine_thread() -> EngineThread:
         if _thread is None:
             _thread = EngineThread()
         return _thread
+
+
+def run_engine_here() -> None:
+    """Make the calling thread the engine thread; call it before the first Engine is built."""
+    global _thread
+    with _lock:
+        if _thread is not None:
+            raise RuntimeError("the engine thread of this process is already chosen")
+        _thread = EngineThread(own=False)
 
 
 def host() -> _QuietHost:

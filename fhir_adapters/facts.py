@@ -170,21 +170,27 @@ def _keys(
 ) -> list[Match]:
     """Finding keys a code means here, honouring body-site qualifiers and resource types."""
     found: dict[str, Match] = {}
-    res_text = _free_text(res)
-    site_path = path.rsplit(".", 1)[0] + ".bodySite"
-    site_codes = [c for s in sites for c in _codings(s, site_path)]
+    res_text: str | None = None  # both read only when a match needs them (most codes match nothing)
+    site_codes: list[tuple[str, str]] | None = None
     for system, code in _codings(concept, path):
         for match in term.matches(system, code):
             info = term.keys.get(match.key)
             if info and info.resource_types and rtype not in info.resource_types:
                 continue
-            if match.requires_no_site and site_codes:
-                continue
             if match.restriction == "proxy-only":
                 continue  # a diagnosis proxy never stands in for the measured value
-            if match.restriction == "value-must-confirm" and not _confirms(res_text, match.key):
+            if site_codes is None and (match.requires_no_site or match.requires_site):
+                site_path = path.rsplit(".", 1)[0] + ".bodySite"
+                site_codes = [c for s in sites for c in _codings(s, site_path)]
+            if match.requires_no_site and site_codes:
                 continue
-            if match.requires_site and not any(term.in_set(match.requires_site, s, c) for s, c in site_codes):
+            if match.restriction == "value-must-confirm":
+                res_text = _free_text(res) if res_text is None else res_text
+                if not _confirms(res_text, match.key):
+                    continue
+            if match.requires_site and not any(
+                term.in_set(match.requires_site, s, c) for s, c in site_codes or ()
+            ):
                 continue
             prior = found.get(match.key)
             if prior is None or (prior.side is None and match.side):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -26,11 +27,9 @@ MAPPED_TYPES = frozenset(
         "MedicationAdministration",
     }
 )
-_PATIENT_LINKS = ("subject", "patient")
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     path: str  # e.g. "Bundle.entry[3].resource"
     resource: dict
     full_url: str | None = None  # the Bundle entry's fullUrl, the reference of an id-less resource
@@ -125,6 +124,8 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
         return None
     if target in aliases:  # urn:uuid: or absolute fullUrl of a Patient in this input
         return aliases[target]
+    if target.startswith("Patient/") and target.count("/") == 1 and len(target) > 8:
+        return target  # the usual relative reference
     parts = _segments(target)
     if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
         return f"Patient/{parts[-1]}"
@@ -148,10 +149,7 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
         if rtype == "Patient":
             pid = _patient_id(res, url)
         else:
-            pid = next(
-                (p for p in (_patient_ref(res.get(k), aliases) for k in _PATIENT_LINKS) if p),
-                None,
-            )
+            pid = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
             if pid is None:
                 intake.issues.append(
                     Issue(

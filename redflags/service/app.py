@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -31,13 +30,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.engines = EnginePool(settings.engine_processes, settings.config, settings.log_level)
         app.state.feedback_store = feedback.open_store(settings)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, app.state.engines.start)
+            await app.state.engines.start()
             quiet_gc()
             log.info("service_ready", rules=len(RULES), engine_processes=settings.engine_processes)
             yield
         finally:
             app.state.feedback_store.close()
-            app.state.engines.close()
+            await app.state.engines.close()
 
     app = FastAPI(
         title="redflags",

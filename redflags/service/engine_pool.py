@@ -4,39 +4,44 @@ The rules engine is process-global and single-threaded (shared/design/durable-ru
 the service uses cores through processes. Uvicorn's own worker processes would each keep the
 kept-alive connections they accepted: measured with ``bench/service.py``, one process then
 queued most of 8 clients while the other idled (p99 93 ms). Here one HTTP process reads
-requests and hands the work of each (decode, map, evaluate, render) to a pool of N engine
-processes fed from one queue, so no request waits while an engine is free.
+requests and hands the work of each (decode, map, evaluate, render) to N engine processes
+that wait on one queue, so no request waits while an engine is free.
 
-Only bytes and plain values cross the boundary. An engine process that dies (a durable-rules
-crash) fails the calls it held with ``EngineUnavailable`` and the pool is replaced.
+The processes are children talking pickled frames over their stdin/stdout pipes, driven by
+the event loop itself. ``concurrent.futures.ProcessPoolExecutor`` was measured first: its two
+helper threads fought the event loop for the GIL (0.6 ms of CPU per call, and a slower loop);
+anyio's process pool stops idle workers after 5 minutes (the next call would wait seconds for
+the rules to compile) and discards their stderr (the engine's log lines). An engine process
+that dies fails the call it held with ``EngineUnavailable`` and is replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import multiprocessing
 import os
-import time
+import pickle
+import struct
+import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
+from engine.host import run_engine_here
 from redflags import config, logs
 from redflags.pipeline import Pipeline
 
 T = TypeVar("T")
 log = structlog.get_logger("redflags.service.engine")
 
+_FRAME = struct.Struct("!Q")  # length of the pickle that follows
 _pipeline: Pipeline | None = None  # in an engine process: its one pipeline
 
 
 class EngineUnavailable(Exception):
-    """An engine process died during this call (answered 500; the next call gets a new pool)."""
+    """An engine process died during this call (answered 500; it is replaced for the next)."""
 
 
 def pipeline() -> Pipeline:
@@ -60,74 +65,135 @@ def quiet_gc() -> None:
 
 
 def start_here(config_path: str | None) -> Pipeline:
-    """Make this process an engine process (the pool's initializer; benchmarks call it too)."""
+    """Make this process an engine process (engine processes call it; benchmarks too)."""
     global _pipeline
+    run_engine_here()  # this process only evaluates, on this thread
     _pipeline = Pipeline.from_config(config.load(Path(config_path) if config_path else None))
     quiet_gc()
     return _pipeline
 
 
-def _start(config_path: str | None, log_level: str, salt: bytes) -> None:
+# -- the engine process side ---------------------------------------------------------------------
+def _read(stream: BinaryIO) -> Any:
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        raise EOFError
+    return pickle.loads(stream.read(_FRAME.unpack(head)[0]))
+
+
+def _write(stream: BinaryIO, value: object) -> None:
+    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    stream.write(_FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def serve_engine() -> None:
+    """The engine process: one start frame, then (function, request id, args) frames until EOF."""
+    inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the frames
+    config_path, log_level, salt = _read(inbox)
     logs.configure(log_level)
     logs.share_salt(salt)
     rules = len(start_here(config_path).engine.metas)
     log.info("engine_ready", engine=os.getpid(), rules=rules)
+    _write(outbox, ("ok", os.getpid()))
+    while True:
+        try:
+            fn, request_id, args = _read(inbox)
+        except EOFError:
+            return
+        structlog.contextvars.bind_contextvars(engine=os.getpid(), request_id=request_id)
+        try:
+            reply = ("ok", fn(*args))
+        except Exception as exc:  # the caller gets it back, as from a local call
+            reply = ("error", exc)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        _write(outbox, reply)
 
 
-def _ready() -> int:
-    pipeline()
-    time.sleep(0.1)  # hold this process, so the next probe reaches another one
-    return os.getpid()
+# -- the HTTP process side -----------------------------------------------------------------------
+class _Engine:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        assert process.stdin is not None and process.stdout is not None
+        self.stdin, self.stdout = process.stdin, process.stdout
 
-
-def _call(fn: Callable[..., T], request_id: str | None, args: tuple) -> T:
-    structlog.contextvars.bind_contextvars(engine=os.getpid())  # which process did the work
-    if request_id:
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-    try:
-        return fn(*args)
-    finally:
-        structlog.contextvars.clear_contextvars()
+    async def exchange(self, message: object) -> Any:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        self.stdin.write(_FRAME.pack(len(data)) + data)
+        await self.stdin.drain()
+        head = await self.stdout.readexactly(_FRAME.size)
+        return pickle.loads(await self.stdout.readexactly(_FRAME.unpack(head)[0]))
 
 
 class EnginePool:
-    """``processes`` engine processes, each with the site's pipeline, fed from one queue."""
+    """``processes`` engine processes, each with the site's pipeline, taken in turn when free."""
 
     def __init__(self, processes: int, config_path: str | None, log_level: str) -> None:
         self.processes = processes
-        self._args = (config_path, log_level, logs.salt())
-        self._pool = self._new()
+        self._start = (config_path, log_level, logs.salt())
+        self._idle: asyncio.Queue[_Engine] = asyncio.Queue()
+        self._all: set[_Engine] = set()
+        self._restarts: set[asyncio.Task[None]] = set()
 
-    def _new(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the HTTP process has an event loop and threads running
-        return ProcessPoolExecutor(
-            self.processes,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start,
-            initargs=self._args,
-        )
+    async def start(self) -> None:
+        """Start every engine process (each compiles the rules) before the first call."""
+        engines = await asyncio.gather(*(self._spawn() for _ in range(self.processes)))
+        for engine in engines:
+            self._idle.put_nowait(engine)
 
-    def start(self) -> None:
-        """Start every engine process now (each compiles the rules) rather than on first calls."""
-        started: set[int] = set()
-        while len(started) < self.processes:
-            started |= {f.result() for f in [self._pool.submit(_ready) for _ in range(self.processes)]}
+    async def _spawn(self) -> _Engine:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "redflags.service.engine_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        engine = _Engine(process)
+        status, _pid = await engine.exchange(self._start)
+        if status != "ok":
+            raise RuntimeError("an engine process failed to start")
+        self._all.add(engine)
+        return engine
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in an engine process, its log lines under this request's id.
 
-        ``fn`` must be a module-level function; exceptions it raises come back as they are.
+        ``fn`` must be a module-level function; an exception it raises is raised here.
         """
         rid = structlog.contextvars.get_contextvars().get("request_id")
-        pool = self._pool
+        engine = await self._idle.get()
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, _call, fn, rid, args)
-        except BrokenProcessPool:
-            log.error("engine_process_died", detail="the engine pool is replaced; this call fails")
-            if self._pool is pool:
-                self._pool = self._new()
-                pool.shutdown(wait=False, cancel_futures=True)
+            status, value = await engine.exchange((fn, rid, args))
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError) as exc:
+            # dead, or its stream is mid-frame: it cannot be reused; a new one starts meanwhile
+            task = asyncio.get_running_loop().create_task(self._replace(engine))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.error("engine_process_died", detail="replaced; this call fails")
             raise EngineUnavailable("an engine process stopped during this evaluation") from None
+        self._idle.put_nowait(engine)
+        if status == "error":
+            raise value
+        return value
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    async def _replace(self, engine: _Engine) -> None:
+        self._all.discard(engine)
+        if engine.process.returncode is None:
+            engine.process.kill()
+        await engine.process.wait()
+        try:
+            self._idle.put_nowait(await self._spawn())
+        except Exception as exc:  # the pool runs one engine short; the next failure retries
+            log.error("engine_restart_failed", error=type(exc).__name__)
+
+    async def close(self) -> None:
+        for engine in self._all:
+            engine.stdin.close()  # EOF: the engine process ends its loop
+        for engine in self._all:
+            try:
+                await asyncio.wait_for(engine.process.wait(), 10)
+            except TimeoutError:
+                engine.process.kill()
+        self._all.clear()
