@@ -131,16 +131,16 @@ def _side_from_sites(sites: list[dict], term: Terminology) -> str | None:
     return None
 
 
-def _site_info(sites: list[dict], term: Terminology) -> tuple[str | None, str | None]:
+def _site_info(sites: list[dict], term: Terminology, path: str) -> tuple[str | None, str | None]:
     """(site code, limb) where limb is "leg"/"arm" when the site is in a limb value set."""
     lower, upper = term.set_url("body-site-lower-limb"), term.set_url("body-site-upper-limb")
     for site in sites:
-        for system, code in _codings(site, "bodySite"):
+        for system, code in _codings(site, path):
             if term.in_set(lower, system, code):
                 return code, "leg"
             if term.in_set(upper, system, code):
                 return code, "arm"
-        for _system, code in _codings(site, "bodySite"):
+        for _system, code in _codings(site, path):
             return code, None
     return None, None
 
@@ -256,7 +256,7 @@ def _condition(res: dict, path: str, pid: str, ref: str, term: Terminology, born
         abated = _age_time(res["abatementAge"], born, f"{path}.abatementAge")
     has_abatement = any(k.startswith("abatement") for k in res)
     active = clinical in _CURRENT if clinical else not has_abatement
-    site, limb = _site_info(sites, term)
+    site, limb = _site_info(sites, term, f"{path}.bodySite")
     side = _side_from_sites(sites, term)
     base: Fact = {
         "t": "finding",
@@ -415,7 +415,7 @@ def _observation(
             "required",
         )
     onset = start if start is not None else ts
-    site, limb = _site_info(sites, term)
+    site, limb = _site_info(sites, term, f"{path}.bodySite")
     side = _side_from_sites(sites, term)
     base: Fact = {
         "t": "finding",
