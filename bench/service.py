@@ -2,12 +2,13 @@
 
 Each patient is a vignette of ``fixtures/vignettes`` (half positive, half near-miss) plus half a
 year of synthetic history (weekly vitals and labs, problems, medications: ``bench.synthetic``),
-so a call carries about 200 resources. ``redflags serve --workers W`` runs in a child process
-on 127.0.0.1; C client threads (one ``requests.Session`` each) send calls for a fixed time.
+so a call carries about 200 distinct resources. ``redflags serve --workers W`` (W engine
+processes) runs in a child process on 127.0.0.1; C client threads, each on one kept-alive
+connection, send calls back to back for a fixed time.
 
-Printed: calls/s, latency p50/p95/p99, and the ratio of the service p50 to the in-process time
-of the same work (parse the body, group the prefetch, evaluate, build the cards) measured in
-this process. Target: p99 <= 50 ms at 8 concurrent clients on a 2-core machine.
+Printed: calls/s, latency p50/p95/p99, and the ratio of the service p50 to the time of an engine
+process's work on the same call (decode, read the prefetch, map, evaluate, render the cards)
+measured in this process. Target: p99 <= 50 ms at 8 concurrent clients on a 2-core machine.
 
     python -m bench.service                     # 8 clients, 2 workers, 20 s
     python -m bench.service --clients 16 --workers 1 --seconds 10
