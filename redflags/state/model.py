@@ -19,6 +19,10 @@ Status = Literal["pending", "delivered", "failed"]
 Change = Literal["raised", "updated", "withdrawn"]
 
 
+class StateStoreError(Exception):
+    """The store cannot be opened, read or written; the message is one line naming the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class ActiveAlert:
     """The ledger's current view of one (patient, rule): the Flag that is active on the server."""
@@ -99,7 +103,8 @@ class StateStore(Protocol):
         ...
 
     def forget(self, patient: str) -> int:
-        """Erase a patient's history, ledger and undelivered outbox items; return rows removed."""
+        """Erase a patient's history, ledger (alerts and transitions) and outbox items; return rows
+        removed. Delivered items go too: their bundles name the patient."""
         ...
 
     def prune(self, before: int) -> int:
