@@ -63,6 +63,8 @@ class Cond:
     phrase: str
     #: matches only the newest result of its key (``latest``): older results need not be asserted
     latest_only: bool = False
+    #: how far back (seconds) a record can still match, when the condition has a window
+    window: float | None = None
 
     def where(self, test: Callable[[Prior], Expr], phrase: str) -> Cond:
         """Add a constraint, possibly a join on an earlier condition's fact (``ref(prior, i)``)."""
@@ -136,7 +138,7 @@ def present(key: str, within: float | None = None) -> Cond:
     """present(K, Δ): a current, qualifying record saying the finding is there, in the window."""
     tests = (lambda _p: m.state == "present", lambda _p: m.cur == 1, *_within(within))
     span = f" within {_fmt_window(within)}" if within is not None else ""
-    return Cond("finding", key, tests, f"{key.replace('_', ' ')} present{span}")
+    return Cond("finding", key, tests, f"{key.replace('_', ' ')} present{span}", window=within)
 
 
 def new(key: str, within: float) -> Cond:
@@ -152,9 +154,8 @@ def new(key: str, within: float) -> Cond:
 def absent(key: str, within: float | None = None) -> Cond:
     """explicitly_absent(K, Δ): a record in the window says it was looked for and not found."""
     span = f" within {_fmt_window(within)}" if within is not None else ""
-    return Cond(
-        "finding", key, (lambda _p: m.state == "absent", *_within(within)), f"{key} explicitly absent{span}"
-    )
+    tests = (lambda _p: m.state == "absent", *_within(within))
+    return Cond("finding", key, tests, f"{key} explicitly absent{span}", window=within)
 
 
 def ever(key: str) -> Cond:
@@ -171,19 +172,20 @@ def latest(key: str, within: float | None = None) -> Cond:
         (lambda _p: m.latest == 1, *_within(within)),
         f"latest {key.replace('_', ' ')}{span}",
         latest_only=True,
+        window=within,
     )
 
 
 def result(key: str, within: float | None = None) -> Cond:
     """Any qualifying numeric result in the window (for trends such as progression)."""
     span = f" within {_fmt_window(within)}" if within is not None else ""
-    return Cond("value", key, _within(within), f"any {key.replace('_', ' ')} result{span}")
+    return Cond("value", key, _within(within), f"any {key.replace('_', ' ')} result{span}", window=within)
 
 
 def fact(key: str, within: float | None = None) -> Cond:
     """An intermediate fact asserted by another rule (forward chaining)."""
     span = f" within {_fmt_window(within)}" if within is not None else ""
-    return Cond("derived", key, _within(within), f"[{key}]{span}")
+    return Cond("derived", key, _within(within), f"[{key}]{span}", window=within)
 
 
 def procedure(key: str) -> Cond:

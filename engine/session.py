@@ -157,6 +157,11 @@ class Engine:
                 self._shared = _compiled
         self._ruleset = self._shared.ruleset
 
+    @property
+    def longest_window(self) -> float:
+        """The longest look-back (seconds) of any windowed condition: what history must keep."""
+        return max((c.window for s in (*self.specs, *self.scores) for c in s.conds if c.window), default=0.0)
+
     def branch_disorders(self) -> dict[str, list[Code]]:
         """Per rule, the disorders its branches suggest besides the rule's own (ConceptMap)."""
         out: dict[str, list[Code]] = {}

@@ -27,12 +27,15 @@ __all__ = [
     "FLAG_EPISODE_SYSTEM",
     "MAX_CONDITIONAL_TRANSACTION_ENTRIES",
     "alert_concept_map",
+    "alert_resources",
+    "alert_transaction",
     "careplan_for",
     "episode_identifier",
     "fhir_instant",
     "flag_for",
     "patient_transaction",
     "prune_empty",
+    "withdrawn",
 ]
 
 FLAG_PRIORITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/flag-priority"
@@ -142,15 +145,26 @@ def _priority_extension(severity: str) -> dict[str, Any]:
     return {"url": FLAG_PRIORITY_EXTENSION, "valueCodeableConcept": concept}
 
 
-def flag_for(alert: Alert, meta: RuleMeta, author: str = ENGINE_DEVICE_URL) -> dict[str, Any]:
-    """The Flag of one alert (red-flags.md 16.1); ``author`` references the engine Device."""
+def flag_for(
+    alert: Alert,
+    meta: RuleMeta,
+    author: str = ENGINE_DEVICE_URL,
+    *,
+    episode: str | None = None,
+    since: str | None = None,
+) -> dict[str, Any]:
+    """The Flag of one alert (red-flags.md 16.1); ``author`` references the engine Device.
+
+    ``episode`` and ``since`` keep the identifier and ``period.start`` of the Flag already
+    active for this patient and rule, so an update changes that Flag instead of adding one.
+    """
     _check_meta(alert, meta)
     category = {"system": FLAG_CATEGORY_SYSTEM, "code": "clinical", "display": "Clinical"}
     return prune_empty(
         {
             "resourceType": "Flag",
             "extension": [_priority_extension(alert.severity)],
-            "identifier": [{"system": FLAG_EPISODE_SYSTEM, "value": episode_identifier(alert)}],
+            "identifier": [{"system": FLAG_EPISODE_SYSTEM, "value": episode or episode_identifier(alert)}],
             "status": "active",
             "category": [{"coding": [category]}],
             "code": {
@@ -158,7 +172,7 @@ def flag_for(alert: Alert, meta: RuleMeta, author: str = ENGINE_DEVICE_URL) -> d
                 "text": _summary(alert, meta),
             },
             "subject": _patient_reference(alert.patient),
-            "period": {"start": fhir_instant(alert.now)},
+            "period": {"start": since or fhir_instant(alert.now)},
             "author": _reference(author, _ENGINE_NAME),
         }
     )
@@ -202,21 +216,32 @@ def _description(alert: Alert) -> str:
 
 
 def careplan_for(
-    alert: Alert, meta: RuleMeta, flag_ref: str, author: str = ENGINE_DEVICE_URL
+    alert: Alert,
+    meta: RuleMeta,
+    flag_ref: str,
+    author: str = ENGINE_DEVICE_URL,
+    *,
+    episode: str | None = None,
+    created: str | None = None,
 ) -> dict[str, Any]:
-    """The proposed CarePlan of one alert (red-flags.md 16.2); a clinician activates it."""
+    """The proposed CarePlan of one alert (red-flags.md 16.2); a clinician activates it.
+
+    ``episode`` and ``created`` keep the identity of the CarePlan already proposed (an update).
+    """
     _check_meta(alert, meta)
     evidence = dict.fromkeys(alert.evidence)  # first-seen order, no duplicates
     return prune_empty(
         {
             "resourceType": "CarePlan",
-            "identifier": [{"system": CAREPLAN_EPISODE_SYSTEM, "value": episode_identifier(alert)}],
+            "identifier": [
+                {"system": CAREPLAN_EPISODE_SYSTEM, "value": episode or episode_identifier(alert)}
+            ],
             "status": "draft",
             "intent": "proposal",
             "title": _summary(alert, meta),
             "description": _description(alert),
             "subject": _patient_reference(alert.patient),
-            "created": fhir_instant(alert.now),
+            "created": created or fhir_instant(alert.now),
             "author": _reference(author, _ENGINE_NAME),
             "addresses": [_reference(ref) for ref in alert.addresses],
             "supportingInfo": [_reference(ref) for ref in [flag_ref, *evidence]],
@@ -252,10 +277,65 @@ def _post_entry(resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _put_entry(resource: dict[str, Any]) -> dict[str, Any]:
+    """A conditional-update entry keyed on the resource's first identifier (same fullUrl as
+    its creation, so references to it inside the transaction resolve to the stored one)."""
+    ident = resource["identifier"][0]
+    system, value = ident["system"], ident["value"]
+    return {
+        "fullUrl": _full_url(system, value),
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{resource['resourceType']}?identifier={system}|{value}"},
+    }
+
+
+def alert_resources(
+    alert: Alert, meta: RuleMeta, *, active: tuple[dict[str, Any], dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Flag and CarePlan of one alert; ``active``: the pair already on the server, whose
+    identity (identifiers, Flag start, CarePlan creation) an update keeps."""
+    if active is None:
+        flag = flag_for(alert, meta)
+        return flag, careplan_for(alert, meta, _full_url(FLAG_EPISODE_SYSTEM, flag["identifier"][0]["value"]))
+    flag_was, plan_was = active
+    flag = flag_for(
+        alert, meta, episode=flag_was["identifier"][0]["value"], since=flag_was["period"]["start"]
+    )
+    plan = careplan_for(
+        alert,
+        meta,
+        _full_url(FLAG_EPISODE_SYSTEM, flag["identifier"][0]["value"]),
+        episode=plan_was["identifier"][0]["value"],
+        created=plan_was["created"],
+    )
+    return flag, plan
+
+
+def withdrawn(
+    flag: dict[str, Any], careplan: dict[str, Any], now: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Flag made inactive at ``now`` and its draft CarePlan revoked (16.1, 16.2)."""
+    flag = copy.deepcopy(flag)
+    flag["status"] = "inactive"
+    flag["period"]["end"] = fhir_instant(now)
+    careplan = copy.deepcopy(careplan)
+    careplan["status"] = "revoked"
+    return flag, careplan
+
+
+def alert_transaction(flag: dict[str, Any], careplan: dict[str, Any], *, create: bool) -> dict[str, Any]:
+    """One alert's change as a validated transaction: the engine Device (conditional create),
+    then the Flag and CarePlan as conditional creates (new) or conditional updates."""
+    entry = _post_entry if create else _put_entry
+    entries = [_post_entry(copy.deepcopy(ENGINE_DEVICE)), entry(flag), entry(careplan)]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    validate(bundle)
+    return bundle
+
+
 def _alert_entries(alert: Alert, meta: RuleMeta) -> list[dict[str, Any]]:
-    flag = _post_entry(flag_for(alert, meta))
-    careplan = _post_entry(careplan_for(alert, meta, flag["fullUrl"]))
-    return [flag, careplan]
+    flag, careplan = alert_resources(alert, meta)
+    return [_post_entry(flag), _post_entry(careplan)]
 
 
 def patient_transaction(

@@ -26,6 +26,9 @@ from redflags.corpus import COUNTS, Report, replay_expected
 from redflags.explain import explain
 from redflags.pipeline import Pipeline
 from redflags.replay import InputResult, expand, replay
+from redflags.state.model import StateStore
+from redflags.state_cli import deliver, fhir_options, open_state, outbox_line, state_option
+from redflags.stateful import Tracker
 
 log = structlog.get_logger("redflags.cli")
 
@@ -102,6 +105,13 @@ def main(log_level: str | None) -> None:
     help="Compare with each file's NAME.expected.json (evaluated at its 'now') and print a per-rule "
     "TP/FP/FN/wrong-tier/TN table and every miss, instead of the alerts.",
 )
+@state_option()
+@fhir_options
+@click.option(
+    "--retention-days",
+    type=click.IntRange(1),
+    help="With --state: days of history kept (default: the longest rule window plus 30 days).",
+)
 @_config_option()
 def replay_command(
     paths: tuple[Path, ...],
@@ -112,6 +122,10 @@ def replay_command(
     valueset_dirs: tuple[Path, ...],
     progress: bool | None,
     expect: bool,
+    state_path: Path | None,
+    fhir_server: str | None,
+    fhir_token: str | None,
+    retention_days: int | None,
     config_path: Path | None,
 ) -> None:
     """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts.
@@ -120,10 +134,26 @@ def replay_command(
     1 when any input or expected file could not be read, an element was invalid, or (with
     --expect) any alert or patient differs from the expected file. Files without an expected
     file are listed as "no expectation" and do not change the status.
+
+    With --state the replay has memory: each patient's facts are kept between runs, alerts are
+    tracked (raised, updated, withdrawn) and their Flags and CarePlans queued in the outbox;
+    with --fhir-server they are delivered before the command returns (exit 1 if any item
+    failed or is still pending: a server that stays down leaves them for `outbox flush`).
     """
     now = _now_option(now_text)
-    structlog.contextvars.bind_contextvars(replay_id=uuid.uuid4().hex[:12])
+    replay_id = uuid.uuid4().hex[:12]
+    structlog.contextvars.bind_contextvars(replay_id=replay_id)
+    if fhir_server and not state_path:
+        raise click.UsageError("--fhir-server needs --state (the outbox it delivers from)")
+    if expect and state_path:
+        raise click.UsageError("--expect compares each file on its own: it cannot be used with --state")
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
+    store = open_state(state_path) if state_path else None
+    tracker = None
+    if store is not None:
+        retention = retention_days * 86_400 if retention_days else None
+        tracker = Tracker(pipeline, store, actor=f"replay:{replay_id}", retention_s=retention)
+        tracker.prune(now)
     files = list(expand(paths))
     missing = [p for p in paths if not p.exists()]
     failed = bool(missing)
@@ -151,16 +181,29 @@ def replay_command(
                 _write(checked.result, out, pipeline)
                 bar.advance(task)
         else:
-            for result in replay(files, pipeline, now):
+            for result in replay(files, tracker or pipeline, now):
                 failed |= _report(result, fmt, table, out, pipeline)
                 bar.advance(task)
     if table is not None:
         _console().print(table)
+    if store is not None:
+        failed |= _finish_state(store, fhir_server, fhir_token)
     if expect:
         _print_corpus(report, fmt)
         failed |= not report.ok
     log.info("replay_finished", inputs=len(files), failed=failed)
     sys.exit(1 if failed else 0)
+
+
+def _finish_state(store: StateStore, fhir_server: str | None, fhir_token: str | None) -> bool:
+    """Deliver the outbox when a server is given; True when items failed or are left pending."""
+    try:
+        done = deliver(store, fhir_server, fhir_token) if fhir_server else None
+        click.echo(outbox_line(store, done), err=True)
+        counts = store.counts()
+    finally:
+        store.close()
+    return bool(fhir_server) and bool(counts["pending"] or (done and done.failed))
 
 
 def _table(now: int) -> Table:
@@ -290,9 +333,12 @@ def _console() -> Console:
 def _register() -> None:
     from redflags.feedback_cli import feedback_group
     from redflags.serve_cli import serve_command
+    from redflags.state_cli import history_group, outbox_group
 
     main.add_command(serve_command)
     main.add_command(feedback_group)
+    main.add_command(outbox_group)
+    main.add_command(history_group)
 
 
 _register()

@@ -7,13 +7,14 @@ folder holds; an unreadable file is reported and the others still run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import EngineError
 from fhir_adapters.errors import InputError
 from fhir_adapters.intake import Issue, read_path
 from redflags.pipeline import PatientResult, Pipeline
+from redflags.stateful import Tracked, Tracker
 
 SUFFIXES = (".json", ".ndjson")
 #: Files beside fixtures that hold expectations, not FHIR.
@@ -29,6 +30,7 @@ class InputResult:
     patients: list[PatientResult]
     issues: list[Issue]  # input-level: entries skipped before any patient was known
     error: str | None = None  # the whole input could not be read
+    changes: list[Tracked] = field(default_factory=list)  # with a state store: alert transitions
 
 
 def expand(paths: Iterable[Path]) -> Iterator[Path]:
@@ -47,7 +49,8 @@ def expand(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def replay(files: Iterable[Path], pipeline: Pipeline, now: int) -> Iterator[InputResult]:
+def replay(files: Iterable[Path], pipeline: Pipeline | Tracker, now: int) -> Iterator[InputResult]:
+    """Each file through the pipeline, or through a ``Tracker`` (history, ledger, outbox)."""
     for path in files:
         try:
             intake = read_path(path)
@@ -55,8 +58,13 @@ def replay(files: Iterable[Path], pipeline: Pipeline, now: int) -> Iterator[Inpu
             yield InputResult(str(path), [], [], str(exc))
             continue
         try:
-            results = pipeline.evaluate(intake, now)
+            if isinstance(pipeline, Tracker):
+                tracked = list(pipeline.evaluate(intake, now))
+                results = [t.result for t in tracked]
+                changes = [t for t in tracked if t.transitions]
+            else:
+                results, changes = pipeline.evaluate(intake, now), []
         except EngineError as exc:  # a broken rule fails this input loudly, not the whole replay
             yield InputResult(str(path), [], intake.issues, f"evaluation failed: {exc}")
             continue
-        yield InputResult(str(path), results, intake.issues)
+        yield InputResult(str(path), results, intake.issues, changes=changes)

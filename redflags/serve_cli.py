@@ -12,6 +12,7 @@ from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.service.auth import Authenticator, AuthSetupError
 from redflags.service.settings import ServiceSettings
+from redflags.state.sqlite_store import StateStoreError, open_store
 
 log = structlog.get_logger("redflags.serve")
 
@@ -62,6 +63,18 @@ log = structlog.get_logger("redflags.serve")
     type=click.Path(dir_okay=False),
     help="SQLite file of CDS Hooks feedback.",
 )
+@click.option(
+    "--state",
+    "state_path",
+    envvar="REDFLAGS_STATE",
+    default="redflags-state.sqlite",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="State store: patient history across calls, alert ledger, outbox (SQLite).",
+)
+@click.option("--no-state", is_flag=True, help="Keep no history: every call is evaluated on its own data.")
+@click.option("--fhir-server", metavar="URL", help="FHIR server the outbox writes Flags and CarePlans to.")
+@click.option("--fhir-token", envvar="REDFLAGS_FHIR_TOKEN", help="Bearer token for --fhir-server.")
 @click.option("--system-actions", is_flag=True, help="Also return each Flag as a CDS Hooks systemAction.")
 @click.option(
     "--fhir-timeout",
@@ -88,6 +101,10 @@ def serve_command(
     cors_origins: tuple[str, ...],
     max_body_bytes: int,
     feedback_db: str,
+    state_path: str,
+    no_state: bool,
+    fhir_server: str | None,
+    fhir_token: str | None,
     system_actions: bool,
     fhir_timeout: float,
     now_text: str | None,
@@ -100,9 +117,13 @@ def serve_command(
             "no --clients: refusing to serve without authentication "
             "(--allow-unauthenticated overrides, for tests only)"
         )
-    try:  # create the database (and its schema) once, before the workers race for it
+    if fhir_server and no_state:
+        raise click.UsageError("--fhir-server needs the state store (its outbox): drop --no-state")
+    try:  # create the databases (and their schemas) once, before the engines race for them
         SqliteFeedbackStore.open(feedback_db).close()
-    except FeedbackStoreError as exc:
+        if not no_state:
+            open_store(state_path).close()
+    except (FeedbackStoreError, StateStoreError) as exc:
         raise click.ClickException(str(exc)) from None
     if allow_unauthenticated:
         log.warning("unauthenticated", detail="every caller is accepted: tests and demos only")
@@ -127,6 +148,9 @@ def serve_command(
         now=now_text,
         log_level=click.get_current_context().find_root().params.get("log_level") or "info",
         engine_processes=workers,
+        state=None if no_state else state_path,
+        fhir_server=fhir_server.rstrip("/") if fhir_server else None,
+        fhir_token=fhir_token,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)

@@ -38,11 +38,14 @@ class Service:
 def running_service(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
     """``redflags --log-level info serve --port P ARGS``; waits for /healthz, stops it after.
 
-    Without ``--feedback-db`` in ARGS the feedback database goes to TMP, not the working tree.
+    Without ``--feedback-db`` (``--state``) in ARGS the feedback database (the state store)
+    goes to TMP, not the working tree.
     """
     port = free_port()
     if "--feedback-db" not in args:
         args = (*args, "--feedback-db", str(tmp / f"feedback-{port}.sqlite"))
+    if "--state" not in args and "--no-state" not in args:
+        args = (*args, "--state", str(tmp / f"state-{port}.sqlite"))
     log_path = tmp / f"service-{port}.log"
     cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "info", "serve", "--port", str(port), *args]
     with open(log_path, "wb") as err:

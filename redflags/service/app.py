@@ -15,6 +15,7 @@ from redflags.service import cds, feedback, fhir_evaluate
 from redflags.service.auth import Authenticator
 from redflags.service.engine_pool import EnginePool, quiet_gc
 from redflags.service.limits import BodySizeLimit
+from redflags.service.outbox_worker import OutboxWorker
 from redflags.service.request_log import RequestLog
 from redflags.service.settings import ServiceSettings
 from rulesets import RULES
@@ -27,14 +28,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engines = EnginePool(settings.engine_processes, settings.config, settings.log_level)
+        app.state.engines = EnginePool(
+            settings.engine_processes,
+            settings.config,
+            settings.log_level,
+            state=settings.state,
+            queue=bool(settings.fhir_server),
+        )
         app.state.feedback_store = feedback.open_store(settings)
+        outbox = OutboxWorker.start(settings)
         try:
             await app.state.engines.start()
             quiet_gc()
             log.info("service_ready", rules=len(RULES), engine_processes=settings.engine_processes)
             yield
         finally:
+            if outbox is not None:
+                await outbox.stop()
             app.state.feedback_store.close()
             await app.state.engines.close()
 

@@ -16,7 +16,7 @@ from redflags.logs import patient_token
 from redflags.service.cards import IssuedCard, cds_response
 from redflags.service.cds_request import CdsRequest, CdsRequestError, parse
 from redflags.service.cds_services import SERVICES
-from redflags.service.engine_pool import pipeline
+from redflags.service.engine_pool import evaluate, pipeline
 from redflags.service.prefetch import Found, read_prefetch
 
 
@@ -54,7 +54,7 @@ def answer(
     intake = group("cds-hooks", [*gathered, *extra])
     mine = intake.patients.get(pid)
     intake.patients = {pid: mine} if mine else {}  # the patient in context, never another
-    results = pipeline().evaluate(intake, now) if mine else []
+    results = evaluate(intake, now) if mine else []
     alerts = [alert for result in results for alert in result.alerts]
     payload, issued = cds_response(
         alerts, pipeline().engine.metas, call.hook_instance, system_actions=system_actions

@@ -30,14 +30,18 @@ from typing import Any, BinaryIO, TypeVar
 import structlog
 
 from engine.host import run_engine_here
+from fhir_adapters.intake import Intake
 from redflags import config, logs
-from redflags.pipeline import Pipeline
+from redflags.pipeline import PatientResult, Pipeline
+from redflags.state.sqlite_store import open_store
+from redflags.stateful import Tracker
 
 T = TypeVar("T")
 log = structlog.get_logger("redflags.service.engine")
 
 _FRAME = struct.Struct("!Q")  # length of the pickle that follows
 _pipeline: Pipeline | None = None  # in an engine process: its one pipeline
+_tracker: Tracker | None = None  # ... and its state store, when the service keeps one
 
 
 class EngineUnavailable(Exception):
@@ -64,11 +68,24 @@ def quiet_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def start_here(config_path: str | None) -> Pipeline:
-    """Make this process an engine process (engine processes call it; benchmarks too)."""
-    global _pipeline
+def evaluate(intake: Intake, now: int) -> list[PatientResult]:
+    """Evaluate in this engine process: with the state store (history, ledger, outbox) if any."""
+    if _tracker is None:
+        return pipeline().evaluate(intake, now)
+    request = structlog.contextvars.get_contextvars().get("request_id")
+    return [t.result for t in _tracker.evaluate(intake, now, actor=f"service:{request}")]
+
+
+def start_here(config_path: str | None, state: str | None = None, queue: bool = False) -> Pipeline:
+    """Make this process an engine process (engine processes call it; benchmarks too).
+
+    ``state``: the state store file; ``queue``: also queue deliveries (a FHIR server is set).
+    """
+    global _pipeline, _tracker
     run_engine_here()  # this process only evaluates, on this thread
     _pipeline = Pipeline.from_config(config.load(Path(config_path) if config_path else None))
+    if state:
+        _tracker = Tracker(_pipeline, open_store(state), actor="service", queue=queue)
     quiet_gc()
     return _pipeline
 
@@ -91,10 +108,10 @@ def serve_engine() -> None:
     """The engine process: one start frame, then (function, request id, args) frames until EOF."""
     inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frames
-    config_path, log_level, salt = _read(inbox)
+    config_path, log_level, salt, state, queue = _read(inbox)
     logs.configure(log_level)
     logs.share_salt(salt)
-    rules = len(start_here(config_path).engine.metas)
+    rules = len(start_here(config_path, state, queue).engine.metas)
     log.info("engine_ready", engine=os.getpid(), rules=rules)
     _write(outbox, ("ok", os.getpid()))
     while True:
@@ -130,9 +147,16 @@ class _Engine:
 class EnginePool:
     """``processes`` engine processes, each with the site's pipeline, taken in turn when free."""
 
-    def __init__(self, processes: int, config_path: str | None, log_level: str) -> None:
+    def __init__(
+        self,
+        processes: int,
+        config_path: str | None,
+        log_level: str,
+        state: str | None = None,
+        queue: bool = False,
+    ) -> None:
         self.processes = processes
-        self._start = (config_path, log_level, logs.salt())
+        self._start = (config_path, log_level, logs.salt(), state, queue)
         self._idle: asyncio.Queue[_Engine] = asyncio.Queue()
         self._all: set[_Engine] = set()
         self._restarts: set[asyncio.Task[None]] = set()

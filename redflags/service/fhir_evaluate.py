@@ -31,7 +31,7 @@ from fhir_adapters.times import parse_now
 from redflags import logs
 from redflags.pipeline import PatientResult
 from redflags.service.auth import engine_client
-from redflags.service.engine_pool import EnginePool, pipeline
+from redflags.service.engine_pool import EnginePool, evaluate, pipeline
 from redflags.service.fhir_input import (
     INPUT_PARAMETERS,
     BadInput,
@@ -146,7 +146,7 @@ class Evaluated:
 def evaluate_body(body: bytes, query_now: str | None, default_now: int) -> Evaluated:
     """Read, evaluate and render one body: the work of an engine process (``engine_pool``)."""
     given = read_body(body, query_now, default_now)
-    results = pipeline().evaluate(given.intake, given.now)
+    results = evaluate(given.intake, given.now)
     for result in results:
         token = logs.patient_token(result.pid)
         for alert in result.alerts:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
@@ -28,6 +28,9 @@ class ServiceSettings:
     now: str | None = None  # fixed evaluation time (ISO dateTime), tests and demos only
     log_level: str = "info"
     engine_processes: int = 1  # redflags serve --workers: engine processes behind the HTTP one
+    state: str | None = None  # state store: patient history, alert ledger, outbox (None: stateless)
+    fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
+    fhir_token: str | None = field(default=None, repr=False)  # its bearer token
 
     def to_env(self) -> None:
         os.environ[ENV] = orjson.dumps(asdict(self)).decode()

@@ -1,0 +1,249 @@
+"""The client redflags writes to a FHIR server with: one ``requests.Session`` per server.
+
+Every call has a timeout. Connection errors, timeouts, 429 and 5xx are retried a few times
+with exponential backoff and full jitter, honouring ``Retry-After``; what is still failing is
+a ``FhirTransientError`` (worth retrying later: the outbox schedules it, with ``retry_after``
+when the server asked for longer than this client waits). Any other 4xx is the request's own
+fault, a ``FhirPermanentError`` carrying the server's OperationOutcome, never retried. Error
+messages name the method, the path (never the query: it can hold identifiers) and the status,
+never a token.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+import structlog
+
+log = structlog.get_logger("redflags.fhir_client")
+
+FHIR_JSON = "application/fhir+json"
+#: Characters of a response body kept on an error (enough for an OperationOutcome).
+BODY_KEPT = 4000
+
+
+class FhirError(Exception):
+    """A FHIR request that did not succeed; ``outcome`` is the server's OperationOutcome."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+        self.body = body[:BODY_KEPT]
+        self.retry_after = retry_after
+
+
+class FhirTransientError(FhirError):
+    """Worth retrying later: unreachable, timed out, 429 or 5xx."""
+
+
+class FhirPermanentError(FhirError):
+    """The server refused the request itself (4xx): sending it again will not help."""
+
+
+class Auth(Protocol):
+    def headers(self, session: requests.Session) -> dict[str, str]: ...
+
+    def refresh(self) -> bool:
+        """Drop a cached credential after a 401; True when a new one may succeed."""
+        ...
+
+
+class BearerToken:
+    """A static bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __repr__(self) -> str:
+        return "BearerToken(***)"
+
+    def headers(self, session: requests.Session) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def refresh(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3  # sends per call, the first included
+    backoff_s: float = 0.5  # ceiling of the first wait, doubled each time (full jitter)
+    max_backoff_s: float = 8.0
+    max_retry_after_s: float = 30.0  # a longer Retry-After is left to the caller
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After``: delay-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def _outcome(response: requests.Response) -> dict[str, Any] | None:
+    try:
+        doc = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) and doc.get("resourceType") == "OperationOutcome" else None
+
+
+class FhirClient:
+    """Reads and writes one FHIR base URL; use as a context manager (or call ``close``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: Auth | None = None,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.timeout_s = timeout_s
+        self.retry = retry
+        self._sleep, self._rng = sleep, rng
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # no proxies or .netrc credentials from the environment
+        self.session.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- one request, with retries ------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+        where = f"{method} {urlsplit(url).path}"
+        data = orjson.dumps(body) if body is not None else None
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            error = self._send(method, url, where, data, headers)
+            if isinstance(error, requests.Response):
+                return error
+            if error.status == 401 and not refreshed and self.auth is not None and self.auth.refresh():
+                refreshed = True  # a new token once; does not count as an attempt
+                attempt -= 1
+                continue
+            if isinstance(error, FhirPermanentError) or attempt >= self.retry.attempts:
+                raise error
+            wait = self._wait(attempt, error.retry_after)
+            if wait is None:
+                raise error  # the server asked for longer than we wait: the caller schedules it
+            log.info("fhir_retry", request=where, status=error.status, attempt=attempt, wait_s=round(wait, 2))
+            self._sleep(wait)
+
+    def _send(
+        self, method: str, url: str, where: str, data: bytes | None, headers: dict[str, str] | None
+    ) -> requests.Response | FhirError:
+        sent = dict(headers or {})
+        if self.auth is not None:
+            try:
+                sent.update(self.auth.headers(self.session))
+            except FhirError as exc:
+                return exc
+        try:
+            response = self.session.request(
+                method, url, data=data, headers=sent, timeout=self.timeout_s, allow_redirects=False
+            )
+        except requests.Timeout:
+            return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s")
+        except requests.ConnectionError as exc:
+            return FhirTransientError(f"{where}: cannot connect ({type(exc).__name__})")
+        status = response.status_code
+        if status < 300:
+            return response
+        text = response.text
+        outcome = _outcome(response)
+        after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+        message = f"{where}: HTTP {status}" + (f" ({_diagnostics(outcome)})" if outcome else "")
+        kind = FhirTransientError if status == 429 or status >= 500 else FhirPermanentError
+        return kind(message, status, outcome, text, after)
+
+    def _wait(self, attempt: int, retry_after: float | None) -> float | None:
+        if retry_after is not None:
+            return retry_after if retry_after <= self.retry.max_retry_after_s else None
+        ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
+        return self._rng() * ceiling
+
+    # -- FHIR interactions -------------------------------------------------------------------
+    def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """POST a transaction (or batch) Bundle; a 4xx entry in a batch answer is permanent."""
+        answer = self.request("POST", self.base_url, bundle).json()
+        for i, entry in enumerate(answer.get("entry") or ()):
+            status = str((entry.get("response") or {}).get("status", "200")).split()[0]
+            if status.isdigit() and int(status) >= 400:
+                outcome = (entry.get("response") or {}).get("outcome")
+                raise FhirPermanentError(f"POST /: entry {i} answered {status}", int(status), outcome)
+        return answer
+
+    def read(self, path: str) -> dict[str, Any] | None:
+        """A resource, or None when the server has none (404, 410)."""
+        try:
+            return self.request("GET", path).json()
+        except FhirPermanentError as exc:
+            if exc.status in (404, 410):
+                return None
+            raise
+
+    def search(self, query: str) -> list[dict[str, Any]]:
+        """Every resource a search finds, following ``next`` links on this server only."""
+        found: list[dict[str, Any]] = []
+        page: dict[str, Any] | None = self.request("GET", query).json()
+        origin = urlsplit(self.base_url)[:2]
+        while page is not None:
+            found += [e["resource"] for e in page.get("entry") or () if "resource" in e]
+            nxt = next(
+                (link["url"] for link in page.get("link") or () if link.get("relation") == "next"), None
+            )
+            if not nxt:
+                break
+            nxt = urljoin(self.base_url + "/", nxt)
+            if urlsplit(nxt)[:2] != origin:
+                raise FhirPermanentError(f"GET {urlsplit(nxt).path}: next link leaves the server")
+            page = self.request("GET", nxt).json()
+        return found
+
+
+def _diagnostics(outcome: dict[str, Any]) -> str:
+    issues = outcome.get("issue") or [{}]
+    first = issues[0] if isinstance(issues[0], dict) else {}
+    text = first.get("diagnostics") or (first.get("details") or {}).get("text") or first.get("code") or ""
+    return " ".join(str(text).split())[:200]

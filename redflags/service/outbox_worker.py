@@ -1,0 +1,64 @@
+"""The service's delivery loop: the outbox the engine processes fill, sent from this process.
+
+Runs on a worker thread (``requests`` blocks), one pass per second: every item due is sent,
+failures are scheduled or recorded by ``redflags.delivery``. Stopping waits for the pass in
+progress; undelivered items stay in the store for the next start or ``redflags outbox flush``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from anyio import to_thread
+
+from fhir_adapters.fhir_client import BearerToken, FhirClient
+from redflags.delivery import deliver_due
+from redflags.service.settings import ServiceSettings
+from redflags.state.model import StateStore
+from redflags.state.sqlite_store import open_store
+
+log = structlog.get_logger("redflags.service.outbox")
+
+#: Seconds between passes over the outbox.
+INTERVAL_S = 1.0
+#: Seconds an item is held by this worker while it sends it (longer than the client's retries).
+LEASE_S = 120
+
+
+class OutboxWorker:
+    def __init__(self, store: StateStore, client: FhirClient) -> None:
+        self.store = store
+        self.client = client
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @classmethod
+    def start(cls, settings: ServiceSettings) -> OutboxWorker | None:
+        """A running worker when the service has a state store and a FHIR server, else None."""
+        if not (settings.state and settings.fhir_server):
+            return None
+        auth = BearerToken(settings.fhir_token) if settings.fhir_token else None
+        return cls(open_store(settings.state), FhirClient(settings.fhir_server, auth=auth))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await to_thread.run_sync(self._pass)
+            except Exception as exc:  # a store or client bug must not end deliveries for good
+                log.error("outbox_pass_failed", error=type(exc).__name__)
+            await asyncio.sleep(INTERVAL_S)
+
+    def _pass(self) -> None:
+        done = deliver_due(self.store, self.client, int(time.time()), lease=LEASE_S)
+        if done.delivered or done.failed or done.retried:
+            log.info("outbox_pass", delivered=done.delivered, failed=done.failed, retried=done.retried)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self.client.close()
+        self.store.close()

@@ -1,0 +1,130 @@
+"""``redflags outbox`` and ``redflags history``, and the state options ``replay`` shares with them.
+
+The state store (``--state FILE`` or ``$REDFLAGS_STATE``) holds the patient history, the alert
+ledger and the outbox; ``--fhir-server URL`` is where the outbox delivers, with the bearer
+token of ``--fhir-token`` or ``$REDFLAGS_FHIR_TOKEN`` (an environment variable keeps it out of
+the process list).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from fhir_adapters.fhir_client import BearerToken, FhirClient
+
+from redflags.delivery import Round, drain
+from redflags.state.model import StateStore
+from redflags.state.sqlite_store import StateStoreError, open_store
+
+STATE_ENV = "REDFLAGS_STATE"
+TOKEN_ENV = "REDFLAGS_FHIR_TOKEN"
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def state_option(required: bool = False) -> Decorator:
+    return click.option(
+        "--state",
+        "state_path",
+        envvar=STATE_ENV,
+        required=required,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"State file: patient history, alert ledger, outbox (SQLite). Default: ${STATE_ENV}.",
+    )
+
+
+def fhir_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--fhir-token",
+        envvar=TOKEN_ENV,
+        help=f"Bearer token for --fhir-server (better: ${TOKEN_ENV}).",
+    )(func)
+    return click.option("--fhir-server", metavar="URL", help="FHIR base URL the outbox delivers to.")(func)
+
+
+def open_state(path: Path) -> StateStore:
+    try:
+        return open_store(path)
+    except StateStoreError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
+
+
+def fhir_client(url: str, token: str | None) -> FhirClient:
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"not an http(s) URL: {url!r}", param_hint="--fhir-server")
+    return FhirClient(url.rstrip("/"), auth=BearerToken(token) if token else None)
+
+
+def deliver(store: StateStore, url: str, token: str | None) -> Round:
+    with fhir_client(url, token) as client:
+        return drain(store, client)
+
+
+def outbox_line(store: StateStore, done: Round | None = None) -> str:
+    counts = store.counts()
+    sent = f"this run: delivered {done.delivered}, failed {done.failed}; " if done else ""
+    left = f"pending {counts['pending']}, failed {counts['failed']}, delivered {counts['delivered']}"
+    return f"outbox: {sent}{left}"
+
+
+@click.group("outbox")
+def outbox_group() -> None:
+    """Alerts waiting to be written to the FHIR server."""
+
+
+@outbox_group.command("status")
+@state_option(required=True)
+def status_command(state_path: Path) -> None:
+    """Counts of outbox items: pending, failed, delivered (exit 1 when any failed)."""
+    store = open_state(state_path)
+    try:
+        counts = store.counts()
+        for status in ("pending", "failed", "delivered"):
+            click.echo(f"{status} {counts[status]}")
+        for item in store.deliveries("failed"):
+            click.echo(f"failed item {item.id}: {item.rule} {item.change}: {item.last_error}", err=True)
+    finally:
+        store.close()
+    raise SystemExit(1 if counts["failed"] else 0)
+
+
+@outbox_group.command("flush")
+@state_option(required=True)
+@fhir_options
+def flush_command(state_path: Path, fhir_server: str | None, fhir_token: str | None) -> None:
+    """Send every pending item now (waiting retries included); exit 1 if any is left or failed."""
+    if not fhir_server:
+        raise click.UsageError("--fhir-server is required to deliver")
+    store = open_state(state_path)
+    try:
+        store.retry_now(int(time.time()))
+        done = deliver(store, fhir_server, fhir_token)
+        click.echo(outbox_line(store, done))
+        counts = store.counts()
+    finally:
+        store.close()
+    raise SystemExit(1 if counts["pending"] or done.failed else 0)
+
+
+@click.group("history")
+def history_group() -> None:
+    """What earlier deliveries said about patients."""
+
+
+@history_group.command("forget")
+@click.argument("patient", metavar="Patient/<id>")
+@state_option(required=True)
+def forget_command(patient: str, state_path: Path) -> None:
+    """Erase one patient's history, alert ledger and undelivered outbox items."""
+    if not patient.startswith("Patient/") or len(patient) <= len("Patient/") or "/" in patient[8:]:
+        raise click.BadParameter("give the patient as Patient/<id>", param_hint="PATIENT")
+    store = open_state(state_path)
+    try:
+        removed = store.forget(patient)
+    finally:
+        store.close()
+    click.echo(f"forgot {patient}: {removed} records removed")

@@ -1,0 +1,106 @@
+"""Evaluation with memory: the pipeline plus a state store (patient history, alert ledger, outbox).
+
+Each delivery's facts are kept per patient and resource, so rules see what earlier deliveries
+said (Monday's weakness and Wednesday's absent reflexes make Wednesday's Guillain-Barré); a
+resource sent again replaces its earlier facts, even when its new version yields none (an
+Observation now entered-in-error). The alerts are then compared with the ledger
+(``redflags.lifecycle``) and the result of one patient's evaluation (history, ledger,
+deliveries) is committed in one transaction before anyone is told about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import structlog
+
+from fhir_adapters.intake import Intake, reference_of
+from redflags import lifecycle
+from redflags.logs import patient_token
+from redflags.pipeline import PatientResult, Pipeline
+from redflags.state.model import Evaluated, Fact, StateStore, Transition
+
+log = structlog.get_logger("redflags.stateful")
+
+DAY = 86_400
+#: History is kept this long beyond the longest window any rule looks back over.
+RETENTION_MARGIN_S = 30 * DAY
+
+
+def default_retention(pipeline: Pipeline) -> int:
+    """Seconds of history to keep: the longest rule window plus a margin."""
+    return int(pipeline.engine.longest_window + RETENTION_MARGIN_S)
+
+
+@dataclass(slots=True)
+class Tracked:
+    """One patient's evaluation with memory: the alerts, what changed, the outbox items added."""
+
+    result: PatientResult
+    transitions: list[Transition] = field(default_factory=list)
+    deliveries: list[int] = field(default_factory=list)
+    remembered: int = 0  # facts from earlier deliveries that took part
+
+
+class Tracker:
+    """Evaluates inputs against, and into, one state store."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: StateStore,
+        actor: str,
+        retention_s: int | None = None,
+        *,
+        queue: bool = True,
+    ) -> None:
+        """``queue=False``: track alerts without outbox items (no FHIR server to deliver to)."""
+        self.pipeline = pipeline
+        self.store = store
+        self.actor = actor
+        self.queue = queue
+        self.retention_s = retention_s if retention_s is not None else default_retention(pipeline)
+
+    def prune(self, now: int) -> int:
+        """Forget history older than the retention window; return the facts removed."""
+        removed = self.store.prune(now - self.retention_s)
+        if removed:
+            log.info("history_pruned", facts=removed, retention_days=round(self.retention_s / DAY))
+        return removed
+
+    def evaluate(self, intake: Intake, now: int, actor: str | None = None) -> Iterator[Tracked]:
+        """Every patient of ``intake`` at ``now``, each committed before it is yielded."""
+        for mapped in self.pipeline.facts(intake):
+            group = intake.patients[mapped.pid]
+            sent: dict[str, list[Fact]] = {reference_of(e.resource, e.full_url): [] for e in group.entries}
+            for fact in mapped.facts:
+                sent.setdefault(str(fact["ref"]), []).append(fact)
+            earlier = self.store.history(mapped.pid, exclude=list(sent))
+            evaluation = self.pipeline.engine.evaluate(mapped.pid, [*earlier, *mapped.facts], now)
+            plan = lifecycle.plan(
+                mapped.pid,
+                self.store.active(mapped.pid),
+                evaluation.alerts,
+                self.pipeline.engine.metas,
+                now,
+                actor or self.actor,
+            )
+            deliveries = plan.deliveries if self.queue else ()
+            ids = self.store.commit(
+                Evaluated(mapped.pid, now, sent, plan.active, plan.transitions, deliveries)
+            )
+            for transition in plan.transitions:
+                log.info(
+                    "alert_transition",
+                    rule=transition.rule,
+                    change=transition.change,
+                    tier=transition.tier,
+                    patient=patient_token(mapped.pid),
+                )
+            yield Tracked(
+                PatientResult(mapped.pid, evaluation.alerts, mapped.issues),
+                list(plan.transitions),
+                ids,
+                len(earlier),
+            )
