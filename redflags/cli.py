@@ -27,7 +27,7 @@ from redflags.explain import explain
 from redflags.pipeline import Pipeline
 from redflags.replay import InputResult, expand, replay
 from redflags.state.model import StateStore
-from redflags.state_cli import deliver, fhir_options, open_state, outbox_line, state_option
+from redflags.state_cli import FhirTarget, deliver, fhir_options, open_state, outbox_line, state_option
 from redflags.stateful import Tracker
 
 log = structlog.get_logger("redflags.cli")
@@ -125,6 +125,9 @@ def replay_command(
     state_path: Path | None,
     fhir_server: str | None,
     fhir_token: str | None,
+    fhir_smart: Path | None,
+    fhir_timeout: float,
+    delivery_wait: float,
     retention_days: int | None,
     config_path: Path | None,
 ) -> None:
@@ -187,7 +190,12 @@ def replay_command(
     if table is not None:
         _console().print(table)
     if store is not None:
-        failed |= _finish_state(store, fhir_server, fhir_token)
+        target = (
+            FhirTarget(fhir_server, fhir_token, fhir_smart, fhir_timeout, delivery_wait)
+            if fhir_server
+            else None
+        )
+        failed |= _finish_state(store, target)
     if expect:
         _print_corpus(report, fmt)
         failed |= not report.ok
@@ -195,15 +203,15 @@ def replay_command(
     sys.exit(1 if failed else 0)
 
 
-def _finish_state(store: StateStore, fhir_server: str | None, fhir_token: str | None) -> bool:
+def _finish_state(store: StateStore, target: FhirTarget | None) -> bool:
     """Deliver the outbox when a server is given; True when items failed or are left pending."""
     try:
-        done = deliver(store, fhir_server, fhir_token) if fhir_server else None
+        done = deliver(store, target) if target else None
         click.echo(outbox_line(store, done), err=True)
         counts = store.counts()
     finally:
         store.close()
-    return bool(fhir_server) and bool(counts["pending"] or (done and done.failed))
+    return target is not None and bool(counts["pending"] or (done and done.failed))
 
 
 def _table(now: int) -> Table:

@@ -11,6 +11,7 @@ from fhir_adapters.errors import IntakeError
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.service.auth import Authenticator, AuthSetupError
+from redflags.service.outbox_worker import outbox_auth
 from redflags.service.settings import ServiceSettings
 from redflags.state.sqlite_store import StateStoreError, open_store
 
@@ -75,6 +76,12 @@ log = structlog.get_logger("redflags.serve")
 @click.option("--no-state", is_flag=True, help="Keep no history: every call is evaluated on its own data.")
 @click.option("--fhir-server", metavar="URL", help="FHIR server the outbox writes Flags and CarePlans to.")
 @click.option("--fhir-token", envvar="REDFLAGS_FHIR_TOKEN", help="Bearer token for --fhir-server.")
+@click.option(
+    "--fhir-smart",
+    envvar="REDFLAGS_FHIR_SMART",
+    type=click.Path(exists=True, dir_okay=False),
+    help="SMART Backend Services for --fhir-server (JSON: token_url, client_id, private_key, kid, alg).",
+)
 @click.option("--system-actions", is_flag=True, help="Also return each Flag as a CDS Hooks systemAction.")
 @click.option(
     "--fhir-timeout",
@@ -105,6 +112,7 @@ def serve_command(
     no_state: bool,
     fhir_server: str | None,
     fhir_token: str | None,
+    fhir_smart: str | None,
     system_actions: bool,
     fhir_timeout: float,
     now_text: str | None,
@@ -151,10 +159,12 @@ def serve_command(
         state=None if no_state else state_path,
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_token=fhir_token,
+        fhir_smart=fhir_smart,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)
-    except AuthSetupError as exc:
+        outbox_auth(settings)
+    except (AuthSetupError, ValueError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     settings.to_env()
     uvicorn.run(

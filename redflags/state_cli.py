@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
-from fhir_adapters.fhir_client import BearerToken, FhirClient
 
+from fhir_adapters.fhir_client import BearerToken, FhirClient
+from fhir_adapters.smart_auth import SmartBackendAuth
 from redflags.delivery import Round, drain
 from redflags.state.model import StateStore
 from redflags.state.sqlite_store import StateStoreError, open_store
@@ -39,6 +41,27 @@ def state_option(required: bool = False) -> Decorator:
 
 def fhir_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
+        "--delivery-wait",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(0, 3600),
+        help="Seconds to keep retrying deliveries before leaving the rest pending.",
+    )(func)
+    func = click.option(
+        "--fhir-timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.1, 300),
+        help="Seconds allowed for each request to --fhir-server.",
+    )(func)
+    func = click.option(
+        "--fhir-smart",
+        envvar="REDFLAGS_FHIR_SMART",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="SMART Backend Services for --fhir-server: JSON with token_url, client_id, "
+        "private_key (PEM file), kid, alg (RS384|ES384), scope.",
+    )(func)
+    func = click.option(
         "--fhir-token",
         envvar=TOKEN_ENV,
         help=f"Bearer token for --fhir-server (better: ${TOKEN_ENV}).",
@@ -53,15 +76,33 @@ def open_state(path: Path) -> StateStore:
         raise click.ClickException(" ".join(str(exc).split())) from None
 
 
-def fhir_client(url: str, token: str | None) -> FhirClient:
-    if not url.startswith(("http://", "https://")):
-        raise click.BadParameter(f"not an http(s) URL: {url!r}", param_hint="--fhir-server")
-    return FhirClient(url.rstrip("/"), auth=BearerToken(token) if token else None)
+@dataclass(frozen=True, slots=True)
+class FhirTarget:
+    """Where and how the outbox delivers (the --fhir-* options)."""
+
+    url: str
+    token: str | None = field(default=None, repr=False)
+    smart: Path | None = None
+    timeout_s: float = 10.0
+    wait_s: float = 30.0
+
+    def client(self) -> FhirClient:
+        if not self.url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"not an http(s) URL: {self.url!r}", param_hint="--fhir-server")
+        if self.token and self.smart:
+            raise click.UsageError("give --fhir-token or --fhir-smart, not both")
+        try:
+            auth = SmartBackendAuth.from_file(self.smart) if self.smart else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--fhir-smart") from None
+        if self.token:
+            auth = BearerToken(self.token)
+        return FhirClient(self.url.rstrip("/"), auth=auth, timeout_s=self.timeout_s)
 
 
-def deliver(store: StateStore, url: str, token: str | None) -> Round:
-    with fhir_client(url, token) as client:
-        return drain(store, client)
+def deliver(store: StateStore, target: FhirTarget) -> Round:
+    with target.client() as client:
+        return drain(store, client, patience_s=target.wait_s)
 
 
 def outbox_line(store: StateStore, done: Round | None = None) -> str:
@@ -95,14 +136,21 @@ def status_command(state_path: Path) -> None:
 @outbox_group.command("flush")
 @state_option(required=True)
 @fhir_options
-def flush_command(state_path: Path, fhir_server: str | None, fhir_token: str | None) -> None:
+def flush_command(
+    state_path: Path,
+    fhir_server: str | None,
+    fhir_token: str | None,
+    fhir_smart: Path | None,
+    fhir_timeout: float,
+    delivery_wait: float,
+) -> None:
     """Send every pending item now (waiting retries included); exit 1 if any is left or failed."""
     if not fhir_server:
         raise click.UsageError("--fhir-server is required to deliver")
     store = open_state(state_path)
     try:
         store.retry_now(int(time.time()))
-        done = deliver(store, fhir_server, fhir_token)
+        done = deliver(store, FhirTarget(fhir_server, fhir_token, fhir_smart, fhir_timeout, delivery_wait))
         click.echo(outbox_line(store, done))
         counts = store.counts()
     finally:

@@ -69,8 +69,14 @@ class Tracker:
             log.info("history_pruned", facts=removed, retention_days=round(self.retention_s / DAY))
         return removed
 
-    def evaluate(self, intake: Intake, now: int, actor: str | None = None) -> Iterator[Tracked]:
-        """Every patient of ``intake`` at ``now``, each committed before it is yielded."""
+    def evaluate(
+        self, intake: Intake, now: int, actor: str | None = None, *, commit: bool = True
+    ) -> Iterator[Tracked]:
+        """Every patient of ``intake`` at ``now``, each committed before it is yielded.
+
+        ``commit=False``: a what-if (CDS Hooks order-sign counts orders not yet signed): the
+        history is read, nothing is stored, no alert changes.
+        """
         for mapped in self.pipeline.facts(intake):
             group = intake.patients[mapped.pid]
             sent: dict[str, list[Fact]] = {reference_of(e.resource, e.full_url): [] for e in group.entries}
@@ -78,6 +84,10 @@ class Tracker:
                 sent.setdefault(str(fact["ref"]), []).append(fact)
             earlier = self.store.history(mapped.pid, exclude=list(sent))
             evaluation = self.pipeline.engine.evaluate(mapped.pid, [*earlier, *mapped.facts], now)
+            result = PatientResult(mapped.pid, evaluation.alerts, mapped.issues)
+            if not commit:
+                yield Tracked(result, remembered=len(earlier))
+                continue
             plan = lifecycle.plan(
                 mapped.pid,
                 self.store.active(mapped.pid),
@@ -98,9 +108,4 @@ class Tracker:
                     tier=transition.tier,
                     patient=patient_token(mapped.pid),
                 )
-            yield Tracked(
-                PatientResult(mapped.pid, evaluation.alerts, mapped.issues),
-                list(plan.transitions),
-                ids,
-                len(earlier),
-            )
+            yield Tracked(result, list(plan.transitions), ids, len(earlier))

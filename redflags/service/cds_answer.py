@@ -54,7 +54,7 @@ def answer(
     intake = group("cds-hooks", [*gathered, *extra])
     mine = intake.patients.get(pid)
     intake.patients = {pid: mine} if mine else {}  # the patient in context, never another
-    results = evaluate(intake, now) if mine else []
+    results = evaluate(intake, now, what_if=bool(extra)) if mine else []  # extra: drafts
     alerts = [alert for result in results for alert in result.alerts]
     payload, issued = cds_response(
         alerts, pipeline().engine.metas, call.hook_instance, system_actions=system_actions

@@ -68,12 +68,17 @@ def quiet_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def evaluate(intake: Intake, now: int) -> list[PatientResult]:
-    """Evaluate in this engine process: with the state store (history, ledger, outbox) if any."""
+def evaluate(intake: Intake, now: int, *, what_if: bool = False) -> list[PatientResult]:
+    """Evaluate in this engine process: with the state store (history, ledger, outbox) if any.
+
+    ``what_if``: the input holds what is not yet so (order-sign's draft orders): history is
+    read, nothing is remembered and no alert changes.
+    """
     if _tracker is None:
         return pipeline().evaluate(intake, now)
     request = structlog.contextvars.get_contextvars().get("request_id")
-    return [t.result for t in _tracker.evaluate(intake, now, actor=f"service:{request}")]
+    tracked = _tracker.evaluate(intake, now, actor=f"service:{request}", commit=not what_if)
+    return [t.result for t in tracked]
 
 
 def start_here(config_path: str | None, state: str | None = None, queue: bool = False) -> Pipeline:

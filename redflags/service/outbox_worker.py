@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import structlog
 from anyio import to_thread
 
-from fhir_adapters.fhir_client import BearerToken, FhirClient
+from fhir_adapters.fhir_client import Auth, BearerToken, FhirClient
+from fhir_adapters.smart_auth import SmartBackendAuth
 from redflags.delivery import deliver_due
 from redflags.service.settings import ServiceSettings
 from redflags.state.model import StateStore
@@ -27,6 +29,13 @@ INTERVAL_S = 1.0
 LEASE_S = 120
 
 
+def outbox_auth(settings: ServiceSettings) -> Auth | None:
+    """The credentials for --fhir-server: SMART Backend Services, a bearer token, or none."""
+    if settings.fhir_smart:
+        return SmartBackendAuth.from_file(Path(settings.fhir_smart))  # ValueError if wrong
+    return BearerToken(settings.fhir_token) if settings.fhir_token else None
+
+
 class OutboxWorker:
     def __init__(self, store: StateStore, client: FhirClient) -> None:
         self.store = store
@@ -38,8 +47,7 @@ class OutboxWorker:
         """A running worker when the service has a state store and a FHIR server, else None."""
         if not (settings.state and settings.fhir_server):
             return None
-        auth = BearerToken(settings.fhir_token) if settings.fhir_token else None
-        return cls(open_store(settings.state), FhirClient(settings.fhir_server, auth=auth))
+        return cls(open_store(settings.state), FhirClient(settings.fhir_server, auth=outbox_auth(settings)))
 
     async def _run(self) -> None:
         while True:

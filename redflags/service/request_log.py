@@ -25,20 +25,11 @@ class RequestLog:
             return
         rid = uuid.uuid4().hex[:16]
         started = time.perf_counter()
-        status = 500  # what the server answers if the app fails before starting a response
+        logged = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
-            await send(message)
-
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+        def log_request(status: int) -> None:
+            nonlocal logged
+            logged = True
             route = scope.get("route")
             log.info(
                 "request",
@@ -49,3 +40,17 @@ class RequestLog:
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+                log_request(message["status"])  # before the answer leaves: a client never outruns it
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if not logged:  # the app failed before answering (the server answers 500)
+                log_request(500)
+            structlog.contextvars.unbind_contextvars("request_id")

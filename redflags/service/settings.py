@@ -31,6 +31,7 @@ class ServiceSettings:
     state: str | None = None  # state store: patient history, alert ledger, outbox (None: stateless)
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
+    fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
 
     def to_env(self) -> None:
         os.environ[ENV] = orjson.dumps(asdict(self)).decode()

@@ -1,0 +1,158 @@
+"""A programmable fault-injecting HTTP proxy on 127.0.0.1, in front of a real FHIR server.
+
+Each request takes the next scripted fault, if any (``fail``: answer this status instead,
+optionally with Retry-After or an OperationOutcome; ``delay``: wait, then forward; ``drop``:
+close the connection without an answer), else it is forwarded unchanged. ``down()`` stops
+listening (connections refused) and ``up()`` listens again on the same port. Every request
+received is recorded (method, path, headers, time) for assertions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class _Fault:
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay_s: float = 0.0
+    drop: bool = False
+
+
+class FaultProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.seen: list[Seen] = []
+        self._faults: deque[_Fault] = deque()
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self.up()
+        self.port = self._server.server_address[1]  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        """The proxied FHIR base: the upstream's path on the proxy's port."""
+        path = self.upstream.split("/", 3)[3] if self.upstream.count("/") >= 3 else ""
+        return f"http://127.0.0.1:{self.port}/{path}".rstrip("/")
+
+    # -- scripting ---------------------------------------------------------------------------
+    def fail(
+        self, status: int, retry_after: str | None = None, outcome: dict[str, Any] | None = None
+    ) -> None:
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        body = json.dumps(outcome).encode() if outcome else b""
+        if outcome:
+            headers["Content-Type"] = "application/fhir+json"
+        self._push(_Fault(status=status, headers=headers, body=body))
+
+    def delay(self, seconds: float) -> None:
+        self._push(_Fault(delay_s=seconds))
+
+    def drop(self) -> None:
+        self._push(_Fault(drop=True))
+
+    def _push(self, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def _next(self) -> _Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    # -- listening ---------------------------------------------------------------------------
+    def up(self) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy.seen.append(Seen(self.command, self.path, dict(self.headers), time.time()))
+                fault = proxy._next()
+                if fault and fault.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault and fault.delay_s:
+                    time.sleep(fault.delay_s)
+                if fault and fault.status:
+                    self._answer(fault.status, fault.headers, fault.body)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                target = proxy.upstream.split("/", 3)
+                origin = "/".join(target[:3])
+                try:
+                    answer = proxy._session.request(
+                        self.command, origin + self.path, data=body, headers=headers, timeout=30
+                    )
+                except requests.RequestException:
+                    self._answer(502, {}, b"")
+                    return
+                kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+                self._answer(answer.status_code, kept, answer.content)
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def close(self) -> None:
+        self.down()
+        self._session.close()
+
+
+@contextlib.contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
