@@ -156,7 +156,6 @@ def replay_command(
     if store is not None:
         retention = retention_days * 86_400 if retention_days else None
         tracker = Tracker(pipeline, store, actor=f"replay:{replay_id}", retention_s=retention)
-        tracker.prune(now)
     files = list(expand(paths))
     missing = [p for p in paths if not p.exists()]
     failed = bool(missing)
@@ -234,17 +233,22 @@ def _report(result: InputResult, fmt: str, table: Table | None, out: Path | None
             failed = True
         else:
             log.info("input_issue", source=result.source, path=issue.path, issue=issue.message)
+    changes = {t.result.pid: t.transitions for t in result.changes}
     for patient in result.patients:
+        changed = changes.get(patient.pid, [])
         if fmt == "json":
-            line = {
+            line: dict[str, object] = {
                 "source": result.source,
                 "patient": patient.pid,
                 "alerts": [a.summary() for a in patient.alerts],
             }
+            if changed:  # with --state: what this evaluation changed (raised, updated, withdrawn)
+                line["changes"] = [{"rule": t.rule, "change": t.change, "tier": t.tier} for t in changed]
             sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
         elif table is not None:
-            shown = "\n".join(f"{a.rule} ({a.severity})" for a in patient.alerts) or "-"
-            table.add_row(result.source, patient.pid, shown)
+            shown = [f"{a.rule} ({a.severity})" for a in patient.alerts]
+            shown += [f"{t.rule}: {t.change}" for t in changed]
+            table.add_row(result.source, patient.pid, "\n".join(shown) or "-")
         for alert in patient.alerts:
             log.info(
                 "alert", rule=alert.rule, severity=alert.severity, patient=logs.patient_token(alert.patient)

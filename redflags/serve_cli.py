@@ -73,6 +73,11 @@ log = structlog.get_logger("redflags.serve")
     type=click.Path(dir_okay=False),
     help="State store: patient history across calls, alert ledger, outbox (SQLite).",
 )
+@click.option(
+    "--retention-days",
+    type=click.IntRange(1),
+    help="Days of patient history kept (default: the longest rule window plus 30 days).",
+)
 @click.option("--no-state", is_flag=True, help="Keep no history: every call is evaluated on its own data.")
 @click.option("--fhir-server", metavar="URL", help="FHIR server the outbox writes Flags and CarePlans to.")
 @click.option("--fhir-token", envvar="REDFLAGS_FHIR_TOKEN", help="Bearer token for --fhir-server.")
@@ -109,6 +114,7 @@ def serve_command(
     max_body_bytes: int,
     feedback_db: str,
     state_path: str,
+    retention_days: int | None,
     no_state: bool,
     fhir_server: str | None,
     fhir_token: str | None,
@@ -157,6 +163,7 @@ def serve_command(
         log_level=click.get_current_context().find_root().params.get("log_level") or "info",
         engine_processes=workers,
         state=None if no_state else state_path,
+        retention_days=retention_days,
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_token=fhir_token,
         fhir_smart=fhir_smart,

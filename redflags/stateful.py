@@ -26,6 +26,8 @@ log = structlog.get_logger("redflags.stateful")
 DAY = 86_400
 #: History is kept this long beyond the longest window any rule looks back over.
 RETENTION_MARGIN_S = 30 * DAY
+#: A long-running tracker (the service) drops expired history at most this often.
+PRUNE_EVERY_S = DAY
 
 
 def default_retention(pipeline: Pipeline) -> int:
@@ -61,9 +63,11 @@ class Tracker:
         self.actor = actor
         self.queue = queue
         self.retention_s = retention_s if retention_s is not None else default_retention(pipeline)
+        self._pruned_at: int | None = None
 
     def prune(self, now: int) -> int:
         """Forget history older than the retention window; return the facts removed."""
+        self._pruned_at = now
         removed = self.store.prune(now - self.retention_s)
         if removed:
             log.info("history_pruned", facts=removed, retention_days=round(self.retention_s / DAY))
@@ -77,6 +81,8 @@ class Tracker:
         ``commit=False``: a what-if (CDS Hooks order-sign counts orders not yet signed): the
         history is read, nothing is stored, no alert changes.
         """
+        if self._pruned_at is None or abs(now - self._pruned_at) >= PRUNE_EVERY_S:
+            self.prune(now)
         for mapped in self.pipeline.facts(intake):
             group = intake.patients[mapped.pid]
             sent: dict[str, list[Fact]] = {reference_of(e.resource, e.full_url): [] for e in group.entries}

@@ -81,6 +81,10 @@ def alerts_of(run: subprocess.CompletedProcess) -> dict[str, list[tuple[str, str
     return found
 
 
+def changes_of(run: subprocess.CompletedProcess) -> list[str]:
+    return [c["change"] for line in run.stdout.splitlines() for c in orjson.loads(line).get("changes", [])]
+
+
 def priority(flag: dict[str, Any]) -> str:
     (ext,) = [e for e in flag["extension"] if e["url"] == PRIORITY]
     return ext["valueCodeableConcept"]["coding"][0]["code"]
@@ -122,6 +126,7 @@ def test_lifecycle_raise_escalate_deescalate_withdraw_on_a_real_server(
         assert run.returncode == 0, run.stderr
         alerts = alerts_of(run).get("Patient/wb1", [])
         assert alerts == ([("cauda_equina_syndrome", severity)] if severity else []), (i, alerts)
+        assert changes_of(run) == [["raised", "updated", "updated", "withdrawn"][i]]
         flags = fhir_server.search("Flag?subject=Patient/wb1")
         plans = fhir_server.search("CarePlan?subject=Patient/wb1")
         assert len(flags) == 1 and len(plans) == 1, (i, flags, plans)  # never a second one
@@ -140,9 +145,10 @@ def test_lifecycle_raise_escalate_deescalate_withdraw_on_a_real_server(
         store.close()
     assert changes == ["raised", "updated", "updated", "withdrawn"]
     assert before == {"pending": 0, "failed": 0, "delivered": 4}
-    again = redflags("replay", str(tmp_path / "delivery-0.json"), "--now", "2025-03-10T14:00:00Z",
-                     "--state", str(state), "--fhir-server", fhir_server.url)  # fmt: skip
-    assert again.returncode == 0, again.stderr
+    again = redflags("replay", str(tmp_path / "delivery-3.json"), "--now", "2025-03-10T14:00:00Z",
+                     "--format", "json", "--state", str(state), "--fhir-server", fhir_server.url)  # fmt: skip
+    assert again.returncode == 0 and changes_of(again) == [], again.stderr
+    assert "delivered 0" in again.stderr and "delivered 4" in again.stderr  # nothing sent this run
 
 
 def test_history_makes_wednesday_fire_what_mondays_delivery_began(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             settings.log_level,
             state=settings.state,
             queue=bool(settings.fhir_server),
+            retention_days=settings.retention_days,
         )
         app.state.feedback_store = feedback.open_store(settings)
         outbox = OutboxWorker.start(settings)

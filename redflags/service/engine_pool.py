@@ -81,7 +81,9 @@ def evaluate(intake: Intake, now: int, *, what_if: bool = False) -> list[Patient
     return [t.result for t in tracked]
 
 
-def start_here(config_path: str | None, state: str | None = None, queue: bool = False) -> Pipeline:
+def start_here(
+    config_path: str | None, state: str | None = None, queue: bool = False, retention_days: int | None = None
+) -> Pipeline:
     """Make this process an engine process (engine processes call it; benchmarks too).
 
     ``state``: the state store file; ``queue``: also queue deliveries (a FHIR server is set).
@@ -90,7 +92,8 @@ def start_here(config_path: str | None, state: str | None = None, queue: bool = 
     run_engine_here()  # this process only evaluates, on this thread
     _pipeline = Pipeline.from_config(config.load(Path(config_path) if config_path else None))
     if state:
-        _tracker = Tracker(_pipeline, open_store(state), actor="service", queue=queue)
+        retention = retention_days * 86_400 if retention_days else None
+        _tracker = Tracker(_pipeline, open_store(state), actor="service", retention_s=retention, queue=queue)
     quiet_gc()
     return _pipeline
 
@@ -113,10 +116,10 @@ def serve_engine() -> None:
     """The engine process: one start frame, then (function, request id, args) frames until EOF."""
     inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frames
-    config_path, log_level, salt, state, queue = _read(inbox)
+    config_path, log_level, salt, state, queue, retention_days = _read(inbox)
     logs.configure(log_level)
     logs.share_salt(salt)
-    rules = len(start_here(config_path, state, queue).engine.metas)
+    rules = len(start_here(config_path, state, queue, retention_days).engine.metas)
     log.info("engine_ready", engine=os.getpid(), rules=rules)
     _write(outbox, ("ok", os.getpid()))
     while True:
@@ -159,9 +162,10 @@ class EnginePool:
         log_level: str,
         state: str | None = None,
         queue: bool = False,
+        retention_days: int | None = None,
     ) -> None:
         self.processes = processes
-        self._start = (config_path, log_level, logs.salt(), state, queue)
+        self._start = (config_path, log_level, logs.salt(), state, queue, retention_days)
         self._idle: asyncio.Queue[_Engine] = asyncio.Queue()
         self._all: set[_Engine] = set()
         self._restarts: set[asyncio.Task[None]] = set()

@@ -29,6 +29,7 @@ class ServiceSettings:
     log_level: str = "info"
     engine_processes: int = 1  # redflags serve --workers: engine processes behind the HTTP one
     state: str | None = None  # state store: patient history, alert ledger, outbox (None: stateless)
+    retention_days: int | None = None  # history kept (None: the longest rule window + margin)
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)

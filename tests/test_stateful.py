@@ -1,0 +1,66 @@
+"""Evaluation with memory (``redflags.stateful``), in-process against a real SQLite state store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fhir_adapters.intake import read_path
+from fhir_adapters.times import parse_now
+from redflags.pipeline import Pipeline
+from redflags.state.sqlite_store import SqliteStateStore
+from redflags.stateful import Tracker, default_retention
+
+from .conftest import FIXTURES
+
+HISTORY = FIXTURES / "history"
+GBS = "guillain_barre_syndrome"
+
+
+@pytest.fixture
+def tracker(tmp_path: Path, pipeline: Pipeline) -> Tracker:
+    return Tracker(pipeline, SqliteStateStore.open(tmp_path / "state.sqlite"), actor="test")
+
+
+def deliver(tracker: Tracker, name: str, now: str):
+    (tracked,) = tracker.evaluate(read_path(HISTORY / name), parse_now(now))
+    return tracked
+
+
+def test_an_ascending_pattern_is_seen_across_three_deliveries(tracker: Tracker) -> None:
+    assert deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z").result.alerts == []
+    wednesday = deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:00:00Z")
+    (alert,) = wednesday.result.alerts
+    assert alert.rule == GBS and [t.change for t in wednesday.transitions] == ["raised"]
+    assert not any("ascending" in note for note in alert.notes)
+    assert wednesday.remembered > 0  # Monday's facts took part
+
+    thursday = deliver(tracker, "gbs-thursday-arms.json", "2025-03-11T12:00:00Z")
+    (alert,) = thursday.result.alerts
+    assert any("weakness ascending" in note and "Arm weakness" in note for note in alert.notes)
+    assert [t.change for t in thursday.transitions] == ["updated"]  # the same Flag, not a new alert
+
+
+def test_a_resource_sent_again_replaces_its_earlier_facts(tracker: Tracker, tmp_path: Path) -> None:
+    deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z")
+    assert deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:00:00Z").result.alerts
+    weakness = (HISTORY / "gbs-monday.json").read_text().replace('"code": "active"', '"code": "resolved"')
+    (tmp_path / "resolved.json").write_text(weakness)
+    (tracked,) = tracker.evaluate(read_path(tmp_path / "resolved.json"), parse_now("2025-03-10T13:00:00Z"))
+    assert tracked.result.alerts == []
+    assert [t.change for t in tracked.transitions] == ["withdrawn"]
+
+
+def test_a_what_if_reads_history_and_commits_nothing(tracker: Tracker) -> None:
+    deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z")
+    intake = read_path(HISTORY / "gbs-wednesday.json")
+    (tracked,) = tracker.evaluate(intake, parse_now("2025-03-10T12:00:00Z"), commit=False)
+    assert tracked.result.alerts and tracked.transitions == []
+    assert tracker.store.active("Patient/v03") == {} and tracker.store.counts()["pending"] == 0
+    assert deliver(tracker, "gbs-thursday-arms.json", "2025-03-11T12:00:00Z").result.alerts == []
+
+
+def test_default_retention_is_the_longest_rule_window_plus_a_margin(pipeline: Pipeline) -> None:
+    assert default_retention(pipeline) == pipeline.engine.longest_window + 30 * 86_400
+    assert pipeline.engine.longest_window >= 365 * 86_400  # e.g. cancer within 2 years (4.3)
