@@ -109,11 +109,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(workers: int, tmp: Path) -> tuple[subprocess.Popen, str]:
+def _start(workers: int, tmp: Path, state: bool = True) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "error", "serve", "--port", str(port),
            "--workers", str(workers), "--allow-unauthenticated", "--now", NOW_TEXT,
-           "--feedback-db", str(tmp / "feedback.sqlite")]  # fmt: skip
+           "--feedback-db", str(tmp / "feedback.sqlite"),
+           *(["--no-state"] if not state else ["--state", str(tmp / "state.sqlite")])]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -208,6 +209,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--no-state", action="store_true", help="Serve without patient history (no state store writes)."
+    )
     args = parser.parse_args()
 
     bodies, per_call = requests_bodies()
@@ -216,7 +220,7 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = _start(args.workers, Path(tmp))
+        proc, url = _start(args.workers, Path(tmp), state=not args.no_state)
         try:
             load(url, bodies, args.clients, 2.0)  # warm-up: every worker has compiled its rules
             latencies, errors = load(url, bodies, args.clients, args.seconds)
@@ -224,7 +228,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=15)
     p50, p95, p99 = (_pct(latencies, q) for q in (0.50, 0.95, 0.99))
-    print(f"clients {args.clients}, workers {args.workers}, {args.seconds:g} s: {len(latencies)} calls, "
+    print(f"history {'off' if args.no_state else 'on'}, clients {args.clients}, workers {args.workers}, "
+          f"{args.seconds:g} s: {len(latencies)} calls, "
           f"{len(latencies) / args.seconds:.0f} calls/s, errors {errors}")  # fmt: skip
     print(f"latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {max(latencies) * 1000:.1f}")
     print(

@@ -96,9 +96,7 @@ def main() -> None:
         f"through outbox: {outbox_s:6.2f} s  {args.n / outbox_s:7.1f} deliveries/s  "
         f"(commit {commit_s - evaluate_s:.2f} s beyond evaluation, send {send_s:.2f} s)"
     )
-    print(
-        f"outbox / direct = {outbox_s / direct_s:.2f}x; Flags on the server: {flags} (expected {args.n})"
-    )
+    print(f"outbox / direct = {outbox_s / direct_s:.2f}x; Flags on the server: {flags} (expected {args.n})")
 
 
 def _evaluate_time(pipeline: Pipeline, intake: object) -> float:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -213,33 +213,6 @@ class FhirClient:
                 outcome = (entry.get("response") or {}).get("outcome")
                 raise FhirPermanentError(f"POST /: entry {i} answered {status}", int(status), outcome)
         return answer
-
-    def read(self, path: str) -> dict[str, Any] | None:
-        """A resource, or None when the server has none (404, 410)."""
-        try:
-            return self.request("GET", path).json()
-        except FhirPermanentError as exc:
-            if exc.status in (404, 410):
-                return None
-            raise
-
-    def search(self, query: str) -> list[dict[str, Any]]:
-        """Every resource a search finds, following ``next`` links on this server only."""
-        found: list[dict[str, Any]] = []
-        page: dict[str, Any] | None = self.request("GET", query).json()
-        origin = urlsplit(self.base_url)[:2]
-        while page is not None:
-            found += [e["resource"] for e in page.get("entry") or () if "resource" in e]
-            nxt = next(
-                (link["url"] for link in page.get("link") or () if link.get("relation") == "next"), None
-            )
-            if not nxt:
-                break
-            nxt = urljoin(self.base_url + "/", nxt)
-            if urlsplit(nxt)[:2] != origin:
-                raise FhirPermanentError(f"GET {urlsplit(nxt).path}: next link leaves the server")
-            page = self.request("GET", nxt).json()
-        return found
 
 
 def _diagnostics(outcome: dict[str, Any]) -> str:
