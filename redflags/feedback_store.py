@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -28,6 +28,7 @@ from typing import Literal, Protocol
 import orjson
 
 from fhir_adapters.times import iso
+from redflags import sqlite_file
 
 SCHEMA_VERSION = 1
 Outcome = Literal["accepted", "overridden"]
@@ -131,6 +132,7 @@ class FeedbackStore(Protocol):
     def close(self) -> None: ...
 
 
+_TABLES = frozenset({"schema_version", "card_shown", "feedback"})
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE card_shown (
@@ -182,17 +184,7 @@ class SqliteFeedbackStore:
         if not create and not path.is_file():
             raise FeedbackStoreError(f"{path}: no such feedback database")
         try:
-            if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            # mode=rw never creates a file; rwc does. isolation_level=None: we BEGIN ourselves.
-            mode = "rwc" if create else "rw"
-            conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode={mode}",
-                uri=True,
-                timeout=busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            conn = sqlite_file.connect(path, create=create, busy_timeout_s=busy_timeout_s)
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"{path}: cannot open feedback database: {exc}") from None
         store = cls(conn, path)
@@ -212,37 +204,14 @@ class SqliteFeedbackStore:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         with self._transaction("IMMEDIATE" if create else "DEFERRED"):
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not tables and create:
-                for statement in _SCHEMA.split(";"):  # not executescript: it would COMMIT first
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                return
-            if "schema_version" not in tables:
-                raise FeedbackStoreError(f"{self.path}: not a redflags feedback database")
-            versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
-            if versions != [SCHEMA_VERSION]:
-                raise FeedbackStoreError(
-                    f"{self.path}: feedback database schema version {versions}, this redflags reads "
-                    f"version {SCHEMA_VERSION}"
-                )
+            wrong = sqlite_file.prepare_schema(
+                conn, schema=_SCHEMA, version=SCHEMA_VERSION, tables=_TABLES, create=create, kind="feedback"
+            )
+            if wrong:
+                raise FeedbackStoreError(f"{self.path}: {wrong}")
 
-    @contextmanager
-    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """IMMEDIATE (writes): take the write lock up front, waiting up to the busy timeout.
-
-        DEFERRED (reads): one consistent snapshot without blocking writers.
-        """
-        with self._lock:
-            self._conn.execute(f"BEGIN {mode}")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise
+    def _transaction(self, mode: str = "IMMEDIATE") -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_file.transaction(self._conn, self._lock, mode)
 
     def _write(self, sql: str, rows: list[tuple[object, ...]], *, sync: str = "FULL") -> None:
         """``sync``: FULL survives power loss; NORMAL (WAL) survives a crash of this process only."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -34,6 +34,7 @@ from typing import Any, cast
 import orjson
 import structlog
 
+from redflags import sqlite_file
 from redflags.state.model import (
     ActiveAlert,
     Change,
@@ -197,15 +198,7 @@ class SqliteStateStore:
         """Open the database, creating file and schema if needed; anything wrong is a StateStoreError."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we BEGIN ourselves; check_same_thread=False: the lock guards.
-            conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=rwc",
-                uri=True,
-                timeout=busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            conn = sqlite_file.connect(path, create=True, busy_timeout_s=busy_timeout_s)
         except (OSError, sqlite3.Error) as exc:
             raise StateStoreError(f"{path}: cannot open state database: {_one_line(exc)}") from None
         store = cls(conn, path)
@@ -226,22 +219,11 @@ class SqliteStateStore:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
         with self._transaction("IMMEDIATE"):
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            tables.discard("sqlite_sequence")
-            if not tables:
-                for statement in _SCHEMA.split(";"):  # not executescript: it would COMMIT first
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                if not _TABLES <= tables:
-                    raise StateStoreError(f"{self.path}: not a redflags state database")
-                versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
-                if versions != [SCHEMA_VERSION]:
-                    raise StateStoreError(
-                        f"{self.path}: state database schema version {versions}, this redflags reads "
-                        f"version {SCHEMA_VERSION}"
-                    )
+            wrong = sqlite_file.prepare_schema(
+                conn, schema=_SCHEMA, version=SCHEMA_VERSION, tables=_TABLES, create=True, kind="state"
+            )
+            if wrong:
+                raise StateStoreError(f"{self.path}: {wrong}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StateStoreError(f"{self.path}: cannot switch the state database to WAL (mode {mode})")
@@ -256,14 +238,8 @@ class SqliteStateStore:
         with self._lock:
             if self._closed:
                 raise StateStoreError(f"{self.path}: state database is closed")
-            self._conn.execute(f"BEGIN {mode}")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise
+            with sqlite_file.transaction(self._conn, self._lock, mode) as conn:
+                yield conn
 
     @contextmanager
     def _guard(self, what: str, mode: str) -> Iterator[sqlite3.Connection]:
