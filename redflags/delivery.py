@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from fhir_adapters.fhir_client import FhirClient, FhirPermanentError, FhirTransientError
 
+from fhir_adapters.fhir_client import FhirClient, FhirPermanentError, FhirTransientError
 from redflags.logs import patient_token
 from redflags.state.model import Delivery, StateStore
 
