@@ -55,10 +55,24 @@ class SmartBackendAuth:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_key_file(
-        cls, token_url: str, client_id: str, key_file: Path, kid: str, **kw: object
-    ) -> SmartBackendAuth:
-        return cls(token_url, client_id, key_file.read_bytes(), kid, **kw)  # type: ignore[arg-type]
+    def from_file(cls, path: Path) -> SmartBackendAuth:
+        """From a JSON file: ``token_url``, ``client_id``, ``private_key`` (a PEM file, relative
+        to the JSON file), ``kid``, and optionally ``alg`` and ``scope``. ValueError if wrong."""
+        try:
+            doc = orjson.loads(path.read_bytes())
+            key = (path.parent / doc["private_key"]).read_bytes()
+            return cls(
+                doc["token_url"],
+                doc["client_id"],
+                key,
+                doc["kid"],
+                alg=doc.get("alg", "RS384"),
+                scope=doc.get("scope", DEFAULT_SCOPE),
+            )
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"{path}: not a SMART backend configuration ({type(exc).__name__}: {exc})"
+            ) from None
 
     def __repr__(self) -> str:
         return f"SmartBackendAuth(client_id={self.client_id!r}, kid={self.kid!r}, alg={self.alg})"

@@ -188,7 +188,30 @@ def test_history_older_than_the_retention_window_is_dropped(tmp_path: Path) -> N
 
 def test_state_commands_refuse_bad_use_with_one_line(tmp_path: Path) -> None:
     not_a_db = write(tmp_path / "junk.sqlite", {"not": "sqlite"})
+    not_smart = write(tmp_path / "smart.json", {"token_url": "http://127.0.0.1:9/token"})
     for args in (
+        [
+            "outbox",
+            "flush",
+            "--state",
+            str(tmp_path / "s.sqlite"),
+            "--fhir-server",
+            "http://127.0.0.1:9",
+            "--fhir-smart",
+            str(not_smart),
+        ],
+        [
+            "serve",
+            "--allow-unauthenticated",
+            "--state",
+            str(tmp_path / "s.sqlite"),
+            "--fhir-server",
+            "http://127.0.0.1:9",
+            "--fhir-smart",
+            str(not_smart),
+            "--feedback-db",
+            str(tmp_path / "f.sqlite"),
+        ],
         ["outbox", "status", "--state", str(not_a_db)],
         ["history", "forget", "v03", "--state", str(tmp_path / "s.sqlite")],
         ["replay", str(V01), "--fhir-server", "http://127.0.0.1:9"],
