@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import jwt
@@ -253,3 +254,27 @@ def test_a_refused_client_assertion_is_permanent(proxy: FaultProxy) -> None:
         assert proxy.seen == []  # nothing reached the FHIR server without a token
     finally:
         tokens.httpd.shutdown()
+
+
+def test_smart_configuration_file_names_its_key_file_relative_to_itself(tmp_path: Path) -> None:
+    private, public = _keys("ES384")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "client.pem").write_bytes(private)
+    config = tmp_path / "smart.json"
+    config.write_text(
+        json.dumps(
+            {
+                "token_url": "https://auth.example/token",
+                "client_id": "rf",
+                "private_key": "keys/client.pem",
+                "kid": "key-1",
+                "alg": "ES384",
+            }
+        )
+    )
+    auth = SmartBackendAuth.from_file(config)
+    claims = jwt.decode(auth.assertion(), public, algorithms=["ES384"], audience="https://auth.example/token")
+    assert claims["iss"] == claims["sub"] == "rf"
+    config.write_text(json.dumps({"token_url": "https://auth.example/token"}))
+    with pytest.raises(ValueError, match="not a SMART backend configuration"):
+        SmartBackendAuth.from_file(config)
