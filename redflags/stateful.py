@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import orjson
 import structlog
 
 from fhir_adapters.intake import Intake, reference_of
@@ -43,6 +44,11 @@ class Tracked:
     transitions: list[Transition] = field(default_factory=list)
     deliveries: list[int] = field(default_factory=list)
     remembered: int = 0  # facts from earlier deliveries that took part
+
+
+def _stored_form(facts: list[Fact]) -> list[Fact]:
+    """Facts as the store gives them back (JSON), to compare with what it holds."""
+    return orjson.loads(orjson.dumps(facts))
 
 
 class Tracker:
@@ -88,7 +94,8 @@ class Tracker:
             sent: dict[str, list[Fact]] = {reference_of(e.resource, e.full_url): [] for e in group.entries}
             for fact in mapped.facts:
                 sent.setdefault(str(fact["ref"]), []).append(fact)
-            earlier = self.store.history(mapped.pid, exclude=list(sent))
+            stored = self.store.facts_by_resource(mapped.pid)
+            earlier = [f for ref, facts in stored.items() if ref not in sent for f in facts]
             evaluation = self.pipeline.engine.evaluate(mapped.pid, [*earlier, *mapped.facts], now)
             result = PatientResult(mapped.pid, evaluation.alerts, mapped.issues)
             if not commit:
@@ -102,10 +109,16 @@ class Tracker:
                 now,
                 actor or self.actor,
             )
+            # a record sent again unchanged (a chart opened again) rewrites nothing
+            changed = {
+                ref: facts for ref, facts in sent.items() if stored.get(ref, []) != _stored_form(facts)
+            }
             deliveries = plan.deliveries if self.queue else ()
-            ids = self.store.commit(
-                Evaluated(mapped.pid, now, sent, plan.active, plan.transitions, deliveries)
-            )
+            ids: list[int] = []
+            if changed or plan.transitions:
+                ids = self.store.commit(
+                    Evaluated(mapped.pid, now, changed, plan.active, plan.transitions, deliveries)
+                )
             for transition in plan.transitions:
                 log.info(
                     "alert_transition",

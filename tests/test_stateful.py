@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,22 @@ def test_a_what_if_reads_history_and_commits_nothing(tracker: Tracker) -> None:
 def test_default_retention_is_the_longest_rule_window_plus_a_margin(pipeline: Pipeline) -> None:
     assert default_retention(pipeline) == pipeline.engine.longest_window + 30 * 86_400
     assert pipeline.engine.longest_window >= 365 * 86_400  # e.g. cancer within 2 years (4.3)
+
+
+def test_a_record_sent_again_unchanged_writes_nothing(tracker: Tracker, tmp_path: Path) -> None:
+    """A chart opened again costs no write (no fsync): the same facts are already stored."""
+
+    def last_fact_id() -> int:
+        with sqlite3.connect(tmp_path / "state.sqlite") as db:
+            return db.execute("SELECT max(id) FROM fact").fetchone()[0]
+
+    deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z")
+    deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:00:00Z")
+    before = last_fact_id()
+    again = deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:05:00Z")
+    assert again.result.alerts and again.transitions == [] and again.deliveries == []
+    assert last_fact_id() == before  # nothing rewritten
+    changed = (HISTORY / "gbs-wednesday.json").read_text().replace('"value": 1.2', '"value": 1.1')
+    (tmp_path / "changed.json").write_text(changed)
+    tracker.evaluate(read_path(tmp_path / "changed.json"), parse_now("2025-03-10T12:10:00Z")).__next__()
+    assert last_fact_id() > before  # a changed FVC is stored

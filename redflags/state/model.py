@@ -102,6 +102,10 @@ class StateStore(Protocol):
         """Stored facts of ``patient``, except those of the resources in ``exclude``."""
         ...
 
+    def facts_by_resource(self, patient: str) -> dict[str, list[Fact]]:
+        """Stored facts of ``patient`` by the resource they came from, as ``history`` orders them."""
+        ...
+
     def forget(self, patient: str) -> int:
         """Erase a patient's history, ledger (alerts and transitions) and outbox items; return rows
         removed. Delivered items go too: their bundles name the patient."""

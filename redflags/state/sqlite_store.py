@@ -262,11 +262,17 @@ class SqliteStateStore:
     def history(self, patient: str, exclude: Sequence[str] = ()) -> list[Fact]:
         """In insertion order; a resource sent again moves to the end (its facts were replaced)."""
         skip = set(exclude)
+        return [f for ref, facts in self.facts_by_resource(patient).items() if ref not in skip for f in facts]
+
+    def facts_by_resource(self, patient: str) -> dict[str, list[Fact]]:
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT ref, body FROM fact WHERE patient = ? ORDER BY id", (patient,)
             ).fetchall()
-            return [orjson.loads(body) for ref, body in rows if ref not in skip]
+        found: dict[str, list[Fact]] = {}
+        for ref, body in rows:
+            found.setdefault(ref, []).append(orjson.loads(body))
+        return found
 
     def forget(self, patient: str) -> int:
         with self._write() as conn:
