@@ -18,7 +18,7 @@ import jwt
 import orjson
 import requests
 
-from fhir_adapters.fhir_client import FhirPermanentError, FhirTransientError
+from fhir_adapters.fhir_client import Auth, BearerToken, FhirPermanentError, FhirTransientError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALGORITHMS = ("RS384", "ES384")
@@ -130,3 +130,13 @@ class SmartBackendAuth:
         lifetime = doc.get("expires_in")
         lifetime = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else 300.0
         return doc["access_token"], self._clock() + lifetime
+
+
+def server_auth(token: str | None, smart: Path | None) -> Auth | None:
+    """The credentials for a FHIR server: a static bearer token, SMART Backend Services (its
+    configuration file), or none. ValueError when both are given or the file is wrong."""
+    if token and smart:
+        raise ValueError("give a bearer token or a SMART configuration, not both")
+    if smart:
+        return SmartBackendAuth.from_file(smart)
+    return BearerToken(token) if token else None

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from fhir_adapters.fhir_client import BearerToken, FhirClient
-from fhir_adapters.smart_auth import SmartBackendAuth
+from fhir_adapters.fhir_client import FhirClient
+from fhir_adapters.smart_auth import server_auth
 from redflags.delivery import Round, drain
 from redflags.state.model import StateStore
 from redflags.state.sqlite_store import StateStoreError, open_store
@@ -89,14 +89,10 @@ class FhirTarget:
     def client(self) -> FhirClient:
         if not self.url.startswith(("http://", "https://")):
             raise click.BadParameter(f"not an http(s) URL: {self.url!r}", param_hint="--fhir-server")
-        if self.token and self.smart:
-            raise click.UsageError("give --fhir-token or --fhir-smart, not both")
         try:
-            auth = SmartBackendAuth.from_file(self.smart) if self.smart else None
+            auth = server_auth(self.token, self.smart)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--fhir-smart") from None
-        if self.token:
-            auth = BearerToken(self.token)
+            raise click.UsageError(f"--fhir-token/--fhir-smart: {exc}") from None
         return FhirClient(self.url.rstrip("/"), auth=auth, timeout_s=self.timeout_s)
 
 

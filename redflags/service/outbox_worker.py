@@ -14,8 +14,8 @@ from pathlib import Path
 import structlog
 from anyio import to_thread
 
-from fhir_adapters.fhir_client import Auth, BearerToken, FhirClient
-from fhir_adapters.smart_auth import SmartBackendAuth
+from fhir_adapters.fhir_client import Auth, FhirClient
+from fhir_adapters.smart_auth import server_auth
 from redflags.delivery import deliver_due
 from redflags.service.settings import ServiceSettings
 from redflags.state.model import StateStore
@@ -30,10 +30,8 @@ LEASE_S = 120
 
 
 def outbox_auth(settings: ServiceSettings) -> Auth | None:
-    """The credentials for --fhir-server: SMART Backend Services, a bearer token, or none."""
-    if settings.fhir_smart:
-        return SmartBackendAuth.from_file(Path(settings.fhir_smart))  # ValueError if wrong
-    return BearerToken(settings.fhir_token) if settings.fhir_token else None
+    """The credentials for --fhir-server (ValueError if the SMART file is wrong)."""
+    return server_auth(settings.fhir_token, Path(settings.fhir_smart) if settings.fhir_smart else None)
 
 
 class OutboxWorker:
