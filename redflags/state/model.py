@@ -4,6 +4,14 @@ One evaluation of one patient commits in one transaction: the facts it read (his
 alert transitions it decided (ledger) and the deliveries they need (outbox). Nothing is
 acknowledged to anyone before that commit, so a crash loses nothing already accepted; the
 delivery worker then sends outbox items until each is delivered or has failed for good.
+
+Everything is kept per *tenant* + patient: the tenant is who sent the data (a CDS client and
+its FHIR server, a static-token caller, or the operator's ``default``); ``Patient/1`` of one
+tenant is another person than ``Patient/1`` of the next, and a tenant never reads or changes
+another's rows. Several evaluations of one patient may run at once (``serve --workers``): an
+evaluation reads a ``Snapshot`` and commits with the sequence number it saw, and a commit that
+finds the patient changed since is refused (``StaleRead``): the evaluation is done again on the
+new state, so no alert is raised twice and none withdrawn comes back.
 """
 
 from __future__ import annotations
@@ -17,10 +25,16 @@ Fact = dict[str, object]
 Status = Literal["pending", "delivered", "failed"]
 #: Alert transitions (red-flags.md 16.1/16.2).
 Change = Literal["raised", "updated", "withdrawn"]
+#: The tenant of ``redflags replay`` and of every row written before tenants existed.
+DEFAULT_TENANT = "default"
 
 
 class StateStoreError(Exception):
     """The store cannot be opened, read or written; the message is one line naming the file."""
+
+
+class StaleRead(StateStoreError):
+    """The patient changed after the evaluation read it: evaluate again on the new state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +63,7 @@ class Transition:
     actor: str  # what decided it: "replay:<id>", "service:<request id>", "cli"
     evidence: tuple[str, ...] = ()
     reason: str = ""  # why (for a withdrawal: which evidence no longer holds)
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,16 @@ class Delivery:
     delivered: int | None = None
     last_error: str | None = None
     outcome: dict[str, Any] | None = None  # the server's OperationOutcome on a failure
+    tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One patient of one tenant as one read saw it: history, ledger and sequence number."""
+
+    facts: dict[str, list[Fact]]  # by resource, as ``facts_by_resource``
+    active: dict[str, ActiveAlert]
+    seq: int  # bumped by every commit of this patient; 0: nothing stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,46 +117,67 @@ class Evaluated:
     active: Mapping[str, ActiveAlert] = field(default_factory=dict)
     transitions: Sequence[Transition] = ()
     deliveries: Sequence[NewDelivery] = ()
+    tenant: str = DEFAULT_TENANT
+    #: the ``Snapshot.seq`` this evaluation read; the commit is refused (``StaleRead``) when the
+    #: patient has changed since. None: no check (a single writer, e.g. a test).
+    seen: int | None = None
 
 
 class StateStore(Protocol):
     """History, ledger and outbox of one site. Implementations are safe across processes."""
 
     # -- history --------------------------------------------------------------------------
-    def history(self, patient: str, exclude: Sequence[str] = ()) -> list[Fact]:
+    def history(
+        self, patient: str, exclude: Sequence[str] = (), *, tenant: str = DEFAULT_TENANT
+    ) -> list[Fact]:
         """Stored facts of ``patient``, except those of the resources in ``exclude``."""
         ...
 
-    def facts_by_resource(self, patient: str) -> dict[str, list[Fact]]:
+    def facts_by_resource(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, list[Fact]]:
         """Stored facts of ``patient`` by the resource they came from, as ``history`` orders them."""
         ...
 
-    def forget(self, patient: str) -> int:
-        """Erase a patient's history, ledger (alerts and transitions) and outbox items; return rows
-        removed. Delivered items go too: their bundles name the patient."""
+    def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> int:
+        """Erase a patient's history, ledger (alerts and transitions) and outbox items in one
+        tenant; return rows removed. Delivered items go too: their bundles name the patient."""
         ...
 
-    def prune(self, before: int) -> int:
-        """Drop history facts recorded (``ts``) before ``before``; return how many."""
+    def prune(self, before: int, *, tenant: str | None = None) -> int:
+        """Drop history facts recorded (``ts``) before ``before`` (of one tenant, or of all);
+        return how many."""
         ...
 
     # -- ledger ---------------------------------------------------------------------------
-    def active(self, patient: str) -> dict[str, ActiveAlert]: ...
+    def active(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, ActiveAlert]: ...
 
-    def transitions(self, patient: str | None = None) -> list[Transition]: ...
+    def transitions(self, patient: str | None = None, *, tenant: str | None = None) -> list[Transition]:
+        """Ledger rows, oldest first; ``tenant`` None: every tenant's (the operator's view)."""
+        ...
+
+    def snapshot(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> Snapshot:
+        """History, ledger and sequence number of one patient, read in one transaction."""
+        ...
+
+    def tenants(self) -> dict[str, int]:
+        """Every tenant with stored rows, and how many patients it has history or alerts for."""
+        ...
 
     # -- one evaluation -------------------------------------------------------------------
     def commit(self, evaluated: Evaluated) -> list[int]:
-        """Store history, ledger and new outbox items in one transaction; return their ids."""
+        """Store history, ledger and new outbox items in one transaction; return their ids.
+
+        ``StaleRead`` when ``evaluated.seen`` is set and the patient changed since that read."""
         ...
 
     # -- outbox ---------------------------------------------------------------------------
-    def due(self, now: int, limit: int = 100) -> list[Delivery]:
-        """Pending items whose time has come, oldest first, never two of one patient and rule
-        (a later change waits until the earlier one is delivered or has failed)."""
+    def due(self, now: int, limit: int = 100, *, tenant: str | None = None) -> list[Delivery]:
+        """Pending items whose time has come, oldest first, never two of one tenant, patient and
+        rule (a later change waits until the earlier one is delivered or has failed)."""
         ...
 
-    def claim(self, now: int, limit: int = 100, lease: int = 60) -> list[Delivery]:
+    def claim(
+        self, now: int, limit: int = 100, lease: int = 60, *, tenant: str | None = None
+    ) -> list[Delivery]:
         """``due``, each item postponed by ``lease`` seconds: for deliverers that may run side
         by side (two never send one item at once; a dead one's items come back after the lease)."""
         ...
@@ -142,12 +188,12 @@ class StateStore(Protocol):
 
     def mark_failed(self, item: int, error: str, outcome: dict[str, Any] | None) -> None: ...
 
-    def retry_now(self, now: int) -> int:
+    def retry_now(self, now: int, *, tenant: str | None = None) -> int:
         """Make every pending item due now (``redflags outbox flush``); return how many."""
         ...
 
-    def counts(self) -> dict[Status, int]: ...
+    def counts(self, *, tenant: str | None = None) -> dict[Status, int]: ...
 
-    def deliveries(self, status: Status | None = None) -> list[Delivery]: ...
+    def deliveries(self, status: Status | None = None, *, tenant: str | None = None) -> list[Delivery]: ...
 
     def close(self) -> None: ...

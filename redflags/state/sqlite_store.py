@@ -17,6 +17,13 @@ Choices the protocol leaves open:
 - New outbox items are due at once (``next_attempt = 0``) whatever the deliverer's clock says:
   replays evaluate at simulated times. ``created`` is ``Evaluated.now``.
 - Facts are stored as JSON (orjson): a tuple comes back as a list.
+- Every row carries its tenant (``redflags.state.model``); each query names one tenant, except
+  the operator's views (``counts``, ``deliveries``, ``due``/``claim`` for the one deliverer),
+  which take every tenant unless given one. ``patient_seq`` numbers each patient's commits:
+  ``commit`` compares it with what the evaluation read, inside its write transaction.
+- The schema is versioned and only ever migrated forward, in the transaction that opens the
+  file: a store of version 1 (before tenants) gets the tenant column, its rows the tenant
+  ``default``. A file of a newer version is refused, never rewritten.
 
 Nothing here logs a patient identifier; outbox item ids are logged, never their patient.
 """
@@ -36,11 +43,14 @@ import structlog
 
 from redflags import sqlite_file
 from redflags.state.model import (
+    DEFAULT_TENANT,
     ActiveAlert,
     Change,
     Delivery,
     Evaluated,
     Fact,
+    Snapshot,
+    StaleRead,
     StateStore,
     StateStoreError,
     Status,
@@ -51,10 +61,12 @@ __all__ = ["SCHEMA_VERSION", "SqliteStateStore", "StateStoreError", "open_store"
 
 log = structlog.get_logger("redflags.state")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed")
 
-_SCHEMA = """
+#: Version 1, as 30fb331 created it. A new file is made at version 1 and migrated like an old
+#: one, so there is one history of the schema and no second definition to drift from it.
+_SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE fact (
     id INTEGER PRIMARY KEY,
@@ -102,22 +114,68 @@ CREATE INDEX outbox_key ON outbox (patient, rule, status, id);
 """
 #: AUTOINCREMENT: an id is never reused, even after ``forget`` deleted the newest rows, so an
 #: id seen by a deliverer always means the same item.
-_TABLES = frozenset({"schema_version", "fact", "active_alert", "transition", "outbox"})
+_TABLES_V1 = frozenset({"schema_version", "fact", "active_alert", "transition", "outbox"})
+#: Forward-only steps: version -> the statements that make a store of version - 1 into it.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (  # tenants: every row gets one (old rows: the default tenant); per-patient commit numbers
+        f"ALTER TABLE fact ADD COLUMN tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'",
+        "DROP INDEX fact_patient",
+        "CREATE INDEX fact_patient ON fact (tenant, patient, ref)",
+        "CREATE TABLE active_alert_2 (tenant TEXT NOT NULL, patient TEXT NOT NULL, rule TEXT NOT NULL, "
+        "body BLOB NOT NULL, PRIMARY KEY (tenant, patient, rule)) WITHOUT ROWID",
+        f"INSERT INTO active_alert_2 SELECT '{DEFAULT_TENANT}', patient, rule, body FROM active_alert",
+        "DROP TABLE active_alert",
+        "ALTER TABLE active_alert_2 RENAME TO active_alert",
+        f"ALTER TABLE transition ADD COLUMN tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'",
+        "DROP INDEX transition_patient",
+        "CREATE INDEX transition_patient ON transition (tenant, patient, id)",
+        f"ALTER TABLE outbox ADD COLUMN tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'",
+        "DROP INDEX outbox_key",
+        "CREATE INDEX outbox_key ON outbox (tenant, patient, rule, status, id)",
+        "CREATE TABLE patient_seq (tenant TEXT NOT NULL, patient TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "PRIMARY KEY (tenant, patient)) WITHOUT ROWID",
+    ),
+}
+_TABLES = _TABLES_V1 | {"patient_seq"}
+#: Tables holding one tenant's patients (``forget`` empties them for one patient).
+_PATIENT_TABLES = ("fact", "active_alert", "transition", "outbox", "patient_seq")
 
 _OUTBOX_COLUMNS = (
     "id, patient, rule, change, bundle, status, attempts, next_attempt, created, delivered, "
-    "last_error, outcome"
+    "last_error, outcome, tenant"
 )
-# The oldest pending item of each (patient, rule) only: a later change waits for the earlier one.
+# The oldest pending item of each (tenant, patient, rule) only: a later change waits for the
+# earlier one. The second parameter is a tenant, or NULL for every tenant.
 _DUE = f"""
 SELECT {_OUTBOX_COLUMNS} FROM outbox o
-WHERE o.status = 'pending' AND o.next_attempt <= ?
+WHERE o.status = 'pending' AND o.next_attempt <= ? AND (?2 IS NULL OR o.tenant = ?2)
   AND NOT EXISTS (
       SELECT 1 FROM outbox e
-      WHERE e.patient = o.patient AND e.rule = o.rule AND e.status = 'pending' AND e.id < o.id
+      WHERE e.tenant = o.tenant AND e.patient = o.patient AND e.rule = o.rule
+        AND e.status = 'pending' AND e.id < o.id
   )
-ORDER BY o.id LIMIT ?
+ORDER BY o.id LIMIT ?3
 """
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    """The file's one schema version, or None (no such table or not one integer row)."""
+    if "schema_version" not in _table_names(conn):
+        return None
+    rows = conn.execute("SELECT version FROM schema_version").fetchall()
+    return rows[0][0] if len(rows) == 1 and isinstance(rows[0][0], int) else None
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """From ``version`` to ``SCHEMA_VERSION``, step by step, inside the caller's transaction."""
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[target]:
+            conn.execute(statement)
+        conn.execute("UPDATE schema_version SET version = ?", (target,))
 
 
 def _dumps(value: object) -> bytes:
@@ -166,6 +224,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         delivered,
         error,
         outcome,
+        tenant,
     ) = row
     return Delivery(
         id=item,
@@ -180,6 +239,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         delivered=delivered,
         last_error=error,
         outcome=orjson.loads(outcome) if outcome is not None else None,
+        tenant=tenant,
     )
 
 
@@ -219,11 +279,23 @@ class SqliteStateStore:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
         with self._transaction("IMMEDIATE"):
+            found = _stored_version(conn)
+            start = found if found is not None and 1 <= found <= SCHEMA_VERSION else SCHEMA_VERSION
             wrong = sqlite_file.prepare_schema(
-                conn, schema=_SCHEMA, version=SCHEMA_VERSION, tables=_TABLES, create=True, kind="state"
+                conn,
+                schema=_SCHEMA_V1,
+                version=1 if found is None else start,
+                tables=_TABLES_V1,
+                create=True,
+                kind="state",
             )
             if wrong:
                 raise StateStoreError(f"{self.path}: {wrong}")
+            _migrate(conn, 1 if found is None else start)
+            if found is not None and found < SCHEMA_VERSION:
+                log.info("state.migrated", from_version=found, to_version=SCHEMA_VERSION)
+            if not _TABLES <= _table_names(conn):
+                raise StateStoreError(f"{self.path}: not a redflags state database")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StateStoreError(f"{self.path}: cannot switch the state database to WAL (mode {mode})")
@@ -259,52 +331,69 @@ class SqliteStateStore:
         return self._guard("write", "IMMEDIATE")
 
     # -- history --------------------------------------------------------------------------
-    def history(self, patient: str, exclude: Sequence[str] = ()) -> list[Fact]:
+    def history(
+        self, patient: str, exclude: Sequence[str] = (), *, tenant: str = DEFAULT_TENANT
+    ) -> list[Fact]:
         """In insertion order; a resource sent again moves to the end (its facts were replaced)."""
         skip = set(exclude)
-        return [f for ref, facts in self.facts_by_resource(patient).items() if ref not in skip for f in facts]
+        stored = self.facts_by_resource(patient, tenant=tenant)
+        return [f for ref, facts in stored.items() if ref not in skip for f in facts]
 
-    def facts_by_resource(self, patient: str) -> dict[str, list[Fact]]:
+    def facts_by_resource(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, list[Fact]]:
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT ref, body FROM fact WHERE patient = ? ORDER BY id", (patient,)
-            ).fetchall()
-        found: dict[str, list[Fact]] = {}
-        for ref, body in rows:
-            found.setdefault(ref, []).append(orjson.loads(body))
-        return found
+            return _facts(conn, tenant, patient)
 
-    def forget(self, patient: str) -> int:
+    def snapshot(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> Snapshot:
+        """One read transaction: the facts, ledger and sequence number belong together."""
+        with self._read() as conn:
+            facts = _facts(conn, tenant, patient)
+            active = _active(conn, tenant, patient)
+            seq = _seq(conn, tenant, patient)
+        return Snapshot(facts, active, seq)
+
+    def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> int:
+        """Also drops the patient's commit number, so an evaluation that read before fails to commit."""
         with self._write() as conn:
             removed = 0
-            for table in ("fact", "active_alert", "transition", "outbox"):
-                removed += conn.execute(f"DELETE FROM {table} WHERE patient = ?", (patient,)).rowcount
+            for table in _PATIENT_TABLES:  # the count is of records: patient_seq is bookkeeping
+                deleted = conn.execute(
+                    f"DELETE FROM {table} WHERE tenant = ? AND patient = ?", (tenant, patient)
+                )
+                removed += deleted.rowcount if table != "patient_seq" else 0
         log.info("state.forget", rows=removed)
         return removed
 
-    def prune(self, before: int) -> int:
-        """Facts without a ``ts`` count as recorded when stored (see the module docstring)."""
+    def tenants(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT tenant, COUNT(DISTINCT patient) FROM ("
+                "SELECT tenant, patient FROM fact UNION SELECT tenant, patient FROM active_alert "
+                "UNION SELECT tenant, patient FROM outbox) GROUP BY tenant ORDER BY tenant"
+            ).fetchall()
+        return dict(rows)
+
+    def prune(self, before: int, *, tenant: str | None = None) -> int:
+        """Facts without a ``ts`` count as recorded when stored (see the module docstring).
+
+        ``tenant``: that tenant's facts only (a replay at its own clock prunes its own tenant)."""
+        where, args = _where(("tenant", tenant))
         with self._write() as conn:
-            removed = conn.execute("DELETE FROM fact WHERE ts < ?", (before,)).rowcount
+            removed = conn.execute(
+                "DELETE FROM fact WHERE ts < ?" + where.replace(" WHERE ", " AND "), (before, *args)
+            ).rowcount
         log.info("state.prune", before=before, facts=removed)
         return removed
 
     # -- ledger ---------------------------------------------------------------------------
-    def active(self, patient: str) -> dict[str, ActiveAlert]:
+    def active(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, ActiveAlert]:
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT rule, body FROM active_alert WHERE patient = ? ORDER BY rule", (patient,)
-            ).fetchall()
-            return {rule: _alert(body) for rule, body in rows}
+            return _active(conn, tenant, patient)
 
-    def transitions(self, patient: str | None = None) -> list[Transition]:
-        sql = "SELECT patient, rule, change, tier, at, actor, evidence, reason FROM transition"
-        args: tuple[object, ...] = ()
-        if patient is not None:
-            sql += " WHERE patient = ?"
-            args = (patient,)
+    def transitions(self, patient: str | None = None, *, tenant: str | None = None) -> list[Transition]:
+        sql = "SELECT patient, rule, change, tier, at, actor, evidence, reason, tenant FROM transition"
+        where, args = _where(("tenant", tenant), ("patient", patient))
         with self._read() as conn:
-            rows = conn.execute(sql + " ORDER BY id", args).fetchall()
+            rows = conn.execute(sql + where + " ORDER BY id", args).fetchall()
             return [
                 Transition(
                     patient=p,
@@ -315,15 +404,16 @@ class SqliteStateStore:
                     actor=actor,
                     evidence=tuple(orjson.loads(evidence)),
                     reason=reason,
+                    tenant=t,
                 )
-                for p, rule, change, tier, at, actor, evidence, reason in rows
+                for p, rule, change, tier, at, actor, evidence, reason, t in rows
             ]
 
     # -- one evaluation -------------------------------------------------------------------
     def commit(self, evaluated: Evaluated) -> list[int]:
         """All or nothing; returns the new outbox ids in the order of ``evaluated.deliveries``."""
         _check(evaluated)
-        patient, now = evaluated.patient, evaluated.now
+        patient, now, tenant = evaluated.patient, evaluated.now, evaluated.tenant
         # Serialise before the transaction: a fact that is not JSON fails without holding the lock.
         try:
             facts = [
@@ -339,38 +429,49 @@ class SqliteStateStore:
         except orjson.JSONEncodeError as exc:
             raise StateStoreError(f"{self.path}: cannot store evaluation: {_one_line(exc)}") from None
         ids: list[int] = []
+        key = (tenant, patient)
         with self._write() as conn:
+            seq = _seq(conn, tenant, patient)
+            if evaluated.seen is not None and seq != evaluated.seen:
+                raise StaleRead(f"{self.path}: the patient changed after this evaluation read it")
+            conn.execute(
+                "INSERT INTO patient_seq (tenant, patient, seq) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant, patient) DO UPDATE SET seq = excluded.seq",
+                (*key, seq + 1),
+            )
             for ref, rows in facts:
-                conn.execute("DELETE FROM fact WHERE patient = ? AND ref = ?", (patient, ref))
+                conn.execute("DELETE FROM fact WHERE tenant = ? AND patient = ? AND ref = ?", (*key, ref))
                 conn.executemany(
-                    "INSERT INTO fact (patient, ref, ts, body) VALUES (?, ?, ?, ?)",
-                    [(patient, ref, ts, body) for ts, body in rows],
+                    "INSERT INTO fact (tenant, patient, ref, ts, body) VALUES (?, ?, ?, ?, ?)",
+                    [(*key, ref, ts, body) for ts, body in rows],
                 )
-            conn.execute("DELETE FROM active_alert WHERE patient = ?", (patient,))
+            conn.execute("DELETE FROM active_alert WHERE tenant = ? AND patient = ?", key)
             conn.executemany(
-                "INSERT INTO active_alert (patient, rule, body) VALUES (?, ?, ?)",
-                [(patient, rule, body) for rule, body in active],
+                "INSERT INTO active_alert (tenant, patient, rule, body) VALUES (?, ?, ?, ?)",
+                [(*key, rule, body) for rule, body in active],
             )
             conn.executemany(
-                "INSERT INTO transition (patient, rule, change, tier, at, actor, evidence, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(patient, *row) for row in transitions],
+                "INSERT INTO transition (tenant, patient, rule, change, tier, at, actor, evidence, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*key, *row) for row in transitions],
             )
             for rule, change, bundle in deliveries:
                 cursor = conn.execute(
-                    "INSERT INTO outbox (patient, rule, change, bundle, status, attempts, next_attempt, "
-                    "created) VALUES (?, ?, ?, ?, 'pending', 0, 0, ?)",
-                    (patient, rule, change, bundle, now),
+                    "INSERT INTO outbox (tenant, patient, rule, change, bundle, status, attempts, "
+                    "next_attempt, created) VALUES (?, ?, ?, ?, ?, 'pending', 0, 0, ?)",
+                    (*key, rule, change, bundle, now),
                 )
                 ids.append(cast(int, cursor.lastrowid))
         return ids
 
     # -- outbox ---------------------------------------------------------------------------
-    def due(self, now: int, limit: int = 100) -> list[Delivery]:
+    def due(self, now: int, limit: int = 100, *, tenant: str | None = None) -> list[Delivery]:
         with self._read() as conn:
-            return [_delivery(row) for row in conn.execute(_DUE, (now, limit)).fetchall()]
+            return [_delivery(row) for row in conn.execute(_DUE, (now, tenant, limit)).fetchall()]
 
-    def claim(self, now: int, limit: int = 100, lease: int = 60) -> list[Delivery]:
+    def claim(
+        self, now: int, limit: int = 100, lease: int = 60, *, tenant: str | None = None
+    ) -> list[Delivery]:
         """``due``, and postpone what it returns by ``lease`` seconds, in one write transaction.
 
         For several deliverers on one file: two never get the same item, and an item whose
@@ -378,7 +479,7 @@ class SqliteStateStore:
         the ``StateStore`` protocol; ``due`` alone suits a single deliverer.)
         """
         with self._write() as conn:
-            items = [_delivery(row) for row in conn.execute(_DUE, (now, limit)).fetchall()]
+            items = [_delivery(row) for row in conn.execute(_DUE, (now, tenant, limit)).fetchall()]
             conn.executemany(
                 "UPDATE outbox SET next_attempt = ? WHERE id = ? AND status = 'pending'",
                 [(now + lease, item.id) for item in items],
@@ -421,26 +522,29 @@ class SqliteStateStore:
         if not changed:
             log.warning("state.outbox.mark_ignored", item=item, mark=what, reason="not a pending item")
 
-    def retry_now(self, now: int) -> int:
+    def retry_now(self, now: int, *, tenant: str | None = None) -> int:
         """Return how many pending items were waiting for a later retry (all pending are now due)."""
+        where, args = _where(("tenant", tenant))
         with self._write() as conn:
             return conn.execute(
-                "UPDATE outbox SET next_attempt = ? WHERE status = 'pending' AND next_attempt > ?", (now, now)
+                "UPDATE outbox SET next_attempt = ? WHERE status = 'pending' AND next_attempt > ?"
+                + where.replace(" WHERE ", " AND "),
+                (now, now, *args),
             ).rowcount
 
-    def counts(self) -> dict[Status, int]:
+    def counts(self, *, tenant: str | None = None) -> dict[Status, int]:
+        where, args = _where(("tenant", tenant))
         with self._read() as conn:
-            found = dict(conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall())
+            found = dict(
+                conn.execute(f"SELECT status, COUNT(*) FROM outbox{where} GROUP BY status", args).fetchall()
+            )
         return {status: found.get(status, 0) for status in _STATUSES}
 
-    def deliveries(self, status: Status | None = None) -> list[Delivery]:
-        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox"
-        args: tuple[object, ...] = ()
-        if status is not None:
-            sql += " WHERE status = ?"
-            args = (status,)
+    def deliveries(self, status: Status | None = None, *, tenant: str | None = None) -> list[Delivery]:
+        where, args = _where(("tenant", tenant), ("status", status))
         with self._read() as conn:
-            return [_delivery(row) for row in conn.execute(sql + " ORDER BY id", args).fetchall()]
+            rows = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox{where} ORDER BY id", args).fetchall()
+            return [_delivery(row) for row in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -460,6 +564,39 @@ class SqliteStateStore:
 def open_store(path: str | Path) -> StateStore:
     """The default store for ``path`` (the factory the CLI and service call)."""
     return SqliteStateStore.open(path)
+
+
+def _facts(conn: sqlite3.Connection, tenant: str, patient: str) -> dict[str, list[Fact]]:
+    rows = conn.execute(
+        "SELECT ref, body FROM fact WHERE tenant = ? AND patient = ? ORDER BY id", (tenant, patient)
+    ).fetchall()
+    found: dict[str, list[Fact]] = {}
+    for ref, body in rows:
+        found.setdefault(ref, []).append(orjson.loads(body))
+    return found
+
+
+def _active(conn: sqlite3.Connection, tenant: str, patient: str) -> dict[str, ActiveAlert]:
+    rows = conn.execute(
+        "SELECT rule, body FROM active_alert WHERE tenant = ? AND patient = ? ORDER BY rule",
+        (tenant, patient),
+    ).fetchall()
+    return {rule: _alert(body) for rule, body in rows}
+
+
+def _seq(conn: sqlite3.Connection, tenant: str, patient: str) -> int:
+    row = conn.execute(
+        "SELECT seq FROM patient_seq WHERE tenant = ? AND patient = ?", (tenant, patient)
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
+    """`` WHERE a = ? AND b = ?`` for the conditions whose value is not None (column names are ours)."""
+    given = [(column, value) for column, value in conditions if value is not None]
+    if not given:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{column} = ?" for column, _ in given), tuple(v for _, v in given)
 
 
 def _check(evaluated: Evaluated) -> None:
