@@ -97,7 +97,7 @@ def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
     for _ in range(rounds):
         for body in bodies:
             started = time.perf_counter()
-            answered = answer(SERVICE, body, NOW, False, None)
+            answered = answer(SERVICE, body, NOW, False, None, "bench")
             times.append(time.perf_counter() - started)
             assert answered is not None, "the bench prefetches everything"
     return statistics.median(times) * 1000

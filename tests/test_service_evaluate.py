@@ -16,6 +16,7 @@ from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
 from fhir_adapters.validate import validate
 from redflags.pipeline import Pipeline
+from redflags.service.fhir_evaluate import WHAT_IF
 
 from .evaluate_helpers import (
     FHIR_JSON,
@@ -95,7 +96,8 @@ def test_positive_bundle_gives_the_flag_and_careplan_replay_writes(
     assert issues[0]["diagnostics"] == (
         "evaluated 1 patient (10 resources) at 2025-03-10T12:00:00Z: 1 alert; 2 issues listed below"
     )
-    assert {(i["diagnostics"], i["expression"][0]) for i in issues[1:]} == {
+    assert issues[-1]["diagnostics"] == WHAT_IF  # now=NOW is not the service's clock
+    assert {(i["diagnostics"], i["expression"][0]) for i in issues[1:-1]} == {
         ("1 Encounter entry not read: no rule uses this resource type", "Bundle.entry[2].resource"),
         ("1 Practitioner entry not read: no rule uses this resource type", "Bundle.entry[1].resource"),
     }
@@ -171,7 +173,7 @@ def test_skipped_and_invalid_entries_are_listed(service: Service) -> None:
     }
     issues = outcome(ok(post(None, service.url, body, now=NOW)))["issue"]
     assert issues[0]["diagnostics"].endswith("2 issues listed below")
-    by_path = {i["expression"][0]: i for i in issues[1:]}
+    by_path = {i["expression"][0]: i for i in issues[1:-1]}
     assert by_path["Bundle.entry[1].resource"]["severity"] == "warning"
     assert by_path["Bundle.entry[1].resource"]["diagnostics"] == (
         "Observation names no Patient in subject/patient; skipped"
@@ -188,7 +190,8 @@ def test_nothing_skipped_is_said(service: Service) -> None:
             "severity": "information",
             "code": "informational",
             "diagnostics": f"evaluated 1 patient (1 resource) at {NOW}: 0 alerts; nothing skipped",
-        }
+        },
+        {"severity": "information", "code": "informational", "diagnostics": WHAT_IF},  # NOW: not the clock
     ]
 
 

@@ -29,6 +29,7 @@ from redflags.service.engine_pool import EnginePool, EngineUnavailable
 from redflags.service.outcome import outcome
 from redflags.service.prefetch import Gathered, PrefetchUnavailable, gather
 from redflags.service.settings import ServiceSettings
+from redflags.service.tenant_auth import cds_principal
 
 log = structlog.get_logger("redflags.service.cds")
 router = APIRouter(tags=["CDS Hooks 2.0"])
@@ -92,7 +93,12 @@ _CALL_DOC = {
     summary="Call a CDS service: cards for the patient in context",
     openapi_extra=_CALL_DOC,
 )
-async def call_service(service_id: str, request: Request, client: str = Depends(cds_client)) -> Response:
+async def call_service(
+    service_id: str,
+    request: Request,
+    client: str = Depends(cds_client),
+    principal: str = Depends(cds_principal),  # the tenant's client part (cached: one verification)
+) -> Response:
     service = SERVICES.get(service_id)
     if service is None:
         return _error(404, f"no CDS service {service_id!r}: GET /cds-services lists them", "not-found")
@@ -107,11 +113,11 @@ async def call_service(service_id: str, request: Request, client: str = Depends(
     now = parse_now(settings.now) if settings.now else int(time.time())
     gathered = Gathered([], (), 0)
     try:
-        answered = await engines.run(answer, service.id, body, now, settings.system_actions, None)
+        answered = await engines.run(answer, service.id, body, now, settings.system_actions, None, principal)
         if answered is None:  # prefetch incomplete: read the rest from fhirServer, here (I/O)
             gathered = await to_thread.run_sync(_gather, service, body, settings)
             answered = await engines.run(
-                answer, service.id, body, now, settings.system_actions, gathered.resources
+                answer, service.id, body, now, settings.system_actions, gathered.resources, principal
             )
     except CdsRequestError as exc:
         return _error(400, str(exc))

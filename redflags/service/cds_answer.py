@@ -18,6 +18,7 @@ from redflags.service.cds_request import CdsRequest, CdsRequestError, parse
 from redflags.service.cds_services import SERVICES
 from redflags.service.engine_pool import evaluate, pipeline
 from redflags.service.prefetch import Found, read_prefetch
+from redflags.service.tenants import cds_tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +40,13 @@ def decode(service_id: str, body: bytes) -> CdsRequest:
 
 
 def answer(
-    service_id: str, body: bytes, now: int, system_actions: bool, gathered: list[Found] | None
+    service_id: str, body: bytes, now: int, system_actions: bool, gathered: list[Found] | None, principal: str
 ) -> Answer | None:
-    """The cards for this call; None when the record must first be read from fhirServer."""
+    """The cards for this call; None when the record must first be read from fhirServer.
+
+    ``principal``: the authenticated client (``tenants.cds_principal``); with the call's
+    ``fhirServer`` it names the tenant whose history and ledger the evaluation uses.
+    """
     service = SERVICES[service_id]
     call = decode(service_id, body)
     extra = service.handler(call, now)
@@ -54,7 +59,8 @@ def answer(
     intake = group("cds-hooks", [*gathered, *extra])
     mine = intake.patients.get(pid)
     intake.patients = {pid: mine} if mine else {}  # the patient in context, never another
-    results = evaluate(intake, now, what_if=bool(extra)) if mine else []  # extra: drafts
+    tenant = cds_tenant(principal, call.fhir_server)
+    results = evaluate(intake, now, what_if=bool(extra), tenant=tenant) if mine else []  # extra: drafts
     alerts = [alert for result in results for alert in result.alerts]
     payload, issued = cds_response(
         alerts, pipeline().engine.metas, call.hook_instance, system_actions=system_actions

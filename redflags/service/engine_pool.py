@@ -33,6 +33,7 @@ from engine.host import run_engine_here
 from fhir_adapters.intake import Intake
 from redflags import config, logs
 from redflags.pipeline import PatientResult, Pipeline
+from redflags.state.model import DEFAULT_TENANT
 from redflags.state.sqlite_store import open_store
 from redflags.stateful import Tracker
 
@@ -68,16 +69,19 @@ def quiet_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def evaluate(intake: Intake, now: int, *, what_if: bool = False) -> list[PatientResult]:
+def evaluate(
+    intake: Intake, now: int, *, what_if: bool = False, tenant: str = DEFAULT_TENANT
+) -> list[PatientResult]:
     """Evaluate in this engine process: with the state store (history, ledger, outbox) if any.
 
-    ``what_if``: the input holds what is not yet so (order-sign's draft orders): history is
-    read, nothing is remembered and no alert changes.
+    ``what_if``: the input holds what is not yet so (order-sign's draft orders), or is asked
+    about another instant than the service's: history is read, nothing is remembered and no
+    alert changes. ``tenant``: whose history and ledger (``redflags.service.tenants``).
     """
     if _tracker is None:
         return pipeline().evaluate(intake, now)
     request = structlog.contextvars.get_contextvars().get("request_id")
-    tracked = _tracker.evaluate(intake, now, actor=f"service:{request}", commit=not what_if)
+    tracked = _tracker.evaluate(intake, now, actor=f"service:{request}", commit=not what_if, tenant=tenant)
     return [t.result for t in tracked]
 
 

@@ -6,6 +6,12 @@ conditionally create them), the engine Device they name as author (once, when an
 and last an OperationOutcome saying what was evaluated and every entry that was skipped or
 invalid, with its element path. Every error is an OperationOutcome too (``application/fhir+json``).
 The body formats are described in ``redflags.service.fhir_input``.
+
+With a state store, an evaluation at the service's own time (the wall clock, or ``serve --now``)
+reads and updates the caller's tenant's history and alert ledger (``redflags.service.tenants``).
+An evaluation at any other instant the caller names is a what-if: it reads that history and
+stores, prunes, changes and queues nothing, so a caller's clock can never expire or withdraw
+what the service keeps. The OperationOutcome says which of the two it was.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from fhir_adapters.output import fhir_instant, patient_transaction
 from fhir_adapters.times import parse_now
 from redflags import logs
 from redflags.pipeline import PatientResult
-from redflags.service.auth import engine_client
 from redflags.service.engine_pool import EnginePool, evaluate, pipeline
 from redflags.service.fhir_input import (
     INPUT_PARAMETERS,
@@ -40,12 +45,15 @@ from redflags.service.fhir_input import (
     read_body,
 )
 from redflags.service.outcome import FHIR_JSON, FhirResponse, outcome
+from redflags.service.tenant_auth import evaluate_tenant
 from rulesets.meta import RuleMeta
 
 log = structlog.get_logger("redflags.service.fhir")
 
 #: Element paths listed per "not read" resource type (the count is in the text).
 MAX_UNREAD_PATHS = 5
+#: Said when the caller chose the instant: nothing it sent is kept (module docstring).
+WHAT_IF = "evaluated at the requested time, not the service's: a what-if; nothing was stored or changed"
 #: OperationOutcome issue type for an HTTP error status.
 _STATUS_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 415: "not-supported"}
 
@@ -109,7 +117,7 @@ _BODY_DOC = (
 )
 async def evaluate_operation(
     request: Request,
-    client: Annotated[str, Depends(engine_client)],
+    tenant: Annotated[str, Depends(evaluate_tenant)],
     now: Annotated[
         str | None,
         Query(description="Evaluation time (FHIR dateTime) when the body is not a Parameters; default: now"),
@@ -122,7 +130,7 @@ async def evaluate_operation(
         fixed = request.app.state.settings.now  # redflags serve --now: every call at that time
         default_now = parse_now(fixed) if fixed else int(time.time())
         engines: EnginePool = request.app.state.engines
-        done = await engines.run(evaluate_body, body, now, default_now)
+        done = await engines.run(evaluate_body, body, now, default_now, tenant)
     except BadInput as exc:
         log.info("evaluate_refused", status=exc.status)  # the message may quote the body: not logged
         code = _STATUS_CODES.get(exc.status, "invalid")
@@ -143,23 +151,32 @@ class Evaluated:
     issues: int
 
 
-def evaluate_body(body: bytes, query_now: str | None, default_now: int) -> Evaluated:
-    """Read, evaluate and render one body: the work of an engine process (``engine_pool``)."""
+def evaluate_body(body: bytes, query_now: str | None, default_now: int, tenant: str) -> Evaluated:
+    """Read, evaluate and render one body: the work of an engine process (``engine_pool``).
+
+    ``default_now`` is the service's clock: an evaluation at another instant is a what-if.
+    """
     given = read_body(body, query_now, default_now)
-    results = evaluate(given.intake, given.now)
+    results = evaluate(given.intake, given.now, what_if=given.now != default_now, tenant=tenant)
     for result in results:
         token = logs.patient_token(result.pid)
         for alert in result.alerts:
             log.info("alert", rule=alert.rule, severity=alert.severity, patient=token)
     return Evaluated(
-        orjson.dumps(answer(given, results, pipeline().engine.metas)),
+        orjson.dumps(answer(given, results, pipeline().engine.metas, what_if=given.now != default_now)),
         len(results),
         sum(len(r.alerts) for r in results),
         len(given.intake.issues) + sum(len(r.issues) for r in results),
     )
 
 
-def answer(given: EvaluationInput, results: list[PatientResult], metas: Mapping[str, RuleMeta]) -> dict:
+def answer(
+    given: EvaluationInput,
+    results: list[PatientResult],
+    metas: Mapping[str, RuleMeta],
+    *,
+    what_if: bool = False,
+) -> dict:
     """The collection Bundle: engine Device, Flag + CarePlan per alert, then the OperationOutcome."""
     entries: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -169,11 +186,13 @@ def answer(given: EvaluationInput, results: list[PatientResult], metas: Mapping[
             if entry["fullUrl"] not in seen:  # the engine Device appears once
                 seen.add(entry["fullUrl"])
                 entries.append({"fullUrl": entry["fullUrl"], "resource": entry["resource"]})
-    report = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": operation_outcome(given, results)}
+    report = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": operation_outcome(given, results, what_if)}
     return {"resourceType": "Bundle", "type": "collection", "entry": [*entries, report]}
 
 
-def operation_outcome(given: EvaluationInput, results: list[PatientResult]) -> dict[str, Any]:
+def operation_outcome(
+    given: EvaluationInput, results: list[PatientResult], what_if: bool = False
+) -> dict[str, Any]:
     """What was evaluated, then each entry skipped or invalid (and resource types not read)."""
     issues = [_issue(i) for i in given.intake.issues]
     issues += [_issue(i) for result in results for i in result.issues]
@@ -203,7 +222,8 @@ def operation_outcome(given: EvaluationInput, results: list[PatientResult]) -> d
                 "diagnostics": "no patient found: no Patient, and no resource naming one in subject/patient",
             }
         )
-    return {"resourceType": "OperationOutcome", "issue": head + issues}
+    last = [{"severity": "information", "code": "informational", "diagnostics": WHAT_IF}] if what_if else []
+    return {"resourceType": "OperationOutcome", "issue": head + issues + last}
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
