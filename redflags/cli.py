@@ -27,7 +27,16 @@ from redflags.explain import explain
 from redflags.pipeline import Pipeline
 from redflags.replay import InputResult, expand, replay
 from redflags.state.model import StateStore
-from redflags.state_cli import FhirTarget, deliver, fhir_options, open_state, outbox_line, state_option
+from redflags.state_cli import (
+    FhirTarget,
+    deliver,
+    fhir_options,
+    narrowed,
+    open_state,
+    outbox_line,
+    state_option,
+    tenant_option,
+)
 from redflags.stateful import Tracker
 
 log = structlog.get_logger("redflags.cli")
@@ -113,6 +122,7 @@ def main(log_level: str | None) -> None:
     help="With --state: days of history kept (default: the longest rule window plus 30 days).",
 )
 @_config_option()
+@tenant_option(what="replayed into (with --state: pruned at --now; only its outbox is sent)")
 def replay_command(
     paths: tuple[Path, ...],
     now_text: str | None,
@@ -130,6 +140,7 @@ def replay_command(
     delivery_wait: float,
     retention_days: int | None,
     config_path: Path | None,
+    tenant: str,
 ) -> None:
     """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts.
 
@@ -151,11 +162,11 @@ def replay_command(
     if expect and state_path:
         raise click.UsageError("--expect compares each file on its own: it cannot be used with --state")
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
-    store = open_state(state_path) if state_path else None
+    store = narrowed(open_state(state_path), tenant) if state_path else None
     tracker = None
     if store is not None:
         retention = retention_days * 86_400 if retention_days else None
-        tracker = Tracker(pipeline, store, actor=f"replay:{replay_id}", retention_s=retention)
+        tracker = Tracker(pipeline, store, actor=f"replay:{replay_id}", retention_s=retention, tenant=tenant)
     files = list(expand(paths))
     missing = [p for p in paths if not p.exists()]
     failed = bool(missing)

@@ -4,6 +4,11 @@ The state store (``--state FILE`` or ``$REDFLAGS_STATE``) holds the patient hist
 ledger and the outbox; ``--fhir-server URL`` is where the outbox delivers, with the bearer
 token of ``--fhir-token`` or ``$REDFLAGS_FHIR_TOKEN`` (an environment variable keeps it out of
 the process list).
+
+A store may be shared with the service, which keeps each client's patients apart as tenants
+(``redflags.service.tenants``): ``--tenant`` names the one a command acts on. ``replay`` and
+``history forget`` act on ``default`` unless told otherwise; ``outbox`` shows and sends every
+tenant's items unless given one; ``history tenants`` lists them.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import click
 from fhir_adapters.fhir_client import FhirClient
 from fhir_adapters.smart_auth import server_auth
 from redflags.delivery import Round, drain
-from redflags.state.model import StateStore
+from redflags.state.model import DEFAULT_TENANT, StateStore
 from redflags.state.sqlite_store import StateStoreError, open_store
+from redflags.state.tenant_view import TenantView
 
 STATE_ENV = "REDFLAGS_STATE"
 TOKEN_ENV = "REDFLAGS_FHIR_TOKEN"
@@ -37,6 +43,21 @@ def state_option(required: bool = False) -> Decorator:
         type=click.Path(dir_okay=False, path_type=Path),
         help=f"State file: patient history, alert ledger, outbox (SQLite). Default: ${STATE_ENV}.",
     )
+
+
+def tenant_option(default: str | None = DEFAULT_TENANT, what: str = "acted on") -> Decorator:
+    shown = f"Default: {default}." if default else "Default: every tenant."
+    return click.option(
+        "--tenant",
+        default=default,
+        metavar="NAME",
+        help=f"Tenant whose patients are {what} (`redflags history tenants` lists them). {shown}",
+    )
+
+
+def narrowed(store: StateStore, tenant: str | None) -> StateStore:
+    """The store, or only ``tenant``'s outbox of it."""
+    return TenantView(store, tenant) if tenant else store  # type: ignore[return-value]
 
 
 def fhir_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -115,9 +136,10 @@ def outbox_group() -> None:
 
 @outbox_group.command("status")
 @state_option(required=True)
-def status_command(state_path: Path) -> None:
+@tenant_option(None, "counted")
+def status_command(state_path: Path, tenant: str | None) -> None:
     """Counts of outbox items: pending, failed, delivered (exit 1 when any failed)."""
-    store = open_state(state_path)
+    store = narrowed(open_state(state_path), tenant)
     try:
         counts = store.counts()
         for status in ("pending", "failed", "delivered"):
@@ -131,9 +153,11 @@ def status_command(state_path: Path) -> None:
 
 @outbox_group.command("flush")
 @state_option(required=True)
+@tenant_option(None, "sent")
 @fhir_options
 def flush_command(
     state_path: Path,
+    tenant: str | None,
     fhir_server: str | None,
     fhir_token: str | None,
     fhir_smart: Path | None,
@@ -143,7 +167,7 @@ def flush_command(
     """Send every pending item now (waiting retries included); exit 1 if any is left or failed."""
     if not fhir_server:
         raise click.UsageError("--fhir-server is required to deliver")
-    store = open_state(state_path)
+    store = narrowed(open_state(state_path), tenant)
     try:
         store.retry_now(int(time.time()))
         done = deliver(store, FhirTarget(fhir_server, fhir_token, fhir_smart, fhir_timeout, delivery_wait))
@@ -162,13 +186,33 @@ def history_group() -> None:
 @history_group.command("forget")
 @click.argument("patient", metavar="Patient/<id>")
 @state_option(required=True)
-def forget_command(patient: str, state_path: Path) -> None:
-    """Erase one patient's history, alert ledger and undelivered outbox items."""
+@tenant_option(what="forgotten")
+def forget_command(patient: str, state_path: Path, tenant: str) -> None:
+    """Erase one patient of one tenant: history, alert ledger and outbox items.
+
+    The same id in another tenant is another person and is kept.
+    """
     if not patient.startswith("Patient/") or len(patient) <= len("Patient/") or "/" in patient[8:]:
         raise click.BadParameter("give the patient as Patient/<id>", param_hint="PATIENT")
     store = open_state(state_path)
     try:
-        removed = store.forget(patient)
+        removed = store.forget(patient, tenant=tenant)
+        elsewhere = [] if removed else sorted(store.tenants(patient))
     finally:
         store.close()
-    click.echo(f"forgot {patient}: {removed} records removed")
+    click.echo(f"forgot {patient} in tenant {tenant}: {removed} records removed")
+    if elsewhere:
+        click.echo(f"tenants holding that id (give one with --tenant): {', '.join(elsewhere)}", err=True)
+
+
+@history_group.command("tenants")
+@state_option(required=True)
+def tenants_command(state_path: Path) -> None:
+    """Each tenant of the store and how many patients it holds records of."""
+    store = open_state(state_path)
+    try:
+        found = store.tenants()
+    finally:
+        store.close()
+    for tenant, patients in found.items():
+        click.echo(f"{tenant}\t{patients} patients")

@@ -204,7 +204,8 @@ def test_refuses_another_schema_version(tmp_path: Path) -> None:
     SqliteStateStore.open(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    with pytest.raises(StateStoreError, match=rf"schema version \[{SCHEMA_VERSION + 1}\].*reads version {SCHEMA_VERSION}") as info:
+    newer = rf"schema version \[{SCHEMA_VERSION + 1}\].*reads version {SCHEMA_VERSION}"
+    with pytest.raises(StateStoreError, match=newer) as info:
         SqliteStateStore.open(path)
     assert str(path) in str(info.value)
 

@@ -158,8 +158,9 @@ class StateStore(Protocol):
         """History, ledger and sequence number of one patient, read in one transaction."""
         ...
 
-    def tenants(self) -> dict[str, int]:
-        """Every tenant with stored rows, and how many patients it has history or alerts for."""
+    def tenants(self, patient: str | None = None) -> dict[str, int]:
+        """Every tenant with stored rows (of ``patient`` only, if given), and how many patients
+        it has history, alerts or outbox items for."""
         ...
 
     # -- one evaluation -------------------------------------------------------------------

@@ -363,12 +363,14 @@ class SqliteStateStore:
         log.info("state.forget", rows=removed)
         return removed
 
-    def tenants(self) -> dict[str, int]:
+    def tenants(self, patient: str | None = None) -> dict[str, int]:
+        where, args = _where(("patient", patient))
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT tenant, COUNT(DISTINCT patient) FROM ("
                 "SELECT tenant, patient FROM fact UNION SELECT tenant, patient FROM active_alert "
-                "UNION SELECT tenant, patient FROM outbox) GROUP BY tenant ORDER BY tenant"
+                f"UNION SELECT tenant, patient FROM outbox){where} GROUP BY tenant ORDER BY tenant",
+                args,
             ).fetchall()
         return dict(rows)
 
