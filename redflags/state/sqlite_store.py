@@ -145,17 +145,18 @@ _OUTBOX_COLUMNS = (
     "last_error, outcome, tenant"
 )
 # The oldest pending item of each (tenant, patient, rule) only: a later change waits for the
-# earlier one. The second parameter is a tenant, or NULL for every tenant.
-_DUE = f"""
-SELECT {_OUTBOX_COLUMNS} FROM outbox o
-WHERE o.status = 'pending' AND o.next_attempt <= ? AND (?2 IS NULL OR o.tenant = ?2)
+# earlier one. Parameters (now, limit); ``_DUE_OF_TENANT``: (now, tenant, limit).
+_DUE_WHERE = """
+WHERE o.status = 'pending' AND o.next_attempt <= ?{tenant}
   AND NOT EXISTS (
       SELECT 1 FROM outbox e
       WHERE e.tenant = o.tenant AND e.patient = o.patient AND e.rule = o.rule
         AND e.status = 'pending' AND e.id < o.id
   )
-ORDER BY o.id LIMIT ?3
+ORDER BY o.id LIMIT ?
 """
+_DUE = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o" + _DUE_WHERE.format(tenant="")
+_DUE_OF_TENANT = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o" + _DUE_WHERE.format(tenant=" AND o.tenant = ?")
 
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:
@@ -469,7 +470,7 @@ class SqliteStateStore:
     # -- outbox ---------------------------------------------------------------------------
     def due(self, now: int, limit: int = 100, *, tenant: str | None = None) -> list[Delivery]:
         with self._read() as conn:
-            return [_delivery(row) for row in conn.execute(_DUE, (now, tenant, limit)).fetchall()]
+            return [_delivery(row) for row in _due(conn, now, limit, tenant)]
 
     def claim(
         self, now: int, limit: int = 100, lease: int = 60, *, tenant: str | None = None
@@ -481,7 +482,7 @@ class SqliteStateStore:
         the ``StateStore`` protocol; ``due`` alone suits a single deliverer.)
         """
         with self._write() as conn:
-            items = [_delivery(row) for row in conn.execute(_DUE, (now, tenant, limit)).fetchall()]
+            items = [_delivery(row) for row in _due(conn, now, limit, tenant)]
             conn.executemany(
                 "UPDATE outbox SET next_attempt = ? WHERE id = ? AND status = 'pending'",
                 [(now + lease, item.id) for item in items],
@@ -566,6 +567,12 @@ class SqliteStateStore:
 def open_store(path: str | Path) -> StateStore:
     """The default store for ``path`` (the factory the CLI and service call)."""
     return SqliteStateStore.open(path)
+
+
+def _due(conn: sqlite3.Connection, now: int, limit: int, tenant: str | None) -> list[tuple[Any, ...]]:
+    if tenant is None:
+        return conn.execute(_DUE, (now, limit)).fetchall()
+    return conn.execute(_DUE_OF_TENANT, (now, tenant, limit)).fetchall()
 
 
 def _facts(conn: sqlite3.Connection, tenant: str, patient: str) -> dict[str, list[Fact]]:
