@@ -8,6 +8,10 @@ writes does not matter. Feedback for a uuid never recorded (sent after the datab
 replaced, or by a confused client) is kept and counted apart as "unknown card".
 
 Nothing here holds a patient identifier: a shown card is a uuid, a rule, a tier and a time.
+Each shown card also names the client it was shown to (the JWT ``iss``): feedback counts for a
+card only when the same client sends it, so one client cannot skew another's figures by
+naming its card uuids (they derive from a hookInstance any client may choose). Cards recorded
+before clients were (schema version 1) match feedback from any client.
 Clinicians' free-text override comments are stored (they are the feedback) but never logged
 or printed by the report.
 
@@ -30,7 +34,7 @@ import orjson
 from fhir_adapters.times import iso
 from redflags import sqlite_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the last key of _MIGRATIONS
 Outcome = Literal["accepted", "overridden"]
 
 
@@ -46,6 +50,7 @@ class ShownCard:
     rule: str  # RuleMeta.id of the alert
     tier: str  # the tier that fired (highest only)
     indicator: str  # info | warning | critical
+    client: str = ""  # who it was shown to (the client feedback must come from); "": anyone
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,12 @@ CREATE TABLE feedback (
 );
 CREATE INDEX feedback_card ON feedback (card);
 """
+#: Forward-only steps (``sqlite_file.prepare_versioned``): version -> statements from version - 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE card_shown ADD COLUMN client TEXT NOT NULL DEFAULT ''",),
+}
+#: Feedback counts for a shown card when it comes from the client the card was shown to.
+_SAME_CARD = "s.card = f.card AND s.client IN ('', f.client)"
 
 
 class SqliteFeedbackStore:
@@ -204,8 +215,8 @@ class SqliteFeedbackStore:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         with self._transaction("IMMEDIATE" if create else "DEFERRED"):
-            wrong = sqlite_file.prepare_schema(
-                conn, schema=_SCHEMA, version=SCHEMA_VERSION, tables=_TABLES, create=create, kind="feedback"
+            wrong, _ = sqlite_file.prepare_versioned(
+                conn, schema=_SCHEMA, tables=_TABLES, migrations=_MIGRATIONS, create=create, kind="feedback"
             )
             if wrong:
                 raise FeedbackStoreError(f"{self.path}: {wrong}")
@@ -237,9 +248,9 @@ class SqliteFeedbackStore:
         """
         when = iso(shown_at)
         self._write(
-            "INSERT INTO card_shown (card, service, rule, tier, indicator, shown_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (card) DO NOTHING",
-            [(c.card, service_id, c.rule, c.tier, c.indicator, when) for c in cards],
+            "INSERT INTO card_shown (card, service, rule, tier, indicator, shown_at, client) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card) DO NOTHING",
+            [(c.card, service_id, c.rule, c.tier, c.indicator, when, c.client) for c in cards],
             sync="NORMAL",
         )
 
@@ -280,14 +291,14 @@ class SqliteFeedbackStore:
     def _report(self) -> FeedbackReport:
         conn = self._conn
         rows = conn.execute(
-            """
+            f"""
             WITH per_card AS (
                 SELECT s.rule,
                        COUNT(f.id) AS items,
                        COALESCE(MAX(f.outcome = 'accepted'), 0) AS accepted,
                        COALESCE(MAX(f.outcome = 'overridden'), 0) AS overridden,
                        COALESCE(MAX(f.outcome = 'overridden' AND f.reason_code IS NULL), 0) AS no_reason
-                FROM card_shown s LEFT JOIN feedback f ON f.card = s.card
+                FROM card_shown s LEFT JOIN feedback f ON {_SAME_CARD}
                 GROUP BY s.card
             )
             SELECT rule, COUNT(*), SUM(accepted), SUM(overridden), SUM(items = 0), SUM(items), SUM(no_reason)
@@ -296,9 +307,9 @@ class SqliteFeedbackStore:
         ).fetchall()
         reasons: dict[str, list[ReasonCount]] = {}
         for rule, system, code, display, cards in conn.execute(
-            """
+            f"""
             SELECT s.rule, f.reason_system, f.reason_code, MAX(f.reason_display), COUNT(DISTINCT f.card)
-            FROM feedback f JOIN card_shown s ON s.card = f.card
+            FROM feedback f JOIN card_shown s ON {_SAME_CARD}
             WHERE f.outcome = 'overridden' AND f.reason_code IS NOT NULL
             GROUP BY s.rule, f.reason_system, f.reason_code
             ORDER BY s.rule, COUNT(DISTINCT f.card) DESC, f.reason_system, f.reason_code
@@ -319,11 +330,11 @@ class SqliteFeedbackStore:
             for rule, shown, accepted, overridden, silent, items, no_reason in rows
         )
         unknown = conn.execute(
-            """
+            f"""
             SELECT COUNT(*), COUNT(DISTINCT f.card),
                    COUNT(DISTINCT CASE WHEN f.outcome = 'accepted' THEN f.card END),
                    COUNT(DISTINCT CASE WHEN f.outcome = 'overridden' THEN f.card END)
-            FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM card_shown s WHERE s.card = f.card)
+            FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM card_shown s WHERE {_SAME_CARD})
             """
         ).fetchone()
         return FeedbackReport(rules=summaries, unknown_cards=UnknownCards(*unknown))

@@ -72,3 +72,41 @@ def prepare_schema(
     if versions != [version]:
         return f"{kind} database schema version {versions}, this redflags reads version {version}"
     return None
+
+
+def prepare_versioned(
+    conn: sqlite3.Connection,
+    *,
+    schema: str,
+    tables: frozenset[str],
+    migrations: dict[int, tuple[str, ...]],
+    create: bool,
+    kind: str,
+) -> tuple[str | None, int | None]:
+    """``prepare_schema`` for a schema that grows by forward-only migrations.
+
+    ``schema``/``tables`` are version 1; ``migrations[n]`` turns version n - 1 into n. A new file
+    is made at version 1 and migrated like an old one (one history, no second definition to
+    drift). Run inside a write transaction: a step that fails leaves the file as it was. Returns
+    (why the file is not ours or None, the version it had when it needed migrating or None).
+    """
+    latest = max(migrations, default=1)
+    found = _stored_version(conn)
+    start = 1 if found is None else (found if 1 <= found <= latest else latest)
+    wrong = prepare_schema(conn, schema=schema, version=start, tables=tables, create=create, kind=kind)
+    if wrong:
+        return wrong, None
+    for target in range(start + 1, latest + 1):
+        for statement in migrations[target]:
+            conn.execute(statement)
+        conn.execute("UPDATE schema_version SET version = ?", (target,))
+    return None, (found if found is not None and found < latest else None)
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    """The file's one schema version, or None (no such table, or not one integer row)."""
+    found = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "schema_version" not in found:
+        return None
+    rows = conn.execute("SELECT version FROM schema_version").fetchall()
+    return rows[0][0] if len(rows) == 1 and isinstance(rows[0][0], int) else None

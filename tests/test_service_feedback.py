@@ -22,7 +22,7 @@ import anyio
 import pytest
 import requests
 
-from redflags.feedback_store import FeedbackStoreError, ShownCard, SqliteFeedbackStore
+from redflags.feedback_store import SCHEMA_VERSION, FeedbackStoreError, ShownCard, SqliteFeedbackStore
 from redflags.service.feedback import record_shown
 
 from .conftest import FIXTURES, ROOT
@@ -427,12 +427,12 @@ def test_report_refuses_missing_corrupt_and_foreign_databases(tmp_path: Path) ->
     newer = tmp_path / "newer.sqlite"
     SqliteFeedbackStore.open(newer).close()
     with sqlite3.connect(newer) as conn:
-        conn.execute("UPDATE schema_version SET version = 2")
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     cases = {
         tmp_path / "absent.sqlite": "no such feedback database",
         corrupt: "not a readable feedback database",
         foreign: "not a redflags feedback database",
-        newer: "schema version [2], this redflags reads version 1",
+        newer: f"schema version [{SCHEMA_VERSION + 1}], this redflags reads version {SCHEMA_VERSION}",
     }
     for path, message in cases.items():
         done = report(path)

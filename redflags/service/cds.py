@@ -48,10 +48,10 @@ def _error(status: int, message: str, code: str = "invalid") -> Response:
     return _json_response(orjson.dumps(outcome(message, code)), status)
 
 
-async def _record_shown(request: Request, service: str, issued: list[IssuedCard]) -> None:
-    """Remember which rule each card came from, so feedback on it counts for that rule."""
+async def _record_shown(request: Request, service: str, issued: list[IssuedCard], client: str) -> None:
+    """Remember which rule each card came from, so feedback on it (from ``client``) counts for that rule."""
     if issued:
-        shown = [ShownCard(c.card, c.rule, c.tier, c.indicator) for c in issued]
+        shown = [ShownCard(c.card, c.rule, c.tier, c.indicator, client) for c in issued]
         await feedback.record_shown(request, service, shown, int(time.time()))
 
 
@@ -127,7 +127,7 @@ async def call_service(
     except EngineUnavailable as exc:
         return _error(500, str(exc), "exception")
     assert answered is not None  # with the record gathered, answer always answers
-    await _record_shown(request, service.id, answered.issued)
+    await _record_shown(request, service.id, answered.issued, client)
     log.info(
         "cds_call",
         service=service.id,

@@ -61,7 +61,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStateStore", "StateStoreError", "open_store"
 
 log = structlog.get_logger("redflags.state")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # the last key of _MIGRATIONS
 _STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed")
 
 #: Version 1, as 30fb331 created it. A new file is made at version 1 and migrated like an old
@@ -161,22 +161,6 @@ _DUE_OF_TENANT = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o" + _DUE_WHERE.format(t
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def _stored_version(conn: sqlite3.Connection) -> int | None:
-    """The file's one schema version, or None (no such table or not one integer row)."""
-    if "schema_version" not in _table_names(conn):
-        return None
-    rows = conn.execute("SELECT version FROM schema_version").fetchall()
-    return rows[0][0] if len(rows) == 1 and isinstance(rows[0][0], int) else None
-
-
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """From ``version`` to ``SCHEMA_VERSION``, step by step, inside the caller's transaction."""
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in _MIGRATIONS[target]:
-            conn.execute(statement)
-        conn.execute("UPDATE schema_version SET version = ?", (target,))
 
 
 def _dumps(value: object) -> bytes:
@@ -280,23 +264,15 @@ class SqliteStateStore:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
         with self._transaction("IMMEDIATE"):
-            found = _stored_version(conn)
-            start = found if found is not None and 1 <= found <= SCHEMA_VERSION else SCHEMA_VERSION
-            wrong = sqlite_file.prepare_schema(
-                conn,
-                schema=_SCHEMA_V1,
-                version=1 if found is None else start,
-                tables=_TABLES_V1,
-                create=True,
-                kind="state",
+            wrong, migrated = sqlite_file.prepare_versioned(
+                conn, schema=_SCHEMA_V1, tables=_TABLES_V1, migrations=_MIGRATIONS, create=True, kind="state"
             )
             if wrong:
                 raise StateStoreError(f"{self.path}: {wrong}")
-            _migrate(conn, 1 if found is None else start)
-            if found is not None and found < SCHEMA_VERSION:
-                log.info("state.migrated", from_version=found, to_version=SCHEMA_VERSION)
             if not _TABLES <= _table_names(conn):
                 raise StateStoreError(f"{self.path}: not a redflags state database")
+            if migrated is not None:
+                log.info("state.migrated", from_version=migrated, to_version=SCHEMA_VERSION)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StateStoreError(f"{self.path}: cannot switch the state database to WAL (mode {mode})")
