@@ -160,7 +160,7 @@ class StateStore(Protocol):
 
     def tenants(self, patient: str | None = None) -> dict[str, int]:
         """Every tenant with stored rows (of ``patient`` only, if given), and how many patients
-        it has history, alerts or outbox items for."""
+        it has history, alerts, transitions or outbox items for."""
         ...
 
     # -- one evaluation -------------------------------------------------------------------

@@ -346,6 +346,7 @@ class SqliteStateStore:
             rows = conn.execute(
                 "SELECT tenant, COUNT(DISTINCT patient) FROM ("
                 "SELECT tenant, patient FROM fact UNION SELECT tenant, patient FROM active_alert "
+                "UNION SELECT tenant, patient FROM transition "
                 f"UNION SELECT tenant, patient FROM outbox){where} GROUP BY tenant ORDER BY tenant",
                 args,
             ).fetchall()
