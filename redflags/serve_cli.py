@@ -19,6 +19,12 @@ from redflags.state.sqlite_store import StateStoreError, open_store
 log = structlog.get_logger("redflags.serve")
 
 
+class SetupRefused(click.ClickException):
+    """Settings ``serve`` will not run with: one line (no usage text), exit 2 like a usage error."""
+
+    exit_code = 2
+
+
 @click.command("serve")  # main's --log-level applies (default here: request lines are info)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
@@ -152,10 +158,10 @@ def serve_command(
             "(--allow-unauthenticated overrides, for tests only)"
         )
     if clients and not public_url:  # aud from the Host header would let a caller pick it
-        raise click.UsageError(NO_PUBLIC_URL)
+        raise SetupRefused(NO_PUBLIC_URL)
     for url in public_url:
         if problem := public_url_problem(url):
-            raise click.BadParameter(f"{url!r}: {problem}", param_hint="--public-url")
+            raise SetupRefused(f"--public-url {url!r}: {problem}")
     if fhir_server and no_state:
         raise click.UsageError("--fhir-server needs the state store (its outbox): drop --no-state")
     try:  # create the databases (and their schemas) once, before the engines race for them

@@ -81,6 +81,8 @@ class Authenticator:
 
 def public_url_problem(url: str) -> str | None:
     """Why URL cannot be a public base URL (the JWT audience), or None."""
+    if "\\" in url or any(c.isspace() or not c.isprintable() for c in url):
+        return "spaces, backslashes and control characters are not allowed"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError on a bad port
@@ -90,8 +92,6 @@ def public_url_problem(url: str) -> str | None:
         return "not an absolute http(s) URL"
     if parts.query or parts.fragment or parts.username or parts.password:
         return "a base URL has no query, fragment or user"
-    if "\\" in url or any(c.isspace() or not c.isprintable() for c in url):
-        return "spaces, backslashes and control characters are not allowed"
     return None
 
 
