@@ -170,6 +170,7 @@ class RemoteKeys:
     def key(self, kid: str) -> PyJWK | None:
         with self._lock:
             now = self._clock()
+            self._expire_stale(now)  # a set too old to serve even an outage is not handed out
             found = self._keys.get(kid)
             fresh = self._fetched_at is not None and now - self._fetched_at < self._ttl
             if found is not None and fresh:
@@ -180,8 +181,7 @@ class RemoteKeys:
                     return found
                 self._waiters += 1
             elif self._attempted_at is not None and now - self._attempted_at < self._cooldown:
-                self._expire_stale(now)  # tried recently (stale set or unknown kid): no fetch
-                return self._keys.get(kid)
+                return found  # tried recently (stale set or unknown kid): no fetch
             else:
                 self._attempted_at = now
                 self._flight = threading.Event()
