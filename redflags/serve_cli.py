@@ -10,12 +10,19 @@ import structlog
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
-from redflags.service.auth import Authenticator, AuthSetupError
+from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
+from redflags.service.auth import NO_PUBLIC_URL, Authenticator, AuthSetupError, public_url_problem
 from redflags.service.outbox_worker import outbox_auth
-from redflags.service.settings import ServiceSettings
+from redflags.service.settings import MAX_TOKEN_LIFETIME_S, ServiceSettings
 from redflags.state.sqlite_store import StateStoreError, open_store
 
 log = structlog.get_logger("redflags.serve")
+
+
+class SetupRefused(click.ClickException):
+    """Settings ``serve`` will not run with: one line (no usage text), exit 2 like a usage error."""
+
+    exit_code = 2
 
 
 @click.command("serve")  # main's --log-level applies (default here: request lines are info)
@@ -54,7 +61,12 @@ log = structlog.get_logger("redflags.serve")
     is_flag=True,
     help="Accept a plain-http fhirServer on a loopback address (tests); never a remote one.",
 )
-@click.option("--public-url", help="Base URL clients call, when behind a proxy (the JWT audience).")
+@click.option(
+    "--public-url",
+    multiple=True,
+    help="Base URL CDS clients call (the JWT audience), repeatable; required with --clients: "
+    "the audience is never taken from the Host header.",
+)
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allowed CORS origin (repeatable).")
 @click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
 @click.option(
@@ -80,7 +92,13 @@ log = structlog.get_logger("redflags.serve")
 )
 @click.option("--no-state", is_flag=True, help="Keep no history: every call is evaluated on its own data.")
 @click.option("--fhir-server", metavar="URL", help="FHIR server the outbox writes Flags and CarePlans to.")
-@click.option("--fhir-token", envvar="REDFLAGS_FHIR_TOKEN", help="Bearer token for --fhir-server.")
+@click.option(
+    "--fhir-token",
+    envvar="REDFLAGS_FHIR_TOKEN",
+    callback=fhir_token_callback,
+    help="Bearer token for --fhir-server (visible in ps: better $REDFLAGS_FHIR_TOKEN or --fhir-token-file).",
+)
+@fhir_token_file_option
 @click.option(
     "--fhir-smart",
     envvar="REDFLAGS_FHIR_SMART",
@@ -100,6 +118,13 @@ log = structlog.get_logger("redflags.serve")
     "now_text",
     help="Fixed evaluation time (ISO dateTime) instead of the clock: tests and demos only.",
 )
+@click.option(
+    "--max-token-lifetime",
+    default=MAX_TOKEN_LIFETIME_S,
+    show_default=True,
+    type=click.IntRange(10, 3600),
+    help="Longest lifetime (exp - iat, seconds) of a CDS client JWT; older iat refused too.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -109,7 +134,7 @@ def serve_command(
     tokens: Path | None,
     allow_unauthenticated: bool,
     allow_http_fhir: bool,
-    public_url: str | None,
+    public_url: tuple[str, ...],
     cors_origins: tuple[str, ...],
     max_body_bytes: int,
     feedback_db: str,
@@ -122,6 +147,7 @@ def serve_command(
     system_actions: bool,
     fhir_timeout: float,
     now_text: str | None,
+    max_token_lifetime: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -131,6 +157,11 @@ def serve_command(
             "no --clients: refusing to serve without authentication "
             "(--allow-unauthenticated overrides, for tests only)"
         )
+    if clients and not public_url:  # aud from the Host header would let a caller pick it
+        raise SetupRefused(NO_PUBLIC_URL)
+    for url in public_url:
+        if problem := public_url_problem(url):
+            raise SetupRefused(f"--public-url {url!r}: {problem}")
     if fhir_server and no_state:
         raise click.UsageError("--fhir-server needs the state store (its outbox): drop --no-state")
     try:  # create the databases (and their schemas) once, before the engines race for them
@@ -153,7 +184,7 @@ def serve_command(
         tokens=str(tokens) if tokens else None,
         allow_unauthenticated=allow_unauthenticated,
         allow_http_fhir=allow_http_fhir,
-        public_url=public_url,
+        public_url=public_url[0].rstrip("/") if public_url else None,
         cors_origins=cors_origins,
         max_body_bytes=max_body_bytes,
         feedback_db=feedback_db,
@@ -167,6 +198,8 @@ def serve_command(
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_token=fhir_token,
         fhir_smart=fhir_smart,
+        public_urls=tuple(url.rstrip("/") for url in public_url),
+        max_token_lifetime_s=max_token_lifetime,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)

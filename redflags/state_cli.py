@@ -2,8 +2,8 @@
 
 The state store (``--state FILE`` or ``$REDFLAGS_STATE``) holds the patient history, the alert
 ledger and the outbox; ``--fhir-server URL`` is where the outbox delivers, with the bearer
-token of ``--fhir-token`` or ``$REDFLAGS_FHIR_TOKEN`` (an environment variable keeps it out of
-the process list).
+token of ``--fhir-token-file``, ``$REDFLAGS_FHIR_TOKEN`` or ``--fhir-token`` (the first two keep it
+out of the process list).
 
 A store may be shared with the service, which keeps each client's patients apart as tenants
 (``redflags.service.tenants``): ``--tenant`` names the one a command acts on. ``replay`` and
@@ -24,6 +24,7 @@ import click
 from fhir_adapters.fhir_client import FhirClient
 from fhir_adapters.smart_auth import server_auth
 from redflags.delivery import Round, drain
+from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.state.model import DEFAULT_TENANT, StateStore
 from redflags.state.sqlite_store import StateStoreError, open_store
 from redflags.state.tenant_view import TenantView
@@ -82,10 +83,12 @@ def fhir_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="SMART Backend Services for --fhir-server: JSON with token_url, client_id, "
         "private_key (PEM file), kid, alg (RS384|ES384), scope.",
     )(func)
+    func = fhir_token_file_option(func)
     func = click.option(
         "--fhir-token",
         envvar=TOKEN_ENV,
-        help=f"Bearer token for --fhir-server (better: ${TOKEN_ENV}).",
+        callback=fhir_token_callback,
+        help=f"Bearer token for --fhir-server (visible in ps: better ${TOKEN_ENV} or --fhir-token-file).",
     )(func)
     return click.option("--fhir-server", metavar="URL", help="FHIR base URL the outbox delivers to.")(func)
 

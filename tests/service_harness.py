@@ -39,9 +39,12 @@ def running_service(tmp: Path, *args: str, env: dict[str, str] | None = None) ->
     """``redflags --log-level info serve --port P ARGS``; waits for /healthz, stops it after.
 
     Without ``--feedback-db`` (``--state``) in ARGS the feedback database (the state store)
-    goes to TMP, not the working tree.
+    goes to TMP, not the working tree. With ``--clients`` and no ``--public-url``, the public
+    URL is the service's own (the JWT audience is never taken from the Host header).
     """
     port = free_port()
+    if "--clients" in args and "--public-url" not in args:
+        args = (*args, "--public-url", f"http://127.0.0.1:{port}")
     if "--feedback-db" not in args:
         args = (*args, "--feedback-db", str(tmp / f"feedback-{port}.sqlite"))
     if "--state" not in args and "--no-state" not in args:

@@ -8,6 +8,7 @@ uvicorn server on 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -550,7 +551,7 @@ def serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
 def test_serve_refuses_a_bad_clients_or_tokens_file_with_one_line(tmp_path, ec_key) -> None:
     bad_clients = tmp_path / "clients.json"
     bad_clients.write_text(json.dumps({"clients": [{"iss": ISS, "jku": "http://ehr.example.org/jwks"}]}))
-    done = serve_fails("--clients", str(bad_clients))
+    done = serve_fails("--clients", str(bad_clients), "--public-url", "https://cds.example.org")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"Error: {bad_clients}: clients[0] ({ISS}): jku 'http://ehr.example.org/jwks' must be https "
@@ -562,7 +563,9 @@ def test_serve_refuses_a_bad_clients_or_tokens_file_with_one_line(tmp_path, ec_k
     good_clients.write_text(
         json.dumps({"clients": [{"iss": ISS, "jwks": {"keys": [public_jwk(ec_key, "k")]}}]})
     )
-    done = serve_fails("--clients", str(good_clients), "--tokens", str(bad_tokens))
+    done = serve_fails(
+        "--clients", str(good_clients), "--tokens", str(bad_tokens), "--public-url", "https://cds.example.org"
+    )
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
     assert "line 1: token shorter than 16" in done.stderr and "tiny-secret" not in done.stderr
 
@@ -572,6 +575,9 @@ class ThreadedServer:
     uvicorn on 127.0.0.1 in a thread (lifespan off: these routes need no Pipeline)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
+        port = free_port()
+        if settings.clients and not settings.public_url:  # the audience: this server's own URL
+            settings = dataclasses.replace(settings, public_url=f"http://127.0.0.1:{port}")
         app = create_app(settings)
 
         @app.post("/auth-probe/cds")
@@ -582,7 +588,6 @@ class ThreadedServer:
         async def evaluate(client: str = Depends(engine_client)) -> dict[str, str]:
             return {"client": client}
 
-        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
         self.server = uvicorn.Server(config)

@@ -5,10 +5,12 @@
 Every failure is the same bare 401 (``WWW-Authenticate: Bearer``, body ``{"detail":
 "Unauthorized"}``): the caller learns nothing; the reason goes to the server log, the token never.
 
-The JWT ``aud`` must equal the URL of the endpoint called: ``--public-url`` + the request path
-when set (behind a proxy, or to pin the host a token may name), else the URL as received
-(scheme, ``Host`` header and path, no query). With ``--allow-unauthenticated`` every caller is
-accepted and credentials are not looked at (``redflags serve`` logs a warning).
+The JWT ``aud`` must equal the URL of the endpoint called: a ``--public-url`` (repeatable) +
+the request path. It is never built from the request's ``Host`` header: a caller sets that, so
+a token issued for another service (its ``aud`` that service's URL) would pass by sending that
+service's host. Trusted clients therefore need ``--public-url`` (``redflags serve`` refuses to
+start without it). With ``--allow-unauthenticated`` every caller is accepted and credentials are
+not looked at (``redflags serve`` logs a warning).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 from anyio import to_thread
@@ -30,6 +33,10 @@ from redflags.service.trusted_clients import ClientsError, TrustedClients
 log = structlog.get_logger("redflags.service.auth")
 
 MAX_TOKEN_CHARS = 16 * 1024
+NO_PUBLIC_URL = (
+    "--clients needs --public-url (the URL CDS clients call, the JWT audience): "
+    "it is never taken from the Host header a caller sends"
+)
 
 
 class AuthSetupError(ValueError):
@@ -43,7 +50,7 @@ class Authenticator:
     allow_unauthenticated: bool = False
     verifier: ClientVerifier | None = None
     tokens: StaticTokens | None = None
-    public_url: str | None = None
+    public_urls: tuple[str, ...] = ()  # the base URLs a JWT aud may name
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> Authenticator:
@@ -52,17 +59,40 @@ class Authenticator:
         if settings.allow_unauthenticated:
             return cls(allow_unauthenticated=True)
         clients_path, tokens_path = settings.path("clients"), settings.path("tokens")
+        urls = settings.accepted_urls()
+        if clients_path and not urls:
+            raise AuthSetupError(NO_PUBLIC_URL)
+        for url in urls:
+            if problem := public_url_problem(url):
+                raise AuthSetupError(f"public URL {url!r}: {problem}")
         try:
             verifier = None
             if clients_path:
                 clients = TrustedClients.from_file(clients_path)
-                verifier = ClientVerifier(clients, SqliteJtiStore(jti_path(settings)))
+                store = SqliteJtiStore(jti_path(settings))
+                verifier = ClientVerifier(clients, store, max_lifetime_s=settings.max_token_lifetime_s)
             tokens = StaticTokens.from_file(tokens_path) if tokens_path else None
         except (ClientsError, TokensError) as exc:
             raise AuthSetupError(str(exc)) from None
         except (OSError, sqlite3.Error) as exc:
             raise AuthSetupError(f"{jti_path(settings)}: cannot open the replay store ({exc})") from None
-        return cls(verifier=verifier, tokens=tokens, public_url=settings.public_url)
+        return cls(verifier=verifier, tokens=tokens, public_urls=urls)
+
+
+def public_url_problem(url: str) -> str | None:
+    """Why URL cannot be a public base URL (the JWT audience), or None."""
+    if "\\" in url or any(c.isspace() or not c.isprintable() for c in url):
+        return "spaces, backslashes and control characters are not allowed"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        return "not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an absolute http(s) URL"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "a base URL has no query, fragment or user"
+    return None
 
 
 def jti_path(settings: ServiceSettings) -> Path:
@@ -70,11 +100,9 @@ def jti_path(settings: ServiceSettings) -> Path:
     return Path(settings.feedback_db).parent / FILE_NAME
 
 
-def audience(request: Request, public_url: str | None) -> str:
-    if public_url:
-        return public_url.rstrip("/") + request.url.path
-    url = request.url
-    return f"{url.scheme}://{url.netloc}{url.path}"
+def audience(request: Request, public_urls: tuple[str, ...]) -> list[str]:
+    """The URLs of the endpoint called, one per configured base URL (never the Host header)."""
+    return [base + request.url.path for base in public_urls]
 
 
 def bearer(request: Request) -> str | None:
@@ -97,7 +125,7 @@ def _refuse(request: Request, reason: str, iss: str | None = None) -> HTTPExcept
 async def _verified_client(request: Request, auth: Authenticator, token: str) -> str:
     assert auth.verifier is not None
     try:  # off the event loop: the first call for an issuer may fetch its key set
-        return await to_thread.run_sync(auth.verifier.verify, token, audience(request, auth.public_url))
+        return await to_thread.run_sync(auth.verifier.verify, token, audience(request, auth.public_urls))
     except Refused as exc:
         raise _refuse(request, exc.reason, exc.iss) from None
     except Exception as exc:  # fail closed; the message could quote token parts, so type only

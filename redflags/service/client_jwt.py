@@ -5,7 +5,10 @@ Header: ``alg`` ES384 or RS384 only (``none``, every HMAC and anything else refu
 inline key set never has anything fetched: its keys are the listed ones whatever the token
 says). Claims: ``iss`` a trusted issuer, ``aud`` the URL of the endpoint called, ``exp``,
 ``iat``, ``jti`` all required; ``jti`` may be used once. Clock leeway: ``LEEWAY_S`` either way
-on ``exp``/``iat``/``nbf`` (EHR and service clocks drift; tokens live about five minutes).
+on ``exp``/``iat``/``nbf`` (EHR and service clocks drift). Lifetime: ``exp - iat`` at most
+``max_lifetime_s`` (five minutes by default, as CDS Hooks tokens live) and ``iat`` no older
+than that: a token minted to live for years (or with ``iat`` 0) would stay replayable that
+long, and its ``jti`` would have to be remembered that long.
 
 The signature is checked with the issuer's key *bound to its algorithm* (PyJWK), so a token
 cannot choose e.g. HS384 with the public key as the shared secret. The id is recorded only
@@ -14,6 +17,9 @@ after everything else passed, so an invalid token cannot burn a valid token's ``
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jwt
@@ -23,6 +29,7 @@ from redflags.service.jti_store import JtiStore
 from redflags.service.trusted_clients import ALGORITHMS, TrustedClients
 
 LEEWAY_S = 60
+MAX_LIFETIME_S = 300
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
 
 
@@ -42,14 +49,18 @@ class ClientVerifier:
         jti_store: JtiStore,
         *,
         leeway_s: int = LEEWAY_S,
-        verify_exp: bool = True,  # off only to check the specification's 2015 example
+        verify_exp: bool = True,  # off (every time check) only for the specification's 2015 example
+        max_lifetime_s: int = MAX_LIFETIME_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.clients = clients
         self._jti = jti_store
         self._leeway = leeway_s
         self._verify_exp = verify_exp
+        self._max_lifetime = max_lifetime_s
+        self._clock = clock
 
-    def verify(self, token: str, audience: str) -> str:
+    def verify(self, token: str, audience: str | Sequence[str]) -> str:
         """The verified issuer (``iss``), or Refused. Blocking: may fetch a key set."""
         try:
             header = jwt.get_unverified_header(token)
@@ -73,6 +84,8 @@ class ClientVerifier:
         if key is None:
             raise Refused("unknown kid", iss=iss)
         claims = self._decode(token, key, alg, audience, iss)
+        if self._verify_exp:
+            self._check_lifetime(claims, iss)
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
             raise Refused("jti", iss=iss)
@@ -80,7 +93,21 @@ class ClientVerifier:
             raise Refused("replayed jti", iss=iss)
         return iss
 
-    def _decode(self, token: str, key: jwt.PyJWK, alg: str, audience: str, iss: str) -> dict[str, Any]:
+    def _check_lifetime(self, claims: dict[str, Any], iss: str) -> None:
+        """``iat`` and ``exp`` numbers, ``exp - iat`` within the limit, ``iat`` recent (its
+        future side, beyond the leeway, PyJWT refuses)."""
+        iat, exp = claims["iat"], claims["exp"]
+        for value in (iat, exp):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise Refused("iat/exp not numbers", iss=iss)
+        if exp - iat > self._max_lifetime:
+            raise Refused("lifetime over the limit", iss=iss)
+        if iat < self._clock() - self._max_lifetime - self._leeway:
+            raise Refused("iat too old", iss=iss)
+
+    def _decode(
+        self, token: str, key: jwt.PyJWK, alg: str, audience: str | Sequence[str], iss: str
+    ) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,

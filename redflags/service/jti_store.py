@@ -1,12 +1,16 @@
 """Seen JWT ids (``jti``), so a captured CDS client token cannot be replayed.
 
-A token is remembered until it expires (its ``exp`` plus the clock leeway); after that its
-expiry check refuses it anyway. Two stores share one interface:
+A token is remembered until it expires (its ``exp`` plus the clock leeway, at most the token
+lifetime limit plus twice the leeway from now: ``client_jwt`` refuses longer-lived tokens);
+after that its expiry check refuses it anyway, and the row is purged. Two stores share one
+interface:
 
 * ``SqliteJtiStore`` (what the service uses): one SQLite file next to the feedback database,
   shared by every worker process of ``redflags serve --workers N`` and kept across restarts,
   so a token replayed to another worker, or after a restart, is still refused. One small
-  write per authenticated call (WAL, ``synchronous=NORMAL``: no fsync per call).
+  write per authenticated call, on disk before the call is accepted (WAL with
+  ``synchronous=FULL``: with NORMAL a power loss or OS crash could forget the last ids while
+  their tokens are still valid, and a captured token could then be replayed after the reboot).
 * ``MemoryJtiStore``: per process. With several workers it would NOT catch a replay sent to
   a different worker; it is for tests and single-process embedding.
 """
@@ -69,7 +73,7 @@ class SqliteJtiStore:
         self._lock = threading.Lock()  # one connection per process, used from worker threads
         self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT NOT NULL, jti TEXT NOT NULL,"
             " expires REAL NOT NULL, PRIMARY KEY (iss, jti)) WITHOUT ROWID"
@@ -81,8 +85,7 @@ class SqliteJtiStore:
         with self._lock:
             now = self._clock()
             if now - self._purged >= self.PURGE_EVERY_S:
-                self._db.execute("DELETE FROM seen_jti WHERE expires < ?", (now,))
-                self._purged = now
+                self._purge(now)
             # Inserts a new id, or takes over an expired one; a live one is left alone (0 changes).
             cursor = self._db.execute(
                 "INSERT INTO seen_jti (iss, jti, expires) VALUES (?, ?, ?)"
@@ -91,6 +94,19 @@ class SqliteJtiStore:
                 (iss, jti, expires, now),
             )
             return cursor.rowcount == 1
+
+    def purge(self) -> int:
+        """Delete the expired ids now (``first_use`` does it at most every ``PURGE_EVERY_S``)."""
+        with self._lock:
+            return self._purge(self._clock())
+
+    def _purge(self, now: float) -> int:
+        self._purged = now
+        return self._db.execute("DELETE FROM seen_jti WHERE expires < ?", (now,)).rowcount
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM seen_jti").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,10 @@
-"""What ``redflags serve`` was asked to do, passed to every worker process as JSON."""
+"""What ``redflags serve`` was asked to do, passed to the HTTP process as JSON in its environment.
+
+Secrets (``SECRET_FIELDS``: the write-back token) never enter that environment: every engine
+process inherits it, and ``/proc/<pid>/environ`` of each would show them. ``to_env`` keeps them
+in this process's memory instead, where ``from_env`` (the uvicorn factory, run in the same
+process by ``redflags serve``) finds them again; the token env variable is removed as well.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,14 @@ import orjson
 
 #: Environment variable carrying the settings to worker processes (uvicorn imports the app).
 ENV = "REDFLAGS_SERVICE_SETTINGS"
+#: Environment variable an operator may give the write-back token in (read by the CLI).
+FHIR_TOKEN_ENV = "REDFLAGS_FHIR_TOKEN"
+#: Fields kept out of the environment (see the module docstring).
+SECRET_FIELDS = ("fhir_token",)
+#: Accepted JWT lifetime (``exp - iat``) by default: CDS Hooks tokens live about five minutes.
+MAX_TOKEN_LIFETIME_S = 300
+
+_secrets: dict[str, str | None] = {}  # this process only: never inherited by a child
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +47,21 @@ class ServiceSettings:
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
+    public_urls: tuple[str, ...] = ()  # every base URL clients may call (JWT aud); public_url is the first
+    max_token_lifetime_s: int = MAX_TOKEN_LIFETIME_S  # longest exp - iat of a CDS client JWT
 
     def to_env(self) -> None:
-        os.environ[ENV] = orjson.dumps(asdict(self)).decode()
+        """Settings into the environment for the app factory; secrets stay in this process."""
+        data = asdict(self)
+        for name in SECRET_FIELDS:
+            _secrets[name] = data.pop(name)
+        os.environ.pop(FHIR_TOKEN_ENV, None)
+        os.environ[ENV] = orjson.dumps(data).decode()
+
+    def accepted_urls(self) -> tuple[str, ...]:
+        """The base URLs a JWT ``aud`` may name (``--public-url``, repeatable)."""
+        urls = self.public_urls or ((self.public_url,) if self.public_url else ())
+        return tuple(url.rstrip("/") for url in urls)
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
@@ -44,7 +70,8 @@ class ServiceSettings:
             return cls()
         data = orjson.loads(raw)
         data["cors_origins"] = tuple(data.get("cors_origins") or ())
-        return cls(**data)
+        data["public_urls"] = tuple(data.get("public_urls") or ())
+        return cls(**{**data, **_secrets})
 
     def path(self, name: str) -> Path | None:
         value = getattr(self, name)

@@ -11,6 +11,14 @@ one refetch (key rotation), at most once per ``refetch_cooldown_s`` so a stream 
 kids cannot turn us into a request amplifier. When a refresh fails, the last good set stays in
 use for at most ``max_stale_s`` (an EHR's brief outage must not lock every clinician out).
 A ``jku`` must be https; plain http is accepted for loopback hosts only (tests, a local sidecar).
+
+A fetch never blocks verification with keys already known: it runs outside the lock, one per
+key set at a time (single flight); callers with a cached key (fresh or still usable stale) go
+on, callers that need the new set wait for that one fetch up to its deadline, and at most
+``MAX_WAITERS`` of them: the rest are refused at once, so a slow or hostile key set server (or a
+stream of tokens with made-up kids for its issuer) holds a few threads, never the whole pool
+that verifies every other client. The body must arrive whole within ``timeout_s`` (each read
+is also bounded by it, so a fetch ends within about twice that) and within ``MAX_JWKS_BYTES``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 import structlog
+import urllib3
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
@@ -36,6 +45,8 @@ log = structlog.get_logger("redflags.service.auth")
 ALGORITHMS = ("ES384", "RS384")
 MIN_RSA_BITS = 2048
 MAX_JWKS_BYTES = 256 * 1024
+#: Callers that may wait for one key set fetch in flight (the others are refused at once).
+MAX_WAITERS = 8
 
 
 class ClientsError(ValueError):
@@ -149,41 +160,64 @@ class RemoteKeys:
         self._ttl, self._cooldown, self._max_stale = ttl_s, refetch_cooldown_s, max_stale_s
         self._timeout = timeout_s
         self._clock = clock
-        self._lock = threading.Lock()  # one fetch at a time; waiting callers reuse its result
+        self._lock = threading.Lock()  # guards the fields below, never held while fetching
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: float | None = None  # last success
         self._attempted_at: float | None = None  # last try, success or not
+        self._flight: threading.Event | None = None  # set when the fetch in progress ends
+        self._waiters = 0
 
     def key(self, kid: str) -> PyJWK | None:
         with self._lock:
             now = self._clock()
-            if self._fetched_at is None or now - self._fetched_at >= self._ttl:
-                self._refresh(now)
+            self._expire_stale(now)  # a set too old to serve even an outage is not handed out
             found = self._keys.get(kid)
-            if found is None:
-                self._refresh(now)  # unknown kid: the client may have rotated its keys
-                found = self._keys.get(kid)
-            return found
+            fresh = self._fetched_at is not None and now - self._fetched_at < self._ttl
+            if found is not None and fresh:
+                return found
+            flight = self._flight
+            if flight is not None:  # someone is fetching: a usable key now beats a new one later
+                if found is not None or self._waiters >= MAX_WAITERS:
+                    return found
+                self._waiters += 1
+            elif self._attempted_at is not None and now - self._attempted_at < self._cooldown:
+                return found  # tried recently (stale set or unknown kid): no fetch
+            else:
+                self._attempted_at = now
+                self._flight = threading.Event()
+        if flight is not None:
+            flight.wait(2 * self._timeout + 1.0)
+            with self._lock:
+                self._waiters -= 1
+                return self._keys.get(kid)
+        self._refresh(now)
+        with self._lock:
+            return self._keys.get(kid)
 
     def _refresh(self, now: float) -> None:
-        """Fetch, unless we tried less than the cooldown ago (success or not)."""
-        if self._attempted_at is not None and now - self._attempted_at < self._cooldown:
-            self._expire_stale(now)
-            return
-        self._attempted_at = now
+        """Fetch (this thread is the one fetcher), store the result, then wake the waiters."""
+        keys: dict[str, PyJWK] | None = None
         try:
-            self._keys = parse_jwks(self._fetch(), strict=False)
-            self._fetched_at = now
-            log.info("jwks_fetched", jku=self.url, keys=len(self._keys))
-        except (requests.RequestException, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+            keys = parse_jwks(self._fetch(), strict=False)
+            log.info("jwks_fetched", jku=self.url, keys=len(keys))
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError) as exc:
             log.warning("jwks_fetch_failed", jku=self.url, error=type(exc).__name__, detail=str(exc)[:200])
-            self._expire_stale(now)
+        finally:
+            with self._lock:
+                if keys is not None:
+                    self._keys, self._fetched_at = keys, now
+                else:
+                    self._expire_stale(now)
+                flight, self._flight = self._flight, None
+            if flight is not None:
+                flight.set()
 
     def _expire_stale(self, now: float) -> None:
         if self._fetched_at is not None and now - self._fetched_at >= self._ttl + self._max_stale:
             self._keys = {}
 
     def _fetch(self) -> Any:
+        deadline = time.monotonic() + self._timeout  # the real clock: this bounds real waiting
         with self._session.get(
             self.url,
             timeout=self._timeout,
@@ -194,10 +228,12 @@ class RemoteKeys:
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}")
             body = bytearray()
-            for chunk in response.iter_content(chunk_size=16384):  # read errors as requests' own
+            while chunk := response.raw.read1(16384, decode_content=True):  # what has arrived
                 body += chunk
                 if len(body) > MAX_JWKS_BYTES:
                     raise ValueError(f"key set over {MAX_JWKS_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"key set not received within {self._timeout:g} s")
         return orjson.loads(body)
 
 
