@@ -8,7 +8,9 @@ absolute (epoch seconds); everything relative to the evaluation time is done by
 Fact shapes (all flat, numbers as numbers):
   patient   {t, pid, ref, sex, birth}                       birth = "YYYY-MM-DD"
   finding   {t, pid, ref, key, state, side, ts, onset, src, active, abated, suspected, prelim, site, limb}
-  value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim, hemolysed}
+  value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim, hemolysed,
+             issued}
+            issued = Observation.issued when sent (the later one wins a tie of ts, 14.2)
             hemolysed = 1 when the sample is marked haemolysed (interpretation text, a note, the
             specimen display or a contained Specimen's condition, 7.2), else 0
   procedure {t, pid, ref, key, ts}
@@ -56,6 +58,9 @@ _ABSENT = {
     (SNOMED, "260413007"),
 }
 _UNKNOWN = {(SNOMED, "261665006")}
+#: valueString texts that mean "looked for and not found" (red-flags.md 14.3), after trimming and
+#: lower-casing; any other text describes the finding, which is then present.
+_ABSENT_TEXT = frozenset({"absent", "not present", "negative", "no", "none", "denied", "denies"})
 _LATERALITY_CODES = {
     (SNOMED, "7771000"): "left",
     (SNOMED, "24028007"): "right",
@@ -297,6 +302,11 @@ def _presence(res: dict, path: str) -> str | None:
         if codes & _UNKNOWN:
             return None
         return "present"
+    if "valueString" in res:
+        text = res["valueString"]
+        if not isinstance(text, str):
+            raise IntakeError(f"{path}.valueString", "expected a string")
+        return "absent" if text.strip().lower() in _ABSENT_TEXT else "present"
     return "present"
 
 
@@ -406,8 +416,9 @@ def _observation(
     end = _period_end(res, "effectivePeriod", path)
     if ts is None:
         ts = end if end is not None else start
+    issued = _time(res, ("issued",), path)
     if ts is None:
-        ts = _time(res, ("issued",), path)
+        ts = issued
     if ts is None:
         raise IntakeError(
             f"{path}.effective[x]",
@@ -437,7 +448,9 @@ def _observation(
         info = term.keys[match.key]
         fact = dict(base, key=match.key, side=match.side or side or "unknown")
         if info.kind == "finding":
-            state = _presence(res, path)
+            # a non-specific code counts only through its text (R29.2 + "absent"): that text names
+            # the finding, it does not negate it (14.3 reads the value of a finding code)
+            state = "present" if match.restriction == "value-must-confirm" else _presence(res, path)
             if state is None:
                 continue
             fact["state"] = state
@@ -445,6 +458,8 @@ def _observation(
             fact["t"] = "value"
             del fact["active"], fact["suspected"], fact["src"]
             fact["hemolysed"] = 1 if _hemolysed(res) else 0
+            if issued is not None:
+                fact["issued"] = issued  # breaks a tie of effective times (14.2)
             interp = _interpretation(res, path)
             if interp:
                 fact["interp"] = interp
@@ -473,12 +488,13 @@ def _observation(
                         )
                     )
                     continue
-                fact["v"] = round(value, 6)
+                # not rounded: a value on a cut-off stays on it (units.convert is exact)
+                fact["v"] = value
                 fact["unit"] = info.unit or "1"
                 for bound in ("high", "low"):
                     limit = _range_bound(res, bound, match.key, info.unit, path)
                     if limit is not None:
-                        fact[bound] = round(limit, 6)
+                        fact[bound] = limit
             elif not interp:
                 continue
         elif info.kind == "datetime":
