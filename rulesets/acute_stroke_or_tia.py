@@ -151,11 +151,7 @@ EXPLAINS_WEAK_LEG: dict[str, tuple[str, ...]] = {
 #: Counts summed in the second stratum; the rule reads them as "== 0" (none on record).
 COUNTS = {
     "stroke_lkw_recorded": "LKW not recorded",
-    **{
-        f"stroke_leg_explained_{side}": f"no sciatica/radicular/leg pain on the {side}, no back pain "
-        "without a side, legs not both weak"
-        for side in SIDES
-    },
+    **{f"stroke_leg_explained_{side}": f"weak {side} leg not explained by nerve-root pain" for side in SIDES},
     "stroke_both_arms": "arms not both weak",
     "stroke_face_explained": "no Bell's palsy, face not weak on both sides",
 }
