@@ -144,13 +144,18 @@ def present(key: str, within: float | None = None) -> Cond:
     return Cond("finding", key, tests, f"{key.replace('_', ' ')} present{span}", window=within)
 
 
-def new(key: str, within: float) -> Cond:
-    """new(K, Δ): present in the window and the earliest onset of K also in the window."""
+def new(key: str, within: float, *, on_side: bool = False) -> Cond:
+    """new(K, Δ): present in the window and the earliest onset of K also in the window.
+
+    ``on_side``: the earliest onset of K on this record's side (``side_onset_age``): a deficit
+    on a side with no earlier record is new beside an old one on the other side (3.3)."""
     base = present(key, within)
+    field = m.side_onset_age if on_side else m.first_onset_age
+    where = " on that side" if on_side else ""
     return replace(
         base,
-        tests=(*base.tests, lambda _p: m.first_onset_age <= within),
-        phrase=f"new {key.replace('_', ' ')} (first onset within {_fmt_window(within)})",
+        tests=(*base.tests, lambda _p: field <= within),
+        phrase=f"new {key.replace('_', ' ')} (first onset{where} within {_fmt_window(within)})",
     )
 
 

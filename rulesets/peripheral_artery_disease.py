@@ -48,7 +48,7 @@ VASCULAR_REFERRAL = Code(SNOMED, "307777008", "Referral to vascular surgeon")
 
 META = RuleMeta(
     id="peripheral_artery_disease",
-    version="1.1.0",
+    version="1.2.0",
     title="Peripheral artery disease",
     tiers=(
         Tier("A", "critical", "acute limb ischaemia: emergency vascular assessment"),
@@ -163,7 +163,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.fire("B", present("limb_ulcer_or_gangrene"))
 
     # Critical: acute limb ischaemia (the "6 Ps").
-    r.fire("A", new("acute_limb_ischaemia", p["acute_within_d"] * DAY))
+    r.fire("A", new("acute_limb_ischaemia", p["acute_within_d"] * DAY, on_side=True))  # per leg
 
     # Card lines (never change the tier): risk factors, and spinal stenosis as an alternative.
     risk = "PAD risk factor on record: {facts}"

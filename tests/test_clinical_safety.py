@@ -340,3 +340,50 @@ class TestRationale:
         assert alert.rule == "cauda_equina_syndrome" and alert.tier == "B"
         for finding in ("Sciatica (left) since", "Sciatica (right) since", "Back pain since"):
             assert alert.rationale.count(finding) == 1, alert.rationale
+
+
+PARESIS_LEFT, PARESIS_RIGHT = "16018391000119104", "16018431000119109"  # pre-coordinated sides
+
+
+def resolved(res: dict) -> dict:
+    return {
+        **res,
+        "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "resolved"),
+    }
+
+
+class TestAnOldFindingOnOneSideHidesNoNewOneOnTheOther:
+    """The "history silences a new event" audit: ``new`` and "begun within" of a finding with a
+    side read that side's own earliest record (as 3.3 defines a stable deficit), so an old
+    weakness, swelling or ischaemia of one leg does not make the other leg's new one old."""
+
+    def test_cord_compression_new_weakness_of_the_other_leg(self, pipeline: Pipeline) -> None:
+        base = [condition(ICD10CM, "C79.51", 365), condition(SNOMED, "279039007", 3)]
+        old_right = condition(SNOMED, PARESIS_RIGHT, 700)
+        new_left = condition(SNOMED, PARESIS_LEFT, 3)
+        assert tier(pipeline, "spinal_cord_compression", [*base, old_right]) == "B"  # no new deficit
+        assert tier(pipeline, "spinal_cord_compression", [*base, old_right, new_left]) == "A"
+        again_right = condition(SNOMED, PARESIS_RIGHT, 3)  # the old one re-recorded: not new
+        assert tier(pipeline, "spinal_cord_compression", [*base, old_right, again_right]) == "B"
+
+    def test_myasthenia_new_weakness_of_the_other_leg(self, pipeline: Pipeline) -> None:
+        base = [condition(SNOMED, "91637004", 2000), condition(SNOMED, PARESIS_LEFT, 365)]
+        assert tier(pipeline, "myasthenic_crisis_risk", base) is None
+        assert tier(pipeline, "myasthenic_crisis_risk", [*base, condition(SNOMED, PARESIS_RIGHT, 3)]) == "B"
+
+    def test_dvt_new_swelling_of_the_other_leg(self, pipeline: Pipeline) -> None:
+        chronic_right = condition(SNOMED, "102572006", 365, bodySite=[side_site(RIGHT)])
+        new_left = obs(SNOMED, "102572006", 20, bodySite=side_site(LEFT))
+        rule = "deep_vein_thrombosis"
+        assert tier(pipeline, rule, [chronic_right], birth="1985-01-01") is None  # not acute (5.3)
+        assert tier(pipeline, rule, [chronic_right, new_left], birth="1985-01-01") == "C"
+        assert tier(pipeline, rule, [new_left, chronic_right], birth="1985-01-01") == "C"
+
+    def test_acute_limb_ischaemia_of_the_other_leg(self, pipeline: Pipeline) -> None:
+        old_left = resolved(
+            condition(FINDING_SYSTEM, "acute_limb_ischaemia", 365, bodySite=[side_site(LEFT)])
+        )
+        new_right = obs(FINDING_SYSTEM, "acute_limb_ischaemia", 2, bodySite=side_site(RIGHT))
+        assert tier(pipeline, "peripheral_artery_disease", [old_left, new_right]) == "A"
+        again_left = obs(FINDING_SYSTEM, "acute_limb_ischaemia", 2, bodySite=side_site(LEFT))
+        assert tier(pipeline, "peripheral_artery_disease", [old_left, again_left]) is None
