@@ -387,3 +387,13 @@ class TestAnOldFindingOnOneSideHidesNoNewOneOnTheOther:
         assert tier(pipeline, "peripheral_artery_disease", [old_left, new_right]) == "A"
         again_left = obs(FINDING_SYSTEM, "acute_limb_ischaemia", 2, bodySite=side_site(LEFT))
         assert tier(pipeline, "peripheral_artery_disease", [old_left, again_left]) is None
+
+    def test_gbs_new_weakness_of_both_legs_beside_an_old_foot_drop(self, pipeline: Pipeline) -> None:
+        old_left = condition(SNOMED, PARESIS_LEFT, 700)
+        both = obs(SNOMED, "26544005", 24 * 5, bodySite=side_site(BOTH))
+        reflexes = obs(SNOMED, "37280007", 10, bodySite=side_site(BOTH))
+        assert tier(pipeline, "guillain_barre_syndrome", [both, reflexes]) == "B"
+        assert tier(pipeline, "guillain_barre_syndrome", [old_left, both, reflexes]) == "B"
+        assert tier(pipeline, "guillain_barre_syndrome", [both, old_left, reflexes]) == "B"
+        chronic = obs(SNOMED, "26544005", 24 * 90, bodySite=side_site(BOTH))  # slowly, over months
+        assert tier(pipeline, "guillain_barre_syndrome", [chronic, both, reflexes]) is None
