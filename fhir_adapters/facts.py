@@ -237,7 +237,32 @@ def _age_time(value: object, born: date | None, path: str) -> int | None:
     return int(base + years * _YEAR)
 
 
-def _condition(res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None) -> list[Fact]:
+#: "Encounter/<id>" (and fullUrl) -> (period.start, period.end) of the patient's Encounters.
+Periods = dict[str, tuple[int | None, int | None]]
+
+
+def _encounter_periods(entries: Iterable[Entry], issues: list[Issue]) -> Periods:
+    """Encounter periods, for Conditions exported without any date of their own (14.4)."""
+    periods: Periods = {}
+    for entry in entries:
+        res = entry.resource
+        if res.get("resourceType") != "Encounter" or not isinstance(res.get("period"), dict):
+            continue
+        try:
+            start = _time(res["period"], ("start",), f"{entry.path}.period")
+            end = _time(res["period"], ("end",), f"{entry.path}.period")
+        except IntakeError as exc:
+            issues.append(Issue(exc.path, exc.message, exc.code))
+            continue
+        for key in (reference_of(res, entry.full_url), entry.full_url):
+            if key:
+                periods[key] = (start, end)
+    return periods
+
+
+def _condition(
+    res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None, periods: Periods
+) -> list[Fact]:
     verification = _status_code(res.get("verificationStatus"), VERIFICATION, f"{path}.verificationStatus")
     if verification in _IGNORED_VERIFICATION:
         return []
@@ -254,6 +279,13 @@ def _condition(res: dict, path: str, pid: str, ref: str, term: Terminology, born
     if onset is None and isinstance(res.get("onsetRange"), dict):
         onset = _age_time(res["onsetRange"].get("low"), born, f"{path}.onsetRange.low")
     recorded = _time(res, ("recordedDate",), path)
+    if onset is None and recorded is None:
+        # 14.4: an encounter diagnosis without dates began at its Encounter's start and is
+        # evidenced at its end (MIMIC-IV on FHIR exports them so)
+        encounter = res.get("encounter")
+        target = encounter.get("reference") if isinstance(encounter, dict) else None
+        start, end = periods.get(target, (None, None)) if isinstance(target, str) else (None, None)
+        onset, recorded = start, end if end is not None else start
     abated = _time(res, ("abatementDateTime",), path)
     if abated is None:
         abated = _period_end(res, "abatementPeriod", path)
@@ -570,22 +602,23 @@ def patient_facts(group: PatientGroup, term: Terminology) -> PatientFacts:
             out.facts.extend(facts)
             if "birth" in facts[0]:
                 born = date.fromisoformat(str(facts[0]["birth"]))
+    periods = _encounter_periods(group.entries, out.issues)
     for entry in group.entries:
         try:
-            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues))
+            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods))
         except IntakeError as exc:
             out.issues.append(Issue(exc.path, exc.message, exc.code))
     return out
 
 
 def _resource_facts(
-    entry: Entry, pid: str, term: Terminology, born: date | None, issues: list[Issue]
+    entry: Entry, pid: str, term: Terminology, born: date | None, issues: list[Issue], periods: Periods
 ) -> list[Fact]:
     res, path = entry.resource, entry.path
     rtype = res["resourceType"]
     ref = reference_of(res, entry.full_url)
     if rtype == "Condition":
-        return _condition(res, path, pid, ref, term, born)
+        return _condition(res, path, pid, ref, term, born, periods)
     if rtype == "Observation":
         return _observation(res, path, pid, ref, term, issues)
     if rtype == "Procedure":

@@ -13,7 +13,9 @@ from itertools import count
 import orjson
 import pytest
 
-from fhir_adapters.intake import read_json
+from fhir_adapters import terminology
+from fhir_adapters.facts import patient_facts
+from fhir_adapters.intake import Entry, PatientGroup, read_json
 from fhir_adapters.times import iso, parse_now
 from redflags.pipeline import Pipeline
 from rulesets.meta import FINDING_SYSTEM, ICD10CM, LATERALITY_EXTENSION, LOINC, SNOMED
@@ -397,3 +399,37 @@ class TestAnOldFindingOnOneSideHidesNoNewOneOnTheOther:
         assert tier(pipeline, "guillain_barre_syndrome", [both, old_left, reflexes]) == "B"
         chronic = obs(SNOMED, "26544005", 24 * 90, bodySite=side_site(BOTH))  # slowly, over months
         assert tier(pipeline, "guillain_barre_syndrome", [chronic, both, reflexes]) is None
+
+
+class TestTimeSources:
+    """14.4: a Condition exported without any date of its own (an encounter diagnosis, as in
+    MIMIC-IV on FHIR) takes its Encounter's period: onset = start, evidence = end.
+
+    Read at the facts level: ``fhir_adapters.intake.MAPPED_TYPES`` does not yet hand Encounters
+    to the facts (the lead's call, see notes/clinical.md)."""
+
+    def facts(self, start_hours_ago: float, end_hours_ago: float | None, **own: str) -> dict:
+        period = {"start": at(start_hours_ago)} | ({"end": at(end_hours_ago)} if end_hours_ago else {})
+        encounter = {"resourceType": "Encounter", "id": "e1", "status": "finished", "period": period}
+        ces = condition(ICD10CM, "G83.4", 0, encounter={"reference": "Encounter/e1"})
+        del ces["onsetDateTime"]
+        ces.update(own)
+        group = PatientGroup("Patient/p", [Entry("e", encounter), Entry("c", ces)])
+        (fact,) = patient_facts(group, terminology.load()).facts
+        return fact
+
+    def test_an_undated_diagnosis_takes_its_encounter_period(self) -> None:
+        fact = self.facts(72, 48)
+        assert (fact["key"], fact["onset"], fact["ts"]) == ("ces_dx", parse_now(at(72)), parse_now(at(48)))
+        fact = self.facts(72, None)
+        assert (fact["onset"], fact["ts"]) == (parse_now(at(72)), parse_now(at(72)))
+
+    def test_a_new_cauda_equina_diagnosis_dated_by_its_encounter(self, pipeline: Pipeline) -> None:
+        alerts = pipeline.engine.evaluate("Patient/p", [self.facts(72, 48)], parse_now(NOW)).alerts
+        assert [(a.rule, a.tier) for a in alerts] == [("cauda_equina_syndrome", "A")]
+        old = pipeline.engine.evaluate("Patient/p", [self.facts(24 * 30, 24 * 28)], parse_now(NOW)).alerts
+        assert old == []  # not new (1.1)
+
+    def test_its_own_dates_win_over_the_encounter(self) -> None:
+        fact = self.facts(72, 48, onsetDateTime=at(24 * 40))
+        assert fact["onset"] == parse_now(at(24 * 40))
