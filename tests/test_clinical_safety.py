@@ -329,6 +329,17 @@ def test_fvc_per_kg_at_20(pipeline: Pipeline, litres: float, expected: str) -> N
     assert tier(pipeline, "guillain_barre_syndrome", resources) == expected
 
 
+@pytest.mark.parametrize(
+    ("abi", "expected"),
+    [(0.9, "C"), (0.91, None), (1.4, None), (1.41, "C"), (0.4, "C"), (0.39, "B")],
+)
+def test_abi_cut_offs(pipeline: Pipeline, abi: float, expected: str | None) -> None:
+    """9.1: ABI <= 0.90 abnormal, > 1.40 non-compressible (routine); < 0.40 severe (urgent)."""
+    claudication = condition(SNOMED, "63491006", 60)
+    resources = [claudication, local("abi_left", abi, "1", 24 * 30), local("abi_right", 1.1, "1", 24 * 30)]
+    assert tier(pipeline, "peripheral_artery_disease", resources) == expected
+
+
 class TestRationale:
     def test_each_finding_once(self, pipeline: Pipeline) -> None:
         """The issue's example: bilateral sciatica (a derived fact naming both records) and the
