@@ -160,11 +160,12 @@ def _latest(facts: Sequence[Fact], now: int) -> None:
         newest = [f for f in results if (_num(f, "ts") or 0) == times[-1]]
         issued = [i for f in newest if (i := _num(f, "issued")) is not None]
         last_issued = max(issued, default=None)
+        tied = {id(f) for f in newest}
         before = dict(zip(times[1:], times, strict=False))  # each time -> the time before it
         for f in results:
             ts = _num(f, "ts") or 0
             mine = _num(f, "issued")
-            f["latest"] = 1 if f in newest and (mine is None or mine == last_issued) else 0
+            f["latest"] = 1 if id(f) in tied and (mine is None or mine == last_issued) else 0
             # The first result has no previous one: as if it were at the epoch (age = now), so
             # "prev_age > T" alone says "first since T". Always present: durable-rules fails a
             # join on a missing property (error 311) and ignores an OR that joins.
