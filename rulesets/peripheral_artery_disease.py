@@ -100,7 +100,7 @@ PARAMS: dict[str, float] = {
     "abi_noncompressible_above": 1.40,  # ABI > 1.40 non-compressible: ask for a toe-brachial index
     "abi_severe_below": 0.40,  # ABI < 0.40 severe ischaemia: urgent
     "age_above": 50,  # years: routine tier only above this age (seed article)
-    "pad_dx_waives_age": 1,  # 1 = a current PAD diagnosis waives the age gate (9.2); 0 = it does not (9.1)
+    "pad_dx_waives_age": 1,  # 1 = a PAD diagnosis with exertional symptoms fires at any age (9.1, 9.2)
     "rest_pain_within_d": 30,
     "acute_within_d": 14,  # acute limb ischaemia: sudden, within 14 days
     "smoker_within_months": 24,  # card note: a smoking record older than this is not current
