@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.alert import Alert, Criterion
-from engine.describe import day, describe
+from engine.describe import day, describe, findings_once
 from engine.dsl import Spec
 from rulesets.meta import RuleMeta
 
@@ -117,7 +117,7 @@ def _alert(
             suspected |= fact.get("suspected") == 1
             preliminary |= fact.get("prelim") == 1
     level = meta.tier(tier)
-    phrases = list(criteria)
+    phrases = findings_once(criteria)  # each finding once (a derived criterion repeats its sources)
     shown = "; ".join(phrases[:MAX_RATIONALE_CRITERIA])
     more = len(phrases) - MAX_RATIONALE_CRITERIA
     tail = f"; and {more} more" if more > 0 else ""

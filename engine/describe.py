@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 _SIDES = {"left": "left", "right": "right", "bilateral": "bilateral"}
+#: A finding as ``describe`` writes it carries its date.
+_DATED = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def day(epoch: object) -> str:
@@ -47,3 +50,61 @@ def describe(fact: Mapping[str, object], titles: Mapping[str, str]) -> str:
             return f"{title}{where}{suspected} since {day(fact.get('onset'))}"
         return f"{title}{where} on {moment(fact.get('ts'))}"
     return f"{title} on {day(fact.get('ts'))}"
+
+
+def _split(text: str) -> list[str]:
+    """``text`` cut at each "; " outside parentheses (the criteria a phrase joins)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth <= 0 and text.startswith("; ", i):
+            parts.append(text[start:i])
+            start = i + 2
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _shown(text: str, seen: set[str], top: bool) -> str:
+    """``text`` without the criteria already in ``seen`` (which it extends, in reading order).
+
+    At the top level any repeated criterion goes; inside parentheses only a dated finding does
+    (a side such as "(left)" or a threshold repeats legitimately)."""
+    kept = []
+    for part in _split(text):
+        if part in seen and (top or _DATED.search(part)):
+            continue
+        seen.add(part)
+        kept.append(_inner(part, seen))
+    return "; ".join(kept)
+
+
+def _inner(part: str, seen: set[str]) -> str:
+    """``part`` with each outermost parenthesised group reduced by ``_shown`` (dropped if empty)."""
+    out, depth, start, last = [], 0, 0, 0
+    for i, ch in enumerate(part):
+        if ch == "(":
+            depth += 1
+            if depth == 1:
+                start = i
+        elif ch == ")" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                inner = _shown(part[start + 1 : i], seen, top=False)
+                head = part[last:start]
+                out.append(f"{head}({inner})" if inner else head.rstrip())
+                last = i + 1
+    out.append(part[last:])
+    return "".join(out)
+
+
+def findings_once(phrases: Iterable[str]) -> list[str]:
+    """The criteria of a rationale with each finding shown once.
+
+    A derived criterion reads "its sources joined by '; '" (``bilateral sciatica`` = "Sciatica
+    (left) since ...; Sciatica (right) since ..."), so a rule that also matches one of those
+    findings on its own would name it twice. Phrases are cut at their top-level "; "; a part
+    already shown is left out, and so is a dated finding inside parentheses shown before.
+    """
+    seen: set[str] = set()
+    shown = (_shown(phrase, seen, top=True) for phrase in phrases)
+    return [part for text in shown for part in _split(text)]

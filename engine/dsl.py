@@ -88,15 +88,18 @@ class Cond:
             result = result & node
         return result.durable(), tuple(checks)
 
-    def begun(self, above: float | None = None, up_to: float | None = None) -> Cond:
-        """Earliest onset of the finding more than ``above`` and at most ``up_to`` seconds ago."""
+    def begun(self, above: float | None = None, up_to: float | None = None, *, on_side: bool = False) -> Cond:
+        """Earliest onset of the finding more than ``above`` and at most ``up_to`` seconds ago.
+
+        ``on_side``: the earliest onset of the finding on this record's side (engine.prepare
+        ``side_onset_age``), so a deficit on one side is new beside an old one on the other."""
+        field = m.side_onset_age if on_side else m.first_onset_age
+        where = " on that side" if on_side else ""
         cond = self
         if above is not None:
-            cond = cond.where(
-                lambda _p: m.first_onset_age > above, f"begun more than {_fmt_window(above)} ago"
-            )
+            cond = cond.where(lambda _p: field > above, f"begun{where} more than {_fmt_window(above)} ago")
         if up_to is not None and up_to != float("inf"):
-            cond = cond.where(lambda _p: m.first_onset_age <= up_to, f"begun within {_fmt_window(up_to)}")
+            cond = cond.where(lambda _p: field <= up_to, f"begun{where} within {_fmt_window(up_to)}")
         return cond
 
     def first_since(self, start_age: Callable[[Prior], Expr], phrase: str) -> Cond:
@@ -141,13 +144,18 @@ def present(key: str, within: float | None = None) -> Cond:
     return Cond("finding", key, tests, f"{key.replace('_', ' ')} present{span}", window=within)
 
 
-def new(key: str, within: float) -> Cond:
-    """new(K, Δ): present in the window and the earliest onset of K also in the window."""
+def new(key: str, within: float, *, on_side: bool = False) -> Cond:
+    """new(K, Δ): present in the window and the earliest onset of K also in the window.
+
+    ``on_side``: the earliest onset of K on this record's side (``side_onset_age``): a deficit
+    on a side with no earlier record is new beside an old one on the other side (3.3)."""
     base = present(key, within)
+    field = m.side_onset_age if on_side else m.first_onset_age
+    where = " on that side" if on_side else ""
     return replace(
         base,
-        tests=(*base.tests, lambda _p: m.first_onset_age <= within),
-        phrase=f"new {key.replace('_', ' ')} (first onset within {_fmt_window(within)})",
+        tests=(*base.tests, lambda _p: field <= within),
+        phrase=f"new {key.replace('_', ' ')} (first onset{where} within {_fmt_window(within)})",
     )
 
 

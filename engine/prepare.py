@@ -7,9 +7,12 @@ computed here, deterministically, and handed to the rules as plain numbers and f
   age              seconds from the record's time to ``now`` (0 for a current Condition)
   onset_age        seconds from the record's onset to ``now``
   first_onset_age  for findings: onset_age of the earliest qualifying record of the same key
+  side_onset_age   for findings: the same over the records of the same key and side (a deficit
+                   already recorded on that side is "stable", red-flags.md 3.3)
   cur              findings: 1 unless a newer "absent" record for the key and side exists, or
                    the Condition is not current (resolved, inactive, abated before ``now``)
-  latest           values: 1 on the newest result per key, side and site (a "series")
+  latest           values: 1 on the newest result per key, side and site (a "series"); of two
+                   taken at the same time, the one issued later (14.2); untied ones both
   prev_age         values: seconds from the previous result of the same series to ``now``
                    (``now`` itself on the first: no earlier result, as if at the epoch), so
                    "the first result since T" is the positive test ``prev_age > T``
@@ -101,6 +104,7 @@ def _findings(facts: Sequence[Fact], now: int) -> None:
     findings = [f for f in facts if f["t"] == "finding"]
     newest_absent: dict[tuple[object, object], int] = {}
     first_onset: dict[object, int] = {}
+    side_onset: dict[tuple[object, object], int] = {}
     for f in findings:
         ts = _num(f, "ts")
         if f["state"] == "absent" and ts is not None:
@@ -110,9 +114,12 @@ def _findings(facts: Sequence[Fact], now: int) -> None:
         onset_age = _num(f, "onset_age")
         if f["state"] == "present" and onset_age is not None:
             first_onset[f["key"]] = max(first_onset.get(f["key"], onset_age), onset_age)
+            k = (f["key"], f.get("side", "unknown"))
+            side_onset[k] = max(side_onset.get(k, onset_age), onset_age)
     for f in findings:
         if f["state"] == "present" and f["key"] in first_onset:
             f["first_onset_age"] = first_onset[f["key"]]
+            f["side_onset_age"] = side_onset[(f["key"], f.get("side", "unknown"))]
         if f.get("src") == "Condition":
             abated = _num(f, "abated")
             current = f.get("active") == 1 and (abated is None or abated > now)
@@ -136,17 +143,30 @@ def _sides(fact: Fact) -> tuple[object, ...]:
 
 
 def _latest(facts: Sequence[Fact], now: int) -> None:
-    """latest / prev_age of every result within its series (key, side, site)."""
+    """latest / prev_age of every result within its series (key, side, site).
+
+    The latest result is the one with the newest time; of results with the same time, the one
+    issued later (red-flags.md 14.2). Results that nothing orders (same time, and the same or no
+    ``issued``) are all latest: the outcome never depends on the order the sender listed them in.
+    ``prev_age`` reads the newest result taken strictly before, so results taken at the same
+    time are each "the first since" any earlier point.
+    """
     series: dict[tuple[object, object, object], list[Fact]] = {}
     for f in facts:
         if f["t"] == "value":
             series.setdefault((f["key"], f.get("side", "unknown"), f.get("site")), []).append(f)
     for results in series.values():
-        # stable sort: equal times keep arrival order, the last one is the latest (as before)
-        results.sort(key=lambda f: _num(f, "ts") or 0)
-        for i, f in enumerate(results):
-            f["latest"] = 1 if i == len(results) - 1 else 0
+        times = sorted({_num(f, "ts") or 0 for f in results})
+        newest = [f for f in results if (_num(f, "ts") or 0) == times[-1]]
+        issued = [i for f in newest if (i := _num(f, "issued")) is not None]
+        last_issued = max(issued, default=None)
+        tied = {id(f) for f in newest}
+        before = dict(zip(times[1:], times, strict=False))  # each time -> the time before it
+        for f in results:
+            ts = _num(f, "ts") or 0
+            mine = _num(f, "issued")
+            f["latest"] = 1 if id(f) in tied and (mine is None or mine == last_issued) else 0
             # The first result has no previous one: as if it were at the epoch (age = now), so
             # "prev_age > T" alone says "first since T". Always present: durable-rules fails a
             # join on a missing property (error 311) and ignores an OR that joins.
-            f["prev_age"] = max(0, now - (_num(results[i - 1], "ts") or 0)) if i else now
+            f["prev_age"] = max(0, now - before[ts]) if ts in before else now

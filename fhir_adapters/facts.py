@@ -8,7 +8,9 @@ absolute (epoch seconds); everything relative to the evaluation time is done by
 Fact shapes (all flat, numbers as numbers):
   patient   {t, pid, ref, sex, birth}                       birth = "YYYY-MM-DD"
   finding   {t, pid, ref, key, state, side, ts, onset, src, active, abated, suspected, prelim, site, limb}
-  value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim, hemolysed}
+  value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim, hemolysed,
+             issued}
+            issued = Observation.issued when sent (the later one wins a tie of ts, 14.2)
             hemolysed = 1 when the sample is marked haemolysed (interpretation text, a note, the
             specimen display or a contained Specimen's condition, 7.2), else 0
   procedure {t, pid, ref, key, ts}
@@ -56,6 +58,9 @@ _ABSENT = {
     (SNOMED, "260413007"),
 }
 _UNKNOWN = {(SNOMED, "261665006")}
+#: valueString texts that mean "looked for and not found" (red-flags.md 14.3), after trimming and
+#: lower-casing; any other text describes the finding, which is then present.
+_ABSENT_TEXT = frozenset({"absent", "not present", "negative", "no", "none", "denied", "denies"})
 _LATERALITY_CODES = {
     (SNOMED, "7771000"): "left",
     (SNOMED, "24028007"): "right",
@@ -232,7 +237,32 @@ def _age_time(value: object, born: date | None, path: str) -> int | None:
     return int(base + years * _YEAR)
 
 
-def _condition(res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None) -> list[Fact]:
+#: "Encounter/<id>" (and fullUrl) -> (period.start, period.end) of the patient's Encounters.
+Periods = dict[str, tuple[int | None, int | None]]
+
+
+def _encounter_periods(entries: Iterable[Entry], issues: list[Issue]) -> Periods:
+    """Encounter periods, for Conditions exported without any date of their own (14.4)."""
+    periods: Periods = {}
+    for entry in entries:
+        res = entry.resource
+        if res.get("resourceType") != "Encounter" or not isinstance(res.get("period"), dict):
+            continue
+        try:
+            start = _time(res["period"], ("start",), f"{entry.path}.period")
+            end = _time(res["period"], ("end",), f"{entry.path}.period")
+        except IntakeError as exc:
+            issues.append(Issue(exc.path, exc.message, exc.code))
+            continue
+        for key in (reference_of(res, entry.full_url), entry.full_url):
+            if key:
+                periods[key] = (start, end)
+    return periods
+
+
+def _condition(
+    res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None, periods: Periods
+) -> list[Fact]:
     verification = _status_code(res.get("verificationStatus"), VERIFICATION, f"{path}.verificationStatus")
     if verification in _IGNORED_VERIFICATION:
         return []
@@ -249,6 +279,13 @@ def _condition(res: dict, path: str, pid: str, ref: str, term: Terminology, born
     if onset is None and isinstance(res.get("onsetRange"), dict):
         onset = _age_time(res["onsetRange"].get("low"), born, f"{path}.onsetRange.low")
     recorded = _time(res, ("recordedDate",), path)
+    if onset is None and recorded is None:
+        # 14.4: an encounter diagnosis without dates began at its Encounter's start and is
+        # evidenced at its end (MIMIC-IV on FHIR exports them so)
+        encounter = res.get("encounter")
+        target = encounter.get("reference") if isinstance(encounter, dict) else None
+        start, end = periods.get(target, (None, None)) if isinstance(target, str) else (None, None)
+        onset, recorded = start, end if end is not None else start
     abated = _time(res, ("abatementDateTime",), path)
     if abated is None:
         abated = _period_end(res, "abatementPeriod", path)
@@ -297,6 +334,11 @@ def _presence(res: dict, path: str) -> str | None:
         if codes & _UNKNOWN:
             return None
         return "present"
+    if "valueString" in res:
+        text = res["valueString"]
+        if not isinstance(text, str):
+            raise IntakeError(f"{path}.valueString", "expected a string")
+        return "absent" if text.strip().lower() in _ABSENT_TEXT else "present"
     return "present"
 
 
@@ -406,8 +448,9 @@ def _observation(
     end = _period_end(res, "effectivePeriod", path)
     if ts is None:
         ts = end if end is not None else start
+    issued = _time(res, ("issued",), path)
     if ts is None:
-        ts = _time(res, ("issued",), path)
+        ts = issued
     if ts is None:
         raise IntakeError(
             f"{path}.effective[x]",
@@ -437,7 +480,9 @@ def _observation(
         info = term.keys[match.key]
         fact = dict(base, key=match.key, side=match.side or side or "unknown")
         if info.kind == "finding":
-            state = _presence(res, path)
+            # a non-specific code counts only through its text (R29.2 + "absent"): that text names
+            # the finding, it does not negate it (14.3 reads the value of a finding code)
+            state = "present" if match.restriction == "value-must-confirm" else _presence(res, path)
             if state is None:
                 continue
             fact["state"] = state
@@ -445,6 +490,8 @@ def _observation(
             fact["t"] = "value"
             del fact["active"], fact["suspected"], fact["src"]
             fact["hemolysed"] = 1 if _hemolysed(res) else 0
+            if issued is not None:
+                fact["issued"] = issued  # breaks a tie of effective times (14.2)
             interp = _interpretation(res, path)
             if interp:
                 fact["interp"] = interp
@@ -473,12 +520,13 @@ def _observation(
                         )
                     )
                     continue
-                fact["v"] = round(value, 6)
+                # not rounded: a value on a cut-off stays on it (units.convert is exact)
+                fact["v"] = value
                 fact["unit"] = info.unit or "1"
                 for bound in ("high", "low"):
                     limit = _range_bound(res, bound, match.key, info.unit, path)
                     if limit is not None:
-                        fact[bound] = round(limit, 6)
+                        fact[bound] = limit
             elif not interp:
                 continue
         elif info.kind == "datetime":
@@ -554,22 +602,23 @@ def patient_facts(group: PatientGroup, term: Terminology) -> PatientFacts:
             out.facts.extend(facts)
             if "birth" in facts[0]:
                 born = date.fromisoformat(str(facts[0]["birth"]))
+    periods = _encounter_periods(group.entries, out.issues)
     for entry in group.entries:
         try:
-            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues))
+            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods))
         except IntakeError as exc:
             out.issues.append(Issue(exc.path, exc.message, exc.code))
     return out
 
 
 def _resource_facts(
-    entry: Entry, pid: str, term: Terminology, born: date | None, issues: list[Issue]
+    entry: Entry, pid: str, term: Terminology, born: date | None, issues: list[Issue], periods: Periods
 ) -> list[Fact]:
     res, path = entry.resource, entry.path
     rtype = res["resourceType"]
     ref = reference_of(res, entry.full_url)
     if rtype == "Condition":
-        return _condition(res, path, pid, ref, term, born)
+        return _condition(res, path, pid, ref, term, born, periods)
     if rtype == "Observation":
         return _observation(res, path, pid, ref, term, issues)
     if rtype == "Procedure":

@@ -151,26 +151,41 @@ def ucum_code(quantity: dict) -> str | None:
 
 
 @lru_cache(maxsize=4096)  # bounded: unit strings come from senders
-def factor(key: str, unit: str, target: str) -> float | None:
-    """What multiplies a ``key`` value in ``unit`` to give it in ``target``; None if nothing does."""
+def exact_factor(key: str, unit: str, target: str) -> Fraction | None:
+    """What multiplies a ``key`` value in ``unit`` to give it in ``target``, exactly; None if
+    nothing does."""
     have, want = UNITS.get(unit), UNITS.get(target)
     if have is None or want is None:
         return None
     if have[0] == want[0]:
-        return float(have[1] / want[1])
+        return have[1] / want[1]
     for src, dst, ratio in ANALYTE.get(key, ()):
         (src_dim, src_size), (dst_dim, dst_size) = UNITS[src], UNITS[dst]
         if (have[0], want[0]) == (src_dim, dst_dim):
-            return float(have[1] / src_size * ratio * dst_size / want[1])
+            return have[1] / src_size * ratio * dst_size / want[1]
         if (have[0], want[0]) == (dst_dim, src_dim):
-            return float(have[1] / dst_size / ratio * src_size / want[1])
+            return have[1] / dst_size / ratio * src_size / want[1]
     return None
 
 
+def factor(key: str, unit: str, target: str) -> float | None:
+    """``exact_factor`` as a float (for display and tests)."""
+    ratio = exact_factor(key, unit, target)
+    return None if ratio is None else float(ratio)
+
+
 def convert(key: str, value: float, unit: str, target: str) -> float | None:
-    """``value`` (of analyte ``key``) in ``unit`` expressed in ``target``; None when impossible."""
-    ratio = factor(key, unit, target)
-    return None if ratio is None or not math.isfinite(value) else value * ratio
+    """``value`` (of analyte ``key``) in ``unit`` expressed in ``target``; None when impossible.
+
+    The product is computed exactly and rounded once, so a value that sits exactly on a cut-off
+    in its own unit lands exactly on that cut-off in the canonical unit (60 mg/dL of glucose is
+    the float nearest 10/3 mmol/L, which is also what ``60 / 18`` gives; a float product
+    ``60 * (1/18)`` falls one step below it and read as "< 60 mg/dL", red-flags.md 7.1, 15.1).
+    """
+    ratio = exact_factor(key, unit, target)
+    if ratio is None or not math.isfinite(value):
+        return None
+    return value if ratio == 1 else float(Fraction(value) * ratio)
 
 
 def normalise(key: str, value: float, unit: str | None, canonical: str | None) -> float | None:

@@ -6,14 +6,14 @@ glucose check); NICE NG128; BE-FAST (Aroor 2017).
 
     lkw = time last known well (latest lkw_time Observation recorded within 7 days), else the
           onset of the earliest deficit
-    focal_deficit (any; current, first onset within 7 days):
+    focal_deficit (any; current, begun within 7 days on its side, i.e. not stable):
         hemiparesis | arm weakness on one side (not both arms) | facial weakness (not on both
         sides, not explained by a Bell's palsy Condition) | speech disturbance
-        | leg weakness on one side (left/right, not both legs) with no sciatica, back pain or
-          leg pain within 14 days (a nerve-root problem, 0.3a)
+        | leg weakness on one side (left/right, not both legs) not explained by sciatica,
+          radicular or leg pain on the SAME side or back pain with no side, within 14 days
+          (a nerve-root problem, 3.3; sciatica on the other side explains nothing)
     TIER A (critical) = focal_deficit AND now - lkw <= 24 h
-                        (lkw unknown: the deficit first recorded <= 24 h ago, not in a patient
-                        with an old stroke or stroke sequelae whose deficit may be the known one)
+                        (lkw unknown: the earliest deficit began <= 24 h ago)
                       | stroke Condition, current, onset <= 24 h
     TIER B (urgent)   = focal_deficit AND 24 h < now - lkw <= 7 days   (same fallback)
                       | TIA Condition begun within 7 days, resolved or not (disorder: TIA)
@@ -22,11 +22,19 @@ glucose check); NICE NG128; BE-FAST (Aroor 2017).
     the block also covers the stroke-Condition branch).
     Card: "within 4.5 h of LKW (thrombolysis window)", "within 24 h (thrombectomy window,
     selected patients)", BE-FAST extras (ataxia, vision loss, altered consciousness) and
-    "low glucose can mimic stroke" when the latest glucose (6 h) < 60 mg/dL, and the latest NIHSS
-    total (7 days) with its date ("stroke severity: ..."). None changes the tier.
+    "low glucose can mimic stroke" when the latest glucose (6 h) < 60 mg/dL, the latest NIHSS
+    total (7 days) with its date ("stroke severity: ..."), and an old stroke or stroke sequelae on
+    record. None changes the tier.
 
-Negations ("no nerve-root pain", "LKW not recorded", "no Bell's palsy", "no old stroke") are
-counts summed in the engine's second stratum (``score``), so they never depend on fact order.
+Old stroke (3.3): a history of stroke silences only a STABLE deficit, one whose key and side were
+already recorded more than 7 days before ``now``; such a deficit is no focal deficit in any patient
+(chronic hemiparesis is not sudden). A new deficit in a patient with an old stroke is judged as in
+any other patient, with the same fallback to its first record when no LKW was recorded
+(recurrent strokes are common). A deficit's age is its own side's earliest onset
+(engine.prepare ``side_onset_age``), so a new weakness on the other side is new.
+
+Negations ("no nerve-root pain on that side", "LKW not recorded", "no Bell's palsy") are counts
+summed in the engine's second stratum (``score``), so they never depend on fact order.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ TIA = Code(SNOMED, "266257000", "Transient ischemic attack")
 
 META = RuleMeta(
     id="acute_stroke_or_tia",
-    version="1.1.0",
+    version="1.2.0",
     title="Acute stroke or TIA",
     tiers=(
         Tier("A", "critical", "sudden focal deficit within 24 h of last known well"),
@@ -121,7 +129,7 @@ PARAMS: dict[str, float] = {
     "dx_within_h": 24,  # hours: stroke Condition onset for tier A
     "tia_within_d": 7,  # days: TIA Condition, or a resolved deficit, for tier B
     "tia_resolved_h": 24,  # hours: deficit explicitly absent within this time = TIA picture
-    "old_stroke_d": 30,  # days: a stroke Condition that began earlier is an old stroke (3.3)
+    "old_stroke_d": 30,  # days: a stroke Condition begun earlier is an old stroke (card note only, 3.3)
     "glucose_low_mmol_l": 60 / 18.0,  # mmol/L (= 60 mg/dL): hypoglycaemia mimics stroke
     "glucose_within_h": 6,  # hours: glucose result considered for the card note
     "befast_within_d": 7,  # days: BE-FAST extra signs shown on the card
@@ -129,16 +137,23 @@ PARAMS: dict[str, float] = {
 }
 
 DEFICITS = ("hemiparesis", "arm_weakness", "facial_weakness", "speech_disturbance", "leg_weakness")
-RADICULAR = ("sciatica", "back_pain", "leg_pain")
 BEFAST = ("ataxia_balance", "vision_loss", "altered_consciousness")
+SIDES = ("left", "right")
+#: What explains ONE weak leg (3.3): key -> the sides of its record that explain a weak leg on
+#: side S ("same" = S). Nerve-root pain on the other side, or of unknown side, explains nothing.
+EXPLAINS_WEAK_LEG: dict[str, tuple[str, ...]] = {
+    "sciatica": ("same", "bilateral"),
+    "radicular_pain": ("same", "bilateral"),
+    "leg_pain": ("same", "bilateral"),
+    "back_pain": ("same", "bilateral", "unknown"),  # back pain with no side
+}
 
 #: Counts summed in the second stratum; the rule reads them as "== 0" (none on record).
 COUNTS = {
     "stroke_lkw_recorded": "LKW not recorded",
-    "stroke_leg_explained": "no sciatica/back/leg pain, legs not both weak",
+    **{f"stroke_leg_explained_{side}": f"weak {side} leg not explained by nerve-root pain" for side in SIDES},
     "stroke_both_arms": "arms not both weak",
     "stroke_face_explained": "no Bell's palsy, face not weak on both sides",
-    "stroke_old": "no old stroke or sequelae",
 }
 
 
@@ -147,44 +162,51 @@ def _none(count: str) -> Cond:
     return fact(count).where(lambda _p: m.v == 0, "= 0 (none on record)")
 
 
-def _one_side(cond: Cond) -> Cond:
-    return cond.where(lambda _p: (m.side == "left") | (m.side == "right"), "on one side")
+def _on(cond: Cond, sides: tuple[str, ...]) -> Cond:
+    test = m.side == sides[0]
+    for side in sides[1:]:
+        test = test | (m.side == side)
+    return cond.where(lambda _p: test, f"on the {' or '.join(sides)}")
 
 
-def _deficit(key: str, base: Cond) -> tuple[Cond, ...]:
+def _deficits(key: str, base: Cond) -> list[tuple[Cond, ...]]:
     """A focal deficit of ``key`` with the guards of 3.1/3.3 ("none" counts joined as == 0)."""
     if key == "leg_weakness":
-        return (_one_side(base), _none("stroke_leg_explained"))
+        return [(_on(base, (side,)), _none(f"stroke_leg_explained_{side}")) for side in SIDES]
     if key == "arm_weakness":
-        return (_one_side(base), _none("stroke_both_arms"))
+        return [(_on(base, SIDES), _none("stroke_both_arms"))]
     if key == "facial_weakness":
-        return (base, _none("stroke_face_explained"))
-    return (base,)
+        return [(base, _none("stroke_face_explained"))]
+    return [(base,)]
 
 
 def define(r: Rules, p: dict[str, float]) -> None:
-    acute = p["acute_h"] * HOUR
+    acute_h = p["acute_h"]
+    acute = acute_h * HOUR
     onset_max = p["onset_max_d"] * DAY
     tia_within = p["tia_within_d"] * DAY
 
     # Negations, counted once every positive fact is derived (second stratum).
     lkw = latest("lkw_time", p["lkw_within_d"] * DAY)
     r.score_item("stroke_lkw_recorded", 1, lkw, label="time last known well")
-    for key in RADICULAR:
+    radicular = p["radicular_within_d"] * DAY
+    for side in SIDES:
+        for key, sides in EXPLAINS_WEAK_LEG.items():
+            explaining = tuple(side if s == "same" else s for s in sides)
+            r.score_item(
+                f"stroke_leg_explained_{side}",
+                1,
+                _on(present(key, radicular), explaining),
+                label=f"{key.replace('_', ' ')} explaining a weak {side} leg",
+            )
         r.score_item(
-            "stroke_leg_explained",
-            1,
-            present(key, p["radicular_within_d"] * DAY),
-            label="sciatica, back or leg pain",
+            f"stroke_leg_explained_{side}", 1, fact("bilateral_leg_weakness"), label="both legs weak"
         )
-    r.score_item("stroke_leg_explained", 1, fact("bilateral_leg_weakness"), label="both legs weak")
     r.score_item("stroke_both_arms", 1, fact("bilateral_arm_weakness"), label="both arms weak")
     r.score_item("stroke_face_explained", 1, present("bells_palsy"), label="Bell's palsy")
     r.score_item(
         "stroke_face_explained", 1, fact("bilateral_facial_weakness"), label="facial weakness on both sides"
     )
-    r.score_item("stroke_old", 1, ever("stroke_sequela"), label="stroke sequelae")
-    r.score_item("stroke_old", 1, ever("stroke_dx").begun(above=p["old_stroke_d"] * DAY), label="old stroke")
     for score, text in COUNTS.items():
         r.score(score, text)
 
@@ -196,13 +218,20 @@ def define(r: Rules, p: dict[str, float]) -> None:
         text="last known well {v:.1f} h ago",
     )
 
+    # A focal deficit, valued in hours since it began on its side (a stable one never matches).
     for key in DEFICITS:
-        r.derive("stroke_deficit", *_deficit(key, present(key).begun(up_to=onset_max)))
+        for conds in _deficits(key, present(key).begun(up_to=onset_max, on_side=True)):
+            r.derive(
+                "stroke_deficit",
+                *conds,
+                value=lambda f: f[0]["side_onset_age"] / HOUR,
+                text="focal deficit begun {v:.1f} h ago",
+            )
 
-    lkw_unknown = (_none("stroke_lkw_recorded"), _none("stroke_old"))
+    lkw_unknown = _none("stroke_lkw_recorded")
 
-    r.fire("A", fact("stroke_deficit"), fact("stroke_lkw_h") <= p["acute_h"])
-    r.fire("A", fact("stroke_deficit").begun(up_to=acute), *lkw_unknown)
+    r.fire("A", fact("stroke_deficit"), fact("stroke_lkw_h") <= acute_h)
+    r.fire("A", fact("stroke_deficit") <= acute_h, lkw_unknown)
     r.fire(
         "A",
         present("stroke_dx").where(
@@ -212,17 +241,17 @@ def define(r: Rules, p: dict[str, float]) -> None:
     # LKW unknown: the earliest deficit sets it, so one that began over 24 h ago rules out A.
     r.block(
         "A",
-        fact("stroke_deficit").begun(above=acute),
-        _none("stroke_lkw_recorded"),
+        fact("stroke_deficit") > acute_h,
+        lkw_unknown,
         reason="LKW not recorded and the earliest deficit began more than 24 h ago",
     )
 
     r.fire(
         "B",
         fact("stroke_deficit"),
-        (fact("stroke_lkw_h") > p["acute_h"]) <= p["onset_max_d"] * 24,
+        (fact("stroke_lkw_h") > acute_h) <= p["onset_max_d"] * 24,
     )
-    r.fire("B", fact("stroke_deficit").begun(above=acute, up_to=onset_max), *lkw_unknown)
+    r.fire("B", fact("stroke_deficit") > acute_h, lkw_unknown)
     r.fire(
         "B",
         ever("tia_dx").where(
@@ -236,20 +265,20 @@ def define(r: Rules, p: dict[str, float]) -> None:
         recorded = ever(key).where(
             lambda _p: m.onset_age <= tia_within, f"begun within {p['tia_within_d']:g} days"
         )
-        conds = _deficit(key, recorded)
-        r.derive(
-            "stroke_resolved_deficit",
-            *conds,
-            absent(key).where(
-                lambda p_: (
-                    (m.ts > ref(p_, 0).ts)
-                    & (m.ts <= ref(p_, 0).ts + resolved)
-                    & ((m.side == ref(p_, 0).side) | (m.side == "bilateral"))
+        for conds in _deficits(key, recorded):
+            r.derive(
+                "stroke_resolved_deficit",
+                *conds,
+                absent(key).where(
+                    lambda p_: (
+                        (m.ts > ref(p_, 0).ts)
+                        & (m.ts <= ref(p_, 0).ts + resolved)
+                        & ((m.side == ref(p_, 0).side) | (m.side == "bilateral"))
+                    ),
+                    f"within {p['tia_resolved_h']:g} h on the same side",
                 ),
-                f"within {p['tia_resolved_h']:g} h on the same side",
-            ),
-            text="deficit resolved within 24 h",
-        )
+                text="deficit resolved within 24 h",
+            )
     r.fire("B", fact("stroke_resolved_deficit"), disorder=TIA)
 
     # Card lines (never change the tier).
@@ -258,34 +287,34 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.note("A", fact("stroke_lkw_h") <= p["thrombolysis_h"], text=window_tag)
     r.note("A", fact("stroke_lkw_h") <= p["thrombectomy_h"], text=late_tag)
     thrombolysis = p["thrombolysis_h"] * HOUR
-    r.note("A", fact("stroke_deficit").begun(up_to=acute), *lkw_unknown, text=late_tag)
+    r.note("A", fact("stroke_deficit") <= acute_h, lkw_unknown, text=late_tag)
     r.note(
         "A",
-        fact("stroke_deficit").begun(up_to=acute),
-        *lkw_unknown,
+        fact("stroke_deficit") <= acute_h,
+        lkw_unknown,
         text="LKW not recorded: taken from the first deficit record; confirm it before thrombolysis",
     )
     for key in DEFICITS:  # 4.5 h only when no deficit at all (even a discounted one) is older
         r.score_item(
             "stroke_older_deficit",
             1,
-            present(key).begun(above=thrombolysis, up_to=onset_max),
+            present(key).begun(above=thrombolysis, up_to=onset_max, on_side=True),
             label="a deficit begun more than 4.5 h ago",
         )
     r.score("stroke_older_deficit", "no deficit begun more than 4.5 h ago")
     r.note(
         "A",
-        fact("stroke_deficit").begun(up_to=thrombolysis),
-        *lkw_unknown,
+        fact("stroke_deficit") <= p["thrombolysis_h"],
+        lkw_unknown,
         _none("stroke_older_deficit"),
         text=window_tag,
     )
     dx_since = present("stroke_dx").where(lambda _p: m.onset_age <= acute, "begun within 24 h")
-    r.note("A", dx_since, *lkw_unknown, text=late_tag)
+    r.note("A", dx_since, lkw_unknown, text=late_tag)
     r.note(
         "A",
         present("stroke_dx").where(lambda _p: m.onset_age <= thrombolysis, "begun within 4.5 h"),
-        *lkw_unknown,
+        lkw_unknown,
         _none("stroke_older_deficit"),
         text=window_tag,
     )
@@ -297,3 +326,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     for key in BEFAST:
         r.note(("A", "B"), present(key, p["befast_within_d"] * DAY), text="BE-FAST: {facts}")
     r.note(("A", "B"), latest("nihss", p["nihss_within_d"] * DAY), text="stroke severity: {facts}")
+    # An old stroke never silences a new deficit (3.3); the card says it is on record.
+    old_stroke = "previous stroke on record (a new deficit is judged as in any patient): {facts}"
+    r.note(("A", "B"), ever("stroke_sequela"), text=old_stroke)
+    r.note(("A", "B"), ever("stroke_dx").begun(above=p["old_stroke_d"] * DAY), text=old_stroke)

@@ -15,11 +15,12 @@ symptom" window come from NHS trust pathways and are parameters here.
                           decompression was done after the bilateral symptoms began (1.3:
                           post-operative follow-up is out of scope)
 
-Urinary retention (1.3): it counts as a sphincter finding only as an episode whose own onset
-lies in the window and not before the back/leg symptoms began; retention known before them (a
-catheterised patient) does not. The decompression block needs a triggering finding that began
-before the operation: when every sphincter or saddle finding began after it (e.g. a
-post-operative haematoma), that is a new emergency and tier A still fires.
+Inside the 14-day window the order of the findings does not matter (1.3): retention recorded on
+day 1 and back pain on day 5 is tier A exactly as back pain first and retention after. What
+began before the window (a catheterised patient, long-standing incontinence) is not ``new``.
+The decompression block needs a triggering finding that began before the operation: when every
+sphincter or saddle finding began after it (e.g. a post-operative haematoma), that is a new
+emergency and tier A still fires.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="cauda_equina_syndrome",
-    version="1.1.0",
+    version="1.2.0",
     title="Cauda equina syndrome",
     tiers=(
         Tier("A", "critical", "sphincter or saddle red flags: emergency MRI"),
@@ -92,7 +93,8 @@ PARAMS: dict[str, float] = {
     "pvr_within_h": 24,
 }
 
-SPHINCTER_OR_SADDLE = ("saddle_anesthesia", "urinary_incontinence", "fecal_incontinence")
+#: new() within the window: what began before it is long-standing and does not count (1.3).
+SPHINCTER_OR_SADDLE = ("saddle_anesthesia", "urinary_retention", "urinary_incontinence", "fecal_incontinence")
 BACK_OR_RADICULAR = ("back_pain", "sciatica", "leg_pain", "leg_numbness")
 BILATERAL_RADICULAR = ("bilateral_sciatica", "bilateral_leg_numbness", "bilateral_leg_weakness")
 
@@ -112,29 +114,13 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive("ces_bilateral_radicular", fact(key, window))
 
     r.fire("A", fact("ces_sphincter_or_saddle"), fact("ces_back_or_radicular"))
-    # Retention counts only as a new episode that began with or after the back/leg symptoms
-    # (a patient catheterised before the back pain began is not a red flag, 1.3).
-    retention = present("urinary_retention", window).where(
-        lambda _p: m.onset_age <= window, "with this episode's onset in the window"
-    )
-    r.fire(
-        "A",
-        fact("ces_back_or_radicular").where(lambda _p: m.onset >= 0, "dated"),
-        retention.where(lambda p_: m.onset >= ref(p_, 0).onset, "not before the back/leg symptoms"),
-    )
     r.fire("A", new("ces_dx", window))
 
     r.block(
         "A",
-        fact("ces_sphincter_or_saddle"),
+        fact("ces_sphincter_or_saddle").where(lambda _p: m.onset >= 0, "dated"),
         procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
         reason="spinal decompression already performed after the triggering finding",
-    )
-    r.block(
-        "A",
-        retention,
-        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
-        reason="spinal decompression already performed after the urinary retention began",
     )
     r.block(
         "A",

@@ -2,7 +2,8 @@
 
 - ``any_leg_weakness``: leg weakness, paraplegia/paraparesis, hemiparesis, or an MRC grade
   of 4 or less in a lower-limb muscle group (latest per group and side).
-- ``bilateral_<finding>``: a record saying bilateral, or a left and a right record (13.2).
+- ``bilateral_<finding>``: a record saying bilateral, or a left and a right record (13.2); its
+  value is the seconds since it began on those sides (``_began``).
 - ``fvc_per_kg``: latest FVC (24 h) in mL / latest body weight (30 days) in kg.
 - ``resp_fvc_fall``: by how many percent the latest FVC (24 h) lies below an earlier FVC; one
   fact per earlier result, its ``age`` that of the earlier result, so each rule chooses its own
@@ -50,6 +51,14 @@ def _valued(_p: object) -> object:
     return (m.v < 0) | (m.v >= 0)
 
 
+def _began(facts: list[dict]) -> float:
+    """Seconds since the bilateral finding began: the earliest onset on the sides it is made of
+    (a record saying "both sides" dates from the first such record, not from an older record of
+    one side only: an old foot drop does not make a new weakness of both legs old)."""
+    ages = [f.get("side_onset_age", f.get("onset_age", -1)) for f in facts]
+    return float(max(a for a in ages if isinstance(a, int | float)))
+
+
 def define(r: Rules, p: dict[str, float]) -> None:
     for key in ("leg_weakness", "paraplegia_paraparesis", "hemiparesis"):
         r.derive("any_leg_weakness", present(key))
@@ -57,12 +66,17 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive("any_leg_weakness", weak_mrc, text="MRC grade {v:g}")
 
     for key in BILATERAL:
-        r.derive(f"bilateral_{key}", present(key).where(lambda _p: m.side == "bilateral", "on both sides"))
+        r.derive(
+            f"bilateral_{key}",
+            present(key).where(lambda _p: m.side == "bilateral", "on both sides"),
+            value=_began,
+        )
         r.derive(
             f"bilateral_{key}",
             present(key).where(lambda _p: m.side == "left", "on the left"),
             present(key).where(lambda _p: m.side == "right", "on the right"),
             side=lambda _f: "bilateral",
+            value=_began,
         )
     # MRC weakness on both legs is bilateral leg weakness too.
     r.derive(
@@ -70,6 +84,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         weak_mrc.where(lambda _p: m.side == "left", "on the left"),
         weak_mrc.where(lambda _p: m.side == "right", "on the right"),
         side=lambda _f: "bilateral",
+        value=_began,
     )
     # a volume is never negative: ">= 0" also drops a result that carries no number
     fvc = latest("fvc", p["fvc_within_h"] * HOUR).where(lambda _p: m.v >= 0, "with a value")

@@ -66,7 +66,7 @@ D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platel
 
 META = RuleMeta(
     id="deep_vein_thrombosis",
-    version="1.0.0",
+    version="1.1.0",
     title="Deep vein thrombosis",
     tiers=(
         Tier("A", "critical", "leg signs with signs of pulmonary embolism: emergency assessment"),
@@ -277,7 +277,9 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     # -- one-sided leg signs (5.1) -------------------------------------------------------------
     for key, sides, words in ONE_SIDED:
-        acute = present(key, window).begun(up_to=chronic)
+        # begun within 3 months on its side: chronic swelling of one leg (or both) hides no new
+        # swelling of the other (5.3 "unchanged" is per leg)
+        acute = present(key, window).begun(up_to=chronic, on_side=True)
         r.score_item(sides, 1, _side(acute, "left"), label="left")
         r.score_item(sides, 1, _side(acute, "right"), label="right")
         r.score_item(sides, 2, _side(acute, "bilateral"), label="both")

@@ -22,7 +22,9 @@ immunotherapy is indicated (2.2). A normal CSF protein never suppresses the aler
 
 Choices where the reference leaves room:
 - The episode starts at the earliest onset of the qualifying weakness (core) or at the GBS
-  diagnosis onset (dx_branch); its first FVC is the first result taken since then.
+  diagnosis onset (dx_branch); its first FVC is the first result taken since then. The weakness
+  dates from the records that make it bilateral (``common._began``): an old weakness of one leg
+  (a foot drop) does not make a new weakness of both legs "slowly progressive over months".
 - EGRIS scores "days from weakness onset to admission" as days from onset to the evaluation
   time: section 13 has no admission time. Evaluated on the admission day they agree; later the
   onset points can only fall, so EGRIS errs low and the other red flags carry the alert.
@@ -51,7 +53,7 @@ from rulesets.meta import SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="guillain_barre_syndrome",
-    version="1.1.0",
+    version="1.2.0",
     title="Guillain-Barré syndrome",
     tiers=(
         Tier("A", "critical", "respiratory or bulbar danger"),
@@ -149,15 +151,26 @@ def define(r: Rules, p: dict[str, float]) -> None:
     pressure = p["pressure_within_h"] * HOUR
 
     # Weakness pattern: both legs, paraplegia/paraparesis, or both legs and both arms.
-    r.derive("gbs_weakness", fact("bilateral_leg_weakness"))
-    r.derive("gbs_weakness", present("paraplegia_paraparesis"))
-    r.derive("gbs_weakness", fact("bilateral_leg_weakness"), fact("bilateral_arm_weakness"))
+    # valued in seconds since the weakness began (on those sides: an old weakness of one leg does
+    # not make a new weakness of both legs old, the "history silences a new event" audit)
+    r.derive("gbs_weakness", fact("bilateral_leg_weakness"), value=lambda f: f[0]["v"])
+    r.derive(
+        "gbs_weakness",
+        present("paraplegia_paraparesis"),
+        value=lambda f: f[0].get("side_onset_age", -1),
+    )
+    r.derive(
+        "gbs_weakness",
+        fact("bilateral_leg_weakness"),
+        fact("bilateral_arm_weakness"),
+        value=lambda f: max(f[0]["v"], f[1]["v"]),
+    )
 
     for reflex in REFLEXES:
         r.derive(
             "gbs_core",
             fact("gbs_weakness").where(
-                lambda _p: (m.first_onset_age >= tempo_lo) & (m.first_onset_age <= tempo_hi),
+                lambda _p: (m.v >= tempo_lo) & (m.v <= tempo_hi),
                 f"begun {p['onset_min_h']:g} h to {p['onset_max_d']:g} days ago",
             ),
             present(reflex, tempo_hi),
@@ -174,8 +187,8 @@ def define(r: Rules, p: dict[str, float]) -> None:
     drop = p["fvc_drop_fraction"]
     episodes = (
         (
-            fact("gbs_weakness").where(lambda _p: m.first_onset_age <= tempo_hi, "begun within 28 days"),
-            "first_onset_age",
+            fact("gbs_weakness").where(lambda _p: m.v <= tempo_hi, "begun within 28 days"),
+            "v",
         ),
         (
             present("gbs_dx").where(
@@ -209,7 +222,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive(
             "gbs_egris_onset",
             fact("gbs_weakness").where(
-                lambda _p, lo=lo, hi=hi: (m.first_onset_age > lo * DAY) & (m.first_onset_age <= hi * DAY),
+                lambda _p, lo=lo, hi=hi: (m.v > lo * DAY) & (m.v <= hi * DAY),
                 f"onset {lo}-{hi} days ago",
             ),
             value=lambda _f, points=points: points,
@@ -248,12 +261,9 @@ def define(r: Rules, p: dict[str, float]) -> None:
     before = p["infection_before_onset_weeks"] * WEEK
     r.note(
         both,
-        fact("gbs_weakness").where(lambda _p: m.first_onset_age >= 0, "dated"),
+        fact("gbs_weakness").where(lambda _p: m.v >= 0, "dated"),
         ever("recent_infection").where(
-            lambda p_: (
-                (m.onset_age >= ref(p_, 0).first_onset_age)
-                & (m.onset_age <= ref(p_, 0).first_onset_age + before)
-            ),
+            lambda p_: (m.onset_age >= ref(p_, 0).v) & (m.onset_age <= ref(p_, 0).v + before),
             f"begun in the {p['infection_before_onset_weeks']:g} weeks before the weakness",
         ),
         text="Supportive: preceding infection ({facts})",

@@ -11,7 +11,9 @@ neuroborreliosis (Mygland 2010) for the definite/possible grading; NICE NG95.
                 bite or rash is an event), or the latest serum Borrelia serology positive
                 (interpretation POS/H/HH; without an interpretation, value >= the laboratory's
                 cut-off referenceRange.high) -- dated no earlier than 3 months before the onset
-                of that neurological finding
+                of that neurological finding; a tick bite or erythema migrans also no later than
+                that onset (a bite after the palsy did not cause it), while a diagnosis or
+                serology may follow it (11.1)
     FIRES (urgent) = exposure AND neuro
     csf_support    = latest CSF white cells (3 months) > 5 /uL; latest CSF Borrelia antibodies
                      positive (taken as intrathecal antibody production)
@@ -31,7 +33,7 @@ from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="lyme_neuroborreliosis",
-    version="1.0.0",
+    version="1.1.0",
     title="Lyme neuroborreliosis",
     tiers=(Tier("A", "urgent", "neurological finding after Borrelia exposure"),),
     source_label="IDSA/AAN/ACR 2020 Lyme disease guideline; EFNS guideline on European Lyme "
@@ -77,7 +79,9 @@ PARAMS: dict[str, float] = {
 }
 
 NEURO = ("radicular_pain", "arm_weakness", "facial_weakness", "bells_palsy", "meningism_headache")
-EXPOSURE_EVENTS = ("tick_bite", "erythema_migrans", "lyme_dx")
+#: Exposure records (11.1): key -> must it be dated on or before the neurological onset? A bite
+#: or rash after the palsy did not cause it; a diagnosis (like serology) may follow the symptoms.
+EXPOSURE_EVENTS: dict[str, bool] = {"tick_bite": True, "erythema_migrans": True, "lyme_dx": False}
 #: Interpretation codes (v3-ObservationInterpretation) read as a positive antibody test.
 POSITIVE = ("POS", "H", "HH")
 
@@ -117,9 +121,15 @@ def define(r: Rules, p: dict[str, float]) -> None:
     def before_onset(p_: list[str]) -> object:
         return m.onset_age <= ref(p_, 0).first_onset_age + lookback
 
+    def not_after_onset(p_: list[str]) -> object:
+        return m.onset_age >= ref(p_, 0).first_onset_age
+
     joined = f"dated no earlier than {p['exposure_before_onset_d']:g} days before its onset"
-    for key in EXPOSURE_EVENTS:
-        r.fire("A", fact("lyme_neuro"), ever(key).where(before_onset, joined))
+    for key, precedes in EXPOSURE_EVENTS.items():
+        exposure = ever(key).where(before_onset, joined)
+        if precedes:
+            exposure = exposure.where(not_after_onset, "and not after it")
+        r.fire("A", fact("lyme_neuro"), exposure)
     _positive(r, "lyme_ab_serum", "lyme_serology_positive")
     r.fire(
         "A",

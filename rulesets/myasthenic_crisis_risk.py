@@ -37,7 +37,7 @@ from rulesets.meta import SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="myasthenic_crisis_risk",
-    version="1.0.0",
+    version="1.1.0",
     title="Myasthenic crisis risk",
     tiers=(
         Tier("A", "critical", "respiratory or bulbar failure in myasthenia gravis"),
@@ -166,8 +166,8 @@ def define(r: Rules, p: dict[str, float]) -> None:
             f"with onset or recording within {p['worsening_within_d']:g} days",
         ),
     )
-    for key in NEW_WEAKNESS:
-        r.derive("mg_worsening", new(key, worsening_w))
+    for key in NEW_WEAKNESS:  # new on its side: an old weakness of one limb hides no new one
+        r.derive("mg_worsening", new(key, worsening_w, on_side=True))
 
     for key in BULBAR:
         r.derive("mg_bulbar", present(key, symptom_w))

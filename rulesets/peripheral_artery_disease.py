@@ -48,7 +48,7 @@ VASCULAR_REFERRAL = Code(SNOMED, "307777008", "Referral to vascular surgeon")
 
 META = RuleMeta(
     id="peripheral_artery_disease",
-    version="1.1.0",
+    version="1.2.0",
     title="Peripheral artery disease",
     tiers=(
         Tier("A", "critical", "acute limb ischaemia: emergency vascular assessment"),
@@ -100,7 +100,7 @@ PARAMS: dict[str, float] = {
     "abi_noncompressible_above": 1.40,  # ABI > 1.40 non-compressible: ask for a toe-brachial index
     "abi_severe_below": 0.40,  # ABI < 0.40 severe ischaemia: urgent
     "age_above": 50,  # years: routine tier only above this age (seed article)
-    "pad_dx_waives_age": 1,  # 1 = a current PAD diagnosis waives the age gate (9.2); 0 = it does not (9.1)
+    "pad_dx_waives_age": 1,  # 1 = a PAD diagnosis with exertional symptoms fires at any age (9.1, 9.2)
     "rest_pain_within_d": 30,
     "acute_within_d": 14,  # acute limb ischaemia: sudden, within 14 days
     "smoker_within_months": 24,  # card note: a smoking record older than this is not current
@@ -163,7 +163,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.fire("B", present("limb_ulcer_or_gangrene"))
 
     # Critical: acute limb ischaemia (the "6 Ps").
-    r.fire("A", new("acute_limb_ischaemia", p["acute_within_d"] * DAY))
+    r.fire("A", new("acute_limb_ischaemia", p["acute_within_d"] * DAY, on_side=True))  # per leg
 
     # Card lines (never change the tier): risk factors, and spinal stenosis as an alternative.
     risk = "PAD risk factor on record: {facts}"

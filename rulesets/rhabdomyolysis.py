@@ -44,7 +44,7 @@ from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="rhabdomyolysis",
-    version="1.1.0",
+    version="1.2.0",
     title="Rhabdomyolysis",
     tiers=(
         Tier("A", "critical", "muscle breakdown with kidney injury or high potassium"),
@@ -108,7 +108,8 @@ MUSCLE = ("myalgia", "muscle_weakness_generalized", "myoglobinuria", "fall_long_
 POSITIVE = ("POS", "H", "HH", "A", "AA")
 RAISED = ("H", "HH")
 MYOGLOBIN_RAISED = ("H", "HH", "POS")
-#: Relative slack so that a value exactly on a ratio cut-off is not lost to float rounding.
+#: Relative slack so that a value exactly on a cut-off (a ratio, or a rise such as 101.7 -> 128.2
+#: umol/L = 26.5) is not lost to float rounding (128.2 - 26.5 < 101.7 in binary floating point).
 _EPS = 1e-9
 
 
@@ -163,7 +164,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
             lambda p_: (
                 (m.ts < ref(p_, 0).ts)
                 & (m.ts >= ref(p_, 0).ts + (-rise_window))
-                & (m.v <= ref(p_, 0).v + (-rise))
+                & (m.v <= ref(p_, 0).v * (1 + _EPS) + (-rise))
             ),
             f"at least {rise:g} umol/L lower within the {p['aki_rise_window_h']:g} h before it",
         ),

@@ -46,7 +46,7 @@ from rulesets.meta import RXNORM, SNOMED, Action, Code, RuleMeta, Tier
 
 META = RuleMeta(
     id="spinal_cord_compression",
-    version="1.0.0",
+    version="1.1.0",
     title="Spinal cord compression",
     tiers=(
         Tier("A", "critical", "cord compression suspected: whole-spine MRI within 24 h"),
@@ -169,8 +169,8 @@ def define(r: Rules, p: dict[str, float]) -> None:
     window = p["window_neuro_d"] * DAY
 
     # Neurological deficit (any one, within the window).
-    for key in DEFICITS_NEW:
-        r.derive("scc_neuro_deficit", new(key, window))
+    for key in DEFICITS_NEW:  # new on its side: an old weakness of one leg hides no new one (3.3)
+        r.derive("scc_neuro_deficit", new(key, window, on_side=True))
     r.derive("scc_neuro_deficit", fact("weakness_progression").begun(up_to=window))
     for key in DEFICITS_PRESENT:
         r.derive("scc_neuro_deficit", present(key, window))
@@ -180,15 +180,15 @@ def define(r: Rules, p: dict[str, float]) -> None:
     # New weakness of both legs (A5).
     r.derive(
         "scc_bilateral_weakness",
-        new("leg_weakness", window).where(lambda _p: m.side == "bilateral", "on both sides"),
+        new("leg_weakness", window, on_side=True).where(lambda _p: m.side == "bilateral", "on both sides"),
     )
     r.derive(
         "scc_bilateral_weakness",
-        new("leg_weakness", window).where(lambda _p: m.side == "left", "on the left"),
-        new("leg_weakness", window).where(lambda _p: m.side == "right", "on the right"),
+        new("leg_weakness", window, on_side=True).where(lambda _p: m.side == "left", "on the left"),
+        new("leg_weakness", window, on_side=True).where(lambda _p: m.side == "right", "on the right"),
         side=lambda _f: "bilateral",
     )
-    r.derive("scc_bilateral_weakness", new("paraplegia_paraparesis", window))
+    r.derive("scc_bilateral_weakness", new("paraplegia_paraparesis", window, on_side=True))
     r.derive(
         "scc_bilateral_weakness",
         fact("bilateral_leg_weakness"),

@@ -105,12 +105,79 @@ class TestUnknownLkw:
         (one,) = evaluate(pipeline, pid, [deficit(pid, "facial_weakness", 2)])
         assert THROMBOLYSIS in one.notes
 
-    def test_old_stroke_deficit_needs_a_recorded_lkw(self, pipeline: Pipeline) -> None:
-        pid = "Patient/recurrent"
-        sequela = finding(pid, "stroke_sequela", "Condition/seq", 900, src="Condition")
-        assert tiers(pipeline, pid, [sequela, deficit(pid, "hemiparesis", 1)]) == []
-        new_event = [sequela, lkw(pid, 1.5), deficit(pid, "facial_weakness", 1)]
+
+def old_stroke(pid: str, kind: str) -> dict:
+    """Stroke history: sequelae coded since 2022, or a stroke Condition that began 400 days ago."""
+    if kind == "sequela":
+        return finding(pid, "stroke_sequela", "Condition/seq", 900, src="Condition")
+    return finding(pid, "stroke_dx", "Condition/old", 400, src="Condition")
+
+
+class TestOldStroke:
+    """3.3: a history of stroke silences only a STABLE deficit (same key and side recorded more
+    than 7 days before now); a new deficit is judged by 3.1 as in any other patient."""
+
+    @pytest.mark.parametrize("history", ["sequela", "old stroke"])
+    @pytest.mark.parametrize("key", ["hemiparesis", "speech_disturbance", "facial_weakness"])
+    def test_new_deficit_without_lkw_falls_back_to_its_first_record(
+        self, pipeline: Pipeline, history: str, key: str
+    ) -> None:
+        pid = f"Patient/recurrent-{key}-{history}"
+        past = old_stroke(pid, history)
+        new = deficit(pid, key, 1)
+        assert tiers(pipeline, pid, [past, new]) == tiers(pipeline, pid, [new, past]) == [(RULE, "A")]
+        (found,) = evaluate(pipeline, pid, [past, new])
+        assert THROMBOLYSIS in found.notes and any(
+            n.startswith("previous stroke on record") for n in found.notes
+        )
+        later = deficit(pid, key, 30)  # begun 30 h ago, still no LKW: tier B as in any patient
+        assert tiers(pipeline, pid, [past, later]) == [(RULE, "B")]
+
+    def test_recorded_lkw_still_decides_in_a_patient_with_an_old_stroke(self, pipeline: Pipeline) -> None:
+        pid = "Patient/recurrent-lkw"
+        new_event = [old_stroke(pid, "sequela"), lkw(pid, 1.5), deficit(pid, "facial_weakness", 1)]
         assert tiers(pipeline, pid, new_event) == [(RULE, "A")]
+
+    def test_a_stable_deficit_is_silenced_with_or_without_stroke_history(self, pipeline: Pipeline) -> None:
+        pid = "Patient/stable"
+        chronic = [deficit(pid, "hemiparesis", 60 * 24), deficit(pid, "hemiparesis", 1)]  # left, both
+        assert tiers(pipeline, pid, chronic) == []
+        assert tiers(pipeline, pid, [old_stroke(pid, "sequela"), *chronic]) == []
+        # recorded 8 days ago is stable; 6 days ago is not (begun within 7 days: tier B)
+        assert (
+            tiers(pipeline, pid, [deficit(pid, "hemiparesis", 8 * 24), deficit(pid, "hemiparesis", 1)]) == []
+        )
+        six = [deficit(pid, "hemiparesis", 6 * 24), deficit(pid, "hemiparesis", 1)]
+        assert tiers(pipeline, pid, six) == [(RULE, "B")]
+
+    def test_a_new_deficit_on_the_other_side_is_not_the_stable_one(self, pipeline: Pipeline) -> None:
+        pid = "Patient/other-side"
+        old_left = [old_stroke(pid, "sequela"), deficit(pid, "hemiparesis", 300 * 24, side="left")]
+        new_right = deficit(pid, "hemiparesis", 2, side="right")
+        assert tiers(pipeline, pid, [*old_left, new_right]) == [(RULE, "A")]
+        assert tiers(pipeline, pid, [new_right, *old_left]) == [(RULE, "A")]
+        # the old left record re-examined today is still the stable deficit
+        again = deficit(pid, "hemiparesis", 0.5, side="left")
+        assert tiers(pipeline, pid, [*old_left, again]) == []
+
+    def test_a_stable_deficit_does_not_set_lkw_for_a_new_one(self, pipeline: Pipeline) -> None:
+        pid = "Patient/stable-and-new"
+        stable = deficit(pid, "arm_weakness", 90 * 24, side="right")
+        (found,) = evaluate(pipeline, pid, [stable, deficit(pid, "speech_disturbance", 2, side="unknown")])
+        assert found.tier == "A" and THROMBOLYSIS in found.notes
+
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("tierA-old-stroke-new-deficit-no-lkw", [(RULE, "critical")]),
+            ("tierA-stroke-sequela-deficit-not-recorded-before", [(RULE, "critical")]),
+            ("nearmiss-stroke-sequela-same-side-deficit-recorded-before", []),
+            ("nearmiss-old-stroke-condition-over-30-days", []),
+        ],
+    )
+    def test_fixtures(self, pipeline: Pipeline, name: str, expected) -> None:
+        (result,) = pipeline.evaluate(read_path(FOLDER / f"{name}.json"), parse_now("2025-03-10T12:00:00Z"))
+        assert [(a.rule, a.severity) for a in result.alerts] == expected
 
 
 class TestExclusions:
@@ -122,6 +189,35 @@ class TestExclusions:
         ]
         assert tiers(pipeline, pid, facts) == tiers(pipeline, pid, facts[::-1]) == []
         assert tiers(pipeline, pid, facts[:1]) == [(RULE, "A")]
+
+    @pytest.mark.parametrize(
+        ("explaining", "side", "explained"),
+        [
+            ("sciatica", "right", True),
+            ("sciatica", "bilateral", True),
+            ("sciatica", "left", False),  # the other side explains nothing (3.3)
+            ("sciatica", "unknown", False),  # not known to be the same side
+            ("leg_pain", "right", True),
+            ("leg_pain", "left", False),
+            ("back_pain", "unknown", True),  # back pain with no side
+            ("back_pain", "left", False),
+        ],
+    )
+    def test_only_same_side_nerve_root_pain_explains_one_weak_leg(
+        self, pipeline: Pipeline, explaining: str, side: str, explained: bool
+    ) -> None:
+        pid = f"Patient/root-{explaining}-{side}"
+        facts = [
+            deficit(pid, "leg_weakness", 3, side="right"),
+            finding(pid, explaining, f"Condition/{explaining}", 3, side, src="Condition"),
+        ]
+        expected = [] if explained else [(RULE, "A")]
+        stroke = [t for t in tiers(pipeline, pid, facts) if t[0] == RULE]
+        assert stroke == [t for t in tiers(pipeline, pid, facts[::-1]) if t[0] == RULE] == expected
+
+    def test_fixture_weak_right_leg_with_left_sciatica(self, pipeline: Pipeline) -> None:
+        found = alert(pipeline, "tierB-one-weak-leg-with-other-side-sciatica")
+        assert found.severity == "urgent" and "Leg weakness (right)" in found.rationale
 
     def test_face_or_speech_still_fires_beside_an_explained_leg(self, pipeline: Pipeline) -> None:
         pid = "Patient/mixed"
@@ -207,7 +303,7 @@ def test_explain_lists_tiers_parameters_value_sets_and_actions() -> None:
         "  - glucose_low_mmol_l = 3.33333",
         "fires tier A when: [stroke_deficit] AND [stroke_lkw_h] ≤ 24",
         "fires tier B when: [stroke_resolved_deficit] [suggests Transient ischemic attack]",
-        "sums [stroke_leg_explained] from its items, each counted once, missing items 0",
+        "sums [stroke_leg_explained_left] from its items, each counted once, missing items 0",
     ):
         assert line in text, line
     for key in ("lkw_time", "hemiparesis", "bells_palsy", "stroke_sequela", "tia_dx", "glucose", "sciatica"):

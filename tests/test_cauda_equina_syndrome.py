@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.dsl import DAY
 from redflags.pipeline import Pipeline
 from rulesets.meta import LOINC, SNOMED
 
+from .rule_helpers import alerts_of
 from .test_engine import NOW, finding
 
 RULE = "cauda_equina_syndrome"
@@ -69,5 +72,37 @@ def test_an_undated_condition_never_fails_the_evaluation(pipeline: Pipeline) -> 
     sciatica = {k: v for k, v in back.items() if k != "ref"} | {"ref": "Condition/sci", "key": "sciatica"}
     sciatica["side"] = "bilateral"
     retention = finding(pid, "urinary_retention", "Condition/ret", days_ago=1, src="Condition")
-    assert ces(pipeline, pid, [back, retention]) == []
+    # current back pain and a new retention: tier A whatever began first (1.3)
+    assert ces(pipeline, pid, [back, retention]) == ["critical"]
     assert ces(pipeline, pid, [back, sciatica, decompression(pid, 1)]) == ["urgent"]  # no date: no block
+
+
+class TestOrderInsideTheWindow:
+    """1.3: inside the 14-day window the order of the sphincter and back/leg findings does not
+    matter; what began before the window is not new."""
+
+    @pytest.mark.parametrize("sphincter", ["urinary_retention", "saddle_anesthesia", "fecal_incontinence"])
+    @pytest.mark.parametrize(("sphincter_days", "back_days"), [(13, 9), (9, 13), (5, 5), (13.9, 0.5)])
+    def test_sphincter_finding_before_or_after_back_pain_is_tier_a(
+        self, pipeline: Pipeline, sphincter: str, sphincter_days: float, back_days: float
+    ) -> None:
+        pid = f"Patient/order-{sphincter}-{sphincter_days}-{back_days}"
+        facts = [
+            finding(pid, sphincter, "Observation/s", days_ago=sphincter_days),
+            finding(pid, "back_pain", "Condition/back", days_ago=back_days, src="Condition"),
+        ]
+        assert ces(pipeline, pid, facts) == ces(pipeline, pid, facts[::-1]) == ["critical"]
+
+    def test_retention_begun_before_the_window_is_not_new(self, pipeline: Pipeline) -> None:
+        pid = "Patient/order-old"
+        old = finding(pid, "urinary_retention", "Condition/ret", days_ago=14.1, src="Condition")
+        back = finding(pid, "back_pain", "Condition/back", days_ago=5, src="Condition")
+        assert ces(pipeline, pid, [old, back]) == ces(pipeline, pid, [back, old]) == []
+        # recorded again today, still the episode that began before the window
+        again = finding(pid, "urinary_retention", "Observation/ret-today", days_ago=0.1)
+        assert ces(pipeline, pid, [old, again, back]) == []
+
+    def test_fixture_retention_first_back_pain_later(self, pipeline: Pipeline) -> None:
+        (alert,) = alerts_of(pipeline, RULE, "tierA-retention-first-back-pain-later-in-window")
+        assert alert.severity == "critical"
+        assert alert.rationale.index("Urinary retention") < alert.rationale.index("Back pain")

@@ -31,7 +31,7 @@ class TestWells:
             "paralysis, paresis or leg cast +1 (Leg cast on 2025-03-01 09:00)",
             "bedridden or recent major surgery +1",
             "deep vein tenderness +1",
-            "whole leg swollen +1 (Leg swelling (right) on 2025-03-10 09:00)",
+            "whole leg swollen +1",  # its finding is named once, with the one-sided sign before it
             "calf swelling ≥ 3 cm +1 (Calf circumference difference 4 cm on 2025-03-10 09:05)",
             "pitting oedema +1 (Pitting oedema (right)",
             "collateral superficial veins +1",
@@ -39,6 +39,7 @@ class TestWells:
             "alternative diagnosis at least as likely -2",
         ):
             assert item in alert.rationale, item
+        assert alert.rationale.count("Leg swelling (right) on 2025-03-10 09:00") == 1  # each finding once
         # the card always carries the Wells line, whatever branch fired
         assert alert.notes[0].startswith("Wells score 7 (active cancer +1")
 

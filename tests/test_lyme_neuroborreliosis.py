@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.dsl import DAY
 from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
@@ -97,6 +99,25 @@ class TestSerologyPositivity:
         assert self.fires(pipeline, "Patient/t3", tick) == []
         tick = finding("Patient/t4", "tick_bite", "Condition/t4-tick", days_ago=112, src="Condition")
         assert self.fires(pipeline, "Patient/t4", dict(tick, active=0, abated=int(NOW - 110 * DAY))) == [RULE]
+
+    @pytest.mark.parametrize(
+        ("key", "days_ago", "counts"),
+        [
+            ("tick_bite", 24, True),  # a day before the onset (23 days ago)
+            ("tick_bite", 23, True),  # on the day of the onset
+            ("tick_bite", 10, False),  # after the palsy: it did not cause it (11.1)
+            ("erythema_migrans", 5, False),
+            ("erythema_migrans", 30, True),
+            ("lyme_dx", 5, True),  # a diagnosis may follow the symptoms
+        ],
+    )
+    def test_a_bite_or_rash_after_the_onset_is_no_exposure(
+        self, pipeline: Pipeline, key: str, days_ago: float, counts: bool
+    ) -> None:
+        pid = f"Patient/after-{key}-{days_ago}"
+        event = finding(pid, key, f"Condition/{key}", days_ago=days_ago, src="Condition")
+        assert self.fires(pipeline, pid, event) == ([RULE] if counts else [])
+        assert self.fires(pipeline, pid, serology(pid, 5, interp="POS")) == [RULE]  # serology after: counts
 
 
 def test_site_parameters_move_the_windows() -> None:

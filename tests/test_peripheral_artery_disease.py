@@ -146,7 +146,7 @@ class TestExplain:
             "  - pad_dx_waives_age = 1",
             "latest abi left within 730 days ≤ 0.9",
             "intermittent claudication present within 365 days",
-            "fires tier A when: new acute limb ischaemia (first onset within 2 weeks)",
+            "fires tier A when: new acute limb ischaemia (first onset on that side within 2 weeks)",
             "<https://redflags.dev/fhir/ValueSet/abi_right>",
             "sct 63491006",
             "icd-10-cm I70.213",

@@ -39,11 +39,25 @@ class TestSeries:
         assert got["O/b"]["prev_age"] == 5 * DAY and got["O/c"]["prev_age"] == 3 * DAY
         assert got["O/other"]["latest"] == 1 and got["O/other"]["prev_age"] == NOW  # its own series
 
-    def test_equal_times_keep_arrival_order(self) -> None:
-        facts = [_result("fvc", 3000, 1, "O/x"), _result("fvc", 2000, 1, "O/y")]
-        got = _by_ref(prepare(facts, NOW).facts)
-        assert (got["O/x"]["latest"], got["O/y"]["latest"]) == (0, 1)
-        assert (got["O/x"]["prev_age"], got["O/y"]["prev_age"]) == (NOW, DAY)
+    def test_equal_times_are_decided_by_the_later_issued_in_either_order(self) -> None:
+        """14.2: several results for one key, the latest by effective time; a tie -> latest issued."""
+        early = _result("fvc", 3000, 1, "O/x") | {"issued": NOW - 3000}
+        late = _result("fvc", 2000, 1, "O/y") | {"issued": NOW - 2000}
+        older = _result("fvc", 3500, 2, "O/old")
+        for facts in ([older, early, late], [late, early, older], [early, older, late]):
+            got = _by_ref(prepare([dict(f) for f in facts], NOW).facts)
+            assert (got["O/x"]["latest"], got["O/y"]["latest"], got["O/old"]["latest"]) == (0, 1, 0)
+            # both were taken after the older one: each is "the first since" it
+            assert got["O/x"]["prev_age"] == got["O/y"]["prev_age"] == 2 * DAY
+
+    def test_a_tie_nothing_orders_leaves_every_tied_result_current(self) -> None:
+        """Same time and no (or the same) issued: the sender's entry order decides nothing."""
+        for issued in ({}, {"issued": NOW - 60}):
+            one, two = (_result("fvc", v, 1, f"O/{v}") | issued for v in (3000, 2000))
+            for facts in ([one, two], [two, one]):
+                got = _by_ref(prepare([dict(f) for f in facts], NOW).facts)
+                assert (got["O/3000"]["latest"], got["O/2000"]["latest"]) == (1, 1)
+                assert got["O/3000"]["prev_age"] == got["O/2000"]["prev_age"] == NOW
 
 
 class TestCensoring:
