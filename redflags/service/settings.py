@@ -33,6 +33,8 @@ class ServiceSettings:
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
+    fhir_allow: tuple[str, ...] = ()  # fhirServer origins every client may name, private ones too
+    fhir_max_bytes: int = 10 * 1024 * 1024  # bytes read from fhirServer for one call, all pages
 
     def to_env(self) -> None:
         os.environ[ENV] = orjson.dumps(asdict(self)).decode()
@@ -44,6 +46,7 @@ class ServiceSettings:
             return cls()
         data = orjson.loads(raw)
         data["cors_origins"] = tuple(data.get("cors_origins") or ())
+        data["fhir_allow"] = tuple(data.get("fhir_allow") or ())
         return cls(**data)
 
     def path(self, name: str) -> Path | None:
