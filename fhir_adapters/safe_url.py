@@ -24,7 +24,8 @@ _PLAIN = re.compile(r"[!-\[\]-~]+")
 
 
 class UnsafeUrl(ValueError):
-    """A URL we will not follow; the message never quotes the URL (it may hold ids or secrets)."""
+    """A URL we will not follow. The message ('is not ...', 'holds ...') never quotes the URL:
+    it may hold ids or secrets."""
 
 
 class Origin(NamedTuple):
@@ -40,16 +41,16 @@ class Origin(NamedTuple):
 def parse(url: object) -> Url:
     """The URL as urllib3 reads it, or UnsafeUrl naming what is wrong (not the URL)."""
     if not isinstance(url, str) or not url:
-        raise UnsafeUrl("not a URL")
+        raise UnsafeUrl("is not a URL")
     if not _PLAIN.fullmatch(url):
         raise UnsafeUrl("holds whitespace, a backslash, a control or a non-ASCII character")
     try:
         parts = parse_url(url)
     except LocationParseError:
-        raise UnsafeUrl("not a valid URL (host or port)") from None
+        raise UnsafeUrl("is not a valid URL (host or port)") from None
     scheme = (parts.scheme or "").lower()
     if scheme not in DEFAULT_PORTS:
-        raise UnsafeUrl("not an http(s) URL")
+        raise UnsafeUrl("is not an http(s) URL")
     if not parts.host:
         raise UnsafeUrl("has no host")
     if parts.auth is not None or "@" in (parts.netloc or ""):
@@ -71,7 +72,7 @@ def parse_origin(text: object) -> Origin:
     """An origin as written in configuration: ``scheme://host[:port]``, nothing more."""
     parts = parse(text)
     if (parts.path or "/") != "/" or parts.query is not None or parts.fragment is not None:
-        raise UnsafeUrl("an origin is scheme://host[:port] only (no path, query or fragment)")
+        raise UnsafeUrl("is not an origin (scheme://host[:port] only: no path, query or fragment)")
     return origin(parts)
 
 

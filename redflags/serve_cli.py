@@ -211,5 +211,5 @@ def _origins(texts: tuple[str, ...]) -> tuple[str, ...]:
         try:
             parse_origin(text)
         except UnsafeUrl as exc:
-            raise click.BadParameter(f"{exc}", param_hint="--fhir-allow") from None
+            raise click.BadParameter(f"{text!r} {exc}", param_hint="--fhir-allow") from None
     return texts

@@ -52,10 +52,20 @@ CHUNK = 64 * 1024
 _RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fhir-resolve")
 
 Resolver = Callable[[str, int], Sequence[str]]
+#: What a failed exchange means, first match (NewConnectionError is also a ConnectTimeoutError).
+_FAILURES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (NewConnectionError, "cannot be reached"),
+    ((ConnectTimeoutError, ReadTimeoutError, TimeoutError), "did not answer in time"),
+    (BaseException, "broke off the exchange"),
+)
 
 
 class FhirUnavailable(Exception):
     """The data cannot be had from the FHIR server (a CDS Hooks call answers 412)."""
+
+
+class FhirRefused(FhirUnavailable):
+    """The policy refuses the fhirServer URL as given (decided without any network use)."""
 
 
 class FhirTooLarge(FhirUnavailable):
@@ -191,12 +201,15 @@ class FhirReadClient:
         self._max_bytes = max_bytes
         self._token = access_token
         self._connect_timeout = connect_timeout_s
-        base_url = _checked(base.rstrip("/"), "fhirServer")
+        try:
+            base_url = safe_url.parse(base.rstrip("/"))
+        except UnsafeUrl as exc:
+            raise FhirRefused(str(exc)) from None
         self.base = base_url.url
         self._origin = safe_url.origin(base_url)
         refusal = policy.before_resolving(self._origin)
         if refusal:
-            raise FhirUnavailable(f"fhirServer refused: {refusal}")
+            raise FhirRefused(refusal)
         self._watchdog = Watchdog(deadline)
         try:
             addresses = _literal(self._origin.host) or _resolve(resolve, self._origin, self._watchdog)
@@ -303,9 +316,8 @@ class FhirReadClient:
         except (HTTPError, OSError, http.client.HTTPException, ValueError) as exc:
             if self._watchdog.expired or self._watchdog.left() <= 0:
                 raise FhirUnavailable(f"{what}: the FHIR server did not answer in time") from None
-            if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
-                raise FhirUnavailable(f"{what}: the FHIR server did not answer in time") from None
-            raise FhirUnavailable(f"{what}: cannot reach the FHIR server ({type(exc).__name__})") from None
+            reason = next(reason for kinds, reason in _FAILURES if isinstance(exc, kinds))
+            raise FhirUnavailable(f"{what}: the FHIR server {reason} ({type(exc).__name__})") from None
         return _resource(body, what)
 
     def _body(self, answer: BaseHTTPResponse, what: str) -> bytes:

@@ -74,11 +74,12 @@ class FhirPolicy:
         return origin in self.allowed or (self.listed is not None and origin in self.listed)
 
     def before_resolving(self, origin: Origin) -> str | None:
-        """Why this origin is refused whatever it resolves to (no DNS lookup), or None."""
+        """Why this origin is refused whatever it resolves to, or None. Decided from the URL
+        alone (no DNS lookup, no connection), so the caller may be told."""
         if self.listed is not None and not self.explicit(origin):
-            return "origin not among the client's fhirServers"
+            return "is not among this client's fhirServers"
         if origin.scheme == "http" and not (self.loopback and loopback_name(origin.host)):
-            return "plain http (allowed only on loopback with --allow-http-fhir)"
+            return "is plain http"
         return None
 
     def after_resolving(self, origin: Origin, addresses: Sequence[str]) -> str | None:

@@ -33,6 +33,7 @@ from redflags.service.cds_request import CdsRequest, CdsRequestError
 from redflags.service.fhir_client import (
     MAX_PAGES,
     FhirReadClient,
+    FhirRefused,
     FhirTooLarge,
     FhirUnavailable,
     next_link,
@@ -203,9 +204,8 @@ def gather(
     if given.complete:
         return Gathered(given.found, (), 0)
     found = list(given.found)
-    server = _check_server(
-        call, [k for k, _ in given.to_fetch] + [f"later pages of {k}" for k, _ in given.to_continue]
-    )
+    missing = [k for k, _ in given.to_fetch] + [f"later pages of {k}" for k, _ in given.to_continue]
+    server = _check_server(call, missing)
     token = call.authorization.access_token if call.authorization else None
     try:
         with FhirReadClient(
@@ -230,6 +230,9 @@ def gather(
                 for n, page in enumerate(fhir.search(query, key), start=1):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
             requests = fhir.requests
+    except FhirRefused as exc:
+        message = f"prefetch lacks {', '.join(missing)} and fhirServer {exc}: refused"
+        raise PrefetchUnavailable(message) from None
     except FhirTooLarge as exc:
         raise PrefetchUnavailable(
             f"the patient's record on fhirServer is larger than this service reads for one call "

@@ -131,7 +131,7 @@ def check_fhir_servers(value: Any) -> tuple[Origin, ...]:
         try:
             found = parse_origin(text)
         except UnsafeUrl as exc:
-            raise ValueError(f"fhirServers entry {text!r}: {exc}") from None
+            raise ValueError(f"fhirServers entry {text!r} {exc}") from None
         if found.scheme != "https" and not _loopback(found.host):
             raise ValueError(f"fhirServers entry {text!r} must be https (plain http only on loopback)")
         origins.append(found)
