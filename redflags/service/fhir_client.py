@@ -304,7 +304,7 @@ class FhirReadClient:
             )
             body = None
             try:
-                if missing_ok and answer.status in (404, 410):
+                if missing_ok and answer.status in (404, 410) and not self._watchdog.expired:
                     return None
                 if answer.status != 200:
                     raise FhirUnavailable(f"{what}: the FHIR server answered HTTP {answer.status}")
@@ -318,6 +318,8 @@ class FhirReadClient:
                 raise FhirUnavailable(f"{what}: the FHIR server did not answer in time") from None
             reason = next(reason for kinds, reason in _FAILURES if isinstance(exc, kinds))
             raise FhirUnavailable(f"{what}: the FHIR server {reason} ({type(exc).__name__})") from None
+        if self._watchdog.expired:  # the watchdog's shutdown can look like an end of body
+            raise FhirUnavailable(f"{what}: the FHIR server did not answer in time")
         return _resource(body, what)
 
     def _body(self, answer: BaseHTTPResponse, what: str) -> bytes:
