@@ -38,12 +38,18 @@ class Origin(NamedTuple):
         return f"{self.scheme}://{host}:{self.port}"
 
 
-def parse(url: object) -> Url:
-    """The URL as urllib3 reads it, or UnsafeUrl naming what is wrong (not the URL)."""
+def check_text(url: object) -> str:
+    """The text of a URL (absolute or relative) if no parser can read it two ways."""
     if not isinstance(url, str) or not url:
         raise UnsafeUrl("is not a URL")
     if not _PLAIN.fullmatch(url):
         raise UnsafeUrl("holds whitespace, a backslash, a control or a non-ASCII character")
+    return url
+
+
+def parse(url: object) -> Url:
+    """The absolute URL as urllib3 reads it, or UnsafeUrl naming what is wrong (not the URL)."""
+    url = check_text(url)
     try:
         parts = parse_url(url)
     except LocationParseError:

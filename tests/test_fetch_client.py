@@ -4,6 +4,7 @@ one name lookup per call (no DNS rebinding), the address policy, the deadline, t
 from __future__ import annotations
 
 import datetime
+import gzip
 import ipaddress
 import ssl
 import time
@@ -21,7 +22,7 @@ from fhir_adapters.safe_url import Origin
 from redflags.service.fhir_client import CHUNK, FhirReadClient, FhirTooLarge, FhirUnavailable
 from redflags.service.fhir_policy import FhirPolicy
 
-from .fetch_servers import RawServer, answer_json, drip, endless, searchset
+from .fetch_servers import RawServer, answer_json, drip, endless, head, searchset
 
 NAME = "ehr.test"
 
@@ -224,3 +225,26 @@ def test_literal_addresses_are_not_looked_up() -> None:
             assert fhir.read("Patient/p1", "Patient") == {"resourceType": "Patient", "id": "p1"}
     assert resolve.calls == 0
     assert ipaddress.ip_address("127.0.0.1").is_loopback
+
+
+def test_a_compressed_body_counts_as_what_it_inflates_to() -> None:
+    """10 MB of zeros in 10 kB of gzip: stopped at the budget, never inflated whole."""
+    bomb = gzip.compress(b"0" * 10_000_000)
+
+    def respond(conn: Any, _hit: Any, _server: RawServer) -> None:
+        conn.sendall(head(length=len(bomb), Content_Encoding="gzip") + bomb)
+
+    with RawServer(respond) as ehr:
+        with pytest.raises(FhirTooLarge):
+            with client(ehr.url, policy=FhirPolicy(loopback=True), max_bytes=200_000) as fhir:
+                fhir.read("Patient/p1", "Patient")
+
+
+def test_a_relative_next_link_is_joined_to_the_base_and_followed() -> None:
+    def respond(hit: Any, server: RawServer) -> dict[str, Any]:
+        return searchset([], next_url="Observation?page=2" if len(server.hits) == 1 else None)
+
+    with RawServer(answer_json(respond)) as ehr:
+        with client(f"{ehr.url}/fhir", policy=FhirPolicy(loopback=True)) as fhir:
+            assert len(list(fhir.search("Observation?patient=p1", "Observation"))) == 2
+    assert [h.path for h in ehr.hits] == ["/fhir/Observation?patient=p1", "/fhir/Observation?page=2"]

@@ -276,7 +276,10 @@ class FhirReadClient:
         return self._same_origin(_checked(f"{self.base}/{relative.lstrip('/')}", label), label)
 
     def _follow(self, link: str, label: str) -> Url:
-        _checked(link, f"{label}: next link")  # before joining: urljoin has its own parser
+        try:  # before joining: urljoin has a parser of its own
+            safe_url.check_text(link)
+        except UnsafeUrl as exc:
+            raise FhirUnavailable(f"{label}: next link: unsafe URL ({exc}); not followed") from None
         return self._same_origin(_checked(urljoin(self.base + "/", link), f"{label}: next link"), label)
 
     def _same_origin(self, url: Url, label: str) -> Url:
@@ -322,7 +325,7 @@ class FhirReadClient:
             raise FhirUnavailable(f"{what}: the FHIR server did not answer in time")
         return _resource(body, what)
 
-    def _body(self, answer: BaseHTTPResponse, what: str) -> bytes:
+    def _body(self, answer: BaseHTTPResponse, what: str) -> bytearray:
         """The body, streamed: stops at the byte budget or the deadline, whichever comes first."""
         declared = answer.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.bytes_left:
@@ -335,7 +338,7 @@ class FhirReadClient:
             if self._watchdog.left() <= 0:
                 raise FhirUnavailable(f"{what}: the FHIR server did not answer in time")
         self.bytes_left -= len(body)
-        return bytes(body)
+        return body
 
     def _too_large(self, what: str) -> FhirTooLarge:
         return FhirTooLarge(f"{what}: over {self._max_bytes} bytes read from the FHIR server")
@@ -356,7 +359,7 @@ def _checked(url: str, what: str) -> Url:
         raise FhirUnavailable(f"{what}: unsafe URL ({exc}); not followed") from None
 
 
-def _resource(body: bytes, what: str) -> dict[str, Any]:
+def _resource(body: bytearray, what: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
