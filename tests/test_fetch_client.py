@@ -248,3 +248,10 @@ def test_a_relative_next_link_is_joined_to_the_base_and_followed() -> None:
         with client(f"{ehr.url}/fhir", policy=FhirPolicy(loopback=True)) as fhir:
             assert len(list(fhir.search("Observation?patient=p1", "Observation"))) == 2
     assert [h.path for h in ehr.hits] == ["/fhir/Observation?patient=p1", "/fhir/Observation?page=2"]
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".test", "a..test"])
+def test_a_name_the_resolver_cannot_encode_is_unavailable_not_an_error(host: str) -> None:
+    """The idna codec raises UnicodeError (not OSError) before any lookup is made."""
+    with pytest.raises(FhirUnavailable, match="name lookup failed"):
+        client(f"https://{host}", policy=FhirPolicy())

@@ -175,7 +175,7 @@ def _resolve(resolve: Resolver, target: Origin, watchdog: Watchdog) -> Sequence[
         return _RESOLVER.submit(resolve, target.host, target.port).result(max(0.0, watchdog.left()))
     except FutureTimeout:
         raise FhirUnavailable("name lookup out of time") from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a name the idna codec refuses (a label too long)
         raise FhirUnavailable(f"name lookup failed ({type(exc).__name__})") from None
 
 
