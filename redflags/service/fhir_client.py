@@ -261,7 +261,7 @@ class FhirReadClient:
         count = 0
         while bundle is not None:
             if bundle.get("resourceType") != "Bundle":
-                found = bundle.get("resourceType")
+                found = str(bundle.get("resourceType"))[:40]  # the server's text: bounded in the log
                 raise FhirUnavailable(f"{label}: the server answered a {found}, not a Bundle")
             count += 1
             yield bundle
