@@ -255,3 +255,12 @@ def test_a_name_the_resolver_cannot_encode_is_unavailable_not_an_error(host: str
     """The idna codec raises UnicodeError (not OSError) before any lookup is made."""
     with pytest.raises(FhirUnavailable, match="name lookup failed"):
         client(f"https://{host}", policy=FhirPolicy())
+
+
+@pytest.mark.parametrize("link", ["http://[::1/x", "//[::1/x", "http://h:99999/x", "http://h:x/"])
+def test_a_next_link_no_parser_can_read_is_unavailable(link: str) -> None:
+    with client("http://127.0.0.1:9/fhir", policy=FhirPolicy(loopback=True)) as fhir:
+        pages = fhir.pages(searchset([], next_url=link), "Observation")
+        next(pages)
+        with pytest.raises(FhirUnavailable, match="not followed"):
+            next(pages)

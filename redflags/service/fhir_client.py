@@ -276,11 +276,11 @@ class FhirReadClient:
         return self._same_origin(_checked(f"{self.base}/{relative.lstrip('/')}", label), label)
 
     def _follow(self, link: str, label: str) -> Url:
-        try:  # before joining: urljoin has a parser of its own
-            safe_url.check_text(link)
-        except UnsafeUrl as exc:
+        try:  # the text first: urljoin has a parser of its own
+            joined = urljoin(self.base + "/", safe_url.check_text(link))
+        except ValueError as exc:  # UnsafeUrl, or urljoin's (an unclosed IPv6 bracket)
             raise FhirUnavailable(f"{label}: next link: unsafe URL ({exc}); not followed") from None
-        return self._same_origin(_checked(urljoin(self.base + "/", link), f"{label}: next link"), label)
+        return self._same_origin(_checked(joined, f"{label}: next link"), label)
 
     def _same_origin(self, url: Url, label: str) -> Url:
         if safe_url.origin(url) != self._origin:
