@@ -8,6 +8,7 @@ import click
 import structlog
 
 from fhir_adapters.errors import IntakeError
+from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
@@ -125,6 +126,21 @@ class SetupRefused(click.ClickException):
     type=click.IntRange(10, 3600),
     help="Longest lifetime (exp - iat, seconds) of a CDS client JWT; older iat refused too.",
 )
+@click.option(
+    "--fhir-allow",
+    "fhir_allow",
+    multiple=True,
+    metavar="ORIGIN",
+    help="fhirServer origin (scheme://host[:port]) every client may name, even on a private "
+    "address (repeatable; per client: fhirServers in --clients).",
+)
+@click.option(
+    "--fhir-max-bytes",
+    default=10 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Bytes read from fhirServer for one CDS Hooks call, all pages together (more: 412).",
+)
 def serve_command(
     host: str,
     port: int,
@@ -148,6 +164,8 @@ def serve_command(
     fhir_timeout: float,
     now_text: str | None,
     max_token_lifetime: int,
+    fhir_allow: tuple[str, ...],
+    fhir_max_bytes: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -200,6 +218,8 @@ def serve_command(
         fhir_smart=fhir_smart,
         public_urls=tuple(url.rstrip("/") for url in public_url),
         max_token_lifetime_s=max_token_lifetime,
+        fhir_allow=_origins(fhir_allow),
+        fhir_max_bytes=fhir_max_bytes,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)
@@ -216,3 +236,13 @@ def serve_command(
         access_log=False,  # the app logs each request as structlog JSON, with its request id
         log_level="warning",
     )
+
+
+def _origins(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """``--fhir-allow`` values, checked now (a typo ends serve with one line)."""
+    for text in texts:
+        try:
+            parse_origin(text)
+        except UnsafeUrl as exc:
+            raise click.BadParameter(f"{text!r} {exc}", param_hint="--fhir-allow") from None
+    return texts

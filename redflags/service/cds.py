@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio
 import orjson
 import structlog
 from anyio import to_thread
@@ -26,8 +27,16 @@ from redflags.service.cds_answer import answer, decode
 from redflags.service.cds_request import CdsRequestError
 from redflags.service.cds_services import SERVICES, CdsService, discovery_document
 from redflags.service.engine_pool import EnginePool, EngineUnavailable
+from redflags.service.fhir_policy import FhirPolicy
 from redflags.service.outcome import outcome
-from redflags.service.prefetch import Gathered, PrefetchUnavailable, gather
+from redflags.service.prefetch import (
+    UNAVAILABLE,
+    Gathered,
+    PrefetchUnavailable,
+    fetch_limiter,
+    gather,
+    policy,
+)
 from redflags.service.settings import ServiceSettings
 from redflags.service.tenant_auth import cds_principal
 
@@ -55,8 +64,25 @@ async def _record_shown(request: Request, service: str, issued: list[IssuedCard]
         await feedback.record_shown(request, service, shown, int(time.time()))
 
 
-def _gather(service: CdsService, body: bytes, settings: ServiceSettings) -> Gathered:
-    return gather(service.prefetch, decode(service.id, body), settings)
+def _gather(
+    service: CdsService, body: bytes, settings: ServiceSettings, rules: FhirPolicy, deadline: float
+) -> Gathered:
+    return gather(service.prefetch, decode(service.id, body), settings, rules=rules, deadline=deadline)
+
+
+async def _fetch(request: Request, client: str, service: CdsService, body: bytes) -> Gathered:
+    """Read fhirServer on the fetch threads (not the pool that verifies tokens), within the
+    budget: waiting for a thread counts, the reads themselves stop at the deadline."""
+    settings: ServiceSettings = request.app.state.settings
+    verifier = request.app.state.auth.verifier
+    trusted = verifier.clients.get(client) if verifier is not None else None
+    rules = policy(trusted.fhir_servers if trusted is not None else None, settings)
+    deadline = time.monotonic() + settings.fhir_timeout_s
+    with anyio.move_on_after(settings.fhir_timeout_s + 1.0):  # the thread ends by the deadline
+        return await to_thread.run_sync(
+            _gather, service, body, settings, rules, deadline, limiter=fetch_limiter()
+        )
+    raise PrefetchUnavailable(UNAVAILABLE, "no fetch thread free within the fhirServer budget")
 
 
 _CALL_DOC = {
@@ -115,14 +141,14 @@ async def call_service(
     try:
         answered = await engines.run(answer, service.id, body, now, settings.system_actions, None, principal)
         if answered is None:  # prefetch incomplete: read the rest from fhirServer, here (I/O)
-            gathered = await to_thread.run_sync(_gather, service, body, settings)
+            gathered = await _fetch(request, client, service, body)
             answered = await engines.run(
                 answer, service.id, body, now, settings.system_actions, gathered.resources, principal
             )
     except CdsRequestError as exc:
         return _error(400, str(exc))
     except PrefetchUnavailable as exc:
-        log.info("cds_prefetch_unavailable", service=service.id, reason=str(exc))
+        log.info("cds_prefetch_unavailable", service=service.id, reason=exc.detail)
         return _error(412, str(exc), "incomplete")
     except EngineUnavailable as exc:
         return _error(500, str(exc), "exception")

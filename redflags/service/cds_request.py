@@ -10,7 +10,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+
+from fhir_adapters import safe_url
+from fhir_adapters.safe_url import UnsafeUrl
 
 
 class CdsRequestError(ValueError):
@@ -41,6 +43,7 @@ HOOK_CONTEXT: dict[str, tuple[ContextField, ...]] = {
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _USER_REF = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+_ABSOLUTE = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://")
 _JSON_TYPE = {str: "a string", dict: "an object", list: "an array"}
 
 
@@ -84,15 +87,14 @@ def _fhir_server(body: Mapping[str, Any]) -> str | None:
     url = _string(body, "fhirServer", required=False)
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    if not _ABSOLUTE.match(url):
         raise CdsRequestError("fhirServer must be an absolute http(s) URL")
-    if parts.query or parts.fragment or parts.username or parts.password:
+    try:  # checked as the HTTP client will read it (fhir_adapters.safe_url)
+        parts = safe_url.parse(url)
+    except UnsafeUrl as exc:
+        raise CdsRequestError(f"fhirServer {exc}") from None
+    if parts.query is not None or parts.fragment is not None:
         raise CdsRequestError("fhirServer must be a FHIR base URL (no query, fragment or credentials)")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise CdsRequestError("fhirServer has an invalid port") from None
     return url.rstrip("/")
 
 

@@ -6,23 +6,39 @@ paged: ``next`` links are followed on ``fhirServer``) or an OperationOutcome (th
 fetch failed). Absent keys and OperationOutcomes are fetched from ``fhirServer`` with the
 filled template. If that cannot be done the call answers 412 (``PrefetchUnavailable``).
 
-Plain-http ``fhirServer`` URLs are refused: the bearer token and the patient's record would
-cross the network in clear, and the specification requires https for production data.
-``--allow-http-fhir`` lifts this for loopback addresses only (tests), never for a remote host.
-``read_prefetch`` reads the request alone; ``gather`` also reads fhirServer, blocking
-(``requests``): run it on a worker thread.
+Which ``fhirServer`` may be read, at which addresses, is the ``FhirPolicy``'s to say (plain
+http only on loopback with ``--allow-http-fhir``; private addresses only when listed). Every
+failure to read it is answered with one message (``UNAVAILABLE``): the caller names the URL,
+so differing messages would tell it which hosts and ports answer on our network. The reason
+goes to the log. A record over the byte or page bound is the exception: it says so.
+``read_prefetch`` reads the request alone; ``gather`` also reads fhirServer, blocking: run it
+with ``fetch_limiter()``, a thread budget of its own (slow EHRs must not hold the threads that
+verify other clients' tokens).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
+from anyio import CapacityLimiter
+
+from fhir_adapters.safe_url import Origin, parse_origin
 from redflags.service.cds_request import CdsRequest, CdsRequestError
-from redflags.service.fhir_client import FhirReadClient, FhirUnavailable, is_loopback, next_link
+from redflags.service.fhir_client import (
+    MAX_PAGES,
+    FhirReadClient,
+    FhirRefused,
+    FhirTooLarge,
+    FhirUnavailable,
+    next_link,
+)
+from redflags.service.fhir_policy import FhirPolicy
 from redflags.service.settings import ServiceSettings
 
 #: (path for messages, resource, fullUrl): what ``fhir_adapters.intake.group`` reads.
@@ -31,10 +47,39 @@ Found = tuple[str, dict[str, Any], str | None]
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
 _READ = re.compile(r"^[A-Z][A-Za-z]+/[^/?]+$")
 _MISSING = object()
+#: What a caller is told when fhirServer cannot be read, whatever the reason (no port oracle).
+UNAVAILABLE = (
+    "the data this service needs could not be read from fhirServer (the reason is in the service log)"
+)
+#: Concurrent fhirServer reads per HTTP process (anyio worker threads, apart from the default pool).
+FETCH_THREADS = 16
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = weakref.WeakKeyDictionary()
 
 
 class PrefetchUnavailable(Exception):
-    """Data the service needs is neither prefetched nor obtainable from fhirServer (412)."""
+    """Data the service needs is neither prefetched nor obtainable from fhirServer (412).
+
+    ``str()`` is for the caller; ``detail`` for the log (no URL, id or token in either).
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
+
+
+def fetch_limiter() -> CapacityLimiter:
+    """The fhirServer reads' own thread budget (call from the event loop)."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = CapacityLimiter(FETCH_THREADS)
+    return limiter
+
+
+def policy(listed: Iterable[Origin] | None, settings: ServiceSettings) -> FhirPolicy:
+    """The fhirServer policy for a client (``listed``: its fhirServers, None when it has none)."""
+    allowed = [parse_origin(text) for text in settings.fhir_allow]
+    return FhirPolicy.of(listed, allowed, settings.allow_http_fhir)
 
 
 class PrefetchInvalid(CdsRequestError):
@@ -92,18 +137,11 @@ def _read_value(key: str, resource: dict[str, Any], expected: str) -> dict[str, 
     return resource
 
 
-def _check_server(call: CdsRequest, settings: ServiceSettings, missing: list[str]) -> str:
-    keys = ", ".join(missing)
+def _check_server(call: CdsRequest, missing: list[str]) -> str:
     if call.fhir_server is None:
+        keys = ", ".join(missing)
         raise PrefetchUnavailable(
             f"prefetch lacks {keys} and the request gives no fhirServer to read them from"
-        )
-    if urlsplit(call.fhir_server).scheme.lower() == "http" and not (
-        settings.allow_http_fhir and is_loopback(call.fhir_server)
-    ):
-        raise PrefetchUnavailable(
-            f"prefetch lacks {keys} and fhirServer is plain http: refused (the access token and "
-            "the record would travel unencrypted; CDS Hooks requires https for production data)"
         )
     return call.fhir_server
 
@@ -149,36 +187,60 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
     return Prefetched(_unique(found), to_fetch, to_continue)
 
 
-def gather(templates: Mapping[str, str], call: CdsRequest, settings: ServiceSettings) -> Gathered:
-    """Every resource the templates ask for: prefetched where given, else read from fhirServer."""
+def gather(
+    templates: Mapping[str, str],
+    call: CdsRequest,
+    settings: ServiceSettings,
+    *,
+    rules: FhirPolicy,
+    deadline: float,
+    **client: Any,
+) -> Gathered:
+    """Every resource the templates ask for: prefetched where given, else read from fhirServer.
+
+    ``deadline`` (``time.monotonic``) bounds all of it; ``client``: more FhirReadClient options.
+    """
     given = read_prefetch(templates, call)
     if given.complete:
         return Gathered(given.found, (), 0)
     found = list(given.found)
-    server = _check_server(
-        call,
-        settings,
-        [k for k, _ in given.to_fetch] + [f"later pages of {k}" for k, _ in given.to_continue],
-    )
+    missing = [k for k, _ in given.to_fetch] + [f"later pages of {k}" for k, _ in given.to_continue]
+    server = _check_server(call, missing)
     token = call.authorization.access_token if call.authorization else None
     try:
-        with FhirReadClient(server, access_token=token, budget_s=settings.fhir_timeout_s) as client:
+        with FhirReadClient(
+            server,
+            access_token=token,
+            deadline=deadline,
+            policy=rules,
+            max_bytes=settings.fhir_max_bytes,
+            **client,
+        ) as fhir:
             for key, bundle in given.to_continue:
-                pages = client.pages(bundle, f"prefetch.{key}")
+                pages = fhir.pages(bundle, f"prefetch.{key}")
                 next(pages)  # the first page came with the request
                 for n, page in enumerate(pages, start=2):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
             for key, query in given.to_fetch:
                 if _READ.match(query):
-                    resource = client.read(query, key)
+                    resource = fhir.read(query, key)
                     if resource is not None:
                         found.append((f"{key} (fhirServer)", _read_value(key, resource, query), None))
                     continue
-                for n, page in enumerate(client.search(query, key), start=1):
+                for n, page in enumerate(fhir.search(query, key), start=1):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
-            requests = client.requests
+            requests = fhir.requests
+    except FhirRefused as exc:
+        message = f"prefetch lacks {', '.join(missing)} and fhirServer {exc}: refused"
+        raise PrefetchUnavailable(message) from None
+    except FhirTooLarge as exc:
+        raise PrefetchUnavailable(
+            f"the patient's record on fhirServer is larger than this service reads for one call "
+            f"({settings.fhir_max_bytes} bytes or {MAX_PAGES} pages per search)",
+            str(exc),
+        ) from None
     except FhirUnavailable as exc:
-        raise PrefetchUnavailable(str(exc)) from None
+        raise PrefetchUnavailable(UNAVAILABLE, str(exc)) from None
     return Gathered(_unique(found), tuple(k for k, _ in given.to_fetch), requests)
 
 

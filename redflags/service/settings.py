@@ -49,6 +49,8 @@ class ServiceSettings:
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
     public_urls: tuple[str, ...] = ()  # every base URL clients may call (JWT aud); public_url is the first
     max_token_lifetime_s: int = MAX_TOKEN_LIFETIME_S  # longest exp - iat of a CDS client JWT
+    fhir_allow: tuple[str, ...] = ()  # fhirServer origins every client may name, private ones too
+    fhir_max_bytes: int = 10 * 1024 * 1024  # bytes read from fhirServer for one call, all pages
 
     def to_env(self) -> None:
         """Settings into the environment for the app factory; secrets stay in this process."""
@@ -71,6 +73,7 @@ class ServiceSettings:
         data = orjson.loads(raw)
         data["cors_origins"] = tuple(data.get("cors_origins") or ())
         data["public_urls"] = tuple(data.get("public_urls") or ())
+        data["fhir_allow"] = tuple(data.get("fhir_allow") or ())
         return cls(**{**data, **_secrets})
 
     def path(self, name: str) -> Path | None:

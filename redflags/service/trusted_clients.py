@@ -19,6 +19,10 @@ on, callers that need the new set wait for that one fetch up to its deadline, an
 stream of tokens with made-up kids for its issuer) holds a few threads, never the whole pool
 that verifies every other client. The body must arrive whole within ``timeout_s`` (each read
 is also bounded by it, so a fetch ends within about twice that) and within ``MAX_JWKS_BYTES``.
+
+An entry may also list ``"fhirServers": ["https://ehr.example.org", ...]``: the only origins
+(scheme://host[:port]) its CDS calls may name as ``fhirServer``, at any address, private ones
+included (see ``redflags.service.fhir_policy``). Without it, any https origin on a public address.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import structlog
 import urllib3
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
+
+from fhir_adapters.safe_url import Origin, UnsafeUrl, parse_origin
 
 log = structlog.get_logger("redflags.service.auth")
 
@@ -125,6 +131,22 @@ def check_jku(url: Any) -> str:
     if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname)):
         raise ValueError(f"jku {url!r} must be https (plain http only on loopback)")
     return url
+
+
+def check_fhir_servers(value: Any) -> tuple[Origin, ...]:
+    """``fhirServers``: origins, https (plain http only on loopback, as for ``jku``)."""
+    if not isinstance(value, list):
+        raise ValueError("fhirServers must be an array of origins (https://host[:port])")
+    origins = []
+    for text in value:
+        try:
+            found = parse_origin(text)
+        except UnsafeUrl as exc:
+            raise ValueError(f"fhirServers entry {text!r} {exc}") from None
+        if found.scheme != "https" and not _loopback(found.host):
+            raise ValueError(f"fhirServers entry {text!r} must be https (plain http only on loopback)")
+        origins.append(found)
+    return tuple(origins)
 
 
 class KeySource(Protocol):
@@ -242,6 +264,7 @@ class TrustedClient:
     iss: str
     keys: KeySource
     jku: str | None = None  # the only URL a token's jku header may name
+    fhir_servers: tuple[Origin, ...] | None = None  # the fhirServer origins it may name (None: any public)
 
 
 class TrustedClients:
@@ -290,17 +313,22 @@ class TrustedClients:
             where = f"{where} ({iss})"
             if iss in clients:
                 raise ClientsError(f"{where}: issuer listed twice")
-            unknown = sorted(set(entry) - {"iss", "jwks", "jku"})
+            unknown = sorted(set(entry) - {"iss", "jwks", "jku", "fhirServers"})
             if unknown:
-                raise ClientsError(f"{where}: unknown field(s) {', '.join(unknown)} (iss, jwks, jku)")
+                raise ClientsError(
+                    f"{where}: unknown field(s) {', '.join(unknown)} (iss, jwks, jku, fhirServers)"
+                )
             if ("jwks" in entry) == ("jku" in entry):
                 raise ClientsError(f"{where}: give exactly one of jwks (inline keys) or jku (their URL)")
             try:
+                servers = check_fhir_servers(entry["fhirServers"]) if "fhirServers" in entry else None
                 if "jwks" in entry:
-                    clients[iss] = TrustedClient(iss, StaticKeys(parse_jwks(entry["jwks"], strict=True)))
+                    keys: KeySource = StaticKeys(parse_jwks(entry["jwks"], strict=True))
+                    clients[iss] = TrustedClient(iss, keys, fhir_servers=servers)
                 else:
                     url = check_jku(entry["jku"])
-                    clients[iss] = TrustedClient(iss, RemoteKeys(url, session, **remote), jku=url)
+                    keys = RemoteKeys(url, session, **remote)
+                    clients[iss] = TrustedClient(iss, keys, jku=url, fhir_servers=servers)
             except ValueError as exc:
                 raise ClientsError(f"{where}: {exc}") from None
         return cls(clients)
