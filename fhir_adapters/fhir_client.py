@@ -7,11 +7,18 @@ when the server asked for longer than this client waits). Any other 4xx is the r
 fault, a ``FhirPermanentError`` carrying the server's OperationOutcome, never retried. Error
 messages name the method, the path (never the query: it can hold identifiers) and the status,
 never a token.
+
+Whatever the server answers ends as one of these two errors or a checked result: a body that
+is cut off, too large, not JSON, or (for a transaction) not a transaction-response is a
+``FhirBadAnswer`` (transient: the transaction is idempotent, so it can simply go again), and a
+``Retry-After`` is read as a finite, non-negative number of seconds, at most a day.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +35,11 @@ log = structlog.get_logger("redflags.fhir_client")
 FHIR_JSON = "application/fhir+json"
 #: Characters of a response body kept on an error (enough for an OperationOutcome).
 BODY_KEPT = 4000
+#: Bytes of one answer read at most (a transaction-response of a few entries is kilobytes).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: A longer Retry-After is read as this (a server cannot park an alert for years).
+MAX_RETRY_AFTER_S = 86_400.0
+_DELAY_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 class FhirError(Exception):
@@ -54,6 +66,11 @@ class FhirTransientError(FhirError):
 
 class FhirPermanentError(FhirError):
     """The server refused the request itself (4xx): sending it again will not help."""
+
+
+class FhirBadAnswer(FhirTransientError):
+    """A 2xx answer that is not what FHIR promises (cut off, too large, not JSON, wrong shape):
+    nothing says the request took effect, and sending an idempotent one again is safe."""
 
 
 class Auth(Protocol):
@@ -89,16 +106,21 @@ class RetryPolicy:
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """``Retry-After``: delay-seconds or an HTTP-date."""
+    """``Retry-After``: delay-seconds (ASCII digits) or an HTTP-date, as seconds in
+    [0, ``MAX_RETRY_AFTER_S``]; anything else (``1e20``, ``-5``, ``NaN``, garbage) is None."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
+    if _DELAY_SECONDS.fullmatch(value):
+        seconds = float(value)
+    else:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if not math.isfinite(seconds):
         return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _outcome(response: requests.Response) -> dict[str, Any] | None:
@@ -106,7 +128,31 @@ def _outcome(response: requests.Response) -> dict[str, Any] | None:
         doc = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return None
+    return _as_outcome(doc)
+
+
+def _as_outcome(doc: object) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and doc.get("resourceType") == "OperationOutcome" else None
+
+
+def _read(response: requests.Response, where: str, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """The whole body, at most ``limit`` bytes; cut off or too large is a ``FhirBadAnswer``."""
+    status = response.status_code
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise FhirBadAnswer(f"{where}: HTTP {status} answer larger than {limit} bytes", status)
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise FhirBadAnswer(f"{where}: HTTP {status} answer cut off ({type(exc).__name__})", status) from None
+    finally:
+        response.close()
+    body = b"".join(chunks)
+    response._content = body  # so .content and .text give the bytes read
+    return body
 
 
 class FhirClient:
@@ -181,13 +227,25 @@ class FhirClient:
                 return exc
         try:
             response = self.session.request(
-                method, url, data=data, headers=sent, timeout=self.timeout_s, allow_redirects=False
+                method,
+                url,
+                data=data,
+                headers=sent,
+                timeout=self.timeout_s,
+                allow_redirects=False,
+                stream=True,
             )
         except requests.Timeout:
             return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s")
         except requests.ConnectionError as exc:
             return FhirTransientError(f"{where}: cannot connect ({type(exc).__name__})")
+        except requests.RequestException as exc:  # a malformed status line or header, ...
+            return FhirBadAnswer(f"{where}: unreadable answer ({type(exc).__name__})")
         status = response.status_code
+        try:
+            _read(response, where)
+        except FhirBadAnswer as exc:
+            return exc
         if status < 300:
             return response
         text = response.text
@@ -205,18 +263,53 @@ class FhirClient:
 
     # -- FHIR interactions -------------------------------------------------------------------
     def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
-        """POST a transaction (or batch) Bundle; a 4xx entry in a batch answer is permanent."""
-        answer = self.request("POST", self.base_url, bundle).json()
-        for i, entry in enumerate(answer.get("entry") or ()):
-            status = str((entry.get("response") or {}).get("status", "200")).split()[0]
-            if status.isdigit() and int(status) >= 400:
-                outcome = (entry.get("response") or {}).get("outcome")
-                raise FhirPermanentError(f"POST /: entry {i} answered {status}", int(status), outcome)
+        """POST a transaction (or batch) Bundle; return the checked transaction-response.
+
+        An entry answered 4xx is a ``FhirPermanentError`` (429 and 5xx: transient) carrying the
+        entry's OperationOutcome; an answer that is not a transaction-response, or an entry
+        without a readable status, is a ``FhirBadAnswer``.
+        """
+        response = self.request("POST", self.base_url, bundle)
+        status = response.status_code
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise FhirBadAnswer(f"POST /: HTTP {status} answer is not JSON", status) from None
+        if not (
+            isinstance(answer, dict)
+            and answer.get("resourceType") == "Bundle"
+            and answer.get("type") in ("transaction-response", "batch-response")
+            and isinstance(answer.get("entry", []), list)
+        ):
+            raise FhirBadAnswer(f"POST /: HTTP {status} answer is not a transaction-response", status)
+        for i, entry in enumerate(answer.get("entry", [])):
+            code = _entry_status(entry)
+            if code is None:
+                raise FhirBadAnswer(f"POST /: HTTP {status} answer: entry {i} has no status", status)
+            if code >= 400:
+                outcome = _as_outcome(entry["response"].get("outcome"))
+                kind = FhirTransientError if code == 429 or code >= 500 else FhirPermanentError
+                detail = f" ({_diagnostics(outcome)})" if outcome else ""
+                raise kind(f"POST /: entry {i} answered {code}{detail}", code, outcome)
         return answer
 
 
+def _entry_status(entry: object) -> int | None:
+    """The HTTP code of a transaction-response entry ("201 Created" -> 201), None if unreadable."""
+    response = entry.get("response") if isinstance(entry, dict) else None
+    text = response.get("status") if isinstance(response, dict) else None
+    found = re.match(r"\s*([1-5][0-9]{2})(?![0-9])", text) if isinstance(text, str) else None
+    return int(found.group(1)) if found else None
+
+
 def _diagnostics(outcome: dict[str, Any]) -> str:
-    issues = outcome.get("issue") or [{}]
-    first = issues[0] if isinstance(issues[0], dict) else {}
-    text = first.get("diagnostics") or (first.get("details") or {}).get("text") or first.get("code") or ""
+    issues = outcome.get("issue")
+    first = issues[0] if isinstance(issues, list) and issues and isinstance(issues[0], dict) else {}
+    details = first.get("details")
+    text = (
+        first.get("diagnostics")
+        or (details.get("text") if isinstance(details, dict) else None)
+        or first.get("code")
+        or ""
+    )
     return " ".join(str(text).split())[:200]
