@@ -119,18 +119,16 @@ def missing_evidence(outcome: dict[str, Any] | None, bundle: dict[str, Any]) -> 
 
 
 def _located(paths: Iterable[str], slots: dict[tuple[str, int], str]) -> list[str] | None:
-    """The evidence references ``paths`` point at; [] when none is precise; None when one
-    points at a reference that is not evidence."""
+    """The evidence references ``paths`` point at ([] when none is precise), or None when one
+    points at an element that is not evidence (``Flag.subject``: the Patient is missing)."""
+    elements = {e for names in EVIDENCE_ELEMENTS.values() for e in names}
     found = []
     for path in paths:
-        where = re.search(r"\b([a-zA-Z]\w*)\[(\d+)\](?:\.reference)?\s*$", path)
-        if where is None:
-            continue
-        slot = (where.group(1), int(where.group(2)))
-        if slot in slots:
-            found.append(slots[slot])
-        elif where.group(1) not in {e for elements in EVIDENCE_ELEMENTS.values() for e in elements}:
+        last = re.search(r"([A-Za-z]\w*)(?:\[(\d+)\])?\s*$", re.sub(r"\.reference\s*$", "", path))
+        if last is None or last.group(1) not in elements:
             return None
+        if last.group(2) is not None and (last.group(1), int(last.group(2))) in slots:
+            found.append(slots[(last.group(1), int(last.group(2)))])
     return found
 
 

@@ -1,8 +1,10 @@
 """A programmable fault-injecting HTTP proxy on 127.0.0.1, in front of a real FHIR server.
 
 Each request takes the next scripted fault, if any (``fail``: answer this status instead,
-optionally with Retry-After or an OperationOutcome; ``delay``: wait, then forward; ``drop``:
-close the connection without an answer), else it is forwarded unchanged. ``down()`` stops
+optionally with Retry-After or an OperationOutcome; ``answer``: any status, headers and body,
+such as a 200 that is not JSON; ``reset_mid_body``: send the headers and part of the body, then
+reset the connection; ``delay``: wait, then forward; ``drop``: close the connection without an
+answer), else it is forwarded unchanged. ``down()`` stops
 listening (connections refused) and ``up()`` listens again on the same port. Every request
 received is recorded (method, path, headers, time) for assertions.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -39,6 +43,7 @@ class _Fault:
     body: bytes = b""
     delay_s: float = 0.0
     drop: bool = False
+    reset_after: int | None = None  # bytes of the body sent before a connection reset
 
 
 class FaultProxy:
@@ -69,6 +74,17 @@ class FaultProxy:
         if outcome:
             headers["Content-Type"] = "application/fhir+json"
         self._push(_Fault(status=status, headers=headers, body=body))
+
+    def answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """Answer the next request with exactly this (not forwarded)."""
+        self._push(_Fault(status=status, headers=dict(headers or {}), body=body))
+
+    def reset_mid_body(
+        self, status: int = 200, body: bytes = b'{"resourceType": "Bundle", "type": "tr'
+    ) -> None:
+        """Announce ``body`` (Content-Length), send half of it, then reset the connection (RST)."""
+        headers = {"Content-Type": "application/fhir+json"}
+        self._push(_Fault(status=status, headers=headers, body=body, reset_after=len(body) // 2))
 
     def delay(self, seconds: float) -> None:
         self._push(_Fault(delay_s=seconds))
@@ -106,6 +122,9 @@ class FaultProxy:
                     return
                 if fault and fault.delay_s:
                     time.sleep(fault.delay_s)
+                if fault and fault.reset_after is not None:
+                    self._reset(fault)
+                    return
                 if fault and fault.status:
                     self._answer(fault.status, fault.headers, fault.body)
                     return
@@ -129,6 +148,19 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _reset(self, fault: _Fault) -> None:
+                self.send_response(fault.status or 200)
+                for name, value in fault.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(fault.body)))
+                self.end_headers()
+                self.wfile.write(fault.body[: fault.reset_after])
+                self.wfile.flush()
+                linger = struct.pack("ii", 1, 0)  # close with RST, not FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.close_connection = True
+                self.connection.close()
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
