@@ -39,7 +39,7 @@ BODY_KEPT = 4000
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 #: A longer Retry-After is read as this (a server cannot park an alert for years).
 MAX_RETRY_AFTER_S = 86_400.0
-_DELAY_SECONDS = re.compile(r"[0-9]{1,12}")
+_DELAY_SECONDS = re.compile(r"[0-9]+")
 
 
 class FhirError(Exception):
@@ -112,7 +112,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     if _DELAY_SECONDS.fullmatch(value):
-        seconds = float(value)
+        seconds = float(value) if len(value) <= 9 else MAX_RETRY_AFTER_S
     else:
         try:
             seconds = parsedate_to_datetime(value).timestamp() - now

@@ -100,6 +100,20 @@ log = structlog.get_logger("redflags.serve")
     "now_text",
     help="Fixed evaluation time (ISO dateTime) instead of the clock: tests and demos only.",
 )
+@click.option(
+    "--delivered-keep-days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Days a delivered outbox item is kept before it is deleted.",
+)
+@click.option(
+    "--feedback-keep-days",
+    default=180,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Days shown CDS cards and their feedback are kept (the feedback report's window).",
+)
 def serve_command(
     host: str,
     port: int,
@@ -122,6 +136,8 @@ def serve_command(
     system_actions: bool,
     fhir_timeout: float,
     now_text: str | None,
+    delivered_keep_days: int,
+    feedback_keep_days: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -167,6 +183,8 @@ def serve_command(
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_token=fhir_token,
         fhir_smart=fhir_smart,
+        delivered_keep_days=delivered_keep_days,
+        feedback_keep_days=feedback_keep_days,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)

@@ -51,9 +51,7 @@ class OutboxWorker:
         if not (settings.state and settings.fhir_server):
             return None
         client = FhirClient(settings.fhir_server, auth=outbox_auth(settings))
-        keep_days = getattr(settings, "delivered_keep_days", None)
-        keep_s = keep_days * 86_400 if keep_days else DELIVERED_KEEP_S
-        return cls(open_store(settings.state), client, keep_s)
+        return cls(open_store(settings.state), client, settings.delivered_keep_days * 86_400)
 
     async def _run(self) -> None:
         while True:

@@ -33,6 +33,8 @@ class ServiceSettings:
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
+    delivered_keep_days: int = 30  # delivered outbox items are deleted after this
+    feedback_keep_days: int = 180  # shown CDS cards and their feedback are deleted after this
 
     def to_env(self) -> None:
         os.environ[ENV] = orjson.dumps(asdict(self)).decode()
