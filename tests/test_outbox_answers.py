@@ -37,6 +37,10 @@ def _response(*statuses: object) -> bytes:
     return orjson.dumps({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
 
+def _with_entries(entries: object) -> bytes:
+    return orjson.dumps({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+
+
 def _failing_entry() -> bytes:
     doc = orjson.loads(_response("200 OK", "201 Created", "404 Not Found"))
     doc["entry"][2]["response"]["outcome"] = ENTRY_OUTCOME
@@ -49,7 +53,10 @@ ANSWERS: dict[str, tuple[Callable[[FaultProxy], None], str]] = {
     "200 JSON list": (lambda p: p.answer(200, b"[]", {"Content-Type": "application/fhir+json"}), "retry"),
     "200 JSON string": (lambda p: p.answer(200, b'"ok"'), "retry"),
     "200 not a Bundle": (lambda p: p.answer(200, b'{"resourceType": "Patient"}'), "retry"),
-    "200 entry not an object": (lambda p: p.answer(200, _response("200 OK")[:-3] + b',"x"]}'), "retry"),
+    "200 entry not an object": (
+        lambda p: p.answer(200, _with_entries([{"response": {"status": "200 OK"}}, "x"])),
+        "retry",
+    ),
     "200 entry without status": (lambda p: p.answer(200, _response("200 OK", None)), "retry"),
     "200 entry answered 404": (lambda p: p.answer(200, _failing_entry()), "failed"),
     "200 entry answered 503": (lambda p: p.answer(200, _response("200 OK", "503")), "retry"),
