@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,8 +102,13 @@ def _send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> Ou
                 store.mark_failed(item.id, str(exc), exc.outcome)
                 log.warning("delivery_failed", item=item.id, rule=item.rule, patient=who, status=exc.status)
                 return "failed"
+            try:
+                revised = without_references(bundle, fresh)
+            except Exception as bug:  # the fallback cannot be built: the rejection stands
+                store.mark_failed(item.id, f"{exc}; evidence fallback: {type(bug).__name__}", exc.outcome)
+                log.error("delivery_fallback_failed", item=item.id, rule=item.rule, error=type(bug).__name__)
+                return "failed"
             downgraded += tuple(fresh)
-            revised = without_references(bundle, fresh)
             store.revise(item.id, revised, downgrade_note(downgraded, exc.outcome))
             store.revise_active(item.id, alert_resources_of(bundle), alert_resources_of(revised))
             bundle = revised
@@ -134,6 +140,7 @@ def deliver_due(
     limit: int = 100,
     lease: int | None = None,
     batch: int = BATCH,
+    stop: threading.Event | None = None,
 ) -> Round:
     """One pass: the items due at ``now`` (at most ``limit``), in outbox order, each bundle read
     only when it is sent. An item delivered makes the next change of its patient and rule due
@@ -142,6 +149,7 @@ def deliver_due(
     ``lease``: claim each item just before sending it (``StateStore.claim_ids``), for a
     deliverer that may run beside another one, like the service's worker beside
     ``redflags outbox flush``; the lease then covers one send, however long the pass.
+    ``stop``: when set, the pass ends after the item being sent (a service shutting down).
     """
     done = Round()
     seen: set[int] = set()
@@ -152,6 +160,8 @@ def deliver_due(
         if not fresh:
             return done  # nothing due, or only items this pass could not record
         for item_id in fresh:
+            if stop is not None and stop.is_set():
+                return done  # claimed items not sent come back when their lease runs out
             seen.add(item_id)
             item = store.delivery(item_id)
             if item is None or item.status != "pending":

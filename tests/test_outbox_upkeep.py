@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -197,5 +198,27 @@ def test_feedback_purge_keeps_the_window(tmp_path: Path) -> None:
         assert store.purge(1_000 * DAY) == 0  # shown exactly at the cut: kept
         assert store.purge(1_000 * DAY + 1) == 5
         assert store.report().rules == ()
+    finally:
+        store.close()
+
+
+def test_a_stopping_worker_ends_its_pass_after_the_item_in_flight(
+    many: Path, tmp_path: Path, client: FhirClient
+) -> None:
+    """Shutdown waits for one send, not for a pass of up to 100 (each up to its timeouts)."""
+    store = _copy(many, tmp_path)
+    try:
+        stop = threading.Event()
+        recording = Recording(store)
+        original = recording.__getattr__("delivery")
+
+        def delivery(item: int) -> Delivery | None:
+            stop.set()  # the service is told to stop while the first item is being sent
+            return original(item)
+
+        recording.delivery = delivery  # type: ignore[method-assign]
+        done = deliver_due(recording, client, int(time.time()), lease=120, stop=stop)
+        assert (done.delivered, done.failed, done.retried) == (0, 0, 1)
+        assert sorted(d.attempts for d in store.deliveries("pending")) == [0] * 29 + [1]
     finally:
         store.close()

@@ -2,13 +2,15 @@
 
 Runs on a worker thread (``requests`` blocks), one pass per second: every item due is sent,
 failures are scheduled or recorded by ``redflags.delivery``. Once a day (and at start) it also
-deletes delivered items older than the keep period. Stopping waits for the pass in progress;
-undelivered items stay in the store for the next start or ``redflags outbox flush``.
+deletes delivered items older than the keep period. Stopping waits for the item being sent
+(not the rest of the pass); undelivered items stay in the store for the next start or
+``redflags outbox flush``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +45,7 @@ class OutboxWorker:
         self.client = client
         self.keep_s = keep_s
         self._purged_at: float | None = None
+        self._stopping = threading.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @classmethod
@@ -66,11 +69,12 @@ class OutboxWorker:
         if self._purged_at is None or now - self._purged_at >= PURGE_EVERY_S:
             self._purged_at = now
             purge(self.store, int(now), self.keep_s)
-        done = deliver_due(self.store, self.client, int(now), lease=LEASE_S)
+        done = deliver_due(self.store, self.client, int(now), lease=LEASE_S, stop=self._stopping)
         if done.delivered or done.failed or done.retried:
             log.info("outbox_pass", delivered=done.delivered, failed=done.failed, retried=done.retried)
 
     async def stop(self) -> None:
+        self._stopping.set()
         self._task.cancel()
         try:
             await self._task
