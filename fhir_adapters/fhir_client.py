@@ -199,22 +199,28 @@ class FhirClient:
         data = orjson.dumps(body) if body is not None else None
         refreshed = False
         attempt = 0
-        while True:
-            attempt += 1
-            error = self._send(method, url, where, data, headers)
-            if isinstance(error, requests.Response):
-                return error
-            if error.status == 401 and not refreshed and self.auth is not None and self.auth.refresh():
-                refreshed = True  # a new token once; does not count as an attempt
-                attempt -= 1
-                continue
-            if isinstance(error, FhirPermanentError) or attempt >= self.retry.attempts:
-                raise error
-            wait = self._wait(attempt, error.retry_after)
-            if wait is None:
-                raise error  # the server asked for longer than we wait: the caller schedules it
-            log.info("fhir_retry", request=where, status=error.status, attempt=attempt, wait_s=round(wait, 2))
-            self._sleep(wait)
+        error: requests.Response | FhirError | None = None
+        try:
+            while True:
+                attempt += 1
+                error = self._send(method, url, where, data, headers)
+                if isinstance(error, requests.Response):
+                    return error
+                if error.status == 401 and not refreshed and self.auth is not None and self.auth.refresh():
+                    refreshed = True  # a new token once; does not count as an attempt
+                    attempt -= 1
+                    continue
+                if isinstance(error, FhirPermanentError) or attempt >= self.retry.attempts:
+                    raise error
+                wait = self._wait(attempt, error.retry_after)
+                if wait is None:
+                    raise error  # the server asked for longer than we wait: the caller schedules it
+                log.info(
+                    "fhir_retry", request=where, status=error.status, attempt=attempt, wait_s=round(wait, 2)
+                )
+                self._sleep(wait)
+        finally:
+            error = None  # no cycle error -> traceback -> this frame: the body is freed with the error
 
     def _send(
         self, method: str, url: str, where: str, data: bytes | None, headers: dict[str, str] | None

@@ -204,11 +204,9 @@ def drain(
         total.delivered += done.delivered
         total.failed += done.failed
         total.retried += done.retried
-        if clock() > deadline:
-            return total
-        if done.delivered or done.failed or done.retried:
-            continue  # more may have become due behind them (the next change of a patient/rule)
+        if done.delivered or done.failed:
+            continue  # items left the queue: the next change of their patient/rule may be due
         upcoming = store.next_due()  # items waiting behind an earlier one do not count
         if upcoming is None or upcoming > deadline:
-            return total
+            return total  # (retries always lie ahead: a server asking again and again ends here)
         sleep(max(0.05, upcoming - clock()))
