@@ -23,7 +23,7 @@ from redflags.delivery import deliver_due, drain
 from redflags.feedback_store import Feedback, ShownCard, SqliteFeedbackStore
 from redflags.service import feedback as service_feedback
 from redflags.service.settings import ServiceSettings
-from redflags.state.model import Delivery
+from redflags.state.model import ActiveAlert, Delivery, Evaluated, NewDelivery
 from redflags.state.sqlite_store import SqliteStateStore
 
 from .test_delivery_faults import NOW, positives
@@ -220,5 +220,36 @@ def test_a_stopping_worker_ends_its_pass_after_the_item_in_flight(
         done = deliver_due(recording, client, int(time.time()), lease=120, stop=stop)
         assert (done.delivered, done.failed, done.retried) == (0, 0, 1)
         assert sorted(d.attempts for d in store.deliveries("pending")) == [0] * 29 + [1]
+    finally:
+        store.close()
+
+
+def test_the_ledger_takes_the_delivered_resources_only_if_it_still_holds_what_was_sent(
+    tmp_path: Path,
+) -> None:
+    flag = {"resourceType": "Flag", "status": "active"}
+    sent = {"resourceType": "CarePlan", "supportingInfo": [{"reference": "Observation/x"}]}
+    kept = {"resourceType": "CarePlan", "supportingInfo": [{"display": "Observation/x"}]}
+    patient = "Patient/l1"
+    alert = ActiveAlert(patient, "rule_a", "A", "critical", flag, sent, 0, ("Observation/x",))
+    store = SqliteStateStore.open(tmp_path / "s.sqlite")
+    try:
+        (item,) = store.commit(
+            Evaluated(
+                patient,
+                0,
+                active={"rule_a": alert},
+                deliveries=[NewDelivery(patient, "rule_a", "raised", {})],
+            )
+        )
+        before, after = {"Flag": flag, "CarePlan": sent}, {"Flag": flag, "CarePlan": kept}
+        assert store.revise_active(item, before, after)
+        assert store.active(patient)["rule_a"].careplan == kept
+        assert not store.revise_active(item, before, {"Flag": flag, "CarePlan": {"resourceType": "CarePlan"}})
+        assert store.active(patient)["rule_a"].careplan == kept  # a newer ledger entry is left alone
+        assert store.revise(item, {"resourceType": "Bundle"}, {"resourceType": "OperationOutcome"})
+        store.mark_delivered(item, 1)
+        assert not store.revise(item, {}, {})  # only a pending item changes
+        assert store.delivery(item).bundle == {"resourceType": "Bundle"}  # type: ignore[union-attr]
     finally:
         store.close()
