@@ -1,7 +1,9 @@
 """The client redflags writes to a FHIR server with: one ``requests.Session`` per server.
 
-Every call has a timeout. Connection errors, timeouts, 429 and 5xx are retried a few times
-with exponential backoff and full jitter, honouring ``Retry-After``; what is still failing is
+Every call has one deadline (``timeout_s``) over connect, headers and the whole body
+(``fhir_adapters.call_deadline``): a server dripping bytes cannot hold it longer. Connection
+errors, timeouts, 429 and 5xx are retried a few times with exponential backoff and full
+jitter, honouring ``Retry-After``; what is still failing is
 a ``FhirTransientError`` (worth retrying later: the outbox schedules it, with ``retry_after``
 when the server asked for longer than this client waits). Any other 4xx is the request's own
 fault, a ``FhirPermanentError`` carrying the server's OperationOutcome, never retried. Error
@@ -29,6 +31,8 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 import structlog
+
+from fhir_adapters.call_deadline import Deadline, mount_deadlines
 
 log = structlog.get_logger("redflags.fhir_client")
 
@@ -176,6 +180,7 @@ class FhirClient:
         self.session = session or requests.Session()
         self.session.trust_env = False  # no proxies or .netrc credentials from the environment
         self.session.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
+        mount_deadlines(self.session)  # timeout_s bounds each send as a whole, not each read
 
     def __enter__(self) -> FhirClient:
         return self
@@ -231,12 +236,33 @@ class FhirClient:
                 sent.update(self.auth.headers(self.session))
             except FhirError as exc:
                 return exc
+        with Deadline(self.timeout_s) as deadline:
+            answer = self._exchange(method, url, where, data, sent)
+        if deadline.expired:  # whatever was read was cut short, even if it parses
+            return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s")
+        if isinstance(answer, FhirError):
+            return answer
+        response = answer
+        status = response.status_code
+        if status < 300:
+            return response
+        text = response.text
+        outcome = _outcome(response)
+        after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+        message = f"{where}: HTTP {status}" + (f" ({_diagnostics(outcome)})" if outcome else "")
+        kind = FhirTransientError if status == 429 or status >= 500 else FhirPermanentError
+        return kind(message, status, outcome, text, after)
+
+    def _exchange(
+        self, method: str, url: str, where: str, data: bytes | None, headers: dict[str, str]
+    ) -> requests.Response | FhirError:
+        """Request and whole body, or the error that ended them."""
         try:
             response = self.session.request(
                 method,
                 url,
                 data=data,
-                headers=sent,
+                headers=headers,
                 timeout=self.timeout_s,
                 allow_redirects=False,
                 stream=True,
@@ -247,19 +273,11 @@ class FhirClient:
             return FhirTransientError(f"{where}: cannot connect ({type(exc).__name__})")
         except requests.RequestException as exc:  # a malformed status line or header, ...
             return FhirBadAnswer(f"{where}: unreadable answer ({type(exc).__name__})")
-        status = response.status_code
         try:
             _read(response, where)
         except FhirBadAnswer as exc:
             return exc
-        if status < 300:
-            return response
-        text = response.text
-        outcome = _outcome(response)
-        after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
-        message = f"{where}: HTTP {status}" + (f" ({_diagnostics(outcome)})" if outcome else "")
-        kind = FhirTransientError if status == 429 or status >= 500 else FhirPermanentError
-        return kind(message, status, outcome, text, after)
+        return response
 
     def _wait(self, attempt: int, retry_after: float | None) -> float | None:
         if retry_after is not None:

@@ -44,6 +44,8 @@ class _Fault:
     delay_s: float = 0.0
     drop: bool = False
     reset_after: int | None = None  # bytes of the body sent before a connection reset
+    drip_s: float = 0.0  # answer one byte every drip_s seconds (in the headers, or the body)
+    drip_body: bool = False
 
 
 class FaultProxy:
@@ -51,6 +53,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.seen: list[Seen] = []
         self._faults: deque[_Fault] = deque()
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._server: ThreadingHTTPServer | None = None
@@ -85,6 +88,11 @@ class FaultProxy:
         """Announce ``body`` (Content-Length), send half of it, then reset the connection (RST)."""
         headers = {"Content-Type": "application/fhir+json"}
         self._push(_Fault(status=status, headers=headers, body=body, reset_after=len(body) // 2))
+
+    def drip(self, every_s: float = 0.2, *, in_body: bool = False) -> None:
+        """A 200 whose headers (or body) come one byte every ``every_s`` seconds, without end
+        (until ``close``): each read gets a byte in time, the answer never completes."""
+        self._push(_Fault(status=200, drip_s=every_s, drip_body=in_body))
 
     def delay(self, seconds: float) -> None:
         self._push(_Fault(delay_s=seconds))
@@ -122,6 +130,9 @@ class FaultProxy:
                     return
                 if fault and fault.delay_s:
                     time.sleep(fault.delay_s)
+                if fault and fault.drip_s:
+                    self._drip(fault)
+                    return
                 if fault and fault.reset_after is not None:
                     self._reset(fault)
                     return
@@ -148,6 +159,22 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _drip(self, fault: _Fault) -> None:
+                self.close_connection = True
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\n"
+                if fault.drip_body:
+                    head += b"Content-Length: 1000000\r\n\r\n"
+                else:
+                    head += b"X-Drip: "
+                try:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                    while not proxy._closing.wait(fault.drip_s):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                except OSError:
+                    return  # the client gave up
 
             def _reset(self, fault: _Fault) -> None:
                 self.send_response(fault.status or 200)
@@ -177,6 +204,7 @@ class FaultProxy:
             self._server = None
 
     def close(self) -> None:
+        self._closing.set()
         self.down()
         self._session.close()
 

@@ -9,6 +9,7 @@ or failed with a reason, and the second item must be delivered in that same pass
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -143,3 +144,29 @@ def test_retry_after_is_read_as_a_bounded_number_of_seconds() -> None:
     for after in (None, 0.0, 0.2, 5.0, 1e20, float("inf"), float("nan"), -5.0):
         for attempts in (1, 2, 10, 10_000):
             assert 1 <= retry_delay(attempts, after) <= MAX_RETRY_S, (attempts, after)
+
+
+@pytest.mark.parametrize("in_body", [False, True], ids=["headers", "body"])
+def test_a_dripping_server_cannot_hold_a_send_past_its_timeout(
+    in_body: bool,
+    store: SqliteStateStore,
+    proxy: FaultProxy,
+) -> None:
+    """One byte every 0.2 s: every read is in time, the answer never ends. The client's 1 s is
+    for the whole exchange, so the pass goes on (the old client waited for ever)."""
+    proxy.drip(0.2, in_body=in_body)
+    now = int(time.time())
+    outcome: list[object] = []
+
+    def deliver() -> None:
+        with FhirClient(proxy.url, retry=ONE_SHOT, timeout_s=1) as client:
+            outcome.append(deliver_due(store, client, now))
+
+    worker = threading.Thread(target=deliver, daemon=True)
+    worker.start()
+    worker.join(60)  # a bound for the test, not a timing assertion: without the fix it never ends
+    assert not worker.is_alive(), "the send is still held by the dripping server"
+    (done,) = outcome
+    assert done.delivered == 1 and done.retried == 1  # type: ignore[attr-defined]
+    (bad,) = [d for d in store.deliveries() if d.status == "pending"]
+    assert bad.attempts == 1 and "no answer within 1 s" in (bad.last_error or "")
