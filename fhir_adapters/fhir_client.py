@@ -1,17 +1,26 @@
 """The client redflags writes to a FHIR server with: one ``requests.Session`` per server.
 
-Every call has a timeout. Connection errors, timeouts, 429 and 5xx are retried a few times
-with exponential backoff and full jitter, honouring ``Retry-After``; what is still failing is
+Every call has one deadline (``timeout_s``) over connect, headers and the whole body
+(``fhir_adapters.call_deadline``): a server dripping bytes cannot hold it longer. Connection
+errors, timeouts, 429 and 5xx are retried a few times with exponential backoff and full
+jitter, honouring ``Retry-After``; what is still failing is
 a ``FhirTransientError`` (worth retrying later: the outbox schedules it, with ``retry_after``
 when the server asked for longer than this client waits). Any other 4xx is the request's own
 fault, a ``FhirPermanentError`` carrying the server's OperationOutcome, never retried. Error
 messages name the method, the path (never the query: it can hold identifiers) and the status,
 never a token.
+
+Whatever the server answers ends as one of these two errors or a checked result: a body that
+is cut off, too large, not JSON, or (for a transaction) not a transaction-response is a
+``FhirBadAnswer`` (transient: the transaction is idempotent, so it can simply go again), and a
+``Retry-After`` is read as a finite, non-negative number of seconds, at most a day.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +32,18 @@ import orjson
 import requests
 import structlog
 
+from fhir_adapters.call_deadline import Deadline, mount_deadlines
+
 log = structlog.get_logger("redflags.fhir_client")
 
 FHIR_JSON = "application/fhir+json"
 #: Characters of a response body kept on an error (enough for an OperationOutcome).
 BODY_KEPT = 4000
+#: Bytes of one answer read at most (a transaction-response of a few entries is kilobytes).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: A longer Retry-After is read as this (a server cannot park an alert for years).
+MAX_RETRY_AFTER_S = 86_400.0
+_DELAY_SECONDS = re.compile(r"[0-9]+")
 
 
 class FhirError(Exception):
@@ -54,6 +70,11 @@ class FhirTransientError(FhirError):
 
 class FhirPermanentError(FhirError):
     """The server refused the request itself (4xx): sending it again will not help."""
+
+
+class FhirBadAnswer(FhirTransientError):
+    """A 2xx answer that is not what FHIR promises (cut off, too large, not JSON, wrong shape):
+    nothing says the request took effect, and sending an idempotent one again is safe."""
 
 
 class Auth(Protocol):
@@ -89,16 +110,21 @@ class RetryPolicy:
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """``Retry-After``: delay-seconds or an HTTP-date."""
+    """``Retry-After``: delay-seconds (ASCII digits) or an HTTP-date, as seconds in
+    [0, ``MAX_RETRY_AFTER_S``]; anything else (``1e20``, ``-5``, ``NaN``, garbage) is None."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
+    if _DELAY_SECONDS.fullmatch(value):
+        seconds = float(value) if len(value) <= 9 else MAX_RETRY_AFTER_S
+    else:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if not math.isfinite(seconds):
         return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _outcome(response: requests.Response) -> dict[str, Any] | None:
@@ -106,7 +132,31 @@ def _outcome(response: requests.Response) -> dict[str, Any] | None:
         doc = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return None
+    return _as_outcome(doc)
+
+
+def _as_outcome(doc: object) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and doc.get("resourceType") == "OperationOutcome" else None
+
+
+def _read(response: requests.Response, where: str, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """The whole body, at most ``limit`` bytes; cut off or too large is a ``FhirBadAnswer``."""
+    status = response.status_code
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise FhirBadAnswer(f"{where}: HTTP {status} answer larger than {limit} bytes", status)
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise FhirBadAnswer(f"{where}: HTTP {status} answer cut off ({type(exc).__name__})", status) from None
+    finally:
+        response.close()
+    body = b"".join(chunks)
+    response._content = body  # so .content and .text give the bytes read
+    return body
 
 
 class FhirClient:
@@ -130,6 +180,7 @@ class FhirClient:
         self.session = session or requests.Session()
         self.session.trust_env = False  # no proxies or .netrc credentials from the environment
         self.session.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
+        mount_deadlines(self.session)  # timeout_s bounds each send as a whole, not each read
 
     def __enter__(self) -> FhirClient:
         return self
@@ -153,22 +204,28 @@ class FhirClient:
         data = orjson.dumps(body) if body is not None else None
         refreshed = False
         attempt = 0
-        while True:
-            attempt += 1
-            error = self._send(method, url, where, data, headers)
-            if isinstance(error, requests.Response):
-                return error
-            if error.status == 401 and not refreshed and self.auth is not None and self.auth.refresh():
-                refreshed = True  # a new token once; does not count as an attempt
-                attempt -= 1
-                continue
-            if isinstance(error, FhirPermanentError) or attempt >= self.retry.attempts:
-                raise error
-            wait = self._wait(attempt, error.retry_after)
-            if wait is None:
-                raise error  # the server asked for longer than we wait: the caller schedules it
-            log.info("fhir_retry", request=where, status=error.status, attempt=attempt, wait_s=round(wait, 2))
-            self._sleep(wait)
+        error: requests.Response | FhirError | None = None
+        try:
+            while True:
+                attempt += 1
+                error = self._send(method, url, where, data, headers)
+                if isinstance(error, requests.Response):
+                    return error
+                if error.status == 401 and not refreshed and self.auth is not None and self.auth.refresh():
+                    refreshed = True  # a new token once; does not count as an attempt
+                    attempt -= 1
+                    continue
+                if isinstance(error, FhirPermanentError) or attempt >= self.retry.attempts:
+                    raise error
+                wait = self._wait(attempt, error.retry_after)
+                if wait is None:
+                    raise error  # the server asked for longer than we wait: the caller schedules it
+                log.info(
+                    "fhir_retry", request=where, status=error.status, attempt=attempt, wait_s=round(wait, 2)
+                )
+                self._sleep(wait)
+        finally:
+            error = None  # no cycle error -> traceback -> this frame: the body is freed with the error
 
     def _send(
         self, method: str, url: str, where: str, data: bytes | None, headers: dict[str, str] | None
@@ -179,14 +236,13 @@ class FhirClient:
                 sent.update(self.auth.headers(self.session))
             except FhirError as exc:
                 return exc
-        try:
-            response = self.session.request(
-                method, url, data=data, headers=sent, timeout=self.timeout_s, allow_redirects=False
-            )
-        except requests.Timeout:
+        with Deadline(self.timeout_s) as deadline:
+            answer = self._exchange(method, url, where, data, sent)
+        if deadline.expired:  # whatever was read was cut short, even if it parses
             return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s")
-        except requests.ConnectionError as exc:
-            return FhirTransientError(f"{where}: cannot connect ({type(exc).__name__})")
+        if isinstance(answer, FhirError):
+            return answer
+        response = answer
         status = response.status_code
         if status < 300:
             return response
@@ -197,6 +253,32 @@ class FhirClient:
         kind = FhirTransientError if status == 429 or status >= 500 else FhirPermanentError
         return kind(message, status, outcome, text, after)
 
+    def _exchange(
+        self, method: str, url: str, where: str, data: bytes | None, headers: dict[str, str]
+    ) -> requests.Response | FhirError:
+        """Request and whole body, or the error that ended them."""
+        try:
+            response = self.session.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=self.timeout_s,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.Timeout:
+            return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s")
+        except requests.ConnectionError as exc:
+            return FhirTransientError(f"{where}: cannot connect ({type(exc).__name__})")
+        except requests.RequestException as exc:  # a malformed status line or header, ...
+            return FhirBadAnswer(f"{where}: unreadable answer ({type(exc).__name__})")
+        try:
+            _read(response, where)
+        except FhirBadAnswer as exc:
+            return exc
+        return response
+
     def _wait(self, attempt: int, retry_after: float | None) -> float | None:
         if retry_after is not None:
             return retry_after if retry_after <= self.retry.max_retry_after_s else None
@@ -205,18 +287,53 @@ class FhirClient:
 
     # -- FHIR interactions -------------------------------------------------------------------
     def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
-        """POST a transaction (or batch) Bundle; a 4xx entry in a batch answer is permanent."""
-        answer = self.request("POST", self.base_url, bundle).json()
-        for i, entry in enumerate(answer.get("entry") or ()):
-            status = str((entry.get("response") or {}).get("status", "200")).split()[0]
-            if status.isdigit() and int(status) >= 400:
-                outcome = (entry.get("response") or {}).get("outcome")
-                raise FhirPermanentError(f"POST /: entry {i} answered {status}", int(status), outcome)
+        """POST a transaction (or batch) Bundle; return the checked transaction-response.
+
+        An entry answered 4xx is a ``FhirPermanentError`` (429 and 5xx: transient) carrying the
+        entry's OperationOutcome; an answer that is not a transaction-response, or an entry
+        without a readable status, is a ``FhirBadAnswer``.
+        """
+        response = self.request("POST", self.base_url, bundle)
+        status = response.status_code
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise FhirBadAnswer(f"POST /: HTTP {status} answer is not JSON", status) from None
+        if not (
+            isinstance(answer, dict)
+            and answer.get("resourceType") == "Bundle"
+            and answer.get("type") in ("transaction-response", "batch-response")
+            and isinstance(answer.get("entry", []), list)
+        ):
+            raise FhirBadAnswer(f"POST /: HTTP {status} answer is not a transaction-response", status)
+        for i, entry in enumerate(answer.get("entry", [])):
+            code = _entry_status(entry)
+            if code is None:
+                raise FhirBadAnswer(f"POST /: HTTP {status} answer: entry {i} has no status", status)
+            if code >= 400:
+                outcome = _as_outcome(entry["response"].get("outcome"))
+                kind = FhirTransientError if code == 429 or code >= 500 else FhirPermanentError
+                detail = f" ({_diagnostics(outcome)})" if outcome else ""
+                raise kind(f"POST /: entry {i} answered {code}{detail}", code, outcome)
         return answer
 
 
+def _entry_status(entry: object) -> int | None:
+    """The HTTP code of a transaction-response entry ("201 Created" -> 201), None if unreadable."""
+    response = entry.get("response") if isinstance(entry, dict) else None
+    text = response.get("status") if isinstance(response, dict) else None
+    found = re.match(r"\s*([1-5][0-9]{2})(?![0-9])", text) if isinstance(text, str) else None
+    return int(found.group(1)) if found else None
+
+
 def _diagnostics(outcome: dict[str, Any]) -> str:
-    issues = outcome.get("issue") or [{}]
-    first = issues[0] if isinstance(issues[0], dict) else {}
-    text = first.get("diagnostics") or (first.get("details") or {}).get("text") or first.get("code") or ""
+    issues = outcome.get("issue")
+    first = issues[0] if isinstance(issues, list) and issues and isinstance(issues[0], dict) else {}
+    details = first.get("details")
+    text = (
+        first.get("diagnostics")
+        or (details.get("text") if isinstance(details, dict) else None)
+        or first.get("code")
+        or ""
+    )
     return " ".join(str(text).split())[:200]

@@ -3,35 +3,60 @@
 An item is a small transaction Bundle whose entries are conditional creates and updates on
 stable identifiers, so sending it twice changes nothing: after a crash between the server's
 answer and ``mark_delivered`` the item simply goes again. Transient failures (server down,
-timeouts, 429, 5xx) are retried later with a growing delay, honouring ``Retry-After``; a 4xx is
-the request's own fault and the item is marked failed with the server's OperationOutcome.
+timeouts, 429, 5xx, a 2xx answer that is not a transaction-response) are retried later with a
+growing delay, honouring ``Retry-After`` up to ``MAX_RETRY_S``; a 4xx is the request's own
+fault and the item is marked failed with the server's OperationOutcome, except a rejection
+because cited evidence is not on the server: the Flag and CarePlan then go again with that
+evidence cited by identifier only (``fhir_adapters.evidence_fallback``), and the outbox item
+and the ledger keep what was sent.
+
+Every answer ends as delivered, retry (attempts counted, bounded delay) or failed with a
+reason; whatever goes wrong with one item (even a bug) is recorded on it and the pass goes on.
+A pass claims a bounded batch of ids and reads one bundle at a time.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 
+from fhir_adapters.evidence_fallback import (
+    alert_resources_of,
+    downgrade_note,
+    missing_evidence,
+    without_references,
+)
 from fhir_adapters.fhir_client import FhirClient, FhirPermanentError, FhirTransientError
 from redflags.logs import patient_token
 from redflags.state.model import Delivery, StateStore
 
 log = structlog.get_logger("redflags.delivery")
 
-#: Delay before the n-th retry of an item (seconds): doubles from 5 s, at most 15 minutes.
+#: Delay before the n-th retry of an item (seconds): doubles from 5 s, at most 15 minutes; a
+#: longer Retry-After is cut to the same bound.
 FIRST_RETRY_S = 5
 MAX_RETRY_S = 900
+#: Delivered items are kept this long (``outbox status``, audits), then deleted by a deliverer.
+DELIVERED_KEEP_S = 30 * 86_400
+#: Ids read per query by a deliverer without a lease (one bundle is read at a time anyway).
+BATCH = 10
+
+Outcome = Literal["delivered", "failed", "retry"]
 
 
 def retry_delay(attempts: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> int:
-    """Seconds until the next attempt: the server's Retry-After if it gave one, else backoff."""
-    if retry_after is not None:
-        return max(1, int(retry_after + 0.999))
-    ceiling = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** max(attempts - 1, 0))
+    """Seconds until the next attempt, in [1, MAX_RETRY_S]: the server's Retry-After if it
+    gave a usable one, else backoff."""
+    if retry_after is not None and math.isfinite(retry_after):
+        return int(min(MAX_RETRY_S, max(1, math.ceil(retry_after))))
+    ceiling = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** min(max(attempts - 1, 0), 16))
     return max(1, int(ceiling / 2 + rng() * ceiling / 2))  # jitter: not every client at once
 
 
@@ -44,44 +69,116 @@ class Round:
     retried: int = 0
 
 
-def send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> str:
-    """Send one item and record the outcome: "delivered", "failed" or "retry"."""
-    who = patient_token(item.patient)
+def send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> Outcome:
+    """Send one item and record the outcome; never raises for an item's sake.
+
+    An unexpected error (a bug, the store failing) is recorded as a retry, so the item counts
+    the attempt and waits instead of coming back at once.
+    """
     try:
-        client.transaction(item.bundle)
-    except FhirPermanentError as exc:
-        store.mark_failed(item.id, str(exc), exc.outcome)
-        log.warning("delivery_failed", item=item.id, rule=item.rule, patient=who, status=exc.status)
-        return "failed"
-    except FhirTransientError as exc:
-        wait = retry_delay(item.attempts + 1, exc.retry_after)
-        store.mark_retry(item.id, now + wait, str(exc))
-        log.info("delivery_retry", item=item.id, rule=item.rule, patient=who, status=exc.status, wait_s=wait)
+        return _send(item, client, store, now)
+    except Exception as exc:
+        log.error("delivery_error", item=item.id, rule=item.rule, error=type(exc).__name__)
+        try:
+            store.mark_retry(
+                item.id, now + retry_delay(item.attempts + 1, None), f"delivery error: {type(exc).__name__}"
+            )
+        except Exception as again:  # the store itself: the lease brings the item back later
+            log.error("delivery_error_unrecorded", item=item.id, error=type(again).__name__)
         return "retry"
+
+
+def _send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> Outcome:
+    who = patient_token(item.patient)
+    bundle = item.bundle
+    downgraded: tuple[str, ...] = ()
+    while True:
+        try:
+            client.transaction(bundle)
+            break
+        except FhirPermanentError as exc:
+            fresh = [r for r in missing_evidence(exc.outcome, bundle) or () if r not in downgraded]
+            if not fresh:
+                store.mark_failed(item.id, str(exc), exc.outcome)
+                log.warning("delivery_failed", item=item.id, rule=item.rule, patient=who, status=exc.status)
+                return "failed"
+            try:
+                revised = without_references(bundle, fresh)
+            except Exception as bug:  # the fallback cannot be built: the rejection stands
+                store.mark_failed(item.id, f"{exc}; evidence fallback: {type(bug).__name__}", exc.outcome)
+                log.error("delivery_fallback_failed", item=item.id, rule=item.rule, error=type(bug).__name__)
+                return "failed"
+            downgraded += tuple(fresh)
+            store.revise(item.id, revised, downgrade_note(downgraded, exc.outcome))
+            store.revise_active(item.id, alert_resources_of(bundle), alert_resources_of(revised))
+            bundle = revised
+            log.warning(
+                "delivery_evidence_downgraded",
+                item=item.id,
+                rule=item.rule,
+                patient=who,
+                references=len(fresh),
+            )
+        except FhirTransientError as exc:
+            wait = retry_delay(item.attempts + 1, exc.retry_after)
+            store.mark_retry(item.id, now + wait, str(exc))
+            log.info(
+                "delivery_retry", item=item.id, rule=item.rule, patient=who, status=exc.status, wait_s=wait
+            )
+            return "retry"
     store.mark_delivered(item.id, now)
-    log.info("delivered", item=item.id, rule=item.rule, change=item.change, patient=who)
+    log.info(
+        "delivered", item=item.id, rule=item.rule, change=item.change, patient=who, downgraded=len(downgraded)
+    )
     return "delivered"
 
 
 def deliver_due(
-    store: StateStore, client: FhirClient, now: int, limit: int = 100, lease: int | None = None
+    store: StateStore,
+    client: FhirClient,
+    now: int,
+    limit: int = 100,
+    lease: int | None = None,
+    batch: int = BATCH,
+    stop: threading.Event | None = None,
 ) -> Round:
-    """One pass: every item due at ``now`` (at most ``limit``), in outbox order.
+    """One pass: the items due at ``now`` (at most ``limit``), in outbox order, each bundle read
+    only when it is sent. An item delivered makes the next change of its patient and rule due
+    in the same pass.
 
-    ``lease``: claim the items first (``StateStore.claim``), for a deliverer that may run beside
-    another one, like the service's worker beside ``redflags outbox flush``.
+    ``lease``: claim each item just before sending it (``StateStore.claim_ids``), for a
+    deliverer that may run beside another one, like the service's worker beside
+    ``redflags outbox flush``; the lease then covers one send, however long the pass.
+    ``stop``: when set, the pass ends after the item being sent (a service shutting down).
     """
     done = Round()
-    items = store.claim(now, limit, lease) if lease else store.due(now, limit)
-    for item in items:
-        outcome = send(item, client, store, now)
-        if outcome == "delivered":
-            done.delivered += 1
-        elif outcome == "failed":
-            done.failed += 1
-        else:
-            done.retried += 1
+    seen: set[int] = set()
+    while len(seen) < limit:
+        size = 1 if lease else min(batch, limit - len(seen))
+        ids = store.claim_ids(now, size, lease) if lease else store.due_ids(now, size)
+        fresh = [i for i in ids if i not in seen]
+        if not fresh:
+            return done  # nothing due, or only items this pass could not record
+        for item_id in fresh:
+            if stop is not None and stop.is_set():
+                return done  # claimed items not sent come back when their lease runs out
+            seen.add(item_id)
+            item = store.delivery(item_id)
+            if item is None or item.status != "pending":
+                continue  # forgotten or finished meanwhile
+            outcome = send(item, client, store, now)
+            if outcome == "delivered":
+                done.delivered += 1
+            elif outcome == "failed":
+                done.failed += 1
+            else:
+                done.retried += 1
     return done
+
+
+def purge(store: StateStore, now: int, keep_s: int = DELIVERED_KEEP_S) -> int:
+    """Delete items delivered more than ``keep_s`` before ``now`` (the deliverer's clock)."""
+    return store.purge_delivered(now - keep_s)
 
 
 def drain(
@@ -91,22 +188,25 @@ def drain(
     patience_s: float = 30.0,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    keep_s: int = DELIVERED_KEEP_S,
 ) -> Round:
     """Deliver until nothing is due within ``patience_s``: for commands that must return.
 
-    Items whose next attempt lies beyond the patience (a server that stays down) stay pending
-    for ``redflags outbox flush`` or the next run; nothing waits forever.
+    Items whose next attempt lies beyond the patience (a server that stays down), or that are
+    still being retried when it runs out, stay pending for ``redflags outbox flush`` or the
+    next run; nothing waits forever. Delivered items older than ``keep_s`` are deleted first.
     """
     total = Round()
     deadline = clock() + patience_s
+    purge(store, int(clock()), keep_s)
     while True:
         done = deliver_due(store, client, int(clock()))
         total.delivered += done.delivered
         total.failed += done.failed
         total.retried += done.retried
-        if done.delivered or done.failed or done.retried:
-            continue  # more may have become due behind them (the next change of a patient/rule)
-        upcoming = [d.next_attempt for d in store.deliveries("pending")]
-        if not upcoming or min(upcoming) > deadline:
-            return total
-        sleep(max(0.05, min(upcoming) - clock()))
+        if done.delivered or done.failed:
+            continue  # items left the queue: the next change of their patient/rule may be due
+        upcoming = store.next_due()  # items waiting behind an earlier one do not count
+        if upcoming is None or upcoming > deadline:
+            return total  # (retries always lie ahead: a server asking again and again ends here)
+        sleep(max(0.05, upcoming - clock()))

@@ -12,6 +12,10 @@ Each shown card also names the client it was shown to (the JWT ``iss``): feedbac
 card only when the same client sends it, so one client cannot skew another's figures by
 naming its card uuids (they derive from a hookInstance any client may choose). Cards recorded
 before clients were (schema version 1) match feedback from any client.
+
+Shown cards are kept ``keep_s`` (default ``KEEP_S``) and deleted after, with the feedback on
+them and any other feedback received before that: the report covers that window. The store
+deletes them itself, at most once a day, when it records cards.
 Clinicians' free-text override comments are stored (they are the feedback) but never logged
 or printed by the report.
 
@@ -36,6 +40,10 @@ from redflags import sqlite_file
 
 SCHEMA_VERSION = 2  # the last key of _MIGRATIONS
 Outcome = Literal["accepted", "overridden"]
+#: Shown cards (and feedback) are kept this long (seconds): two quarters of alert-fatigue figures.
+KEEP_S = 180 * 86_400
+#: Old rows are deleted at most this often (seconds, by the ``shown_at`` clock).
+PURGE_EVERY_S = 86_400
 
 
 class FeedbackStoreError(Exception):
@@ -185,6 +193,8 @@ class SqliteFeedbackStore:
         self._conn = conn
         self._lock = threading.RLock()  # _write holds it around _transaction
         self.path = path
+        self.keep_s = KEEP_S  # retention of shown cards and feedback (``purge``)
+        self._purged_at: int | None = None
 
     @classmethod
     def open(
@@ -246,6 +256,9 @@ class SqliteFeedbackStore:
         crash of the service loses nothing; a power cut may lose the last rows, and feedback on
         those cards is then kept as "unknown card".
         """
+        if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
+            self._purged_at = shown_at
+            self.purge(shown_at - self.keep_s)
         when = iso(shown_at)
         self._write(
             "INSERT INTO card_shown (card, service, rule, tier, indicator, shown_at, client) "
@@ -342,3 +355,20 @@ class SqliteFeedbackStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def purge(self, before: int) -> int:
+        """Delete cards shown before ``before`` (epoch s) with the feedback on them, and feedback
+        received before it; return the rows deleted. One transaction: the report never sees a
+        card's feedback without the card."""
+        cutoff = iso(max(before, 0))
+        try:
+            with self._lock, self._transaction() as conn:
+                feedback = conn.execute(
+                    "DELETE FROM feedback WHERE received_at < ? OR card IN "
+                    "(SELECT card FROM card_shown WHERE shown_at < ?)",
+                    (cutoff, cutoff),
+                ).rowcount
+                cards = conn.execute("DELETE FROM card_shown WHERE shown_at < ?", (cutoff,)).rowcount
+        except sqlite3.Error as exc:
+            raise FeedbackStoreError(f"{self.path}: feedback database purge failed: {exc}") from None
+        return feedback + cards

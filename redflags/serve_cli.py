@@ -141,6 +141,20 @@ class SetupRefused(click.ClickException):
     type=click.IntRange(1024),
     help="Bytes read from fhirServer for one CDS Hooks call, all pages together (more: 412).",
 )
+@click.option(
+    "--delivered-keep-days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Days a delivered outbox item is kept before it is deleted.",
+)
+@click.option(
+    "--feedback-keep-days",
+    default=180,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Days shown CDS cards and their feedback are kept (the feedback report's window).",
+)
 def serve_command(
     host: str,
     port: int,
@@ -166,6 +180,8 @@ def serve_command(
     max_token_lifetime: int,
     fhir_allow: tuple[str, ...],
     fhir_max_bytes: int,
+    delivered_keep_days: int,
+    feedback_keep_days: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -220,6 +236,8 @@ def serve_command(
         max_token_lifetime_s=max_token_lifetime,
         fhir_allow=_origins(fhir_allow),
         fhir_max_bytes=fhir_max_bytes,
+        delivered_keep_days=delivered_keep_days,
+        feedback_keep_days=feedback_keep_days,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)

@@ -1,8 +1,10 @@
 """A programmable fault-injecting HTTP proxy on 127.0.0.1, in front of a real FHIR server.
 
 Each request takes the next scripted fault, if any (``fail``: answer this status instead,
-optionally with Retry-After or an OperationOutcome; ``delay``: wait, then forward; ``drop``:
-close the connection without an answer), else it is forwarded unchanged. ``down()`` stops
+optionally with Retry-After or an OperationOutcome; ``answer``: any status, headers and body,
+such as a 200 that is not JSON; ``reset_mid_body``: send the headers and part of the body, then
+reset the connection; ``delay``: wait, then forward; ``drop``: close the connection without an
+answer), else it is forwarded unchanged. ``down()`` stops
 listening (connections refused) and ``up()`` listens again on the same port. Every request
 received is recorded (method, path, headers, time) for assertions.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -39,6 +43,9 @@ class _Fault:
     body: bytes = b""
     delay_s: float = 0.0
     drop: bool = False
+    reset_after: int | None = None  # bytes of the body sent before a connection reset
+    drip_s: float = 0.0  # answer one byte every drip_s seconds (in the headers, or the body)
+    drip_body: bool = False
 
 
 class FaultProxy:
@@ -46,6 +53,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.seen: list[Seen] = []
         self._faults: deque[_Fault] = deque()
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._server: ThreadingHTTPServer | None = None
@@ -69,6 +77,22 @@ class FaultProxy:
         if outcome:
             headers["Content-Type"] = "application/fhir+json"
         self._push(_Fault(status=status, headers=headers, body=body))
+
+    def answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """Answer the next request with exactly this (not forwarded)."""
+        self._push(_Fault(status=status, headers=dict(headers or {}), body=body))
+
+    def reset_mid_body(
+        self, status: int = 200, body: bytes = b'{"resourceType": "Bundle", "type": "tr'
+    ) -> None:
+        """Announce ``body`` (Content-Length), send half of it, then reset the connection (RST)."""
+        headers = {"Content-Type": "application/fhir+json"}
+        self._push(_Fault(status=status, headers=headers, body=body, reset_after=len(body) // 2))
+
+    def drip(self, every_s: float = 0.2, *, in_body: bool = False) -> None:
+        """A 200 whose headers (or body) come one byte every ``every_s`` seconds, without end
+        (until ``close``): each read gets a byte in time, the answer never completes."""
+        self._push(_Fault(status=200, drip_s=every_s, drip_body=in_body))
 
     def delay(self, seconds: float) -> None:
         self._push(_Fault(delay_s=seconds))
@@ -106,6 +130,12 @@ class FaultProxy:
                     return
                 if fault and fault.delay_s:
                     time.sleep(fault.delay_s)
+                if fault and fault.drip_s:
+                    self._drip(fault)
+                    return
+                if fault and fault.reset_after is not None:
+                    self._reset(fault)
+                    return
                 if fault and fault.status:
                     self._answer(fault.status, fault.headers, fault.body)
                     return
@@ -130,6 +160,35 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _drip(self, fault: _Fault) -> None:
+                self.close_connection = True
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\n"
+                if fault.drip_body:
+                    head += b"Content-Length: 1000000\r\n\r\n"
+                else:
+                    head += b"X-Drip: "
+                try:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                    while not proxy._closing.wait(fault.drip_s):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                except OSError:
+                    return  # the client gave up
+
+            def _reset(self, fault: _Fault) -> None:
+                self.send_response(fault.status or 200)
+                for name, value in fault.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(fault.body)))
+                self.end_headers()
+                self.wfile.write(fault.body[: fault.reset_after])
+                self.wfile.flush()
+                linger = struct.pack("ii", 1, 0)  # close with RST, not FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.close_connection = True
+                self.connection.close()
+
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
         ThreadingHTTPServer.allow_reuse_address = True
@@ -145,6 +204,7 @@ class FaultProxy:
             self._server = None
 
     def close(self) -> None:
+        self._closing.set()
         self.down()
         self._session.close()
 

@@ -44,7 +44,9 @@ def service_exists(service_id: str) -> bool:
 
 
 def open_store(settings: ServiceSettings) -> FeedbackStore:
-    return SqliteFeedbackStore.open(settings.feedback_db)
+    store = SqliteFeedbackStore.open(settings.feedback_db)
+    store.keep_s = settings.feedback_keep_days * 86_400
+    return store
 
 
 def feedback_store(request: Request) -> FeedbackStore:

@@ -1,13 +1,16 @@
 """The service's delivery loop: the outbox the engine processes fill, sent from this process.
 
 Runs on a worker thread (``requests`` blocks), one pass per second: every item due is sent,
-failures are scheduled or recorded by ``redflags.delivery``. Stopping waits for the pass in
-progress; undelivered items stay in the store for the next start or ``redflags outbox flush``.
+failures are scheduled or recorded by ``redflags.delivery``. Once a day (and at start) it also
+deletes delivered items older than the keep period. Stopping waits for the item being sent
+(not the rest of the pass); undelivered items stay in the store for the next start or
+``redflags outbox flush``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from anyio import to_thread
 
 from fhir_adapters.fhir_client import Auth, FhirClient
 from fhir_adapters.smart_auth import server_auth
-from redflags.delivery import deliver_due
+from redflags.delivery import DELIVERED_KEEP_S, deliver_due, purge
 from redflags.service.settings import ServiceSettings
 from redflags.state.model import StateStore
 from redflags.state.sqlite_store import open_store
@@ -27,6 +30,8 @@ log = structlog.get_logger("redflags.service.outbox")
 INTERVAL_S = 1.0
 #: Seconds an item is held by this worker while it sends it (longer than the client's retries).
 LEASE_S = 120
+#: Seconds between two deletions of old delivered items.
+PURGE_EVERY_S = 86_400
 
 
 def outbox_auth(settings: ServiceSettings) -> Auth | None:
@@ -35,9 +40,12 @@ def outbox_auth(settings: ServiceSettings) -> Auth | None:
 
 
 class OutboxWorker:
-    def __init__(self, store: StateStore, client: FhirClient) -> None:
+    def __init__(self, store: StateStore, client: FhirClient, keep_s: int = DELIVERED_KEEP_S) -> None:
         self.store = store
         self.client = client
+        self.keep_s = keep_s
+        self._purged_at: float | None = None
+        self._stopping = threading.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @classmethod
@@ -45,7 +53,8 @@ class OutboxWorker:
         """A running worker when the service has a state store and a FHIR server, else None."""
         if not (settings.state and settings.fhir_server):
             return None
-        return cls(open_store(settings.state), FhirClient(settings.fhir_server, auth=outbox_auth(settings)))
+        client = FhirClient(settings.fhir_server, auth=outbox_auth(settings))
+        return cls(open_store(settings.state), client, settings.delivered_keep_days * 86_400)
 
     async def _run(self) -> None:
         while True:
@@ -56,11 +65,16 @@ class OutboxWorker:
             await asyncio.sleep(INTERVAL_S)
 
     def _pass(self) -> None:
-        done = deliver_due(self.store, self.client, int(time.time()), lease=LEASE_S)
+        now = time.time()
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY_S:
+            self._purged_at = now
+            purge(self.store, int(now), self.keep_s)
+        done = deliver_due(self.store, self.client, int(now), lease=LEASE_S, stop=self._stopping)
         if done.delivered or done.failed or done.retried:
             log.info("outbox_pass", delivered=done.delivered, failed=done.failed, retried=done.retried)
 
     async def stop(self) -> None:
+        self._stopping.set()
         self._task.cancel()
         try:
             await self._task

@@ -51,6 +51,8 @@ class ServiceSettings:
     max_token_lifetime_s: int = MAX_TOKEN_LIFETIME_S  # longest exp - iat of a CDS client JWT
     fhir_allow: tuple[str, ...] = ()  # fhirServer origins every client may name, private ones too
     fhir_max_bytes: int = 10 * 1024 * 1024  # bytes read from fhirServer for one call, all pages
+    delivered_keep_days: int = 30  # delivered outbox items are deleted after this
+    feedback_keep_days: int = 180  # shown CDS cards and their feedback are deleted after this
 
     def to_env(self) -> None:
         """Settings into the environment for the app factory; secrets stay in this process."""

@@ -198,3 +198,34 @@ class StateStore(Protocol):
     def deliveries(self, status: Status | None = None, *, tenant: str | None = None) -> list[Delivery]: ...
 
     def close(self) -> None: ...
+
+    # -- added for delivery (issue 10) ------------------------------------------------------
+    def due_ids(self, now: int, limit: int = 100) -> list[int]:
+        """The ids of ``due`` (no bundle is read)."""
+        ...
+
+    def claim_ids(self, now: int, limit: int = 100, lease: int = 60) -> list[int]:
+        """The ids of ``claim`` (no bundle is read)."""
+        ...
+
+    def delivery(self, item: int) -> Delivery | None:
+        """One item with its bundle, None if it is gone."""
+        ...
+
+    def next_due(self) -> int | None:
+        """The earliest ``next_attempt`` among items not waiting behind another; None if none."""
+        ...
+
+    def revise(self, item: int, bundle: dict[str, Any], note: dict[str, Any]) -> bool:
+        """Replace a pending item's bundle, keeping ``note`` (an OperationOutcome) as its outcome."""
+        ...
+
+    def revise_active(
+        self, item: int, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+    ) -> bool:
+        """Record in the ledger the Flag/CarePlan actually delivered for ``item`` (if unchanged since)."""
+        ...
+
+    def purge_delivered(self, before: int) -> int:
+        """Delete items delivered before ``before``; return how many."""
+        ...

@@ -540,6 +540,87 @@ class SqliteStateStore:
     ) -> None:
         self.close()
 
+    # -- added for delivery (issue 10): bounded batches, one body at a time, retention ------
+    def due_ids(self, now: int, limit: int = 100) -> list[int]:
+        """The ids ``due`` would return, without reading a bundle."""
+        with self._read() as conn:
+            return [row[0] for row in conn.execute(_DUE_IDS, (now, limit)).fetchall()]
+
+    def claim_ids(self, now: int, limit: int = 100, lease: int = 60) -> list[int]:
+        """``claim`` returning ids only: the deliverer reads each bundle when it sends it."""
+        with self._write() as conn:
+            ids = [row[0] for row in conn.execute(_DUE_IDS, (now, limit)).fetchall()]
+            conn.executemany(
+                "UPDATE outbox SET next_attempt = ? WHERE id = ? AND status = 'pending'",
+                [(now + lease, item) for item in ids],
+            )
+        return ids
+
+    def delivery(self, item: int) -> Delivery | None:
+        """One outbox item with its bundle (None if it is gone, e.g. forgotten)."""
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item,)).fetchone()
+        return _delivery(row) if row is not None else None
+
+    def next_due(self) -> int | None:
+        """When the next item can be sent (its ``next_attempt``), counting only items that are
+        not waiting behind an earlier one of their patient and rule; None when none is pending."""
+        with self._read() as conn:
+            return conn.execute(_NEXT_DUE, (_FOREVER, -1)).fetchone()[0]
+
+    def revise(self, item: int, bundle: dict[str, Any], note: dict[str, Any]) -> bool:
+        """Replace a pending item's bundle by the one to send instead, keeping ``note`` (an
+        OperationOutcome saying why) in its ``outcome``; False if the item is not pending."""
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE outbox SET bundle = ?, outcome = ? WHERE id = ? AND status = 'pending'",
+                (_dumps(bundle), _dumps(note), item),
+            ).rowcount
+        return bool(changed)
+
+    def revise_active(
+        self, item: int, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+    ) -> bool:
+        """In the ledger entry of ``item``'s patient and rule, replace the Flag and CarePlan sent
+        (``before["Flag"]``, ``before["CarePlan"]``) by those actually delivered, only if the
+        entry still holds exactly ``before`` (a later evaluation's alert is left alone)."""
+        with self._write() as conn:
+            row = conn.execute("SELECT tenant, patient, rule FROM outbox WHERE id = ?", (item,)).fetchone()
+            if row is None:
+                return False
+            body = conn.execute(
+                "SELECT body FROM active_alert WHERE tenant = ? AND patient = ? AND rule = ?",
+                tuple(row),
+            ).fetchone()
+            if body is None:
+                return False
+            alert = orjson.loads(body[0])
+            if alert["flag"] != before.get("Flag") or alert["careplan"] != before.get("CarePlan"):
+                return False
+            alert["flag"], alert["careplan"] = after["Flag"], after["CarePlan"]
+            conn.execute(
+                "UPDATE active_alert SET body = ? WHERE tenant = ? AND patient = ? AND rule = ?",
+                (_dumps(alert), *row),
+            )
+        return True
+
+    def purge_delivered(self, before: int) -> int:
+        """Delete delivered outbox items delivered before ``before`` (epoch s); return how many.
+        Pending and failed items stay: they still need a deliverer or an operator."""
+        with self._write() as conn:
+            removed = conn.execute(
+                "DELETE FROM outbox WHERE status = 'delivered' AND delivered < ?", (before,)
+            ).rowcount
+        if removed:
+            log.info("state.outbox.purged", before=before, items=removed)
+        return removed
+
+
+#: Derived from ``_DUE`` (same parameters: now, limit), so they follow any change to it.
+_DUE_IDS = f"SELECT id FROM ({_DUE})"
+_NEXT_DUE = f"SELECT MIN(next_attempt) FROM ({_DUE})"
+_FOREVER = 2**62
+
 
 def open_store(path: str | Path) -> StateStore:
     """The default store for ``path`` (the factory the CLI and service call)."""

@@ -9,9 +9,11 @@ import http from 'node:http';
 import {
   OperationOutcomeError,
   badRequest,
+  createStructureIssue,
   getStatus,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
+  normalizeErrorString,
   normalizeOperationOutcome,
   validateResource,
 } from '@medplum/core';
@@ -104,14 +106,55 @@ function checkValid(resource) {
   }
 }
 
+// With FHIR_TEST_CHECK_REFERENCES=1 every literal reference must name a stored resource, as
+// on a Medplum server whose project sets checkReferencesOnWrite (same OperationOutcome:
+// one "structure" issue per reference, "Invalid reference (Not found)" at its path).
+const CHECK_REFERENCES = process.env.FHIR_TEST_CHECK_REFERENCES === '1';
+const LITERAL_REFERENCE = /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/;
+
+function literalReferences(value, path, found = []) {
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => literalReferences(item, `${path}[${i}]`, found));
+  } else if (value && typeof value === 'object') {
+    if (typeof value.reference === 'string' && LITERAL_REFERENCE.test(value.reference)) {
+      found.push([path, value]);
+    }
+    for (const [key, item] of Object.entries(value)) {
+      if (key !== 'meta' && typeof item === 'object') {
+        literalReferences(item, `${path}.${key}`, found);
+      }
+    }
+  }
+  return found;
+}
+
+async function checkReferences(repo, resource) {
+  if (!CHECK_REFERENCES) {
+    return;
+  }
+  const issues = [];
+  for (const [path, reference] of literalReferences(resource, resource.resourceType)) {
+    try {
+      await repo.readReference(reference);
+    } catch (err) {
+      issues.push(createStructureIssue(path, `Invalid reference (${normalizeErrorString(err)})`));
+    }
+  }
+  if (issues.length) {
+    throw new OperationOutcomeError({ resourceType: 'OperationOutcome', issue: issues });
+  }
+}
+
 class ValidatingRepository extends MemoryRepository {
   async createResource(resource, ...rest) {
     checkValid(resource);
+    await checkReferences(this, resource);
     return super.createResource(resource, ...rest);
   }
 
   async updateResource(resource, ...rest) {
     checkValid(resource);
+    await checkReferences(this, resource);
     return super.updateResource(resource, ...rest);
   }
 }
