@@ -104,12 +104,16 @@ ENGINE_DEVICE: dict[str, Any] = {
 ENGINE_DEVICE_URL = _full_url(DEVICE_SYSTEM, DEVICE_VALUE)
 
 
-def episode_identifier(alert: Alert) -> str:
+def episode_identifier(alert: Alert, scope: str = "") -> str:
     """Stable id of one alert episode: same patient, rule and episode date -> same value.
 
     The tier is left out on purpose: an escalation within an episode is the same Flag (16.1).
+    ``scope`` (a tenant of the state store; "" for the default one, whose identifiers predate
+    tenants) keeps two callers' ``Patient/1`` from sharing, and so updating, one Flag on a
+    FHIR server they both write to.
     """
-    return str(uuid.uuid5(_NAMESPACE, f"{alert.patient}|{alert.rule}|{alert.episode}"))
+    key = f"{alert.patient}|{alert.rule}|{alert.episode}"
+    return str(uuid.uuid5(_NAMESPACE, f"{scope}|{key}" if scope else key))
 
 
 def _coding(code: Code) -> dict[str, str]:
@@ -290,13 +294,21 @@ def _put_entry(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def alert_resources(
-    alert: Alert, meta: RuleMeta, *, active: tuple[dict[str, Any], dict[str, Any]] | None = None
+    alert: Alert,
+    meta: RuleMeta,
+    *,
+    active: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    scope: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Flag and CarePlan of one alert; ``active``: the pair already on the server, whose
-    identity (identifiers, Flag start, CarePlan creation) an update keeps."""
+    identity (identifiers, Flag start, CarePlan creation) an update keeps; ``scope``: see
+    ``episode_identifier``."""
     if active is None:
-        flag = flag_for(alert, meta)
-        return flag, careplan_for(alert, meta, _full_url(FLAG_EPISODE_SYSTEM, flag["identifier"][0]["value"]))
+        episode = episode_identifier(alert, scope)
+        flag = flag_for(alert, meta, episode=episode)
+        return flag, careplan_for(
+            alert, meta, _full_url(FLAG_EPISODE_SYSTEM, flag["identifier"][0]["value"]), episode=episode
+        )
     flag_was, plan_was = active
     flag = flag_for(
         alert, meta, episode=flag_was["identifier"][0]["value"], since=flag_was["period"]["start"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from engine.alert import Alert
 from fhir_adapters.output import alert_resources, alert_transaction, withdrawn
-from redflags.state.model import ActiveAlert, NewDelivery, Transition
+from redflags.state.model import DEFAULT_TENANT, ActiveAlert, NewDelivery, Transition
 from rulesets.meta import RuleMeta
 
 
@@ -45,8 +45,11 @@ def plan(
     metas: Mapping[str, RuleMeta],
     now: int,
     actor: str,
+    tenant: str = DEFAULT_TENANT,
 ) -> Plan:
-    """What to tell the FHIR server about ``patient`` after an evaluation at ``now``."""
+    """What to tell the FHIR server about ``patient`` after an evaluation at ``now``; a new
+    alert's identifiers are scoped by ``tenant`` (the default tenant's are those of 0.4)."""
+    scope = "" if tenant == DEFAULT_TENANT else tenant
     firing = {a.rule: a for a in alerts if a.patient == patient}
     active: dict[str, ActiveAlert] = {}
     transitions: list[Transition] = []
@@ -63,7 +66,7 @@ def plan(
                 active[rule] = before  # type: ignore[assignment]  # unchanged: nothing to send
                 continue
             pair = (before.flag, before.careplan) if before else None
-            flag, careplan = alert_resources(alert, metas[rule], active=pair)
+            flag, careplan = alert_resources(alert, metas[rule], active=pair, scope=scope)
             change, evidence = ("updated" if before else "raised"), alert.evidence
             active[rule] = ActiveAlert(
                 patient,

@@ -164,7 +164,7 @@ class Tracker:
         if not commit:
             return Tracked(result, remembered=len(earlier))
         plan = lifecycle.plan(
-            mapped.pid, snapshot.active, evaluation.alerts, self.pipeline.engine.metas, now, actor
+            mapped.pid, snapshot.active, evaluation.alerts, self.pipeline.engine.metas, now, actor, tenant
         )
         # a record sent again unchanged (a chart opened again) rewrites nothing
         changed = {ref: facts for ref, facts in sent.items() if stored.get(ref, []) != _stored_form(facts)}
