@@ -11,6 +11,7 @@ from fhir_adapters.errors import IntakeError
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.service.auth import Authenticator, AuthSetupError
+from redflags.service.http_protocol import guarded_protocol
 from redflags.service.outbox_worker import outbox_auth
 from redflags.service.settings import ServiceSettings
 from redflags.state.sqlite_store import StateStoreError, open_store
@@ -100,6 +101,43 @@ log = structlog.get_logger("redflags.serve")
     "now_text",
     help="Fixed evaluation time (ISO dateTime) instead of the clock: tests and demos only.",
 )
+@click.option(
+    "--call-deadline",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds one evaluation may take in an engine process; then that process is killed "
+    "and replaced, and the call answered 503/500.",
+)
+@click.option(
+    "--shutdown-grace",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, 600),
+    help="On SIGTERM, seconds in-flight calls may take to finish before they are abandoned.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds a client may take to send a request's headers (and an idle connection stays open).",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a client may take to send a request's body (then 408).",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(8, 100_000),
+    help="Open connections served at once (503 beyond); a quarter may wait for their headers, "
+    "the oldest of those is closed first.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -122,6 +160,11 @@ def serve_command(
     system_actions: bool,
     fhir_timeout: float,
     now_text: str | None,
+    call_deadline: float,
+    shutdown_grace: float,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -167,6 +210,11 @@ def serve_command(
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_token=fhir_token,
         fhir_smart=fhir_smart,
+        call_deadline_s=call_deadline,
+        shutdown_grace_s=shutdown_grace,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)
@@ -177,9 +225,11 @@ def serve_command(
     uvicorn.run(
         "redflags.service.app:app_from_env",
         factory=True,
-        http="httptools",
+        http=guarded_protocol(header_timeout, body_timeout, max(1, max_connections // 4)),
         host=host,
         port=port,
         access_log=False,  # the app logs each request as structlog JSON, with its request id
         log_level="warning",
+        limit_concurrency=max_connections,
+        timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
