@@ -252,6 +252,7 @@ class EnginePool:
         self._start = (config_path, log_level, logs.salt(), state, queue, retention_days)
         self._idle: asyncio.Queue[_Engine] = asyncio.Queue()
         self._all: set[_Engine] = set()
+        self._dying: set[_Engine] = set()  # killed, not yet reaped
         self._restarts: set[asyncio.Task[None]] = set()
         self._waiting = 0  # calls waiting for a free engine
         self._all_busy_since: float | None = None  # monotonic; None while an engine is idle
@@ -337,6 +338,7 @@ class EnginePool:
     def _discard(self, engine: _Engine) -> None:
         """Kill it now (a stopped process too) and start a replacement in the background."""
         self._all.discard(engine)
+        self._dying.add(engine)
         _kill(engine)
         if self._closing:
             return
@@ -346,6 +348,7 @@ class EnginePool:
 
     async def _replace(self, engine: _Engine) -> None:
         await engine.process.wait()
+        self._dying.discard(engine)
         for attempt in itertools.count():  # until one starts or the pool closes
             try:
                 fresh = await self._spawn()
@@ -393,6 +396,7 @@ class EnginePool:
         engines = list(self._all)
         for engine in engines:
             engine.stdin.close()  # EOF: the engine process ends its loop
+        engines += self._dying
         if engines:
             _done, late = await asyncio.wait(
                 [asyncio.ensure_future(e.process.wait()) for e in engines], timeout=grace_s
@@ -402,6 +406,7 @@ class EnginePool:
             if late:
                 await asyncio.wait(late, timeout=grace_s)
         self._all.clear()
+        self._dying.clear()
 
 
 def _kill(engine: _Engine) -> None:
