@@ -98,6 +98,8 @@ def test_a_stopped_engine_fails_its_call_at_the_deadline_and_is_replaced() -> No
         os.kill(before, signal.SIGSTOP)
         with pytest.raises(EngineUnavailable):
             await pool.run(helpers.whoami)
+        health = pool.health()  # killed; its replacement still compiling the rules
+        assert not health["ready"] and health["alive"] == 0, health
         await _until_ready(pool)
         assert await _pid(pool) != before
 

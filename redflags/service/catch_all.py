@@ -8,6 +8,7 @@ where it was raised are logged. Known failures of the engine pool get their own 
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from pathlib import Path
 
@@ -39,10 +40,14 @@ def error_response(scope: Scope, exc: BaseException) -> JSONResponse:
         if isinstance(exc, kind):
             status, code, message = kind_status, kind_code, text or str(exc)
             break
+    return _answer(scope, status, message, code)
+
+
+def _answer(scope: Scope, status: int, message: str, code: str) -> JSONResponse:
+    """An OperationOutcome: FHIR JSON under /fhir, plain JSON (the CDS endpoints' shape) elsewhere."""
     fhir = scope.get("path", "").startswith("/fhir")
-    response = JSONResponse(
-        outcome(message, code), status_code=status, media_type=FHIR_JSON if fhir else None
-    )
+    media_type = FHIR_JSON if fhir else None
+    response = JSONResponse(outcome(message, code), status_code=status, media_type=media_type)
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
@@ -70,6 +75,13 @@ class CatchAll:
             await self.app(scope, receive, watched_send)
         except ClientDisconnect:
             log.info("client_disconnected")  # nobody to answer
+        except asyncio.CancelledError:  # abandoned at shutdown, past the grace period: say so
+            log.warning("request_abandoned", answered=not started)
+            if not started:
+                response = _answer(scope, 503, "the service is shutting down: call again", "transient")
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
+            raise
         except Exception as exc:
             log.error("unhandled_error", error=type(exc).__name__, at=_where(exc), answered=not started)
             if not started:
