@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -48,8 +50,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             log.info("service_ready", rules=len(RULES), engine_processes=settings.engine_processes)
             yield
         finally:
-            if outbox is not None:
-                await outbox.stop()
+            if outbox is not None:  # bounded: a delivery in progress is abandoned (it stays pending)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(outbox.stop(), settings.shutdown_grace_s)
             app.state.feedback_store.close()
             await app.state.engines.close()
 

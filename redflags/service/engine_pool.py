@@ -313,6 +313,7 @@ class EnginePool:
         return value
 
     async def _take(self) -> _Engine:
+        was_idle = not self._idle.empty()
         self._waiting += 1
         try:
             async with asyncio.timeout(self.deadline_s):
@@ -324,6 +325,8 @@ class EnginePool:
             ) from None
         finally:
             self._waiting -= 1
+        if was_idle:  # an engine was idle until now: any older mark is stale
+            self._all_busy_since = None
         if self._idle.empty() and self._all_busy_since is None:
             self._all_busy_since = time.monotonic()
         engine.busy_since = time.monotonic()
@@ -376,7 +379,8 @@ class EnginePool:
         alive = [e for e in self._all if e.process.returncode is None]
         stuck = sum(1 for e in alive if e.busy_since is not None and now - e.busy_since > self.deadline_s)
         busy = sum(1 for e in alive if e.busy_since is not None)
-        saturated = self._all_busy_since is not None and now - self._all_busy_since > self.deadline_s
+        since = self._all_busy_since
+        saturated = self._idle.empty() and since is not None and now - since > self.deadline_s
         ready = not self._closing and len(alive) >= self.processes and not stuck and not saturated
         return {
             "ready": ready,
