@@ -69,6 +69,16 @@ def test_an_exception_that_cannot_make_the_trip_comes_back_as_engine_error(
     _with_pool(scenario)
 
 
+def test_a_message_the_engine_cannot_rebuild_is_an_error_not_a_dead_engine() -> None:
+    async def scenario(pool: EnginePool) -> None:
+        before = await _pid(pool)
+        with pytest.raises(EngineError, match="message not readable"):
+            await pool.run(helpers.whoami, helpers.OnlyInItsProcess())  # rebuilt only here
+        assert await _pid(pool) == before
+
+    _with_pool(scenario)
+
+
 def test_an_answer_too_deep_to_send_back_is_an_error_not_a_dead_engine() -> None:
     async def scenario(pool: EnginePool) -> None:
         before = await _pid(pool)
