@@ -121,7 +121,8 @@ log = structlog.get_logger("redflags.serve")
     default=10.0,
     show_default=True,
     type=click.FloatRange(0.1, 600),
-    help="Seconds a client may take to send a request's headers (and an idle connection stays open).",
+    help="Seconds a client may take to send a request's headers, from the connection's opening "
+    "or the end of its previous answer (then it is closed).",
 )
 @click.option(
     "--body-timeout",
@@ -222,6 +223,7 @@ def serve_command(
     except (AuthSetupError, ValueError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     settings.to_env()
+    _ensure_descriptors(max_connections + 64 + 4 * workers)  # sockets, pipes, databases, logs
     uvicorn.run(
         "redflags.service.app:app_from_env",
         factory=True,
@@ -233,3 +235,15 @@ def serve_command(
         limit_concurrency=max_connections,
         timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
+
+
+def _ensure_descriptors(needed: int) -> None:
+    """Raise the soft limit on open files to what --max-connections needs, or say it is short."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("few_descriptors", limit=target, needed=needed, detail="lower --max-connections")
