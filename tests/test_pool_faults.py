@@ -116,6 +116,17 @@ def test_a_stopped_engine_fails_its_call_at_the_deadline_and_is_replaced() -> No
     _with_pool(scenario, deadline_s=2.0)
 
 
+def test_an_engine_that_died_while_idle_is_reported_and_replaced_not_handed_a_call() -> None:
+    async def scenario(pool: EnginePool) -> None:
+        before = await _pid(pool)
+        os.kill(before, signal.SIGKILL)
+        while pool.health()["ready"]:  # readiness sees it as soon as the process is reaped
+            await asyncio.sleep(0.05)
+        assert await _pid(pool) != before  # the call waits for the replacement, it does not fail
+
+    _with_pool(scenario)
+
+
 def test_close_ends_a_stopped_engine() -> None:
     async def main() -> None:
         pool = EnginePool(1, None, "warning")

@@ -318,6 +318,10 @@ class EnginePool:
         try:
             async with asyncio.timeout(self.deadline_s):
                 engine = await self._idle.get()
+                while engine.process.returncode is not None:  # died while idle: replace, take another
+                    log.error("engine_process_died", detail="while idle; replaced")
+                    self._discard(engine)
+                    engine = await self._idle.get()
         except TimeoutError:
             log.warning("engine_busy", deadline_s=self.deadline_s, waiting=self._waiting)
             raise EngineBusy(
