@@ -227,12 +227,11 @@ def serve_command(
     uvicorn.run(
         "redflags.service.app:app_from_env",
         factory=True,
-        http=guarded_protocol(header_timeout, body_timeout, max(1, max_connections // 4)),
+        http=guarded_protocol(header_timeout, body_timeout, max_connections),
         host=host,
         port=port,
         access_log=False,  # the app logs each request as structlog JSON, with its request id
         log_level="warning",
-        limit_concurrency=max_connections,
         timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
 

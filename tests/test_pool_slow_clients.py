@@ -107,3 +107,31 @@ def test_half_open_sockets_beyond_the_limit_do_not_stop_healthz(tmp_path: Path) 
                 closed += _read_until_closed(sock) == b""
             assert closed == 280
             assert _healthy(service)
+
+
+def test_past_the_connection_limit_the_answer_is_json_and_service_resumes(tmp_path: Path) -> None:
+    """--max-connections 8: requests whose bodies never come hold 8; the next gets a JSON 503."""
+    args = ("--allow-unauthenticated", "--no-state", "--max-connections", "8", "--body-timeout", "600")
+    with running_service(tmp_path, *args) as service:
+        with _sockets(service, 8) as holding:
+            for sock in holding:
+                sock.sendall(
+                    b"POST /fhir/$evaluate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/fhir+json\r\nContent-Length: 100\r\n\r\n"
+                )
+            deadline = time.monotonic() + BOUND_S
+            while (answer := requests.get(f"{service.url}/healthz", timeout=BOUND_S)).status_code != 503:
+                assert time.monotonic() < deadline, "the limit was never reached"
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.json()["resourceType"] == "OperationOutcome"
+        deadline = time.monotonic() + BOUND_S
+        while not _healthy(service):  # the held connections are closed: served again
+            assert time.monotonic() < deadline, "not served again"
+
+
+def test_a_request_that_cannot_be_parsed_gets_a_json_400(tmp_path: Path) -> None:
+    with running_service(tmp_path, *ARGS) as service, _sockets(service, 1) as (sock,):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
+        head, _, body = _read_until_closed(sock).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
+        assert json.loads(body)["resourceType"] == "OperationOutcome"

@@ -11,7 +11,10 @@ every call, ``/healthz`` included, into a 503 and then exhaust the descriptors. 
   application answers 408 at ``body_timeout_s``, ``body.BodyReadDeadline``: this is the
   backstop for a body nobody reads);
 - keeps at most ``max_waiting`` connections waiting for headers: a new one closes the oldest,
-  so half-open sockets cannot crowd out a client that sends its request at once.
+  so half-open sockets cannot crowd out a client that sends its request at once;
+- answers a request beyond ``max_connections`` open connections (or running requests), and a
+  request it cannot parse, with a JSON OperationOutcome, as the application answers its errors
+  (uvicorn's own answers are plain text).
 """
 
 from __future__ import annotations
@@ -20,10 +23,32 @@ from asyncio import TimerHandle, Transport
 from collections import OrderedDict
 from typing import ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import orjson
+import structlog
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from redflags.service.outcome import outcome
+
+log = structlog.get_logger("redflags.service.http")
 
 #: Seconds past the body deadline before the connection itself is closed (the 408 goes first).
 BODY_BACKSTOP_MARGIN_S = 5.0
+
+
+_BUSY = orjson.dumps(outcome("the service is at its connection limit: call again", "transient"))
+
+
+async def _too_many(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer past the connection limit (JSON; the connection is then closed)."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_BUSY)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": _BUSY, "more_body": False})
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -31,6 +56,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     header_timeout_s: ClassVar[float] = 10.0
     body_timeout_s: ClassVar[float] = 30.0
+    max_connections: ClassVar[int] = 1000
     max_waiting: ClassVar[int] = 250
     _waiting: ClassVar[OrderedDict[GuardedHttpToolsProtocol, None]]
     _timer: TimerHandle | None = None
@@ -55,7 +81,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._waiting.pop(self, None)
         self._arm(self.body_timeout_s + BODY_BACKSTOP_MARGIN_S)
+        limit = self.max_connections  # uvicorn's limit_concurrency test, with a JSON answer
+        over = len(self.connections) >= limit or len(self.tasks) >= limit
+        if over:
+            log.warning("connection_limit", connections=len(self.connections), requests=len(self.tasks))
+        self.app = _too_many if over else self.config.loaded_app
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request that cannot be parsed: a JSON OperationOutcome, then close."""
+        body = orjson.dumps(outcome("invalid HTTP request"))
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body)]
+        self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
+        self.transport.close()
 
     def on_message_complete(self) -> None:
         self._cancel_timer()
@@ -90,16 +131,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    header_timeout_s: float, body_timeout_s: float, max_waiting: int
+    header_timeout_s: float, body_timeout_s: float, max_connections: int
 ) -> type[GuardedHttpToolsProtocol]:
-    """A protocol class for ``uvicorn.run(http=...)`` with these limits and its own registry."""
+    """A protocol class for ``uvicorn.run(http=...)`` with these limits and its own registry.
+
+    A quarter of the connections may wait for their headers: the rest stay for requests.
+    """
     return type(
         "RedflagsHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
         {
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
-            "max_waiting": max_waiting,
+            "max_connections": max_connections,
+            "max_waiting": max(1, max_connections // 4),
             "_waiting": OrderedDict(),
         },
     )
