@@ -103,7 +103,7 @@ log = structlog.get_logger("redflags.serve")
 )
 @click.option(
     "--call-deadline",
-    default=30.0,
+    default=60.0,
     show_default=True,
     type=click.FloatRange(0.1, 3600),
     help="Seconds one evaluation may take in an engine process; then that process is killed "

@@ -245,7 +245,7 @@ class EnginePool:
         state: str | None = None,
         queue: bool = False,
         retention_days: int | None = None,
-        deadline_s: float = 30.0,
+        deadline_s: float = 60.0,
     ) -> None:
         self.processes = processes
         self.deadline_s = deadline_s  # per call: waiting for an engine, then the exchange

@@ -33,7 +33,7 @@ class ServiceSettings:
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
-    call_deadline_s: float = 30.0  # per engine call: then the engine process is killed and replaced
+    call_deadline_s: float = 60.0  # per engine call: then the engine process is killed and replaced
     shutdown_grace_s: float = 10.0  # SIGTERM: in-flight calls finish or are abandoned within this
     header_timeout_s: float = 10.0  # a client sends a request's headers within this, or is closed
     body_timeout_s: float = 30.0  # ... and its body within this (408)
