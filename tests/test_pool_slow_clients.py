@@ -110,18 +110,20 @@ def test_half_open_sockets_beyond_the_limit_do_not_stop_healthz(tmp_path: Path) 
 
 
 def test_past_the_connection_limit_the_answer_is_json_and_service_resumes(tmp_path: Path) -> None:
-    """--max-connections 8: requests whose bodies never come hold 8; the next gets a JSON 503."""
+    """--max-connections 8: 7 requests whose bodies never come, plus one more, reach it."""
     args = ("--allow-unauthenticated", "--no-state", "--max-connections", "8", "--body-timeout", "600")
     with running_service(tmp_path, *args) as service:
-        with _sockets(service, 8) as holding:
-            for sock in holding:
+        with _sockets(service, 0) as holding:
+            for _ in range(7):  # one at a time: each is a running request before the next connects
+                sock = _connect(service)
+                holding.append(sock)
                 sock.sendall(
-                    b"POST /fhir/$evaluate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"POST /fhir/$evaluate HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
                     b"Content-Type: application/fhir+json\r\nContent-Length: 100\r\n\r\n"
                 )
-            deadline = time.monotonic() + BOUND_S
-            while (answer := requests.get(f"{service.url}/healthz", timeout=BOUND_S)).status_code != 503:
-                assert time.monotonic() < deadline, "the limit was never reached"
+                assert sock.recv(100).startswith(b"HTTP/1.1 100")  # the app is reading its body
+            answer = requests.get(f"{service.url}/healthz", timeout=BOUND_S)
+            assert answer.status_code == 503
             assert answer.headers["content-type"] == "application/json"
             assert answer.json()["resourceType"] == "OperationOutcome"
         deadline = time.monotonic() + BOUND_S
