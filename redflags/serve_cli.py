@@ -13,6 +13,7 @@ from fhir_adapters.times import parse_now
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.service.auth import NO_PUBLIC_URL, Authenticator, AuthSetupError, public_url_problem
+from redflags.service.http_protocol import guarded_protocol
 from redflags.service.outbox_worker import outbox_auth
 from redflags.service.settings import MAX_TOKEN_LIFETIME_S, ServiceSettings
 from redflags.state.sqlite_store import StateStoreError, open_store
@@ -155,6 +156,44 @@ class SetupRefused(click.ClickException):
     type=click.IntRange(1),
     help="Days shown CDS cards and their feedback are kept (the feedback report's window).",
 )
+@click.option(
+    "--call-deadline",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds one evaluation may take in an engine process; then that process is killed "
+    "and replaced, and the call answered 503/500.",
+)
+@click.option(
+    "--shutdown-grace",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, 600),
+    help="On SIGTERM, seconds in-flight calls may take to finish before they are abandoned.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds a client may take to send a request's headers, from the connection's opening "
+    "or the end of its previous answer (then it is closed).",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a client may take to send a request's body (then 408).",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(8, 100_000),
+    help="Open connections served at once (503 beyond); a quarter may wait for their headers, "
+    "the oldest of those is closed first.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -182,6 +221,11 @@ def serve_command(
     fhir_max_bytes: int,
     delivered_keep_days: int,
     feedback_keep_days: int,
+    call_deadline: float,
+    shutdown_grace: float,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -238,6 +282,11 @@ def serve_command(
         fhir_max_bytes=fhir_max_bytes,
         delivered_keep_days=delivered_keep_days,
         feedback_keep_days=feedback_keep_days,
+        call_deadline_s=call_deadline,
+        shutdown_grace_s=shutdown_grace,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)
@@ -245,14 +294,16 @@ def serve_command(
     except (AuthSetupError, ValueError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     settings.to_env()
+    _ensure_descriptors(max_connections + 64 + 4 * workers)  # sockets, pipes, databases, logs
     uvicorn.run(
         "redflags.service.app:app_from_env",
         factory=True,
-        http="httptools",
+        http=guarded_protocol(header_timeout, body_timeout, max_connections),
         host=host,
         port=port,
         access_log=False,  # the app logs each request as structlog JSON, with its request id
         log_level="warning",
+        timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
 
 
@@ -264,3 +315,15 @@ def _origins(texts: tuple[str, ...]) -> tuple[str, ...]:
         except UnsafeUrl as exc:
             raise click.BadParameter(f"{text!r} {exc}", param_hint="--fhir-allow") from None
     return texts
+
+
+def _ensure_descriptors(needed: int) -> None:
+    """Raise the soft limit on open files to what --max-connections needs, or say it is short."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("few_descriptors", limit=target, needed=needed, detail="lower --max-connections")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -9,10 +11,13 @@ from importlib.metadata import version
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from redflags import logs
 from redflags.service import cds, feedback, fhir_evaluate
 from redflags.service.auth import Authenticator
+from redflags.service.body import BodyReadDeadline
+from redflags.service.catch_all import CatchAll
 from redflags.service.engine_pool import EnginePool, quiet_gc
 from redflags.service.limits import BodySizeLimit
 from redflags.service.outbox_worker import OutboxWorker
@@ -35,6 +40,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             state=settings.state,
             queue=bool(settings.fhir_server),
             retention_days=settings.retention_days,
+            deadline_s=settings.call_deadline_s,
         )
         app.state.feedback_store = feedback.open_store(settings)
         outbox = OutboxWorker.start(settings)
@@ -44,8 +50,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             log.info("service_ready", rules=len(RULES), engine_processes=settings.engine_processes)
             yield
         finally:
-            if outbox is not None:
-                await outbox.stop()
+            if outbox is not None:  # bounded: a delivery in progress is abandoned (it stays pending)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(outbox.stop(), settings.shutdown_grace_s)
             app.state.feedback_store.close()
             await app.state.engines.close()
 
@@ -57,6 +64,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # innermost: 413s get logged
+    app.add_middleware(BodyReadDeadline, seconds=settings.body_timeout_s)  # 408 for a dribbled body
+    app.add_middleware(CatchAll)  # outside both: an error no endpoint answered becomes JSON
     app.state.auth = Authenticator.from_settings(settings)  # trusted clients, tokens, replay store
     if settings.cors_origins:
         app.add_middleware(
@@ -72,8 +81,22 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(feedback.router)
 
     @app.get("/healthz", tags=["operations"])
-    async def healthz(request: Request) -> dict[str, object]:
-        return {"status": "ok", "version": version("redflags"), "rules": sorted(RULES)}
+    async def healthz(request: Request) -> JSONResponse:
+        """200 while the engine processes serve; 503 when one is dead, stuck or all stay busy."""
+        engines = request.app.state.engines.health()
+        body = {
+            "status": "ok" if engines["ready"] else "unavailable",
+            "version": version("redflags"),
+            "rules": sorted(RULES),
+            "engines": engines,
+        }
+        return JSONResponse(body, status_code=200 if engines["ready"] else 503)
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness for a load balancer: the engines' state, 503 while a call could not be served."""
+        engines = request.app.state.engines.health()
+        return JSONResponse({"engines": engines}, status_code=200 if engines["ready"] else 503)
 
     app.include_router(fhir_evaluate.router)
     return app

@@ -53,6 +53,11 @@ class ServiceSettings:
     fhir_max_bytes: int = 10 * 1024 * 1024  # bytes read from fhirServer for one call, all pages
     delivered_keep_days: int = 30  # delivered outbox items are deleted after this
     feedback_keep_days: int = 180  # shown CDS cards and their feedback are deleted after this
+    call_deadline_s: float = 60.0  # per engine call: then the engine process is killed and replaced
+    shutdown_grace_s: float = 10.0  # SIGTERM: in-flight calls finish or are abandoned within this
+    header_timeout_s: float = 10.0  # a client sends a request's headers within this, or is closed
+    body_timeout_s: float = 30.0  # ... and its body within this (408)
+    max_connections: int = 1000  # open connections (503 beyond; idle ones are closed first)
 
     def to_env(self) -> None:
         """Settings into the environment for the app factory; secrets stay in this process."""
