@@ -23,10 +23,11 @@ from redflags.service import feedback
 from redflags.service.auth import cds_client
 from redflags.service.body import media_type_problem
 from redflags.service.cards import IssuedCard
+from redflags.service.catch_all import error_response
 from redflags.service.cds_answer import answer, decode
 from redflags.service.cds_request import CdsRequestError
 from redflags.service.cds_services import SERVICES, CdsService, discovery_document
-from redflags.service.engine_pool import EnginePool, EngineUnavailable
+from redflags.service.engine_pool import EnginePool, EngineUnavailable, UnsendableInput
 from redflags.service.fhir_policy import FhirPolicy
 from redflags.service.outcome import outcome
 from redflags.service.prefetch import (
@@ -150,8 +151,8 @@ async def call_service(
     except PrefetchUnavailable as exc:
         log.info("cds_prefetch_unavailable", service=service.id, reason=exc.detail)
         return _error(412, str(exc), "incomplete")
-    except EngineUnavailable as exc:
-        return _error(500, str(exc), "exception")
+    except (EngineUnavailable, UnsendableInput, RecursionError) as exc:
+        return error_response(request.scope, exc)  # 503 + Retry-After, or 422: as catch_all
     assert answered is not None  # with the record gathered, answer always answers
     await _record_shown(request, service.id, answered.issued, client)
     log.info(

@@ -36,7 +36,8 @@ from fhir_adapters.output import fhir_instant, patient_transaction
 from fhir_adapters.times import parse_now
 from redflags import logs
 from redflags.pipeline import PatientResult
-from redflags.service.engine_pool import EnginePool, evaluate, pipeline
+from redflags.service.catch_all import error_response
+from redflags.service.engine_pool import EnginePool, EngineUnavailable, UnsendableInput, evaluate, pipeline
 from redflags.service.fhir_input import (
     INPUT_PARAMETERS,
     BadInput,
@@ -136,6 +137,8 @@ async def evaluate_operation(
         code = _STATUS_CODES.get(exc.status, "invalid")
         refusal = outcome(exc.message, code, expression=_paths(exc.expression))
         return FhirResponse(refusal, status_code=exc.status)
+    except (EngineUnavailable, UnsendableInput, RecursionError) as exc:
+        return error_response(request.scope, exc)  # engines busy or replaced: 503; too deep: 422
     except Exception as exc:  # a bug, not the sender's fault: no message (it may name patients)
         log.error("evaluate_failed", error=type(exc).__name__, at=_where(exc))
         return FhirResponse(outcome("evaluation failed (server error)", "exception"), status_code=500)
