@@ -70,7 +70,7 @@ class FhirValidationError(ValueError):
 
 #: pydantic adds non-element segments to some locations (the custom root of a resource union).
 _NOT_ELEMENTS = frozenset({"root"})
-_ELEMENT_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
+_ELEMENT_NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")  # fullmatch: no trailing newline
 _VALUE_TYPES = frozenset(
     {"value_error", "json_invalid", "literal_error", "enum", "too_short", "too_long"}
     | {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
@@ -85,7 +85,7 @@ def _expression(path: str, loc: tuple[int | str, ...]) -> str:
     for segment in loc:
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
-        elif segment not in _NOT_ELEMENTS and _ELEMENT_NAME.match(segment):
+        elif segment not in _NOT_ELEMENTS and _ELEMENT_NAME.fullmatch(segment):
             parts.append(f".{segment}")
     return "".join(parts)
 

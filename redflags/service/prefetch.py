@@ -29,7 +29,7 @@ from redflags.service.settings import ServiceSettings
 Found = tuple[str, dict[str, Any], str | None]
 
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_READ = re.compile(r"^[A-Z][A-Za-z]+/[^/?]+$")
+_READ = re.compile(r"[A-Z][A-Za-z]+/[^/?]+")  # fullmatch: no trailing newline
 _MISSING = object()
 
 
@@ -142,7 +142,7 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
             found.extend(_entries(value, where))
             if next_link(value):
                 to_continue.append((key, value))
-        elif _READ.match(query):
+        elif _READ.fullmatch(query):
             found.append((where, _read_value(key, value, query), None))
         else:
             found.append((where, value, None))
@@ -169,7 +169,7 @@ def gather(templates: Mapping[str, str], call: CdsRequest, settings: ServiceSett
                 for n, page in enumerate(pages, start=2):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
             for key, query in given.to_fetch:
-                if _READ.match(query):
+                if _READ.fullmatch(query):
                     resource = client.read(query, key)
                     if resource is not None:
                         found.append((f"{key} (fhirServer)", _read_value(key, resource, query), None))
