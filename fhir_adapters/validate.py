@@ -123,17 +123,21 @@ def _model_for(resource_type: str) -> type[Resource] | None:
     return model
 
 
-def _unsupported(node: Any, path: str) -> Iterator[Issue]:
-    """Nested resources whose type R4B lacks: R4B raises KeyError for them, without a location."""
-    if isinstance(node, dict):
-        kind = node.get("resourceType")
-        if isinstance(kind, str) and _model_for(kind) is None:
-            yield Issue("not-supported", path, f"resource type {kind!r} is not supported (R4B)")
-        for key, value in node.items():
-            yield from _unsupported(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _unsupported(value, f"{path}[{index}]")
+def _unsupported(root: Any, where: str) -> Iterator[Issue]:
+    """Nested resources whose type R4B lacks or that is no string: R4B raises KeyError or
+    TypeError for them, without a location. A loop, not recursion: JSON may nest 1,000 deep."""
+    stack = [(root, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("resourceType", "")
+            if not isinstance(kind, str):
+                yield Issue("structure", f"{path}.resourceType", "resourceType must be a string")
+            elif kind and _model_for(kind) is None:
+                yield Issue("not-supported", path, f"resource type {kind!r} is not supported (R4B)")
+            stack.extend((value, f"{path}.{key}") for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{index}]") for index, value in reversed(list(enumerate(node))))
 
 
 def resource_issues(resource: Any, path: str | None = None) -> list[Issue]:
@@ -153,7 +157,7 @@ def resource_issues(resource: Any, path: str | None = None) -> list[Issue]:
         return [
             Issue(_issue_code(e["type"]), _expression(where, e["loc"]), _message(e)) for e in exc.errors()
         ]
-    except KeyError as exc:  # a nested resource type R4B lacks (e.g. MedicinalProduct)
+    except (KeyError, TypeError) as exc:  # a nested resource type R4B lacks (MedicinalProduct), or a list
         found = list(_unsupported(resource, where))
         return found or [Issue("not-supported", where, f"unsupported resource type: {exc}")]
     return []
@@ -259,7 +263,7 @@ def _binding_issues(resource: dict[str, Any], binding: _Binding, path: str) -> I
         if leaf not in parent:
             if binding.mandatory:
                 yield Issue("required", where, f"{leaf} is required")
-        elif parent[leaf] not in binding.codes:
+        elif not isinstance(parent[leaf], str) or parent[leaf] not in binding.codes:  # a list: unhashable
             allowed = "|".join(sorted(binding.codes))
             yield Issue("code-invalid", where, f"{parent[leaf]!r} is not one of {allowed}")
 
@@ -269,12 +273,15 @@ def required_code_issues(resource: dict[str, Any], path: str | None = None) -> l
     if not isinstance(resource, dict):
         return []  # resource_issues reports the shape
     kind = resource.get("resourceType", "")
+    if not isinstance(kind, str):
+        return []  # resource_issues reports it
     where = path or kind
     issues = [
         issue for binding in _BINDINGS.get(kind, ()) for issue in _binding_issues(resource, binding, where)
     ]
     if kind == "Bundle":
-        for index, entry in enumerate(resource.get("entry") or ()):
+        entries = resource.get("entry")
+        for index, entry in enumerate(entries if isinstance(entries, list) else ()):
             inner = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(inner, dict):
                 issues += required_code_issues(inner, f"{where}.entry[{index}].resource")
