@@ -33,6 +33,8 @@ MAPPED_TYPES = frozenset(
 #: FHIR id (R4 datatypes: id): what ``Type/<id>`` references and URLs built from ids may hold.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 FHIR_ID_TEXT = "1-64 of A-Z a-z 0-9 - ."
+#: A fullUrl that may stand for an id-less resource: a urn, or an absolute URL with no space or control.
+_FULL_URL = re.compile(r"urn:(uuid|oid):[A-Za-z0-9.\-]{1,64}|https?://[!-~]{1,2000}")
 
 
 class Entry(NamedTuple):  # a tuple: one is made per resource of every input
@@ -100,11 +102,14 @@ def resources_of(doc: object, path: str) -> list[tuple[str, dict, str | None]]:
 
 
 def reference_of(resource: dict, full_url: str | None) -> str:
-    """ "Type/id" when the resource has an id, else its fullUrl, else a placeholder."""
+    """ "Type/id" when the resource has a FHIR id, else its fullUrl (a urn or an absolute URL
+    without spaces), else a placeholder: what evidence references and cards name it by."""
     rid = resource.get("id")
-    if isinstance(rid, str) and rid:
+    if is_fhir_id(rid):
         return f"{resource['resourceType']}/{rid}"
-    return full_url or f"{resource['resourceType']}/(no id)"
+    if full_url and _FULL_URL.fullmatch(full_url):
+        return full_url
+    return f"{resource['resourceType']}/(no id)"
 
 
 def _segments(url: str) -> list[str]:
@@ -165,18 +170,18 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
             continue
         if rtype not in MAPPED_TYPES:
             continue
-        if "id" in res and not is_fhir_id(res["id"]):  # it would name the record in Flags and cards
-            message = f"{_shown(res['id'])} is not a FHIR id ({FHIR_ID_TEXT}); skipped"
-            intake.issues.append(Issue(f"{path}.id", message, "value"))
-            continue
+        bad_id = "id" in res and not is_fhir_id(res["id"])
         if rtype == "Patient":
             pid = _patient_id(res, url)
-            if pid is None:
-                intake.issues.append(
-                    Issue(path, f"the fullUrl gives no FHIR id ({FHIR_ID_TEXT}); skipped", "value")
-                )
+            if pid is None:  # every Flag, card and stored fact names the patient by it
+                where, what = (f"{path}.id", _shown(res["id"])) if bad_id else (f"{path}", "its fullUrl")
+                message = f"{what} is not a FHIR id ({FHIR_ID_TEXT}): patient skipped"
+                intake.issues.append(Issue(where, message, "value"))
                 continue
         else:
+            if bad_id:  # its data counts; Flags and cards do not name it by that id
+                message = f"{_shown(res['id'])} is not a FHIR id ({FHIR_ID_TEXT}): read, not referenced by it"
+                intake.issues.append(Issue(f"{path}.id", message, "value", "warning"))
             pid = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
             if pid is None:
                 intake.issues.append(
