@@ -234,8 +234,8 @@ def _parse(raw: bytes) -> FeedbackRequest:
             "nothing was stored (send them in several requests)"
         )
         raise _Rejected(413, message, "too-costly")
-    try:
-        return FeedbackRequest.model_validate(doc)
+    try:  # from the JSON text again: pydantic's JSON mode words its messages in JSON terms
+        return FeedbackRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise _Rejected(400, _message(exc.errors())) from None
 

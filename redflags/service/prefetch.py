@@ -29,7 +29,7 @@ from redflags.service.settings import ServiceSettings
 Found = tuple[str, dict[str, Any], str | None]
 
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_READ = re.compile(r"[A-Z][A-Za-z]+/[^/?]+")  # fullmatch: no trailing newline
+_READ = re.compile(r"[A-Z][A-Za-z]+/[^/?\s]+")  # fullmatch, no space: no trailing newline
 _MISSING = object()
 
 
