@@ -364,22 +364,34 @@ def run_batch(
 
 
 # --- the served process ---------------------------------------------------------------------------
-def rss_kib(pid: int) -> int:
-    """Resident memory of ``pid`` and its children (the engine processes), KiB (Linux /proc)."""
-    total = 0
-    pids = [pid]
+def _rss_one(pid: int) -> int:
     try:
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
     except OSError:
         pass
-    for one in pids:
-        try:
-            for line in Path(f"/proc/{one}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+    return 0
+
+
+def rss_split(pid: int) -> tuple[int, int]:
+    """Resident memory (KiB, Linux /proc) of the HTTP process ``pid`` and of its children, the
+    engine processes."""
+    try:
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    return _rss_one(pid), sum(_rss_one(child) for child in children)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` and its children (the engine processes), KiB."""
+    return sum(rss_split(pid))
+
+
+def _mib(pid: int) -> str:
+    http, engines = rss_split(pid)
+    return f"RSS {(http + engines) / 1024:.0f} MiB (HTTP {http / 1024:.0f}, engines {engines / 1024:.0f})"
 
 
 PROBE_PATIENT = "Patient/fuzz-probe"  # no fuzzed input names it: its history is its own
@@ -460,13 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     tally = Tally()
     with (
         tempfile.TemporaryDirectory() as tmp,
-        running_service(Path(tmp), "--workers", str(args.workers)) as service,
+        running_service(Path(tmp), "--allow-unauthenticated", "--workers", str(args.workers)) as service,
     ):
         session = requests.Session()
         probe(session, service.url)  # warm: the first evaluation compiles nothing, but fills caches
         baseline = min(probe(session, service.url) for _ in range(5))
         rss_before = rss_kib(service.process.pid)
-        print(f"normal call {baseline * 1000:.1f} ms, RSS {rss_before / 1024:.0f} MiB", flush=True)
+        print(f"normal call {baseline * 1000:.1f} ms, {_mib(service.process.pid)}", flush=True)
         started = time.monotonic()
         batch = 0
         while tally.counts["inputs"] < args.inputs:
@@ -484,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"5xx {tally.counts['5xx']}, "
                 f"4xx without OperationOutcome {tally.counts['4xx-without-outcome']}, "
                 f"unhandled {tally.counts['unhandled']}; {alive}, normal call {took * 1000:.1f} ms "
-                f"({took / baseline:.2f}x), RSS {rss_kib(service.process.pid) / 1024:.0f} MiB",
+                f"({took / baseline:.2f}x), {_mib(service.process.pid)}",
                 flush=True,
             )
             if alive != "alive":
