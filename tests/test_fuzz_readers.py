@@ -250,15 +250,13 @@ def test_validation_of_a_list_where_a_code_or_type_belongs_is_a_report() -> None
 
 
 def test_validation_of_a_deeply_nested_unknown_type_does_not_recurse() -> None:
-    deep: object = {"resourceType": "MedicinalProduct"}
+    deep: object = "x"
     for _ in range(1015):
         deep = [deep]
-    doc = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": {"resourceType": "Basic", "x": deep}}],
-    }
-    assert resource_issues(doc)
+    unknown = {"resource": {"resourceType": "MedicinalProduct"}}  # R4B raises KeyError: the doc is walked
+    doc = {"resourceType": "Bundle", "type": "collection", "entry": [unknown, {"resource": {"x": deep}}]}
+    (issue,) = resource_issues(doc)  # the walk recursed once per level: RecursionError
+    assert issue.expression == "Bundle.entry[0].resource" and "MedicinalProduct" in issue.message
 
 
 # --- FHIR ids and references -----------------------------------------------------------------------

@@ -81,14 +81,14 @@ def test_healthz_answers_while_a_feedback_body_is_being_validated(
     """
     validating, healthz_answered = threading.Event(), threading.Event()
     saw_answer: list[bool] = []
-    real_items = feedback._items
+    real_validate = feedback.FeedbackRequest.model_validate_json
 
-    def held_items(raw: bytes) -> list:
+    def held_validate(cls: type, raw: bytes, **options: object) -> feedback.FeedbackRequest:
         validating.set()
         saw_answer.append(healthz_answered.wait(10))
-        return real_items(raw)
+        return real_validate(raw, **options)
 
-    monkeypatch.setattr(feedback, "_items", held_items)
+    monkeypatch.setattr(feedback.FeedbackRequest, "model_validate_json", classmethod(held_validate))
     app = create_app(ServiceSettings(allow_unauthenticated=True, feedback_db=str(tmp_path / "fb.sqlite")))
     app.state.feedback_store = SqliteFeedbackStore.open(str(tmp_path / "fb.sqlite"))
 
