@@ -341,12 +341,16 @@ def verdict(status: int, body: bytes) -> str:
 class Tally:
     counts: Counter[str] = field(default_factory=Counter)
     first: dict[str, str] = field(default_factory=dict)  # verdict -> the first call that got it
+    report: Callable[[str], None] | None = None  # told each failure as it happens (the long run)
 
     def add(self, outcome: str, call: Call, detail: str = "") -> None:
         self.counts[outcome] += 1
         self.counts["inputs"] += 1
         if outcome not in ("ok", "rejected"):
-            self.first.setdefault(outcome, f"{call.describe()} -> {detail[:300]}")
+            example = f"{call.describe()} -> {detail[:300]}"
+            self.first.setdefault(outcome, example)
+            if self.report is not None:
+                self.report(f"{outcome}: {example}")
 
     @property
     def failures(self) -> int:
@@ -487,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.service_harness import running_service
 
-    tally = Tally()
+    tally = Tally(report=lambda failure: print(failure[:2000], flush=True))
     with (
         tempfile.TemporaryDirectory() as tmp,
         running_service(Path(tmp), "--allow-unauthenticated", "--workers", str(args.workers)) as service,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from fhir_adapters import plausibility, units
-from fhir_adapters.errors import IntakeError
+from fhir_adapters.errors import IntakeError, shown
 from fhir_adapters.intake import Entry, Issue, PatientGroup, reference_of
 from fhir_adapters.terminology import Match, Terminology
 from fhir_adapters.times import birth_date, to_epoch
@@ -258,7 +258,9 @@ def _condition(res: dict, path: str, pid: str, ref: str, term: Terminology, born
         return []
     clinical = _status_code(res.get("clinicalStatus"), CLINICAL, f"{path}.clinicalStatus")
     if clinical is not None and clinical not in _CURRENT | _NOT_CURRENT:
-        raise IntakeError(f"{path}.clinicalStatus", f"unknown clinical status {clinical!r}", "code-invalid")
+        raise IntakeError(
+            f"{path}.clinicalStatus", f"unknown clinical status {shown(clinical)}", "code-invalid"
+        )
     sites = _sites(res, path)
     matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Condition")
     if not matches:
@@ -328,7 +330,7 @@ def _number(res: dict, path: str) -> tuple[float, str | None] | None:
             raise IntakeError(qpath, "expected a Quantity object")
         value = qty.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise IntakeError(f"{qpath}.value", f"expected a number, got {value!r}")
+            raise IntakeError(f"{qpath}.value", f"expected a number, got {shown(value)}")
         if qty.get("comparator") is not None:
             raise IntakeError(
                 f"{qpath}.comparator",
@@ -339,7 +341,7 @@ def _number(res: dict, path: str) -> tuple[float, str | None] | None:
     if "valueInteger" in res:
         value = res["valueInteger"]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise IntakeError(f"{path}.valueInteger", f"expected an integer, got {value!r}")
+            raise IntakeError(f"{path}.valueInteger", f"expected an integer, got {shown(value)}")
         return float(value), None
     return None
 
@@ -413,7 +415,7 @@ def _observation(
     if status in _IGNORED_RESULT:
         return []
     if status not in _COUNTED_RESULT:
-        raise IntakeError(f"{path}.status", f"unknown observation status {status!r}", "code-invalid")
+        raise IntakeError(f"{path}.status", f"unknown observation status {shown(status)}", "code-invalid")
     sites = _sites(res, path)
     matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation")
     if not matches:
@@ -477,7 +479,8 @@ def _observation(
                     issues.append(
                         Issue(
                             f"{path}.valueQuantity",
-                            f"unit {number[1]!r} cannot be read as {info.unit}; value treated as missing",
+                            f"unit {shown(number[1])} cannot be read as {info.unit}; "
+                            "value treated as missing",
                             "value",
                             "warning",
                         )
@@ -554,7 +557,7 @@ def _patient(res: dict, path: str, pid: str) -> list[Fact]:
     gender = res.get("gender")
     if gender is not None:
         if gender not in ("male", "female", "other", "unknown"):
-            raise IntakeError(f"{path}.gender", f"unknown gender code {gender!r}", "code-invalid")
+            raise IntakeError(f"{path}.gender", f"unknown gender code {shown(gender)}", "code-invalid")
         fact["sex"] = gender
     if "birthDate" in res:
         fact["birth"] = birth_date(res["birthDate"], f"{path}.birthDate").isoformat()

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import orjson
 
-from fhir_adapters.errors import InputError
+from fhir_adapters.errors import InputError, shown
 
 #: Resource types whose facts the rules read; other types are skipped without error.
 MAPPED_TYPES = frozenset(
@@ -122,11 +122,6 @@ def is_fhir_id(value: object) -> bool:
     return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _patient_id(res: dict, full_url: str | None) -> str | None:
     """ "Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl; None if no FHIR id."""
     rid = res.get("id")
@@ -174,13 +169,13 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
         if rtype == "Patient":
             pid = _patient_id(res, url)
             if pid is None:  # every Flag, card and stored fact names the patient by it
-                where, what = (f"{path}.id", _shown(res["id"])) if bad_id else (f"{path}", "its fullUrl")
+                where, what = (f"{path}.id", shown(res["id"])) if bad_id else (f"{path}", "its fullUrl")
                 message = f"{what} is not a FHIR id ({FHIR_ID_TEXT}): patient skipped"
                 intake.issues.append(Issue(where, message, "value"))
                 continue
         else:
             if bad_id:  # its data counts; Flags and cards do not name it by that id
-                message = f"{_shown(res['id'])} is not a FHIR id ({FHIR_ID_TEXT}): read, not referenced by it"
+                message = f"{shown(res['id'])} is not a FHIR id ({FHIR_ID_TEXT}): read, not referenced by it"
                 intake.issues.append(Issue(f"{path}.id", message, "value", "warning"))
             pid = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
             if pid is None:

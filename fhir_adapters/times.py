@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
-from fhir_adapters.errors import IntakeError
+from fhir_adapters.errors import IntakeError, shown
 
 #: ASCII digits only (``\d`` also matches other scripts' digits) and, with ``fullmatch``, no
 #: trailing newline. Zone offsets are FHIR's: -14:00 to +14:00.
@@ -31,10 +31,10 @@ def to_epoch(text: object, path: str) -> int:
         raise IntakeError(path, f"expected a date/time string, got {type(text).__name__}")
     match = _DATETIME.fullmatch(text)
     if not match:
-        raise IntakeError(path, f"not a FHIR date/dateTime: {text!r}")
+        raise IntakeError(path, f"not a FHIR date/dateTime: {shown(text)}")
     parts = match.groupdict()
     if parts["h"] is not None and parts["tz"] is None:
-        raise IntakeError(path, f"dateTime with a time but no time zone: {text!r}")
+        raise IntakeError(path, f"dateTime with a time but no time zone: {shown(text)}")
     try:
         moment = datetime(
             int(parts["y"]),
@@ -46,14 +46,14 @@ def to_epoch(text: object, path: str) -> int:
             tzinfo=UTC,
         )
     except ValueError as exc:
-        raise IntakeError(path, f"impossible date {text!r}: {exc}") from None
+        raise IntakeError(path, f"impossible date {shown(text)}: {exc}") from None
     seconds = int(moment.timestamp())
     tz = parts["tz"]
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
         seconds -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
     if not EARLIEST <= seconds <= LATEST:
-        raise IntakeError(path, f"date out of range (years 0101 to 9899): {text!r}")
+        raise IntakeError(path, f"date out of range (years 0101 to 9899): {shown(text)}")
     return seconds
 
 
@@ -69,9 +69,9 @@ def iso(epoch: int) -> str:
 
 def birth_date(text: object, path: str) -> date:
     if not isinstance(text, str) or not _DATE.fullmatch(text):
-        raise IntakeError(path, f"not a FHIR date: {text!r}")
+        raise IntakeError(path, f"not a FHIR date: {shown(text)}")
     y, mo, d = ([*text.split("-"), "01", "01"])[:3]
     try:
         return date(int(y), int(mo), int(d))
     except ValueError as exc:
-        raise IntakeError(path, f"impossible date {text!r}: {exc}") from None
+        raise IntakeError(path, f"impossible date {shown(text)}: {exc}") from None

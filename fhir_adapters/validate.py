@@ -19,6 +19,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
+from fhir_adapters.errors import shown
+
 __all__ = [
     "FhirValidationError",
     "Issue",
@@ -104,10 +106,10 @@ def _issue_code(error_type: str) -> str:
 def _message(error: dict[str, Any]) -> str:
     """pydantic's message, plus the offending scalar so the report is actionable."""
     if error["type"] == "json_invalid":
-        return f"expected a JSON object, got {error.get('input')!r}"
+        return f"expected a JSON object, got {shown(error.get('input'))}"
     value = error.get("input")
     if isinstance(value, str | int | float | bool) and error["type"] != "missing":
-        return f"{error['msg']} (got {value!r})"
+        return f"{error['msg']} (got {shown(value)})"
     return str(error["msg"])
 
 
@@ -265,7 +267,7 @@ def _binding_issues(resource: dict[str, Any], binding: _Binding, path: str) -> I
                 yield Issue("required", where, f"{leaf} is required")
         elif not isinstance(parent[leaf], str) or parent[leaf] not in binding.codes:  # a list: unhashable
             allowed = "|".join(sorted(binding.codes))
-            yield Issue("code-invalid", where, f"{parent[leaf]!r} is not one of {allowed}")
+            yield Issue("code-invalid", where, f"{shown(parent[leaf])} is not one of {allowed}")
 
 
 def required_code_issues(resource: dict[str, Any], path: str | None = None) -> list[Issue]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from fhir_adapters.errors import shown
 from redflags.service.cds_request import CdsRequest, CdsRequestError
 from redflags.service.fhir_client import FhirReadClient, FhirUnavailable, is_loopback, next_link
 from redflags.service.settings import ServiceSettings
@@ -88,7 +89,7 @@ def _read_value(key: str, resource: dict[str, Any], expected: str) -> dict[str, 
     if "id" not in resource:  # the key says which resource it is (the spec's examples omit ids)
         return {**resource, "id": rid}
     if resource["id"] != rid:
-        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{resource['id']}, not the one in context")
+        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{shown(resource['id'])}, not the one in context")
     return resource
 
 
@@ -188,9 +189,9 @@ def _unique(found: list[Found]) -> list[Found]:
     out: list[Found] = []
     for item in found:
         resource = item[1]
-        rid = resource.get("id")
-        if isinstance(rid, str):
-            ref = f"{resource.get('resourceType')}/{rid}"
+        rid, rtype = resource.get("id"), resource.get("resourceType")
+        if isinstance(rid, str) and isinstance(rtype, str):  # else intake.group reports it
+            ref = f"{rtype}/{rid}"
             if ref in seen:
                 continue
             seen.add(ref)
