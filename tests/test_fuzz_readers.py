@@ -347,3 +347,43 @@ def test_fhir_dates_need_ascii_digits_and_nothing_after() -> None:
         to_epoch("2025-03-10T12:00:00-14:01", "x")
     with pytest.raises(IntakeError):
         to_epoch("2025-03-10T12:00:00Z ", "x")
+
+
+# --- values nested 1,000 deep: their repr raised RecursionError (a 500) ---------------------------
+def _deep(depth: int = 1100) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        _observation(valueQuantity={"value": _deep(), "unit": "mmol/L"}),
+        _observation(valueQuantity=None, valueInteger=_deep()),
+        {"resourceType": "Patient", "id": "p1", "gender": _deep()},
+        {"resourceType": "Patient", "id": "p1", "birthDate": _deep()},
+    ],
+)
+def test_a_deeply_nested_value_is_reported_not_quoted(term: Terminology, resource: dict) -> None:
+    if resource.get("valueQuantity") is None:
+        resource.pop("valueQuantity", None)
+    _, mapped = _map(term, resource)
+    messages = [i.message for m in mapped for i in m.issues]
+    assert len(messages) == 1 and ("an array" in messages[0]), messages
+
+
+def test_a_prefetched_entry_with_a_deep_resource_type_is_reported() -> None:
+    service = SERVICES["redflags-patient-view"]
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": _deep(), "id": "c1"}}]}
+    body = {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/1", "patientId": "p1"},
+        "prefetch": dict.fromkeys(service.prefetch) | {"Condition": bundle},
+    }
+    found = prefetch.read_prefetch(service.prefetch, cds_request.parse(body, "patient-view")).found
+    assert [i.message for i in group("cds-hooks", found).issues] == [
+        "not a FHIR resource (no resourceType); skipped"
+    ]
