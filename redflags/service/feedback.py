@@ -73,7 +73,9 @@ async def record_shown(request: Request, service_id: str, cards: Iterable[ShownC
 #: more is refused (413, nothing stored) before any item is validated.
 MAX_FEEDBACK_ITEMS = 1_000
 
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+_RFC3339 = re.compile(  # ASCII digits: \d also matches other scripts' digits
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def _instant(text: str) -> str:
