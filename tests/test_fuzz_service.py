@@ -71,6 +71,20 @@ def test_feedback_over_the_item_cap_is_refused_with_a_413_and_nothing_stored(ser
     assert at_cap.status_code == 200, at_cap.text
 
 
+def test_a_feedback_body_over_its_byte_limit_is_refused_before_parsing(service: Service) -> None:
+    url = f"{service.url}/cds-services/redflags-patient-view/feedback"
+    body = json.dumps(
+        {"feedback": [{**ITEM, "overrideReason": {"userComment": "x" * feedback.MAX_FEEDBACK_BYTES}}]}
+    )
+    over = requests.post(url, data=body.encode(), timeout=60)
+    assert over.status_code == 413
+    (issue,) = over.json()["issue"]
+    assert (
+        issue["code"] == "too-costly"
+        and f"at most {feedback.MAX_FEEDBACK_BYTES} bytes" in issue["diagnostics"]
+    )
+
+
 def test_healthz_answers_while_a_feedback_body_is_being_validated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

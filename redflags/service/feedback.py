@@ -72,6 +72,9 @@ async def record_shown(request: Request, service_id: str, cards: Iterable[ShownC
 #: Feedback items accepted in one request. A client sends one per card it showed, a handful;
 #: more is refused (413, nothing stored) before any item is validated.
 MAX_FEEDBACK_ITEMS = 1_000
+#: Bytes of one feedback body (1 KiB per item): checked before parsing, because JSON a tenth of
+#: the general body limit can still decode to hundreds of megabytes of objects (deep nesting).
+MAX_FEEDBACK_BYTES = 1024 * 1024
 
 _RFC3339 = re.compile(  # ASCII digits: \d also matches other scripts' digits
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -224,7 +227,13 @@ async def _read_body(request: Request) -> bytes:
 
 
 def _parse(raw: bytes) -> FeedbackRequest:
-    """The request, checked; the item count first, so an oversized list is never validated."""
+    """The request, checked; its size and item count first, so an oversized list is never validated."""
+    if len(raw) > MAX_FEEDBACK_BYTES:
+        message = (
+            f"feedback body of {len(raw)} bytes: at most {MAX_FEEDBACK_BYTES} bytes "
+            f"(and {MAX_FEEDBACK_ITEMS} items) per request; nothing was stored"
+        )
+        raise _Rejected(413, message, "too-costly")
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -275,7 +284,9 @@ router = APIRouter(route_class=_FeedbackRoute, tags=["CDS Hooks"])
     responses={
         200: {"description": "Stored durably (empty body: the specification defines none)."},
         400: {"description": "Malformed feedback (OperationOutcome says where)."},
-        413: {"description": f"Body over the size limit, or more than {MAX_FEEDBACK_ITEMS} items."},
+        413: {
+            "description": f"Over {MAX_FEEDBACK_BYTES} bytes or {MAX_FEEDBACK_ITEMS} items; nothing stored."
+        },
         401: {"description": "The client is not authenticated."},
         404: {"description": "No such CDS service."},
         503: {"description": "The feedback database is unavailable; nothing was stored, retry."},
