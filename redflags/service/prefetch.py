@@ -89,7 +89,9 @@ def _read_value(key: str, resource: dict[str, Any], expected: str) -> dict[str, 
     if "id" not in resource:  # the key says which resource it is (the spec's examples omit ids)
         return {**resource, "id": rid}
     if resource["id"] != rid:
-        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{shown(resource['id'])}, not the one in context")
+        sent = resource["id"]
+        sent_id = sent[:64] if isinstance(sent, str) else shown(sent)  # never a whole (deep) value
+        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{sent_id}, not the one in context")
     return resource
 
 
