@@ -15,3 +15,13 @@ class IntakeError(Exception):
 
 class InputError(Exception):
     """A whole input (file, request body) that cannot be read at all."""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value as an error message quotes it: a scalar's repr, cut short; never a whole array or
+    object (the repr of a value nested 1,000 deep raises RecursionError, and a message must not
+    echo megabytes back)."""
+    if isinstance(value, list | dict):
+        return "an array" if isinstance(value, list) else "an object"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -22,13 +22,14 @@ treated as missing and reported as a data-quality issue (7.2, 14.2).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
 from fhir_adapters import plausibility, units
-from fhir_adapters.errors import IntakeError
+from fhir_adapters.errors import IntakeError, shown
 from fhir_adapters.intake import Entry, Issue, PatientGroup, reference_of
 from fhir_adapters.terminology import Match, Terminology
 from fhir_adapters.times import birth_date, to_epoch
@@ -68,6 +69,7 @@ _LATERALITY_CODES = {
     (SNOMED, "66459002"): "unknown",
 }
 _YEAR = 365.25 * 86400
+MAX_AGE_YEARS = 150  # an onset or abatement age past this is a data error, not an age
 #: "haemolysed", "hemolyzed", "haemolysis" ...; a leading "non-", "not " or "no " negates it.
 _HEMOLYSIS = re.compile(r"\b(non-?|not\s+|no\s+)?ha?emoly[sz]", re.IGNORECASE)
 #: HL7 v2 table 0493 (Specimen.condition): HEM = haemolysed.
@@ -117,10 +119,26 @@ def _sites(resource: dict, path: str) -> list[dict]:
     raise IntakeError(f"{path}.bodySite", "expected a CodeableConcept")
 
 
+def _list(value: object) -> list:
+    """An array element as sent, or nothing when it is not an array (a reader never iterates a
+    string, a number or an object by mistake)."""
+    return value if isinstance(value, list) else []
+
+
+def _code(value: object) -> str | None:
+    """A code element for a set lookup: None unless a string."""
+    return value if isinstance(value, str) else None
+
+
+def _pair(system: object, code: object) -> tuple[str, str] | None:
+    """(system, code) for a table lookup, or None unless both are strings (a list is unhashable)."""
+    return (system, code) if isinstance(system, str) and isinstance(code, str) else None
+
+
 def _side_from_sites(sites: list[dict], term: Terminology) -> str | None:
     """Laterality from a qualifier in any bodySite extension (13.2 rule 2)."""
     for site in sites:
-        for ext in site.get("extension", ()):
+        for ext in _list(site.get("extension")):
             if not isinstance(ext, dict):
                 continue
             value = ext.get("valueCodeableConcept")
@@ -128,7 +146,7 @@ def _side_from_sites(sites: list[dict], term: Terminology) -> str | None:
             for coding in codings if isinstance(codings, list) else ():
                 if not isinstance(coding, dict):
                     continue
-                side = _LATERALITY_CODES.get((coding.get("system"), coding.get("code")))
+                side = _LATERALITY_CODES.get(_pair(coding.get("system"), coding.get("code")))
                 if side:
                     return side
             if ext.get("url") == LATERALITY_EXTENSION and isinstance(ext.get("valueCode"), str):
@@ -231,8 +249,10 @@ def _age_time(value: object, born: date | None, path: str) -> int | None:
     if not isinstance(value, dict) or born is None:
         return None
     years = value.get("value")
-    if not isinstance(years, int | float) or value.get("code", "a") != "a":
+    if isinstance(years, bool) or not isinstance(years, int | float) or value.get("code", "a") != "a":
         raise IntakeError(path, "only ages in years (UCUM 'a') are supported")
+    if not 0 <= years <= MAX_AGE_YEARS:
+        raise IntakeError(f"{path}.value", f"an age of {years!r} years is not possible", "value")
     base = to_epoch(born.isoformat(), path)
     return int(base + years * _YEAR)
 
@@ -268,7 +288,9 @@ def _condition(
         return []
     clinical = _status_code(res.get("clinicalStatus"), CLINICAL, f"{path}.clinicalStatus")
     if clinical is not None and clinical not in _CURRENT | _NOT_CURRENT:
-        raise IntakeError(f"{path}.clinicalStatus", f"unknown clinical status {clinical!r}", "code-invalid")
+        raise IntakeError(
+            f"{path}.clinicalStatus", f"unknown clinical status {shown(clinical)}", "code-invalid"
+        )
     sites = _sites(res, path)
     matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Condition")
     if not matches:
@@ -350,7 +372,7 @@ def _number(res: dict, path: str) -> tuple[float, str | None] | None:
             raise IntakeError(qpath, "expected a Quantity object")
         value = qty.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise IntakeError(f"{qpath}.value", f"expected a number, got {value!r}")
+            raise IntakeError(f"{qpath}.value", f"expected a number, got {shown(value)}")
         if qty.get("comparator") is not None:
             raise IntakeError(
                 f"{qpath}.comparator",
@@ -361,7 +383,7 @@ def _number(res: dict, path: str) -> tuple[float, str | None] | None:
     if "valueInteger" in res:
         value = res["valueInteger"]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise IntakeError(f"{path}.valueInteger", f"expected an integer, got {value!r}")
+            raise IntakeError(f"{path}.valueInteger", f"expected an integer, got {shown(value)}")
         return float(value), None
     return None
 
@@ -402,21 +424,21 @@ def _hemolysed(res: dict) -> bool:
     Only a Specimen contained in the Observation is read (intake does not map Specimen).
     """
     texts: list[str] = []
-    for concept in res.get("interpretation") or ():
+    for concept in _list(res.get("interpretation")):
         texts += _concept_texts(concept)
-    for note in res.get("note") or ():
+    for note in _list(res.get("note")):
         if isinstance(note, dict) and isinstance(note.get("text"), str):
             texts.append(note["text"])
     specimen = res.get("specimen")
     target = specimen.get("reference") if isinstance(specimen, dict) else None
     if isinstance(specimen, dict) and isinstance(specimen.get("display"), str):
         texts.append(specimen["display"])
-    for contained in res.get("contained") or ():
+    for contained in _list(res.get("contained")):
         if not isinstance(contained, dict) or contained.get("resourceType") != "Specimen":
             continue
         if target is not None and target != f"#{contained.get('id')}":
             continue
-        for concept in contained.get("condition") or ():
+        for concept in _list(contained.get("condition")):
             codings = concept.get("coding") if isinstance(concept, dict) else None
             for coding in codings if isinstance(codings, list) else ():
                 pair = (coding.get("system"), coding.get("code")) if isinstance(coding, dict) else None
@@ -435,7 +457,7 @@ def _observation(
     if status in _IGNORED_RESULT:
         return []
     if status not in _COUNTED_RESULT:
-        raise IntakeError(f"{path}.status", f"unknown observation status {status!r}", "code-invalid")
+        raise IntakeError(f"{path}.status", f"unknown observation status {shown(status)}", "code-invalid")
     sites = _sites(res, path)
     matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation")
     if not matches:
@@ -498,11 +520,14 @@ def _observation(
             number = _number(res, path)
             if number is not None:
                 value = units.normalise(match.key, number[0], number[1], info.unit)
+                if value is not None and not math.isfinite(value):  # 1e308 g/L in mg/dL
+                    value = None
                 if value is None:
                     issues.append(
                         Issue(
                             f"{path}.valueQuantity",
-                            f"unit {number[1]!r} cannot be read as {info.unit}; value treated as missing",
+                            f"unit {shown(number[1])} cannot be read as {info.unit}; "
+                            "value treated as missing",
                             "value",
                             "warning",
                         )
@@ -544,7 +569,7 @@ def _observation(
 
 
 def _procedure(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
-    if res.get("status") not in _PROCEDURE_DONE:
+    if _code(res.get("status")) not in _PROCEDURE_DONE:
         return []
     ts = _time(res, ("performedDateTime", "performedPeriod"), path)  # 14.4: the start
     matches = _keys(res, res.get("code"), f"{path}.code", [], term, "Procedure")
@@ -556,7 +581,7 @@ def _procedure(res: dict, path: str, pid: str, ref: str, term: Terminology) -> l
 
 def _medication(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
     rtype = res["resourceType"]
-    if res.get("status") not in _MED_ACTIVE[rtype]:
+    if _code(res.get("status")) not in _MED_ACTIVE[rtype]:
         return []
     concept = res.get("medicationCodeableConcept")
     matches = _keys(res, concept, f"{path}.medicationCodeableConcept", [], term, rtype)
@@ -580,7 +605,7 @@ def _patient(res: dict, path: str, pid: str) -> list[Fact]:
     gender = res.get("gender")
     if gender is not None:
         if gender not in ("male", "female", "other", "unknown"):
-            raise IntakeError(f"{path}.gender", f"unknown gender code {gender!r}", "code-invalid")
+            raise IntakeError(f"{path}.gender", f"unknown gender code {shown(gender)}", "code-invalid")
         fact["sex"] = gender
     if "birthDate" in res:
         fact["birth"] = birth_date(res["birthDate"], f"{path}.birthDate").isoformat()

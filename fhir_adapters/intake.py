@@ -6,6 +6,7 @@ resources with the element path each came from, so every later error can name th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 import orjson
 
-from fhir_adapters.errors import InputError
+from fhir_adapters.errors import InputError, shown
 
 #: Resource types whose facts the rules read; other types are skipped without error.
 MAPPED_TYPES = frozenset(
@@ -27,6 +28,13 @@ MAPPED_TYPES = frozenset(
         "MedicationAdministration",
     }
 )
+
+
+#: FHIR id (R4 datatypes: id): what ``Type/<id>`` references and URLs built from ids may hold.
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+FHIR_ID_TEXT = "1-64 of A-Z a-z 0-9 - ."
+#: A fullUrl that may stand for an id-less resource: a urn, or an absolute URL with no space or control.
+_FULL_URL = re.compile(r"urn:(uuid|oid):[A-Za-z0-9.\-]{1,64}|https?://[!-~]{1,2000}")
 
 
 class Entry(NamedTuple):  # a tuple: one is made per resource of every input
@@ -94,11 +102,14 @@ def resources_of(doc: object, path: str) -> list[tuple[str, dict, str | None]]:
 
 
 def reference_of(resource: dict, full_url: str | None) -> str:
-    """ "Type/id" when the resource has an id, else its fullUrl, else a placeholder."""
+    """ "Type/id" when the resource has a FHIR id, else its fullUrl (a urn or an absolute URL
+    without spaces), else a placeholder: what evidence references and cards name it by."""
     rid = resource.get("id")
-    if isinstance(rid, str) and rid:
+    if is_fhir_id(rid):
         return f"{resource['resourceType']}/{rid}"
-    return full_url or f"{resource['resourceType']}/(no id)"
+    if full_url and _FULL_URL.fullmatch(full_url):
+        return full_url
+    return f"{resource['resourceType']}/(no id)"
 
 
 def _segments(url: str) -> list[str]:
@@ -106,13 +117,19 @@ def _segments(url: str) -> list[str]:
     return url.split("/_history/")[0].rstrip("/").split("/")
 
 
-def _patient_id(res: dict, full_url: str | None) -> str:
-    """ "Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl."""
+def is_fhir_id(value: object) -> bool:
+    """FHIR id syntax, the whole string (``fullmatch``: a trailing newline is not an id)."""
+    return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None
+
+
+def _patient_id(res: dict, full_url: str | None) -> str | None:
+    """ "Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl; None if no FHIR id."""
     rid = res.get("id")
     if isinstance(rid, str) and rid:
-        return f"Patient/{rid}"
+        return f"Patient/{rid}" if is_fhir_id(rid) else None
     if full_url:
-        return "Patient/" + _segments(full_url)[-1].rsplit(":", 1)[-1]
+        derived = _segments(full_url)[-1].rsplit(":", 1)[-1]
+        return f"Patient/{derived}" if is_fhir_id(derived) else None
     return "Patient/(no id)"
 
 
@@ -124,10 +141,10 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
         return None
     if target in aliases:  # urn:uuid: or absolute fullUrl of a Patient in this input
         return aliases[target]
-    if target.startswith("Patient/") and target.count("/") == 1 and len(target) > 8:
+    if target.startswith("Patient/") and target.count("/") == 1 and is_fhir_id(target[8:]):
         return target  # the usual relative reference
     parts = _segments(target)
-    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+    if len(parts) >= 2 and parts[-2] == "Patient" and is_fhir_id(parts[-1]):
         return f"Patient/{parts[-1]}"
     return None
 
@@ -137,18 +154,29 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
     intake = Intake(source=source)
     aliases: dict[str, str] = {}
     for _path, res, url in resources:
-        if res.get("resourceType") == "Patient":
-            pid = _patient_id(res, url)
+        if res.get("resourceType") == "Patient" and (pid := _patient_id(res, url)) is not None:
             if url:
                 aliases[url] = pid
             intake.patients.setdefault(pid, PatientGroup(pid))
     for path, res, url in resources:
-        rtype = res["resourceType"]
+        rtype = res.get("resourceType")
+        if not isinstance(rtype, str):  # a prefetched entry that is no resource
+            intake.issues.append(Issue(path, "not a FHIR resource (no resourceType); skipped", "structure"))
+            continue
         if rtype not in MAPPED_TYPES:
             continue
+        bad_id = "id" in res and not is_fhir_id(res["id"])
         if rtype == "Patient":
             pid = _patient_id(res, url)
+            if pid is None:  # every Flag, card and stored fact names the patient by it
+                where, what = (f"{path}.id", shown(res["id"])) if bad_id else (f"{path}", "its fullUrl")
+                message = f"{what} is not a FHIR id ({FHIR_ID_TEXT}): patient skipped"
+                intake.issues.append(Issue(where, message, "value"))
+                continue
         else:
+            if bad_id:  # its data counts; Flags and cards do not name it by that id
+                message = f"{shown(res['id'])} is not a FHIR id ({FHIR_ID_TEXT}): read, not referenced by it"
+                intake.issues.append(Issue(f"{path}.id", message, "value", "warning"))
             pid = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
             if pid is None:
                 intake.issues.append(

@@ -85,7 +85,7 @@ class Terminology:
     def matches(self, system: str, code: str) -> list[Match]:
         found = list(self.codes.get((system, code), ()))
         for pattern_system, pattern, match in self.patterns:
-            if pattern_system == system and pattern.match(code):
+            if pattern_system == system and pattern.fullmatch(code):  # the whole code, no trailing newline
                 found.append(match)
         return found
 

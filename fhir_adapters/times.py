@@ -5,13 +5,20 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
-from fhir_adapters.errors import IntakeError
+from fhir_adapters.errors import IntakeError, shown
 
+#: ASCII digits only (``\d`` also matches other scripts' digits) and, with ``fullmatch``, no
+#: trailing newline. Zone offsets are FHIR's: -14:00 to +14:00.
 _DATETIME = re.compile(
-    r"^(?P<y>\d{4})(-(?P<mo>\d{2})(-(?P<d>\d{2})"
-    r"(T(?P<h>\d{2}):(?P<mi>\d{2})(:(?P<s>\d{2})(?P<frac>\.\d+)?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<y>[0-9]{4})(-(?P<mo>[0-9]{2})(-(?P<d>[0-9]{2})"
+    r"(T(?P<h>[0-9]{2}):(?P<mi>[0-9]{2})(:(?P<s>[0-9]{2})(?P<frac>\.[0-9]+)?)?"
+    r"(?P<tz>Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)?)?)?)?"
 )
+_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")
+#: Instants a record may carry: a century inside what ``datetime`` holds (years 1-9999) at each
+#: end, so that the rules' windows (days to years) added or taken away stay representable.
+EARLIEST = int(datetime(101, 1, 1, tzinfo=UTC).timestamp())
+LATEST = int(datetime(9899, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
 
 
 def to_epoch(text: object, path: str) -> int:
@@ -22,12 +29,12 @@ def to_epoch(text: object, path: str) -> int:
     """
     if not isinstance(text, str):
         raise IntakeError(path, f"expected a date/time string, got {type(text).__name__}")
-    match = _DATETIME.match(text)
+    match = _DATETIME.fullmatch(text)
     if not match:
-        raise IntakeError(path, f"not a FHIR date/dateTime: {text!r}")
+        raise IntakeError(path, f"not a FHIR date/dateTime: {shown(text)}")
     parts = match.groupdict()
     if parts["h"] is not None and parts["tz"] is None:
-        raise IntakeError(path, f"dateTime with a time but no time zone: {text!r}")
+        raise IntakeError(path, f"dateTime with a time but no time zone: {shown(text)}")
     try:
         moment = datetime(
             int(parts["y"]),
@@ -39,12 +46,14 @@ def to_epoch(text: object, path: str) -> int:
             tzinfo=UTC,
         )
     except ValueError as exc:
-        raise IntakeError(path, f"impossible date {text!r}: {exc}") from None
+        raise IntakeError(path, f"impossible date {shown(text)}: {exc}") from None
     seconds = int(moment.timestamp())
     tz = parts["tz"]
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
         seconds -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    if not EARLIEST <= seconds <= LATEST:
+        raise IntakeError(path, f"date out of range (years 0101 to 9899): {shown(text)}")
     return seconds
 
 
@@ -59,10 +68,10 @@ def iso(epoch: int) -> str:
 
 
 def birth_date(text: object, path: str) -> date:
-    if not isinstance(text, str) or not re.match(r"^\d{4}(-\d{2}(-\d{2})?)?$", text):
-        raise IntakeError(path, f"not a FHIR date: {text!r}")
+    if not isinstance(text, str) or not _DATE.fullmatch(text):
+        raise IntakeError(path, f"not a FHIR date: {shown(text)}")
     y, mo, d = ([*text.split("-"), "01", "01"])[:3]
     try:
         return date(int(y), int(mo), int(d))
     except ValueError as exc:
-        raise IntakeError(path, f"impossible date {text!r}: {exc}") from None
+        raise IntakeError(path, f"impossible date {shown(text)}: {exc}") from None

@@ -19,6 +19,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
+from fhir_adapters.errors import shown
+
 __all__ = [
     "FhirValidationError",
     "Issue",
@@ -70,7 +72,7 @@ class FhirValidationError(ValueError):
 
 #: pydantic adds non-element segments to some locations (the custom root of a resource union).
 _NOT_ELEMENTS = frozenset({"root"})
-_ELEMENT_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
+_ELEMENT_NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")  # fullmatch: no trailing newline
 _VALUE_TYPES = frozenset(
     {"value_error", "json_invalid", "literal_error", "enum", "too_short", "too_long"}
     | {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
@@ -85,7 +87,7 @@ def _expression(path: str, loc: tuple[int | str, ...]) -> str:
     for segment in loc:
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
-        elif segment not in _NOT_ELEMENTS and _ELEMENT_NAME.match(segment):
+        elif segment not in _NOT_ELEMENTS and _ELEMENT_NAME.fullmatch(segment):
             parts.append(f".{segment}")
     return "".join(parts)
 
@@ -104,10 +106,10 @@ def _issue_code(error_type: str) -> str:
 def _message(error: dict[str, Any]) -> str:
     """pydantic's message, plus the offending scalar so the report is actionable."""
     if error["type"] == "json_invalid":
-        return f"expected a JSON object, got {error.get('input')!r}"
+        return f"expected a JSON object, got {shown(error.get('input'))}"
     value = error.get("input")
     if isinstance(value, str | int | float | bool) and error["type"] != "missing":
-        return f"{error['msg']} (got {value!r})"
+        return f"{error['msg']} (got {shown(value)})"
     return str(error["msg"])
 
 
@@ -123,17 +125,21 @@ def _model_for(resource_type: str) -> type[Resource] | None:
     return model
 
 
-def _unsupported(node: Any, path: str) -> Iterator[Issue]:
-    """Nested resources whose type R4B lacks: R4B raises KeyError for them, without a location."""
-    if isinstance(node, dict):
-        kind = node.get("resourceType")
-        if isinstance(kind, str) and _model_for(kind) is None:
-            yield Issue("not-supported", path, f"resource type {kind!r} is not supported (R4B)")
-        for key, value in node.items():
-            yield from _unsupported(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _unsupported(value, f"{path}[{index}]")
+def _unsupported(root: Any, where: str) -> Iterator[Issue]:
+    """Nested resources whose type R4B lacks or that is no string: R4B raises KeyError or
+    TypeError for them, without a location. A loop, not recursion: JSON may nest 1,000 deep."""
+    stack = [(root, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("resourceType", "")
+            if not isinstance(kind, str):
+                yield Issue("structure", f"{path}.resourceType", "resourceType must be a string")
+            elif kind and _model_for(kind) is None:
+                yield Issue("not-supported", path, f"resource type {kind!r} is not supported (R4B)")
+            stack.extend((value, f"{path}.{key}") for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{index}]") for index, value in reversed(list(enumerate(node))))
 
 
 def resource_issues(resource: Any, path: str | None = None) -> list[Issue]:
@@ -153,7 +159,7 @@ def resource_issues(resource: Any, path: str | None = None) -> list[Issue]:
         return [
             Issue(_issue_code(e["type"]), _expression(where, e["loc"]), _message(e)) for e in exc.errors()
         ]
-    except KeyError as exc:  # a nested resource type R4B lacks (e.g. MedicinalProduct)
+    except (KeyError, TypeError) as exc:  # a nested resource type R4B lacks (MedicinalProduct), or a list
         found = list(_unsupported(resource, where))
         return found or [Issue("not-supported", where, f"unsupported resource type: {exc}")]
     return []
@@ -259,9 +265,9 @@ def _binding_issues(resource: dict[str, Any], binding: _Binding, path: str) -> I
         if leaf not in parent:
             if binding.mandatory:
                 yield Issue("required", where, f"{leaf} is required")
-        elif parent[leaf] not in binding.codes:
+        elif not isinstance(parent[leaf], str) or parent[leaf] not in binding.codes:  # a list: unhashable
             allowed = "|".join(sorted(binding.codes))
-            yield Issue("code-invalid", where, f"{parent[leaf]!r} is not one of {allowed}")
+            yield Issue("code-invalid", where, f"{shown(parent[leaf])} is not one of {allowed}")
 
 
 def required_code_issues(resource: dict[str, Any], path: str | None = None) -> list[Issue]:
@@ -269,12 +275,15 @@ def required_code_issues(resource: dict[str, Any], path: str | None = None) -> l
     if not isinstance(resource, dict):
         return []  # resource_issues reports the shape
     kind = resource.get("resourceType", "")
+    if not isinstance(kind, str):
+        return []  # resource_issues reports it
     where = path or kind
     issues = [
         issue for binding in _BINDINGS.get(kind, ()) for issue in _binding_issues(resource, binding, where)
     ]
     if kind == "Bundle":
-        for index, entry in enumerate(resource.get("entry") or ()):
+        entries = resource.get("entry")
+        for index, entry in enumerate(entries if isinstance(entries, list) else ()):
             inner = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(inner, dict):
                 issues += required_code_issues(inner, f"{where}.entry[{index}].resource")

@@ -280,8 +280,9 @@ def test_positive_patient_gets_one_critical_card_with_flag_and_careplan(
     }
     assert all(r["display"] for r in reasons)
     detail = card["detail"]
-    assert "- Post-void residual volume 350 mL on 2025-03-10 10:30 (Observation/v01-pvr)" in detail
-    assert "- Back pain since 2025-03-05 (Condition/v01-low-back-pain)" in detail
+    # references in code spans: never a link
+    assert "- Post-void residual volume 350 mL on 2025-03-10 10:30 (`Observation/v01-pvr`)" in detail
+    assert "- Back pain since 2025-03-05 (`Condition/v01-low-back-pain`)" in detail
     assert detail.startswith("**Tier A (critical)**")
 
     (suggestion,) = card["suggestions"]

@@ -43,6 +43,8 @@ _ENGINE_AUTHOR = {
     "display": ENGINE_DEVICE["deviceName"][0]["name"],
 }
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what could turn text into markup
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_BACKTICKS = re.compile(r"`+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,16 @@ def _md(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span: shown as is, never a link (a bare URL autolinks in
+    text), never markup. Line breaks and other controls become spaces (a blank line would end
+    the span); the fence is one backtick longer than any run of backticks inside."""
+    flat = _CONTROLS.sub(" ", text)
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(flat)), default=0) + 1)
+    pad = " " if flat.startswith(("`", " ")) or flat.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
+
+
 def summary(alert: Alert, meta: RuleMeta) -> str:
     """``<rule title>, tier A: <tier label>`` cut to fit the 140-character limit."""
     tier = meta.tier(alert.tier)
@@ -77,8 +89,8 @@ def detail(alert: Alert, meta: RuleMeta) -> str:
     tier = meta.tier(alert.tier)
     lines = [f"**Tier {tier.name} ({tier.severity})**: {_md(tier.label)}", "", "**Matched criteria**", ""]
     for criterion in alert.criteria:
-        refs = f" ({', '.join(criterion.refs)})" if criterion.refs else ""
-        lines.append(f"- {_md(criterion.text)}{_md(refs)}")
+        refs = f" ({', '.join(_code(ref) for ref in criterion.refs)})" if criterion.refs else ""
+        lines.append(f"- {_md(criterion.text)}{refs}")
     if alert.notes:
         lines += ["", "**Notes**", ""] + [f"- {_md(note)}" for note in alert.notes]
     caveats = []

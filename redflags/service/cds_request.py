@@ -40,10 +40,11 @@ HOOK_CONTEXT: dict[str, tuple[ContextField, ...]] = {
     "order-sign": (_USER, _PATIENT, _ENCOUNTER_OPTIONAL, _DRAFT_ORDERS),
 }
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_USER_REF = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
-_ABSOLUTE = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://")
+#: Matched with ``fullmatch``: ``$`` with ``match`` would accept a trailing newline.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_USER_REF = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
+_ABSOLUTE = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://")  # a prefix: match
 _JSON_TYPE = {str: "a string", dict: "an object", list: "an array"}
 
 
@@ -133,11 +134,11 @@ def _context(body: Mapping[str, Any], hook: str) -> dict[str, Any]:
             continue
         if not isinstance(value, spec.kind):
             raise CdsRequestError(f"{where} must be {_JSON_TYPE[spec.kind]}")
-        if spec.fhir_id and not _FHIR_ID.match(value):
+        if spec.fhir_id and not _FHIR_ID.fullmatch(value):
             raise CdsRequestError(f"{where} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)")
         if spec.kind is dict and value.get("resourceType") != "Bundle":
             raise CdsRequestError(f"{where} must be a FHIR Bundle")
-    if not _USER_REF.match(context["userId"]):
+    if not _USER_REF.fullmatch(context["userId"]):
         raise CdsRequestError("context.userId must be a reference like Practitioner/123")
     return context
 
@@ -150,7 +151,7 @@ def parse(body: object, hook: str) -> CdsRequest:
     if sent_hook != hook:
         raise CdsRequestError(f"hook {sent_hook!r} does not match this service (it serves {hook!r})")
     instance = _string(body, "hookInstance")
-    if not _UUID.match(instance or ""):
+    if not _UUID.fullmatch(instance or ""):
         raise CdsRequestError("hookInstance must be a UUID (8-4-4-4-12 hexadecimal digits)")
     server = _fhir_server(body)
     authorization = _authorization(body, server)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
@@ -70,7 +71,16 @@ async def record_shown(request: Request, service_id: str, cards: Iterable[ShownC
 
 # --- the request body (CDS Hooks 2.0 "Feedback") ---------------------------------------------
 
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+#: Feedback items accepted in one request. A client sends one per card it showed, a handful;
+#: more is refused (413, nothing stored) before any item is validated.
+MAX_FEEDBACK_ITEMS = 1_000
+#: Bytes of one feedback body (1 KiB per item): checked before parsing, because JSON a tenth of
+#: the general body limit can still decode to hundreds of megabytes of objects (deep nesting).
+MAX_FEEDBACK_BYTES = 1024 * 1024
+
+_RFC3339 = re.compile(  # ASCII digits: \d also matches other scripts' digits
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def _instant(text: str) -> str:
@@ -219,10 +229,34 @@ async def _read_body(request: Request) -> bytes:
 
 
 def _parse(raw: bytes) -> FeedbackRequest:
+    """The request, checked; its size and item count first, so an oversized list is never validated."""
+    if len(raw) > MAX_FEEDBACK_BYTES:
+        message = (
+            f"feedback body of {len(raw)} bytes: at most {MAX_FEEDBACK_BYTES} bytes "
+            f"(and {MAX_FEEDBACK_ITEMS} items) per request; nothing was stored"
+        )
+        raise _Rejected(413, message, "too-costly")
     try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _Rejected(400, "the body is not valid JSON") from None
+    items = doc.get("feedback") if isinstance(doc, dict) else None
+    if isinstance(items, list) and len(items) > MAX_FEEDBACK_ITEMS:
+        message = (
+            f"too many feedback items: {len(items)} in one request, at most {MAX_FEEDBACK_ITEMS}; "
+            "nothing was stored (send them in several requests)"
+        )
+        raise _Rejected(413, message, "too-costly")
+    try:  # from the JSON text again: pydantic's JSON mode words its messages in JSON terms
         return FeedbackRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise _Rejected(400, _message(exc.errors())) from None
+
+
+def _items(raw: bytes) -> list[Feedback]:
+    """Parse and convert: seconds of CPU for a body near the size limit, so run on a worker
+    thread (``post_feedback``), never on the event loop that answers every other request."""
+    return [item.to_feedback() for item in _parse(raw).feedback]
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -252,6 +286,9 @@ router = APIRouter(route_class=_FeedbackRoute, tags=["CDS Hooks"])
     responses={
         200: {"description": "Stored durably (empty body: the specification defines none)."},
         400: {"description": "Malformed feedback (OperationOutcome says where)."},
+        413: {
+            "description": f"Over {MAX_FEEDBACK_BYTES} bytes or {MAX_FEEDBACK_ITEMS} items; nothing stored."
+        },
         401: {"description": "The client is not authenticated."},
         404: {"description": "No such CDS service."},
         503: {"description": "The feedback database is unavailable; nothing was stored, retry."},
@@ -273,8 +310,7 @@ async def post_feedback(
 
     Checked in this order: client (401), service (404), body (415, 413, 400).
     """
-    body = _parse(await _read_body(request))
-    items = [item.to_feedback() for item in body.feedback]
+    items = await to_thread.run_sync(_items, await _read_body(request))
     try:
         await to_thread.run_sync(
             feedback_store(request).record_feedback, service_id, items, client, int(time.time())

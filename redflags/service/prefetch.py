@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from anyio import CapacityLimiter
 
+from fhir_adapters.errors import shown
 from fhir_adapters.safe_url import Origin, parse_origin
 from redflags.service.cds_request import CdsRequest, CdsRequestError
 from redflags.service.fhir_client import (
@@ -45,7 +46,7 @@ from redflags.service.settings import ServiceSettings
 Found = tuple[str, dict[str, Any], str | None]
 
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_READ = re.compile(r"^[A-Z][A-Za-z]+/[^/?]+$")
+_READ = re.compile(r"[A-Z][A-Za-z]+/[^/?\s]+")  # fullmatch, no space: no trailing newline
 _MISSING = object()
 #: What a caller is told when fhirServer cannot be read, whatever the reason (no port oracle).
 UNAVAILABLE = (
@@ -133,7 +134,9 @@ def _read_value(key: str, resource: dict[str, Any], expected: str) -> dict[str, 
     if "id" not in resource:  # the key says which resource it is (the spec's examples omit ids)
         return {**resource, "id": rid}
     if resource["id"] != rid:
-        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{resource['id']}, not the one in context")
+        sent = resource["id"]
+        sent_id = sent[:64] if isinstance(sent, str) else shown(sent)  # never a whole (deep) value
+        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{sent_id}, not the one in context")
     return resource
 
 
@@ -180,7 +183,7 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
             found.extend(_entries(value, where))
             if next_link(value):
                 to_continue.append((key, value))
-        elif _READ.match(query):
+        elif _READ.fullmatch(query):
             found.append((where, _read_value(key, value, query), None))
         else:
             found.append((where, value, None))
@@ -222,7 +225,7 @@ def gather(
                 for n, page in enumerate(pages, start=2):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
             for key, query in given.to_fetch:
-                if _READ.match(query):
+                if _READ.fullmatch(query):
                     resource = fhir.read(query, key)
                     if resource is not None:
                         found.append((f"{key} (fhirServer)", _read_value(key, resource, query), None))
@@ -250,9 +253,9 @@ def _unique(found: list[Found]) -> list[Found]:
     out: list[Found] = []
     for item in found:
         resource = item[1]
-        rid = resource.get("id")
-        if isinstance(rid, str):
-            ref = f"{resource.get('resourceType')}/{rid}"
+        rid, rtype = resource.get("id"), resource.get("resourceType")
+        if isinstance(rid, str) and isinstance(rtype, str):  # else intake.group reports it
+            ref = f"{rtype}/{rid}"
             if ref in seen:
                 continue
             seen.add(ref)
