@@ -185,7 +185,10 @@ def convert(key: str, value: float, unit: str, target: str) -> float | None:
     ratio = exact_factor(key, unit, target)
     if ratio is None or not math.isfinite(value):
         return None
-    return value if ratio == 1 else float(Fraction(value) * ratio)
+    try:
+        return value if ratio == 1 else float(Fraction(value) * ratio)
+    except OverflowError:  # 1e308 g/L in mg/dL: no float holds it, so no value was given
+        return None
 
 
 def normalise(key: str, value: float, unit: str | None, canonical: str | None) -> float | None:

@@ -20,7 +20,6 @@ import requests
 from anyio import to_thread
 
 from bench import fuzz
-from redflags.feedback_store import SqliteFeedbackStore
 from redflags.service import feedback
 from redflags.service.app import create_app
 from redflags.service.settings import ServiceSettings
@@ -104,11 +103,14 @@ def test_healthz_answers_while_a_feedback_body_is_being_validated(
 
     monkeypatch.setattr(feedback.FeedbackRequest, "model_validate_json", classmethod(held_validate))
     app = create_app(ServiceSettings(allow_unauthenticated=True, feedback_db=str(tmp_path / "fb.sqlite")))
-    app.state.feedback_store = SqliteFeedbackStore.open(str(tmp_path / "fb.sqlite"))
 
     async def scenario() -> tuple[int, int]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fuzz.test") as client:
+        # the app's own start-up: its engine process (for /healthz) and its feedback store
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://fuzz.test") as client,
+        ):
             statuses: dict[str, int] = {}
 
             async def post() -> None:
@@ -127,8 +129,5 @@ def test_healthz_answers_while_a_feedback_body_is_being_validated(
                 healthz_answered.set()
             return statuses["healthz"], statuses["feedback"]
 
-    try:
-        assert anyio.run(scenario) == (200, 200)
-    finally:
-        app.state.feedback_store.close()
+    assert anyio.run(scenario) == (200, 200)
     assert saw_answer == [True]
