@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -21,6 +21,7 @@ from engine.dsl import Rules, Spec
 from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
 from engine.expr import Node
 from engine.host import engine_thread, host
+from engine.lineage import Lineage, derived_reads, signature
 from engine.prepare import prepare
 from rulesets.meta import Code, RuleMeta
 
@@ -42,6 +43,9 @@ class _Context:
     errors: list[tuple[str, BaseException]] = field(default_factory=list)
     #: score items derived so far, by score item key (second stratum input)
     items: dict[str, list[Fact]] = field(default_factory=dict)
+    #: id of the derived fact asserted for each signature (engine.lineage)
+    derived: dict[bytes, int] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,41 @@ class Evaluation:
 def _content(closure: object, alias: str) -> dict:
     value = getattr(closure, alias)
     return dict(value._d) if hasattr(value, "_d") else dict(value)
+
+
+#: Fact fields that name where a fact came from; no rule reads them.
+SOURCE_FIELDS = frozenset({"id", "sid", "ref", "refs"})
+#: A fact merged from many identical records keeps this many references as its evidence.
+MAX_REFS = 20
+
+
+def _signature(fact: Mapping[str, object]) -> bytes:
+    """What the rules can read of a fact: everything but its identity and evidence."""
+    read = {k: v for k, v in fact.items() if k not in SOURCE_FIELDS}
+    return orjson.dumps(read, option=orjson.OPT_SORT_KEYS)
+
+
+def distinct(facts: Iterable[Fact]) -> list[Fact]:
+    """One fact per group of facts the rules cannot tell apart, carrying the group's references.
+
+    durable-rules matches every combination of the facts a rule's conditions accept (its joins
+    have no constraint: cross-fact tests run in Python, see ``engine.expr``), and derived facts
+    join again, so k copies of one record cost k**2, k**3... matches. Equal facts match alike:
+    merged, the cost is linear in the records and every rule decides as before.
+    """
+    merged: dict[bytes, Fact] = {}
+    for fact in facts:
+        signature = _signature(fact)
+        kept = merged.get(signature)
+        if kept is None:
+            merged[signature] = fact
+            continue
+        refs = str(kept.get("refs") or kept.get("ref") or "").split()
+        extra = str(fact.get("refs") or fact.get("ref") or "").split()
+        if len(refs) < MAX_REFS:
+            refs.extend(r for r in extra if r not in refs)
+            merged[signature] = {**kept, "refs": " ".join(refs[:MAX_REFS])}
+    return list(merged.values())
 
 
 def _refs(facts: Sequence[dict]) -> str:
@@ -134,6 +173,8 @@ class Engine:
         self._history_keys = frozenset(
             c.key for s in self.specs for c in s.conds if c.kind == "value" and not c.latest_only
         )
+        #: per derived key, what rules read of it: equal derived facts are asserted once
+        self._reads = derived_reads(self.specs)
         self._thread = engine_thread()
         fingerprint = repr(
             (
@@ -266,6 +307,15 @@ class Engine:
             derived["text"] = f"{shown} ({parts})" if parts else shown
         else:
             derived["text"] = parts
+        sources = tuple(int(f["id"]) for f in facts)
+        said = signature(derived, self._reads.get(spec.key, frozenset()))
+        kept = ctx.derived.get(said)
+        if kept is not None:  # an equal fact is asserted: it matches whatever this one would
+            ctx.lineage.derived(kept, sources)
+            return
+        ctx.derived[said] = int(derived["id"])  # type: ignore[call-overload]
+        ctx.lineage.add([derived])
+        ctx.lineage.derived(int(derived["id"]), sources)  # type: ignore[call-overload]
         if spec.key in self._item_keys:
             ctx.items.setdefault(spec.key, []).append(derived)
         try:
@@ -340,13 +390,16 @@ class Engine:
         counter = itertools.count(1)
         sid = f"e{next(_sessions)}"
         asserted: list[Fact] = [{"t": SESSION, "pid": pid, "id": next(counter), "sid": sid}]
+        readable: list[Fact] = []
         for fact in prepared.facts:
             if fact["t"] == "value" and fact.get("latest") == 0 and fact["key"] not in self._history_keys:
                 continue  # an older result no condition can match (see _history_keys)
             if fact.get("pid") != pid:
                 raise CrossTalkError("a fact of another patient was handed to this evaluation")
-            asserted.append({**fact, "id": next(counter), "sid": sid})
+            readable.append(fact)
+        asserted.extend({**fact, "id": next(counter), "sid": sid} for fact in distinct(readable))
         ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
+        ctx.lineage.add(asserted)
         self._context = ctx
         try:
             self._run_batch(asserted, sid, ctx)
@@ -355,7 +408,7 @@ class Engine:
         finally:
             self._context = None
             self._ruleset.delete_state(sid)
-        alerts = collect(pid, now, ctx.matches, self.metas, self.titles)
+        alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
         return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future))
 
 
