@@ -100,6 +100,20 @@ log = structlog.get_logger("redflags.serve")
     "now_text",
     help="Fixed evaluation time (ISO dateTime) instead of the clock: tests and demos only.",
 )
+@click.option(
+    "--max-resources",
+    default=ServiceSettings().max_resources,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Resources per call ($evaluate body, CDS prefetch + fetched); more is refused with 413.",
+)
+@click.option(
+    "--max-facts-per-patient",
+    default=ServiceSettings().max_facts_per_patient,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Facts per patient handed to the engine, history included; over it the most recent are kept.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -122,6 +136,8 @@ def serve_command(
     system_actions: bool,
     fhir_timeout: float,
     now_text: str | None,
+    max_resources: int,
+    max_facts_per_patient: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -167,6 +183,8 @@ def serve_command(
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_token=fhir_token,
         fhir_smart=fhir_smart,
+        max_resources=max_resources,
+        max_facts_per_patient=max_facts_per_patient,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)

@@ -96,8 +96,8 @@ class Tracker:
                 sent.setdefault(str(fact["ref"]), []).append(fact)
             stored = self.store.facts_by_resource(mapped.pid)
             earlier = [f for ref, facts in stored.items() if ref not in sent for f in facts]
-            evaluation = self.pipeline.engine.evaluate(mapped.pid, [*earlier, *mapped.facts], now)
-            result = PatientResult(mapped.pid, evaluation.alerts, mapped.issues)
+            evaluation, over = self.pipeline.evaluate_patient(mapped.pid, [*earlier, *mapped.facts], now)
+            result = PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over])
             if not commit:
                 yield Tracked(result, remembered=len(earlier))
                 continue

@@ -16,6 +16,7 @@ import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
+from fhir_adapters.intake import TooManyResources
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import ShownCard
 from redflags.service import feedback
@@ -115,6 +116,9 @@ async def call_service(service_id: str, request: Request, client: str = Depends(
             )
     except CdsRequestError as exc:
         return _error(400, str(exc))
+    except TooManyResources as exc:
+        log.info("cds_too_many_resources", service=service.id, resources=exc.count, limit=exc.limit)
+        return _error(413, str(exc), "too-costly")
     except PrefetchUnavailable as exc:
         log.info("cds_prefetch_unavailable", service=service.id, reason=str(exc))
         return _error(412, str(exc), "incomplete")
