@@ -46,6 +46,9 @@ class _Context:
     #: id of the derived fact asserted for each signature (engine.lineage)
     derived: dict[bytes, int] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
+    actions: int = 0
+    #: facts that met each condition of a split rule, by (rule name, condition index)
+    witnesses: dict[tuple[str, int], list[Fact]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class Evaluation:
     alerts: list[Alert]
     facts: int  # facts asserted (after preparation)
     future: int  # records ignored because dated in the future
+    derived: int = 0  # derived facts asserted (equal ones once, engine.lineage)
+    actions: int = 0  # rule actions run: the combinations of facts durable-rules matched
 
 
 def _content(closure: object, alias: str) -> dict:
@@ -102,6 +107,43 @@ def _refs(facts: Sequence[dict]) -> str:
         for ref in str(f.get("refs") or f.get("ref") or "").split():
             seen.setdefault(ref, None)
     return " ".join(seen)
+
+
+#: Lines a card note with several conditions may produce (one per combination of its facts).
+MAX_NOTE_COMBINATIONS = 16
+
+
+def _independent(spec: Spec) -> bool:
+    """A fire/block/note whose conditions compare no two facts: each is matched on its own.
+
+    durable-rules would match every combination of their facts (n * m actions, and as many
+    matches to collect); matched one condition at a time the work is n + m, and the rule holds
+    when every condition has a fact: the same outcome, evidence and earliest time.
+    """
+    if spec.does not in ("fire", "block", "note") or len(spec.conds) < 2:
+        return False
+    aliases = [f"f{i}" for i in range(len(spec.conds))]
+    for i, cond in enumerate(spec.conds):
+        for test in cond.tests:
+            node = test(aliases[:i])
+            if not isinstance(node, Node) or node.refs():
+                return False
+    return True
+
+
+def _combine(spec: Spec, found: list[list[Fact]]) -> list[Match]:
+    """The matches of an independent rule from the facts that met each of its conditions."""
+    if not all(found):
+        return []
+    if spec.does == "note":
+        return [
+            Match(spec, list(c)) for c in itertools.islice(itertools.product(*found), MAX_NOTE_COMBINATIONS)
+        ]
+    matches = [Match(spec, [f for facts in found for f in facts])]
+    final = [[f for f in facts if f.get("prelim") != 1] for facts in found]
+    if spec.does == "fire" and all(final) and final != found:  # counts for every tier (collect)
+        matches.append(Match(spec, [f for facts in final for f in facts]))
+    return matches
 
 
 @dataclass(slots=True)
@@ -175,6 +217,8 @@ class Engine:
         )
         #: per derived key, what rules read of it: equal derived facts are asserted once
         self._reads = derived_reads(self.specs)
+        #: rules matched one condition at a time (``_independent``)
+        self._split = [s for s in self.specs if _independent(s)]
         self._thread = engine_thread()
         fingerprint = repr(
             (
@@ -225,7 +269,14 @@ class Engine:
     def _register(self) -> None:
         name = "redflags"
         with durable_lang.ruleset(name):
+            split = {s.name for s in self._split}
+            for spec in self._split:
+                for i, cond in enumerate(spec.conds):
+                    expr, _none = cond.compile([])
+                    durable_lang.when_all(durable_lang.c.f0 << expr)(self._witness(spec, i))
             for spec in self.specs:
+                if spec.name in split:
+                    continue
                 aliases = [f"f{i}" for i in range(len(spec.conds))]
                 exprs, checks = [], []
                 for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True)):
@@ -249,6 +300,7 @@ class Engine:
             ctx = self._context
             if ctx is None:  # cannot happen: actions only run inside evaluate()
                 raise RuleActionError(f"{spec.name} fired outside an evaluation")
+            ctx.actions += 1
             try:
                 facts = [_content(closure, a) for a in aliases]
                 for f in facts:
@@ -264,6 +316,23 @@ class Engine:
                 ctx.errors.append((spec.name, exc))
 
         action.__name__ = spec.name.replace(".", "_")
+        return action
+
+    def _witness(self, spec: Spec, index: int) -> Callable[[object], None]:
+        def action(closure: object) -> None:
+            ctx = self._context
+            if ctx is None:
+                raise RuleActionError(f"{spec.name} fired outside an evaluation")
+            ctx.actions += 1
+            try:
+                fact = _content(closure, "f0")
+                if fact.get("pid") != ctx.pid:
+                    raise CrossTalkError(f"{spec.name} matched a fact of another patient")
+                ctx.witnesses.setdefault((spec.name, index), []).append(fact)
+            except BaseException as exc:
+                ctx.errors.append((spec.name, exc))
+
+        action.__name__ = f"{spec.name.replace('.', '_')}_{index}"
         return action
 
     def _derive(self, closure: object, spec: Spec, facts: list[dict], ctx: _Context) -> None:
@@ -408,8 +477,12 @@ class Engine:
         finally:
             self._context = None
             self._ruleset.delete_state(sid)
+        for spec in self._split:
+            found = [ctx.witnesses.get((spec.name, i), []) for i in range(len(spec.conds))]
+            ctx.matches.extend(_combine(spec, found))
         alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
-        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future))
+        derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
+        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
 
 
 _sessions = itertools.count(1)
