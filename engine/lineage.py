@@ -17,6 +17,8 @@ from typing import Protocol
 
 import orjson
 
+from engine.expr import Node
+
 Fact = dict[str, object]
 
 #: Properties of a derived fact always compared: they decide tiers (``prelim``), the alert's
@@ -85,7 +87,7 @@ def derived_reads(specs: Sequence[_Spec]) -> dict[str, frozenset[str] | None]:
         for i, cond in enumerate(spec.conds):
             for test in cond.tests:
                 node = test(aliases[:i])
-                if not hasattr(node, "attrs"):
+                if not isinstance(node, Node):
                     continue  # not an engine.expr test: Cond.compile refuses it with its reason
                 for index, name in node.attrs():
                     read[i if index is None else index].add(name)

@@ -47,8 +47,6 @@ class _Context:
     derived: dict[bytes, int] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
     actions: int = 0
-    #: facts that met each condition of a split rule, by (rule name, condition index)
-    witnesses: dict[tuple[str, int], list[Fact]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,22 +111,45 @@ def _refs(facts: Sequence[dict]) -> str:
 MAX_NOTE_COMBINATIONS = 16
 
 
-def _independent(spec: Spec) -> bool:
-    """A fire/block/note whose conditions compare no two facts: each is matched on its own.
+@dataclass(frozen=True, slots=True)
+class _Independent:
+    """A fire/block/note whose conditions compare no two facts: each condition is checked on
+    its own, in Python, over the facts of the finished session (``_independent``)."""
 
-    durable-rules would match every combination of their facts (n * m actions, and as many
-    matches to collect); matched one condition at a time the work is n + m, and the rule holds
-    when every condition has a fact: the same outcome, evidence and earliest time.
+    spec: Spec
+    conds: tuple[tuple[str, str | None, tuple[Node, ...]], ...]  # (kind, key, single-fact tests)
+
+    def found(self, facts: Mapping[tuple[object, object], list[Fact]]) -> list[list[Fact]]:
+        """Per condition, the facts that meet it, in the order they were asserted."""
+        out: list[list[Fact]] = []
+        for kind, key, tests in self.conds:
+            pool = facts.get((kind, key), []) if key is not None else facts.get((kind, None), [])
+            out.append([f for f in pool if all(node.holds([f], 0) for node in tests)])
+        return out
+
+
+def _independent(spec: Spec) -> _Independent | None:
+    """The rule checked condition by condition, or None when two of its facts are compared.
+
+    durable-rules matches every combination of a rule's facts: n * m actions for a rule of two
+    conditions, n * m * k for three, and as many matches to collect. A rule whose conditions
+    compare no two facts holds when each condition has a fact; the combinations add only their
+    evidence and earliest time, which are the union and minimum over the facts of each
+    condition. Checked per condition the work is n + m, for the same outcome.
     """
     if spec.does not in ("fire", "block", "note") or len(spec.conds) < 2:
-        return False
+        return None
     aliases = [f"f{i}" for i in range(len(spec.conds))]
+    conds = []
     for i, cond in enumerate(spec.conds):
+        nodes: list[Node] = []
         for test in cond.tests:
             node = test(aliases[:i])
             if not isinstance(node, Node) or node.refs():
-                return False
-    return True
+                return None
+            nodes.extend(node.conjuncts())
+        conds.append((cond.kind, cond.key, tuple(nodes)))
+    return _Independent(spec, tuple(conds))
 
 
 def _combine(spec: Spec, found: list[list[Fact]]) -> list[Match]:
@@ -218,7 +239,7 @@ class Engine:
         #: per derived key, what rules read of it: equal derived facts are asserted once
         self._reads = derived_reads(self.specs)
         #: rules matched one condition at a time (``_independent``)
-        self._split = [s for s in self.specs if _independent(s)]
+        self._split = [i for s in self.specs if (i := _independent(s)) is not None]
         self._thread = engine_thread()
         fingerprint = repr(
             (
@@ -269,11 +290,7 @@ class Engine:
     def _register(self) -> None:
         name = "redflags"
         with durable_lang.ruleset(name):
-            split = {s.name for s in self._split}
-            for spec in self._split:
-                for i, cond in enumerate(spec.conds):
-                    expr, _none = cond.compile([])
-                    durable_lang.when_all(durable_lang.c.f0 << expr)(self._witness(spec, i))
+            split = {i.spec.name for i in self._split}  # checked in Python (``_independent``)
             for spec in self.specs:
                 if spec.name in split:
                     continue
@@ -316,23 +333,6 @@ class Engine:
                 ctx.errors.append((spec.name, exc))
 
         action.__name__ = spec.name.replace(".", "_")
-        return action
-
-    def _witness(self, spec: Spec, index: int) -> Callable[[object], None]:
-        def action(closure: object) -> None:
-            ctx = self._context
-            if ctx is None:
-                raise RuleActionError(f"{spec.name} fired outside an evaluation")
-            ctx.actions += 1
-            try:
-                fact = _content(closure, "f0")
-                if fact.get("pid") != ctx.pid:
-                    raise CrossTalkError(f"{spec.name} matched a fact of another patient")
-                ctx.witnesses.setdefault((spec.name, index), []).append(fact)
-            except BaseException as exc:
-                ctx.errors.append((spec.name, exc))
-
-        action.__name__ = f"{spec.name.replace('.', '_')}_{index}"
         return action
 
     def _derive(self, closure: object, spec: Spec, facts: list[dict], ctx: _Context) -> None:
@@ -473,13 +473,18 @@ class Engine:
         try:
             self._run_batch(asserted, sid, ctx)
             if self.scores:  # second stratum: totals over every item derived above
-                self._run_batch(self._totals(ctx, pid, sid, counter), sid, ctx)
+                totals = self._totals(ctx, pid, sid, counter)
+                ctx.lineage.add(totals)
+                self._run_batch(totals, sid, ctx)
         finally:
             self._context = None
             self._ruleset.delete_state(sid)
-        for spec in self._split:
-            found = [ctx.witnesses.get((spec.name, i), []) for i in range(len(spec.conds))]
-            ctx.matches.extend(_combine(spec, found))
+        by_kind: dict[tuple[object, object], list[Fact]] = {}
+        for fact in ctx.lineage.facts.values():  # every fact of the session, derived ones too
+            by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
+            by_kind.setdefault((fact.get("t"), None), []).append(fact)
+        for independent in self._split:
+            ctx.matches.extend(_combine(independent.spec, independent.found(by_kind)))
         alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
         derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
         return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
