@@ -109,57 +109,84 @@ def _refs(facts: Sequence[dict]) -> str:
 
 #: Lines a card note with several conditions may produce (one per combination of its facts).
 MAX_NOTE_COMBINATIONS = 16
+#: Matches kept per rule whose conditions compare facts: enough to cite the evidence of an
+#: alert; whether the rule holds is decided by the first.
+MAX_MATCHES = 256
 
 
 @dataclass(frozen=True, slots=True)
-class _Independent:
-    """A fire/block/note whose conditions compare no two facts: each condition is checked on
-    its own, in Python, over the facts of the finished session (``_independent``)."""
+class _Checked:
+    """A fire, block or note, checked in Python over the facts of the finished session.
+
+    durable-rules matches every combination of a rule's facts and runs an action for each (n * m
+    for two conditions, n * m * k for three, each kept as a match): the cost of a patient with
+    many records grew as a power of their number. These rules derive nothing, so they are
+    checked once the session reached its fixed point: condition by condition when no two of
+    their facts are compared (the rule holds when each condition has a fact; the combinations
+    would add only their evidence and earliest time, the union and minimum over each
+    condition's facts: work n + m), else by enumerating combinations, pruned at each condition.
+    """
 
     spec: Spec
-    conds: tuple[tuple[str, str | None, tuple[Node, ...]], ...]  # (kind, key, single-fact tests)
+    #: per condition: kind, key, its single-fact tests, its tests against earlier facts
+    conds: tuple[tuple[str, str | None, tuple[Node, ...], tuple[Node, ...]], ...]
 
-    def found(self, facts: Mapping[tuple[object, object], list[Fact]]) -> list[list[Fact]]:
-        """Per condition, the facts that meet it, in the order they were asserted."""
-        out: list[list[Fact]] = []
-        for kind, key, tests in self.conds:
-            pool = facts.get((kind, key), []) if key is not None else facts.get((kind, None), [])
-            out.append([f for f in pool if all(node.holds([f], 0) for node in tests)])
+    @property
+    def independent(self) -> bool:
+        return not any(cross for *_, cross in self.conds)
+
+    def matches(self, facts: Mapping[tuple[object, object], list[Fact]]) -> list[Match]:
+        found = [
+            [f for f in facts.get((kind, key), []) if all(node.holds([f], 0) for node in tests)]
+            for kind, key, tests, _cross in self.conds
+        ]
+        if not all(found):
+            return []
+        if self.independent:
+            return _combine(self.spec, found)
+        out: list[Match] = []
+        chosen: list[Fact] = []
+
+        def extend(i: int) -> None:
+            if len(out) >= MAX_MATCHES:
+                return
+            if i == len(found):
+                out.append(Match(self.spec, list(chosen)))
+                return
+            for fact in found[i]:
+                chosen.append(fact)
+                if all(node.holds(chosen, i) for node in self.conds[i][3]):
+                    extend(i + 1)
+                chosen.pop()
+
+        extend(0)
         return out
 
 
-def _independent(spec: Spec) -> _Independent | None:
-    """The rule checked condition by condition, or None when two of its facts are compared.
-
-    durable-rules matches every combination of a rule's facts: n * m actions for a rule of two
-    conditions, n * m * k for three, and as many matches to collect. A rule whose conditions
-    compare no two facts holds when each condition has a fact; the combinations add only their
-    evidence and earliest time, which are the union and minimum over the facts of each
-    condition. Checked per condition the work is n + m, for the same outcome.
-    """
-    if spec.does not in ("fire", "block", "note") or len(spec.conds) < 2:
+def _checked(spec: Spec) -> _Checked | None:
+    """The rule checked in Python (``_Checked``), or None for a derivation (run by durable)."""
+    if spec.does not in ("fire", "block", "note"):
         return None
     aliases = [f"f{i}" for i in range(len(spec.conds))]
     conds = []
     for i, cond in enumerate(spec.conds):
-        nodes: list[Node] = []
+        local: list[Node] = []
+        cross: list[Node] = []
         for test in cond.tests:
             node = test(aliases[:i])
-            if not isinstance(node, Node) or node.refs():
-                return None
-            nodes.extend(node.conjuncts())
-        conds.append((cond.kind, cond.key, tuple(nodes)))
-    return _Independent(spec, tuple(conds))
+            if not isinstance(node, Node):
+                raise TypeError(f"{cond.phrase}: write tests with m and ref from engine.dsl")
+            for part in node.conjuncts():
+                (cross if part.refs() else local).append(part)
+        conds.append((cond.kind, cond.key, tuple(local), tuple(cross)))
+    return _Checked(spec, tuple(conds))
 
 
 def _combine(spec: Spec, found: list[list[Fact]]) -> list[Match]:
-    """The matches of an independent rule from the facts that met each of its conditions."""
-    if not all(found):
-        return []
+    """The matches of a rule checked condition by condition, from each condition's facts."""
     if spec.does == "note":
-        return [
-            Match(spec, list(c)) for c in itertools.islice(itertools.product(*found), MAX_NOTE_COMBINATIONS)
-        ]
+        combinations = itertools.islice(itertools.product(*found), MAX_NOTE_COMBINATIONS)
+        return [Match(spec, list(c)) for c in combinations]
     matches = [Match(spec, [f for facts in found for f in facts])]
     final = [[f for f in facts if f.get("prelim") != 1] for facts in found]
     if spec.does == "fire" and all(final) and final != found:  # counts for every tier (collect)
@@ -238,8 +265,8 @@ class Engine:
         )
         #: per derived key, what rules read of it: equal derived facts are asserted once
         self._reads = derived_reads(self.specs)
-        #: rules matched one condition at a time (``_independent``)
-        self._split = [i for s in self.specs if (i := _independent(s)) is not None]
+        #: fire/block/note rules, checked after the session (``_Checked``)
+        self._checked = [c for s in self.specs if (c := _checked(s)) is not None]
         self._thread = engine_thread()
         fingerprint = repr(
             (
@@ -290,10 +317,9 @@ class Engine:
     def _register(self) -> None:
         name = "redflags"
         with durable_lang.ruleset(name):
-            split = {i.spec.name for i in self._split}  # checked in Python (``_independent``)
             for spec in self.specs:
-                if spec.name in split:
-                    continue
+                if spec.does != "derive":
+                    continue  # checked after the session (``_Checked``)
                 aliases = [f"f{i}" for i in range(len(spec.conds))]
                 exprs, checks = [], []
                 for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True)):
@@ -482,9 +508,10 @@ class Engine:
         by_kind: dict[tuple[object, object], list[Fact]] = {}
         for fact in ctx.lineage.facts.values():  # every fact of the session, derived ones too
             by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
-            by_kind.setdefault((fact.get("t"), None), []).append(fact)
-        for independent in self._split:
-            ctx.matches.extend(_combine(independent.spec, independent.found(by_kind)))
+            if fact.get("t") == "patient":
+                by_kind.setdefault(("patient", None), []).append(fact)
+        for checked in self._checked:
+            ctx.matches.extend(checked.matches(by_kind))
         alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
         derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
         return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
