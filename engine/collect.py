@@ -114,6 +114,9 @@ def _alert(
             refs = tuple(r for r in _refs(fact) if not r.startswith("Patient/"))
             phrase = describe(fact, titles)
             criteria.setdefault(phrase, refs)
+            for other in lineage.alternates.get(fact.get("id"), ()):  # type: ignore[call-overload]
+                cited = tuple(r for r in _refs(other) if not r.startswith("Patient/"))
+                criteria.setdefault(describe(other, titles), cited)
             for ref in refs:
                 evidence.setdefault(ref, None)
             times.extend(lineage.times(fact))

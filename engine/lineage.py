@@ -27,6 +27,8 @@ ALWAYS = frozenset({"t", "key", "pid", "label", "prelim", "suspected", "v", "sid
 #: Properties a derived fact takes from its sources (engine.session ``_derive``): read of the
 #: derived fact, they are read of its sources too.
 PROPAGATED = frozenset({"age", "first_onset_age", "onset", "ts"})
+#: Wordings of equal derived facts an alert's rationale may quote besides the asserted one's.
+MAX_ALTERNATES = 8
 #: Never compared: identity, evidence and wording (no rule reads them).
 UNREAD = frozenset({"id", "sid", "ref", "refs", "text"})
 
@@ -146,6 +148,8 @@ class Lineage:
 
     facts: dict[int, Fact] = field(default_factory=dict)
     derivations: dict[int, list[tuple[int, ...]]] = field(default_factory=dict)
+    #: derived facts not asserted, by the id of the equal one that was (their wording differs)
+    alternates: dict[int, list[Fact]] = field(default_factory=dict)
     _refs_memo: dict[int, dict[str, None]] = field(default_factory=dict)
     _span_memo: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
 
@@ -153,8 +157,13 @@ class Lineage:
         for fact in facts:
             self.facts[int(fact["id"])] = fact  # type: ignore[call-overload]
 
-    def derived(self, kept: int, sources: tuple[int, ...]) -> None:
+    def derived(self, kept: int, sources: tuple[int, ...], alternate: Fact | None = None) -> None:
+        """One derivation of ``kept``; ``alternate``: the fact it made, equal but not asserted."""
         self.derivations.setdefault(kept, []).append(sources)
+        if alternate is not None:
+            found = self.alternates.setdefault(kept, [])
+            if len(found) < MAX_ALTERNATES and all(a.get("text") != alternate.get("text") for a in found):
+                found.append(alternate)
 
     def refs(self, fid: int) -> dict[str, None]:
         """Every reference behind fact ``fid``, in order of derivation."""

@@ -406,7 +406,7 @@ class Engine:
         said = signature(derived, self._reads.get(spec.key, frozenset()))
         kept = ctx.derived.get(said)
         if kept is not None:  # an equal fact is asserted: it matches whatever this one would
-            ctx.lineage.derived(kept, sources)
+            ctx.lineage.derived(kept, sources, derived)
             return
         ctx.derived[said] = int(derived["id"])  # type: ignore[call-overload]
         ctx.lineage.add([derived])
