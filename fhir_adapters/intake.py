@@ -31,7 +31,7 @@ MAPPED_TYPES = frozenset(
 
 #: Resources one call may carry (a request body, a CDS Hooks prefetch with what was fetched):
 #: the work of an evaluation grows with them, so a larger call is refused whole.
-DEFAULT_MAX_RESOURCES = 5_000
+DEFAULT_MAX_RESOURCES = 10_000
 
 
 class TooManyResources(InputError):

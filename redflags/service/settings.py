@@ -33,7 +33,7 @@ class ServiceSettings:
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
-    max_resources: int = 5_000  # resources per call ($evaluate body; CDS prefetch + fetched): 413
+    max_resources: int = 10_000  # resources per call ($evaluate body; CDS prefetch + fetched): 413
     max_facts_per_patient: int = 10_000  # facts handed to the engine per patient, history included
 
     def to_env(self) -> None:
