@@ -8,6 +8,8 @@ from pathlib import Path
 
 import orjson
 
+from fhir_adapters.intake import DEFAULT_MAX_RESOURCES
+
 #: Environment variable carrying the settings to worker processes (uvicorn imports the app).
 ENV = "REDFLAGS_SERVICE_SETTINGS"
 
@@ -33,8 +35,10 @@ class ServiceSettings:
     fhir_server: str | None = None  # where the outbox delivers Flags and CarePlans
     fhir_token: str | None = field(default=None, repr=False)  # its bearer token
     fhir_smart: str | None = None  # or SMART Backend Services (fhir_adapters.smart_auth JSON file)
-    max_resources: int = 10_000  # resources per call ($evaluate body; CDS prefetch + fetched): 413
-    max_facts_per_patient: int = 10_000  # facts handed to the engine per patient, history included
+    #: resources per call ($evaluate body; CDS prefetch + fetched), more: 413
+    max_resources: int = DEFAULT_MAX_RESOURCES
+    #: facts handed to the engine per patient, history included (redflags.pipeline.DEFAULT_MAX_FACTS)
+    max_facts_per_patient: int = 10_000
 
     def to_env(self) -> None:
         os.environ[ENV] = orjson.dumps(asdict(self)).decode()
