@@ -508,8 +508,8 @@ class Engine:
         by_kind: dict[tuple[object, object], list[Fact]] = {}
         for fact in ctx.lineage.facts.values():  # every fact of the session, derived ones too
             by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
-            if fact.get("t") == "patient":
-                by_kind.setdefault(("patient", None), []).append(fact)
+            if fact.get("key") is not None:  # a condition without a key (patient()) reads any
+                by_kind.setdefault((fact.get("t"), None), []).append(fact)
         for checked in self._checked:
             ctx.matches.extend(checked.matches(by_kind))
         alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
