@@ -144,6 +144,15 @@ class _Checked:
             return []
         if self.independent:
             return _combine(self.spec, found)
+        if self.spec.does != "fire":
+            return self._enumerate(found)
+        # a preliminary result supports only a critical tier (collect): final results first, so
+        # the cap on matches never hides a combination that counts for every tier
+        final = [[f for f in facts if f.get("prelim") != 1] for facts in found]
+        return self._enumerate(final) + self._enumerate(found)
+
+    def _enumerate(self, found: list[list[Fact]]) -> list[Match]:
+        """Combinations of one fact per condition that pass the cross tests (at most MAX_MATCHES)."""
         out: list[Match] = []
         chosen: list[Fact] = []
 
@@ -159,7 +168,8 @@ class _Checked:
                     extend(i + 1)
                 chosen.pop()
 
-        extend(0)
+        if all(found):
+            extend(0)
         return out
 
 
