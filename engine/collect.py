@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from engine.alert import Alert, Criterion
 from engine.describe import day, describe, findings_once
 from engine.dsl import Spec
+from engine.lineage import Lineage
 from rulesets.meta import RuleMeta
 
 #: At most this many distinct criteria are spelled out in the one-sentence rationale.
@@ -46,7 +47,10 @@ def collect(
     matches: Sequence[Match],
     metas: Mapping[str, RuleMeta],
     titles: Mapping[str, str],
+    lineage: Lineage | None = None,
 ) -> list[Alert]:
+    """``lineage``: derivations not asserted (engine.lineage) whose evidence the alerts cite too."""
+    lineage = lineage or Lineage()
     fired: dict[str, dict[str, list[Match]]] = {}
     blocked: dict[str, set[str]] = {}
     notes: dict[str, list[Match]] = {}
@@ -77,7 +81,7 @@ def collect(
         ):
             continue
         shown = _notes([n for n in notes.get(rule, []) if tier in n.spec.tiers], titles)
-        alerts.append(_alert(pid, now, meta, tier, fired[rule][tier], titles, shown))
+        alerts.append(_alert(pid, now, meta, tier, fired[rule][tier], titles, lineage, shown))
     alerts.sort(key=lambda a: (a.severity != "critical", a.severity != "urgent", a.rule))
     return alerts
 
@@ -98,6 +102,7 @@ def _alert(
     tier: str,
     matches: list[Match],
     titles: Mapping[str, str],
+    lineage: Lineage,
     notes: tuple[str, ...] = (),
 ) -> Alert:
     criteria: dict[str, tuple[str, ...]] = {}
@@ -109,13 +114,20 @@ def _alert(
             refs = tuple(r for r in _refs(fact) if not r.startswith("Patient/"))
             phrase = describe(fact, titles)
             criteria.setdefault(phrase, refs)
+            for other in lineage.alternates.get(fact.get("id"), ()):  # type: ignore[call-overload]
+                cited = tuple(r for r in _refs(other) if not r.startswith("Patient/"))
+                criteria.setdefault(describe(other, titles), cited)
             for ref in refs:
                 evidence.setdefault(ref, None)
-            for name in ("onset", "ts"):
-                if isinstance(fact.get(name), int):
-                    times.append(int(fact[name]))
+            times.extend(lineage.times(fact))
             suspected |= fact.get("suspected") == 1
             preliminary |= fact.get("prelim") == 1
+    for match in matches:  # records behind derivations not asserted (engine.lineage)
+        for fact in match.facts:
+            if isinstance(fact.get("id"), int) and fact.get("t") == "derived":
+                for ref in lineage.refs(int(fact["id"])):  # type: ignore[call-overload]
+                    if not ref.startswith("Patient/"):
+                        evidence.setdefault(ref, None)
     level = meta.tier(tier)
     phrases = findings_once(criteria)  # each finding once (a derived criterion repeats its sources)
     shown = "; ".join(phrases[:MAX_RATIONALE_CRITERIA])

@@ -33,6 +33,10 @@ class Node:
     def durable(self) -> Any:
         raise NotImplementedError
 
+    def attrs(self) -> set[tuple[int | None, str]]:
+        """(condition index or None for this fact, property) of every property the test reads."""
+        raise NotImplementedError
+
     def value(self, facts: Sequence[dict], own: int) -> Any:
         raise NotImplementedError
 
@@ -112,6 +116,9 @@ class Const(Node):
     def refs(self) -> set[int]:
         return set()
 
+    def attrs(self) -> set[tuple[int | None, str]]:
+        return set()
+
     def durable(self) -> Any:
         return self.constant
 
@@ -128,6 +135,9 @@ class Attr(Node):
     def refs(self) -> set[int]:
         return set() if self.index is None else {self.index}
 
+    def attrs(self) -> set[tuple[int | None, str]]:
+        return {(self.index, self.name)}
+
     def durable(self) -> Any:
         if self.index is not None:  # cannot happen: tests with refs are checked in Python
             raise TypeError("a cross-fact test cannot compile to durable-rules")
@@ -143,6 +153,9 @@ class Exists(Node):
 
     def refs(self) -> set[int]:
         return self.attr.refs()
+
+    def attrs(self) -> set[tuple[int | None, str]]:
+        return self.attr.attrs()
 
     def durable(self) -> Any:
         compiled = self.attr.durable()
@@ -180,6 +193,9 @@ class Binary(Node):
 
     def refs(self) -> set[int]:
         return self.left.refs() | self.right.refs()
+
+    def attrs(self) -> set[tuple[int | None, str]]:
+        return self.left.attrs() | self.right.attrs()
 
     def conjuncts(self) -> list[Node]:
         return [*self.left.conjuncts(), *self.right.conjuncts()] if self.op == "&" else [self]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -21,6 +21,7 @@ from engine.dsl import Rules, Spec
 from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
 from engine.expr import Node
 from engine.host import engine_thread, host
+from engine.lineage import Lineage, derived_reads, signature
 from engine.prepare import prepare
 from rulesets.meta import Code, RuleMeta
 
@@ -42,6 +43,10 @@ class _Context:
     errors: list[tuple[str, BaseException]] = field(default_factory=list)
     #: score items derived so far, by score item key (second stratum input)
     items: dict[str, list[Fact]] = field(default_factory=dict)
+    #: id of the derived fact asserted for each signature (engine.lineage)
+    derived: dict[bytes, int] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
+    actions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +55,48 @@ class Evaluation:
     alerts: list[Alert]
     facts: int  # facts asserted (after preparation)
     future: int  # records ignored because dated in the future
+    derived: int = 0  # derived facts asserted (equal ones once, engine.lineage)
+    actions: int = 0  # rule actions run: the combinations of facts durable-rules matched
 
 
 def _content(closure: object, alias: str) -> dict:
     value = getattr(closure, alias)
     return dict(value._d) if hasattr(value, "_d") else dict(value)
+
+
+#: Fact fields that name where a fact came from; no rule reads them.
+SOURCE_FIELDS = frozenset({"id", "sid", "ref", "refs"})
+#: A fact merged from many identical records keeps this many references as its evidence.
+MAX_REFS = 20
+
+
+def _signature(fact: Mapping[str, object]) -> bytes:
+    """What the rules can read of a fact: everything but its identity and evidence."""
+    read = {k: v for k, v in fact.items() if k not in SOURCE_FIELDS}
+    return orjson.dumps(read, option=orjson.OPT_SORT_KEYS)
+
+
+def distinct(facts: Iterable[Fact]) -> list[Fact]:
+    """One fact per group of facts the rules cannot tell apart, carrying the group's references.
+
+    durable-rules matches every combination of the facts a rule's conditions accept (its joins
+    have no constraint: cross-fact tests run in Python, see ``engine.expr``), and derived facts
+    join again, so k copies of one record cost k**2, k**3... matches. Equal facts match alike:
+    merged, the cost is linear in the records and every rule decides as before.
+    """
+    merged: dict[bytes, Fact] = {}
+    for fact in facts:
+        signature = _signature(fact)
+        kept = merged.get(signature)
+        if kept is None:
+            merged[signature] = fact
+            continue
+        refs = str(kept.get("refs") or kept.get("ref") or "").split()
+        extra = str(fact.get("refs") or fact.get("ref") or "").split()
+        if len(refs) < MAX_REFS:
+            refs.extend(r for r in extra if r not in refs)
+            merged[signature] = {**kept, "refs": " ".join(refs[:MAX_REFS])}
+    return list(merged.values())
 
 
 def _refs(facts: Sequence[dict]) -> str:
@@ -63,6 +105,103 @@ def _refs(facts: Sequence[dict]) -> str:
         for ref in str(f.get("refs") or f.get("ref") or "").split():
             seen.setdefault(ref, None)
     return " ".join(seen)
+
+
+#: Lines a card note with several conditions may produce (one per combination of its facts).
+MAX_NOTE_COMBINATIONS = 16
+#: Matches kept per rule whose conditions compare facts: enough to cite the evidence of an
+#: alert; whether the rule holds is decided by the first.
+MAX_MATCHES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A fire, block or note, checked in Python over the facts of the finished session.
+
+    durable-rules matches every combination of a rule's facts and runs an action for each (n * m
+    for two conditions, n * m * k for three, each kept as a match): the cost of a patient with
+    many records grew as a power of their number. These rules derive nothing, so they are
+    checked once the session reached its fixed point: condition by condition when no two of
+    their facts are compared (the rule holds when each condition has a fact; the combinations
+    would add only their evidence and earliest time, the union and minimum over each
+    condition's facts: work n + m), else by enumerating combinations, pruned at each condition.
+    """
+
+    spec: Spec
+    #: per condition: kind, key, its single-fact tests, its tests against earlier facts
+    conds: tuple[tuple[str, str | None, tuple[Node, ...], tuple[Node, ...]], ...]
+
+    @property
+    def independent(self) -> bool:
+        return not any(cross for *_, cross in self.conds)
+
+    def matches(self, facts: Mapping[tuple[object, object], list[Fact]]) -> list[Match]:
+        found = [
+            [f for f in facts.get((kind, key), []) if all(node.holds([f], 0) for node in tests)]
+            for kind, key, tests, _cross in self.conds
+        ]
+        if not all(found):
+            return []
+        if self.independent:
+            return _combine(self.spec, found)
+        if self.spec.does != "fire":
+            return self._enumerate(found)
+        # a preliminary result supports only a critical tier (collect): final results first, so
+        # the cap on matches never hides a combination that counts for every tier
+        final = [[f for f in facts if f.get("prelim") != 1] for facts in found]
+        return self._enumerate(final) + self._enumerate(found)
+
+    def _enumerate(self, found: list[list[Fact]]) -> list[Match]:
+        """Combinations of one fact per condition that pass the cross tests (at most MAX_MATCHES)."""
+        out: list[Match] = []
+        chosen: list[Fact] = []
+
+        def extend(i: int) -> None:
+            if len(out) >= MAX_MATCHES:
+                return
+            if i == len(found):
+                out.append(Match(self.spec, list(chosen)))
+                return
+            for fact in found[i]:
+                chosen.append(fact)
+                if all(node.holds(chosen, i) for node in self.conds[i][3]):
+                    extend(i + 1)
+                chosen.pop()
+
+        if all(found):
+            extend(0)
+        return out
+
+
+def _checked(spec: Spec) -> _Checked | None:
+    """The rule checked in Python (``_Checked``), or None for a derivation (run by durable)."""
+    if spec.does not in ("fire", "block", "note"):
+        return None
+    aliases = [f"f{i}" for i in range(len(spec.conds))]
+    conds = []
+    for i, cond in enumerate(spec.conds):
+        local: list[Node] = []
+        cross: list[Node] = []
+        for test in cond.tests:
+            node = test(aliases[:i])
+            if not isinstance(node, Node):
+                raise TypeError(f"{cond.phrase}: write tests with m and ref from engine.dsl")
+            for part in node.conjuncts():
+                (cross if part.refs() else local).append(part)
+        conds.append((cond.kind, cond.key, tuple(local), tuple(cross)))
+    return _Checked(spec, tuple(conds))
+
+
+def _combine(spec: Spec, found: list[list[Fact]]) -> list[Match]:
+    """The matches of a rule checked condition by condition, from each condition's facts."""
+    if spec.does == "note":
+        combinations = itertools.islice(itertools.product(*found), MAX_NOTE_COMBINATIONS)
+        return [Match(spec, list(c)) for c in combinations]
+    matches = [Match(spec, [f for facts in found for f in facts])]
+    final = [[f for f in facts if f.get("prelim") != 1] for facts in found]
+    if spec.does == "fire" and all(final) and final != found:  # counts for every tier (collect)
+        matches.append(Match(spec, [f for facts in final for f in facts]))
+    return matches
 
 
 @dataclass(slots=True)
@@ -134,6 +273,10 @@ class Engine:
         self._history_keys = frozenset(
             c.key for s in self.specs for c in s.conds if c.kind == "value" and not c.latest_only
         )
+        #: per derived key, what rules read of it: equal derived facts are asserted once
+        self._reads = derived_reads(self.specs)
+        #: fire/block/note rules, checked after the session (``_Checked``)
+        self._checked = [c for s in self.specs if (c := _checked(s)) is not None]
         self._thread = engine_thread()
         fingerprint = repr(
             (
@@ -185,6 +328,8 @@ class Engine:
         name = "redflags"
         with durable_lang.ruleset(name):
             for spec in self.specs:
+                if spec.does != "derive":
+                    continue  # checked after the session (``_Checked``)
                 aliases = [f"f{i}" for i in range(len(spec.conds))]
                 exprs, checks = [], []
                 for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True)):
@@ -208,6 +353,7 @@ class Engine:
             ctx = self._context
             if ctx is None:  # cannot happen: actions only run inside evaluate()
                 raise RuleActionError(f"{spec.name} fired outside an evaluation")
+            ctx.actions += 1
             try:
                 facts = [_content(closure, a) for a in aliases]
                 for f in facts:
@@ -266,6 +412,15 @@ class Engine:
             derived["text"] = f"{shown} ({parts})" if parts else shown
         else:
             derived["text"] = parts
+        sources = tuple(int(f["id"]) for f in facts)
+        said = signature(derived, self._reads.get(spec.key, frozenset()))
+        kept = ctx.derived.get(said)
+        if kept is not None:  # an equal fact is asserted: it matches whatever this one would
+            ctx.lineage.derived(kept, sources, derived)
+            return
+        ctx.derived[said] = int(derived["id"])  # type: ignore[call-overload]
+        ctx.lineage.add([derived])
+        ctx.lineage.derived(int(derived["id"]), sources)  # type: ignore[call-overload]
         if spec.key in self._item_keys:
             ctx.items.setdefault(spec.key, []).append(derived)
         try:
@@ -340,23 +495,36 @@ class Engine:
         counter = itertools.count(1)
         sid = f"e{next(_sessions)}"
         asserted: list[Fact] = [{"t": SESSION, "pid": pid, "id": next(counter), "sid": sid}]
+        readable: list[Fact] = []
         for fact in prepared.facts:
             if fact["t"] == "value" and fact.get("latest") == 0 and fact["key"] not in self._history_keys:
                 continue  # an older result no condition can match (see _history_keys)
             if fact.get("pid") != pid:
                 raise CrossTalkError("a fact of another patient was handed to this evaluation")
-            asserted.append({**fact, "id": next(counter), "sid": sid})
+            readable.append(fact)
+        asserted.extend({**fact, "id": next(counter), "sid": sid} for fact in distinct(readable))
         ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
+        ctx.lineage.add(asserted)
         self._context = ctx
         try:
             self._run_batch(asserted, sid, ctx)
             if self.scores:  # second stratum: totals over every item derived above
-                self._run_batch(self._totals(ctx, pid, sid, counter), sid, ctx)
+                totals = self._totals(ctx, pid, sid, counter)
+                ctx.lineage.add(totals)
+                self._run_batch(totals, sid, ctx)
         finally:
             self._context = None
             self._ruleset.delete_state(sid)
-        alerts = collect(pid, now, ctx.matches, self.metas, self.titles)
-        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future))
+        by_kind: dict[tuple[object, object], list[Fact]] = {}
+        for fact in ctx.lineage.facts.values():  # every fact of the session, derived ones too
+            by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
+            if fact.get("key") is not None:  # a condition without a key (patient()) reads any
+                by_kind.setdefault((fact.get("t"), None), []).append(fact)
+        for checked in self._checked:
+            ctx.matches.extend(checked.matches(by_kind))
+        alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
+        derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
+        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
 
 
 _sessions = itertools.count(1)

@@ -37,6 +37,28 @@ FHIR_ID_TEXT = "1-64 of A-Z a-z 0-9 - ."
 _FULL_URL = re.compile(r"urn:(uuid|oid):[A-Za-z0-9.\-]{1,64}|https?://[!-~]{1,2000}")
 
 
+#: Resources one call may carry (a request body, a CDS Hooks prefetch with what was fetched):
+#: the work of an evaluation grows with them, so a larger call is refused whole.
+DEFAULT_MAX_RESOURCES = 10_000
+
+
+class TooManyResources(InputError):
+    """More resources in one call than the limit: refused before anything is evaluated."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} resources in one call: the limit is {limit} resources per call")
+        self.count, self.limit = count, limit
+
+    def __reduce__(self) -> tuple[type[TooManyResources], tuple[int, int]]:
+        return (TooManyResources, (self.count, self.limit))  # raised in an engine process
+
+
+def check_resources(count: int, limit: int | None) -> None:
+    """TooManyResources when ``count`` is over ``limit`` (None or 0: no limit)."""
+    if limit and count > limit:
+        raise TooManyResources(count, limit)
+
+
 class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     path: str  # e.g. "Bundle.entry[3].resource"
     resource: dict

@@ -24,7 +24,7 @@ from fhir_adapters.times import iso, parse_now
 from redflags import config, logs
 from redflags.corpus import COUNTS, Report, replay_expected
 from redflags.explain import explain
-from redflags.pipeline import Pipeline
+from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 from redflags.replay import InputResult, expand, replay
 from redflags.state.model import StateStore
 from redflags.state_cli import (
@@ -123,6 +123,14 @@ def main(log_level: str | None) -> None:
 )
 @_config_option()
 @tenant_option(what="replayed into (with --state: pruned at --now; only its outbox is sent)")
+@click.option(
+    "--max-facts-per-patient",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_FACTS,
+    show_default=True,
+    help="Facts per patient handed to the engine (history included); over it the most recent are "
+    "kept and the patient is named on stderr (exit 1).",
+)
 def replay_command(
     paths: tuple[Path, ...],
     now_text: str | None,
@@ -141,6 +149,7 @@ def replay_command(
     retention_days: int | None,
     config_path: Path | None,
     tenant: str,
+    max_facts_per_patient: int,
 ) -> None:
     """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts.
 
@@ -162,6 +171,7 @@ def replay_command(
     if expect and state_path:
         raise click.UsageError("--expect compares each file on its own: it cannot be used with --state")
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
+    pipeline.max_facts = max_facts_per_patient
     store = narrowed(open_state(state_path), tenant) if state_path else None
     tracker = None
     if store is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 
 from engine.alert import Alert
-from engine.session import Engine
+from engine.session import Engine, Evaluation
 from fhir_adapters import terminology
 from fhir_adapters.facts import PatientFacts, patient_facts
 from fhir_adapters.intake import Intake, Issue
@@ -22,6 +22,32 @@ log = structlog.get_logger("redflags.pipeline")
 
 #: Resource types checked in --strict mode (the ones whose elements the rules read).
 STRICT_TYPES = frozenset({"Patient", "Condition", "Observation"})
+#: Facts of one patient handed to the engine, history included: over it, the most recent are
+#: kept (the patient record always) and the outcome says how many older ones were left out.
+DEFAULT_MAX_FACTS = 10_000
+Fact = dict[str, object]
+
+
+def _recency(fact: Fact) -> int:
+    """Newest time a fact carries; undated facts (the patient) sort first, kept."""
+    if fact.get("t") == "patient":
+        return 2**62
+    times = [v for k in ("ts", "onset", "abated") if isinstance(v := fact.get(k), int)]
+    return max(times, default=-(2**62))
+
+
+def bounded(pid: str, facts: Sequence[Fact], limit: int | None) -> tuple[list[Fact], list[Issue]]:
+    """At most ``limit`` facts (None or 0: all): the most recent, and an issue naming the limit."""
+    if not limit or len(facts) <= limit:
+        return list(facts), []
+    order = sorted(range(len(facts)), key=lambda i: _recency(facts[i]), reverse=True)
+    keep = sorted(order[:limit])  # in their original order: the engine's outcome is order-free
+    dropped = len(facts) - limit
+    message = (
+        f"{len(facts)} facts for this patient (history included) are more than the limit of {limit} "
+        f"facts per patient: the {dropped} oldest were not evaluated"
+    )
+    return [facts[i] for i in keep], [Issue(pid, message, "too-costly")]
 
 
 @dataclass(slots=True)
@@ -60,7 +86,10 @@ class Pipeline:
         valueset_dirs: Sequence[Path] = (),
         conceptmaps: Sequence[Path] = (),
         params: Mapping[str, Mapping[str, float]] | None = None,
+        max_facts: int | None = DEFAULT_MAX_FACTS,
     ) -> None:
+        """``max_facts``: facts per patient handed to the engine (``bounded``; None: no limit)."""
+        self.max_facts = max_facts
         self.term = terminology.load(valueset_dirs, conceptmaps)
         titles = {key: info.title for key, info in self.term.keys.items()}
         self.engine = Engine(MODULES, titles=titles, params=params)
@@ -94,8 +123,16 @@ class Pipeline:
     def evaluate(self, intake: Intake, now: int) -> list[PatientResult]:
         """Evaluate every patient of one input at ``now``."""
         batch = list(self.facts(intake))
-        evaluations = self.engine.evaluate_many([(pf.pid, pf.facts) for pf in batch], now)
+        kept = [bounded(pf.pid, pf.facts, self.max_facts) for pf in batch]
+        evaluations = self.engine.evaluate_many(
+            [(pf.pid, k[0]) for pf, k in zip(batch, kept, strict=True)], now
+        )
         return [
-            PatientResult(mapped.pid, evaluation.alerts, mapped.issues)
-            for mapped, evaluation in zip(batch, evaluations, strict=True)
+            PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over])
+            for mapped, (_facts, over), evaluation in zip(batch, kept, evaluations, strict=True)
         ]
+
+    def evaluate_patient(self, pid: str, facts: Sequence[Fact], now: int) -> tuple[Evaluation, list[Issue]]:
+        """One patient's facts (history included), at most ``max_facts`` of them (``bounded``)."""
+        kept, over = bounded(pid, facts, self.max_facts)
+        return self.engine.evaluate(pid, kept, now), over

@@ -194,6 +194,20 @@ class SetupRefused(click.ClickException):
     help="Open connections served at once (503 beyond); a quarter may wait for their headers, "
     "the oldest of those is closed first.",
 )
+@click.option(
+    "--max-resources",
+    default=ServiceSettings().max_resources,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Resources per call ($evaluate body, CDS prefetch + fetched); more is refused with 413.",
+)
+@click.option(
+    "--max-facts-per-patient",
+    default=ServiceSettings().max_facts_per_patient,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Facts per patient handed to the engine, history included; over it the most recent are kept.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -226,6 +240,8 @@ def serve_command(
     header_timeout: float,
     body_timeout: float,
     max_connections: int,
+    max_resources: int,
+    max_facts_per_patient: int,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -287,6 +303,8 @@ def serve_command(
         header_timeout_s=header_timeout,
         body_timeout_s=body_timeout,
         max_connections=max_connections,
+        max_resources=max_resources,
+        max_facts_per_patient=max_facts_per_patient,
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)

@@ -159,8 +159,8 @@ class Tracker:
         snapshot = self.store.snapshot(mapped.pid, tenant=tenant)
         stored = snapshot.facts
         earlier = [f for ref, facts in stored.items() if ref not in sent for f in facts]
-        evaluation = self.pipeline.engine.evaluate(mapped.pid, [*earlier, *mapped.facts], now)
-        result = PatientResult(mapped.pid, evaluation.alerts, mapped.issues)
+        evaluation, over = self.pipeline.evaluate_patient(mapped.pid, [*earlier, *mapped.facts], now)
+        result = PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over])
         if not commit:
             return Tracked(result, remembered=len(earlier))
         plan = lifecycle.plan(

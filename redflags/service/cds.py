@@ -17,6 +17,7 @@ import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
+from fhir_adapters.intake import TooManyResources
 from fhir_adapters.times import parse_now
 from redflags.feedback_store import ShownCard
 from redflags.service import feedback
@@ -148,6 +149,9 @@ async def call_service(
             )
     except CdsRequestError as exc:
         return _error(400, str(exc))
+    except TooManyResources as exc:
+        log.info("cds_too_many_resources", service=service.id, resources=exc.count, limit=exc.limit)
+        return _error(413, str(exc), "too-costly")
     except PrefetchUnavailable as exc:
         log.info("cds_prefetch_unavailable", service=service.id, reason=exc.detail)
         return _error(412, str(exc), "incomplete")

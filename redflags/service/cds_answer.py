@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import orjson
 
-from fhir_adapters.intake import group
+from fhir_adapters.intake import check_resources, group
 from redflags.logs import patient_token
 from redflags.service.cards import IssuedCard, cds_response
 from redflags.service.cds_request import CdsRequest, CdsRequestError, parse
 from redflags.service.cds_services import SERVICES
 from redflags.service.engine_pool import evaluate, pipeline
+from redflags.service.limits import call_limits
 from redflags.service.prefetch import Found, read_prefetch
 from redflags.service.tenants import cds_tenant
 
@@ -55,6 +56,7 @@ def answer(
         if not given.complete:
             return None
         gathered = given.found
+    check_resources(len(gathered) + len(extra), call_limits().max_resources)  # TooManyResources: 413
     pid = f"Patient/{call.patient_id}"
     intake = group("cds-hooks", [*gathered, *extra])
     mine = intake.patients.get(pid)

@@ -41,6 +41,7 @@ from engine.host import run_engine_here
 from fhir_adapters.intake import Intake
 from redflags import config, logs
 from redflags.pipeline import PatientResult, Pipeline
+from redflags.service.limits import call_limits
 from redflags.state.model import DEFAULT_TENANT
 from redflags.state.sqlite_store import open_store
 from redflags.stateful import Tracker
@@ -121,6 +122,7 @@ def start_here(
     global _pipeline, _tracker
     run_engine_here()  # this process only evaluates, on this thread
     _pipeline = Pipeline.from_config(config.load(Path(config_path) if config_path else None))
+    _pipeline.max_facts = call_limits().max_facts_per_patient  # redflags serve --max-facts-per-patient
     if state:
         retention = retention_days * 86_400 if retention_days else None
         _tracker = Tracker(_pipeline, open_store(state), actor="service", retention_s=retention, queue=queue)

@@ -22,9 +22,10 @@ from typing import Any
 import orjson
 
 from fhir_adapters.errors import InputError, IntakeError
-from fhir_adapters.intake import MAPPED_TYPES, Intake, group, resources_of
+from fhir_adapters.intake import MAPPED_TYPES, Intake, TooManyResources, check_resources, group, resources_of
 from fhir_adapters.times import parse_now
 from redflags.service.body import media_type_problem
+from redflags.service.limits import call_limits
 
 #: Media types accepted (parameters other than charset=utf-8 are refused).
 #: Parameters names that carry input resources, and the one that sets the evaluation time.
@@ -78,8 +79,14 @@ def check_media_type(header: str | None) -> None:
         raise BadInput(problem, status=415)
 
 
-def read_body(body: bytes, query_now: str | None, default_now: int) -> EvaluationInput:
-    """Parse and check a body; every refusal is a BadInput naming the element at fault."""
+def read_body(
+    body: bytes, query_now: str | None, default_now: int, max_resources: int | None = None
+) -> EvaluationInput:
+    """Parse and check a body; every refusal is a BadInput naming the element at fault.
+
+    ``max_resources``: resources the body may hold (None: the service's ``call_limits``); more
+    is refused with 413 before any is read into facts.
+    """
     if not body.strip():
         raise BadInput("empty body: send a FHIR Bundle, Parameters or resource")
     try:
@@ -106,6 +113,11 @@ def read_body(body: bytes, query_now: str | None, default_now: int) -> Evaluatio
             resources.extend(resources_of(document, path))
         except InputError as exc:
             raise BadInput(str(exc)) from None
+    limit = max_resources if max_resources is not None else call_limits().max_resources
+    try:
+        check_resources(len(resources), limit)
+    except TooManyResources as exc:
+        raise BadInput(str(exc), documents[0][0] if documents else None, status=413) from None
     return EvaluationInput(
         intake=group("request", resources),
         now=now if now is not None else default_now,

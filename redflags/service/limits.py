@@ -1,4 +1,14 @@
-"""Request body size limit for every endpoint that takes a body (CDS Hooks and ``$evaluate``).
+"""Limits on what one call may cost: body size (here), resources per call, facts per patient.
+
+Resources per call (``max_resources``) are counted where a call's resources are read, in the
+engine process (``fhir_input.read_body``, ``cds_answer``): over it, 413 with an
+OperationOutcome naming the limit, nothing evaluated or stored. Facts per patient
+(``max_facts_per_patient``, history included) bound what the engine is handed
+(``redflags.pipeline.bounded``): the most recent are kept and the outcome says so. Both come
+from ``ServiceSettings`` (``redflags serve --max-resources / --max-facts-per-patient``), which
+engine processes read from their environment (``call_limits``).
+
+Request body size limit for every endpoint that takes a body (CDS Hooks and ``$evaluate``).
 
 A declared ``Content-Length`` over the limit is refused before a byte is read; the body is also
 counted while the application reads it, so a chunked body (no ``Content-Length``) cannot go
@@ -10,6 +20,13 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redflags.service.outcome import outcome_response
+from redflags.service.settings import ServiceSettings
+
+
+def call_limits() -> ServiceSettings:
+    """The settings this process was started with (their limits), defaults when none were set."""
+    return ServiceSettings.from_env()
+
 
 #: Methods whose body is counted; others carry none the app reads.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

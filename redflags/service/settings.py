@@ -14,6 +14,8 @@ from pathlib import Path
 
 import orjson
 
+from fhir_adapters.intake import DEFAULT_MAX_RESOURCES
+
 #: Environment variable carrying the settings to worker processes (uvicorn imports the app).
 ENV = "REDFLAGS_SERVICE_SETTINGS"
 #: Environment variable an operator may give the write-back token in (read by the CLI).
@@ -58,6 +60,10 @@ class ServiceSettings:
     header_timeout_s: float = 10.0  # a client sends a request's headers within this, or is closed
     body_timeout_s: float = 30.0  # ... and its body within this (408)
     max_connections: int = 1000  # open connections (503 beyond; idle ones are closed first)
+    #: resources per call ($evaluate body; CDS prefetch + fetched), more: 413
+    max_resources: int = DEFAULT_MAX_RESOURCES
+    #: facts handed to the engine per patient, history included (redflags.pipeline.DEFAULT_MAX_FACTS)
+    max_facts_per_patient: int = 10_000
 
     def to_env(self) -> None:
         """Settings into the environment for the app factory; secrets stay in this process."""
