@@ -103,8 +103,32 @@ def findings_once(phrases: Iterable[str]) -> list[str]:
     A derived criterion reads "its sources joined by '; '" (``bilateral sciatica`` = "Sciatica
     (left) since ...; Sciatica (right) since ..."), so a rule that also matches one of those
     findings on its own would name it twice. Phrases are cut at their top-level "; "; a part
-    already shown is left out, and so is a dated finding inside parentheses shown before.
+    already shown is left out, and so is a dated finding inside parentheses shown before. A
+    finding that another criterion cites in parentheses is shown there, in its context (a Wells
+    item, a bilateral pair), whatever order the engine matched them in.
     """
+    phrases = list(phrases)
+    cited: set[str] = set()
+    for phrase in phrases:
+        _collect_inner(phrase, cited)
     seen: set[str] = set()
-    shown = (_shown(phrase, seen, top=True) for phrase in phrases)
+    uncited = ("; ".join(p for p in _split(phrase) if p not in cited) for phrase in phrases)
+    shown = (_shown(phrase, seen, top=True) for phrase in uncited)
     return [part for text in shown for part in _split(text)]
+
+
+def _collect_inner(text: str, into: set[str]) -> None:
+    """Every dated finding ``text`` cites inside parentheses, at any depth."""
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+            if depth == 1:
+                start = i
+        elif ch == ")" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                for part in _split(text[start + 1 : i]):
+                    if _DATED.search(part):
+                        into.add(part)
+                    _collect_inner(part, into)

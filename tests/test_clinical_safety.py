@@ -444,3 +444,13 @@ class TestTimeSources:
     def test_its_own_dates_win_over_the_encounter(self) -> None:
         fact = self.facts(72, 48, onsetDateTime=at(24 * 40))
         assert fact["onset"] == parse_now(at(24 * 40))
+
+
+def test_a_finding_cited_by_another_criterion_is_shown_there_in_either_order() -> None:
+    """The engine's match order must not decide whether a Wells item keeps its finding."""
+    from engine.describe import findings_once
+
+    finding = "Calf circumference difference 3.5 cm on 2025-03-10 09:05"
+    wells = f"Wells score 2 (bedridden +1 (Bedridden on 2025-02-28); calf swelling ≥ 3 cm +1 ({finding}))"
+    for order in ([finding, wells], [wells, finding]):
+        assert findings_once(order) == [wells]
