@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 
 _SIDES = {"left": "left", "right": "right", "bilateral": "bilateral"}
@@ -78,10 +78,10 @@ def _shown(text: str, seen: set[str], top: bool) -> str:
     return "; ".join(kept)
 
 
-def _inner(part: str, seen: set[str]) -> str:
-    """``part`` with each outermost parenthesised group reduced by ``_shown`` (dropped if empty)."""
-    out, depth, start, last = [], 0, 0, 0
-    for i, ch in enumerate(part):
+def _groups(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each outermost parenthesised group of ``text``: ``text[start] == "("``."""
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
         if ch == "(":
             depth += 1
             if depth == 1:
@@ -89,10 +89,17 @@ def _inner(part: str, seen: set[str]) -> str:
         elif ch == ")" and depth > 0:
             depth -= 1
             if depth == 0:
-                inner = _shown(part[start + 1 : i], seen, top=False)
-                head = part[last:start]
-                out.append(f"{head}({inner})" if inner else head.rstrip())
-                last = i + 1
+                yield start, i
+
+
+def _inner(part: str, seen: set[str]) -> str:
+    """``part`` with each outermost parenthesised group reduced by ``_shown`` (dropped if empty)."""
+    out, last = [], 0
+    for start, end in _groups(part):
+        inner = _shown(part[start + 1 : end], seen, top=False)
+        head = part[last:start]
+        out.append(f"{head}({inner})" if inner else head.rstrip())
+        last = end + 1
     out.append(part[last:])
     return "".join(out)
 
@@ -119,16 +126,8 @@ def findings_once(phrases: Iterable[str]) -> list[str]:
 
 def _collect_inner(text: str, into: set[str]) -> None:
     """Every dated finding ``text`` cites inside parentheses, at any depth."""
-    depth, start = 0, 0
-    for i, ch in enumerate(text):
-        if ch == "(":
-            depth += 1
-            if depth == 1:
-                start = i
-        elif ch == ")" and depth > 0:
-            depth -= 1
-            if depth == 0:
-                for part in _split(text[start + 1 : i]):
-                    if _DATED.search(part):
-                        into.add(part)
-                    _collect_inner(part, into)
+    for start, end in _groups(text):
+        for part in _split(text[start + 1 : end]):
+            if _DATED.search(part):
+                into.add(part)
+            _collect_inner(part, into)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -26,24 +27,38 @@ _current = threading.local()
 
 
 class Deadline:
-    """``with Deadline(seconds) as d:`` around a call; ``d.expired`` tells why it failed."""
+    """``with Deadline(seconds) as d:`` around a call; ``d.expired`` tells why it failed.
+
+    Also used without ``with`` by a client that hands sockets to it itself (``start``, ``watch``,
+    ``close``): the CDS fhirServer reader, whose connections are pinned to checked addresses.
+    """
 
     def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
         self.expired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
         self._timer.daemon = True
+
+    def start(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
 
     def __enter__(self) -> Deadline:
         _current.deadline = self
-        self._timer.start()
-        return self
+        return self.start()
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._timer.cancel()
+        self.close()
         _current.deadline = None
 
     def watch(self, sock: socket.socket) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util import Url, connection
 
 from fhir_adapters import safe_url
+from fhir_adapters.call_deadline import Deadline
 from fhir_adapters.safe_url import Origin, UnsafeUrl
 from redflags.service.fhir_policy import FhirPolicy, address, loopback_name
 
@@ -88,51 +88,13 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class Watchdog:
-    """Shuts down the sockets it watches when the deadline passes (blocked reads return)."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.expired = False
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                _shutdown(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                _shutdown(sock)
-
-    def close(self) -> None:
-        self._timer.cancel()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
-
-
 class _Pinned:
     """Connection mixin: connect to the checked address, watched by the call's watchdog."""
 
     _pinned: str
-    _watchdog: Watchdog
+    _watchdog: Deadline
 
-    def __init__(self, *args: Any, pinned: str, watchdog: Watchdog, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pinned: str, watchdog: Deadline, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pinned = pinned
         self._watchdog = watchdog
@@ -170,7 +132,7 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _PinnedHTTPS
 
 
-def _resolve(resolve: Resolver, target: Origin, watchdog: Watchdog) -> Sequence[str]:
+def _resolve(resolve: Resolver, target: Origin, watchdog: Deadline) -> Sequence[str]:
     try:
         return _RESOLVER.submit(resolve, target.host, target.port).result(max(0.0, watchdog.left()))
     except FutureTimeout:
@@ -210,7 +172,7 @@ class FhirReadClient:
         refusal = policy.before_resolving(self._origin)
         if refusal:
             raise FhirRefused(refusal)
-        self._watchdog = Watchdog(deadline)
+        self._watchdog = Deadline(deadline - time.monotonic()).start()
         try:
             addresses = _literal(self._origin.host) or _resolve(resolve, self._origin, self._watchdog)
             refusal = policy.after_resolving(self._origin, addresses)
