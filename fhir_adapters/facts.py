@@ -30,7 +30,7 @@ from datetime import date
 
 from fhir_adapters import plausibility, units
 from fhir_adapters.errors import IntakeError, shown
-from fhir_adapters.intake import Entry, Issue, PatientGroup, reference_of
+from fhir_adapters.intake import Entry, Issue, PatientGroup, local_reference, reference_of
 from fhir_adapters.terminology import Match, Terminology
 from fhir_adapters.times import birth_date, to_epoch
 from rulesets.meta import LATERALITY_EXTENSION, SNOMED
@@ -268,6 +268,8 @@ def _encounter_periods(entries: Iterable[Entry], issues: list[Issue]) -> Periods
         res = entry.resource
         if res.get("resourceType") != "Encounter" or not isinstance(res.get("period"), dict):
             continue
+        if res.get("status") == "entered-in-error":  # its period is no evidence of anything
+            continue
         try:
             start = _time(res["period"], ("start",), f"{entry.path}.period")
             end = _time(res["period"], ("end",), f"{entry.path}.period")
@@ -306,7 +308,9 @@ def _condition(
         # evidenced at its end (MIMIC-IV on FHIR exports them so)
         encounter = res.get("encounter")
         target = encounter.get("reference") if isinstance(encounter, dict) else None
-        start, end = periods.get(target, (None, None)) if isinstance(target, str) else (None, None)
+        start, end = (None, None)
+        if isinstance(target, str):  # "Encounter/<id>", an absolute or versioned URL, a urn:uuid
+            start, end = periods.get(target) or periods.get(local_reference(target)) or (None, None)
         onset, recorded = start, end if end is not None else start
     abated = _time(res, ("abatementDateTime",), path)
     if abated is None:

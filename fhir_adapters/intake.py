@@ -16,7 +16,11 @@ import orjson
 
 from fhir_adapters.errors import InputError, shown
 
-#: Resource types whose facts the rules read; other types are skipped without error.
+#: Resource types read only as the context of another resource (14.4: the period of the
+#: Encounter an undated Condition references dates it). They make no facts and no patient of
+#: their own: each joins the patients whose resources reference it.
+CONTEXT_TYPES = frozenset({"Encounter"})
+#: Resource types the rules read (as facts, or as context); other types are skipped without error.
 MAPPED_TYPES = frozenset(
     {
         "Patient",
@@ -26,8 +30,11 @@ MAPPED_TYPES = frozenset(
         "MedicationRequest",
         "MedicationStatement",
         "MedicationAdministration",
+        *CONTEXT_TYPES,
     }
 )
+#: Which element of a resource references its context (resource type -> element name).
+CONTEXT_ELEMENT = {"Condition": "encounter"}
 
 
 #: FHIR id (R4 datatypes: id): what ``Type/<id>`` references and URLs built from ids may hold.
@@ -155,6 +162,23 @@ def _patient_id(res: dict, full_url: str | None) -> str | None:
     return "Patient/(no id)"
 
 
+def local_reference(target: str) -> str:
+    """ "Type/id" for an absolute or versioned reference to a resource with a FHIR id, else as given
+    (a urn:uuid stays a urn): the key a referenced context resource is found by."""
+    parts = _segments(target)
+    if len(parts) >= 2 and parts[-2][:1].isupper() and is_fhir_id(parts[-1]):
+        return f"{parts[-2]}/{parts[-1]}"
+    return target
+
+
+def context_target(res: dict) -> str | None:
+    """The reference a resource makes to its context resource (a Condition's Encounter), if any."""
+    element = CONTEXT_ELEMENT.get(str(res.get("resourceType")))
+    ref = res.get(element) if element else None
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    return target if isinstance(target, str) else None
+
+
 def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
     if not isinstance(ref, dict):
         return None
@@ -180,12 +204,19 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
             if url:
                 aliases[url] = pid
             intake.patients.setdefault(pid, PatientGroup(pid))
+    context: dict[str, list[tuple[str | None, Entry]]] = {}  # reference -> (its patient, entry)
     for path, res, url in resources:
         rtype = res.get("resourceType")
         if not isinstance(rtype, str):  # a prefetched entry that is no resource
             intake.issues.append(Issue(path, "not a FHIR resource (no resourceType); skipped", "structure"))
             continue
         if rtype not in MAPPED_TYPES:
+            continue
+        if rtype in CONTEXT_TYPES:
+            owner = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
+            for key in {reference_of(res, url), url}:
+                if key:
+                    context.setdefault(key, []).append((owner, Entry(path, res, url)))
             continue
         bad_id = "id" in res and not is_fhir_id(res["id"])
         if rtype == "Patient":
@@ -211,7 +242,24 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
                 )
                 continue
         intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res, url))
+    if context:
+        for patient in intake.patients.values():
+            _join_context(patient, context)
     return intake
+
+
+def _join_context(patient: PatientGroup, context: dict[str, list[tuple[str | None, Entry]]]) -> None:
+    """Add the context resources the patient's resources reference: those of this patient, or
+    naming none (never another patient's Encounter), each once."""
+    joined: set[str] = set()
+    for entry in list(patient.entries):
+        target = context_target(entry.resource)
+        if target is None:
+            continue
+        for owner, found in context.get(target, context.get(local_reference(target), ())):
+            if owner in (None, patient.pid) and found.path not in joined:
+                joined.add(found.path)
+                patient.entries.append(found)
 
 
 def read_json(data: bytes, source: str) -> Intake:

@@ -10,6 +10,9 @@ adds its own codes without touching code, in either of two ways:
   mapped local code then means whatever its target means (keys, sides, body-site sets).
 
 Only mappings that make the local code imply its target count (``COUNTED_EQUIVALENCE``).
+
+ICD-10 codes are compared in their dotted form (``normal_code``): exports often drop the dot
+(``I639`` for ``I63.9``), and both spellings must mean the same finding.
 """
 
 from __future__ import annotations
@@ -43,6 +46,21 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "rulesets" / "valuesets"
 #: leg weakness would raise alerts on any weakness), ``relatedto`` and ``inexact`` are loose,
 #: ``unmatched`` and ``disjoint`` say "not this": none of them may turn a code into a finding.
 COUNTED_EQUIVALENCE = frozenset({"equal", "equivalent", "wider", "subsumes"})
+
+#: Code systems whose codes carry a dot after the category (3 characters) that senders often
+#: leave out: ICD-10-CM and WHO ICD-10. Codes of these systems are indexed and looked up dotted.
+DOTTED_AFTER_CATEGORY = frozenset({"http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10"})
+#: An ICD-10 code written without its dot: a category (letter, digit, digit or letter) and 1-4
+#: more characters. Anything else (a dotted code, a 3-character category, lower case, garbage)
+#: is looked up as sent: codes stay case-sensitive, as the value sets write them.
+_UNDOTTED = re.compile(r"[A-Z][0-9][0-9A-Z][0-9A-Z]{1,4}")
+
+
+def normal_code(system: str, code: str) -> str:
+    """The form a code is indexed and looked up in: an undotted ICD-10 code dotted, others as sent."""
+    if system in DOTTED_AFTER_CATEGORY and _UNDOTTED.fullmatch(code):
+        return f"{code[:3]}.{code[3:]}"
+    return code
 
 
 class TerminologyError(ValueError):
@@ -83,6 +101,7 @@ class Terminology:
     sources: list[str] = field(default_factory=list)
 
     def matches(self, system: str, code: str) -> list[Match]:
+        code = normal_code(system, code)
         found = list(self.codes.get((system, code), ()))
         for pattern_system, pattern, match in self.patterns:
             if pattern_system == system and pattern.fullmatch(code):  # the whole code, no trailing newline
@@ -90,7 +109,7 @@ class Terminology:
         return found
 
     def in_set(self, url: str, system: str, code: str) -> bool:
-        return (system, code) in self.sets.get(url, ())
+        return (system, normal_code(system, code)) in self.sets.get(url, ())
 
     def set_url(self, name: str) -> str:
         return f"{CANONICAL_BASE}/ValueSet/{name}"
@@ -132,7 +151,7 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
         if not isinstance(system, str):
             raise TerminologyError(f"{source}: include without a system")
         for concept in include.get("concept", ()):
-            code = concept["code"]
+            code = normal_code(system, concept["code"])  # a site may write I639 for I63.9
             members.add((system, code))
             side = _ext(concept, EXT_LATERALITY)
             if kind == "laterality" and isinstance(side, str):
@@ -191,7 +210,8 @@ def _map_one(term: Terminology, cm: dict, source: str) -> None:
                 target_code = target.get("code")
                 if not isinstance(code, str) or not isinstance(target_code, str):
                     raise TerminologyError(f"{source}: a counted mapping without source or target code")
-                found = _alias(term, (system, code), (target_system, target_code))
+                local = (system, normal_code(system, code))
+                found = _alias(term, local, (target_system, normal_code(target_system, target_code)))
                 if not found and target_system == FINDING_SYSTEM:  # a typo would silently map nothing
                     raise TerminologyError(f"{source}: {code} maps to unknown finding {target_code!r}")
     term.sources.append(source)
