@@ -416,8 +416,8 @@ class TestTimeSources:
     """14.4: a Condition exported without any date of its own (an encounter diagnosis, as in
     MIMIC-IV on FHIR) takes its Encounter's period: onset = start, evidence = end.
 
-    Read at the facts level: ``fhir_adapters.intake.MAPPED_TYPES`` does not yet hand Encounters
-    to the facts (the lead's call, see notes/clinical.md)."""
+    Read at the facts level here; ``tests/test_codes_encounter.py`` takes the same path from
+    bundles and NDJSON through intake."""
 
     def facts(self, start_hours_ago: float, end_hours_ago: float | None, **own: str) -> dict:
         period = {"start": at(start_hours_ago)} | ({"end": at(end_hours_ago)} if end_hours_ago else {})
