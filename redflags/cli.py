@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -275,12 +276,15 @@ def _replay_all(
             line["changes"] = [{"rule": t.rule, "change": t.change, "tier": t.tier} for t in changed]
         return orjson.dumps(line)
 
+    lines = replay_all(paths, evaluator, now, render, report, tmp_dir=tmp_dir, stats=stats)
     try:
-        for data in replay_all(paths, evaluator, now, render, report, tmp_dir=tmp_dir, stats=stats):
-            if table is not None:
-                table.add_row(*orjson.loads(data))
-            else:
-                sys.stdout.buffer.write(data + b"\n")
+        # closing: an interrupt here, outside the generator, still removes its temporary files now
+        with closing(lines):
+            for data in lines:
+                if table is not None:
+                    table.add_row(*orjson.loads(data))
+                else:
+                    sys.stdout.buffer.write(data + b"\n")
     except SpillError as exc:
         click.echo(f"replay: {exc}", err=True)
         return True

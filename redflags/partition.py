@@ -261,8 +261,14 @@ class Spill:
         self.folder, self.k = folder, k
         self.paths = [folder / f"part-{i:04d}.spill" for i in range(k)]
         self.sizes = [0] * k
-        self.files = [p.open("wb", buffering=_BUFFER) for p in self.paths]
+        self.files = [self._open(p) for p in self.paths]
         self.seq = 0
+
+    def _open(self, path: Path) -> BinaryIO:
+        try:
+            return path.open("wb", buffering=_BUFFER)
+        except OSError as exc:
+            raise _spill_failed(exc, self.folder) from None
 
     def add(self, pid: str, source: int, path: str, url: str | None, resource: dict) -> None:
         line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, orjson.dumps([path, url, resource]))
