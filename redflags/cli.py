@@ -272,6 +272,8 @@ def _replay_all(
         }
         if len(done.sources) > 1:  # the patient's resources came from several inputs
             line["sources"] = done.sources
+        if done.damaged:  # evaluated on what was read: part of these inputs could not be
+            line["inputs_with_errors"] = done.damaged
         if changed:  # with --state: what this evaluation changed (raised, updated, withdrawn)
             line["changes"] = [{"rule": t.rule, "change": t.change, "tier": t.tier} for t in changed]
         return orjson.dumps(line)

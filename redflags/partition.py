@@ -84,6 +84,7 @@ class Stats:
     partition_bytes: list[int] = field(default_factory=list)
     peak_records: int = 0  # spill records held at once while evaluating (one partition)
     peak_parsed: int = 0  # resources parsed at once (one batch of patients)
+    damaged: set[int] = field(default_factory=set)  # inputs (by index) with a part that was unreadable
 
 
 def is_input(path: Path, root: Path) -> bool:
@@ -295,15 +296,20 @@ def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats)
         for index, path in enumerate(files):
             source = str(path)
             stats.inputs += 1
-            for where, doc in documents(path, report):
+
+            def damaged(line: str, index: int = index) -> None:
+                stats.damaged.add(index)
+                report(line)
+
+            for where, doc in documents(path, damaged):
                 try:
                     intake = group(source, resources_of(doc, where))
                 except InputError as exc:
-                    report(f"{source}: {exc}")
+                    damaged(f"{source}: {exc}")
                     continue
                 for issue in intake.issues:
                     if issue.severity == "error":
-                        report(f"{source}: {issue.path}: {issue.message}")
+                        damaged(f"{source}: {issue.path}: {issue.message}")
                     elif issue.message.endswith(_NO_PATIENT):
                         stats.without_patient[issue.message.split(" ", 1)[0]] += 1
                 for pid, members in intake.patients.items():
@@ -324,6 +330,7 @@ class Evaluated:
     sources: list[str]
     result: PatientResult
     changes: list = field(default_factory=list)  # with a Tracker: its transitions
+    damaged: list[str] = field(default_factory=list)  # its inputs of which a part could not be read
 
 
 def _groups(path: Path) -> dict[str, tuple[int, list[int], list[bytes]]]:
@@ -376,7 +383,8 @@ def evaluate_partition(
             continue
         for (_pid, (seq, srcs, _bodies)), result in zip(batch, results, strict=True):
             stats.patients += 1
-            yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []))
+            hurt = [sources[s] for s in srcs if s in stats.damaged]
+            yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []), hurt)
 
 
 def replay_all(
