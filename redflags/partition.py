@@ -50,7 +50,7 @@ SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 SKIPPED_SUFFIX = ".expected.json"
 SKIPPED_DIRS = frozenset({"cds-hooks"})
 #: Spill bytes aimed at per partition: what one evaluation step holds in memory (plus parsing).
-TARGET_PARTITION_BYTES = 32 * 1024 * 1024
+TARGET_PARTITION_BYTES = 16 * 1024 * 1024
 #: Open spill files at once (each with its write buffer).
 MAX_PARTITIONS = 256
 #: Assumed expansion of gzip inputs when sizing partitions (FHIR NDJSON compresses ~8-12x).
