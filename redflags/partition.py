@@ -26,6 +26,7 @@ import errno
 import gzip
 import heapq
 import math
+import resource
 import shutil
 import signal
 import tempfile
@@ -51,15 +52,15 @@ SKIPPED_SUFFIX = ".expected.json"
 SKIPPED_DIRS = frozenset({"cds-hooks"})
 #: Spill bytes aimed at per partition: what one evaluation step holds in memory (plus parsing).
 TARGET_PARTITION_BYTES = 16 * 1024 * 1024
-#: Open spill files at once (each with its write buffer).
-MAX_PARTITIONS = 256
+#: Open spill files at once (each with its write buffer); also kept under RLIMIT_NOFILE.
+MAX_PARTITIONS = 1024
 #: Assumed expansion of gzip inputs when sizing partitions (FHIR NDJSON compresses ~8-12x).
 GZIP_RATIO = 10
 #: Largest .json file examined for the manifest shape (an $export manifest is small).
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 #: Patients handed to the engine in one call.
 BATCH = 64
-_BUFFER = 64 * 1024
+_BUFFER = 16 * 1024  # per open spill file: K of them at once
 _NO_PATIENT = " names no Patient in subject/patient; skipped"
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
@@ -207,7 +208,9 @@ def documents(path: Path, report: Report) -> Iterator[tuple[str, object]]:
 
 def plan(total_bytes: int, target: int = TARGET_PARTITION_BYTES) -> int:
     """Partitions for an input of ``total_bytes`` (uncompressed, estimated)."""
-    return max(1, min(MAX_PARTITIONS, math.ceil(total_bytes / max(1, target))))
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = MAX_PARTITIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_PARTITIONS, soft - 64))
+    return max(1, min(cap, math.ceil(total_bytes / max(1, target))))
 
 
 def estimated_bytes(files: Iterable[Path]) -> int:
