@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -24,8 +25,9 @@ from fhir_adapters.times import iso, parse_now
 from redflags import config, logs
 from redflags.corpus import COUNTS, Report, replay_expected
 from redflags.explain import explain
+from redflags.partition import Evaluated, SpillError, Stats, replay_all
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
-from redflags.replay import InputResult, expand, replay
+from redflags.replay import InputResult, expand
 from redflags.state.model import StateStore
 from redflags.state_cli import (
     FhirTarget,
@@ -131,6 +133,12 @@ def main(log_level: str | None) -> None:
     help="Facts per patient handed to the engine (history included); over it the most recent are "
     "kept and the patient is named on stderr (exit 1).",
 )
+@click.option(
+    "--tmp-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the replay partitions resources by patient (default: the system's temporary folder); "
+    "its private folder there is removed on success, error and Ctrl-C.",
+)
 def replay_command(
     paths: tuple[Path, ...],
     now_text: str | None,
@@ -150,8 +158,13 @@ def replay_command(
     config_path: Path | None,
     tenant: str,
     max_facts_per_patient: int,
+    tmp_dir: Path | None,
 ) -> None:
-    """Replay FHIR files or folders (.json Bundles/resources, .ndjson) and print the alerts.
+    """Replay FHIR files, folders and Bulk Data manifests (.json, .ndjson, .json.gz, .ndjson.gz).
+
+    All inputs form one data set: each patient is evaluated once with its resources from every
+    file, and printed once, in the input order of its first resource. With --expect each file
+    is compared on its own with its NAME.expected.json.
 
     Exit status: 0 when every input was read (and, with --expect, every expectation met);
     1 when any input or expected file could not be read, an element was invalid, or (with
@@ -204,9 +217,7 @@ def replay_command(
                 _write(checked.result, out, pipeline)
                 bar.advance(task)
         else:
-            for result in replay(files, tracker or pipeline, now):
-                failed |= _report(result, fmt, table, out, pipeline)
-                bar.advance(task)
+            failed |= _replay_all(paths, tracker or pipeline, now, fmt, table, out, tmp_dir)
     if table is not None:
         _console().print(table)
     if store is not None:
@@ -221,6 +232,96 @@ def replay_command(
         failed |= not report.ok
     log.info("replay_finished", inputs=len(files), failed=failed)
     sys.exit(1 if failed else 0)
+
+
+def _replay_all(
+    paths: tuple[Path, ...],
+    evaluator: Pipeline | Tracker,
+    now: int,
+    fmt: str,
+    table: Table | None,
+    out: Path | None,
+    tmp_dir: Path | None,
+) -> bool:
+    """Every input as one data set (``redflags.partition``); True when anything was unreadable."""
+    pipeline = evaluator.pipeline if isinstance(evaluator, Tracker) else evaluator
+    stats = Stats()
+    invalid = False
+
+    def report(line: str) -> None:
+        click.echo(line, err=True)
+
+    def render(done: Evaluated) -> bytes:
+        nonlocal invalid
+        invalid |= _patient_issues(done)
+        result = InputResult(done.sources[0], [done.result], [])
+        _write(result, out, pipeline)
+        patient, changed = done.result, done.changes
+        for alert in patient.alerts:
+            log.info(
+                "alert", rule=alert.rule, severity=alert.severity, patient=logs.patient_token(alert.patient)
+            )
+        if fmt != "json":
+            shown = [f"{a.rule} ({a.severity})" for a in patient.alerts]
+            shown += [f"{t.rule}: {t.change}" for t in changed]
+            return orjson.dumps([", ".join(done.sources), patient.pid, "\n".join(shown) or "-"])
+        line: dict[str, object] = {
+            "source": done.sources[0],
+            "patient": patient.pid,
+            "alerts": [a.summary() for a in patient.alerts],
+        }
+        if len(done.sources) > 1:  # the patient's resources came from several inputs
+            line["sources"] = done.sources
+        if done.damaged:  # evaluated on what was read: part of these inputs could not be
+            line["inputs_with_errors"] = done.damaged
+        if changed:  # with --state: what this evaluation changed (raised, updated, withdrawn)
+            line["changes"] = [{"rule": t.rule, "change": t.change, "tier": t.tier} for t in changed]
+        return orjson.dumps(line)
+
+    lines = replay_all(paths, evaluator, now, render, report, tmp_dir=tmp_dir, stats=stats)
+    try:
+        # closing: an interrupt here, outside the generator, still removes its temporary files now
+        with closing(lines):
+            for data in lines:
+                if table is not None:
+                    table.add_row(*orjson.loads(data))
+                else:
+                    sys.stdout.buffer.write(data + b"\n")
+    except SpillError as exc:
+        click.echo(f"replay: {exc}", err=True)
+        return True
+    finally:
+        sys.stdout.flush()
+    if stats.without_patient:
+        counts = ", ".join(f"{n} {t}" for t, n in sorted(stats.without_patient.items()))
+        click.echo(f"replay: resources naming no patient (not evaluated): {counts}", err=True)
+    log.info(
+        "replay_counts",
+        inputs=stats.inputs,
+        patients=stats.patients,
+        resources=stats.resources,
+        without_patient=sum(stats.without_patient.values()),
+        errors=stats.errors,
+        partitions=stats.partitions,
+    )
+    return invalid or stats.errors > 0
+
+
+def _patient_issues(done: Evaluated) -> bool:
+    """Print a patient's invalid elements (paths carry their input); True when any is an error."""
+    failed = False
+    for issue in done.result.issues:
+        where = (
+            issue.path
+            if issue.path.startswith(tuple(f"{s}: " for s in done.sources))
+            else f"{done.sources[0]}: {issue.path}"
+        )
+        if issue.severity == "error":
+            click.echo(f"{where}: {issue.message}", err=True)
+            failed = True
+        else:
+            log.info("input_issue", path=issue.path, issue=issue.message)
+    return failed
 
 
 def _finish_state(store: StateStore, target: FhirTarget | None) -> bool:
@@ -239,44 +340,6 @@ def _table(now: int) -> Table:
     for column in ("input", "patient", "alerts"):
         table.add_column(column, overflow="fold")
     return table
-
-
-def _report(result: InputResult, fmt: str, table: Table | None, out: Path | None, pipeline: Pipeline) -> bool:
-    """Print one input's results; return True when the input (or part of it) was invalid."""
-    if result.error:
-        click.echo(f"{result.source}: {result.error}", err=True)
-        log.info("input_unreadable", source=result.source)
-        return True
-    failed = False
-    for issue in result.issues + [i for p in result.patients for i in p.issues]:
-        if issue.severity == "error":
-            click.echo(f"{result.source}: {issue.path}: {issue.message}", err=True)
-            failed = True
-        else:
-            log.info("input_issue", source=result.source, path=issue.path, issue=issue.message)
-    changes = {t.result.pid: t.transitions for t in result.changes}
-    for patient in result.patients:
-        changed = changes.get(patient.pid, [])
-        if fmt == "json":
-            line: dict[str, object] = {
-                "source": result.source,
-                "patient": patient.pid,
-                "alerts": [a.summary() for a in patient.alerts],
-            }
-            if changed:  # with --state: what this evaluation changed (raised, updated, withdrawn)
-                line["changes"] = [{"rule": t.rule, "change": t.change, "tier": t.tier} for t in changed]
-            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
-        elif table is not None:
-            shown = [f"{a.rule} ({a.severity})" for a in patient.alerts]
-            shown += [f"{t.rule}: {t.change}" for t in changed]
-            table.add_row(result.source, patient.pid, "\n".join(shown) or "-")
-        for alert in patient.alerts:
-            log.info(
-                "alert", rule=alert.rule, severity=alert.severity, patient=logs.patient_token(alert.patient)
-            )
-    _write(result, out, pipeline)
-    sys.stdout.flush()
-    return failed
 
 
 def _write(result: InputResult, out: Path | None, pipeline: Pipeline) -> None:

@@ -1,7 +1,7 @@
-"""Offline replay: files and folders of FHIR JSON/NDJSON through the pipeline, one input at a time.
+"""Per-file replay: each file through the pipeline on its own (``--expect``, the corpus).
 
-Inputs are read and evaluated one file at a time, so memory stays flat however many files a
-folder holds; an unreadable file is reported and the others still run.
+``--expect`` compares every file with its own NAME.expected.json, so it keeps this path; a
+plain ``redflags replay`` groups all inputs by patient instead (``redflags.partition``).
 """
 
 from __future__ import annotations

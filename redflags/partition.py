@@ -1,0 +1,454 @@
+"""Replay of a whole data set: every input's resources grouped by patient across files.
+
+A Bulk Data export writes one NDJSON per resource type, so a patient's Condition and
+Observation sit in different files; evaluating file by file misses every alert that needs
+both. Memory must not grow with the export either, so grouping is an external partition:
+
+1. *spill*: inputs are streamed (NDJSON line by line, gzip on the fly; a JSON file is one
+   document), each resource is assigned to its patient by ``fhir_adapters.intake.group`` (the
+   same rules as a single file, ``urn:uuid`` references inside a Bundle included) and appended
+   as one line ``pid TAB seq TAB source TAB json`` to one of K spill files chosen by a stable
+   hash of the patient reference (``crc32``: the same in every process, so a later ``--jobs``
+   can hand whole partitions to workers);
+2. *evaluate*: one partition at a time is grouped in memory (raw bytes; a patient's resources
+   are parsed only when it is evaluated), each patient evaluated once, its output line written
+   to the partition's output file tagged with the sequence number of its first resource;
+3. *merge*: the sorted output files are merged on that number, so the output order is the
+   input order of each patient's first resource, whatever K (or the number of workers).
+
+Peak memory is one partition's bytes (K is chosen so a partition stays near
+``TARGET_PARTITION_BYTES``) plus one batch of parsed patients, not the input.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import heapq
+import math
+import resource
+import shutil
+import signal
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+import orjson
+
+from engine.errors import EngineError
+from fhir_adapters.errors import InputError
+from fhir_adapters.intake import Entry, Intake, PatientGroup, group, resources_of
+from redflags.pipeline import PatientResult, Pipeline
+from redflags.stateful import Tracker
+
+SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
+SKIPPED_SUFFIX = ".expected.json"
+SKIPPED_DIRS = frozenset({"cds-hooks"})
+#: Spill bytes aimed at per partition: what one evaluation step holds in memory (plus parsing).
+TARGET_PARTITION_BYTES = 16 * 1024 * 1024
+#: Open spill files at once (each with its write buffer); also kept under RLIMIT_NOFILE.
+MAX_PARTITIONS = 1024
+#: Assumed expansion of gzip inputs when sizing partitions (FHIR NDJSON compresses ~8-12x).
+GZIP_RATIO = 10
+#: Largest .json file examined for the manifest shape (an $export manifest is small).
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024
+#: Patients handed to the engine in one call.
+BATCH = 64
+_BUFFER = 16 * 1024  # per open spill file: K of them at once
+_NO_PATIENT = " names no Patient in subject/patient; skipped"
+_FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
+
+
+class SpillError(Exception):
+    """Temporary files could not be written (full disk, no permission): the replay stops."""
+
+
+Report = Callable[[str], None]  # one stderr line for the user
+
+
+@dataclass(slots=True)
+class Stats:
+    """What a replay read and evaluated: for the summary line and the memory test."""
+
+    inputs: int = 0
+    resources: int = 0
+    patients: int = 0
+    errors: int = 0
+    without_patient: Counter[str] = field(default_factory=Counter)  # per resource type
+    partitions: int = 0
+    partition_bytes: list[int] = field(default_factory=list)
+    peak_records: int = 0  # spill records held at once while evaluating (one partition)
+    peak_parsed: int = 0  # resources parsed at once (one batch of patients)
+    damaged: set[int] = field(default_factory=set)  # inputs (by index) with a part that was unreadable
+
+
+def is_input(path: Path, root: Path) -> bool:
+    name = path.name
+    return (
+        name.endswith(SUFFIXES)
+        and not name.endswith(SKIPPED_SUFFIX)
+        and SKIPPED_DIRS.isdisjoint(path.relative_to(root).parts[:-1])
+    )
+
+
+def manifest_outputs(path: Path) -> list[str] | None:
+    """The ``output[].url`` of a Bulk Data manifest, or None when ``path`` is not one (by shape)."""
+    if not path.name.endswith(".json"):
+        return None
+    try:
+        if path.stat().st_size > MANIFEST_MAX_BYTES:
+            return None
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None  # reported when read as an input
+    if not isinstance(doc, dict) or "resourceType" in doc or not isinstance(doc.get("output"), list):
+        return None
+    return [o["url"] for o in doc["output"] if isinstance(o, dict) and isinstance(o.get("url"), str)]
+
+
+def _local(url: str, manifest: Path) -> Path | None:
+    """A manifest url as a local path: relative to the manifest, or ``file:``; None for http(s)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme:
+        return None
+    return manifest.parent / unquote(url)
+
+
+def expand(paths: Iterable[Path], report: Report) -> list[Path]:
+    """Data files in order: files named, files under folders (sorted), a manifest's outputs.
+
+    A file reached twice (a manifest beside the files it lists) is read once.
+    """
+    seen: set[Path] = set()
+    out: list[Path] = []
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+
+    def one(path: Path) -> None:
+        urls = manifest_outputs(path)
+        if urls is None:
+            add(path)
+            return
+        seen.add(path.resolve())
+        for url in urls:
+            target = _local(url, path)
+            if target is None:
+                report(f"{path}: {url}: not a local file (download the export first)")
+            elif not target.is_file():
+                report(f"{target}: no such file (listed in the manifest {path})")
+            else:
+                add(target)
+
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and is_input(child, path):
+                    one(child)
+        elif path.exists():
+            one(path)
+    return out
+
+
+def _open(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # type: ignore[return-value]
+
+
+def documents(path: Path, report: Report) -> Iterator[tuple[str, object]]:
+    """(element path, parsed JSON) of each document of one input; bad parts reported, rest read."""
+    source = str(path)
+    ndjson = path.name.removesuffix(".gz").endswith(".ndjson")
+    number, content = 0, False
+    try:
+        with _open(path) as stream:
+            if not ndjson:
+                data = stream.read()
+                if not data.strip():
+                    report(f"{source}: empty file")
+                    return
+                try:
+                    doc = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    report(f"{source}: invalid JSON: {exc}")
+                    return
+                root = doc.get("resourceType") if isinstance(doc, dict) else None
+                yield str(root or "$"), doc
+                return
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                content = True
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    report(f"{source}: line {number}: invalid JSON: {exc}")
+                    continue
+                yield f"line {number}", doc
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+            report(f"{source}: cannot read: {exc.strerror}")
+        else:  # gzip.BadGzipFile, a truncated stream
+            where = f" after line {number}" if number else ""
+            report(f"{source}: unreadable gzip{where}: {exc}")
+        return
+    if ndjson and not content:
+        report(f"{source}: empty file")
+
+
+def plan(total_bytes: int, target: int = TARGET_PARTITION_BYTES) -> int:
+    """Partitions for an input of ``total_bytes`` (uncompressed, estimated)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = MAX_PARTITIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_PARTITIONS, soft - 64))
+    return max(1, min(cap, math.ceil(total_bytes / max(1, target))))
+
+
+def estimated_bytes(files: Iterable[Path]) -> int:
+    total = 0
+    for path in files:
+        with suppress(OSError):
+            total += path.stat().st_size * (GZIP_RATIO if path.name.endswith(".gz") else 1)
+    return total
+
+
+def partition_of(pid: str, k: int) -> int:
+    """Stable across processes and runs (unlike ``hash``), so any worker finds the same partition."""
+    return zlib.crc32(pid.encode()) % k
+
+
+@contextmanager
+def private_dir(parent: Path | None) -> Iterator[Path]:
+    """A private temporary folder, removed on success, error, Ctrl-C and SIGTERM."""
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="redflags-replay-", dir=parent))
+    except OSError as exc:
+        raise SpillError(
+            f"cannot create a temporary folder under {parent or tempfile.gettempdir()}: {exc.strerror or exc}"
+        ) from None
+    previous = None
+    with suppress(ValueError):  # not the main thread: the caller handles signals
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _spill_failed(exc: OSError, folder: Path) -> SpillError:
+    if exc.errno in _FULL_DISK:
+        return SpillError(
+            f"no space left for temporary files under {folder.parent} (choose another with --tmp-dir)"
+        )
+    return SpillError(f"cannot write temporary files under {folder.parent}: {exc.strerror or exc}")
+
+
+class Spill:
+    """K append-only partition files of ``pid TAB seq TAB source TAB resource-json`` lines."""
+
+    def __init__(self, folder: Path, k: int) -> None:
+        self.folder, self.k = folder, k
+        self.paths = [folder / f"part-{i:04d}.spill" for i in range(k)]
+        self.sizes = [0] * k
+        self.files = [self._open(p) for p in self.paths]
+        self.seq = 0
+
+    def _open(self, path: Path) -> BinaryIO:
+        try:
+            return path.open("wb", buffering=_BUFFER)
+        except OSError as exc:
+            raise _spill_failed(exc, self.folder) from None
+
+    def add(self, pid: str, source: int, path: str, url: str | None, resource: dict) -> None:
+        line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, orjson.dumps([path, url, resource]))
+        part = partition_of(pid, self.k)
+        try:
+            self.files[part].write(line)
+        except OSError as exc:
+            raise _spill_failed(exc, self.folder) from None
+        self.sizes[part] += len(line)
+        self.seq += 1
+
+    def close(self) -> None:
+        try:
+            for f in self.files:
+                f.close()
+        except OSError as exc:
+            raise _spill_failed(exc, self.folder) from None
+
+
+def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats) -> Spill:
+    """Phase 1: every resource of every input into the partition of its patient."""
+    out = Spill(folder, k)
+    try:
+        for index, path in enumerate(files):
+            source = str(path)
+            stats.inputs += 1
+
+            def damaged(line: str, index: int = index) -> None:
+                stats.damaged.add(index)
+                report(line)
+
+            for where, doc in documents(path, damaged):
+                try:
+                    intake = group(source, resources_of(doc, where))
+                except InputError as exc:
+                    damaged(f"{source}: {exc}")
+                    continue
+                for issue in intake.issues:
+                    if issue.severity == "error":
+                        damaged(f"{source}: {issue.path}: {issue.message}")
+                    elif issue.message.endswith(_NO_PATIENT):
+                        stats.without_patient[issue.message.split(" ", 1)[0]] += 1
+                for pid, members in intake.patients.items():
+                    for entry in members.entries:
+                        out.add(pid, index, f"{source}: {entry.path}", entry.full_url, entry.resource)
+                        stats.resources += 1
+    finally:
+        out.close()
+    stats.partitions, stats.partition_bytes = k, list(out.sizes)
+    return out
+
+
+@dataclass(slots=True)
+class Evaluated:
+    """One patient's result with where its resources came from (sources: input order)."""
+
+    seq: int
+    sources: list[str]
+    result: PatientResult
+    changes: list = field(default_factory=list)  # with a Tracker: its transitions
+    damaged: list[str] = field(default_factory=list)  # its inputs of which a part could not be read
+
+
+def _groups(path: Path) -> dict[str, tuple[int, list[int], list[bytes]]]:
+    """One partition's records by patient: (first seq, sources, raw resource JSON), input order."""
+    groups: dict[str, tuple[int, list[int], list[bytes]]] = {}
+    with path.open("rb") as f:
+        for line in f:
+            pid_b, seq_b, src_b, body = line.split(b"\t", 3)
+            pid = pid_b.decode()
+            found = groups.get(pid)
+            if found is None:
+                groups[pid] = found = (int(seq_b), [], [])
+            src = int(src_b)
+            if src not in found[1]:
+                found[1].append(src)
+            found[2].append(body)
+    return groups
+
+
+def evaluate_partition(
+    path: Path,
+    evaluator: Pipeline | Tracker,
+    now: int,
+    sources: list[str],
+    report: Report,
+    stats: Stats,
+) -> Iterator[Evaluated]:
+    """Phase 2 for one partition: its patients in order of their first resource, each once."""
+    groups = _groups(path)
+    stats.peak_records = max(stats.peak_records, sum(len(g[2]) for g in groups.values()))
+    order = sorted(groups.items(), key=lambda item: item[1][0])
+    del groups
+    for start in range(0, len(order), BATCH):
+        batch = order[start : start + BATCH]
+        intake = Intake(source="replay")
+        for pid, (_seq, _src, bodies) in batch:
+            entries = [Entry(p, res, url) for p, url, res in map(orjson.loads, bodies)]
+            intake.patients[pid] = PatientGroup(pid, entries)
+        stats.peak_parsed = max(stats.peak_parsed, sum(len(g.entries) for g in intake.patients.values()))
+        try:
+            if isinstance(evaluator, Tracker):
+                tracked = list(evaluator.evaluate(intake, now))
+                results = [t.result for t in tracked]
+                changes = {t.result.pid: t.transitions for t in tracked}
+            else:
+                results, changes = evaluator.evaluate(intake, now), {}
+        except EngineError as exc:  # a broken rule fails these patients loudly, not the replay
+            names = sorted({sources[s] for _pid, (_q, srcs, _b) in batch for s in srcs})
+            report(f"{', '.join(names)}: evaluation failed: {exc}")
+            continue
+        for (_pid, (seq, srcs, _bodies)), result in zip(batch, results, strict=True):
+            stats.patients += 1
+            hurt = [sources[s] for s in srcs if s in stats.damaged]
+            yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []), hurt)
+
+
+def replay_all(
+    paths: Iterable[Path],
+    evaluator: Pipeline | Tracker,
+    now: int,
+    render: Callable[[Evaluated], bytes],
+    report: Report,
+    *,
+    tmp_dir: Path | None = None,
+    target_bytes: int = TARGET_PARTITION_BYTES,
+    stats: Stats | None = None,
+) -> Iterator[bytes]:
+    """Every input as one data set; ``render``'s bytes per patient, in first-resource order.
+
+    ``render`` runs once per patient as partitions are evaluated (side effects such as --out
+    happen then); what it returns is merged into input order and yielded.
+    """
+    stats = stats if stats is not None else Stats()
+
+    def counted(line: str) -> None:
+        stats.errors += 1
+        report(line)
+
+    files = expand(paths, counted)
+    sources = [str(p) for p in files]
+    k = plan(estimated_bytes(files), target_bytes)
+    with private_dir(tmp_dir) as folder:
+        parts = spill(files, folder, k, counted, stats)
+        outputs: list[Path] = []
+        for index, path in enumerate(parts.paths):
+            done = sorted(
+                (
+                    (e.seq, render(e))
+                    for e in evaluate_partition(path, evaluator, now, sources, counted, stats)
+                ),
+                key=lambda pair: pair[0],
+            )
+            path.unlink()
+            out = folder / f"out-{index:04d}"
+            try:
+                with out.open("wb", buffering=_BUFFER) as f:
+                    for seq, data in done:  # render gives one line (JSON: no raw newline)
+                        f.write(b"%d\t%s\n" % (seq, data))
+            except OSError as exc:
+                raise _spill_failed(exc, folder) from None
+            outputs.append(out)
+        yield from _merge(outputs)
+
+
+def _merge(outputs: list[Path]) -> Iterator[bytes]:
+    def read(path: Path) -> Iterator[tuple[int, bytes]]:
+        with path.open("rb") as f:
+            for line in f:
+                seq, data = line.split(b"\t", 1)
+                yield int(seq), data[:-1]
+
+    for _seq, data in heapq.merge(*map(read, outputs), key=lambda pair: pair[0]):
+        yield data
+
+
+def temp_dirs(parent: Path) -> list[Path]:
+    """This module's temporary folders under ``parent`` (for tests and clean-up checks)."""
+    return sorted(parent.glob("redflags-replay-*"))
