@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import click
@@ -25,7 +26,16 @@ from fhir_adapters.times import iso, parse_now
 from redflags import config, logs
 from redflags.corpus import COUNTS, Report, replay_expected
 from redflags.explain import explain
-from redflags.partition import Evaluated, SpillError, Stats, replay_all
+from redflags.partition import (
+    Evaluated,
+    Render,
+    SpillError,
+    Stats,
+    WorkerError,
+    WorkerSetup,
+    jobs_for,
+    replay_all,
+)
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 from redflags.replay import InputResult, expand
 from redflags.state.model import StateStore
@@ -139,6 +149,14 @@ def main(log_level: str | None) -> None:
     help="Where the replay partitions resources by patient (default: the system's temporary folder); "
     "its private folder there is removed on success, error and Ctrl-C.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Processes evaluating partitions (0: one per core); the output is the same as with 1. "
+    "Not with --state; ignored with --expect (each file on its own).",
+)
 def replay_command(
     paths: tuple[Path, ...],
     now_text: str | None,
@@ -159,6 +177,7 @@ def replay_command(
     tenant: str,
     max_facts_per_patient: int,
     tmp_dir: Path | None,
+    jobs: int,
 ) -> None:
     """Replay FHIR files, folders and Bulk Data manifests (.json, .ndjson, .json.gz, .ndjson.gz).
 
@@ -183,6 +202,9 @@ def replay_command(
         raise click.UsageError("--fhir-server needs --state (the outbox it delivers from)")
     if expect and state_path:
         raise click.UsageError("--expect compares each file on its own: it cannot be used with --state")
+    jobs = 1 if expect else jobs_for(jobs)
+    if jobs > 1 and state_path:
+        raise click.UsageError("--jobs above 1 cannot be used with --state (one process keeps the history)")
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
     pipeline.max_facts = max_facts_per_patient
     store = narrowed(open_state(state_path), tenant) if state_path else None
@@ -217,7 +239,19 @@ def replay_command(
                 _write(checked.result, out, pipeline)
                 bar.advance(task)
         else:
-            failed |= _replay_all(paths, tracker or pipeline, now, fmt, table, out, tmp_dir)
+            root = click.get_current_context().find_root().params.get("log_level") or "warning"
+            setup = partial(
+                _worker_setup,
+                config_path,
+                strict,
+                valueset_dirs,
+                max_facts_per_patient,
+                fmt,
+                out,
+                root,
+                replay_id,
+            )
+            failed |= _replay_all(paths, tracker or pipeline, now, fmt, table, out, tmp_dir, jobs, setup)
     if table is not None:
         _console().print(table)
     if store is not None:
@@ -242,14 +276,55 @@ def _replay_all(
     table: Table | None,
     out: Path | None,
     tmp_dir: Path | None,
+    jobs: int = 1,
+    setup: WorkerSetup | None = None,
 ) -> bool:
     """Every input as one data set (``redflags.partition``); True when anything was unreadable."""
     pipeline = evaluator.pipeline if isinstance(evaluator, Tracker) else evaluator
     stats = Stats()
-    invalid = False
 
     def report(line: str) -> None:
         click.echo(line, err=True)
+
+    render, invalid = _renderer(pipeline, fmt, out)
+
+    lines = replay_all(
+        paths, evaluator, now, render, report, tmp_dir=tmp_dir, stats=stats, jobs=jobs, setup=setup
+    )
+    try:
+        # closing: an interrupt here, outside the generator, still removes its temporary files now
+        with closing(lines):
+            for data in lines:
+                if table is not None:
+                    table.add_row(*orjson.loads(data))
+                else:
+                    sys.stdout.buffer.write(data + b"\n")
+    except (SpillError, WorkerError) as exc:
+        click.echo(f"replay: {exc}", err=True)
+        return True
+    finally:
+        sys.stdout.flush()
+    if stats.without_patient:
+        counts = ", ".join(f"{n} {t}" for t, n in sorted(stats.without_patient.items()))
+        click.echo(f"replay: resources naming no patient (not evaluated): {counts}", err=True)
+    log.info(
+        "replay_counts",
+        inputs=stats.inputs,
+        patients=stats.patients,
+        resources=stats.resources,
+        without_patient=sum(stats.without_patient.values()),
+        errors=stats.errors,
+        partitions=stats.partitions,
+    )
+    return invalid() or stats.worker_failed or stats.errors > 0
+
+
+def _renderer(pipeline: Pipeline, fmt: str, out: Path | None) -> tuple[Render, Callable[[], bool]]:
+    """One patient's output line (and --out Bundle, stderr issues); the same in every --jobs worker.
+
+    The second callable tells whether any rendered patient had an invalid element (exit 1).
+    """
+    invalid = False
 
     def render(done: Evaluated) -> bytes:
         nonlocal invalid
@@ -278,33 +353,26 @@ def _replay_all(
             line["changes"] = [{"rule": t.rule, "change": t.change, "tier": t.tier} for t in changed]
         return orjson.dumps(line)
 
-    lines = replay_all(paths, evaluator, now, render, report, tmp_dir=tmp_dir, stats=stats)
-    try:
-        # closing: an interrupt here, outside the generator, still removes its temporary files now
-        with closing(lines):
-            for data in lines:
-                if table is not None:
-                    table.add_row(*orjson.loads(data))
-                else:
-                    sys.stdout.buffer.write(data + b"\n")
-    except SpillError as exc:
-        click.echo(f"replay: {exc}", err=True)
-        return True
-    finally:
-        sys.stdout.flush()
-    if stats.without_patient:
-        counts = ", ".join(f"{n} {t}" for t, n in sorted(stats.without_patient.items()))
-        click.echo(f"replay: resources naming no patient (not evaluated): {counts}", err=True)
-    log.info(
-        "replay_counts",
-        inputs=stats.inputs,
-        patients=stats.patients,
-        resources=stats.resources,
-        without_patient=sum(stats.without_patient.values()),
-        errors=stats.errors,
-        partitions=stats.partitions,
-    )
-    return invalid or stats.errors > 0
+    return render, lambda: invalid
+
+
+def _worker_setup(
+    config_path: Path | None,
+    strict: bool,
+    valueset_dirs: tuple[Path, ...],
+    max_facts: int,
+    fmt: str,
+    out: Path | None,
+    log_level: str,
+    replay_id: str,
+) -> tuple[Pipeline, Render, Callable[[], bool]]:
+    """In a spawned --jobs worker: the parent's pipeline rebuilt from the same options."""
+    logs.configure(log_level)
+    structlog.contextvars.bind_contextvars(replay_id=replay_id)
+    pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
+    pipeline.max_facts = max_facts
+    render, invalid = _renderer(pipeline, fmt, out)
+    return pipeline, render, invalid
 
 
 def _patient_issues(done: Evaluated) -> bool:

@@ -26,13 +26,17 @@ import errno
 import gzip
 import heapq
 import math
+import multiprocessing
+import os
 import resource
 import shutil
 import signal
+import sys
 import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +62,8 @@ MAX_PARTITIONS = 1024
 GZIP_RATIO = 10
 #: Largest .json file examined for the manifest shape (an $export manifest is small).
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
+#: With --jobs N, at least this many partitions per worker, so a slow partition does not idle the rest.
+PARTITIONS_PER_JOB = 4
 #: Patients handed to the engine in one call.
 BATCH = 64
 _BUFFER = 16 * 1024  # per open spill file: K of them at once
@@ -67,6 +73,16 @@ _FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 class SpillError(Exception):
     """Temporary files could not be written (full disk, no permission): the replay stops."""
+
+
+class WorkerError(Exception):
+    """A --jobs worker process failed (exception or died): the replay stops."""
+
+
+Render = Callable[["Evaluated"], bytes]
+#: Built once in each --jobs worker (picklable: a top-level function, or a partial of one):
+#: its own evaluator, the same render as the parent, and whether render saw a failing patient.
+WorkerSetup = Callable[[], tuple["Pipeline | Tracker", Render, Callable[[], bool]]]
 
 
 Report = Callable[[str], None]  # one stderr line for the user
@@ -86,6 +102,7 @@ class Stats:
     peak_records: int = 0  # spill records held at once while evaluating (one partition)
     peak_parsed: int = 0  # resources parsed at once (one batch of patients)
     damaged: set[int] = field(default_factory=set)  # inputs (by index) with a part that was unreadable
+    worker_failed: bool = False  # a --jobs worker's render saw a patient with an invalid element
 
 
 def is_input(path: Path, root: Path) -> bool:
@@ -400,11 +417,15 @@ def replay_all(
     tmp_dir: Path | None = None,
     target_bytes: int = TARGET_PARTITION_BYTES,
     stats: Stats | None = None,
+    jobs: int = 1,
+    setup: WorkerSetup | None = None,
 ) -> Iterator[bytes]:
     """Every input as one data set; ``render``'s bytes per patient, in first-resource order.
 
     ``render`` runs once per patient as partitions are evaluated (side effects such as --out
-    happen then); what it returns is merged into input order and yielded.
+    happen then); what it returns is merged into input order and yielded. With ``jobs`` > 1
+    partitions are evaluated in that many spawned processes, each built by ``setup`` (its own
+    engine and render); their output files are merged the same way, so the output is the same.
     """
     stats = stats if stats is not None else Stats()
 
@@ -415,27 +436,120 @@ def replay_all(
     files = expand(paths, counted)
     sources = [str(p) for p in files]
     k = plan(estimated_bytes(files), target_bytes)
+    if jobs > 1:  # enough partitions to keep every worker busy (the output does not depend on K)
+        k = max(k, PARTITIONS_PER_JOB * jobs)
     with private_dir(tmp_dir) as folder:
         parts = spill(files, folder, k, counted, stats)
-        outputs: list[Path] = []
-        for index, path in enumerate(parts.paths):
-            done = sorted(
-                (
-                    (e.seq, render(e))
-                    for e in evaluate_partition(path, evaluator, now, sources, counted, stats)
-                ),
-                key=lambda pair: pair[0],
-            )
-            path.unlink()
-            out = folder / f"out-{index:04d}"
-            try:
-                with out.open("wb", buffering=_BUFFER) as f:
-                    for seq, data in done:  # render gives one line (JSON: no raw newline)
-                        f.write(b"%d\t%s\n" % (seq, data))
-            except OSError as exc:
-                raise _spill_failed(exc, folder) from None
-            outputs.append(out)
+        workers = min(jobs, k)
+        if workers > 1 and setup is not None:
+            outputs = _evaluate_in_workers(parts.paths, folder, workers, setup, now, sources, stats)
+        else:
+            outputs = [
+                _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats)
+                for index, path in enumerate(parts.paths)
+            ]
         yield from _merge(outputs)
+
+
+def _evaluate_one(
+    index: int,
+    path: Path,
+    folder: Path,
+    evaluator: Pipeline | Tracker,
+    render: Render,
+    now: int,
+    sources: list[str],
+    report: Report,
+    stats: Stats,
+) -> Path:
+    """One partition evaluated and rendered into its output file, sorted by first-resource seq."""
+    done = sorted(
+        ((e.seq, render(e)) for e in evaluate_partition(path, evaluator, now, sources, report, stats)),
+        key=lambda pair: pair[0],
+    )
+    path.unlink()
+    out = folder / f"out-{index:04d}"
+    try:
+        with out.open("wb", buffering=_BUFFER) as f:
+            for seq, data in done:  # render gives one line (JSON: no raw newline)
+                f.write(b"%d\t%s\n" % (seq, data))
+    except OSError as exc:
+        raise _spill_failed(exc, folder) from None
+    return out
+
+
+def jobs_for(jobs: int) -> int:
+    """--jobs: 0 means one process per core."""
+    return jobs if jobs > 0 else (os.cpu_count() or 1)
+
+
+# One per worker process, built by its first task from the parent's WorkerSetup (never forked:
+# the durable-rules engine is process-global state, so workers are spawned and compile their own).
+# Built in a task, not an initializer, so a failure comes back to the parent as that task's error.
+_worker: tuple[Pipeline | Tracker, Render, Callable[[], bool]] | None = None
+
+
+def _init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops workers
+
+
+def _work(
+    setup: WorkerSetup, index: int, path: Path, folder: Path, now: int, sources: list[str], damaged: set[int]
+) -> tuple[int, int, int, int, bool]:
+    """In a worker: one partition to its output file; (patients, errors, peaks, failed) back."""
+    global _worker
+    if _worker is None:
+        _worker = setup()
+    evaluator, render, failed = _worker
+    stats = Stats(damaged=damaged)
+
+    def counted(line: str) -> None:
+        stats.errors += 1
+        print(line, file=sys.stderr, flush=True)
+
+    _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats)
+    return stats.patients, stats.errors, stats.peak_records, stats.peak_parsed, failed()
+
+
+def _evaluate_in_workers(
+    paths: list[Path],
+    folder: Path,
+    workers: int,
+    setup: WorkerSetup,
+    now: int,
+    sources: list[str],
+    stats: Stats,
+) -> list[Path]:
+    """Partitions spread over ``workers`` spawned processes; the outputs are the same files."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
+    try:
+        futures: list[Future] = [
+            pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged) for i, p in enumerate(paths)
+        ]
+        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            exc = future.exception() if future in done else None
+            if exc is not None:
+                raise WorkerError(
+                    f"a worker process failed: {' '.join(str(exc).split()) or type(exc).__name__}"
+                )
+        for future in futures:
+            patients, errors, peak_records, peak_parsed, failed = future.result()
+            stats.patients += patients
+            stats.errors += errors
+            stats.peak_records = max(stats.peak_records, peak_records)
+            stats.peak_parsed = max(stats.peak_parsed, peak_parsed)
+            stats.worker_failed |= failed
+    finally:
+        # Ctrl-C, an error or done: no worker may outlive this (it would write into a removed folder)
+        processes = list((pool._processes or {}).values())  # no public handle to kill them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+        for process in processes:
+            process.join(timeout=10)
+    return [folder / f"out-{i:04d}" for i in range(len(paths))]
 
 
 def _merge(outputs: list[Path]) -> Iterator[bytes]:

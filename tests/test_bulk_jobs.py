@@ -1,0 +1,157 @@
+"""``redflags replay --jobs N``: partitions evaluated in N spawned processes, output identical to one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.synthetic import generate
+from fhir_adapters.times import parse_now
+from redflags import partition
+from redflags.partition import WorkerError, replay_all, temp_dirs
+
+from .conftest import FIXTURES, ROOT
+from .test_bulk_grouping import NOW, run, split_by_type
+
+JOBS2 = ("--jobs", "2", "--tmp-dir")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 synthetic patients split by type over 3 files per type (half gzip), as an export."""
+    single = tmp_path_factory.mktemp("single")
+    generate(single, 300, parse_now(NOW), per_file=300)
+    folder = tmp_path_factory.mktemp("export")
+    split_by_type(sorted(single.glob("*.json")), folder)
+    return folder
+
+
+def outputs(path: Path, fmt: str, *jobs: str) -> list[subprocess.CompletedProcess[str]]:
+    return [run("replay", path, "--now", NOW, "--format", fmt, "--jobs", j) for j in jobs]
+
+
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_jobs_2_prints_exactly_what_jobs_1_prints_on_a_split_export(export: Path, fmt: str) -> None:
+    one, two = outputs(export, fmt, "1", "2")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    assert len(one.stdout.splitlines()) >= 300
+    assert two.stdout == one.stdout
+
+
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_jobs_2_and_0_print_exactly_what_jobs_1_prints_on_the_fixtures(fmt: str) -> None:
+    one, two, per_core = outputs(FIXTURES, fmt, "1", "2", "0")
+    assert one.stdout.strip()
+    assert (two.returncode, two.stdout) == (one.returncode, one.stdout)
+    assert (per_core.returncode, per_core.stdout) == (one.returncode, one.stdout)
+    # stderr carries the same messages (logs aside); their order may differ between processes
+    assert messages(two.stderr) == messages(one.stderr)
+    assert messages(per_core.stderr) == messages(one.stderr)
+
+
+def messages(stderr: str) -> list[str]:
+    return sorted(line for line in stderr.splitlines() if not line.startswith("{"))
+
+
+def test_jobs_above_1_with_state_is_one_usage_line(tmp_path: Path) -> None:
+    done = run("replay", FIXTURES / "vignettes", "--now", NOW, "--jobs", "2", "--state", tmp_path / "s.db")
+    assert done.returncode == 2
+    assert "--jobs above 1 cannot be used with --state" in done.stderr
+    assert done.stdout == "" and not (tmp_path / "s.db").exists()
+
+
+def test_jobs_1_with_state_still_runs(tmp_path: Path) -> None:
+    done = run("replay", FIXTURES / "vignettes", "--now", NOW, "--jobs", "1", "--state", tmp_path / "s.db")
+    assert done.returncode in (0, 1), done.stderr
+    assert "--jobs" not in done.stderr
+
+
+def _failing_setup() -> tuple[object, object, object]:
+    """A worker whose engine cannot be built (runs in the spawned process)."""
+    raise RuntimeError("engine could not be built")
+
+
+def test_a_failing_worker_is_an_error_and_leaves_no_temporary_files(export: Path, tmp_path: Path) -> None:
+    lines = replay_all(
+        [export],
+        None,  # type: ignore[arg-type]  # the parent does not evaluate with jobs=2
+        parse_now(NOW),
+        lambda done: b"",
+        lambda line: None,
+        tmp_dir=tmp_path,
+        jobs=2,
+        setup=_failing_setup,
+    )
+    with pytest.raises(WorkerError, match="engine could not be built"):
+        list(lines)
+    assert temp_dirs(tmp_path) == []
+
+
+def test_a_failing_worker_from_the_command_line_is_one_line_and_exit_1(export: Path, tmp_path: Path) -> None:
+    script = (
+        "import sys; from redflags import partition, cli;"
+        "from tests.test_bulk_jobs import _failing_setup;"
+        "cli.partial = lambda *a: _failing_setup;"
+        "sys.argv = ['redflags', *sys.argv[1:]]; cli.main()"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "replay",
+            str(export),
+            "--now",
+            NOW,
+            "--format",
+            "json",
+            *JOBS2,
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("replay: ")]
+    assert errors == ["replay: a worker process failed: engine could not be built"], done.stderr
+    assert done.stdout == "" and temp_dirs(tmp_path) == []
+
+
+def test_ctrl_c_stops_the_workers_and_removes_the_temporary_files(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    big = tmp_path_factory.mktemp("big")
+    generate(big, 3000, parse_now(NOW), per_file=500)
+    spill = tmp_path_factory.mktemp("spill")
+    exe = Path(sys.executable).with_name("redflags")
+    proc = subprocess.Popen(
+        [str(exe), "replay", str(big), "--now", NOW, "--format", "json", *JOBS2, str(spill)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # partitions are being evaluated by workers: spill files exist and one was consumed
+        while not any(
+            any(d.glob("part-*")) and len(list(d.glob("part-*"))) < partition.PARTITIONS_PER_JOB * 2
+            for d in temp_dirs(spill)
+        ):
+            assert proc.poll() is None, "the replay ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert temp_dirs(spill) == []
