@@ -155,3 +155,12 @@ def test_ctrl_c_stops_the_workers_and_removes_the_temporary_files(
             proc.kill()
     assert proc.returncode != 0
     assert temp_dirs(spill) == []
+
+
+def test_jobs_is_ignored_with_expect() -> None:
+    """--expect compares each file on its own in one process: --jobs does not change its report."""
+    one, two = (
+        run("replay", FIXTURES / "vignettes", "--expect", "--format", "json", "--jobs", j) for j in ("1", "2")
+    )
+    assert one.stdout.strip()
+    assert (two.returncode, two.stdout) == (one.returncode, one.stdout)
