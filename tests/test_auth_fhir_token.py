@@ -158,18 +158,14 @@ def test_replay_and_outbox_flush_deliver_with_the_token_file(tmp_path: Path, stu
     assert TOKEN not in flushed.stderr + replayed.stderr + flushed.stdout + replayed.stdout
 
 
+def _flush(tmp_path: Path) -> tuple[str, ...]:
+    """``outbox flush`` of an empty store towards a port nothing listens on: the options decide."""
+    state, server = str(tmp_path / "s.sqlite"), "http://127.0.0.1:9"
+    return ("outbox", "flush", "--state", state, "--fhir-server", server, "--delivery-wait", "0")
+
+
 def test_token_options_refuse_bad_use_with_one_line_and_never_echo_the_token(tmp_path: Path) -> None:
-    state = str(tmp_path / "s.sqlite")
-    flush = (
-        "outbox",
-        "flush",
-        "--state",
-        state,
-        "--fhir-server",
-        "http://127.0.0.1:9",
-        "--delivery-wait",
-        "0",
-    )
+    flush = _flush(tmp_path)
     both = redflags(*flush, "--fhir-token-file", str(token_file(tmp_path)), "--fhir-token", TOKEN)
     assert both.returncode == 2 and both.stderr.strip().splitlines()[-1] == (
         "Error: give --fhir-token (or $REDFLAGS_FHIR_TOKEN) or --fhir-token-file, not both"
@@ -190,17 +186,7 @@ def test_token_options_refuse_bad_use_with_one_line_and_never_echo_the_token(tmp
 
 
 def test_a_token_on_the_command_line_or_in_a_shared_file_is_warned_about(tmp_path: Path) -> None:
-    state = str(tmp_path / "s.sqlite")
-    flush = (
-        "outbox",
-        "flush",
-        "--state",
-        state,
-        "--fhir-server",
-        "http://127.0.0.1:9",
-        "--delivery-wait",
-        "0",
-    )
+    flush = _flush(tmp_path)
     on_argv = redflags(*flush, "--fhir-token", TOKEN)
     events = [json.loads(line)["event"] for line in on_argv.stderr.splitlines() if line.startswith("{")]
     assert "fhir_token_on_command_line" in events
