@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from redflags import logs
-from redflags.service import cds, feedback, fhir_evaluate
+from redflags.service import api_docs, cds, feedback, fhir_evaluate, http_errors
 from redflags.service.auth import Authenticator
 from redflags.service.body import BodyReadDeadline
 from redflags.service.catch_all import CatchAll
@@ -61,6 +61,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         version=version("redflags"),
         description="Red flags of leg weakness: CDS Hooks 2.0 services and a FHIR $evaluate operation.",
         lifespan=lifespan,
+        docs_url=None,  # api_docs serves /docs and /redoc from the package, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # innermost: 413s get logged
@@ -99,6 +101,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return JSONResponse({"engines": engines}, status_code=200 if engines["ready"] else 503)
 
     app.include_router(fhir_evaluate.router)
+    http_errors.install(app)  # 401/404/405 as OperationOutcomes, not {"detail": ...}
+    api_docs.install(app)
     return app
 
 

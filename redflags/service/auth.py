@@ -2,8 +2,9 @@
 
 ``cds_client`` (CDS Hooks endpoints) wants ``Authorization: Bearer <JWT>`` from a client in
 ``--clients``; ``engine_client`` (``$evaluate``) also takes a static token from ``--tokens``.
-Every failure is the same bare 401 (``WWW-Authenticate: Bearer``, body ``{"detail":
-"Unauthorized"}``): the caller learns nothing; the reason goes to the server log, the token never.
+Every failure is the same 401 (``WWW-Authenticate: Bearer``, an OperationOutcome with one fixed
+text, ``redflags.service.http_errors``): the caller learns nothing; the reason goes to the server
+log, the token never.
 
 The JWT ``aud`` must equal the URL of the endpoint called: a ``--public-url`` (repeatable) +
 the request path. It is never built from the request's ``Host`` header: a caller sets that, so
@@ -18,19 +19,37 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import structlog
 from anyio import to_thread
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from redflags.service.client_jwt import ClientVerifier, Refused
+from redflags.service.http_errors import UNAUTHORIZED
 from redflags.service.jti_store import FILE_NAME, SqliteJtiStore
 from redflags.service.settings import ServiceSettings
 from redflags.service.static_tokens import TOKEN_RE, StaticTokens, TokensError
 from redflags.service.trusted_clients import ClientsError, TrustedClients
 
 log = structlog.get_logger("redflags.service.auth")
+
+#: OpenAPI security schemes, declared by ``cds_client``/``engine_client`` (the ``_`` parameters) so
+#: Swagger UI's "Authorize" sends a token; they never refuse anything themselves.
+CDS_CLIENT_JWT = HTTPBearer(
+    scheme_name="cdsClientJWT",
+    bearerFormat="JWT",
+    description="CDS Hooks 2.0 client JWT (ES384/RS384) of a client in `serve --clients`, its `aud` "
+    "the URL called: `redflags token --key KEY --iss ISS --aud <public URL><path>`; used once.",
+    auto_error=False,
+)
+STATIC_TOKEN = HTTPBearer(
+    scheme_name="staticToken",
+    description="A static token of `serve --tokens` (server-to-server `$evaluate` only).",
+    auto_error=False,
+)
 
 MAX_TOKEN_CHARS = 16 * 1024
 NO_PUBLIC_URL = (
@@ -119,7 +138,7 @@ def _auth(request: Request) -> Authenticator:
 
 def _refuse(request: Request, reason: str, iss: str | None = None) -> HTTPException:
     log.warning("auth_refused", reason=reason, iss=iss, path=request.url.path)
-    return HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return HTTPException(status_code=401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def _verified_client(request: Request, auth: Authenticator, token: str) -> str:
@@ -132,7 +151,10 @@ async def _verified_client(request: Request, auth: Authenticator, token: str) ->
         raise _refuse(request, f"error {type(exc).__name__}") from None
 
 
-async def cds_client(request: Request) -> str:
+async def cds_client(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(CDS_CLIENT_JWT)] = None,
+) -> str:
     """FastAPI dependency for CDS Hooks endpoints: the verified client (JWT ``iss``)."""
     auth = _auth(request)
     if auth.allow_unauthenticated:
@@ -145,7 +167,11 @@ async def cds_client(request: Request) -> str:
     return await _verified_client(request, auth, token)
 
 
-async def engine_client(request: Request) -> str:
+async def engine_client(
+    request: Request,
+    _jwt: Annotated[HTTPAuthorizationCredentials | None, Security(CDS_CLIENT_JWT)] = None,
+    _token: Annotated[HTTPAuthorizationCredentials | None, Security(STATIC_TOKEN)] = None,
+) -> str:
     """FastAPI dependency for ``$evaluate``: a CDS client's JWT or a static bearer token
     (``token-line-N``: the line of the tokens file, never the token)."""
     auth = _auth(request)
