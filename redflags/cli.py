@@ -498,11 +498,13 @@ def _register() -> None:
     from redflags.feedback_cli import feedback_group
     from redflags.serve_cli import serve_command
     from redflags.state_cli import history_group, outbox_group
+    from redflags.token_cli import token_command
 
     main.add_command(serve_command)
     main.add_command(feedback_group)
     main.add_command(outbox_group)
     main.add_command(history_group)
+    main.add_command(token_command)
 
 
 _register()
