@@ -33,7 +33,6 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         reason = ADVICE.get(exc.errno or 0) or exc.strerror or type(exc).__name__
         raise click.ClickException(f"cannot listen on {_authority(host, port)}: {reason}") from None
-    sock.set_inheritable(True)
     return sock
 
 
