@@ -641,7 +641,8 @@ def test_dependencies_over_real_http_and_no_token_in_the_logs(tmp_path, ec_key, 
         ]
         for response in refused:
             assert response.status_code == 401
-            assert response.json() == {"detail": "Unauthorized"}  # the same for every cause
+            assert response.json() == refused[0].json()  # the same for every cause
+            assert response.json()["resourceType"] == "OperationOutcome"
             assert response.headers["WWW-Authenticate"] == "Bearer"
         assert post(evaluate, STATIC_TOKEN).json() == {"client": "token-line-1"}
         jwt_for_evaluate = token(ec_key, "ES384", "ec-1", claims(aud=evaluate))
