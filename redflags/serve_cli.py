@@ -10,12 +10,11 @@ import structlog
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
-from redflags import logs
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.service.auth import NO_PUBLIC_URL, Authenticator, AuthSetupError, public_url_problem
 from redflags.service.http_protocol import guarded_protocol
-from redflags.service.listener import listen, listener_url
+from redflags.service.listener import AnnouncingServer, listen
 from redflags.service.outbox_worker import outbox_auth
 from redflags.service.settings import MAX_TOKEN_LIFETIME_S, ServiceSettings
 from redflags.state.sqlite_store import StateStoreError, open_store
@@ -260,7 +259,7 @@ def serve_command(
             raise SetupRefused(f"--public-url {url!r}: {problem}")
     if fhir_server and no_state:
         raise click.UsageError("--fhir-server needs the state store (its outbox): drop --no-state")
-    listener = listen(host, port)  # first: a port in use is one line, before anything starts
+    listener = listen(host, port)  # bound first: a port in use is one line, before anything starts
     try:  # create the databases (and their schemas) once, before the engines race for them
         SqliteFeedbackStore.open(feedback_db).close()
         if not no_state:
@@ -326,9 +325,7 @@ def serve_command(
         log_level="warning",
         timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
-    logs.configure(settings.log_level)  # as the app will: the URL line shows at serve's default level
-    log.info("listening", url=listener_url(listener), detail="ready once the engines have started")
-    server = uvicorn.Server(config)
+    server = AnnouncingServer(config)
     server.run(sockets=[listener])
     if not server.started:  # the app failed to start (its error is logged): as uvicorn.run does
         raise SystemExit(3)

@@ -12,13 +12,13 @@ from pathlib import Path
 from .service_harness import ROOT, running_service
 
 
-def test_serve_logs_the_url_it_listens_on_before_it_is_ready(tmp_path: Path) -> None:
+def test_serve_logs_the_url_it_listens_on_once_it_accepts_calls(tmp_path: Path) -> None:
     with running_service(tmp_path, "--allow-unauthenticated") as service:
         lines = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     (listening,) = [line for line in lines if line["event"] == "listening"]
     assert listening["url"] == service.url and listening["level"] == "info"
-    assert events.index("listening") < events.index("service_ready")
+    assert events.index("service_ready") < events.index("listening")
 
 
 def test_a_port_in_use_is_one_line_and_exit_1_with_nothing_started(tmp_path: Path) -> None:

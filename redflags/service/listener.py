@@ -1,9 +1,11 @@
-"""The listening socket of ``redflags serve``, bound before anything else starts.
+"""The socket of ``redflags serve``: bound before anything else starts, announced once it listens.
 
-uvicorn binds its port only after the application's startup (engine processes, "service_ready"
-logged), and a port in use then ends it with a traceback-like log after the ready line. Binding
-first makes that one clear line and exit 1 before anything starts; the bound socket is handed to
-uvicorn, and its address (the real port with ``--port 0``) is the URL ``serve`` logs.
+uvicorn binds its port only after the application's startup (engine processes started,
+"service_ready" logged), so a port in use ended ``serve`` with error lines after the ready
+line. Binding first makes that one clear line and exit 1 before anything starts. The socket is
+only bound, not listening: until uvicorn listens on it (after the startup) a connection is
+refused, as before, so a health check never hangs on a service that is still starting. Once
+it listens, ``AnnouncingServer`` logs its URL (the real port with ``--port 0``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import errno
 import socket
 
 import click
+import structlog
+import uvicorn
+
+log = structlog.get_logger("redflags.serve")
 
 #: errno -> what to say (anything else: the system's own words).
 ADVICE = {
@@ -22,13 +28,12 @@ ADVICE = {
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to HOST:PORT and listening, or ClickException (one line, exit 1)."""
+    """A TCP socket bound to HOST:PORT (uvicorn makes it listen), or ClickException: one line, exit 1."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart past TIME_WAIT
-        sock.bind((host, port))
-        sock.listen(2048)
+        sock.bind((host, port))  # refused while another socket listens on it (SO_REUSEADDR or not)
     except OSError as exc:
         sock.close()
         reason = ADVICE.get(exc.errno or 0) or exc.strerror or type(exc).__name__
@@ -44,3 +49,13 @@ def listener_url(sock: socket.socket) -> str:
 
 def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, logging the URL of each socket once it accepts calls."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            for sock in sockets or ():
+                log.info("listening", url=listener_url(sock))
