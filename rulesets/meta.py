@@ -69,3 +69,20 @@ class RuleMeta:
 
     def actions_for(self, tier: str) -> tuple[Action, ...]:
         return tuple(a for a in self.actions if not a.tiers or tier in a.tiers)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRange:
+    """The unit and plausible range (inclusive) of one site parameter, and why that range.
+
+    A site value outside it stops the run (``redflags.config``): a threshold of 0 days or
+    -5 mL/kg is a typing slip, never a clinical choice, and would silently disable a rule.
+    """
+
+    unit: str
+    low: float
+    high: float
+    source: str  # red-flags.md section, or the reason the range is defensible
+
+    def text(self) -> str:
+        return f"{self.low:g}-{self.high:g} {self.unit}"
