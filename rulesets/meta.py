@@ -13,6 +13,7 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 CVX = "http://hl7.org/fhir/sid/cvx"
 UCUM = "http://unitsofmeasure.org"
+ATC = "http://www.whocc.no/atc"  # WHO ATC classification (drug classes by code prefix)
 
 #: Canonical base of everything redflags publishes (code systems, extensions, value sets).
 CANONICAL_BASE = "https://redflags.dev/fhir"

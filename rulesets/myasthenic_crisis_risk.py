@@ -37,7 +37,7 @@ from rulesets.meta import SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="myasthenic_crisis_risk",
-    version="1.1.0",
+    version="1.2.0",
     title="Myasthenic crisis risk",
     tiers=(
         Tier("A", "critical", "respiratory or bulbar failure in myasthenia gravis"),
