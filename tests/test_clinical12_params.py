@@ -183,3 +183,12 @@ class TestService:
             events = [orjson.loads(x) for x in service.log().splitlines() if x.startswith("{")]
         logged = [e for e in events if e.get("event") == "site_parameters"]
         assert len(logged) == 1 and logged[0]["non_default"][0]["param"] == "fvc_per_kg_min"
+
+
+def test_the_parameter_table_in_the_docs_matches_the_code() -> None:
+    """docs/site-parameters.md lists every parameter with its default and range, as declared."""
+    doc = (ROOT / "docs" / "site-parameters.md").read_text()
+    for rule, params in config.defaults().items():
+        for name, value in params.items():
+            limit = config.ranges()[rule][name]
+            assert f"| {rule} | {name} | {value:g} | {limit.text()} | {limit.source} |" in doc, (rule, name)
