@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, WEEK, Rules, fact, latest, m, medication, patient, present
 from rulesets.codes import NEUROLOGY_REFERRAL
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="b12_deficiency_neuropathy",
@@ -111,6 +111,15 @@ PARAM_RANGES: dict[str, ParamRange] = {
     "homocysteine_within_days": ParamRange("d", 30, 730, "8.1 homocysteine within 12 months"),
     "homocysteine_high_umol_l": ParamRange("umol/L", 10, 30, "8.1 homocysteine raised > 15 umol/L"),
 }
+
+#: Pairs that must stay ordered (lower < upper) whatever the site sets (redflags.config).
+PARAM_ORDER: tuple[ParamOrder, ...] = (
+    ParamOrder(
+        "b12_deficient_pg_ml",
+        "b12_indeterminate_max_pg_ml",
+        "the indeterminate B12 band lies above the deficient cut-off",
+    ),
+)
 
 ALTERNATIVE_CAUSES = ("diabetic_neuropathy", "diabetes", "alcoholic_polyneuropathy")
 NEURO = ("polyneuropathy", "paresthesia", "leg_numbness", "ataxia_balance", "gait_difficulty")

@@ -59,7 +59,7 @@ from engine.dsl import (
     ref,
 )
 from rulesets.codes import ENOXAPARIN, ULTRASOUND
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
 ULTRASOUND = ULTRASOUND
 D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma")
@@ -168,12 +168,19 @@ PARAM_RANGES: dict[str, ParamRange] = {
     "spo2_min": ParamRange("%", 88, 97, "5.1 SpO2 < 94 %"),
     "ddimer_within_h": ParamRange("h", 1, 72, "5.1 D-dimer of this presentation"),
     "ddimer_cutoff_feu": ParamRange("mg/L FEU", 0.25, 1.0, "5.1 0.5 mg/L FEU (NICE NG158)"),
-    "ddimer_age_adjust": ParamRange("flag", 0, 1, "5.1 1 = age-adjusted cut-off on, 0 = off"),
+    "ddimer_age_adjust": ParamRange(SWITCH, 0, 1, "5.1 1 = age-adjusted cut-off on, 0 = off"),
     "ddimer_age_above": ParamRange("years", 50, 80, "5.1 age-adjusted above 50 years"),
     "ddimer_age_factor": ParamRange(
         "mg/L FEU per year", 0.005, 0.01, "5.1 age x 0.01; more would raise the cut-off beyond the studies"
     ),
 }
+
+#: Pairs that must stay ordered (lower < upper) whatever the site sets (redflags.config).
+PARAM_ORDER: tuple[ParamOrder, ...] = (
+    ParamOrder(
+        "window_days", "chronic_days", "signs within the window must be younger than chronic swelling"
+    ),
+)
 
 #: Wells items scored from a finding (key, points, label); the others are written out below.
 WELLS_FINDINGS = (

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, fact, latest, m, present, ref
 from rulesets.codes import ECG, IV_THERAPY, MAGNESIUM
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
 HYPOKALEMIA = Code(SNOMED, "43339004", "Hypokalemia")
 HYPERKALEMIA = Code(SNOMED, "14140009", "Hyperkalemia")
@@ -178,9 +178,22 @@ PARAM_RANGES: dict[str, ParamRange] = {
         "mmol/L per g/L", 0.015, 0.025, "15.2 factor 0.02 (published 0.017-0.025)"
     ),
     "hemolysed_note": ParamRange(
-        "flag", 0, 1, "7.2 1 = 'repeat sample' note for a haemolysed high K, 0 = off"
+        SWITCH, 0, 1, "7.2 1 = 'repeat sample' note for a haemolysed high K, 0 = off"
     ),
 }
+
+#: Pairs that must stay ordered (lower < upper) whatever the site sets (redflags.config).
+PARAM_ORDER: tuple[ParamOrder, ...] = (
+    ParamOrder("k_critical_low", "k_urgent_low", "a critical low K is more extreme than an urgent one"),
+    ParamOrder("k_urgent_low", "k_routine_low", "an urgent low K is more extreme than a routine one"),
+    ParamOrder("k_urgent_high", "k_critical_high", "a critical high K is more extreme than an urgent one"),
+    ParamOrder("ca_critical_low", "ca_routine_low", "a critical low Ca is more extreme than a routine one"),
+    ParamOrder(
+        "ca_routine_low", "ca_routine_high", "the normal calcium band lies between the two routine cut-offs"
+    ),
+    ParamOrder("ca_routine_high", "ca_urgent_high", "an urgent high Ca is more extreme than a routine one"),
+    ParamOrder("ca_urgent_high", "ca_critical_high", "a critical high Ca is more extreme than an urgent one"),
+)
 
 WEAKNESS = ("proximal_weakness", "muscle_weakness_generalized")
 

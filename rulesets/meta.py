@@ -87,3 +87,20 @@ class ParamRange:
 
     def text(self) -> str:
         return f"{self.low:g}-{self.high:g} {self.unit}"
+
+
+#: The unit of an on/off parameter: the site writes ``true``/``false`` (or 1/0), never 0.5.
+SWITCH = "switch"
+
+
+@dataclass(frozen=True, slots=True)
+class ParamOrder:
+    """Two parameters of one rule whose values must stay ordered: ``lower < upper``.
+
+    Each may be in range while the pair is not (a critical potassium cut-off less extreme than
+    the urgent one would make the critical tier unreachable); ``redflags.config`` refuses it.
+    """
+
+    lower: str
+    upper: str
+    reason: str

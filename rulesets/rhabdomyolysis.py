@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Prior, Rules, fact, latest, m, present, ref, result
 from rulesets.codes import CREATINE_KINASE, ECG, IV_THERAPY, POTASSIUM
-from rulesets.meta import LOINC, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
+from rulesets.meta import LOINC, SNOMED, SWITCH, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="rhabdomyolysis",
@@ -122,7 +122,7 @@ PARAM_RANGES: dict[str, ParamRange] = {
     "aki_ratio": ParamRange("x baseline", 1.2, 2.0, "12.1 KDIGO >= 1.5 x baseline"),
     "aki_baseline_d": ParamRange("d", 2, 14, "12.1 KDIGO: baseline of the previous 7 days"),
     "cardiac_exclusion": ParamRange(
-        "flag", 0, 1, "12.2 1 = MI or raised troponin makes the CK cardiac, 0 = off"
+        SWITCH, 0, 1, "12.2 1 = MI or raised troponin makes the CK cardiac, 0 = off"
     ),
     "cardiac_within_h": ParamRange("h", 6, 72, "12.2 MI or troponin within 24 h of the CK"),
     "chronic_older_than_d": ParamRange(
