@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from fhir_adapters import plausibility, units
+from fhir_adapters import medication_ref, plausibility, units
 from fhir_adapters.errors import IntakeError, shown
 from fhir_adapters.intake import Entry, Issue, PatientGroup, local_reference, reference_of
 from fhir_adapters.terminology import Match, Terminology
@@ -614,12 +614,14 @@ def _routes(res: dict, path: str) -> list[tuple[str, str]]:
     ]
 
 
-def _medication(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
+def _medication(
+    res: dict, path: str, pid: str, ref: str, term: Terminology, meds: medication_ref.MedicationIndex
+) -> list[Fact]:
     rtype = res["resourceType"]
     if _code(res.get("status")) not in _MED_ACTIVE[rtype]:
         return []
-    concept = res.get("medicationCodeableConcept")
-    matches = _keys(res, concept, f"{path}.medicationCodeableConcept", [], term, rtype, _routes(res, path))
+    concept, concept_path = medication_ref.drug_concept(res, path, meds)
+    matches = _keys(res, concept, concept_path, [], term, rtype, _routes(res, path))
     ts = _time(res, ("authoredOn", "effectiveDateTime", "effectivePeriod"), path)
     active = 1 if res.get("status") in ("active", "on-hold", "in-progress", "intended") else 0
     return [
@@ -663,16 +665,23 @@ def patient_facts(group: PatientGroup, term: Terminology) -> PatientFacts:
             if "birth" in facts[0]:
                 born = date.fromisoformat(str(facts[0]["birth"]))
     periods = _encounter_periods(group.entries, out.issues)
+    meds = medication_ref.index(group.entries)
     for entry in group.entries:
         try:
-            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods))
+            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods, meds))
         except IntakeError as exc:
             out.issues.append(Issue(exc.path, exc.message, exc.code))
     return out
 
 
 def _resource_facts(
-    entry: Entry, pid: str, term: Terminology, born: date | None, issues: list[Issue], periods: Periods
+    entry: Entry,
+    pid: str,
+    term: Terminology,
+    born: date | None,
+    issues: list[Issue],
+    periods: Periods,
+    meds: medication_ref.MedicationIndex,
 ) -> list[Fact]:
     res, path = entry.resource, entry.path
     rtype = res["resourceType"]
@@ -683,6 +692,6 @@ def _resource_facts(
         return _observation(res, path, pid, ref, term, issues)
     if rtype == "Procedure":
         return _procedure(res, path, pid, ref, term)
-    if rtype.startswith("Medication"):
-        return _medication(res, path, pid, ref, term)
+    if rtype in _MED_ACTIVE:  # not Medication itself: only the drug a record references
+        return _medication(res, path, pid, ref, term, meds)
     return []
