@@ -107,6 +107,9 @@ class Terminology:
     set_sides: dict[tuple[str, str], str] = field(default_factory=dict)  # laterality codes
     kinds: dict[str, str] = field(default_factory=dict)  # url -> finding-kind
     sources: list[str] = field(default_factory=list)
+    #: key -> (system, op, value) of each ValueSet filter, as written: what ``rules --explain``
+    #: shows (the compiled ``patterns`` cannot be read back in plain words).
+    filters: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     def matches(self, system: str, code: str) -> list[Match]:
         code = normal_code(system, code)
@@ -179,6 +182,7 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
             pattern = _filter_pattern(system, flt, source)
             if isinstance(key, str):
                 term.patterns.append((system, pattern, Match(key=key)))
+                term.filters.setdefault(key, []).append((system, str(flt.get("op")), flt["value"]))
     term.sources.append(source)
 
 
