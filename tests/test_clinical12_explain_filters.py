@@ -56,7 +56,8 @@ def test_a_site_filter_is_shown_too(tmp_path: Path) -> None:
     sets = tmp_path / "valuesets"
     sets.mkdir()
     (sets / "more-fq.json").write_text(
-        '{"resourceType": "ValueSet", "url": "https://site.example/fhir/ValueSet/more-fq", "status": "active",'
+        '{"resourceType": "ValueSet", "status": "active",'
+        ' "url": "https://site.example/fhir/ValueSet/more-fq",'
         ' "extension": [{"url": "https://redflags.dev/fhir/StructureDefinition/finding-key",'
         ' "valueCode": "mg_drug_fluoroquinolone"}],'
         ' "compose": {"include": [{"system": "' + ATC + '", "filter": [{"property": "concept",'
