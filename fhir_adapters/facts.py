@@ -615,12 +615,21 @@ def _routes(res: dict, path: str) -> list[tuple[str, str]]:
 
 
 def _medication(
-    res: dict, path: str, pid: str, ref: str, term: Terminology, meds: medication_ref.MedicationIndex
+    res: dict,
+    path: str,
+    pid: str,
+    ref: str,
+    term: Terminology,
+    meds: medication_ref.MedicationIndex,
+    issues: list[Issue],
 ) -> list[Fact]:
     rtype = res["resourceType"]
     if _code(res.get("status")) not in _MED_ACTIVE[rtype]:
         return []
     concept, concept_path = medication_ref.drug_concept(res, path, meds)
+    if concept is None and "medicationReference" in res:  # said, never silently no drug
+        message = "the referenced Medication is not in this input (contained or same bundle): drug not read"
+        issues.append(Issue(concept_path, message, "not-found", "warning"))
     matches = _keys(res, concept, concept_path, [], term, rtype, _routes(res, path))
     ts = _time(res, ("authoredOn", "effectiveDateTime", "effectivePeriod"), path)
     active = 1 if res.get("status") in ("active", "on-hold", "in-progress", "intended") else 0
@@ -693,5 +702,5 @@ def _resource_facts(
     if rtype == "Procedure":
         return _procedure(res, path, pid, ref, term)
     if rtype in _MED_ACTIVE:  # not Medication itself: only the drug a record references
-        return _medication(res, path, pid, ref, term, meds)
+        return _medication(res, path, pid, ref, term, meds, issues)
     return []

@@ -165,3 +165,14 @@ def test_a_prefetched_order_by_reference_reads_the_included_medication(service: 
 def _with_no_draft(body: dict[str, Any]) -> dict[str, Any]:
     body["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": []}
     return body
+
+
+def test_a_reference_to_a_medication_not_in_the_input_is_a_warning_not_silence() -> None:
+    bundle = _bundle({"resource": _statement("Medication/elsewhere")})
+    intake = read_json(orjson.dumps(bundle), "test")
+    (group,) = intake.patients.values()
+    facts = patient_facts(group, terminology.load())
+    assert [f for f in facts.facts if f["t"] == "medication"] == []
+    (issue,) = facts.issues
+    assert issue.severity == "warning" and issue.path == "Bundle.entry[1].resource.medicationReference"
+    assert "not in this input" in issue.message
