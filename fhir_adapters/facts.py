@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from fhir_adapters import plausibility, units
+from fhir_adapters import medication_ref, plausibility, units
 from fhir_adapters.errors import IntakeError, shown
 from fhir_adapters.intake import Entry, Issue, PatientGroup, local_reference, reference_of
 from fhir_adapters.terminology import Match, Terminology
@@ -189,9 +189,15 @@ def _free_text(res: dict) -> str:
 
 
 def _keys(
-    res: dict, concept: object, path: str, sites: list[dict], term: Terminology, rtype: str
+    res: dict,
+    concept: object,
+    path: str,
+    sites: list[dict],
+    term: Terminology,
+    rtype: str,
+    routes: Sequence[tuple[str, str]] = (),
 ) -> list[Match]:
-    """Finding keys a code means here, honouring body-site qualifiers and resource types."""
+    """Finding keys a code means here, honouring body-site and route qualifiers and resource types."""
     found: dict[str, Match] = {}
     res_text: str | None = None  # both read only when a match needs them (most codes match nothing)
     site_codes: list[tuple[str, str]] | None = None
@@ -215,6 +221,8 @@ def _keys(
                 term.in_set(match.requires_site, s, c) for s, c in site_codes or ()
             ):
                 continue
+            if match.requires_route and not any(term.in_set(match.requires_route, s, c) for s, c in routes):
+                continue  # e.g. magnesium sulfate counts only given intravenously
             prior = found.get(match.key)
             if prior is None or (prior.side is None and match.side):
                 found[match.key] = match
@@ -583,12 +591,46 @@ def _procedure(res: dict, path: str, pid: str, ref: str, term: Terminology) -> l
     ]
 
 
-def _medication(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
+#: Where each medication resource type says how the drug is given (R4): a list or one Dosage.
+_DOSAGE_FIELD = {
+    "MedicationRequest": "dosageInstruction",
+    "MedicationStatement": "dosage",
+    "MedicationAdministration": "dosage",
+}
+
+
+def _routes(res: dict, path: str) -> list[tuple[str, str]]:
+    """The route codings of a medication record's dosages (``Dosage.route``); a malformed route
+    is no route (only a value set that requires one reads it, and then nothing matches)."""
+    name = _DOSAGE_FIELD[res["resourceType"]]
+    dosages = res.get(name)
+    dosages = dosages if isinstance(dosages, list) else [dosages] if isinstance(dosages, dict) else []
+    routes = [d.get("route") for d in dosages if isinstance(d, dict)]
+    return [
+        c
+        for i, r in enumerate(routes)
+        if isinstance(r, dict)
+        for c in _codings(r, f"{path}.{name}[{i}].route")
+    ]
+
+
+def _medication(
+    res: dict,
+    path: str,
+    pid: str,
+    ref: str,
+    term: Terminology,
+    meds: medication_ref.MedicationIndex,
+    issues: list[Issue],
+) -> list[Fact]:
     rtype = res["resourceType"]
     if _code(res.get("status")) not in _MED_ACTIVE[rtype]:
         return []
-    concept = res.get("medicationCodeableConcept")
-    matches = _keys(res, concept, f"{path}.medicationCodeableConcept", [], term, rtype)
+    concept, concept_path = medication_ref.drug_concept(res, path, meds)
+    if concept is None and "medicationReference" in res:  # said, never silently no drug
+        message = "the referenced Medication is not in this input (contained or same bundle): drug not read"
+        issues.append(Issue(concept_path, message, "not-found", "warning"))
+    matches = _keys(res, concept, concept_path, [], term, rtype, _routes(res, path))
     ts = _time(res, ("authoredOn", "effectiveDateTime", "effectivePeriod"), path)
     active = 1 if res.get("status") in ("active", "on-hold", "in-progress", "intended") else 0
     return [
@@ -632,16 +674,23 @@ def patient_facts(group: PatientGroup, term: Terminology) -> PatientFacts:
             if "birth" in facts[0]:
                 born = date.fromisoformat(str(facts[0]["birth"]))
     periods = _encounter_periods(group.entries, out.issues)
+    meds = medication_ref.index(group.entries)
     for entry in group.entries:
         try:
-            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods))
+            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods, meds))
         except IntakeError as exc:
             out.issues.append(Issue(exc.path, exc.message, exc.code))
     return out
 
 
 def _resource_facts(
-    entry: Entry, pid: str, term: Terminology, born: date | None, issues: list[Issue], periods: Periods
+    entry: Entry,
+    pid: str,
+    term: Terminology,
+    born: date | None,
+    issues: list[Issue],
+    periods: Periods,
+    meds: medication_ref.MedicationIndex,
 ) -> list[Fact]:
     res, path = entry.resource, entry.path
     rtype = res["resourceType"]
@@ -652,6 +701,6 @@ def _resource_facts(
         return _observation(res, path, pid, ref, term, issues)
     if rtype == "Procedure":
         return _procedure(res, path, pid, ref, term)
-    if rtype.startswith("Medication"):
-        return _medication(res, path, pid, ref, term)
+    if rtype in _MED_ACTIVE:  # not Medication itself: only the drug a record references
+        return _medication(res, path, pid, ref, term, meds, issues)
     return []

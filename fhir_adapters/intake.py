@@ -19,7 +19,7 @@ from fhir_adapters.errors import InputError, shown
 #: Resource types read only as the context of another resource (14.4: the period of the
 #: Encounter an undated Condition references dates it). They make no facts and no patient of
 #: their own: each joins the patients whose resources reference it.
-CONTEXT_TYPES = frozenset({"Encounter"})
+CONTEXT_TYPES = frozenset({"Encounter", "Medication"})
 #: Resource types the rules read (as facts, or as context); other types are skipped without error.
 MAPPED_TYPES = frozenset(
     {
@@ -34,7 +34,13 @@ MAPPED_TYPES = frozenset(
     }
 )
 #: Which element of a resource references its context (resource type -> element name).
-CONTEXT_ELEMENT = {"Condition": "encounter"}
+CONTEXT_ELEMENT = {
+    "Condition": "encounter",
+    # the drug of a record by reference (fhir_adapters.medication_ref reads the Medication's code)
+    "MedicationRequest": "medicationReference",
+    "MedicationStatement": "medicationReference",
+    "MedicationAdministration": "medicationReference",
+}
 
 
 #: FHIR id (R4 datatypes: id): what ``Type/<id>`` references and URLs built from ids may hold.

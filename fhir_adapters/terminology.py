@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 
 from fhir_adapters.validate import FhirValidationError, validate
-from rulesets.meta import CANONICAL_BASE, FINDING_SYSTEM
+from rulesets.meta import ATC, CANONICAL_BASE, FINDING_SYSTEM
 
 _SD = f"{CANONICAL_BASE}/StructureDefinition/"
 EXT_KEY = _SD + "finding-key"
@@ -36,6 +36,7 @@ EXT_LATERALITY = _SD + "laterality"
 EXT_REQUIRES_SITE = _SD + "requires-body-site"
 EXT_REQUIRES_NO_SITE = _SD + "requires-no-body-site"
 EXT_RESTRICTION = _SD + "match-restriction"
+EXT_REQUIRES_ROUTE = _SD + "requires-route"
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "rulesets" / "valuesets"
 
@@ -54,6 +55,12 @@ DOTTED_AFTER_CATEGORY = frozenset({"http://hl7.org/fhir/sid/icd-10-cm", "http://
 #: more characters. Anything else (a dotted code, a 3-character category, lower case, garbage)
 #: is looked up as sent: codes stay case-sensitive, as the value sets write them.
 _UNDOTTED = re.compile(r"[A-Z][0-9][0-9A-Z][0-9A-Z]{1,4}")
+
+#: Code systems whose hierarchy is spelled in the code: a descendant's code starts with its
+#: ancestor's (ATC: J01MA12 levofloxacin is-a J01MA fluoroquinolones). A ValueSet filter
+#: ``concept is-a X`` on such a system matches every code starting with X (X itself too);
+#: other systems' hierarchies (SNOMED) need a terminology server and are refused.
+PREFIX_HIERARCHY = frozenset({ATC})
 
 
 def normal_code(system: str, code: str) -> str:
@@ -76,6 +83,7 @@ class Match:
     requires_site: str | None = None  # ValueSet url the bodySite must be in
     requires_no_site: bool = False
     restriction: str | None = None  # "value-must-confirm" | "proxy-only"
+    requires_route: str | None = None  # ValueSet url a medication's route must be in (IV magnesium)
 
 
 @dataclass(slots=True)
@@ -99,6 +107,9 @@ class Terminology:
     set_sides: dict[tuple[str, str], str] = field(default_factory=dict)  # laterality codes
     kinds: dict[str, str] = field(default_factory=dict)  # url -> finding-kind
     sources: list[str] = field(default_factory=list)
+    #: key -> (system, op, value) of each ValueSet filter, as written: what ``rules --explain``
+    #: shows (the compiled ``patterns`` cannot be read back in plain words).
+    filters: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     def matches(self, system: str, code: str) -> list[Match]:
         code = normal_code(system, code)
@@ -164,14 +175,28 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
                         requires_site=_ext(concept, EXT_REQUIRES_SITE),  # type: ignore[arg-type]
                         requires_no_site=bool(_ext(concept, EXT_REQUIRES_NO_SITE)),
                         restriction=_ext(concept, EXT_RESTRICTION),  # type: ignore[arg-type]
+                        requires_route=_ext(concept, EXT_REQUIRES_ROUTE),  # type: ignore[arg-type]
                     )
                 )
         for flt in include.get("filter", ()):
-            if flt.get("property") != "code" or flt.get("op") != "regex":
-                raise TerminologyError(f"{source}: only code regex filters are supported")
+            pattern = _filter_pattern(system, flt, source)
             if isinstance(key, str):
-                term.patterns.append((system, re.compile(flt["value"]), Match(key=key)))
+                term.patterns.append((system, pattern, Match(key=key)))
+                term.filters.setdefault(key, []).append((system, str(flt.get("op")), flt["value"]))
     term.sources.append(source)
+
+
+def _filter_pattern(system: str, flt: dict, source: str) -> re.Pattern[str]:
+    """A filter as a pattern on the whole code: ``code regex R``, or ``concept is-a X`` by prefix."""
+    op, value = flt.get("op"), flt.get("value")
+    if not isinstance(value, str):
+        raise TerminologyError(f"{source}: a filter needs a value")
+    if flt.get("property") == "code" and op == "regex":
+        return re.compile(value)
+    if flt.get("property") == "concept" and op == "is-a" and system in PREFIX_HIERARCHY:
+        return re.compile(re.escape(value) + ".*")
+    prefixed = ", ".join(sorted(PREFIX_HIERARCHY))
+    raise TerminologyError(f"{source}: only code regex filters and concept is-a on {prefixed} are supported")
 
 
 def _read(path: Path) -> dict:

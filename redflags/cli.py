@@ -69,9 +69,13 @@ def _pipeline(
     """The pipeline a site configured; any configuration mistake ends the run with one line."""
     try:
         site = config.load(config.resolve(config_path))
-        return Pipeline.from_config(site, strict=strict, valueset_dirs=valueset_dirs)
+        pipeline = Pipeline.from_config(site, strict=strict, valueset_dirs=valueset_dirs)
     except (config.ConfigError, TerminologyError, RuleDefinitionError) as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
+        error = click.ClickException(" ".join(str(exc).split()))
+        error.exit_code = getattr(exc, "exit_code", 1)  # 2: a parameter outside its plausible range
+        raise error from None
+    config.log_overrides(site)  # once per run, before any patient is read
+    return pipeline
 
 
 def _now_option(value: str | None) -> int:

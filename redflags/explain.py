@@ -6,9 +6,12 @@ loaded value sets, so the explanation cannot drift from the behaviour.
 
 from __future__ import annotations
 
+import re
+
 from engine.dsl import Spec
 from engine.session import Engine
 from fhir_adapters.terminology import Terminology
+from rulesets.meta import ATC, ICD10CM
 
 _VERBS = {
     "derive": "derives [{key}] when",
@@ -102,6 +105,7 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
             continue
         members = term.sets.get(info.url, set()) | site_codes.get(key, set())
         codes = sorted(f"{sys.rsplit('/', 1)[-1]} {code}" for sys, code in members)
+        codes += [filter_words(*flt) for flt in term.filters.get(key, ())]
         unit = f", in {info.unit}" if info.unit else ""
         out.append(f"  - {key} ({info.title}{unit}) <{info.url}>: {', '.join(codes)}")
     out.append("CarePlan actions:")
@@ -113,3 +117,63 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
         tiers = f" [tier {'/'.join(action.tiers)} only]" if action.tiers else ""
         out.append(f"  - {action.text} (due within {action.due_hours:g} h; {action.kind}; {codes}){tiers}")
     return "\n".join(out)
+
+
+#: One piece of a simple code pattern: an escaped or plain literal character, or a class [a-b].
+_PIECE = re.compile(r"\\(.)|\[(.)-(.)\]|([A-Za-z0-9])")
+_SUBCODES = r"(\..*)?"
+#: How a code system is named in a filter's words (else the last part of its URL).
+_SYSTEM_NAMES = {ATC: "ATC", ICD10CM: "ICD-10-CM"}
+
+
+def filter_words(system: str, op: str, value: str) -> str:
+    """A ValueSet filter in plain words: ``is-a J01MA`` on ATC is "ATC codes starting with J01MA";
+    a simple ICD regex (literals, digit classes, one alternation, optional ``.x`` subcodes) a code
+    range; any other regex is quoted as written."""
+    name = _SYSTEM_NAMES.get(system, system.rsplit("/", 1)[-1])
+    if op == "is-a":
+        return f"{name} codes starting with {value}"
+    body = value.removeprefix("^").removesuffix("$")
+    subcodes = body.endswith(_SUBCODES)
+    body = body.removesuffix(_SUBCODES) if subcodes else body
+    ranges = _ranges(body)
+    if ranges is None:
+        return f"{name} codes matching the regular expression {value}"
+    spans = ", ".join(low if low == high else f"{low} to {high}" for low, high in ranges)
+    return f"{name} codes {spans}" + (" and the codes under them" if subcodes else "")
+
+
+def _ranges(body: str) -> list[tuple[str, str]] | None:
+    """``R29\\.7[0-4][0-9]`` -> [("R29.700", "R29.749")]; ``C([0-8][0-9]|9[0-6])`` -> two ranges.
+    None when the pattern is more than that or is not one contiguous range per alternative."""
+    head, _, rest = body.partition("(")
+    if not rest:
+        return [span] if (span := _span(head)) else None
+    inner, close, tail = rest.partition(")")
+    if not close or "(" in inner or "(" in tail:
+        return None
+    spans = [_span(head + alt + tail) for alt in inner.split("|")]
+    return None if any(s is None for s in spans) else spans  # type: ignore[return-value]
+
+
+def _span(text: str) -> tuple[str, str] | None:
+    """A sequence of literals and classes as (lowest, highest) code, if every class after the
+    first varying one is full (0-9 or A-Z), so that every code in between matches."""
+    low, high, varying, pos = [], [], False, 0
+    while pos < len(text):
+        piece = _PIECE.match(text, pos)
+        if piece is None:
+            return None
+        escaped, first, last, plain = piece.groups()
+        literal = escaped or plain
+        if literal is not None:
+            low.append(literal)
+            high.append(literal)
+        else:
+            if varying and (first, last) not in (("0", "9"), ("A", "Z")):
+                return None
+            varying = varying or first != last
+            low.append(first)
+            high.append(last)
+        pos = piece.end()
+    return "".join(low), "".join(high)

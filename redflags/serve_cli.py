@@ -10,6 +10,7 @@ import structlog
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
+from redflags import config
 from redflags.feedback_store import FeedbackStoreError, SqliteFeedbackStore
 from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.service.auth import NO_PUBLIC_URL, Authenticator, AuthSetupError, public_url_problem
@@ -311,8 +312,11 @@ def serve_command(
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)
         outbox_auth(settings)
+        config.log_overrides(config.load(config_path))  # a setting out of its range: no start
     except (AuthSetupError, ValueError) as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
+        error = click.ClickException(" ".join(str(exc).split()))
+        error.exit_code = getattr(exc, "exit_code", 1)  # 2: a parameter outside its plausible range
+        raise error from None
     settings.to_env()
     _ensure_descriptors(max_connections + 64 + 4 * workers)  # sockets, pipes, databases, logs
     config = uvicorn.Config(

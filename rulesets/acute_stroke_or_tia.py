@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, absent, ever, fact, latest, m, present, ref
 from rulesets.codes import ASPIRIN, CT_HEAD, NEUROLOGY_REFERRAL
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 TIA = Code(SNOMED, "266257000", "Transient ischemic attack")
 
@@ -134,6 +134,41 @@ PARAMS: dict[str, float] = {
     "glucose_within_h": 6,  # hours: glucose result considered for the card note
     "befast_within_d": 7,  # days: BE-FAST extra signs shown on the card
     "nihss_within_d": 7,  # days: the latest NIHSS total shown on the card (an older one is another episode)
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "acute_h": ParamRange(
+        "h", 4.5, 48, "3.1 tier A within 24 h of LKW; never shorter than the thrombolysis window"
+    ),
+    "lkw_within_d": ParamRange(
+        "d", 1, 30, "3.1: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "onset_max_d": ParamRange("d", 1, 30, "3.3 a deficit begun more than 7 days ago is not this rule"),
+    "thrombolysis_h": ParamRange(
+        "h", 3, 9, "3.2 IV thrombolysis 4.5 h (AHA/ASA 2019; up to 9 h with imaging selection)"
+    ),
+    "thrombectomy_h": ParamRange("h", 6, 24, "3.2 thrombectomy 6-24 h in selected patients (AHA/ASA 2019)"),
+    "radicular_within_d": ParamRange(
+        "d", 1, 90, "3.3: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "dx_within_h": ParamRange("h", 1, 72, "3.1 stroke Condition onset within 24 h for tier A"),
+    "tia_within_d": ParamRange("d", 1, 30, "3.1 TIA within 7 days: tier B"),
+    "tia_resolved_h": ParamRange("h", 1, 48, "3.1 a deficit resolved within 24 h = TIA"),
+    "old_stroke_d": ParamRange(
+        "d", 7, 365, "3.3 an old stroke begun more than 30 days ago; not shorter than the 7-day onset limit"
+    ),
+    "glucose_low_mmol_l": ParamRange(
+        "mmol/L", 2.2, 4.0, "3.3 hypoglycaemia < 60 mg/dL (3.3 mmol/L) mimics stroke"
+    ),
+    "glucose_within_h": ParamRange("h", 1, 24, "3.3 glucose at presentation"),
+    "befast_within_d": ParamRange(
+        "d", 1, 30, "3.1: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "nihss_within_d": ParamRange(
+        "d", 1, 30, "3.1: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
 }
 
 DEFICITS = ("hemiparesis", "arm_weakness", "facial_weakness", "speech_disturbance", "leg_weakness")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, fact, latest, m, present, result
 from rulesets.codes import CREATINE_KINASE, MAGNESIUM, POTASSIUM
-from rulesets.meta import ICD10CM, LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import ICD10CM, LOINC, RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="alcoholic_myopathy",
@@ -92,6 +92,24 @@ PARAMS: dict[str, float] = {
     "k_low": 3.5,  # mmol/L (§7 tier C cut-off)
     "mg_low": 0.5,  # mmol/L (§7 tier B cut-off)
     "phosphate_low": 0.32,  # mmol/L (§7 tier B cut-off)
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "audit_within_d": ParamRange("d", 30, 730, "10.1 AUDIT within 12 months"),
+    "audit_c_min": ParamRange("AUDIT-C points", 4, 10, "10.1 AUDIT-C 0-12; >= 8 high risk (Bush 1998)"),
+    "audit_total_min": ParamRange("AUDIT points", 8, 30, "10.1 AUDIT 0-40; >= 20 possible dependence (WHO)"),
+    "mrc_weak_max": ParamRange("MRC grade", 3, 4, "10.1 MRC 4 = weak against resistance"),
+    "duration_min_d": ParamRange("d", 7, 90, "10.1 chronic proximal weakness >= 4 weeks"),
+    "supporting_within_d": ParamRange(
+        "d", 1, 365, "10.2 card note: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "mcv_high_fl": ParamRange("fL", 95, 110, "10.2 MCV > 100 fL"),
+    "lab_within_h": ParamRange("h", 6, 168, "10.2 card note: latest electrolytes"),
+    "k_low": ParamRange("mmol/L", 3.0, 3.6, "7.1 K < 3.5 mild"),
+    "mg_low": ParamRange("mmol/L", 0.3, 0.7, "7.1 Mg < 0.5 mmol/L"),
+    "phosphate_low": ParamRange("mmol/L", 0.2, 0.6, "7.1 phosphate < 0.32 mmol/L"),
 }
 
 PROXIMAL_FINDINGS = ("proximal_weakness", "pelvic_girdle_weakness")

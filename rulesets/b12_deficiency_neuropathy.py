@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, WEEK, Rules, fact, latest, m, medication, patient, present
 from rulesets.codes import NEUROLOGY_REFERRAL
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="b12_deficiency_neuropathy",
@@ -96,6 +96,30 @@ PARAMS: dict[str, float] = {
     "homocysteine_within_days": 365,  # card note: latest homocysteine within 12 months
     "homocysteine_high_umol_l": 15,  # umol/L: raised above, when the lab sends no upper limit
 }
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "b12_within_days": ParamRange("d", 30, 730, "8.1 B12 within 12 months"),
+    "mma_within_days": ParamRange("d", 30, 730, "8.1 MMA within 12 months"),
+    "neuro_within_days": ParamRange("d", 30, 730, "8.1 neurological finding within 12 months"),
+    "b12_deficient_pg_ml": ParamRange("pg/mL", 100, 250, "8.1 deficient < 180 pg/mL (NICE NG239)"),
+    "b12_indeterminate_max_pg_ml": ParamRange("pg/mL", 250, 500, "8.1 indeterminate up to 350 pg/mL"),
+    "mma_high_umol_l": ParamRange("umol/L", 0.25, 0.75, "8.1 MMA raised > 0.45 umol/L"),
+    "b12_min_age": ParamRange("years", 18, 80, "8.1 age > 60 (seed article; configurable)"),
+    "worsening_within_weeks": ParamRange("weeks", 1, 26, "8.2 worsening within 8 weeks"),
+    "homocysteine_within_days": ParamRange("d", 30, 730, "8.1 homocysteine within 12 months"),
+    "homocysteine_high_umol_l": ParamRange("umol/L", 10, 30, "8.1 homocysteine raised > 15 umol/L"),
+}
+
+#: Pairs that must stay ordered (lower < upper) whatever the site sets (redflags.config).
+PARAM_ORDER: tuple[ParamOrder, ...] = (
+    ParamOrder(
+        "b12_deficient_pg_ml",
+        "b12_indeterminate_max_pg_ml",
+        "the indeterminate B12 band lies above the deficient cut-off",
+    ),
+)
 
 ALTERNATIVE_CAUSES = ("diabetic_neuropathy", "diabetes", "alcoholic_polyneuropathy")
 NEURO = ("polyneuropathy", "paresthesia", "leg_numbness", "ataxia_balance", "gait_difficulty")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Rules, fact, latest, m, new, present, procedure, ref
 from rulesets.codes import MRI_SPINE, NEUROSURGERY_REFERRAL, SPINAL_DECOMPRESSION, ULTRASOUND
-from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="cauda_equina_syndrome",
@@ -91,6 +91,20 @@ PARAMS: dict[str, float] = {
     "window_days": 14,  # "new" symptom window
     "pvr_ml": 200,  # post-void residual above which retention is a red flag
     "pvr_within_h": 24,
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "window_days": ParamRange(
+        "d", 1, 28, "1.3 new-symptom window 14 d; 0 sees nothing, > 4 weeks is no longer new"
+    ),
+    "pvr_ml": ParamRange(
+        "mL", 100, 500, "1.1 PVR > 200 mL; 100-500 mL spans the published retention cut-offs"
+    ),
+    "pvr_within_h": ParamRange(
+        "h", 1, 72, "1.1 bladder scan within 24 h; older does not describe retention now"
+    ),
 }
 
 #: new() within the window: what began before it is long-standing and does not count (1.3).

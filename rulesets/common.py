@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Rules, ever, fact, latest, m, present, ref, result
+from rulesets.meta import ParamRange
 
 META = None  # derives facts only; raises no alert
 
@@ -33,6 +34,27 @@ PARAMS: dict[str, float] = {
     "mip_within_h": 24,  # latest MIP within this many hours
     "progression_gap_h": 6,  # two MRC grades at least this far apart ...
     "progression_drop": 1,  # ... that fell by at least this much
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "mrc_weak_max": ParamRange(
+        "MRC grade", 3, 4, "0.2: MRC 4 = weak against resistance; below 3 would miss real weakness"
+    ),
+    "fvc_within_h": ParamRange(
+        "h", 1, 72, "0.2: an FVC older than 3 days does not describe today's breathing"
+    ),
+    "weight_within_d": ParamRange(
+        "d", 1, 365, "0.2: body weight for mL/kg; a year-old weight is still usable, none is not"
+    ),
+    "mip_within_h": ParamRange("h", 1, 72, "0.2: as FVC"),
+    "progression_gap_h": ParamRange(
+        "h", 1, 72, "0.2 progression: two grades at least hours apart, within an episode"
+    ),
+    "progression_drop": ParamRange(
+        "MRC grades", 1, 3, "0.2: a fall of at least one grade; 0 would call any repeat progression"
+    ),
 }
 
 #: Regions that weaken after the legs in an ascending pattern (legs -> arms -> face/bulbar).

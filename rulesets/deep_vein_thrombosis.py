@@ -59,7 +59,7 @@ from engine.dsl import (
     ref,
 )
 from rulesets.codes import ENOXAPARIN, ULTRASOUND
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
 ULTRASOUND = ULTRASOUND
 D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma")
@@ -145,6 +145,42 @@ PARAMS: dict[str, float] = {
     "ddimer_age_above": 50,  # years: age-adjusted cut-off above this age
     "ddimer_age_factor": 0.01,  # mg/L FEU per year of age (age x 0.01)
 }
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "window_days": ParamRange("d", 1, 28, "5.1 leg signs within 14 days; 0 sees nothing"),
+    "chronic_days": ParamRange("d", 28, 365, "5.3 swelling begun more than 3 months ago is chronic"),
+    "calf_diff_cm": ParamRange("cm", 1, 5, "5.2 Wells: calf > 3 cm larger than the other side"),
+    "wells_likely": ParamRange("Wells points", 1, 3, "5.2 Wells 2003: >= 2 likely"),
+    "recent_weeks": ParamRange("weeks", 4, 26, "5.2 Wells: surgery or immobilisation within 12 weeks"),
+    "dyspnoea_within_h": ParamRange(
+        "h", 1, 168, "5.1 PE signs: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "chest_pain_within_h": ParamRange(
+        "h", 1, 168, "5.1 PE signs: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "pe_dx_within_h": ParamRange(
+        "h", 1, 168, "5.1: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "vitals_within_h": ParamRange("h", 1, 48, "5.1 vital signs describe the patient now"),
+    "heart_rate_max": ParamRange("/min", 90, 130, "5.1 tachycardia > 100/min"),
+    "spo2_min": ParamRange("%", 88, 97, "5.1 SpO2 < 94 %"),
+    "ddimer_within_h": ParamRange("h", 1, 72, "5.1 D-dimer of this presentation"),
+    "ddimer_cutoff_feu": ParamRange("mg/L FEU", 0.25, 1.0, "5.1 0.5 mg/L FEU (NICE NG158)"),
+    "ddimer_age_adjust": ParamRange(SWITCH, 0, 1, "5.1 1 = age-adjusted cut-off on, 0 = off"),
+    "ddimer_age_above": ParamRange("years", 50, 80, "5.1 age-adjusted above 50 years"),
+    "ddimer_age_factor": ParamRange(
+        "mg/L FEU per year", 0.005, 0.01, "5.1 age x 0.01; more would raise the cut-off beyond the studies"
+    ),
+}
+
+#: Pairs that must stay ordered (lower < upper) whatever the site sets (redflags.config).
+PARAM_ORDER: tuple[ParamOrder, ...] = (
+    ParamOrder(
+        "window_days", "chronic_days", "signs within the window must be younger than chronic swelling"
+    ),
+)
 
 #: Wells items scored from a finding (key, points, label); the others are written out below.
 WELLS_FINDINGS = (

@@ -49,7 +49,7 @@ from rulesets.codes import (
     NEUROLOGY_REFERRAL,
     RESPIRATORY_FUNCTION,
 )
-from rulesets.meta import SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="guillain_barre_syndrome",
@@ -134,6 +134,42 @@ PARAMS: dict[str, float] = {
     "csf_protein_high_mg_dl": 45,  # mg/dL (0.45 g/L): raised above
     "csf_wbc_max_per_ul": 50,  # /uL: Brighton requires fewer; at or above argues against GBS
     "disability_treat_min": 3,  # GBS disability score at or above which immunotherapy is indicated
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "onset_min_h": ParamRange("h", 0, 48, "2.1 Brighton nadir window starts at 12 h"),
+    "onset_max_d": ParamRange("d", 14, 56, "2.1 Brighton: nadir within 4 weeks; 8 weeks is CIDP territory"),
+    "dx_within_d": ParamRange(
+        "d", 1, 56, "2.1: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "cord_signs_within_d": ParamRange(
+        "d", 1, 56, "2.3: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "fvc_per_kg_min": ParamRange(
+        "mL/kg", 10, 30, "2.2 '20/30/40' rule: 20 mL/kg; 10-30 spans the published intubation cut-offs"
+    ),
+    "fvc_drop_fraction": ParamRange("fraction", 0.1, 0.5, "2.2 fall >= 30 %; 0 would call any repeat a fall"),
+    "mip_min_abs": ParamRange("cmH2O", 20, 60, "2.2 '20/30/40': MIP weaker than -30 cmH2O"),
+    "mep_min": ParamRange("cmH2O", 20, 80, "2.2 '20/30/40': MEP below 40 cmH2O"),
+    "resp_within_h": ParamRange(
+        "h", 1, 168, "2.2: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "pressure_within_h": ParamRange("h", 1, 72, "2.2 MIP/MEP: older does not describe today's breathing"),
+    "mrc_sum_within_h": ParamRange("h", 1, 168, "2.2 EGRIS uses the MRC sum at admission"),
+    "egris_high": ParamRange("EGRIS points", 3, 7, "2.2 EGRIS 0-7; >= 5 high risk"),
+    "supportive_within_d": ParamRange(
+        "d", 1, 56, "2.1: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "infection_before_onset_weeks": ParamRange("weeks", 1, 12, "2.1 antecedent infection within 6 weeks"),
+    "csf_protein_high_mg_dl": ParamRange(
+        "mg/dL", 30, 100, "2.1 raised CSF protein > 45 mg/dL (laboratory limits 40-60)"
+    ),
+    "csf_wbc_max_per_ul": ParamRange("/uL", 5, 100, "2.1 Brighton: fewer than 50 cells/uL"),
+    "disability_treat_min": ParamRange(
+        "GBS disability score", 1, 4, "2.4 GBS disability scale 0-6; treat from 3"
+    ),
 }
 
 WEAK_PATTERNS = ("bilateral_leg_weakness",)

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, fact, latest, m, present, ref
 from rulesets.codes import ECG, IV_THERAPY, MAGNESIUM
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
 HYPOKALEMIA = Code(SNOMED, "43339004", "Hypokalemia")
 HYPERKALEMIA = Code(SNOMED, "14140009", "Hyperkalemia")
@@ -153,6 +153,47 @@ PARAMS: dict[str, float] = {
     "albumin_ca_factor": 0.02,  # mmol/L of calcium per g/L of albumin
     "hemolysed_note": 1,  # 1: card note "repeat sample" for a haemolysed high potassium (7.2)
 }
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "lab_within_h": ParamRange("h", 6, 168, "7.1 latest result within 72 h"),
+    "weak_within_d": ParamRange("d", 1, 30, "7.1 weakness within 7 days"),
+    "k_critical_low": ParamRange("mmol/L", 2.0, 3.0, "7.1 K < 2.5 severe"),
+    "k_critical_high": ParamRange("mmol/L", 6.0, 7.0, "7.1 K >= 6.5 severe (UKKA 2020)"),
+    "k_urgent_low": ParamRange("mmol/L", 2.5, 3.5, "7.1 K < 3.0 moderate"),
+    "k_urgent_high": ParamRange("mmol/L", 5.5, 6.5, "7.1 K >= 6.0 moderate (UKKA 2020)"),
+    "k_routine_low": ParamRange("mmol/L", 3.0, 3.6, "7.1 K < 3.5 mild; laboratory lower limits 3.5-3.6"),
+    "ca_critical_high": ParamRange("mmol/L", 3.0, 4.0, "7.1 corrected Ca >= 3.5 severe"),
+    "ca_critical_low": ParamRange("mmol/L", 1.5, 2.1, "7.1 corrected Ca < 1.9 severe"),
+    "ca_urgent_high": ParamRange("mmol/L", 2.6, 3.5, "7.1 corrected Ca >= 3.0 moderate"),
+    "ca_routine_high": ParamRange("mmol/L", 2.5, 3.0, "7.1 corrected Ca > 2.6 (upper reference limit)"),
+    "ca_routine_low": ParamRange("mmol/L", 1.9, 2.3, "7.1 corrected Ca < 2.1 (lower reference limit)"),
+    "ica_critical_low": ParamRange("mmol/L", 0.6, 1.0, "7.1 ionised Ca < 0.8 (laboratory critical limits)"),
+    "mg_urgent_low": ParamRange("mmol/L", 0.3, 0.7, "7.1 Mg < 0.5 mmol/L"),
+    "phosphate_urgent_low": ParamRange("mmol/L", 0.2, 0.6, "7.1 phosphate < 0.32 mmol/L"),
+    "albumin_pair_h": ParamRange("h", 6, 168, "15.2 albumin of the same sample period"),
+    "albumin_reference_g_l": ParamRange("g/L", 35, 45, "15.2 corrected Ca = Ca + 0.02 x (40 - albumin)"),
+    "albumin_ca_factor": ParamRange(
+        "mmol/L per g/L", 0.015, 0.025, "15.2 factor 0.02 (published 0.017-0.025)"
+    ),
+    "hemolysed_note": ParamRange(
+        SWITCH, 0, 1, "7.2 1 = 'repeat sample' note for a haemolysed high K, 0 = off"
+    ),
+}
+
+#: Pairs that must stay ordered (lower < upper) whatever the site sets (redflags.config).
+PARAM_ORDER: tuple[ParamOrder, ...] = (
+    ParamOrder("k_critical_low", "k_urgent_low", "a critical low K is more extreme than an urgent one"),
+    ParamOrder("k_urgent_low", "k_routine_low", "an urgent low K is more extreme than a routine one"),
+    ParamOrder("k_urgent_high", "k_critical_high", "a critical high K is more extreme than an urgent one"),
+    ParamOrder("ca_critical_low", "ca_routine_low", "a critical low Ca is more extreme than a routine one"),
+    ParamOrder(
+        "ca_routine_low", "ca_routine_high", "the normal calcium band lies between the two routine cut-offs"
+    ),
+    ParamOrder("ca_routine_high", "ca_urgent_high", "an urgent high Ca is more extreme than a routine one"),
+    ParamOrder("ca_urgent_high", "ca_critical_high", "a critical high Ca is more extreme than an urgent one"),
+)
 
 WEAKNESS = ("proximal_weakness", "muscle_weakness_generalized")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, WEEK, Rules, ever, fact, latest, m, present, ref
 from rulesets.codes import CSF_CELL_COUNT, CSF_PROTEIN, LUMBAR_PUNCTURE, NEUROLOGY_REFERRAL
-from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="lyme_neuroborreliosis",
@@ -76,6 +76,17 @@ PARAMS: dict[str, float] = {
     "exposure_before_onset_d": 90,  # exposure dated at most 3 months before the neuro onset
     "csf_within_d": 90,  # CSF results within 3 months
     "csf_wbc_max": 5,  # /uL; more is CSF pleocytosis (EFNS)
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "neuro_within_d": ParamRange("d", 14, 180, "11.1 neurological finding within 3 months"),
+    "onset_min_h": ParamRange("h", 0, 72, "11.1 subacute onset at least 12 h ago"),
+    "onset_max_w": ParamRange("weeks", 4, 26, "11.1 onset at most 12 weeks ago"),
+    "exposure_before_onset_d": ParamRange("d", 14, 180, "11.1 exposure at most 3 months before onset"),
+    "csf_within_d": ParamRange("d", 14, 180, "11.1 CSF within 3 months"),
+    "csf_wbc_max": ParamRange("/uL", 4, 10, "11.1 CSF pleocytosis > 5 cells/uL (EFNS)"),
 }
 
 NEURO = ("radicular_pain", "arm_weakness", "facial_weakness", "bells_palsy", "meningism_headache")

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Cond, Rules, ever, fact, latest, m, new, present
 from rulesets.codes import APHERESIS, FVC, ICU_REFERRAL, IVIG, NEUROLOGY_REFERRAL, RESPIRATORY_FUNCTION
-from rulesets.meta import SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="myasthenic_crisis_risk",
-    version="1.1.0",
+    version="1.2.0",
     title="Myasthenic crisis risk",
     tiers=(
         Tier("A", "critical", "respiratory or bulbar failure in myasthenia gravis"),
@@ -100,6 +100,29 @@ PARAMS: dict[str, float] = {
     # nmol/L; radioimmunoassay kits call > 0.5 nmol/L positive (0.25-0.5 borderline): confirm locally.
     "achr_ab_uln_nmol_l": 0.5,
     "trigger_within_d": 14,  # infection / new drug shown as a possible trigger (6.2)
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "worsening_within_d": ParamRange("d", 1, 30, "6.1 worsening within 14 days"),
+    "crisis_dx_within_d": ParamRange("d", 1, 30, "6.1 crisis diagnosis within 7 days"),
+    "symptom_within_h": ParamRange(
+        "h",
+        1,
+        168,
+        "6.1 bulbar/breathing findings: look-back window; 0 sees nothing, much longer mixes in old episodes",
+    ),
+    "fvc_per_kg_min": ParamRange(
+        "mL/kg", 10, 30, "6.1 '20/30/40' rule: 20 mL/kg; 10-30 spans the published intubation cut-offs"
+    ),
+    "fvc_drop_fraction": ParamRange("fraction", 0.1, 0.5, "6.1 fall >= 30 %; 0 would call any repeat a fall"),
+    "fvc_episode_d": ParamRange("d", 1, 30, "6.1 an earlier FVC of the same episode"),
+    "mip_min_abs": ParamRange("cmH2O", 20, 60, "6.1 '20/30/40': MIP weaker than -30 cmH2O"),
+    "achr_ab_uln_nmol_l": ParamRange(
+        "nmol/L", 0.2, 1.0, "6.1 RIA kits: > 0.5 nmol/L positive, 0.25-0.5 borderline"
+    ),
+    "trigger_within_d": ParamRange("d", 1, 90, "6.2 new drug or infection within 14 days"),
 }
 
 #: Drug classes that can worsen MG (6.2): one value set each, a site extends them with its own

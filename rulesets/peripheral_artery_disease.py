@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, Rules, fact, latest, m, new, patient, present
 from rulesets.codes import ASPIRIN
-from rulesets.meta import FINDING_SYSTEM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import FINDING_SYSTEM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
 ROUTINE_HOURS = 14 * 24  # "routine": days to weeks (0.3)
 VASCULAR_REFERRAL = Code(SNOMED, "307777008", "Referral to vascular surgeon")
@@ -105,6 +105,31 @@ PARAMS: dict[str, float] = {
     "acute_within_d": 14,  # acute limb ischaemia: sudden, within 14 days
     "smoker_within_months": 24,  # card note: a smoking record older than this is not current
 }
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "exertional_within_months": ParamRange("months", 1, 36, "9.1 exertional symptoms within 12 months"),
+    "abi_within_months": ParamRange("months", 6, 60, "9.2 ABI older than 24 months is missing"),
+    "abi_abnormal_max": ParamRange("ABI", 0.8, 1.0, "9.1 ABI <= 0.90 abnormal (ACC/AHA 2024)"),
+    "abi_noncompressible_above": ParamRange("ABI", 1.3, 1.5, "9.1 ABI > 1.40 non-compressible"),
+    "abi_severe_below": ParamRange("ABI", 0.3, 0.5, "9.1 ABI < 0.40 severe ischaemia"),
+    "age_above": ParamRange("years", 18, 80, "9.2 age > 50 gate (seed article; configurable)"),
+    "pad_dx_waives_age": ParamRange(SWITCH, 0, 1, "9.2 1 = a PAD diagnosis fires at any age, 0 = off"),
+    "rest_pain_within_d": ParamRange("d", 1, 90, "9.1 rest pain within 30 days"),
+    "acute_within_d": ParamRange("d", 1, 28, "9.3 acute limb ischaemia: sudden, within 14 days"),
+    "smoker_within_months": ParamRange("months", 1, 60, "9.4 card note: current smoking"),
+}
+
+#: Pairs that must stay ordered (lower < upper) whatever the site sets (redflags.config).
+PARAM_ORDER: tuple[ParamOrder, ...] = (
+    ParamOrder("abi_severe_below", "abi_abnormal_max", "a severe ABI is lower than an abnormal one"),
+    ParamOrder(
+        "abi_abnormal_max",
+        "abi_noncompressible_above",
+        "the normal ABI band lies between abnormal and non-compressible",
+    ),
+)
 
 ABI = ("abi_left", "abi_right")
 EXERTIONAL = ("intermittent_claudication", "exertional_leg_weakness")

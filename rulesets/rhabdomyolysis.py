@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from engine.dsl import DAY, HOUR, Prior, Rules, fact, latest, m, present, ref, result
 from rulesets.codes import CREATINE_KINASE, ECG, IV_THERAPY, POTASSIUM
-from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, SNOMED, SWITCH, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="rhabdomyolysis",
@@ -102,6 +102,33 @@ PARAMS: dict[str, float] = {
     "cardiac_within_h": 24,  # MI onset or troponin within 24 h of the CK sample
     "chronic_older_than_d": 90,  # stable chronic elevation: a CK more than 3 months old ...
     "chronic_tolerance": 0.20,  # ... within +/-20 % of today's CK
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "ck_within_h": ParamRange("h", 6, 168, "12.1 latest CK within 72 h"),
+    "ck_uln_default": ParamRange(
+        "U/L", 150, 400, "12.1 ULN 200 U/L when the laboratory sends none (reference limits 150-400)"
+    ),
+    "ck_uln_multiple": ParamRange("x ULN", 3, 10, "12.1 CK >= 5 x ULN (Bosch 2009)"),
+    "muscle_within_d": ParamRange("d", 1, 14, "12.1 muscle findings within 7 days"),
+    "dx_within_d": ParamRange("d", 1, 14, "12.1 diagnosis within 7 days"),
+    "k_critical": ParamRange("mmol/L", 5.5, 7.0, "12.1 K >= 6.0"),
+    "k_within_h": ParamRange("h", 1, 72, "12.1 potassium within 24 h"),
+    "creatinine_within_h": ParamRange("h", 6, 168, "12.1 latest creatinine within 72 h"),
+    "aki_rise_umol_l": ParamRange("umol/L", 20, 50, "12.1 KDIGO rise >= 26.5 umol/L (0.3 mg/dL)"),
+    "aki_rise_window_h": ParamRange("h", 24, 72, "12.1 KDIGO: within 48 h"),
+    "aki_ratio": ParamRange("x baseline", 1.2, 2.0, "12.1 KDIGO >= 1.5 x baseline"),
+    "aki_baseline_d": ParamRange("d", 2, 14, "12.1 KDIGO: baseline of the previous 7 days"),
+    "cardiac_exclusion": ParamRange(
+        SWITCH, 0, 1, "12.2 1 = MI or raised troponin makes the CK cardiac, 0 = off"
+    ),
+    "cardiac_within_h": ParamRange("h", 6, 72, "12.2 MI or troponin within 24 h of the CK"),
+    "chronic_older_than_d": ParamRange(
+        "d", 30, 365, "12.3 a CK more than 3 months old shows chronic elevation"
+    ),
+    "chronic_tolerance": ParamRange("fraction", 0.05, 0.5, "12.3 within +/-20 % of today's CK"),
 }
 
 MUSCLE = ("myalgia", "muscle_weakness_generalized", "myoglobinuria", "fall_long_lie", "crush_injury")

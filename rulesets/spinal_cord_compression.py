@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 from engine.dsl import DAY, Rules, ever, fact, m, medication, new, present, procedure, ref
 from rulesets.codes import ENOXAPARIN, MRI_SPINE, NEUROSURGERY_REFERRAL, SPINAL_DECOMPRESSION, ULTRASOUND
-from rulesets.meta import RXNORM, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="spinal_cord_compression",
@@ -134,6 +134,25 @@ PARAMS: dict[str, float] = {
     "injury_within_d": 30,  # days: spinal cord injury / spinal trauma current or abated within
     "progression_within_d": 30,  # days: all evidence of a post-injury progression (NG41)
     "fever_within_d": 7,  # days: fever as infective risk (epidural abscess)
+}
+
+#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: a site value outside it stops the run (redflags.config).
+PARAM_RANGES: dict[str, ParamRange] = {
+    "window_neuro_d": ParamRange("d", 7, 90, "4.1 new deficit within 30 days (NICE NG234)"),
+    "dx_within_d": ParamRange(
+        "d", 7, 90, "4.1: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "injury_within_d": ParamRange(
+        "d", 7, 90, "4.4: look-back window; 0 sees nothing, much longer mixes in old episodes"
+    ),
+    "progression_within_d": ParamRange("d", 7, 90, "4.4 post-injury progression (NICE NG41)"),
+    "fever_within_d": ParamRange(
+        "d",
+        1,
+        30,
+        "4.1 fever as infective risk: look-back window; 0 sees nothing, much longer mixes in old episodes",
+    ),
 }
 
 #: Findings that are a neurological deficit when present within the window (4.1).

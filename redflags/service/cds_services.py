@@ -124,6 +124,12 @@ def order_sign(call: CdsRequest, now: int) -> list[Found]:
         raise CdsRequestError("context.draftOrders.entry must be an array")
     for i, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
+            url = entry.get("fullUrl")  # a draft may name its drug by this (medicationReference)
+            found.append(
+                (f"context.draftOrders.entry[{i}].resource", resource, url if isinstance(url, str) else None)
+            )
+            continue
         if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
             continue  # other orders (ServiceRequest, NutritionOrder, ...) carry no facts the rules read
         signed = {
