@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.errors import RuleDefinitionError
 from redflags import config, logs
 from redflags.partition import (
     Stats,
@@ -54,6 +55,11 @@ if TYPE_CHECKING:
 #: Bits of a global sequence number for the position within one input (2**40 resources per file).
 SEQ_BITS = 40
 Report = Callable[[str], None]
+#: durable-rules compiles one ruleset per process, and rule parameters are part of it.
+OTHER_PARAMS = (
+    "this Spark Python worker already evaluates with other rule parameters: use one site "
+    "configuration per SparkSession, or set spark.python.worker.reuse=false"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +157,12 @@ def _pipeline(spec: EngineSpec) -> Pipeline:
     global _built
     if _built is None or _built[0] != spec:
         logs.configure(spec.log_level)
-        _built = (spec, spec.build())
+        try:
+            _built = (spec, spec.build())
+        except RuleDefinitionError as exc:
+            if _built is None or _built[0].params == spec.params:
+                raise
+            raise RuleDefinitionError(f"{OTHER_PARAMS} ({exc})") from None
     return _built[1]
 
 

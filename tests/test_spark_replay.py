@@ -1,0 +1,218 @@
+"""``redflags.spark`` and ``replay --executor spark``: a Bulk Data export evaluated on Spark
+(local[2]: two executor threads, each with its Python worker processes) prints exactly what the
+local replay prints. If Spark cannot start here (no Java, no PySpark) the tests are SKIPPED with
+the reason, never passed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench.synthetic import generate
+from fhir_adapters.times import parse_now
+from redflags.replay import expand
+
+from .conftest import FIXTURES, ROOT
+from .test_bulk_grouping import NOW, run, split_by_type
+
+SITE = ROOT / "examples" / "site"
+SITE_CONFIG = SITE / "redflags.toml"
+GBS_FVC = FIXTURES / "guillain_barre_syndrome" / "tierA-fvc-per-kg-below-20.json"  # FVC 17.6 mL/kg
+LOCAL_SADDLE = SITE / "bundles" / "ces-local-saddle.json"  # SADDLE-01: the site's ValueSet folder
+LOCAL_LEG_WEAKNESS = SITE / "bundles" / "ces-local-leg-weakness.json"  # LWK-01: the site's ConceptMap
+SPARK = ("--executor", "spark", "--spark-master", "local[2]")
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    """One local[2] SparkSession for the module (starting one costs seconds)."""
+    try:
+        from redflags.spark_cli import session
+
+        manager = session("local[2]")
+        started = manager.__enter__()
+    except Exception as exc:  # no PySpark, no Java, no loopback: say so
+        pytest.skip(f"Spark cannot start here: {type(exc).__name__}: {exc}")
+    try:
+        yield started
+    finally:
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 synthetic patients split by type over 3 files per type (half gzip), as an export."""
+    single = tmp_path_factory.mktemp("single")
+    generate(single, 300, parse_now(NOW), per_file=300)
+    folder = tmp_path_factory.mktemp("export")
+    split_by_type(sorted(single.glob("*.json")), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fixtures_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fixtures-split")
+    split_by_type(list(expand([FIXTURES / "vignettes"])), folder, per_type=2)
+    return folder
+
+
+def local(*paths: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return run("replay", *paths, "--now", NOW, "--format", "json", *extra)
+
+
+def on_spark(spark: object, *paths: Path, partitions: int | None = None, **options: object) -> list[str]:
+    """The API: evaluate_export's lines in seq order (the replay's order)."""
+    from redflags.spark import evaluate_export
+
+    df = evaluate_export(spark, paths, now=parse_now(NOW), partitions=partitions, **options)  # type: ignore[arg-type]
+    return [row.line for row in sorted(df.collect(), key=lambda row: row.seq)]
+
+
+def lines_on_spark(spark: object, *paths: Path, partitions: int | None = None) -> tuple[list[str], list[str]]:
+    """The command line's path (merge on the driver): lines and reported lines."""
+    from redflags.spark import EngineSpec, SparkStats, replay_lines
+
+    reported: list[str] = []
+    lines = replay_lines(
+        spark,  # type: ignore[arg-type]
+        paths,
+        EngineSpec(),
+        parse_now(NOW),
+        reported.append,
+        SparkStats(),
+        partitions=partitions,
+    )
+    return [line.decode() for line in lines], reported
+
+
+def test_generated_export_on_spark_equals_the_local_replay_line_for_line(spark: object, export: Path) -> None:
+    expected = local(export)
+    assert expected.returncode == 0, expected.stderr
+    want = expected.stdout.splitlines()
+    assert len(want) == 300 and any(orjson.loads(line)["alerts"] for line in want)
+    assert any(p.name.endswith(".ndjson.gz") for p in export.iterdir())
+    assert on_spark(spark, export, partitions=7) == want  # DataFrame API, more partitions than workers
+    lines, reported = lines_on_spark(spark, export, partitions=3)  # the command line's merge
+    assert (lines, reported) == (want, [])
+
+
+def test_fixtures_split_by_type_on_spark_equal_the_local_replay(spark: object, fixtures_split: Path) -> None:
+    expected = local(fixtures_split)
+    want = expected.stdout.splitlines()
+    assert want and any(orjson.loads(line)["alerts"] for line in want)
+    assert on_spark(spark, fixtures_split) == want
+    lines, _reported = lines_on_spark(spark, fixtures_split)
+    assert lines == want
+
+
+def test_a_damaged_input_is_reported_and_marked_as_locally(spark: object, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    split_by_type(list(expand([FIXTURES / "vignettes"])), folder, per_type=2, gzipped=False)
+    victim = sorted(folder.glob("Observation.*.ndjson"))[0]
+    victim.write_bytes(victim.read_bytes() + b"{not json\n")
+    expected = local(folder)
+    assert expected.returncode == 1
+    want = expected.stdout.splitlines()
+    assert any("inputs_with_errors" in line for line in want)
+    lines, reported = lines_on_spark(spark, folder)
+    assert lines == want
+    number = len(victim.read_bytes().splitlines())
+    assert len(reported) == 1 and reported[0].startswith(f"{victim}: line {number}: invalid JSON")
+    assert reported[0] in expected.stderr.splitlines()
+
+
+def tiers(lines: list[str]) -> dict[str, list[tuple[str, str]]]:
+    return {
+        (doc := orjson.loads(line))["patient"]: [(a["rule"], a["severity"]) for a in doc["alerts"]]
+        for line in lines
+    }
+
+
+SITE_INPUTS = (GBS_FVC, LOCAL_SADDLE, LOCAL_LEG_WEAKNESS)
+
+
+def test_default_configuration_on_spark(spark: object) -> None:
+    default = on_spark(spark, *SITE_INPUTS)
+    assert default == local(*SITE_INPUTS).stdout.splitlines()
+    assert tiers(default)["Patient/gbs-a-fvc"] == [("guillain_barre_syndrome", "critical")]  # 17.6 < 20
+    assert tiers(default)["Patient/ces-a-saddle"] == []
+
+
+def test_the_site_configuration_travels_to_the_executors() -> None:
+    """--config read on the driver; its parameters and its ValueSet/ConceptMap files reach the workers."""
+    site = ("--config", str(SITE_CONFIG))
+    want = local(*SITE_INPUTS, extra=site)
+    got = local(*SITE_INPUTS, extra=(*site, *SPARK))
+    assert got.returncode == want.returncode == 0, got.stderr[-2000:]
+    assert got.stdout == want.stdout
+    lines = got.stdout.splitlines()
+    assert tiers(lines)["Patient/gbs-a-fvc"] == [("guillain_barre_syndrome", "urgent")]  # site threshold 15
+    critical = [("cauda_equina_syndrome", "critical")]  # local codes: ValueSet folder and ConceptMap
+    assert tiers(lines)["Patient/ces-a-saddle"] == critical
+    assert tiers(lines)["Patient/ces-a-faecal"] == critical
+
+
+def test_a_worker_asked_for_other_parameters_says_what_to_do(spark: object) -> None:
+    from redflags.spark import OTHER_PARAMS, EngineSpec, _pipeline
+
+    other = EngineSpec(params={"guillain_barre_syndrome": {"fvc_per_kg_min": 15}})
+    sc = spark.sparkContext  # type: ignore[attr-defined]
+    job = sc.parallelize([0], 1).map(lambda _: (_pipeline(EngineSpec()), _pipeline(other)) and 0)
+    with pytest.raises(Exception, match="already evaluates with other rule parameters") as info:
+        job.collect()
+    assert OTHER_PARAMS in str(info.value)
+
+
+def test_each_worker_process_builds_one_engine(spark: object) -> None:
+    from redflags.spark import EngineSpec, _pipeline
+
+    spec = EngineSpec()
+    sc = spark.sparkContext  # type: ignore[attr-defined]
+    seen = (
+        sc.parallelize(range(16), 16).map(lambda _: (os.getpid(), id(_pipeline(spec)))).distinct().collect()
+    )
+    pids = [pid for pid, _ in seen]
+    assert len(pids) == len(set(pids))  # one engine per process, reused by every later task
+    assert os.getpid() not in pids  # built in the workers, not in the driver
+
+
+def test_command_line_on_spark_prints_what_the_local_replay_prints(export: Path, spark: object) -> None:
+    want = local(export)
+    got = local(export, extra=SPARK)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout == want.stdout
+    small = (GBS_FVC, LOCAL_SADDLE)
+    table = run("replay", *small, "--now", NOW, *SPARK)  # --format table: the same rows
+    assert table.returncode == 0 and table.stdout == run("replay", *small, "--now", NOW).stdout
+
+
+def test_without_pyspark_executor_spark_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "pyspark"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text('raise ImportError("pyspark hidden by the test")\n')
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    cmd = [sys.executable, "-m", "redflags.cli", "replay", str(GBS_FVC), "--now", NOW, *SPARK]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "replay: --executor spark needs PySpark: pip install 'redflags[spark]'"
+    ]
+    assert done.stdout == ""
+
+
+def test_executor_spark_with_state_is_a_usage_error(tmp_path: Path) -> None:
+    done = run("replay", GBS_FVC, "--now", NOW, *SPARK, "--state", tmp_path / "s.db")
+    assert done.returncode == 2
+    assert "--executor spark cannot be used with --state, --expect or --out" in done.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_default_executor_is_local() -> None:
+    done = run("replay", "--help")
+    assert "--executor [local|spark]" in done.stdout and "[default: local]" in done.stdout
