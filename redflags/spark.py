@@ -24,6 +24,7 @@ For a data platform that already runs Spark (hospital platforms, Databricks), a 
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import zlib
@@ -166,6 +167,11 @@ def _pipeline(spec: EngineSpec) -> Pipeline:
     return _built[1]
 
 
+def _local_dir() -> str | None:
+    """The executor's scratch folder (Spark sets it for its Python workers), else the system's."""
+    return os.environ.get("SPARK_LOCAL_DIRS", "").split(",")[0] or None
+
+
 def _patient_key(pid: str) -> int:
     """Stable across processes and runs (Python's ``hash`` of a str is not)."""
     return zlib.crc32(pid.encode())
@@ -175,7 +181,7 @@ def _read(item: tuple[int, str]) -> Iterator[tuple[str | None, object]]:
     """Executor: one input through the local spill; (pid, spill line) per resource, then its summary."""
     index, name = item
     stats, lines = Stats(), []
-    with tempfile.TemporaryDirectory(prefix="redflags-spark-") as folder:
+    with tempfile.TemporaryDirectory(prefix="redflags-spark-", dir=_local_dir()) as folder:
         parts = spill([Path(name)], Path(folder), 1, lines.append, stats)
         with parts.paths[0].open("rb") as f:
             for line in f:
@@ -202,7 +208,7 @@ def _evaluate(
     pipeline = _pipeline(spec)
     render, invalid = _renderer(pipeline, spec.fmt, None)
     stats, errors = Stats(damaged=damaged), []
-    with tempfile.TemporaryDirectory(prefix="redflags-spark-") as folder:
+    with tempfile.TemporaryDirectory(prefix="redflags-spark-", dir=_local_dir()) as folder:
         path = Path(folder) / "part.spill"
         with path.open("wb") as f:
             for _pid, line in records:
