@@ -78,7 +78,7 @@ class EngineSpec:
     @classmethod
     def from_config(
         cls,
-        config_path: Path | None = None,
+        config_path: Path | str | None = None,
         *,
         strict: bool = False,
         valueset_dirs: Sequence[Path] = (),
@@ -87,7 +87,7 @@ class EngineSpec:
         log_level: str = "warning",
     ) -> EngineSpec:
         """The site configuration (``config_path`` or ``$REDFLAGS_CONFIG``) read on the driver."""
-        site = config.load(config.resolve(config_path))
+        site = config.load(config.resolve(Path(config_path) if config_path else None))
         folders = (*site.valueset_dirs, *valueset_dirs)
         return cls(
             params=site.params,
@@ -331,7 +331,7 @@ def evaluate_export(
     paths: Iterable[Path | str],
     *,
     now: int | None = None,
-    config_path: Path | None = None,
+    config_path: Path | str | None = None,
     strict: bool = False,
     valueset_dirs: Sequence[Path] = (),
     max_facts: int = DEFAULT_MAX_FACTS,
