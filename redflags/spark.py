@@ -24,16 +24,21 @@ For a data platform that already runs Spark (hospital platforms, Databricks), a 
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import sys
 import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import redirect_stderr
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import orjson
 
 from engine.errors import RuleDefinitionError
 from redflags import config, logs
@@ -172,6 +177,11 @@ def _local_dir() -> str | None:
     return os.environ.get("SPARK_LOCAL_DIRS", "").split(",")[0] or None
 
 
+def _scratch() -> Path:
+    """A task's scratch folder in the executor's local dir; the task removes it in ``finally``."""
+    return Path(tempfile.mkdtemp(prefix="redflags-spark-", dir=_local_dir()))
+
+
 def _patient_key(pid: str) -> int:
     """Stable across processes and runs (Python's ``hash`` of a str is not)."""
     return zlib.crc32(pid.encode())
@@ -181,12 +191,15 @@ def _read(item: tuple[int, str]) -> Iterator[tuple[str | None, object]]:
     """Executor: one input through the local spill; (pid, spill line) per resource, then its summary."""
     index, name = item
     stats, lines = Stats(), []
-    with tempfile.TemporaryDirectory(prefix="redflags-spark-", dir=_local_dir()) as folder:
-        parts = spill([Path(name)], Path(folder), 1, lines.append, stats)
+    folder = _scratch()
+    try:  # also when the task is killed or abandoned (generator closed)
+        parts = spill([Path(name)], folder, 1, lines.append, stats)
         with parts.paths[0].open("rb") as f:
             for line in f:
                 pid, seq, _source, body = line.split(b"\t", 3)
                 yield pid.decode(), b"%s\t%d\t%d\t%s" % (pid, index << SEQ_BITS | int(seq), index, body)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     yield None, InputSummary(index, lines, dict(stats.without_patient), bool(stats.damaged), stats.resources)
 
 
@@ -200,21 +213,28 @@ def _evaluate(
 ) -> Iterator[tuple[int, int, object]]:
     """Executor: one partition (whole patients) through the local ``evaluate_partition``.
 
-    Yields (partition, seq, rendered line) in seq order, then (partition, -1, (patients,
-    error lines, invalid)).
+    Yields (partition, seq, (rendered line, the patient's stderr text)) in seq order, then
+    (partition, -1, (patients, error lines, invalid)). The stderr text is what the command line's
+    renderer prints for the patient (its invalid elements): it goes back to the driver, which
+    prints it, instead of landing in an executor's log.
     """
     from redflags.cli import _renderer  # the command line's own line format
 
     pipeline = _pipeline(spec)
     render, invalid = _renderer(pipeline, spec.fmt, None)
     stats, errors = Stats(damaged=damaged), []
-    with tempfile.TemporaryDirectory(prefix="redflags-spark-", dir=_local_dir()) as folder:
-        path = Path(folder) / "part.spill"
+    folder = _scratch()
+    try:  # also when the task is killed or abandoned (generator closed)
+        path = folder / "part.spill"
         with path.open("wb") as f:
             for _pid, line in records:
                 f.write(line)
         for done in evaluate_partition(path, pipeline, now, sources, errors.append, stats):
-            yield index, done.seq, render(done)
+            with redirect_stderr(io.StringIO()) as printed:
+                data = render(done)
+            yield index, done.seq, (data, printed.getvalue())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     yield index, -1, (stats.patients, errors, invalid())
 
 
@@ -288,7 +308,8 @@ def replay_lines(
 
     Evaluated partitions are persisted on the executors and streamed to the driver one at a time
     into sorted files under ``tmp_dir``, then merged as the local replay merges: the driver holds
-    one line at a time.
+    one line at a time. A patient's stderr lines (invalid elements) are kept the same way and
+    reported, in the same order, before the first output line, as the local replay prints them.
     """
     from pyspark import StorageLevel
 
@@ -300,7 +321,8 @@ def replay_lines(
         job.tagged.count()  # every partition evaluated in parallel (toLocalIterator runs one at a time)
         with private_dir(tmp_dir) as folder:
             outputs = [folder / f"out-{i:04d}" for i in range(stats.partitions)]
-            current, out = -1, None
+            printed = [folder / f"err-{i:04d}" for i in range(stats.partitions)]
+            current, out, err = -1, None, None
             try:
                 for index, seq, data in job.tagged.toLocalIterator():
                     if seq < 0:
@@ -312,15 +334,23 @@ def replay_lines(
                             report(line)
                         continue
                     if index != current:
-                        if out is not None:
-                            out.close()
-                        current, out = index, outputs[index].open("wb")
-                    out.write(b"%d\t%s\n" % (seq, data))
+                        for f in (out, err):
+                            if f is not None:
+                                f.close()
+                        current, out, err = index, outputs[index].open("wb"), printed[index].open("wb")
+                    line, text = data  # type: ignore[misc]
+                    out.write(b"%d\t%s\n" % (seq, line))  # type: ignore[union-attr]
+                    if text:
+                        err.write(b"%d\t%s\n" % (seq, orjson.dumps(text)))  # type: ignore[union-attr]
             finally:
-                if out is not None:
-                    out.close()
-            for path in outputs:
+                for f in (out, err):
+                    if f is not None:
+                        f.close()
+            for path in (*outputs, *printed):
                 path.touch()
+            for text in _merge(printed):
+                for line in orjson.loads(text).splitlines():
+                    report(line)
             yield from _merge(outputs)
     finally:
         job.unpersist()
@@ -354,7 +384,7 @@ def evaluate_export(
     )
     when = int(time.time()) if now is None else now
     job = prepare(spark, paths, spec, when, report or _stderr, partitions=partitions)
-    rows = job.tagged.filter(lambda t: t[1] >= 0).map(lambda t: (t[1], t[2].decode()))
+    rows = job.tagged.filter(lambda t: t[1] >= 0).map(lambda t: (t[1], t[2][0].decode()))
     return spark.createDataFrame(rows, "seq long, line string")
 
 

@@ -17,7 +17,7 @@ import click
 import orjson
 import structlog
 
-from redflags.partition import SpillError
+from redflags.partition import SpillError, private_dir
 from redflags.pipeline import DEFAULT_MAX_FACTS
 
 if TYPE_CHECKING:
@@ -29,16 +29,27 @@ MISSING = "replay: --executor spark needs PySpark: pip install 'redflags[spark]'
 
 
 @contextmanager
-def session(master: str, log_level: str = "ERROR") -> Iterator[SparkSession]:
-    """A SparkSession on ``master``; a local one binds to loopback and runs this Python in workers."""
+def session(master: str, log_level: str = "ERROR", local_dir: Path | None = None) -> Iterator[SparkSession]:
+    """A SparkSession on ``master``; a local one binds to loopback and runs this Python in workers.
+
+    A local one keeps its scratch (block manager, shuffle files, the tasks' folders) in
+    ``local_dir``, which the caller owns and removes: a task killed by Ctrl-C cannot leave files
+    in the system's temporary folder. An already active session (a notebook's, a test's) is used
+    as it is and left running.
+    """
     from pyspark.sql import SparkSession
 
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
     builder = (
         SparkSession.builder.master(master)
         .appName("redflags-replay")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")  # stderr is for the replay's own lines
     )
+    saved = os.environ.get("SPARK_LOCAL_DIRS")
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import redflags + durable
@@ -47,11 +58,20 @@ def session(master: str, log_level: str = "ERROR") -> Iterator[SparkSession]:
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.log.level", log_level)
         )
-    spark = builder.getOrCreate()
+        if local_dir is not None:  # the variable wins over spark.local.dir in the JVM: set both
+            os.environ["SPARK_LOCAL_DIRS"] = str(local_dir)
+            builder = builder.config("spark.local.dir", str(local_dir))
     try:
-        yield spark
+        spark = builder.getOrCreate()
+        try:
+            yield spark
+        finally:
+            spark.stop()
     finally:
-        spark.stop()
+        if saved is None:
+            os.environ.pop("SPARK_LOCAL_DIRS", None)
+        else:
+            os.environ["SPARK_LOCAL_DIRS"] = saved
 
 
 def replay_on_spark(
@@ -89,7 +109,8 @@ def replay_on_spark(
         click.echo(line, err=True)
 
     try:
-        with session(master) as spark:
+        # the local session's scratch: private, under --tmp-dir, removed on exit, error and Ctrl-C
+        with private_dir(tmp_dir) as scratch, session(master, local_dir=scratch) as spark:
             lines = replay_lines(spark, paths, spec, now, report, stats, tmp_dir=tmp_dir)
             with closing(lines):
                 for data in lines:

@@ -26,6 +26,7 @@ SITE_CONFIG = SITE / "redflags.toml"
 GBS_FVC = FIXTURES / "guillain_barre_syndrome" / "tierA-fvc-per-kg-below-20.json"  # FVC 17.6 mL/kg
 LOCAL_SADDLE = SITE / "bundles" / "ces-local-saddle.json"  # SADDLE-01: the site's ValueSet folder
 LOCAL_LEG_WEAKNESS = SITE / "bundles" / "ces-local-leg-weakness.json"  # LWK-01: the site's ConceptMap
+V01 = FIXTURES / "vignettes" / "V01-ces-positive.json"
 SPARK = ("--executor", "spark", "--spark-master", "local[2]")
 
 
@@ -142,20 +143,6 @@ def test_default_configuration_on_spark(spark: object) -> None:
     assert tiers(default)["Patient/ces-a-saddle"] == []
 
 
-def test_the_site_configuration_travels_to_the_executors(spark: object) -> None:
-    """--config read on the driver; its parameters and its ValueSet/ConceptMap files reach the workers."""
-    site = ("--config", str(SITE_CONFIG))
-    want = local(*SITE_INPUTS, extra=site)
-    got = local(*SITE_INPUTS, extra=(*site, *SPARK))
-    assert got.returncode == want.returncode == 0, got.stderr[-2000:]
-    assert got.stdout == want.stdout
-    lines = got.stdout.splitlines()
-    assert tiers(lines)["Patient/gbs-a-fvc"] == [("guillain_barre_syndrome", "urgent")]  # site threshold 15
-    critical = [("cauda_equina_syndrome", "critical")]  # local codes: ValueSet folder and ConceptMap
-    assert tiers(lines)["Patient/ces-a-saddle"] == critical
-    assert tiers(lines)["Patient/ces-a-faecal"] == critical
-
-
 def test_a_worker_asked_for_other_parameters_says_what_to_do(spark: object) -> None:
     from redflags.spark import OTHER_PARAMS, EngineSpec, _pipeline
 
@@ -180,11 +167,67 @@ def test_each_worker_process_builds_one_engine(spark: object) -> None:
     assert os.getpid() not in pids  # built in the workers, not in the driver
 
 
-def test_command_line_on_spark_prints_what_the_local_replay_prints(export: Path, spark: object) -> None:
-    """The command line (its own SparkSession), --format table; --format json: the site test."""
-    want = run("replay", export, "--now", NOW)
-    got = run("replay", export, "--now", NOW, *SPARK)
-    assert got.returncode == want.returncode == 0, got.stderr[-2000:]
+def invalid_status(folder: Path) -> tuple[Path, str]:
+    """V01 with an Observation whose status is not a FHIR code: an invalid element (exit 1)."""
+    bundle = orjson.loads(V01.read_bytes())
+    index = next(i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Observation")
+    bundle["entry"][index]["resource"]["status"] = "done"
+    path = folder / "bad-status.json"
+    path.write_bytes(orjson.dumps(bundle))
+    return path, f"Bundle.entry[{index}].resource.status"
+
+
+def test_invalid_elements_are_reported_by_the_driver_as_locally(spark: object, tmp_path: Path) -> None:
+    """A patient's invalid-element lines come back with its partition, not in an executor's log."""
+    bad, where = invalid_status(tmp_path)
+    expected = local(bad, GBS_FVC)
+    assert expected.returncode == 1
+    printed = [line for line in expected.stderr.splitlines() if where in line]
+    assert len(printed) == 1 and printed[0].startswith(f"{bad}: ")
+    lines, reported = lines_on_spark(spark, bad, GBS_FVC, partitions=3)
+    assert lines == expected.stdout.splitlines()
+    assert reported == printed
+
+
+def test_command_line_on_spark_prints_what_the_local_replay_prints(spark: object, tmp_path: Path) -> None:
+    """The one real command line on Spark (its own JVM): --format json, --config, an invalid element.
+
+    The site configuration travels to the executors (its parameters and ValueSet/ConceptMap
+    files); stdout and the invalid-element stderr line equal the local replay's; the local
+    session's scratch lived under --tmp-dir (removed) and never in $SPARK_LOCAL_DIRS.
+    """
+    bad, where = invalid_status(tmp_path)
+    scratch, theirs = tmp_path / "tmp", tmp_path / "spark-local-dirs"
+    scratch.mkdir(), theirs.mkdir()
+    args = ("replay", *SITE_INPUTS, bad, "--now", NOW, "--format", "json", "--config", SITE_CONFIG)
+    want = run(*args)
+    env = {**os.environ, "SPARK_LOCAL_DIRS": str(theirs)}
+    exe = Path(sys.executable).with_name("redflags")
+    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "redflags.cli"])]
+    cmd += [*map(str, args), *SPARK, "--tmp-dir", str(scratch)]
+    got = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert got.returncode == want.returncode == 1, got.stderr[-2000:]
+    assert got.stdout == want.stdout
+    printed = [line for line in want.stderr.splitlines() if where in line]
+    assert printed and [line for line in got.stderr.splitlines() if where in line] == printed
+    lines = got.stdout.splitlines()
+    assert tiers(lines)["Patient/gbs-a-fvc"] == [("guillain_barre_syndrome", "urgent")]  # site threshold 15
+    critical = [("cauda_equina_syndrome", "critical")]  # local codes: ValueSet folder and ConceptMap
+    assert tiers(lines)["Patient/ces-a-saddle"] == critical
+    assert tiers(lines)["Patient/ces-a-faecal"] == critical
+    assert list(scratch.iterdir()) == [] and list(theirs.iterdir()) == []
+
+
+def test_table_format_on_spark(spark: object, export: Path) -> None:
+    """--format table: the command line in this process (it uses the module's active session)."""
+    from click.testing import CliRunner
+
+    from redflags.cli import main
+
+    args = ["replay", str(export), "--now", NOW]
+    want = CliRunner().invoke(main, args)
+    got = CliRunner().invoke(main, [*args, *SPARK])
+    assert got.exit_code == want.exit_code == 0, got.output[-2000:]
     assert got.stdout == want.stdout and "cauda_equina_syndrome" in got.stdout
 
 
