@@ -255,3 +255,58 @@ def test_executor_spark_with_state_is_a_usage_error(tmp_path: Path) -> None:
 def test_default_executor_is_local() -> None:
     done = run("replay", "--help")
     assert "--executor [local|spark]" in done.stdout and "[default: local]" in done.stdout
+
+
+class FakeBuilder:
+    """Records what ``session`` asks of Spark (no JVM): configs, and the environment at start."""
+
+    def __init__(self) -> None:
+        self.conf: dict[str, str] = {}
+        self.env_at_start: str | None = None
+        self.stopped = False
+
+    def master(self, _url: str) -> FakeBuilder:
+        return self
+
+    def appName(self, _name: str) -> FakeBuilder:
+        return self
+
+    def config(self, key: str, value: str) -> FakeBuilder:
+        self.conf[key] = value
+        return self
+
+    def getOrCreate(self) -> FakeBuilder:
+        self.env_at_start = os.environ.get("SPARK_LOCAL_DIRS")
+        return self
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_local_session_keeps_its_scratch_in_the_given_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spark's scratch (and the tasks' folders, which follow SPARK_LOCAL_DIRS) under the replay's
+    private folder, whatever the user's $SPARK_LOCAL_DIRS; the variable restored afterwards."""
+    pyspark_sql = pytest.importorskip("pyspark.sql", reason="PySpark is not installed")
+    from redflags.spark_cli import session
+
+    fake = FakeBuilder()
+    monkeypatch.setattr(pyspark_sql.SparkSession, "builder", fake)
+    monkeypatch.setattr(pyspark_sql.SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", "/users/own")
+    with session("local[2]", local_dir=tmp_path) as started:
+        assert started is fake
+    assert fake.conf["spark.local.dir"] == str(tmp_path) and fake.env_at_start == str(tmp_path)
+    assert fake.stopped and os.environ["SPARK_LOCAL_DIRS"] == "/users/own"
+
+
+def test_an_active_session_is_used_and_left_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    pyspark_sql = pytest.importorskip("pyspark.sql", reason="PySpark is not installed")
+    from redflags.spark_cli import session
+
+    active = FakeBuilder()
+    monkeypatch.setattr(pyspark_sql.SparkSession, "getActiveSession", staticmethod(lambda: active))
+    with session("local[2]") as started:
+        assert started is active
+    assert not active.stopped
