@@ -6,8 +6,10 @@ the reason, never passed."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,3 +312,42 @@ def test_an_active_session_is_used_and_left_running(monkeypatch: pytest.MonkeyPa
     with session("local[2]") as started:
         assert started is active
     assert not active.stopped
+
+
+def spark_scratch(folder: Path) -> list[Path]:
+    """The tasks' scratch folders anywhere under ``folder`` (Spark nests them in its own dirs)."""
+    try:
+        return list(folder.rglob("redflags-spark-*"))
+    except OSError:  # a folder removed while walked
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("REDFLAGS_SLOW"),
+    reason="a second Spark JVM (~1 min): run with REDFLAGS_SLOW=1 (CI pays for one command-line JVM)",
+)
+def test_ctrl_c_on_spark_leaves_no_scratch(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGINT while executors' tasks run: --tmp-dir is empty afterwards, $SPARK_LOCAL_DIRS untouched.
+
+    Slow (its own JVM): only with REDFLAGS_SLOW=1."""
+    big = tmp_path_factory.mktemp("spark-big")
+    generate(big, 3000, parse_now(NOW), per_file=500)
+    scratch, theirs = tmp_path_factory.mktemp("spark-tmp"), tmp_path_factory.mktemp("spark-theirs")
+    exe = Path(sys.executable).with_name("redflags")
+    cmd = [str(exe), "replay", str(big), "--now", NOW, "--format", "json", *SPARK, "--tmp-dir", str(scratch)]
+    env = {**os.environ, "SPARK_LOCAL_DIRS": str(theirs)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not spark_scratch(scratch):  # a task is running, with its scratch in the private folder
+            assert proc.poll() is None, "the replay ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no task scratch folder appeared under --tmp-dir"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert list(scratch.iterdir()) == [] and list(theirs.iterdir()) == []
