@@ -161,6 +161,15 @@ def main(log_level: str | None) -> None:
     help="Processes evaluating partitions (0: one per core); the output is the same as with 1. "
     "Not with --state; ignored with --expect (each file on its own).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="spark: evaluate on Apache Spark (pip install 'redflags[spark]'); the same lines as local. "
+    "Not with --state, --expect, --out.",
+)
+@click.option("--spark-master", default="local[*]", show_default=True, help="With --executor spark.")
 def replay_command(
     paths: tuple[Path, ...],
     now_text: str | None,
@@ -182,6 +191,8 @@ def replay_command(
     max_facts_per_patient: int,
     tmp_dir: Path | None,
     jobs: int,
+    executor: str = "local",
+    spark_master: str = "local[*]",
 ) -> None:
     """Replay FHIR files, folders and Bulk Data manifests (.json, .ndjson, .json.gz, .ndjson.gz).
 
@@ -209,6 +220,8 @@ def replay_command(
     jobs = 1 if expect else jobs_for(jobs)
     if jobs > 1 and state_path:
         raise click.UsageError("--jobs above 1 cannot be used with --state (one process keeps the history)")
+    if executor == "spark" and (state_path or expect or out):
+        raise click.UsageError("--executor spark cannot be used with --state, --expect or --out")
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
     pipeline.max_facts = max_facts_per_patient
     store = narrowed(open_state(state_path), tenant) if state_path else None
@@ -225,6 +238,15 @@ def replay_command(
         out.mkdir(parents=True, exist_ok=True)
     show_bar = progress if progress is not None else sys.stderr.isatty()
     table = _table(now) if fmt == "table" and not expect else None
+    if executor == "spark":  # the same data set evaluated by Spark executors (redflags.spark)
+        from redflags.spark_cli import replay_on_spark
+
+        root = click.get_current_context().find_root().params.get("log_level") or "warning"
+        args = (fmt, table, spark_master, tmp_dir, config_path, strict, valueset_dirs, max_facts_per_patient)
+        failed |= replay_on_spark(paths, now, *args, log_level=root)
+        if table is not None:
+            _console().print(table)
+        sys.exit(1 if failed else 0)
     report = Report(rules=pipeline.engine.metas)
     log.info("replay_started", inputs=len(files), now=iso(now), strict=strict)
     with Progress(
