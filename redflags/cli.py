@@ -7,7 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from redflags.partition import (
 )
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 from redflags.replay import InputResult, expand
+from redflags.replay_progress import NO_PROGRESS, TerminalProgress, summary_counts, summary_line
 from redflags.state.model import StateStore
 from redflags.state_cli import (
     FhirTarget,
@@ -229,7 +230,7 @@ def replay_command(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
-        disable=not show_bar,
+        disable=not (show_bar and expect),  # the data-set replay shows its stages itself
         transient=True,
     ) as bar:
         task = bar.add_task("replay", total=len(files))
@@ -251,7 +252,9 @@ def replay_command(
                 root,
                 replay_id,
             )
-            failed |= _replay_all(paths, tracker or pipeline, now, fmt, table, out, tmp_dir, jobs, setup)
+            failed |= _replay_all(
+                paths, tracker or pipeline, now, fmt, table, out, tmp_dir, jobs, setup, show_bar, len(missing)
+            )
     if table is not None:
         _console().print(table)
     if store is not None:
@@ -278,8 +281,14 @@ def _replay_all(
     tmp_dir: Path | None,
     jobs: int = 1,
     setup: WorkerSetup | None = None,
+    show_progress: bool = False,
+    missing: int = 0,
 ) -> bool:
-    """Every input as one data set (``redflags.partition``); True when anything was unreadable."""
+    """Every input as one data set (``redflags.partition``); True when anything was unreadable.
+
+    Ends with one summary line on stderr (``replay summary: key=value ...``, fixed keys and order, for
+    people and scripts alike); with ``show_progress`` each stage is drawn on stderr meanwhile.
+    """
     pipeline = evaluator.pipeline if isinstance(evaluator, Tracker) else evaluator
     stats = Stats()
 
@@ -288,12 +297,22 @@ def _replay_all(
 
     render, invalid = _renderer(pipeline, fmt, out)
 
+    shown = TerminalProgress() if show_progress else None
     lines = replay_all(
-        paths, evaluator, now, render, report, tmp_dir=tmp_dir, stats=stats, jobs=jobs, setup=setup
+        paths,
+        evaluator,
+        now,
+        render,
+        report,
+        tmp_dir=tmp_dir,
+        stats=stats,
+        jobs=jobs,
+        setup=setup,
+        progress=shown or NO_PROGRESS,
     )
     try:
         # closing: an interrupt here, outside the generator, still removes its temporary files now
-        with closing(lines):
+        with shown or nullcontext(), closing(lines):
             for data in lines:
                 if table is not None:
                     table.add_row(*orjson.loads(data))
@@ -307,14 +326,21 @@ def _replay_all(
     if stats.without_patient:
         counts = ", ".join(f"{n} {t}" for t, n in sorted(stats.without_patient.items()))
         click.echo(f"replay: resources naming no patient (not evaluated): {counts}", err=True)
-    log.info(
-        "replay_counts",
+    counts = summary_counts(
         inputs=stats.inputs,
         patients=stats.patients,
         resources=stats.resources,
         without_patient=sum(stats.without_patient.values()),
-        errors=stats.errors,
+        alerts=stats.alerts,
+        errors=stats.errors + missing + stats.invalid_patients,
+    )
+    click.echo(summary_line(counts), err=True)
+    log.info(
+        "replay_counts",
+        **counts,
         partitions=stats.partitions,
+        input_errors=stats.errors + missing,
+        invalid_patients=stats.invalid_patients,
     )
     return invalid() or stats.worker_failed or stats.errors > 0
 

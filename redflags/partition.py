@@ -49,6 +49,7 @@ from engine.errors import EngineError
 from fhir_adapters.errors import InputError
 from fhir_adapters.intake import Entry, Intake, PatientGroup, group, resources_of
 from redflags.pipeline import PatientResult, Pipeline
+from redflags.replay_progress import NO_PROGRESS, ReplayProgress, counted_open
 from redflags.stateful import Tracker
 
 SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
@@ -103,6 +104,8 @@ class Stats:
     peak_parsed: int = 0  # resources parsed at once (one batch of patients)
     damaged: set[int] = field(default_factory=set)  # inputs (by index) with a part that was unreadable
     worker_failed: bool = False  # a --jobs worker's render saw a patient with an invalid element
+    alerts: Counter[str] = field(default_factory=Counter)  # alerts by tier (summary line)
+    invalid_patients: int = 0  # patients with an invalid element (an error issue)
 
 
 def is_input(path: Path, root: Path) -> bool:
@@ -178,17 +181,21 @@ def expand(paths: Iterable[Path], report: Report) -> list[Path]:
     return out
 
 
-def _open(path: Path) -> BinaryIO:
+def _open(path: Path, tick: Callable[[int], None] | None = None) -> BinaryIO:
+    if tick is not None:  # progress: bytes of the file itself (compressed for gzip) as they are read
+        return counted_open(path, tick)
     return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # type: ignore[return-value]
 
 
-def documents(path: Path, report: Report) -> Iterator[tuple[str, object]]:
+def documents(
+    path: Path, report: Report, tick: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, object]]:
     """(element path, parsed JSON) of each document of one input; bad parts reported, rest read."""
     source = str(path)
     ndjson = path.name.removesuffix(".gz").endswith(".ndjson")
     number, content = 0, False
     try:
-        with _open(path) as stream:
+        with _open(path, tick) as stream:
             if not ndjson:
                 data = stream.read()
                 if not data.strip():
@@ -309,7 +316,14 @@ class Spill:
             raise _spill_failed(exc, self.folder) from None
 
 
-def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats) -> Spill:
+def spill(
+    files: list[Path],
+    folder: Path,
+    k: int,
+    report: Report,
+    stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
+) -> Spill:
     """Phase 1: every resource of every input into the partition of its patient."""
     out = Spill(folder, k)
     try:
@@ -321,7 +335,7 @@ def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats)
                 stats.damaged.add(index)
                 report(line)
 
-            for where, doc in documents(path, damaged):
+            for where, doc in documents(path, damaged, progress.tick_read):
                 try:
                     intake = group(source, resources_of(doc, where))
                 except InputError as exc:
@@ -377,6 +391,7 @@ def evaluate_partition(
     sources: list[str],
     report: Report,
     stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
 ) -> Iterator[Evaluated]:
     """Phase 2 for one partition: its patients in order of their first resource, each once."""
     groups = _groups(path)
@@ -400,9 +415,13 @@ def evaluate_partition(
         except EngineError as exc:  # a broken rule fails these patients loudly, not the replay
             names = sorted({sources[s] for _pid, (_q, srcs, _b) in batch for s in srcs})
             report(f"{', '.join(names)}: evaluation failed: {exc}")
+            progress.evaluated(0, sum(len(bodies) for _pid, (_q, _s, bodies) in batch))
             continue
-        for (_pid, (seq, srcs, _bodies)), result in zip(batch, results, strict=True):
+        for (_pid, (seq, srcs, bodies)), result in zip(batch, results, strict=True):
             stats.patients += 1
+            stats.alerts.update(a.tier for a in result.alerts)
+            stats.invalid_patients += any(i.severity == "error" for i in result.issues)
+            progress.evaluated(1, len(bodies))
             hurt = [sources[s] for s in srcs if s in stats.damaged]
             yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []), hurt)
 
@@ -419,6 +438,7 @@ def replay_all(
     stats: Stats | None = None,
     jobs: int = 1,
     setup: WorkerSetup | None = None,
+    progress: ReplayProgress = NO_PROGRESS,
 ) -> Iterator[bytes]:
     """Every input as one data set; ``render``'s bytes per patient, in first-resource order.
 
@@ -439,13 +459,15 @@ def replay_all(
     if jobs > 1:  # enough partitions to keep every worker busy (the output does not depend on K)
         k = max(k, PARTITIONS_PER_JOB * jobs)
     with private_dir(tmp_dir) as folder:
-        parts = spill(files, folder, k, counted, stats)
+        progress.reading(files)
+        parts = spill(files, folder, k, counted, stats, progress)
+        progress.evaluating(stats.resources)
         workers = min(jobs, k)
         if workers > 1 and setup is not None:
-            outputs = _evaluate_in_workers(parts.paths, folder, workers, setup, now, sources, stats)
+            outputs = _evaluate_in_workers(parts.paths, folder, workers, setup, now, sources, stats, progress)
         else:
             outputs = [
-                _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats)
+                _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats, progress)
                 for index, path in enumerate(parts.paths)
             ]
         yield from _merge(outputs)
@@ -461,10 +483,14 @@ def _evaluate_one(
     sources: list[str],
     report: Report,
     stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
 ) -> Path:
     """One partition evaluated and rendered into its output file, sorted by first-resource seq."""
     done = sorted(
-        ((e.seq, render(e)) for e in evaluate_partition(path, evaluator, now, sources, report, stats)),
+        (
+            (e.seq, render(e))
+            for e in evaluate_partition(path, evaluator, now, sources, report, stats, progress)
+        ),
         key=lambda pair: pair[0],
     )
     path.unlink()
@@ -495,8 +521,9 @@ def _init() -> None:
 
 def _work(
     setup: WorkerSetup, index: int, path: Path, folder: Path, now: int, sources: list[str], damaged: set[int]
-) -> tuple[int, int, int, int, bool]:
-    """In a worker: one partition to its output file; (patients, errors, peaks, failed) back."""
+) -> tuple[int, int, int, int, bool, Counter[str], int]:
+    """In a worker: one partition to its output file; (patients, errors, peaks, failed, alerts by tier,
+    invalid patients) back (its peak records are the partition's resources: one partition per Stats)."""
     global _worker
     if _worker is None:
         _worker = setup()
@@ -508,7 +535,15 @@ def _work(
         print(line, file=sys.stderr, flush=True)
 
     _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats)
-    return stats.patients, stats.errors, stats.peak_records, stats.peak_parsed, failed()
+    return (
+        stats.patients,
+        stats.errors,
+        stats.peak_records,
+        stats.peak_parsed,
+        failed(),
+        stats.alerts,
+        stats.invalid_patients,
+    )
 
 
 def _evaluate_in_workers(
@@ -519,6 +554,7 @@ def _evaluate_in_workers(
     now: int,
     sources: list[str],
     stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
 ) -> list[Path]:
     """Partitions spread over ``workers`` spawned processes; the outputs are the same files."""
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
@@ -526,6 +562,8 @@ def _evaluate_in_workers(
         futures: list[Future] = [
             pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged) for i, p in enumerate(paths)
         ]
+        for future in futures:  # progress as partitions complete (called in the pool's thread)
+            future.add_done_callback(_partition_done(progress))
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             exc = future.exception() if future in done else None
@@ -534,12 +572,14 @@ def _evaluate_in_workers(
                     f"a worker process failed: {' '.join(str(exc).split()) or type(exc).__name__}"
                 )
         for future in futures:
-            patients, errors, peak_records, peak_parsed, failed = future.result()
+            patients, errors, peak_records, peak_parsed, failed, alerts, invalid = future.result()
             stats.patients += patients
             stats.errors += errors
             stats.peak_records = max(stats.peak_records, peak_records)
             stats.peak_parsed = max(stats.peak_parsed, peak_parsed)
             stats.worker_failed |= failed
+            stats.alerts.update(alerts)
+            stats.invalid_patients += invalid
     finally:
         # Ctrl-C, an error or done: no worker may outlive this (it would write into a removed folder)
         processes = list((pool._processes or {}).values())  # no public handle to kill them
@@ -550,6 +590,15 @@ def _evaluate_in_workers(
         for process in processes:
             process.join(timeout=10)
     return [folder / f"out-{i:04d}" for i in range(len(paths))]
+
+
+def _partition_done(progress: ReplayProgress) -> Callable[[Future], None]:
+    def done(future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            patients, _errors, resources = future.result()[:3]
+            progress.evaluated(patients, resources)
+
+    return done
 
 
 def _merge(outputs: list[Path]) -> Iterator[bytes]:
