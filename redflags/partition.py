@@ -326,6 +326,7 @@ def spill(
 ) -> Spill:
     """Phase 1: every resource of every input into the partition of its patient."""
     out = Spill(folder, k)
+    tick = None if progress is NO_PROGRESS else progress.tick_read  # untouched read path without one
     try:
         for index, path in enumerate(files):
             source = str(path)
@@ -335,7 +336,7 @@ def spill(
                 stats.damaged.add(index)
                 report(line)
 
-            for where, doc in documents(path, damaged, progress.tick_read):
+            for where, doc in documents(path, damaged, tick):
                 try:
                     intake = group(source, resources_of(doc, where))
                 except InputError as exc:
@@ -470,6 +471,7 @@ def replay_all(
                 _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats, progress)
                 for index, path in enumerate(parts.paths)
             ]
+        progress.done()  # before the first result line: the display never mixes with them
         yield from _merge(outputs)
 
 

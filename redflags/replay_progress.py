@@ -48,6 +48,9 @@ class ReplayProgress:
     def evaluated(self, patients: int, resources: int) -> None:
         """``patients`` with ``resources`` between them were evaluated (a patient, or a partition)."""
 
+    def done(self) -> None:
+        """Every partition is evaluated; the result lines come next."""
+
 
 NO_PROGRESS = ReplayProgress()
 
@@ -144,6 +147,7 @@ class TerminalProgress(ReplayProgress):
         self._patients = 0
         self._resources = 0
         self._resources_total = 0
+        self._stopped = False
 
     def __enter__(self) -> TerminalProgress:
         self._bar.start()
@@ -152,7 +156,13 @@ class TerminalProgress(ReplayProgress):
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._bar.stop()
+        self.done()
+
+    def done(self) -> None:
+        """Draw the final figures and remove the display: result lines may go to the same terminal."""
+        if not self._stopped:
+            self._stopped = True
+            self._bar.stop()
 
     def reading(self, files: Iterable[Path]) -> None:
         self._read_total = file_bytes(files)
@@ -210,5 +220,5 @@ def summary_counts(
 
 
 def summary_line(counts: Mapping[str, int]) -> str:
-    """``replay summary: inputs=3 patients=52 ...``: one line, ``key=value`` words, split on spaces to parse."""
+    """``replay summary: inputs=3 patients=52 ...``: one line of ``key=value`` words (split on spaces)."""
     return "replay summary: " + " ".join(f"{key}={value}" for key, value in counts.items())

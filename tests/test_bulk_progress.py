@@ -122,14 +122,20 @@ def test_summary_line_with_jobs_2_is_the_same(extra: Path) -> None:
     assert summary(runs[1].stderr)["tier_A"] > 0
 
 
-def run_on_a_pty(args: list[str | Path]) -> tuple[int, bytes, bytes]:
-    """The command with stderr on a real pseudo-terminal (stdout a pipe): (status, stdout, terminal)."""
+def run_on_a_pty(args: list[str | Path], *, stdout_too: bool = False) -> tuple[int, bytes, bytes]:
+    """The command with stderr (and stdout when ``stdout_too``) on a real pseudo-terminal, other
+    output to a pipe: (status, piped stdout, what the terminal received)."""
     leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
     env.pop("TERM_PROGRAM", None)
     proc = subprocess.Popen(
-        command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, cwd=ROOT, env=env
+        command(*args),
+        stdin=subprocess.DEVNULL,
+        stdout=follower if stdout_too else subprocess.PIPE,
+        stderr=follower,
+        cwd=ROOT,
+        env=env,
     )
     os.close(follower)
     screen: list[bytes] = []
@@ -147,7 +153,7 @@ def run_on_a_pty(args: list[str | Path]) -> tuple[int, bytes, bytes]:
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        out, _ = proc.communicate(timeout=300)
+        out = proc.communicate(timeout=300)[0] or b""
     finally:
         proc.kill()
         reader.join(timeout=30)
@@ -192,3 +198,16 @@ def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: Path, extra: Path) 
     err = done.stderr.decode().splitlines()
     assert err[-1].startswith("replay summary: ")  # after the per-input lines, one line
     assert any(x.startswith(f"{extra}: line 2: invalid JSON") for x in err)
+
+
+def test_on_one_terminal_for_both_the_display_is_gone_before_the_first_result_line(tmp_path: Path) -> None:
+    split_by_type(INPUTS, tmp_path / "export")
+    status, _, screen = run_on_a_pty(
+        ["replay", tmp_path / "export", "--now", NOW, "--format", "json"], stdout_too=True
+    )
+    assert status == 0, screen
+    text = ANSI.sub(b"", screen).decode().replace("\r", "\n")
+    first = text.index('{"source"')
+    assert BAR in text[:first] and BAR not in text[first:]  # drawn, then removed before the results
+    results = [x for x in text[first:].splitlines() if x.startswith("{")]
+    assert len([orjson.loads(x) for x in results]) == summary(text)["patients"] == len(INPUTS)
