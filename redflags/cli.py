@@ -151,6 +151,12 @@ def main(log_level: str | None) -> None:
     "its private folder there is removed on success, error and Ctrl-C.",
 )
 @click.option(
+    "--summary/--no-summary",
+    default=None,
+    help="One 'replay summary: key=value ...' line on stderr at the end (default: when stderr is a "
+    "terminal); the same counts are logged as replay_counts.",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(0),
     default=1,
@@ -178,6 +184,7 @@ def replay_command(
     tenant: str,
     max_facts_per_patient: int,
     tmp_dir: Path | None,
+    summary: bool | None,
     jobs: int,
 ) -> None:
     """Replay FHIR files, folders and Bulk Data manifests (.json, .ndjson, .json.gz, .ndjson.gz).
@@ -253,7 +260,18 @@ def replay_command(
                 replay_id,
             )
             failed |= _replay_all(
-                paths, tracker or pipeline, now, fmt, table, out, tmp_dir, jobs, setup, show_bar, len(missing)
+                paths,
+                tracker or pipeline,
+                now,
+                fmt,
+                table,
+                out,
+                tmp_dir,
+                jobs,
+                setup,
+                show_progress=show_bar,
+                missing=len(missing),
+                show_summary=sys.stderr.isatty() if summary is None else summary,
             )
     if table is not None:
         _console().print(table)
@@ -283,11 +301,13 @@ def _replay_all(
     setup: WorkerSetup | None = None,
     show_progress: bool = False,
     missing: int = 0,
+    show_summary: bool = False,
 ) -> bool:
     """Every input as one data set (``redflags.partition``); True when anything was unreadable.
 
-    Ends with one summary line on stderr (``replay summary: key=value ...``, fixed keys and order, for
-    people and scripts alike); with ``show_progress`` each stage is drawn on stderr meanwhile.
+    With ``show_summary`` it ends with one line on stderr (``replay summary: key=value ...``, fixed
+    keys and order, for people and scripts alike; off by default when stderr is not a terminal, so a
+    clean run's stderr stays empty); with ``show_progress`` each stage is drawn on stderr meanwhile.
     """
     pipeline = evaluator.pipeline if isinstance(evaluator, Tracker) else evaluator
     stats = Stats()
@@ -334,7 +354,8 @@ def _replay_all(
         alerts=stats.alerts,
         errors=stats.errors + missing + stats.invalid_patients,
     )
-    click.echo(summary_line(counts), err=True)
+    if show_summary:
+        click.echo(summary_line(counts), err=True)
     log.info(
         "replay_counts",
         **counts,

@@ -181,9 +181,7 @@ def expand(paths: Iterable[Path], report: Report) -> list[Path]:
     return out
 
 
-def _open(path: Path, tick: Callable[[int], None] | None = None) -> BinaryIO:
-    if tick is not None:  # progress: bytes of the file itself (compressed for gzip) as they are read
-        return counted_open(path, tick)
+def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # type: ignore[return-value]
 
 
@@ -195,7 +193,8 @@ def documents(
     ndjson = path.name.removesuffix(".gz").endswith(".ndjson")
     number, content = 0, False
     try:
-        with _open(path, tick) as stream:
+        # with progress: bytes of the file itself (compressed for gzip) counted as they are read
+        with _open(path) if tick is None else counted_open(path, tick) as stream:
             if not ndjson:
                 data = stream.read()
                 if not data.strip():
