@@ -13,6 +13,8 @@ decides anything), so the partition code stays free of terminal concerns and the
 
 :class:`TerminalProgress` draws them with ``rich`` on stderr only (never on stdout, where the
 JSON lines go); the command uses it only when stderr is a terminal (or ``--progress``).
+:func:`summary_counts` / :func:`summary_line` are the replay's closing report (fixed keys, for
+people and scripts), shared by the stderr line and the ``replay_counts`` log event.
 """
 
 from __future__ import annotations
