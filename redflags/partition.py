@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import gzip
 import heapq
+import io
 import math
 import multiprocessing
 import os
@@ -37,9 +38,12 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, redirect_stderr, suppress
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
 from pathlib import Path
+from queue import Empty
+from threading import Event, Lock, Thread
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
@@ -464,7 +468,9 @@ def replay_all(
         progress.evaluating(stats.resources)
         workers = min(jobs, k)
         if workers > 1 and setup is not None:
-            outputs = _evaluate_in_workers(parts.paths, folder, workers, setup, now, sources, stats, progress)
+            outputs = _evaluate_in_workers(
+                parts.paths, folder, workers, setup, now, sources, stats, progress, report
+            )
         else:
             outputs = [
                 _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats, progress)
@@ -516,15 +522,42 @@ def jobs_for(jobs: int) -> int:
 _worker: tuple[Pipeline | Tracker, Render, Callable[[], bool]] | None = None
 
 
-def _init() -> None:
+_ticks: Queue | None = None  # a worker's channel for progress to the parent (None: no display)
+
+
+def _init(ticks: Queue | None = None) -> None:
+    global _ticks
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops workers
+    _ticks = ticks
+
+
+class _Forward(ReplayProgress):
+    """In a worker: evaluated patients sent to the parent's display every BATCH patients (one
+    queue message per batch: bounded overhead), the rest when the partition ends."""
+
+    def __init__(self, ticks: Queue) -> None:
+        self._ticks = ticks
+        self._patients = 0
+        self._resources = 0
+
+    def evaluated(self, patients: int, resources: int) -> None:
+        self._patients += patients
+        self._resources += resources
+        if self._patients >= BATCH or (patients == 0 and resources):  # a failed batch: sent too
+            self.done()
+
+    def done(self) -> None:
+        if self._patients or self._resources:
+            self._ticks.put((self._patients, self._resources))
+            self._patients = self._resources = 0
 
 
 def _work(
     setup: WorkerSetup, index: int, path: Path, folder: Path, now: int, sources: list[str], damaged: set[int]
-) -> tuple[int, int, int, int, bool, Counter[str], int]:
+) -> tuple[int, int, int, int, bool, Counter[str], int, list[str]]:
     """In a worker: one partition to its output file; (patients, errors, peaks, failed, alerts by tier,
-    invalid patients) back (its peak records are the partition's resources: one partition per Stats)."""
+    invalid patients, stderr lines) back (its peak records are the partition's resources: one
+    partition per Stats)."""
     global _worker
     if _worker is None:
         _worker = setup()
@@ -533,9 +566,15 @@ def _work(
 
     def counted(line: str) -> None:
         stats.errors += 1
-        print(line, file=sys.stderr, flush=True)
+        print(line, file=sys.stderr)
 
-    _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats)
+    # every line this partition prints (its errors, render's invalid elements) goes back to the
+    # parent, which prints them in partition order through its display: as --jobs 1 prints them
+    lines = io.StringIO()
+    forward = _Forward(_ticks) if _ticks is not None else NO_PROGRESS
+    with redirect_stderr(lines):
+        _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats, forward)
+    forward.done()
     return (
         stats.patients,
         stats.errors,
@@ -544,6 +583,7 @@ def _work(
         failed(),
         stats.alerts,
         stats.invalid_patients,
+        lines.getvalue().splitlines(),
     )
 
 
@@ -556,15 +596,20 @@ def _evaluate_in_workers(
     sources: list[str],
     stats: Stats,
     progress: ReplayProgress = NO_PROGRESS,
+    report: Report | None = None,
 ) -> list[Path]:
     """Partitions spread over ``workers`` spawned processes; the outputs are the same files."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
+    context = multiprocessing.get_context("spawn")
+    ticks = None if progress is NO_PROGRESS else context.Queue()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(ticks,))
+    drain = _Drain(ticks, progress) if ticks is not None else None
     try:
         futures: list[Future] = [
             pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged) for i, p in enumerate(paths)
         ]
-        for future in futures:  # progress as partitions complete (called in the pool's thread)
-            future.add_done_callback(_partition_done(progress))
+        in_order = _InOrder(futures, report or _stderr)
+        for future in futures:  # lines in partition order as partitions complete (the pool's thread)
+            future.add_done_callback(in_order.done)
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             exc = future.exception() if future in done else None
@@ -573,7 +618,7 @@ def _evaluate_in_workers(
                     f"a worker process failed: {' '.join(str(exc).split()) or type(exc).__name__}"
                 )
         for future in futures:
-            patients, errors, peak_records, peak_parsed, failed, alerts, invalid = future.result()
+            patients, errors, peak_records, peak_parsed, failed, alerts, invalid, _lines = future.result()
             stats.patients += patients
             stats.errors += errors
             stats.peak_records = max(stats.peak_records, peak_records)
@@ -590,16 +635,61 @@ def _evaluate_in_workers(
                 process.kill()
         for process in processes:
             process.join(timeout=10)
+        if drain is not None:
+            drain.stop()
     return [folder / f"out-{i:04d}" for i in range(len(paths))]
 
 
-def _partition_done(progress: ReplayProgress) -> Callable[[Future], None]:
-    def done(future: Future) -> None:
-        if not future.cancelled() and future.exception() is None:
-            patients, _errors, resources = future.result()[:3]
-            progress.evaluated(patients, resources)
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
-    return done
+
+class _InOrder:
+    """Workers' stderr lines reported in partition order: each partition's once every earlier
+    one has completed (done callbacks run in the pool's thread, or the caller's: hence the lock)."""
+
+    def __init__(self, futures: list[Future], report: Report) -> None:
+        self._futures = futures
+        self._report = report
+        self._next = 0
+        self._lock = Lock()
+
+    def done(self, _future: Future) -> None:
+        with self._lock:
+            while self._next < len(self._futures) and self._futures[self._next].done():
+                future = self._futures[self._next]
+                self._next += 1
+                if not future.cancelled() and future.exception() is None:
+                    for line in future.result()[7]:
+                        self._report(line)
+
+
+class _Drain:
+    """The parent's thread that moves workers' progress messages onto the display."""
+
+    def __init__(self, ticks: Queue, progress: ReplayProgress) -> None:
+        self._ticks = ticks
+        self._progress = progress
+        self._stop = Event()
+        self._thread = Thread(target=self._run, name="replay-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                patients, resources = self._ticks.get(timeout=0.1)
+            except Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            self._progress.evaluated(patients, resources)
+
+    def stop(self) -> None:
+        """After the workers ended: what they sent is drawn, then the thread ends (bounded)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ticks.cancel_join_thread()
+        self._ticks.close()
 
 
 def _merge(outputs: list[Path]) -> Iterator[bytes]:
