@@ -312,12 +312,16 @@ def _replay_all(
     pipeline = evaluator.pipeline if isinstance(evaluator, Tracker) else evaluator
     stats = Stats()
 
-    def report(line: str) -> None:
-        click.echo(line, err=True)
-
-    render, invalid = _renderer(pipeline, fmt, out)
-
     shown = TerminalProgress() if show_progress else None
+
+    def report(line: str) -> None:  # above the display while it is drawn (never inside a bar line)
+        if shown is not None:
+            shown.message(line)
+        else:
+            click.echo(line, err=True)
+
+    render, invalid = _renderer(pipeline, fmt, out, report)
+
     lines = replay_all(
         paths,
         evaluator,
@@ -366,7 +370,9 @@ def _replay_all(
     return invalid() or stats.worker_failed or stats.errors > 0
 
 
-def _renderer(pipeline: Pipeline, fmt: str, out: Path | None) -> tuple[Render, Callable[[], bool]]:
+def _renderer(
+    pipeline: Pipeline, fmt: str, out: Path | None, say: Callable[[str], None] | None = None
+) -> tuple[Render, Callable[[], bool]]:
     """One patient's output line (and --out Bundle, stderr issues); the same in every --jobs worker.
 
     The second callable tells whether any rendered patient had an invalid element (exit 1).
@@ -375,7 +381,7 @@ def _renderer(pipeline: Pipeline, fmt: str, out: Path | None) -> tuple[Render, C
 
     def render(done: Evaluated) -> bytes:
         nonlocal invalid
-        invalid |= _patient_issues(done)
+        invalid |= _patient_issues(done, say or _stderr_line)
         result = InputResult(done.sources[0], [done.result], [])
         _write(result, out, pipeline)
         patient, changed = done.result, done.changes
@@ -422,7 +428,11 @@ def _worker_setup(
     return pipeline, render, invalid
 
 
-def _patient_issues(done: Evaluated) -> bool:
+def _stderr_line(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _patient_issues(done: Evaluated, say: Callable[[str], None] = _stderr_line) -> bool:
     """Print a patient's invalid elements (paths carry their input); True when any is an error."""
     failed = False
     for issue in done.result.issues:
@@ -432,7 +442,7 @@ def _patient_issues(done: Evaluated) -> bool:
             else f"{done.sources[0]}: {issue.path}"
         )
         if issue.severity == "error":
-            click.echo(f"{where}: {issue.message}", err=True)
+            say(f"{where}: {issue.message}")
             failed = True
         else:
             log.info("input_issue", path=issue.path, issue=issue.message)

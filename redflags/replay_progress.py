@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 #: Read size of a counted input: one progress tick per MiB, not per line.
 _CHUNK = 1024 * 1024
@@ -189,6 +190,11 @@ class TerminalProgress(ReplayProgress):
             self._resources += resources
             if self._eval is not None:
                 self._bar.update(self._eval, completed=self._resources, detail=self._eval_detail())
+
+    def message(self, line: str) -> None:
+        """One stderr line above the display (as is: no markup, no inserted line breaks); the
+        display is redrawn below it. Thread-safe (rich's console lock)."""
+        self._bar.console.print(Text(line), soft_wrap=True)
 
     def _eval_detail(self) -> str:
         return f"{self._patients:,} patients, {self._resources:,} / {self._resources_total:,} resources"

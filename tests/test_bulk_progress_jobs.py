@@ -4,6 +4,7 @@ and evaluation progress arrives per batch of patients, not once per partition.""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,9 @@ from redflags.cli import _pipeline, _renderer, _worker_setup
 from redflags.partition import BATCH, Stats, replay_all
 from redflags.replay_progress import NO_PROGRESS, ReplayProgress
 
+from .conftest import ROOT
 from .test_bulk_grouping import NOW
+from .test_bulk_progress import ANSI, BAR, command, run_on_a_pty
 
 SETUP = partial(_worker_setup, None, False, (), 0, "json", None, "warning", "progress-jobs-test")
 
@@ -115,3 +118,22 @@ def test_jobs_2_progress_on_a_large_partition_moves_before_it_ends(tmp_path: Pat
     _out, stats = replay([single], 2, tmp_path, 1 << 30, recorder)
     assert len(recorder.events) >= 2 * stats.partitions
     assert max(p for p, _r in recorder.events) <= BATCH + 1
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_on_a_terminal_error_lines_are_whole_lines_above_the_display(tmp_path: Path, jobs: str) -> None:
+    """On a pty every error line (a worker's too) is a line of its own, never inside a bar line,
+    and the lines are those printed off a terminal."""
+    corpus = with_bad_elements(tmp_path / "corpus", 200)
+    args = ["replay", corpus, "--now", NOW, "--format", "json"]
+    plain = subprocess.run(command(*args), capture_output=True, cwd=ROOT, timeout=300, text=True)
+    expected = [x for x in plain.stderr.splitlines() if not x.startswith("{")]
+    assert len(expected) >= 10
+    status, out, screen = run_on_a_pty([*args, "--jobs", jobs, "--progress"])
+    assert status == plain.returncode == 1
+    assert out.decode() == plain.stdout
+    rows = ANSI.sub(b"", screen).decode().replace("\r\n", "\n").replace("\r", "\n").splitlines()
+    assert any(BAR in row for row in rows), "the display was drawn"
+    shown = [row.rstrip() for row in rows if "Bundle.entry[" in row]
+    assert not [row for row in shown if BAR in row or "evaluating" in row], shown
+    assert sorted(shown) == sorted(expected)
