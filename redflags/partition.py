@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from pathlib import Path
 from queue import Empty
-from threading import Event, Lock, Thread
+from threading import Condition, Event, Lock, Thread
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
@@ -539,6 +539,7 @@ class _Forward(ReplayProgress):
         self._ticks = ticks
         self._patients = 0
         self._resources = 0
+        self.sent = (0, 0)  # totals put on the queue: the parent waits for them before stopping workers
 
     def evaluated(self, patients: int, resources: int) -> None:
         self._patients += patients
@@ -549,14 +550,15 @@ class _Forward(ReplayProgress):
     def done(self) -> None:
         if self._patients or self._resources:
             self._ticks.put((self._patients, self._resources))
+            self.sent = (self.sent[0] + self._patients, self.sent[1] + self._resources)
             self._patients = self._resources = 0
 
 
 def _work(
     setup: WorkerSetup, index: int, path: Path, folder: Path, now: int, sources: list[str], damaged: set[int]
-) -> tuple[int, int, int, int, bool, Counter[str], int, list[str]]:
+) -> tuple[int, int, int, int, bool, Counter[str], int, list[str], tuple[int, int]]:
     """In a worker: one partition to its output file; (patients, errors, peaks, failed, alerts by tier,
-    invalid patients, stderr lines) back (its peak records are the partition's resources: one
+    invalid patients, stderr lines, progress sent) back (its peak records are the partition's resources: one
     partition per Stats)."""
     global _worker
     if _worker is None:
@@ -571,10 +573,13 @@ def _work(
     # every line this partition prints (its errors, render's invalid elements) goes back to the
     # parent, which prints them in partition order through its display: as --jobs 1 prints them
     lines = io.StringIO()
-    forward = _Forward(_ticks) if _ticks is not None else NO_PROGRESS
+    forward = _Forward(_ticks) if _ticks is not None else None
     with redirect_stderr(lines):
-        _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats, forward)
-    forward.done()
+        _evaluate_one(
+            index, path, folder, evaluator, render, now, sources, counted, stats, forward or NO_PROGRESS
+        )
+    if forward is not None:
+        forward.done()
     return (
         stats.patients,
         stats.errors,
@@ -584,6 +589,7 @@ def _work(
         stats.alerts,
         stats.invalid_patients,
         lines.getvalue().splitlines(),
+        forward.sent if forward is not None else (0, 0),
     )
 
 
@@ -618,7 +624,9 @@ def _evaluate_in_workers(
                     f"a worker process failed: {' '.join(str(exc).split()) or type(exc).__name__}"
                 )
         for future in futures:
-            patients, errors, peak_records, peak_parsed, failed, alerts, invalid, _lines = future.result()
+            patients, errors, peak_records, peak_parsed, failed, alerts, invalid, _lines, sent = (
+                future.result()
+            )
             stats.patients += patients
             stats.errors += errors
             stats.peak_records = max(stats.peak_records, peak_records)
@@ -626,6 +634,10 @@ def _evaluate_in_workers(
             stats.worker_failed |= failed
             stats.alerts.update(alerts)
             stats.invalid_patients += invalid
+            if drain is not None:
+                drain.expect(*sent)
+        if drain is not None:  # what the workers sent is drawn before they are stopped
+            drain.wait(timeout=10)
     finally:
         # Ctrl-C, an error or done: no worker may outlive this (it would write into a removed folder)
         processes = list((pool._processes or {}).values())  # no public handle to kill them
@@ -671,6 +683,9 @@ class _Drain:
         self._ticks = ticks
         self._progress = progress
         self._stop = Event()
+        self._got = Condition()
+        self._received = [0, 0]
+        self._expected = [0, 0]
         self._thread = Thread(target=self._run, name="replay-progress", daemon=True)
         self._thread.start()
 
@@ -683,6 +698,20 @@ class _Drain:
                     return
                 continue
             self._progress.evaluated(patients, resources)
+            with self._got:
+                self._received[0] += patients
+                self._received[1] += resources
+                self._got.notify_all()
+
+    def expect(self, patients: int, resources: int) -> None:
+        """A worker reported sending these (its partition's result came back)."""
+        self._expected[0] += patients
+        self._expected[1] += resources
+
+    def wait(self, timeout: float) -> None:
+        """Until everything the workers sent has arrived (their queue writes are asynchronous)."""
+        with self._got:
+            self._got.wait_for(lambda: self._received == self._expected, timeout)
 
     def stop(self) -> None:
         """After the workers ended: what they sent is drawn, then the thread ends (bounded)."""
