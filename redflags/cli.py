@@ -7,7 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from redflags.partition import (
 )
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 from redflags.replay import InputResult, expand
+from redflags.replay_progress import NO_PROGRESS, TerminalProgress, summary_counts, summary_line
 from redflags.state.model import StateStore
 from redflags.state_cli import (
     FhirTarget,
@@ -154,6 +155,12 @@ def main(log_level: str | None) -> None:
     "its private folder there is removed on success, error and Ctrl-C.",
 )
 @click.option(
+    "--summary/--no-summary",
+    default=None,
+    help="One 'replay summary: key=value ...' line on stderr at the end (default: when stderr is a "
+    "terminal); the same counts are logged as replay_counts.",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(0),
     default=1,
@@ -190,6 +197,7 @@ def replay_command(
     tenant: str,
     max_facts_per_patient: int,
     tmp_dir: Path | None,
+    summary: bool | None,
     jobs: int,
     executor: str = "local",
     spark_master: str = "local[*]",
@@ -255,7 +263,7 @@ def replay_command(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
-        disable=not show_bar,
+        disable=not (show_bar and expect),  # the data-set replay shows its stages itself
         transient=True,
     ) as bar:
         task = bar.add_task("replay", total=len(files))
@@ -277,7 +285,20 @@ def replay_command(
                 root,
                 replay_id,
             )
-            failed |= _replay_all(paths, tracker or pipeline, now, fmt, table, out, tmp_dir, jobs, setup)
+            failed |= _replay_all(
+                paths,
+                tracker or pipeline,
+                now,
+                fmt,
+                table,
+                out,
+                tmp_dir,
+                jobs,
+                setup,
+                show_progress=show_bar,
+                missing=len(missing),
+                show_summary=sys.stderr.isatty() if summary is None else summary,
+            )
     if table is not None:
         _console().print(table)
     if store is not None:
@@ -304,22 +325,44 @@ def _replay_all(
     tmp_dir: Path | None,
     jobs: int = 1,
     setup: WorkerSetup | None = None,
+    show_progress: bool = False,
+    missing: int = 0,
+    show_summary: bool = False,
 ) -> bool:
-    """Every input as one data set (``redflags.partition``); True when anything was unreadable."""
+    """Every input as one data set (``redflags.partition``); True when anything was unreadable.
+
+    With ``show_summary`` it ends with one line on stderr (``replay summary: key=value ...``, fixed
+    keys and order, for people and scripts alike; off by default when stderr is not a terminal, so a
+    clean run's stderr stays empty); with ``show_progress`` each stage is drawn on stderr meanwhile.
+    """
     pipeline = evaluator.pipeline if isinstance(evaluator, Tracker) else evaluator
     stats = Stats()
 
-    def report(line: str) -> None:
-        click.echo(line, err=True)
+    shown = TerminalProgress() if show_progress else None
 
-    render, invalid = _renderer(pipeline, fmt, out)
+    def report(line: str) -> None:  # above the display while it is drawn (never inside a bar line)
+        if shown is not None:
+            shown.message(line)
+        else:
+            click.echo(line, err=True)
+
+    render, invalid = _renderer(pipeline, fmt, out, report)
 
     lines = replay_all(
-        paths, evaluator, now, render, report, tmp_dir=tmp_dir, stats=stats, jobs=jobs, setup=setup
+        paths,
+        evaluator,
+        now,
+        render,
+        report,
+        tmp_dir=tmp_dir,
+        stats=stats,
+        jobs=jobs,
+        setup=setup,
+        progress=shown or NO_PROGRESS,
     )
     try:
         # closing: an interrupt here, outside the generator, still removes its temporary files now
-        with closing(lines):
+        with shown or nullcontext(), closing(lines):
             for data in lines:
                 if table is not None:
                     table.add_row(*orjson.loads(data))
@@ -333,19 +376,29 @@ def _replay_all(
     if stats.without_patient:
         counts = ", ".join(f"{n} {t}" for t, n in sorted(stats.without_patient.items()))
         click.echo(f"replay: resources naming no patient (not evaluated): {counts}", err=True)
-    log.info(
-        "replay_counts",
+    counts = summary_counts(
         inputs=stats.inputs,
         patients=stats.patients,
         resources=stats.resources,
         without_patient=sum(stats.without_patient.values()),
-        errors=stats.errors,
+        alerts=stats.alerts,
+        errors=stats.errors + missing + stats.invalid_patients,
+    )
+    if show_summary:
+        click.echo(summary_line(counts), err=True)
+    log.info(
+        "replay_counts",
+        **counts,
         partitions=stats.partitions,
+        input_errors=stats.errors + missing,
+        invalid_patients=stats.invalid_patients,
     )
     return invalid() or stats.worker_failed or stats.errors > 0
 
 
-def _renderer(pipeline: Pipeline, fmt: str, out: Path | None) -> tuple[Render, Callable[[], bool]]:
+def _renderer(
+    pipeline: Pipeline, fmt: str, out: Path | None, say: Callable[[str], None] | None = None
+) -> tuple[Render, Callable[[], bool]]:
     """One patient's output line (and --out Bundle, stderr issues); the same in every --jobs worker.
 
     The second callable tells whether any rendered patient had an invalid element (exit 1).
@@ -354,7 +407,7 @@ def _renderer(pipeline: Pipeline, fmt: str, out: Path | None) -> tuple[Render, C
 
     def render(done: Evaluated) -> bytes:
         nonlocal invalid
-        invalid |= _patient_issues(done)
+        invalid |= _patient_issues(done, say or _stderr_line)
         result = InputResult(done.sources[0], [done.result], [])
         _write(result, out, pipeline)
         patient, changed = done.result, done.changes
@@ -401,7 +454,11 @@ def _worker_setup(
     return pipeline, render, invalid
 
 
-def _patient_issues(done: Evaluated) -> bool:
+def _stderr_line(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _patient_issues(done: Evaluated, say: Callable[[str], None] = _stderr_line) -> bool:
     """Print a patient's invalid elements (paths carry their input); True when any is an error."""
     failed = False
     for issue in done.result.issues:
@@ -411,7 +468,7 @@ def _patient_issues(done: Evaluated) -> bool:
             else f"{done.sources[0]}: {issue.path}"
         )
         if issue.severity == "error":
-            click.echo(f"{where}: {issue.message}", err=True)
+            say(f"{where}: {issue.message}")
             failed = True
         else:
             log.info("input_issue", path=issue.path, issue=issue.message)

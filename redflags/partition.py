@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import gzip
 import heapq
+import io
 import math
 import multiprocessing
 import os
@@ -37,9 +38,12 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, redirect_stderr, suppress
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
 from pathlib import Path
+from queue import Empty
+from threading import Condition, Event, Lock, Thread
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
@@ -49,6 +53,7 @@ from engine.errors import EngineError
 from fhir_adapters.errors import InputError
 from fhir_adapters.intake import Entry, Intake, PatientGroup, group, resources_of
 from redflags.pipeline import PatientResult, Pipeline
+from redflags.replay_progress import NO_PROGRESS, ReplayProgress, counted_open
 from redflags.stateful import Tracker
 
 SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
@@ -103,6 +108,8 @@ class Stats:
     peak_parsed: int = 0  # resources parsed at once (one batch of patients)
     damaged: set[int] = field(default_factory=set)  # inputs (by index) with a part that was unreadable
     worker_failed: bool = False  # a --jobs worker's render saw a patient with an invalid element
+    alerts: Counter[str] = field(default_factory=Counter)  # alerts by tier (summary line)
+    invalid_patients: int = 0  # patients with an invalid element (an error issue)
 
 
 def is_input(path: Path, root: Path) -> bool:
@@ -182,13 +189,16 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # type: ignore[return-value]
 
 
-def documents(path: Path, report: Report) -> Iterator[tuple[str, object]]:
+def documents(
+    path: Path, report: Report, tick: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, object]]:
     """(element path, parsed JSON) of each document of one input; bad parts reported, rest read."""
     source = str(path)
     ndjson = path.name.removesuffix(".gz").endswith(".ndjson")
     number, content = 0, False
     try:
-        with _open(path) as stream:
+        # with progress: bytes of the file itself (compressed for gzip) counted as they are read
+        with _open(path) if tick is None else counted_open(path, tick) as stream:
             if not ndjson:
                 data = stream.read()
                 if not data.strip():
@@ -309,9 +319,17 @@ class Spill:
             raise _spill_failed(exc, self.folder) from None
 
 
-def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats) -> Spill:
+def spill(
+    files: list[Path],
+    folder: Path,
+    k: int,
+    report: Report,
+    stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
+) -> Spill:
     """Phase 1: every resource of every input into the partition of its patient."""
     out = Spill(folder, k)
+    tick = None if progress is NO_PROGRESS else progress.tick_read  # untouched read path without one
     try:
         for index, path in enumerate(files):
             source = str(path)
@@ -321,7 +339,7 @@ def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats)
                 stats.damaged.add(index)
                 report(line)
 
-            for where, doc in documents(path, damaged):
+            for where, doc in documents(path, damaged, tick):
                 try:
                     intake = group(source, resources_of(doc, where))
                 except InputError as exc:
@@ -377,6 +395,7 @@ def evaluate_partition(
     sources: list[str],
     report: Report,
     stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
 ) -> Iterator[Evaluated]:
     """Phase 2 for one partition: its patients in order of their first resource, each once."""
     groups = _groups(path)
@@ -400,9 +419,13 @@ def evaluate_partition(
         except EngineError as exc:  # a broken rule fails these patients loudly, not the replay
             names = sorted({sources[s] for _pid, (_q, srcs, _b) in batch for s in srcs})
             report(f"{', '.join(names)}: evaluation failed: {exc}")
+            progress.evaluated(0, sum(len(bodies) for _pid, (_q, _s, bodies) in batch))
             continue
-        for (_pid, (seq, srcs, _bodies)), result in zip(batch, results, strict=True):
+        for (_pid, (seq, srcs, bodies)), result in zip(batch, results, strict=True):
             stats.patients += 1
+            stats.alerts.update(a.tier for a in result.alerts)
+            stats.invalid_patients += any(i.severity == "error" for i in result.issues)
+            progress.evaluated(1, len(bodies))
             hurt = [sources[s] for s in srcs if s in stats.damaged]
             yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []), hurt)
 
@@ -419,6 +442,7 @@ def replay_all(
     stats: Stats | None = None,
     jobs: int = 1,
     setup: WorkerSetup | None = None,
+    progress: ReplayProgress = NO_PROGRESS,
 ) -> Iterator[bytes]:
     """Every input as one data set; ``render``'s bytes per patient, in first-resource order.
 
@@ -439,15 +463,20 @@ def replay_all(
     if jobs > 1:  # enough partitions to keep every worker busy (the output does not depend on K)
         k = max(k, PARTITIONS_PER_JOB * jobs)
     with private_dir(tmp_dir) as folder:
-        parts = spill(files, folder, k, counted, stats)
+        progress.reading(files)
+        parts = spill(files, folder, k, counted, stats, progress)
+        progress.evaluating(stats.resources)
         workers = min(jobs, k)
         if workers > 1 and setup is not None:
-            outputs = _evaluate_in_workers(parts.paths, folder, workers, setup, now, sources, stats)
+            outputs = _evaluate_in_workers(
+                parts.paths, folder, workers, setup, now, sources, stats, progress, report
+            )
         else:
             outputs = [
-                _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats)
+                _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats, progress)
                 for index, path in enumerate(parts.paths)
             ]
+        progress.done()  # before the first result line: the display never mixes with them
         yield from _merge(outputs)
 
 
@@ -461,10 +490,14 @@ def _evaluate_one(
     sources: list[str],
     report: Report,
     stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
 ) -> Path:
     """One partition evaluated and rendered into its output file, sorted by first-resource seq."""
     done = sorted(
-        ((e.seq, render(e)) for e in evaluate_partition(path, evaluator, now, sources, report, stats)),
+        (
+            (e.seq, render(e))
+            for e in evaluate_partition(path, evaluator, now, sources, report, stats, progress)
+        ),
         key=lambda pair: pair[0],
     )
     path.unlink()
@@ -489,14 +522,44 @@ def jobs_for(jobs: int) -> int:
 _worker: tuple[Pipeline | Tracker, Render, Callable[[], bool]] | None = None
 
 
-def _init() -> None:
+_ticks: Queue | None = None  # a worker's channel for progress to the parent (None: no display)
+
+
+def _init(ticks: Queue | None = None) -> None:
+    global _ticks
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops workers
+    _ticks = ticks
+
+
+class _Forward(ReplayProgress):
+    """In a worker: evaluated patients sent to the parent's display every BATCH patients (one
+    queue message per batch: bounded overhead), the rest when the partition ends."""
+
+    def __init__(self, ticks: Queue) -> None:
+        self._ticks = ticks
+        self._patients = 0
+        self._resources = 0
+        self.sent = (0, 0)  # totals put on the queue: the parent waits for them before stopping workers
+
+    def evaluated(self, patients: int, resources: int) -> None:
+        self._patients += patients
+        self._resources += resources
+        if self._patients >= BATCH or (patients == 0 and resources):  # a failed batch: sent too
+            self.done()
+
+    def done(self) -> None:
+        if self._patients or self._resources:
+            self._ticks.put((self._patients, self._resources))
+            self.sent = (self.sent[0] + self._patients, self.sent[1] + self._resources)
+            self._patients = self._resources = 0
 
 
 def _work(
     setup: WorkerSetup, index: int, path: Path, folder: Path, now: int, sources: list[str], damaged: set[int]
-) -> tuple[int, int, int, int, bool]:
-    """In a worker: one partition to its output file; (patients, errors, peaks, failed) back."""
+) -> tuple[int, int, int, int, bool, Counter[str], int, list[str], tuple[int, int]]:
+    """In a worker: one partition to its output file; (patients, errors, peaks, failed, alerts by tier,
+    invalid patients, stderr lines, progress sent) back (its peak records are the partition's resources: one
+    partition per Stats)."""
     global _worker
     if _worker is None:
         _worker = setup()
@@ -505,10 +568,29 @@ def _work(
 
     def counted(line: str) -> None:
         stats.errors += 1
-        print(line, file=sys.stderr, flush=True)
+        print(line, file=sys.stderr)
 
-    _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats)
-    return stats.patients, stats.errors, stats.peak_records, stats.peak_parsed, failed()
+    # every line this partition prints (its errors, render's invalid elements) goes back to the
+    # parent, which prints them in partition order through its display: as --jobs 1 prints them
+    lines = io.StringIO()
+    forward = _Forward(_ticks) if _ticks is not None else None
+    with redirect_stderr(lines):
+        _evaluate_one(
+            index, path, folder, evaluator, render, now, sources, counted, stats, forward or NO_PROGRESS
+        )
+    if forward is not None:
+        forward.done()
+    return (
+        stats.patients,
+        stats.errors,
+        stats.peak_records,
+        stats.peak_parsed,
+        failed(),
+        stats.alerts,
+        stats.invalid_patients,
+        lines.getvalue().splitlines(),
+        forward.sent if forward is not None else (0, 0),
+    )
 
 
 def _evaluate_in_workers(
@@ -519,13 +601,21 @@ def _evaluate_in_workers(
     now: int,
     sources: list[str],
     stats: Stats,
+    progress: ReplayProgress = NO_PROGRESS,
+    report: Report | None = None,
 ) -> list[Path]:
     """Partitions spread over ``workers`` spawned processes; the outputs are the same files."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
+    context = multiprocessing.get_context("spawn")
+    ticks = None if progress is NO_PROGRESS else context.Queue()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(ticks,))
+    drain = _Drain(ticks, progress) if ticks is not None else None
     try:
         futures: list[Future] = [
             pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged) for i, p in enumerate(paths)
         ]
+        in_order = _InOrder(futures, report or _stderr)
+        for future in futures:  # lines in partition order as partitions complete (the pool's thread)
+            future.add_done_callback(in_order.done)
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             exc = future.exception() if future in done else None
@@ -534,12 +624,20 @@ def _evaluate_in_workers(
                     f"a worker process failed: {' '.join(str(exc).split()) or type(exc).__name__}"
                 )
         for future in futures:
-            patients, errors, peak_records, peak_parsed, failed = future.result()
+            patients, errors, peak_records, peak_parsed, failed, alerts, invalid, _lines, sent = (
+                future.result()
+            )
             stats.patients += patients
             stats.errors += errors
             stats.peak_records = max(stats.peak_records, peak_records)
             stats.peak_parsed = max(stats.peak_parsed, peak_parsed)
             stats.worker_failed |= failed
+            stats.alerts.update(alerts)
+            stats.invalid_patients += invalid
+            if drain is not None:
+                drain.expect(*sent)
+        if drain is not None:  # what the workers sent is drawn before they are stopped
+            drain.wait(timeout=10)
     finally:
         # Ctrl-C, an error or done: no worker may outlive this (it would write into a removed folder)
         processes = list((pool._processes or {}).values())  # no public handle to kill them
@@ -549,7 +647,78 @@ def _evaluate_in_workers(
                 process.kill()
         for process in processes:
             process.join(timeout=10)
+        if drain is not None:
+            drain.stop()
     return [folder / f"out-{i:04d}" for i in range(len(paths))]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _InOrder:
+    """Workers' stderr lines reported in partition order: each partition's once every earlier
+    one has completed (done callbacks run in the pool's thread, or the caller's: hence the lock)."""
+
+    def __init__(self, futures: list[Future], report: Report) -> None:
+        self._futures = futures
+        self._report = report
+        self._next = 0
+        self._lock = Lock()
+
+    def done(self, _future: Future) -> None:
+        with self._lock:
+            while self._next < len(self._futures) and self._futures[self._next].done():
+                future = self._futures[self._next]
+                self._next += 1
+                if not future.cancelled() and future.exception() is None:
+                    for line in future.result()[7]:
+                        self._report(line)
+
+
+class _Drain:
+    """The parent's thread that moves workers' progress messages onto the display."""
+
+    def __init__(self, ticks: Queue, progress: ReplayProgress) -> None:
+        self._ticks = ticks
+        self._progress = progress
+        self._stop = Event()
+        self._got = Condition()
+        self._received = [0, 0]
+        self._expected = [0, 0]
+        self._thread = Thread(target=self._run, name="replay-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                patients, resources = self._ticks.get(timeout=0.1)
+            except Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            self._progress.evaluated(patients, resources)
+            with self._got:
+                self._received[0] += patients
+                self._received[1] += resources
+                self._got.notify_all()
+
+    def expect(self, patients: int, resources: int) -> None:
+        """A worker reported sending these (its partition's result came back)."""
+        self._expected[0] += patients
+        self._expected[1] += resources
+
+    def wait(self, timeout: float) -> None:
+        """Until everything the workers sent has arrived (their queue writes are asynchronous)."""
+        with self._got:
+            self._got.wait_for(lambda: self._received == self._expected, timeout)
+
+    def stop(self) -> None:
+        """After the workers ended: what they sent is drawn, then the thread ends (bounded)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ticks.cancel_join_thread()
+        self._ticks.close()
 
 
 def _merge(outputs: list[Path]) -> Iterator[bytes]:
