@@ -207,7 +207,7 @@ def replay_command(
         raise click.UsageError("--jobs above 1 cannot be used with --state (one process keeps the history)")
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
     pipeline.max_facts = max_facts_per_patient
-    store = narrowed(open_state(state_path), tenant) if state_path else None
+    store = narrowed(open_state(state_path, create=True), tenant) if state_path else None
     tracker = None
     if store is not None:
         retention = retention_days * 86_400 if retention_days else None
