@@ -23,6 +23,7 @@ import pytest
 
 from redflags.state.sqlite_store import SqliteStateStore
 
+from .fault_proxy import fault_proxy
 from .fhir_server_harness import FhirServer, FhirServerUnavailable, running_fhir_server
 from .test_delivery_faults import NOW, positives
 from .test_operator_store_paths import run
@@ -277,3 +278,46 @@ def test_retry_all_failed_and_its_usage(tmp_path: Path, strict_server: FhirServe
     assert [i.status for i in items(tmp_path / "state.sqlite")] == ["pending", "pending"]
     none_left = run(tmp_path, "outbox", "retry", "--all-failed", "--state", "state.sqlite")
     assert none_left.returncode == 0 and "no failed items" in none_left.stderr
+
+
+@pytest.fixture(scope="module")
+def plain_server() -> Iterator[FhirServer]:
+    try:
+        with running_fhir_server() as server:
+            yield server
+    except FhirServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+BUSY = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "transient", "diagnostics": "Database is busy, try again"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "message"),
+    [
+        (lambda p: p.drip(0.2), "timeout", "POST /fhir/R4: no answer within 0.5 s"),
+        (
+            lambda p: p.fail(503, outcome=BUSY),
+            "HTTP 503",
+            "POST /fhir/R4: HTTP 503 (Database is busy, try again)",
+        ),
+    ],
+    ids=["timeout", "503 with OperationOutcome"],
+)
+def test_a_slow_or_busy_server_is_named_per_item_and_in_the_summary(
+    fault, reason: str, message: str, tmp_path: Path, plain_server: FhirServer
+) -> None:
+    positives(tmp_path / "in", f"opslow{reason[:4]}")
+    with fault_proxy(plain_server.url) as proxy:
+        for _ in range(3):  # every attempt of the client's own retries
+            fault(proxy)
+        done = replay_to(tmp_path, proxy.url, "--delivery-wait", "0", "--fhir-timeout", "0.5")
+    assert done.returncode == 1, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("outbox item ")]
+    assert line == f"outbox item 1 (cauda_equina_syndrome raised) pending: {message}"
+    assert done.stderr.splitlines()[-1].endswith(
+        f"pending 1, failed 0, delivered 0; not delivered: {reason} 1"
+    )
