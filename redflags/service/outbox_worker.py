@@ -72,6 +72,10 @@ class OutboxWorker:
         done = deliver_due(self.store, self.client, int(now), lease=LEASE_S, stop=self._stopping)
         if done.delivered or done.failed or done.retried:
             log.info("outbox_pass", delivered=done.delivered, failed=done.failed, retried=done.retried)
+        if done.problems:  # why, by kind (no patient): "connection refused", "HTTP 400", ...
+            log.warning("outbox_not_delivered", reasons=done.by_reason())
+        if done.config_error:
+            log.error("outbox_configuration_error", detail=done.config_error)
 
     async def stop(self) -> None:
         self._stopping.set()
