@@ -236,6 +236,8 @@ def _listed(item: Delivery, show_patient: bool) -> dict[str, Any]:
     }
     if show_patient:
         row["patient"] = item.patient
+    else:  # a server's diagnostics may quote the reference
+        row["reason"] = row["reason"].replace(item.patient, "Patient/…")
     return row
 
 
