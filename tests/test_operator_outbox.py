@@ -321,3 +321,24 @@ def test_a_slow_or_busy_server_is_named_per_item_and_in_the_summary(
     assert done.stderr.splitlines()[-1].endswith(
         f"pending 1, failed 0, delivered 0; not delivered: {reason} 1"
     )
+
+
+def test_list_leaves_the_patient_out_of_reasons_unless_asked(tmp_path: Path) -> None:
+    from redflags.state.model import Evaluated, NewDelivery
+
+    store = SqliteStateStore.open(tmp_path / "state.sqlite")
+    try:
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+        (item,) = store.commit(
+            Evaluated(
+                "Patient/oplist9", 0, deliveries=[NewDelivery("Patient/oplist9", "r", "raised", bundle)]
+            )
+        )
+        store.mark_failed(item, "POST /: HTTP 400 (Resource Patient/oplist9 not found)", None)
+    finally:
+        store.close()
+    hidden = run(tmp_path, "outbox", "list", "--state", "state.sqlite")
+    assert hidden.returncode == 0 and "oplist9" not in hidden.stdout
+    assert hidden.stdout.splitlines()[1].endswith("\t400\tPOST /: HTTP 400 (Resource Patient/… not found)")
+    shown = run(tmp_path, "outbox", "list", "--state", "state.sqlite", "--show-patient")
+    assert shown.stdout.splitlines()[1].startswith(f"{item}\tPatient/oplist9\tr\traised\tfailed\t1\t400\t")
