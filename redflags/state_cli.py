@@ -299,7 +299,8 @@ def list_command(
 def retry_command(items: tuple[int, ...], all_failed: bool, state_path: Path, tenant: str | None) -> None:
     """Put failed items back in the queue (due at once; `outbox flush` or the service sends
     them). Each move is recorded in the outbox's audit trail: failed -> pending, by the
-    operator. Exit 1 when a given item is not a failed one."""
+    operator. An item followed by a later change of the same alert stays failed (it would
+    overwrite the newer one). Exit 1 when a given item is not retried."""
     if bool(items) == all_failed:
         raise click.UsageError("give the ITEM ids to retry, or --all-failed")
     store = narrowed(open_state(state_path), tenant)
@@ -311,9 +312,12 @@ def retry_command(items: tuple[int, ...], all_failed: bool, state_path: Path, te
     for item_id in moved:
         click.echo(f"item {item_id}: failed -> pending (retry by operator)")
     for item_id, item in missed.items():
-        found = (
-            "no such item" if item is None or (tenant and item.tenant != tenant) else f"it is {item.status}"
-        )
+        if item is None or (tenant and item.tenant != tenant):
+            found = "no such item"
+        elif item.status == "failed":
+            found = "a later change of the same alert was queued after it (retry that one)"
+        else:
+            found = f"it is {item.status}"
         click.echo(f"item {item_id} not retried: {found}", err=True)
     if all_failed and not moved:
         click.echo("no failed items", err=True)

@@ -342,3 +342,25 @@ def test_list_leaves_the_patient_out_of_reasons_unless_asked(tmp_path: Path) -> 
     assert hidden.stdout.splitlines()[1].endswith("\t400\tPOST /: HTTP 400 (Resource Patient/… not found)")
     shown = run(tmp_path, "outbox", "list", "--state", "state.sqlite", "--show-patient")
     assert shown.stdout.splitlines()[1].startswith(f"{item}\tPatient/oplist9\tr\traised\tfailed\t1\t400\t")
+
+
+def test_a_failed_item_with_a_later_change_of_its_alert_is_not_retried(tmp_path: Path) -> None:
+    """Sending an old "raised" after its "withdrawn" went out would raise the alert again."""
+    from redflags.state.model import Evaluated, NewDelivery
+
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+    store = SqliteStateStore.open(tmp_path / "state.sqlite")
+    try:
+        changes = [NewDelivery("Patient/opsup", "r", change, bundle) for change in ("raised", "withdrawn")]
+        raised, withdrawn = store.commit(Evaluated("Patient/opsup", 0, deliveries=changes))
+        store.mark_failed(raised, "POST /: HTTP 400 (refused)", None)
+        store.mark_delivered(withdrawn, 1)
+    finally:
+        store.close()
+    done = run(tmp_path, "outbox", "retry", str(raised), "--state", "state.sqlite")
+    assert done.returncode == 1
+    assert f"item {raised} not retried: a later change of the same alert was queued after it" in done.stderr
+    every = run(tmp_path, "outbox", "retry", "--all-failed", "--state", "state.sqlite")
+    assert every.returncode == 0 and "no failed items" in every.stderr
+    assert [i.status for i in items(tmp_path / "state.sqlite")] == ["failed", "delivered"]
+    assert events(tmp_path / "state.sqlite")[-1].after == "failed"

@@ -663,7 +663,11 @@ class SqliteStateStore:
     ) -> list[int]:
         """Put failed items (``items``, or every failed one when None) back in the queue, due
         at once, attempts and last reason kept; return the ids moved. Each move is recorded in
-        the audit trail (failed -> pending, ``actor``) in the same transaction."""
+        the audit trail (failed -> pending, ``actor``) in the same transaction.
+
+        An item with a later change of the same tenant, patient and rule queued after it is
+        superseded and stays failed: sending it would put an older Flag over a newer one (or
+        raise again an alert since withdrawn)."""
         where, args = _where(("tenant", tenant))
         chosen = " AND id IN (SELECT value FROM json_each(?))" if items is not None else ""
         picked = (*args, _dumps(list(items))) if items is not None else args
@@ -671,7 +675,8 @@ class SqliteStateStore:
             ids = [
                 row[0]
                 for row in conn.execute(
-                    "SELECT id FROM outbox WHERE status = 'failed'"
+                    "SELECT id FROM outbox o WHERE status = 'failed'"
+                    + _NOT_SUPERSEDED
                     + where.replace(" WHERE ", " AND ")
                     + chosen
                     + " ORDER BY id",
@@ -697,6 +702,12 @@ class SqliteStateStore:
                 args,
             ).fetchall()
         return [OutboxEvent(*row) for row in rows]
+
+
+_NOT_SUPERSEDED = (
+    " AND NOT EXISTS (SELECT 1 FROM outbox l WHERE l.tenant = o.tenant AND l.patient = o.patient"
+    " AND l.rule = o.rule AND l.id > o.id)"
+)
 
 
 def _record_events(
