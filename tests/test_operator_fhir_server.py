@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,18 @@ def test_a_port_that_is_not_a_number_is_one_line_and_exit_2(copy: Path) -> None:
         "fhir-test-server: PORT must be a number (0: any free port), not 'eighty'"
     ]
     assert not (copy / "tests" / "fhir_server" / "node_modules").exists()
+
+
+def test_a_port_already_in_use_is_one_line_and_exit_1() -> None:
+    try:
+        ensure_installed()
+    except FhirServerUnavailable as exc:
+        pytest.skip(str(exc))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([str(SCRIPT), str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == ""  # no ready line
+    assert done.stderr.strip().splitlines() == [f"fhir-test-server: port {port} is in use"]

@@ -294,6 +294,13 @@ const server = http.createServer((req, res) => {
 });
 
 const port = Number(process.argv[2] ?? 0);
+// A port already taken (or not ours to take) is one line on stderr and exit 1, not a stack trace.
+const LISTEN_ERRORS = { EADDRINUSE: 'is in use', EACCES: 'is not allowed' };
+server.on('error', (err) => {
+  const what = LISTEN_ERRORS[err.code];
+  console.error(`fhir-test-server: ${what ? `port ${port} ${what}` : `cannot listen: ${err.message}`}`);
+  process.exit(1);
+});
 server.listen(port, '127.0.0.1', () => {
   const { port: bound } = server.address();
   console.log(`FHIR test server ready at http://127.0.0.1:${bound}${BASE_PATH}`);
