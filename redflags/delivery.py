@@ -16,7 +16,8 @@ A pass claims a bounded batch of ids and reads one bundle at a time.
 
 An answer showing that the URL or credentials are wrong (``FhirConfigError``: 404 on the base,
 an HTML page, 401/403) says nothing about the alert: the item stays pending (the attempt is
-counted) and the round reports a configuration error, which ``drain`` ends on. Each item not
+counted, and the change is in the audit trail) and the pass ends there, reporting a
+configuration error (``drain`` ends too): every further send would meet the same server. Each item not
 delivered leaves a ``Problem`` in the round (its id, rule and the reason, never its patient),
 so commands can say why.
 """
@@ -115,6 +116,17 @@ class Round:
         return dict(Counter(p.reason for p in self.problems.values()).most_common())
 
 
+#: ``FhirError.reason`` -> the short last status stored on an item when there is no HTTP status.
+_STATUS_OF_REASON = {"connection refused": "refused", "timeout": "timeout", "cannot connect": "no connection"}
+
+
+def last_status(exc: BaseException) -> str:
+    """The status an attempt ended with, for ``outbox list``: the HTTP status, else its kind."""
+    if not isinstance(exc, FhirError):
+        return "error"
+    return str(exc.status) if exc.status else _STATUS_OF_REASON.get(exc.reason, exc.reason)
+
+
 def _problem(item: Delivery, outcome: Outcome, exc: BaseException) -> Problem:
     reason = exc.reason if isinstance(exc, FhirError) else f"delivery error: {type(exc).__name__}"
     message = " ".join(str(exc).split()).replace(item.patient, "Patient/…") or reason
@@ -138,7 +150,10 @@ def send(
             report.problems[item.id] = _problem(item, "retry", exc)
         try:
             store.mark_retry(
-                item.id, now + retry_delay(item.attempts + 1, None), f"delivery error: {type(exc).__name__}"
+                item.id,
+                now + retry_delay(item.attempts + 1, None),
+                f"delivery error: {type(exc).__name__}",
+                last_status(exc),
             )
         except Exception as again:  # the store itself: the lease brings the item back later
             log.error("delivery_error_unrecorded", item=item.id, error=type(again).__name__)
@@ -157,14 +172,16 @@ def _send(item: Delivery, client: FhirClient, store: StateStore, now: int, repor
         except FhirPermanentError as exc:
             fresh = [r for r in missing_evidence(exc.outcome, bundle) or () if r not in downgraded]
             if not fresh:
-                store.mark_failed(item.id, str(exc), exc.outcome)
+                store.mark_failed(item.id, str(exc), exc.outcome, last_status(exc))
                 log.warning("delivery_failed", item=item.id, rule=item.rule, patient=who, status=exc.status)
                 problems[item.id] = _problem(item, "failed", exc)
                 return "failed"
             try:
                 revised = without_references(bundle, fresh)
             except Exception as bug:  # the fallback cannot be built: the rejection stands
-                store.mark_failed(item.id, f"{exc}; evidence fallback: {type(bug).__name__}", exc.outcome)
+                store.mark_failed(
+                    item.id, f"{exc}; evidence fallback: {type(bug).__name__}", exc.outcome, last_status(exc)
+                )
                 log.error("delivery_fallback_failed", item=item.id, rule=item.rule, error=type(bug).__name__)
                 problems[item.id] = _problem(item, "failed", exc)
                 return "failed"
@@ -181,7 +198,7 @@ def _send(item: Delivery, client: FhirClient, store: StateStore, now: int, repor
             )
         except FhirTransientError as exc:
             wait = retry_delay(item.attempts + 1, exc.retry_after)
-            store.mark_retry(item.id, now + wait, str(exc))
+            store.mark_retry(item.id, now + wait, str(exc), last_status(exc))
             log.info(
                 "delivery_retry", item=item.id, rule=item.rule, patient=who, status=exc.status, wait_s=wait
             )
@@ -189,11 +206,14 @@ def _send(item: Delivery, client: FhirClient, store: StateStore, now: int, repor
             return "retry"
         except FhirConfigError as exc:  # wrong URL or credentials: the item is not at fault
             wait = retry_delay(item.attempts + 1, None)
-            store.mark_retry(item.id, now + wait, str(exc))
-            log.warning("delivery_config_error", item=item.id, rule=item.rule, status=exc.status, wait_s=wait)
-            problems[item.id] = _problem(item, "config", exc)
-            if report is not None:
-                report.config_error = report.config_error or str(exc)
+            store.mark_retry(item.id, now + wait, str(exc), last_status(exc), audited=True)
+            problems[item.id] = problem = _problem(item, "config", exc)
+            if report is not None:  # the deliverer logs it once per pass (``deliver_due`` stops here)
+                report.config_error = report.config_error or problem.message
+            else:
+                log.warning(
+                    "delivery_config_error", item=item.id, rule=item.rule, status=exc.status, wait_s=wait
+                )
             return "config"
     store.mark_delivered(item.id, now)
     problems.pop(item.id, None)
@@ -245,6 +265,8 @@ def deliver_due(
                 done.failed += 1
             else:
                 done.retried += 1
+            if outcome == "config":
+                return done  # every further send would meet the same wrong server or credentials
     return done
 
 

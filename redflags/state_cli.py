@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from fhir_adapters.fhir_client import FhirClient
 from fhir_adapters.smart_auth import server_auth
 from redflags.delivery import Round, drain
 from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
-from redflags.state.model import DEFAULT_TENANT, Delivery, NoStateStore, StateStore, Status
+from redflags.state.model import DEFAULT_TENANT, Delivery, NoStateStore, OutboxEvent, StateStore, Status
 from redflags.state.sqlite_store import StateStoreError, open_store
 from redflags.state.tenant_view import TenantView
 
@@ -174,7 +175,12 @@ def outbox_group() -> None:
 @outbox_group.command("status")
 @state_option(required=True)
 @tenant_option(None, "counted")
-def status_command(state_path: Path, tenant: str | None) -> None:
+@click.option(
+    "--show-patient",
+    is_flag=True,
+    help="Leave patient references in the failed items' reasons (blanked by default).",
+)
+def status_command(state_path: Path, tenant: str | None, show_patient: bool) -> None:
     """Counts of outbox items: pending, failed, delivered (exit 1 when any failed)."""
     store = narrowed(open_state(state_path), tenant)
     try:
@@ -182,7 +188,8 @@ def status_command(state_path: Path, tenant: str | None) -> None:
         for status in ("pending", "failed", "delivered"):
             click.echo(f"{status} {counts[status]}")
         for item in store.deliveries("failed"):
-            click.echo(f"failed item {item.id}: {item.rule} {item.change}: {item.last_error}", err=True)
+            reason = _reason(item.last_error, item.patient, show_patient)
+            click.echo(f"failed item {item.id}: {item.rule} {item.change}: {reason}", err=True)
     finally:
         store.close()
     raise SystemExit(1 if counts["failed"] else 0)
@@ -231,28 +238,33 @@ def _listed(item: Delivery, show_patient: bool) -> dict[str, Any]:
         "change": item.change,
         "status": item.status,
         "attempts": item.attempts,
-        "last_status": _last_status(item),
-        "reason": " ".join((item.last_error or "").split()),
+        "last_status": item.last_status or "-",
+        "reason": _reason(item.last_error, item.patient, show_patient),
     }
     if show_patient:
         row["patient"] = item.patient
-    else:  # a server's diagnostics may quote the reference
-        row["reason"] = row["reason"].replace(item.patient, "Patient/…")
     return row
 
 
-def _last_status(item: Delivery) -> str:
-    """The HTTP status (or kind of failure) of the item's last attempt, from its reason."""
-    text = item.last_error or ""
-    for word, shown in (
-        ("refused", "refused"),
-        ("no answer within", "timeout"),
-        ("cannot connect", "no connection"),
-    ):
-        if word in text:
-            return shown
-    found = [w for w in text.replace("(", " ").replace(",", " ").split() if w.isdigit() and len(w) == 3]
-    return found[0] if found else ("-" if not text else "?")
+def _reason(text: str | None, patient: str, show_patient: bool) -> str:
+    """A stored reason on one line; a server's diagnostics may quote the patient reference,
+    which is blanked unless the operator asked for it."""
+    reason = " ".join((text or "").split())
+    return reason if show_patient else reason.replace(patient, "Patient/…")
+
+
+def _event_row(event: OutboxEvent, show_patient: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "item": event.item,
+        "at": datetime.fromtimestamp(event.at, UTC).isoformat(timespec="seconds"),
+        "from": event.before,
+        "to": event.after,
+        "actor": event.actor,
+        "reason": _reason(event.reason, event.patient, show_patient),
+    }
+    if show_patient:
+        row["patient"] = event.patient
+    return row
 
 
 @outbox_group.command("list")
@@ -266,29 +278,46 @@ def _last_status(item: Delivery) -> str:
     help="Show each item's patient reference (left out by default: the output may be shared).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of tab-separated lines.")
+@click.option(
+    "--events",
+    "events_of",
+    type=click.IntRange(min=1),
+    metavar="ITEM",
+    help="The audit trail of one item instead: every status change (delivered ones too), by whom and why.",
+)
 def list_command(
-    state_path: Path, tenant: str | None, which: str | None, show_patient: bool, as_json: bool
+    state_path: Path,
+    tenant: str | None,
+    which: str | None,
+    show_patient: bool,
+    as_json: bool,
+    events_of: int | None = None,
 ) -> None:
     """Items not delivered (pending and failed, or one of them): id, rule, change, status,
-    attempts, last status and reason. Delivered items are left out."""
+    attempts, last status and reason. Delivered items are left out (see --events ITEM)."""
     store = narrowed(open_state(state_path), tenant)
     try:
-        rows = [
-            _listed(item, show_patient)
-            for status in _LISTED[which or "open"]
-            for item in store.deliveries(status)
-        ]
+        if events_of is not None:
+            rows = [_event_row(e, show_patient) for e in store.outbox_events(events_of)]
+            columns = ["item", "at", *(["patient"] if show_patient else []), "from", "to", "actor", "reason"]
+        else:
+            rows = [
+                _listed(item, show_patient)
+                for status in _LISTED[which or "open"]
+                for item in store.deliveries(status)
+            ]
+            rows.sort(key=lambda row: row["item"])
+            columns = ["item", *(["patient"] if show_patient else []), "rule", "change", "status", "attempts"]
+            columns += ["last_status", "reason"]
     finally:
         store.close()
-    rows.sort(key=lambda row: row["item"])
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
         return
-    columns = ["item", *(["patient"] if show_patient else []), "rule", "change", "status", "attempts"]
-    click.echo("\t".join([*columns, "last_status", "reason"]))
+    click.echo("\t".join(columns))
     for row in rows:
-        click.echo("\t".join(str(row[c]) for c in [*columns, "last_status", "reason"]))
+        click.echo("\t".join(str(row[c]) for c in columns))
 
 
 @outbox_group.command("retry")

@@ -97,6 +97,8 @@ class Delivery:
     last_error: str | None = None
     outcome: dict[str, Any] | None = None  # the server's OperationOutcome on a failure
     tenant: str = DEFAULT_TENANT
+    #: the last attempt's HTTP status or kind of failure ("400", "refused", "timeout", ...)
+    last_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,11 +205,15 @@ class StateStore(Protocol):
         by side (two never send one item at once; a dead one's items come back after the lease)."""
         ...
 
-    def mark_delivered(self, item: int, now: int) -> None: ...
+    def mark_delivered(self, item: int, now: int, last_status: str | None = "delivered") -> None: ...
 
-    def mark_retry(self, item: int, next_attempt: int, error: str) -> None: ...
+    def mark_retry(
+        self, item: int, next_attempt: int, error: str, last_status: str | None = None, audited: bool = False
+    ) -> None: ...
 
-    def mark_failed(self, item: int, error: str, outcome: dict[str, Any] | None) -> None: ...
+    def mark_failed(
+        self, item: int, error: str, outcome: dict[str, Any] | None, last_status: str | None = None
+    ) -> None: ...
 
     def retry_now(self, now: int, *, tenant: str | None = None) -> int:
         """Make every pending item due now (``redflags outbox flush``); return how many."""

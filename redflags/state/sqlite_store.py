@@ -138,7 +138,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE patient_seq (tenant TEXT NOT NULL, patient TEXT NOT NULL, seq INTEGER NOT NULL, "
         "PRIMARY KEY (tenant, patient)) WITHOUT ROWID",
     ),
-    3: (  # the outbox's audit trail: every item that failed, and who put it back in the queue
+    3: (  # the outbox's audit trail (every change of an item's status, and who made it); the
+        # status of each item's last attempt (HTTP status or kind of failure) in its own column
+        "ALTER TABLE outbox ADD COLUMN last_status TEXT",
         "CREATE TABLE outbox_event (id INTEGER PRIMARY KEY, item INTEGER NOT NULL, "
         "tenant TEXT NOT NULL, patient TEXT NOT NULL, rule TEXT NOT NULL, at INTEGER NOT NULL, "
         "from_status TEXT NOT NULL, to_status TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL)",
@@ -154,7 +156,7 @@ _BOOKKEEPING = frozenset({"patient_seq", "outbox_event"})
 
 _OUTBOX_COLUMNS = (
     "id, patient, rule, change, bundle, status, attempts, next_attempt, created, delivered, "
-    "last_error, outcome, tenant"
+    "last_error, outcome, tenant, last_status"
 )
 # The oldest pending item of each (tenant, patient, rule) only: a later change waits for the
 # earlier one. Parameters (now, limit); ``_DUE_OF_TENANT``: (now, tenant, limit).
@@ -222,6 +224,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         error,
         outcome,
         tenant,
+        last_status,
     ) = row
     return Delivery(
         id=item,
@@ -237,6 +240,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         last_error=error,
         outcome=orjson.loads(outcome) if outcome is not None else None,
         tenant=tenant,
+        last_status=last_status,
     )
 
 
@@ -489,34 +493,43 @@ class SqliteStateStore:
             )
         return items
 
-    def mark_delivered(self, item: int, now: int) -> None:
-        """The successful send counts as an attempt too: ``attempts`` is how many sends it took."""
+    def mark_delivered(self, item: int, now: int, last_status: str | None = "delivered") -> None:
+        """The successful send counts as an attempt too: ``attempts`` is how many sends it took.
+        Recorded in the audit trail (pending -> delivered)."""
         self._mark(
             item,
             "delivered",
             "UPDATE outbox SET status = 'delivered', delivered = ?, attempts = attempts + 1, "
-            "last_error = NULL WHERE id = ? AND status = 'pending'",
-            (now, item),
+            "last_error = NULL, last_status = ? WHERE id = ? AND status = 'pending'",
+            (now, last_status, item),
+            event=("pending", "delivered", "delivery", ""),
         )
 
-    def mark_retry(self, item: int, next_attempt: int, error: str) -> None:
+    def mark_retry(
+        self, item: int, next_attempt: int, error: str, last_status: str | None = None, audited: bool = False
+    ) -> None:
+        """``audited``: also record the deferral in the audit trail (pending -> pending), for
+        the rare ones an operator must see (a configuration error), not every transient retry."""
         self._mark(
             item,
             "retry",
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? "
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?, last_status = ? "
             "WHERE id = ? AND status = 'pending'",
-            (next_attempt, error, item),
+            (next_attempt, error, last_status, item),
+            event=("pending", "pending", "delivery", error) if audited else None,
         )
 
-    def mark_failed(self, item: int, error: str, outcome: dict[str, Any] | None) -> None:
+    def mark_failed(
+        self, item: int, error: str, outcome: dict[str, Any] | None, last_status: str | None = None
+    ) -> None:
         """Failed for good: the item stops blocking later changes of its patient and rule.
         The change goes into the outbox's audit trail (``outbox_events``)."""
         self._mark(
             item,
             "failed",
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, outcome = ? "
-            "WHERE id = ? AND status = 'pending'",
-            (error, _dumps(outcome) if outcome is not None else None, item),
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, outcome = ?, "
+            "last_status = ? WHERE id = ? AND status = 'pending'",
+            (error, _dumps(outcome) if outcome is not None else None, last_status, item),
             event=("pending", "failed", "delivery", error),
         )
 
