@@ -334,7 +334,7 @@ def test_list_leaves_the_patient_out_of_reasons_unless_asked(tmp_path: Path) -> 
                 "Patient/oplist9", 0, deliveries=[NewDelivery("Patient/oplist9", "r", "raised", bundle)]
             )
         )
-        store.mark_failed(item, "POST /: HTTP 400 (Resource Patient/oplist9 not found)", None)
+        store.mark_failed(item, "POST /: HTTP 400 (Resource Patient/oplist9 not found)", None, "400")
     finally:
         store.close()
     hidden = run(tmp_path, "outbox", "list", "--state", "state.sqlite")
