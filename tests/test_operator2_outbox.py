@@ -120,7 +120,7 @@ def test_status_blanks_patient_references_unless_asked(tmp_path: Path) -> None:
     (item,) = _queued(state, ["Patient/opstatus7"])
     store = SqliteStateStore.open(state)
     try:
-        store.mark_failed(item, "POST /: HTTP 400 (Resource Patient/opstatus7 not found)", None, "400")
+        store.mark_failed(item, "POST /: HTTP 400 (Resource Patient/opstatus7 not found)", None)
     finally:
         store.close()
     hidden = run(tmp_path, "outbox", "status", "--state", "state.sqlite")
