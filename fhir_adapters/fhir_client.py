@@ -14,6 +14,11 @@ Whatever the server answers ends as one of these two errors or a checked result:
 is cut off, too large, not JSON, or (for a transaction) not a transaction-response is a
 ``FhirBadAnswer`` (transient: the transaction is idempotent, so it can simply go again), and a
 ``Retry-After`` is read as a finite, non-negative number of seconds, at most a day.
+
+An answer that shows the URL or the credentials are wrong is neither: a 404/405 on the base
+URL, a 4xx or 2xx that is not FHIR JSON (an HTML page), a 401/403 is a ``FhirConfigError``
+(the request may be fine; the operator must fix ``--fhir-server`` or the token). Every error
+carries a short ``reason`` ("connection refused", "timeout", "HTTP 422", ...) to count by.
 """
 
 from __future__ import annotations
@@ -56,12 +61,15 @@ class FhirError(Exception):
         outcome: dict[str, Any] | None = None,
         body: str = "",
         retry_after: float | None = None,
+        reason: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
         self.outcome = outcome
         self.body = body[:BODY_KEPT]
         self.retry_after = retry_after
+        #: a short, patient-free category for summaries: "connection refused", "HTTP 503", ...
+        self.reason = reason or (f"HTTP {status}" if status else "error")
 
 
 class FhirTransientError(FhirError):
@@ -70,6 +78,11 @@ class FhirTransientError(FhirError):
 
 class FhirPermanentError(FhirError):
     """The server refused the request itself (4xx): sending it again will not help."""
+
+
+class FhirConfigError(FhirError):
+    """The base URL does not answer as a FHIR server, or refuses the credentials: the
+    configuration is wrong, not the request; nothing about the item should be concluded."""
 
 
 class FhirBadAnswer(FhirTransientError):
@@ -215,7 +228,7 @@ class FhirClient:
                     refreshed = True  # a new token once; does not count as an attempt
                     attempt -= 1
                     continue
-                if isinstance(error, FhirPermanentError) or attempt >= self.retry.attempts:
+                if not isinstance(error, FhirTransientError) or attempt >= self.retry.attempts:
                     raise error
                 wait = self._wait(attempt, error.retry_after)
                 if wait is None:
@@ -239,7 +252,7 @@ class FhirClient:
         with Deadline(self.timeout_s) as deadline:
             answer = self._exchange(method, url, where, data, sent)
         if deadline.expired:  # whatever was read was cut short, even if it parses
-            return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s")
+            return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s", reason="timeout")
         if isinstance(answer, FhirError):
             return answer
         response = answer
@@ -251,7 +264,23 @@ class FhirClient:
         after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
         message = f"{where}: HTTP {status}" + (f" ({_diagnostics(outcome)})" if outcome else "")
         kind = FhirTransientError if status == 429 or status >= 500 else FhirPermanentError
+        if kind is FhirPermanentError:
+            misfit = self._misfit(url, status, outcome, response.headers.get("Content-Type"))
+            if misfit:
+                return FhirConfigError(misfit, status, outcome, text, reason="configuration error")
         return kind(message, status, outcome, text, after)
+
+    def _misfit(self, url: str, status: int, outcome: dict[str, Any] | None, media: str | None) -> str | None:
+        """Why a 4xx says the configuration is wrong rather than the request, or None."""
+        base = _shown(self.base_url)
+        if status in (401, 403):
+            return f"{base} refuses the credentials (HTTP {status})"
+        if outcome is None:
+            return f"{base} does not answer as a FHIR server (HTTP {status}, {_media(media)} answer)"
+        if status in (404, 405) and url.rstrip("/") == self.base_url:
+            why = _diagnostics(outcome)
+            return f"{base} does not answer as a FHIR server (HTTP {status} on the base URL: {why})"
+        return None
 
     def _exchange(
         self, method: str, url: str, where: str, data: bytes | None, headers: dict[str, str]
@@ -268,9 +297,13 @@ class FhirClient:
                 stream=True,
             )
         except requests.Timeout:
-            return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s")
+            return FhirTransientError(f"{where}: no answer within {self.timeout_s:g} s", reason="timeout")
         except requests.ConnectionError as exc:
-            return FhirTransientError(f"{where}: cannot connect ({type(exc).__name__})")
+            if _refused(exc):
+                return FhirTransientError(f"{where}: connection refused", reason="connection refused")
+            return FhirTransientError(
+                f"{where}: cannot connect ({type(exc).__name__})", reason="cannot connect"
+            )
         except requests.RequestException as exc:  # a malformed status line or header, ...
             return FhirBadAnswer(f"{where}: unreadable answer ({type(exc).__name__})")
         try:
@@ -298,6 +331,14 @@ class FhirClient:
         try:
             answer = orjson.loads(response.content)
         except orjson.JSONDecodeError:
+            media = response.headers.get("Content-Type")
+            if not _is_json(media):  # a web page, not a cut-off or garbled FHIR answer
+                raise FhirConfigError(
+                    f"{_shown(self.base_url)} does not answer as a FHIR server "
+                    f"(HTTP {status}, {_media(media)} answer)",
+                    status,
+                    reason="configuration error",
+                ) from None
             raise FhirBadAnswer(f"POST /: HTTP {status} answer is not JSON", status) from None
         if not (
             isinstance(answer, dict)
@@ -324,6 +365,40 @@ def _entry_status(entry: object) -> int | None:
     text = response.get("status") if isinstance(response, dict) else None
     found = re.match(r"\s*([1-5][0-9]{2})(?![0-9])", text) if isinstance(text, str) else None
     return int(found.group(1)) if found else None
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error was the port refusing (nothing listens): found in the chain
+    of causes requests and urllib3 wrap around the socket error."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        cause = stack.pop()
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            continue
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        stack += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
+    return False
+
+
+def _is_json(media: str | None) -> bool:
+    kind = (media or "").split(";")[0].strip().lower()
+    return not kind or kind.endswith("/json") or kind.endswith("+json")
+
+
+def _media(media: str | None) -> str:
+    kind = (media or "").split(";")[0].strip().lower()
+    return kind[:60] if kind else "an untyped"
+
+
+def _shown(url: str) -> str:
+    """A URL fit for a message: no user, password, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _diagnostics(outcome: dict[str, Any]) -> str:

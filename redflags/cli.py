@@ -232,7 +232,7 @@ def replay_command(
         raise click.UsageError("--executor spark cannot be used with --state, --expect or --out")
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
     pipeline.max_facts = max_facts_per_patient
-    store = narrowed(open_state(state_path), tenant) if state_path else None
+    store = narrowed(open_state(state_path, create=True), tenant) if state_path else None
     tracker = None
     if store is not None:
         retention = retention_days * 86_400 if retention_days else None

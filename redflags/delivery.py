@@ -13,6 +13,13 @@ and the ledger keep what was sent.
 Every answer ends as delivered, retry (attempts counted, bounded delay) or failed with a
 reason; whatever goes wrong with one item (even a bug) is recorded on it and the pass goes on.
 A pass claims a bounded batch of ids and reads one bundle at a time.
+
+An answer showing that the URL or credentials are wrong (``FhirConfigError``: 404 on the base,
+an HTML page, 401/403) says nothing about the alert: the item stays pending (the attempt is
+counted, and the change is in the audit trail) and the pass ends there, reporting a
+configuration error (``drain`` ends too): every further send would meet the same server. Each item not
+delivered leaves a ``Problem`` in the round (its id, rule and the reason, never its patient),
+so commands can say why.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import math
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
@@ -33,7 +41,13 @@ from fhir_adapters.evidence_fallback import (
     missing_evidence,
     without_references,
 )
-from fhir_adapters.fhir_client import FhirClient, FhirPermanentError, FhirTransientError
+from fhir_adapters.fhir_client import (
+    FhirClient,
+    FhirConfigError,
+    FhirError,
+    FhirPermanentError,
+    FhirTransientError,
+)
 from redflags.logs import patient_token
 from redflags.state.model import Delivery, StateStore
 
@@ -48,7 +62,7 @@ DELIVERED_KEEP_S = 30 * 86_400
 #: Ids read per query by a deliverer without a lease (one bundle is read at a time anyway).
 BATCH = 10
 
-Outcome = Literal["delivered", "failed", "retry"]
+Outcome = Literal["delivered", "failed", "retry", "config"]
 
 
 def retry_delay(attempts: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> int:
@@ -60,6 +74,19 @@ def retry_delay(attempts: int, retry_after: float | None, rng: Callable[[], floa
     return max(1, int(ceiling / 2 + rng() * ceiling / 2))  # jitter: not every client at once
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why one item was not delivered: ``message`` names the request and the server's answer
+    (with the item's patient reference blanked), ``reason`` is its short category."""
+
+    item: int
+    rule: str
+    change: str
+    outcome: Outcome  # "failed", "retry" or "config"
+    reason: str  # "connection refused", "timeout", "HTTP 422", "configuration error", ...
+    message: str
+
+
 @dataclass(slots=True)
 class Round:
     """What one pass over the due items did."""
@@ -67,29 +94,75 @@ class Round:
     delivered: int = 0
     failed: int = 0
     retried: int = 0
+    #: the last problem of each item not delivered (a later delivery of it removes it)
+    problems: dict[int, Problem] = field(default_factory=dict)
+    #: set when the server's answer showed the URL or credentials are wrong
+    config_error: str | None = None
+    #: items delivered in this round (their earlier problems no longer hold)
+    cleared: set[int] = field(default_factory=set)
+
+    def add(self, other: Round) -> None:
+        self.delivered += other.delivered
+        self.failed += other.failed
+        self.retried += other.retried
+        for item in other.cleared:
+            self.problems.pop(item, None)
+        self.problems.update(other.problems)
+        self.cleared |= other.cleared
+        self.config_error = self.config_error or other.config_error
+
+    def by_reason(self) -> dict[str, int]:
+        """Items not delivered, counted by reason, most frequent first."""
+        return dict(Counter(p.reason for p in self.problems.values()).most_common())
 
 
-def send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> Outcome:
+#: ``FhirError.reason`` -> the short last status stored on an item when there is no HTTP status.
+_STATUS_OF_REASON = {"connection refused": "refused", "timeout": "timeout", "cannot connect": "no connection"}
+
+
+def last_status(exc: BaseException) -> str:
+    """The status an attempt ended with, for ``outbox list``: the HTTP status, else its kind."""
+    if not isinstance(exc, FhirError):
+        return "error"
+    return str(exc.status) if exc.status else _STATUS_OF_REASON.get(exc.reason, exc.reason)
+
+
+def _problem(item: Delivery, outcome: Outcome, exc: BaseException) -> Problem:
+    reason = exc.reason if isinstance(exc, FhirError) else f"delivery error: {type(exc).__name__}"
+    message = " ".join(str(exc).split()).replace(item.patient, "Patient/…") or reason
+    return Problem(item.id, item.rule, item.change, outcome, reason, message)
+
+
+def send(
+    item: Delivery, client: FhirClient, store: StateStore, now: int, report: Round | None = None
+) -> Outcome:
     """Send one item and record the outcome; never raises for an item's sake.
 
     An unexpected error (a bug, the store failing) is recorded as a retry, so the item counts
-    the attempt and waits instead of coming back at once.
+    the attempt and waits instead of coming back at once. ``report``: the round that keeps
+    why the item was not delivered.
     """
     try:
-        return _send(item, client, store, now)
+        return _send(item, client, store, now, report)
     except Exception as exc:
         log.error("delivery_error", item=item.id, rule=item.rule, error=type(exc).__name__)
+        if report is not None:
+            report.problems[item.id] = _problem(item, "retry", exc)
         try:
             store.mark_retry(
-                item.id, now + retry_delay(item.attempts + 1, None), f"delivery error: {type(exc).__name__}"
+                item.id,
+                now + retry_delay(item.attempts + 1, None),
+                f"delivery error: {type(exc).__name__}",
+                last_status(exc),
             )
         except Exception as again:  # the store itself: the lease brings the item back later
             log.error("delivery_error_unrecorded", item=item.id, error=type(again).__name__)
         return "retry"
 
 
-def _send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> Outcome:
+def _send(item: Delivery, client: FhirClient, store: StateStore, now: int, report: Round | None) -> Outcome:
     who = patient_token(item.patient)
+    problems = report.problems if report is not None else {}
     bundle = item.bundle
     downgraded: tuple[str, ...] = ()
     while True:
@@ -99,14 +172,18 @@ def _send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> Ou
         except FhirPermanentError as exc:
             fresh = [r for r in missing_evidence(exc.outcome, bundle) or () if r not in downgraded]
             if not fresh:
-                store.mark_failed(item.id, str(exc), exc.outcome)
+                store.mark_failed(item.id, str(exc), exc.outcome, last_status(exc))
                 log.warning("delivery_failed", item=item.id, rule=item.rule, patient=who, status=exc.status)
+                problems[item.id] = _problem(item, "failed", exc)
                 return "failed"
             try:
                 revised = without_references(bundle, fresh)
             except Exception as bug:  # the fallback cannot be built: the rejection stands
-                store.mark_failed(item.id, f"{exc}; evidence fallback: {type(bug).__name__}", exc.outcome)
+                store.mark_failed(
+                    item.id, f"{exc}; evidence fallback: {type(bug).__name__}", exc.outcome, last_status(exc)
+                )
                 log.error("delivery_fallback_failed", item=item.id, rule=item.rule, error=type(bug).__name__)
+                problems[item.id] = _problem(item, "failed", exc)
                 return "failed"
             downgraded += tuple(fresh)
             store.revise(item.id, revised, downgrade_note(downgraded, exc.outcome))
@@ -121,12 +198,27 @@ def _send(item: Delivery, client: FhirClient, store: StateStore, now: int) -> Ou
             )
         except FhirTransientError as exc:
             wait = retry_delay(item.attempts + 1, exc.retry_after)
-            store.mark_retry(item.id, now + wait, str(exc))
+            store.mark_retry(item.id, now + wait, str(exc), last_status(exc))
             log.info(
                 "delivery_retry", item=item.id, rule=item.rule, patient=who, status=exc.status, wait_s=wait
             )
+            problems[item.id] = _problem(item, "retry", exc)
             return "retry"
+        except FhirConfigError as exc:  # wrong URL or credentials: the item is not at fault
+            wait = retry_delay(item.attempts + 1, None)
+            store.mark_retry(item.id, now + wait, str(exc), last_status(exc), audited=True)
+            problems[item.id] = problem = _problem(item, "config", exc)
+            if report is not None:  # the deliverer logs it once per pass (``deliver_due`` stops here)
+                report.config_error = report.config_error or problem.message
+            else:
+                log.warning(
+                    "delivery_config_error", item=item.id, rule=item.rule, status=exc.status, wait_s=wait
+                )
+            return "config"
     store.mark_delivered(item.id, now)
+    problems.pop(item.id, None)
+    if report is not None:
+        report.cleared.add(item.id)
     log.info(
         "delivered", item=item.id, rule=item.rule, change=item.change, patient=who, downgraded=len(downgraded)
     )
@@ -166,13 +258,15 @@ def deliver_due(
             item = store.delivery(item_id)
             if item is None or item.status != "pending":
                 continue  # forgotten or finished meanwhile
-            outcome = send(item, client, store, now)
+            outcome = send(item, client, store, now, done)
             if outcome == "delivered":
                 done.delivered += 1
             elif outcome == "failed":
                 done.failed += 1
             else:
                 done.retried += 1
+            if outcome == "config":
+                return done  # every further send would meet the same wrong server or credentials
     return done
 
 
@@ -201,9 +295,9 @@ def drain(
     purge(store, int(clock()), keep_s)
     while True:
         done = deliver_due(store, client, int(clock()))
-        total.delivered += done.delivered
-        total.failed += done.failed
-        total.retried += done.retried
+        total.add(done)
+        if done.config_error:
+            return total  # every further send would meet the same wrong server
         if done.delivered or done.failed:
             continue  # items left the queue: the next change of their patient/rule may be due
         upcoming = store.next_due()  # items waiting behind an earlier one do not count

@@ -39,6 +39,10 @@ def report_command(db_path: Path, fmt: str) -> None:
     overridden); "items" counts every feedback item. Feedback on card uuids the service never
     recorded is counted apart, as unknown cards. The database is only read.
     """
+    if not db_path.is_file():  # a typo must not read as "no feedback yet"
+        missing = click.ClickException(f"no feedback database at {db_path} (serve creates one)")
+        missing.exit_code = 2
+        raise missing
     try:
         store = SqliteFeedbackStore.open(db_path, create=False)
         try:

@@ -9,23 +9,32 @@ A store may be shared with the service, which keeps each client's patients apart
 (``redflags.service.tenants``): ``--tenant`` names the one a command acts on. ``replay`` and
 ``history forget`` act on ``default`` unless told otherwise; ``outbox`` shows and sends every
 tenant's items unless given one; ``history tenants`` lists them.
+
+Only ``replay`` and ``serve`` create a store (and say so): every command here reads or
+changes an existing one, and a path that does not exist is one line and exit 2, never a new
+empty store that looks like success. ``outbox list`` and ``outbox retry`` let an operator see
+why items were not delivered and put failed ones back in the queue (recorded in the outbox's
+audit trail); a delivery round prints one line per item not delivered and counts by reason.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+import orjson
 
 from fhir_adapters.fhir_client import FhirClient
 from fhir_adapters.smart_auth import server_auth
 from redflags.delivery import Round, drain
 from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
-from redflags.state.model import DEFAULT_TENANT, StateStore
+from redflags.state.model import DEFAULT_TENANT, Delivery, NoStateStore, OutboxEvent, StateStore, Status
 from redflags.state.sqlite_store import StateStoreError, open_store
 from redflags.state.tenant_view import TenantView
 
@@ -93,11 +102,24 @@ def fhir_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--fhir-server", metavar="URL", help="FHIR base URL the outbox delivers to.")(func)
 
 
-def open_state(path: Path) -> StateStore:
+class MissingStore(click.ClickException):
+    """A command given a store that does not exist: exit 2, like a usage error."""
+
+    exit_code = 2
+
+
+def open_state(path: Path, *, create: bool = False) -> StateStore:
+    """Open an existing store; ``create`` (replay, serve): make it, saying so on stderr."""
+    new = create and not path.exists()
     try:
-        return open_store(path)
+        store = open_store(path, create=create)
+    except NoStateStore as exc:
+        raise MissingStore(str(exc)) from None
     except StateStoreError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
+    if new:
+        click.echo(f"created state store at {path}", err=True)
+    return store
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +143,28 @@ class FhirTarget:
 
 
 def deliver(store: StateStore, target: FhirTarget) -> Round:
+    """Drain the outbox to ``target``; on stderr, one line per item not delivered with its
+    reason, and a configuration error (wrong URL or credentials) as one line."""
     with target.client() as client:
-        return drain(store, client, patience_s=target.wait_s)
+        done = drain(store, client, patience_s=target.wait_s)
+    for problem in sorted(done.problems.values(), key=lambda p: p.item):
+        state = {"retry": "pending", "config": "pending", "failed": "failed"}[problem.outcome]
+        click.echo(
+            f"outbox item {problem.item} ({problem.rule} {problem.change}) {state}: {problem.message}",
+            err=True,
+        )
+    if done.config_error:
+        click.echo(f"configuration error: {done.config_error}", err=True)
+    return done
 
 
 def outbox_line(store: StateStore, done: Round | None = None) -> str:
     counts = store.counts()
     sent = f"this run: delivered {done.delivered}, failed {done.failed}; " if done else ""
     left = f"pending {counts['pending']}, failed {counts['failed']}, delivered {counts['delivered']}"
-    return f"outbox: {sent}{left}"
+    reasons = done.by_reason() if done else {}
+    why = "; not delivered: " + ", ".join(f"{r} {n}" for r, n in reasons.items()) if reasons else ""
+    return f"outbox: {sent}{left}{why}"
 
 
 @click.group("outbox")
@@ -140,7 +175,12 @@ def outbox_group() -> None:
 @outbox_group.command("status")
 @state_option(required=True)
 @tenant_option(None, "counted")
-def status_command(state_path: Path, tenant: str | None) -> None:
+@click.option(
+    "--show-patient",
+    is_flag=True,
+    help="Leave patient references in the failed items' reasons (blanked by default).",
+)
+def status_command(state_path: Path, tenant: str | None, show_patient: bool) -> None:
     """Counts of outbox items: pending, failed, delivered (exit 1 when any failed)."""
     store = narrowed(open_state(state_path), tenant)
     try:
@@ -148,7 +188,8 @@ def status_command(state_path: Path, tenant: str | None) -> None:
         for status in ("pending", "failed", "delivered"):
             click.echo(f"{status} {counts[status]}")
         for item in store.deliveries("failed"):
-            click.echo(f"failed item {item.id}: {item.rule} {item.change}: {item.last_error}", err=True)
+            reason = _reason(item.last_error, item.patient, show_patient)
+            click.echo(f"failed item {item.id}: {item.rule} {item.change}: {reason}", err=True)
     finally:
         store.close()
     raise SystemExit(1 if counts["failed"] else 0)
@@ -178,7 +219,138 @@ def flush_command(
         counts = store.counts()
     finally:
         store.close()
-    raise SystemExit(1 if counts["pending"] or done.failed else 0)
+    raise SystemExit(1 if counts["pending"] or done.failed or done.config_error else 0)
+
+
+#: ``outbox list`` filters: option -> the status it shows (None: pending and failed).
+_LISTED: dict[str, tuple[Status, ...]] = {
+    "failed": ("failed",),
+    "pending": ("pending",),
+    "open": ("pending", "failed"),
+}
+
+
+def _listed(item: Delivery, show_patient: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "item": item.id,
+        "tenant": item.tenant,
+        "rule": item.rule,
+        "change": item.change,
+        "status": item.status,
+        "attempts": item.attempts,
+        "last_status": item.last_status or "-",
+        "reason": _reason(item.last_error, item.patient, show_patient),
+    }
+    if show_patient:
+        row["patient"] = item.patient
+    return row
+
+
+def _reason(text: str | None, patient: str, show_patient: bool) -> str:
+    """A stored reason on one line; a server's diagnostics may quote the patient reference,
+    which is blanked unless the operator asked for it."""
+    reason = " ".join((text or "").split())
+    return reason if show_patient else reason.replace(patient, "Patient/…")
+
+
+def _event_row(event: OutboxEvent, show_patient: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "item": event.item,
+        "at": datetime.fromtimestamp(event.at, UTC).isoformat(timespec="seconds"),
+        "from": event.before,
+        "to": event.after,
+        "actor": event.actor,
+        "reason": _reason(event.reason, event.patient, show_patient),
+    }
+    if show_patient:
+        row["patient"] = event.patient
+    return row
+
+
+@outbox_group.command("list")
+@state_option(required=True)
+@tenant_option(None, "listed")
+@click.option("--failed", "which", flag_value="failed", help="Only failed items.")
+@click.option("--pending", "which", flag_value="pending", help="Only pending items.")
+@click.option(
+    "--show-patient",
+    is_flag=True,
+    help="Show each item's patient reference (left out by default: the output may be shared).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of tab-separated lines.")
+@click.option(
+    "--events",
+    "events_of",
+    type=click.IntRange(min=1),
+    metavar="ITEM",
+    help="The audit trail of one item instead: every status change (delivered ones too), by whom and why.",
+)
+def list_command(
+    state_path: Path,
+    tenant: str | None,
+    which: str | None,
+    show_patient: bool,
+    as_json: bool,
+    events_of: int | None = None,
+) -> None:
+    """Items not delivered (pending and failed, or one of them): id, rule, change, status,
+    attempts, last status and reason. Delivered items are left out (see --events ITEM)."""
+    store = narrowed(open_state(state_path), tenant)
+    try:
+        if events_of is not None:
+            rows = [_event_row(e, show_patient) for e in store.outbox_events(events_of)]
+            columns = ["item", "at", *(["patient"] if show_patient else []), "from", "to", "actor", "reason"]
+        else:
+            rows = [
+                _listed(item, show_patient)
+                for status in _LISTED[which or "open"]
+                for item in store.deliveries(status)
+            ]
+            rows.sort(key=lambda row: row["item"])
+            columns = ["item", *(["patient"] if show_patient else []), "rule", "change", "status", "attempts"]
+            columns += ["last_status", "reason"]
+    finally:
+        store.close()
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+        return
+    click.echo("\t".join(columns))
+    for row in rows:
+        click.echo("\t".join(str(row[c]) for c in columns))
+
+
+@outbox_group.command("retry")
+@click.argument("items", nargs=-1, type=click.IntRange(min=1), metavar="ITEM...")
+@click.option("--all-failed", is_flag=True, help="Every failed item (of --tenant, if given).")
+@state_option(required=True)
+@tenant_option(None, "retried")
+def retry_command(items: tuple[int, ...], all_failed: bool, state_path: Path, tenant: str | None) -> None:
+    """Put failed items back in the queue (due at once; `outbox flush` or the service sends
+    them). Each move is recorded in the outbox's audit trail: failed -> pending, by the
+    operator. An item followed by a later change of the same alert stays failed (it would
+    overwrite the newer one). Exit 1 when a given item is not retried."""
+    if bool(items) == all_failed:
+        raise click.UsageError("give the ITEM ids to retry, or --all-failed")
+    store = narrowed(open_state(state_path), tenant)
+    try:
+        moved = store.retry_failed(None if all_failed else list(items), int(time.time()), "operator")
+        missed = {i: store.delivery(i) for i in items if i not in moved}
+    finally:
+        store.close()
+    for item_id in moved:
+        click.echo(f"item {item_id}: failed -> pending (retry by operator)")
+    for item_id, item in missed.items():
+        if item is None or (tenant and item.tenant != tenant):
+            found = "no such item"
+        elif item.status == "failed":
+            found = "a later change of the same alert was queued after it (retry that one)"
+        else:
+            found = f"it is {item.status}"
+        click.echo(f"item {item_id} not retried: {found}", err=True)
+    if all_failed and not moved:
+        click.echo("no failed items", err=True)
+    raise SystemExit(1 if missed else 0)
 
 
 @click.group("history")

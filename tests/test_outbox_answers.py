@@ -50,7 +50,8 @@ def _failing_entry() -> bytes:
 
 #: name -> (script the proxy, the bad item's expected end state)
 ANSWERS: dict[str, tuple[Callable[[FaultProxy], None], str]] = {
-    "200 not JSON": (lambda p: p.answer(200, b"<html>OK</html>", {"Content-Type": "text/html"}), "retry"),
+    # a web page is no FHIR server: a configuration error, which ends the pass (issue 12)
+    "200 not JSON": (lambda p: p.answer(200, b"<html>OK</html>", {"Content-Type": "text/html"}), "config"),
     "200 JSON list": (lambda p: p.answer(200, b"[]", {"Content-Type": "application/fhir+json"}), "retry"),
     "200 JSON string": (lambda p: p.answer(200, b'"ok"'), "retry"),
     "200 not a Bundle": (lambda p: p.answer(200, b'{"resourceType": "Patient"}'), "retry"),
@@ -118,6 +119,13 @@ def test_every_answer_ends_in_a_definite_state_and_the_pass_goes_on(
     with FhirClient(proxy.url, retry=ONE_SHOT, timeout_s=5) as client:
         done = deliver_due(store, client, now)
 
+    if expected == "config":  # the pass stopped: the next item was not sent to that server
+        (bad,) = [d for d in store.deliveries() if d.id == first.id]
+        (untried,) = [d for d in store.deliveries() if d.id == second.id]
+        assert done.config_error and (done.delivered, done.retried) == (0, 1)
+        assert bad.status == "pending" and bad.attempts == 1 and now < bad.next_attempt <= now + MAX_RETRY_S
+        assert (untried.status, untried.attempts, len(proxy.seen)) == ("pending", 0, 1)
+        return
     assert done.delivered == 1 and done.delivered + done.failed + done.retried == 2
     (bad,) = [d for d in store.deliveries() if d.id == first.id]
     (good,) = [d for d in store.deliveries() if d.id == second.id]

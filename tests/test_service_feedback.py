@@ -429,16 +429,19 @@ def test_report_refuses_missing_corrupt_and_foreign_databases(tmp_path: Path) ->
     with sqlite3.connect(newer) as conn:
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     cases = {
-        tmp_path / "absent.sqlite": "no such feedback database",
+        tmp_path / "absent.sqlite": "no feedback database at",
         corrupt: "not a readable feedback database",
         foreign: "not a redflags feedback database",
         newer: f"schema version [{SCHEMA_VERSION + 1}], this redflags reads version {SCHEMA_VERSION}",
     }
     for path, message in cases.items():
         done = report(path)
-        assert (done.returncode, done.stdout) == (1, ""), path
+        missing = path.name == "absent.sqlite"  # issue 12 item 3: a missing store is exit 2
+        assert (done.returncode, done.stdout) == (2 if missing else 1, ""), path
         assert (
-            done.stderr == f"Error: {path}: {message}\n" if "no such" in message else message in done.stderr
+            done.stderr == f"Error: no feedback database at {path} (serve creates one)\n"
+            if missing
+            else message in done.stderr
         )
         assert len(done.stderr.splitlines()) == 1, done.stderr
     assert not (tmp_path / "absent.sqlite").exists()  # the report never creates a database

@@ -26,6 +26,9 @@ from redflags.state.sqlite_store import open_store
 
 log = structlog.get_logger("redflags.service.outbox")
 
+#: ``FhirError.reason`` of a configuration error (logged on its own line, not among the reasons).
+CONFIG_REASON = "configuration error"
+
 #: Seconds between passes over the outbox.
 INTERVAL_S = 1.0
 #: Seconds an item is held by this worker while it sends it (longer than the client's retries).
@@ -72,6 +75,11 @@ class OutboxWorker:
         done = deliver_due(self.store, self.client, int(now), lease=LEASE_S, stop=self._stopping)
         if done.delivered or done.failed or done.retried:
             log.info("outbox_pass", delivered=done.delivered, failed=done.failed, retried=done.retried)
+        reasons = {k: n for k, n in done.by_reason().items() if k != CONFIG_REASON}
+        if reasons:  # why, by kind (no patient): "connection refused", "HTTP 400", ...
+            log.warning("outbox_not_delivered", reasons=reasons)
+        if done.config_error:  # the pass stopped at its first item: one line per pass
+            log.error("outbox_configuration_error", detail=done.config_error)
 
     async def stop(self) -> None:
         self._stopping.set()

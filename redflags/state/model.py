@@ -33,6 +33,10 @@ class StateStoreError(Exception):
     """The store cannot be opened, read or written; the message is one line naming the file."""
 
 
+class NoStateStore(StateStoreError):
+    """A command that reads or changes a store was given a file that does not exist."""
+
+
 class StaleRead(StateStoreError):
     """The patient changed after the evaluation read it: evaluate again on the new state."""
 
@@ -93,6 +97,24 @@ class Delivery:
     last_error: str | None = None
     outcome: dict[str, Any] | None = None  # the server's OperationOutcome on a failure
     tenant: str = DEFAULT_TENANT
+    #: the last attempt's HTTP status or kind of failure ("400", "refused", "timeout", ...)
+    last_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One row of the outbox's audit trail: an item changed status (failed by the deliverer,
+    put back in the queue by an operator), when, by whom and why."""
+
+    item: int
+    tenant: str
+    patient: str
+    rule: str
+    at: int  # epoch seconds
+    before: str  # the item's status before
+    after: str
+    actor: str  # "delivery", "operator"
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +205,15 @@ class StateStore(Protocol):
         by side (two never send one item at once; a dead one's items come back after the lease)."""
         ...
 
-    def mark_delivered(self, item: int, now: int) -> None: ...
+    def mark_delivered(self, item: int, now: int, last_status: str | None = "delivered") -> None: ...
 
-    def mark_retry(self, item: int, next_attempt: int, error: str) -> None: ...
+    def mark_retry(
+        self, item: int, next_attempt: int, error: str, last_status: str | None = None, audited: bool = False
+    ) -> None: ...
 
-    def mark_failed(self, item: int, error: str, outcome: dict[str, Any] | None) -> None: ...
+    def mark_failed(
+        self, item: int, error: str, outcome: dict[str, Any] | None, last_status: str | None = None
+    ) -> None: ...
 
     def retry_now(self, now: int, *, tenant: str | None = None) -> int:
         """Make every pending item due now (``redflags outbox flush``); return how many."""
@@ -228,4 +254,15 @@ class StateStore(Protocol):
 
     def purge_delivered(self, before: int) -> int:
         """Delete items delivered before ``before``; return how many."""
+        ...
+
+    # -- added for operators (issue 12) -----------------------------------------------------
+    def retry_failed(
+        self, items: Sequence[int] | None, now: int, actor: str = "operator", *, tenant: str | None = None
+    ) -> list[int]:
+        """Put failed items (or every failed one) back in the queue; return the ids moved."""
+        ...
+
+    def outbox_events(self, item: int | None = None, *, tenant: str | None = None) -> list[OutboxEvent]:
+        """The outbox's audit trail, oldest first."""
         ...

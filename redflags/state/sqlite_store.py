@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -49,6 +50,8 @@ from redflags.state.model import (
     Delivery,
     Evaluated,
     Fact,
+    NoStateStore,
+    OutboxEvent,
     Snapshot,
     StaleRead,
     StateStore,
@@ -57,11 +60,11 @@ from redflags.state.model import (
     Transition,
 )
 
-__all__ = ["SCHEMA_VERSION", "SqliteStateStore", "StateStoreError", "open_store"]
+__all__ = ["SCHEMA_VERSION", "NoStateStore", "SqliteStateStore", "StateStoreError", "open_store"]
 
 log = structlog.get_logger("redflags.state")
 
-SCHEMA_VERSION = 2  # the last key of _MIGRATIONS
+SCHEMA_VERSION = 3  # the last key of _MIGRATIONS
 _STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed")
 
 #: Version 1, as 30fb331 created it. A new file is made at version 1 and migrated like an old
@@ -135,14 +138,25 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE patient_seq (tenant TEXT NOT NULL, patient TEXT NOT NULL, seq INTEGER NOT NULL, "
         "PRIMARY KEY (tenant, patient)) WITHOUT ROWID",
     ),
+    3: (  # the outbox's audit trail (every change of an item's status, and who made it); the
+        # status of each item's last attempt (HTTP status or kind of failure) in its own column
+        "ALTER TABLE outbox ADD COLUMN last_status TEXT",
+        "CREATE TABLE outbox_event (id INTEGER PRIMARY KEY, item INTEGER NOT NULL, "
+        "tenant TEXT NOT NULL, patient TEXT NOT NULL, rule TEXT NOT NULL, at INTEGER NOT NULL, "
+        "from_status TEXT NOT NULL, to_status TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL)",
+        "CREATE INDEX outbox_event_item ON outbox_event (item, id)",
+        "CREATE INDEX outbox_event_patient ON outbox_event (tenant, patient)",
+    ),
 }
-_TABLES = _TABLES_V1 | {"patient_seq"}
+_TABLES = _TABLES_V1 | {"patient_seq", "outbox_event"}
 #: Tables holding one tenant's patients (``forget`` empties them for one patient).
-_PATIENT_TABLES = ("fact", "active_alert", "transition", "outbox", "patient_seq")
+_PATIENT_TABLES = ("fact", "active_alert", "transition", "outbox", "patient_seq", "outbox_event")
+#: Bookkeeping of a patient's records, erased with them but not counted as records.
+_BOOKKEEPING = frozenset({"patient_seq", "outbox_event"})
 
 _OUTBOX_COLUMNS = (
     "id, patient, rule, change, bundle, status, attempts, next_attempt, created, delivered, "
-    "last_error, outcome, tenant"
+    "last_error, outcome, tenant, last_status"
 )
 # The oldest pending item of each (tenant, patient, rule) only: a later change waits for the
 # earlier one. Parameters (now, limit); ``_DUE_OF_TENANT``: (now, tenant, limit).
@@ -210,6 +224,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         error,
         outcome,
         tenant,
+        last_status,
     ) = row
     return Delivery(
         id=item,
@@ -225,6 +240,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         last_error=error,
         outcome=orjson.loads(outcome) if outcome is not None else None,
         tenant=tenant,
+        last_status=last_status,
     )
 
 
@@ -239,16 +255,20 @@ class SqliteStateStore:
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, *, busy_timeout_s: float = 30.0) -> SqliteStateStore:
-        """Open the database, creating file and schema if needed; anything wrong is a StateStoreError."""
+    def open(cls, path: str | Path, *, busy_timeout_s: float = 30.0, create: bool = True) -> SqliteStateStore:
+        """Open the database, creating file and schema if needed (``create``); anything wrong
+        is a StateStoreError, a missing file without ``create`` a ``NoStateStore``."""
         path = Path(path)
+        if not create and not path.is_file():
+            raise NoStateStore(f"no state store at {path} (replay and serve create one)")
+        new = not path.exists()
         try:
-            conn = sqlite_file.connect(path, create=True, busy_timeout_s=busy_timeout_s)
+            conn = sqlite_file.connect(path, create=create, busy_timeout_s=busy_timeout_s)
         except (OSError, sqlite3.Error) as exc:
             raise StateStoreError(f"{path}: cannot open state database: {_one_line(exc)}") from None
         store = cls(conn, path)
         try:
-            store._prepare()
+            store._prepare(create)
         except sqlite3.Error as exc:
             conn.close()
             why = _one_line(exc)
@@ -256,16 +276,23 @@ class SqliteStateStore:
         except StateStoreError:
             conn.close()
             raise
+        if new:
+            log.info("state.created", path=str(path))
         return store
 
-    def _prepare(self) -> None:
+    def _prepare(self, create: bool = True) -> None:
         """Check (or create) the schema first, then switch to WAL: a foreign database is left as found."""
         conn = self._conn
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
         with self._transaction("IMMEDIATE"):
             wrong, migrated = sqlite_file.prepare_versioned(
-                conn, schema=_SCHEMA_V1, tables=_TABLES_V1, migrations=_MIGRATIONS, create=True, kind="state"
+                conn,
+                schema=_SCHEMA_V1,
+                tables=_TABLES_V1,
+                migrations=_MIGRATIONS,
+                create=create,
+                kind="state",
             )
             if wrong:
                 raise StateStoreError(f"{self.path}: {wrong}")
@@ -336,7 +363,7 @@ class SqliteStateStore:
                 deleted = conn.execute(
                     f"DELETE FROM {table} WHERE tenant = ? AND patient = ?", (tenant, patient)
                 )
-                removed += deleted.rowcount if table != "patient_seq" else 0
+                removed += deleted.rowcount if table not in _BOOKKEEPING else 0
         log.info("state.forget", rows=removed)
         return removed
 
@@ -466,39 +493,60 @@ class SqliteStateStore:
             )
         return items
 
-    def mark_delivered(self, item: int, now: int) -> None:
-        """The successful send counts as an attempt too: ``attempts`` is how many sends it took."""
+    def mark_delivered(self, item: int, now: int, last_status: str | None = "delivered") -> None:
+        """The successful send counts as an attempt too: ``attempts`` is how many sends it took.
+        Recorded in the audit trail (pending -> delivered)."""
         self._mark(
             item,
             "delivered",
             "UPDATE outbox SET status = 'delivered', delivered = ?, attempts = attempts + 1, "
-            "last_error = NULL WHERE id = ? AND status = 'pending'",
-            (now, item),
+            "last_error = NULL, last_status = ? WHERE id = ? AND status = 'pending'",
+            (now, last_status, item),
+            event=("pending", "delivered", "delivery", ""),
         )
 
-    def mark_retry(self, item: int, next_attempt: int, error: str) -> None:
+    def mark_retry(
+        self, item: int, next_attempt: int, error: str, last_status: str | None = None, audited: bool = False
+    ) -> None:
+        """``audited``: also record the deferral in the audit trail (pending -> pending), for
+        the rare ones an operator must see (a configuration error), not every transient retry."""
         self._mark(
             item,
             "retry",
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? "
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?, last_status = ? "
             "WHERE id = ? AND status = 'pending'",
-            (next_attempt, error, item),
+            (next_attempt, error, last_status, item),
+            event=("pending", "pending", "delivery", error) if audited else None,
         )
 
-    def mark_failed(self, item: int, error: str, outcome: dict[str, Any] | None) -> None:
-        """Failed for good: the item stops blocking later changes of its patient and rule."""
+    def mark_failed(
+        self, item: int, error: str, outcome: dict[str, Any] | None, last_status: str | None = None
+    ) -> None:
+        """Failed for good: the item stops blocking later changes of its patient and rule.
+        The change goes into the outbox's audit trail (``outbox_events``)."""
         self._mark(
             item,
             "failed",
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, outcome = ? "
-            "WHERE id = ? AND status = 'pending'",
-            (error, _dumps(outcome) if outcome is not None else None, item),
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, outcome = ?, "
+            "last_status = ? WHERE id = ? AND status = 'pending'",
+            (error, _dumps(outcome) if outcome is not None else None, last_status, item),
+            event=("pending", "failed", "delivery", error),
         )
 
-    def _mark(self, item: int, what: str, sql: str, args: tuple[object, ...]) -> None:
-        """Only a pending item moves: marking twice, or a forgotten item, changes nothing."""
+    def _mark(
+        self,
+        item: int,
+        what: str,
+        sql: str,
+        args: tuple[object, ...],
+        event: tuple[str, str, str, str] | None = None,
+    ) -> None:
+        """Only a pending item moves: marking twice, or a forgotten item, changes nothing.
+        ``event`` (from, to, actor, reason) is recorded in the same transaction as the move."""
         with self._write() as conn:
             changed = conn.execute(sql, args).rowcount
+            if changed and event is not None:
+                _record_events(conn, [item], int(time.time()), *event)
         if not changed:
             log.warning("state.outbox.mark_ignored", item=item, mark=what, reason="not a pending item")
 
@@ -611,9 +659,79 @@ class SqliteStateStore:
             removed = conn.execute(
                 "DELETE FROM outbox WHERE status = 'delivered' AND delivered < ?", (before,)
             ).rowcount
+            if removed:  # the audit trail of an item goes with it
+                conn.execute("DELETE FROM outbox_event WHERE item NOT IN (SELECT id FROM outbox)")
         if removed:
             log.info("state.outbox.purged", before=before, items=removed)
         return removed
+
+    # -- added for operators (issue 12): failed items put back in the queue, audit trail ----
+    def retry_failed(
+        self,
+        items: Sequence[int] | None,
+        now: int,
+        actor: str = "operator",
+        *,
+        tenant: str | None = None,
+    ) -> list[int]:
+        """Put failed items (``items``, or every failed one when None) back in the queue, due
+        at once, attempts and last reason kept; return the ids moved. Each move is recorded in
+        the audit trail (failed -> pending, ``actor``) in the same transaction.
+
+        An item with a later change of the same tenant, patient and rule queued after it is
+        superseded and stays failed: sending it would put an older Flag over a newer one (or
+        raise again an alert since withdrawn)."""
+        where, args = _where(("tenant", tenant))
+        chosen = " AND id IN (SELECT value FROM json_each(?))" if items is not None else ""
+        picked = (*args, _dumps(list(items))) if items is not None else args
+        with self._write() as conn:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM outbox o WHERE status = 'failed'"
+                    + _NOT_SUPERSEDED
+                    + where.replace(" WHERE ", " AND ")
+                    + chosen
+                    + " ORDER BY id",
+                    picked,
+                ).fetchall()
+            ]
+            conn.executemany(
+                "UPDATE outbox SET status = 'pending', next_attempt = ? WHERE id = ? AND status = 'failed'",
+                [(now, item) for item in ids],
+            )
+            _record_events(conn, ids, now, "failed", "pending", actor, "retry by operator")
+        if ids:
+            log.info("state.outbox.retried", items=len(ids), actor=actor)
+        return ids
+
+    def outbox_events(self, item: int | None = None, *, tenant: str | None = None) -> list[OutboxEvent]:
+        """The audit trail of outbox items (of one item, or of one tenant's), oldest first."""
+        where, args = _where(("item", item), ("tenant", tenant))
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT item, tenant, patient, rule, at, from_status, to_status, actor, reason "
+                f"FROM outbox_event{where} ORDER BY id",
+                args,
+            ).fetchall()
+        return [OutboxEvent(*row) for row in rows]
+
+
+_NOT_SUPERSEDED = (
+    " AND NOT EXISTS (SELECT 1 FROM outbox l WHERE l.tenant = o.tenant AND l.patient = o.patient"
+    " AND l.rule = o.rule AND l.id > o.id)"
+)
+
+
+def _record_events(
+    conn: sqlite3.Connection, items: Sequence[int], at: int, before: str, after: str, actor: str, reason: str
+) -> None:
+    """One audit row per item (its tenant, patient and rule copied from the outbox row)."""
+    conn.executemany(
+        "INSERT INTO outbox_event (item, tenant, patient, rule, at, from_status, to_status, actor, reason) "
+        "SELECT id, tenant, patient, rule, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
+        [(at, before, after, actor, reason, item) for item in items],
+    )
 
 
 #: Derived from ``_DUE`` (same parameters: now, limit), so they follow any change to it.
@@ -622,9 +740,10 @@ _NEXT_DUE = f"SELECT MIN(next_attempt) FROM ({_DUE})"
 _FOREVER = 2**62
 
 
-def open_store(path: str | Path) -> StateStore:
-    """The default store for ``path`` (the factory the CLI and service call)."""
-    return SqliteStateStore.open(path)
+def open_store(path: str | Path, *, create: bool = True) -> StateStore:
+    """The default store for ``path`` (the factory the CLI and service call); without
+    ``create`` a missing file is a ``NoStateStore`` and nothing is created."""
+    return SqliteStateStore.open(path, create=create)
 
 
 def _due(conn: sqlite3.Connection, now: int, limit: int, tenant: str | None) -> list[tuple[Any, ...]]:

@@ -7,14 +7,15 @@ Everything the view does not narrow goes to the store unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from redflags.state.model import Delivery, StateStore, Status
+from redflags.state.model import Delivery, OutboxEvent, StateStore, Status
 
 
 class TenantView:
     """``store`` with its outbox views (``due``, ``claim``, ``counts``, ``deliveries``,
-    ``retry_now``) narrowed to ``tenant``."""
+    ``retry_now``, ``retry_failed``, ``outbox_events``) narrowed to ``tenant``."""
 
     def __init__(self, store: StateStore, tenant: str) -> None:
         self.store = store
@@ -34,6 +35,14 @@ class TenantView:
 
     def retry_now(self, now: int, **_: object) -> int:
         return self.store.retry_now(now, tenant=self.tenant)
+
+    def retry_failed(
+        self, items: Sequence[int] | None, now: int, actor: str = "operator", **_: object
+    ) -> list[int]:
+        return self.store.retry_failed(items, now, actor, tenant=self.tenant)
+
+    def outbox_events(self, item: int | None = None, **_: object) -> list[OutboxEvent]:
+        return self.store.outbox_events(item, tenant=self.tenant)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

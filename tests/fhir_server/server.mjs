@@ -1,9 +1,10 @@
-// A real FHIR R4 server on loopback for tests (see shared/design/fhir-test-server.md):
+// A real FHIR R4 server on loopback for tests (see docs/fhir-test-server.md):
 // Medplum's FHIR router (routing, batch/transaction, conditional create, search) over an
 // in-memory repository, behind a small Node http server. Listens on 127.0.0.1 only, on the
 // port given as the first argument (0 = any free port), and prints one ready line:
 //   FHIR test server ready at http://127.0.0.1:<port>/fhir/R4
-// Tests start it (tests/fhir_server_harness.py), talk to it over HTTP, and stop it.
+// Tests start it (tests/fhir_server_harness.py), talk to it over HTTP, and stop it; by hand:
+// scripts/fhir-test-server [PORT] (installs the npm packages first when needed).
 
 import http from 'node:http';
 import {
@@ -293,6 +294,13 @@ const server = http.createServer((req, res) => {
 });
 
 const port = Number(process.argv[2] ?? 0);
+// A port already taken (or not ours to take) is one line on stderr and exit 1, not a stack trace.
+const LISTEN_ERRORS = { EADDRINUSE: 'is in use', EACCES: 'is not allowed' };
+server.on('error', (err) => {
+  const what = LISTEN_ERRORS[err.code];
+  console.error(`fhir-test-server: ${what ? `port ${port} ${what}` : `cannot listen: ${err.message}`}`);
+  process.exit(1);
+});
 server.listen(port, '127.0.0.1', () => {
   const { port: bound } = server.address();
   console.log(`FHIR test server ready at http://127.0.0.1:${bound}${BASE_PATH}`);
