@@ -136,12 +136,19 @@ class _Checked:
         return not any(cross for *_, cross in self.conds)
 
     def matches(self, facts: Mapping[tuple[object, object], list[Fact]]) -> list[Match]:
-        found = [
-            [f for f in facts.get((kind, key), []) if all(node.holds([f], 0) for node in tests)]
-            for kind, key, tests, _cross in self.conds
-        ]
-        if not all(found):
-            return []
+        # most rules lack a fact for some condition: stop at the first such condition (the
+        # result is [] whichever it is) instead of filtering every condition's facts first
+        found: list[list[Fact]] = []
+        for kind, key, tests, _cross in self.conds:
+            candidates = facts.get((kind, key))
+            if not candidates:
+                return []
+            kept = (
+                [f for f in candidates if all(node.holds([f], 0) for node in tests)] if tests else candidates
+            )
+            if not kept:
+                return []
+            found.append(kept)
         if self.independent:
             return _combine(self.spec, found)
         if self.spec.does != "fire":
