@@ -185,6 +185,13 @@ def _open(path: Path) -> BinaryIO:
 
 def documents(path: Path, report: Report) -> Iterator[tuple[str, object]]:
     """(element path, parsed JSON) of each document of one input; bad parts reported, rest read."""
+    for where, doc, _raw in _documents(path, report):
+        yield where, doc
+
+
+def _documents(path: Path, report: Report) -> Iterator[tuple[str, object, bytes | None]]:
+    """``documents`` with each NDJSON line's own bytes (None for a JSON file): a resource that is
+    a whole line is spilled as those bytes, not serialised again."""
     source = str(path)
     ndjson = path.name.removesuffix(".gz").endswith(".ndjson")
     number, content = 0, False
@@ -201,7 +208,7 @@ def documents(path: Path, report: Report) -> Iterator[tuple[str, object]]:
                     report(f"{source}: invalid JSON: {exc}")
                     return
                 root = doc.get("resourceType") if isinstance(doc, dict) else None
-                yield str(root or "$"), doc
+                yield str(root or "$"), doc, None
                 return
             for number, line in enumerate(stream, start=1):
                 if not line.strip():
@@ -212,7 +219,7 @@ def documents(path: Path, report: Report) -> Iterator[tuple[str, object]]:
                 except orjson.JSONDecodeError as exc:
                     report(f"{source}: line {number}: invalid JSON: {exc}")
                     continue
-                yield f"line {number}", doc
+                yield f"line {number}", doc, line
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
             report(f"{source}: cannot read: {exc.strerror}")
@@ -292,8 +299,15 @@ class Spill:
         except OSError as exc:
             raise _spill_failed(exc, self.folder) from None
 
-    def add(self, pid: str, source: int, path: str, url: str | None, resource: dict) -> None:
-        line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, orjson.dumps([path, url, resource]))
+    def add(
+        self, pid: str, source: int, path: str, url: str | None, resource: dict, raw: bytes | None = None
+    ) -> None:
+        """``raw``: the JSON text ``resource`` was parsed from, written as it is (same record)."""
+        if raw is None:
+            body = orjson.dumps([path, url, resource])
+        else:  # [path, url, <the line's own JSON>]: parses to the same list
+            body = b"%s,%s]" % (orjson.dumps([path, url])[:-1], raw.strip())
+        line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, body)
         part = partition_of(pid, self.k)
         try:
             self.files[part].write(line)
@@ -322,7 +336,7 @@ def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats)
                 stats.damaged.add(index)
                 report(line)
 
-            for where, doc in documents(path, damaged):
+            for where, doc, raw in _documents(path, damaged):
                 try:
                     intake = group(source, resources_of(doc, where))
                 except InputError as exc:
@@ -335,7 +349,8 @@ def spill(files: list[Path], folder: Path, k: int, report: Report, stats: Stats)
                         stats.without_patient[issue.message.split(" ", 1)[0]] += 1
                 for pid, members in intake.patients.items():
                     for entry in members.entries:
-                        out.add(pid, index, f"{source}: {entry.path}", entry.full_url, entry.resource)
+                        same = raw if entry.resource is doc else None  # a Bundle's entry: serialised
+                        out.add(pid, index, f"{source}: {entry.path}", entry.full_url, entry.resource, same)
                         stats.resources += 1
     finally:
         out.close()
