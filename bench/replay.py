@@ -276,6 +276,7 @@ def replay_split(folder: Path, jobs: int, now_text: str, tmp: Path) -> dict:
         "e2e_s": time.perf_counter() - started,
         "status": os.waitstatus_to_exitcode(status),
         "peak_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # the replay and its workers: robust to load
         "patients": patients,
         "positives": positives,
         "by_rule": dict(by_rule),
@@ -344,7 +345,7 @@ def run_split(n: int, jobs_list: list[int], per_file: int, now_text: str, seed: 
 
 SPLIT_HEADER = (
     f"{'patients':>9} {'jobs':>4} {'resources':>10} {'MiB':>8} {'e2e s':>8} {'pat/s':>7} "
-    f"{'floor s':>8} {'parse s':>8} {'ratio':>6} {'peak RSS':>9} {'load':>5}"
+    f"{'floor s':>8} {'parse s':>8} {'ratio':>6} {'cpu s':>8} {'cpu/fl':>6} {'peak RSS':>9} {'load':>5}"
 )
 
 
@@ -357,10 +358,11 @@ def report_split(rows: list[dict], memory: bool) -> bool:
             f"{r['n']:>9,} {r['jobs']:>4} {r['resources']:>10,} {r['bytes'] / 2**20:>8.1f} "
             f"{r['e2e_s']:>8.2f} "
             f"{r['n'] / r['e2e_s']:>7,.0f} {fl:>8.3f} {r['parse_s']:>8.3f} {r['e2e_s'] / fl:>6.1f} "
-            f"{r['peak_rss_mib']:>8.1f}M {r['load']:>5.2f}"
+            f"{r['cpu_s']:>8.2f} {r['cpu_s'] / fl:>6.1f} {r['peak_rss_mib']:>8.1f}M {r['load']:>5.2f}"
         )
     print(
         "  floor = read each file + orjson.loads of each line (same bytes, same run); ratio = e2e / floor\n"
+        "  cpu s = user+sys CPU of the replay (and workers); cpu/fl = cpu s / floor (less load-sensitive)\n"
         "  e2e = `redflags replay FOLDER --jobs J` wall time (child process, includes start-up);\n"
         "  peak RSS = largest of the replay and its workers (wait4); load = 1-min load average after"
     )
