@@ -337,7 +337,13 @@ def run_split(n: int, jobs_list: list[int], per_file: int, now_text: str, seed: 
                 load=os.getloadavg()[0],
             )
             rows.append(row)
-            print(f"N={n:,} --jobs {jobs} done ({row['e2e_s']:.1f} s)", file=sys.stderr, flush=True)
+            print(  # each size as it ends: a long --memory run that is stopped keeps what it measured
+                f"N={n:,} --jobs {jobs} done: {row['e2e_s']:.1f} s, cpu {row['cpu_s']:.1f} s, "
+                f"peak RSS {row['peak_rss_mib']:.1f} MiB, floor {read_s + parse_s:.2f} s, "
+                f"{size / 2**20:.0f} MiB, exit {row['status']}, problems {row['problems'] or 'none'}",
+                file=sys.stderr,
+                flush=True,
+            )
         return rows
     finally:
         shutil.rmtree(folder, ignore_errors=True)
