@@ -87,10 +87,10 @@ def child(folder: Path, now_text: str, expect: dict, profile: Path | None) -> in
         if result.error:
             errors += 1
             print(f"{result.source}: {result.error}", file=sys.stderr)
-        issues += len(result.issues)
+        issues += sum(i.severity == "error" for i in result.issues)  # warnings: read anyway
         for patient in result.patients:
             patients += 1
-            issues += len(patient.issues)
+            issues += sum(i.severity == "error" for i in patient.issues)
             if patient.alerts:
                 positives += 1
             for alert in patient.alerts:
