@@ -451,22 +451,15 @@ class Engine:
         """Several patients in one hop to the engine thread (replay throughput)."""
         return self._thread.run(lambda: [self._evaluate(pid, facts, now) for pid, facts in batch])
 
-    def _run_batch(self, facts: list[Fact], sid: str, ctx: _Context, opening: list[Fact]) -> None:
+    def _run_batch(self, facts: list[Fact], sid: str, ctx: _Context) -> None:
         """Assert facts into the session and run actions to the fixed point, failing loudly.
 
-        Facts no derivation reads are left out (``_durable_reads``); none left: nothing to run,
-        and the durable session is not even opened (``opening``, the session fact, waits for
-        a later batch; no derivation reads the session fact alone, so none could fire). Once
-        ``opening`` is emptied the session exists and must be deleted.
+        Facts no derivation reads are left out (``_durable_reads``); none left: nothing to run.
         """
         kinds, reads = self._durable_kinds, self._durable_reads
-        facts = [
-            f for f in facts if f["t"] != SESSION and (f["t"] in kinds or (f["t"], f.get("key")) in reads)
-        ]
+        facts = [f for f in facts if f["t"] in kinds or (f["t"], f.get("key")) in reads]
         if not facts:
             return
-        facts[:0] = opening  # the session fact first, as before
-        opening.clear()
         code, state = dre.assert_facts(self._ruleset._handle, orjson.dumps(facts).decode())
         if code == 2:
             raise FactRejectedError("durable-rules reported a distinct fact as already observed")
@@ -534,17 +527,15 @@ class Engine:
         ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
         ctx.lineage.add(asserted)
         self._context = ctx
-        opening = asserted[:1]  # the session fact opens the durable session
         try:
-            self._run_batch(asserted, sid, ctx, opening)
+            self._run_batch(asserted, sid, ctx)
             if self.scores:  # second stratum: totals over every item derived above
                 totals = self._totals(ctx, pid, sid, counter)
                 ctx.lineage.add(totals)
-                self._run_batch(totals, sid, ctx, opening)
+                self._run_batch(totals, sid, ctx)
         finally:
             self._context = None
-            if not opening:  # still there: never opened, durable-rules holds nothing of this patient
-                self._ruleset.delete_state(sid)
+            self._ruleset.delete_state(sid)
         by_kind: dict[tuple[object, object], list[Fact]] = {}
         for fact in ctx.lineage.facts.values():  # every fact of the session, derived ones too
             by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
