@@ -1,27 +1,36 @@
 """Replay benchmark: throughput, peak memory and cost relative to plain orjson parsing.
 
-For each N, synthetic patients (``bench.synthetic``: ~20 resources each, 10 % positive) are
-written as a folder of collection Bundles, then a fresh child process (so peak RSS is per N)
-builds one Pipeline and measures, over the same files:
+Two layouts of the same synthetic patients (``bench.synthetic``: ~20 resources each, 10 %
+positive):
 
-* end-to-end: ``redflags.replay.replay`` over the folder, every result consumed (alerts counted
-  and checked against what the generator planted);
-* baseline: per file, ``path.read_bytes()`` then ``orjson.loads``; read and parse are timed
-  separately. The headline ratio is end-to-end / (read + parse), since replay reads the files
-  too; end-to-end / parse alone is printed beside it.
+* ``split`` (default): a Bulk Data export, one NDJSON per resource type (TYPE.N.ndjson, written
+  by ``bench.bulk_memory.write_export``), replayed end-to-end by ``redflags replay FOLDER
+  --jobs J`` in a child process (peak RSS from ``wait4``: the replay and the workers it waited
+  for); the output is streamed, alerts counted and checked against what the generator planted.
+  The floor is measured in the same run over the same bytes: read each file, ``orjson.loads``
+  each line. The headline ratio is end-to-end / floor.
+* ``bundles``: a folder of collection Bundles replayed in-process by ``redflags.replay`` (the
+  per-file path), as before: end-to-end over the files vs read_bytes + orjson.loads of each.
 
-The replay runs first, so the RSS read right after it is the replay's own peak.
+``--memory`` runs the split layout at 1,000 / 100,000 / 1,000,000 patients (patients are
+generated one at a time, written straight to disk, never held; each size's files are deleted
+before the next; ~10 GB of NDJSON at a million) and reports peak RSS and its ratio 1M / 1k.
 
-    python -m bench.replay                 # N = 1,000 and 100,000
-    python -m bench.replay --quick         # N = 1,000 and 10,000
-    python -m bench.replay --n 1000 --profile /tmp/replay.prof
+    python -m bench.replay --quick                 # split, N = 1,000 and 10,000, --jobs 1
+    python -m bench.replay --n 5000 --jobs 1,2     # split, both --jobs values
+    python -m bench.replay --memory --tmp-dir /work/tmp-bench   # 1k / 100k / 1M
+    python -m bench.replay --layout bundles --quick
+    python -m bench.replay --layout bundles --n 1000 --profile /tmp/replay.prof
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RSS_TARGET = 1.20  # RSS(largest N) / RSS(smallest N)
-RATIO_TARGET = 20.0  # end-to-end / orjson parse of the same bytes
+RATIO_TARGET = 20.0  # bundles layout: end-to-end / orjson parse of the same bytes
+SPLIT_RATIO_TARGET = 5.0  # split layout, --jobs 1: end-to-end / (read + orjson parse)
+MEMORY_RSS_TARGET = 1.5  # --memory: peak RSS at 1,000,000 / at 1,000
+MEMORY_SIZES = (1000, 100_000, 1_000_000)
 
 
 def _rss_mib() -> float:
@@ -75,10 +87,10 @@ def child(folder: Path, now_text: str, expect: dict, profile: Path | None) -> in
         if result.error:
             errors += 1
             print(f"{result.source}: {result.error}", file=sys.stderr)
-        issues += len(result.issues)
+        issues += sum(i.severity == "error" for i in result.issues)  # warnings: read anyway
         for patient in result.patients:
             patients += 1
-            issues += len(patient.issues)
+            issues += sum(i.severity == "error" for i in patient.issues)
             if patient.alerts:
                 positives += 1
             for alert in patient.alerts:
@@ -230,24 +242,206 @@ def report(results: list[dict]) -> bool:
     return ok
 
 
+# --------------------------------------------------------------------------- split layout
+
+
+def expected(n: int, seed: int) -> dict:
+    """What a correct replay of ``write_export(n, seed)`` finds (the same archetype draw)."""
+    from bench.synthetic import EXPECTED_RULE, archetypes
+
+    by_rule: Counter[str] = Counter(
+        EXPECTED_RULE[k] for k in archetypes(n, random.Random(seed)) if EXPECTED_RULE[k]
+    )
+    return {"patients": n, "positives": sum(by_rule.values()), "by_rule": dict(by_rule)}
+
+
+def replay_split(folder: Path, jobs: int, now_text: str, tmp: Path) -> dict:
+    """``redflags replay FOLDER`` in a child process: seconds, peak RSS, what it printed."""
+    exe = Path(sys.executable).with_name("redflags")
+    cmd = [str(exe), "replay", str(folder), "--now", now_text, "--format", "json"]
+    cmd += ["--jobs", str(jobs), "--tmp-dir", str(tmp)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    patients = positives = 0
+    by_rule: Counter[str] = Counter()
+    for line in proc.stdout:  # streamed: nothing of the output is kept
+        alerts = json.loads(line)["alerts"]
+        patients += 1
+        positives += bool(alerts)
+        by_rule.update(a["rule"] for a in alerts)
+    err = proc.stderr.read().decode(errors="replace")
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    return {
+        "e2e_s": time.perf_counter() - started,
+        "status": os.waitstatus_to_exitcode(status),
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # the replay and its workers: robust to load
+        "patients": patients,
+        "positives": positives,
+        "by_rule": dict(by_rule),
+        "stderr": err[-2000:],
+    }
+
+
+def floor(folder: Path) -> tuple[float, float, int]:
+    """(read s, orjson parse s, bytes): every file read whole, then every line parsed."""
+    import orjson
+
+    read_s = parse_s = 0.0
+    size = 0
+    for path in sorted(folder.iterdir()):
+        t0 = time.perf_counter()
+        data = path.read_bytes()
+        t1 = time.perf_counter()
+        for line in data.splitlines():
+            orjson.loads(line)
+        read_s += t1 - t0
+        parse_s += time.perf_counter() - t1
+        size += len(data)
+        del data
+    return read_s, parse_s, size
+
+
+def run_split(n: int, jobs_list: list[int], per_file: int, now_text: str, seed: int, tmp: Path) -> list[dict]:
+    """Write n patients split by type, replay them with each --jobs, measure the floor; delete."""
+    from bench.bulk_memory import write_export
+
+    folder = tmp / f"export-{n}"
+    folder.mkdir()
+    try:
+        t = time.perf_counter()
+        size, resources = write_export(folder, n, per_file, seed)
+        gen_s = time.perf_counter() - t
+        want = expected(n, seed)
+        rows = []
+        for jobs in jobs_list:
+            row = replay_split(folder, jobs, now_text, tmp)
+            read_s, parse_s, _bytes = floor(folder)  # measured beside each replay (same load)
+            problems = [
+                f"{k} {row[k]} != {want[k]}"
+                for k in ("patients", "positives", "by_rule")
+                if row[k] != want[k]
+            ]
+            if row["status"] != 0:
+                problems.append(f"exit {row['status']}: {row['stderr'].strip()[-300:]}")
+            row.update(
+                n=n,
+                jobs=jobs,
+                bytes=size,
+                resources=resources,
+                gen_s=gen_s,
+                read_s=read_s,
+                parse_s=parse_s,
+                problems=problems,
+                load=os.getloadavg()[0],
+            )
+            rows.append(row)
+            print(  # each size as it ends: a long --memory run that is stopped keeps what it measured
+                f"N={n:,} --jobs {jobs} done: {row['e2e_s']:.1f} s, cpu {row['cpu_s']:.1f} s, "
+                f"peak RSS {row['peak_rss_mib']:.1f} MiB, floor {read_s + parse_s:.2f} s, "
+                f"{size / 2**20:.0f} MiB, exit {row['status']}, problems {row['problems'] or 'none'}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return rows
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+SPLIT_HEADER = (
+    f"{'patients':>9} {'jobs':>4} {'resources':>10} {'MiB':>8} {'e2e s':>8} {'pat/s':>7} "
+    f"{'floor s':>8} {'parse s':>8} {'ratio':>6} {'cpu s':>8} {'cpu/fl':>6} {'peak RSS':>9} {'load':>5}"
+)
+
+
+def report_split(rows: list[dict], memory: bool) -> bool:
+    """The split-layout table and its targets; True when every replay found the planted alerts."""
+    print(SPLIT_HEADER)
+    for r in rows:
+        fl = r["read_s"] + r["parse_s"]
+        print(
+            f"{r['n']:>9,} {r['jobs']:>4} {r['resources']:>10,} {r['bytes'] / 2**20:>8.1f} "
+            f"{r['e2e_s']:>8.2f} "
+            f"{r['n'] / r['e2e_s']:>7,.0f} {fl:>8.3f} {r['parse_s']:>8.3f} {r['e2e_s'] / fl:>6.1f} "
+            f"{r['cpu_s']:>8.2f} {r['cpu_s'] / fl:>6.1f} {r['peak_rss_mib']:>8.1f}M {r['load']:>5.2f}"
+        )
+    print(
+        "  floor = read each file + orjson.loads of each line (same bytes, same run); ratio = e2e / floor\n"
+        "  cpu s = user+sys CPU of the replay (and workers); cpu/fl = cpu s / floor (less load-sensitive)\n"
+        "  e2e = `redflags replay FOLDER --jobs J` wall time (child process, includes start-up);\n"
+        "  peak RSS = largest of the replay and its workers (wait4); load = 1-min load average after"
+    )
+    ok = True
+    for r in rows:
+        if r["problems"]:
+            ok = False
+            print(f"  WRONG RESULTS at N={r['n']:,} --jobs {r['jobs']}: {'; '.join(r['problems'])}")
+    for r in rows:
+        if r["jobs"] == 1:
+            ratio = r["e2e_s"] / (r["read_s"] + r["parse_s"])
+            verdict = "PASS" if ratio <= SPLIT_RATIO_TARGET else "MISS"
+            print(
+                f"target end-to-end <= {SPLIT_RATIO_TARGET:g}x floor at N={r['n']:,} --jobs 1: "
+                f"{ratio:.1f}x {verdict}"
+            )
+    by_jobs: dict[int, list[dict]] = {}
+    for r in rows:
+        by_jobs.setdefault(r["jobs"], []).append(r)
+    for jobs, group in by_jobs.items():
+        if len(group) > 1:
+            small, large = min(group, key=lambda r: r["n"]), max(group, key=lambda r: r["n"])
+            mem = large["peak_rss_mib"] / small["peak_rss_mib"]
+            line = (
+                f"peak RSS N={large['n']:,} / N={small['n']:,} (--jobs {jobs}): "
+                f"{large['peak_rss_mib']:.1f} / {small['peak_rss_mib']:.1f} MiB = {mem:.2f}x"
+            )
+            if memory:
+                line += f" {'PASS' if mem <= MEMORY_RSS_TARGET else 'MISS'} (target <= {MEMORY_RSS_TARGET}x)"
+            print(line)
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__.splitlines()[0])
-    parser.add_argument("--n", default="1000,100000", help="comma-separated patient counts")
+    parser.add_argument("--layout", choices=("split", "bundles"), default="split")
+    parser.add_argument("--n", default=None, help="comma-separated patient counts (default 1000,100000)")
     parser.add_argument("--quick", action="store_true", help="N = 1000,10000")
-    parser.add_argument("--per-file", type=int, default=100, help="patients per Bundle file")
+    parser.add_argument("--memory", action="store_true", help="split layout at N = 1000,100000,1000000")
+    parser.add_argument("--jobs", default="1", help="split layout: comma-separated --jobs values")
+    parser.add_argument("--per-file", type=int, default=None, help="patients per Bundle / lines per NDJSON")
+    parser.add_argument("--tmp-dir", type=Path, default=None, help="split layout: where data and spill go")
     parser.add_argument("--now", default="2025-03-10T12:00:00Z", help="evaluation time (ISO-8601)")
     parser.add_argument("--seed", type=int, default=20250310)
-    parser.add_argument("--profile", type=Path, help="cProfile the replay loop into this file (last N)")
+    parser.add_argument(
+        "--profile", type=Path, help="bundles: cProfile the replay loop into this file (last N)"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--expect", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, args.now, json.loads(args.expect), args.profile)
-    sizes = [1000, 10000] if args.quick else [int(x.replace("_", "")) for x in args.n.split(",")]
+    if args.memory:
+        sizes = list(MEMORY_SIZES)
+    elif args.quick:
+        sizes = [1000, 10000]
+    else:
+        sizes = [int(x.replace("_", "")) for x in (args.n or "1000,100000").split(",")]
+    if args.layout == "split" or args.memory:
+        jobs_list = [int(j) for j in args.jobs.split(",")]
+        print(
+            f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start",
+            file=sys.stderr,
+        )
+        rows: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="bench-replay-", dir=args.tmp_dir) as tmp:
+            for n in sizes:
+                rows += run_split(n, jobs_list, args.per_file or 50_000, args.now, args.seed, Path(tmp))
+        return 0 if report_split(rows, args.memory) else 1
     results = []
     for i, n in enumerate(sizes):
         profile = args.profile if i == len(sizes) - 1 else None
-        results.append(run_one(n, args.per_file, args.now, args.seed, profile))
+        results.append(run_one(n, args.per_file or 100, args.now, args.seed, profile))
         print(f"N={n:,} done", file=sys.stderr, flush=True)
     ok = report(results)
     if args.profile:

@@ -13,13 +13,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple
-
-from fhir.resources.R4B import get_fhir_model_class
-from fhir.resources.R4B.resource import Resource
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fhir_adapters.errors import shown
+
+if TYPE_CHECKING:  # fhir.resources is imported on first validation, not by every replay
+    from fhir.resources.R4B.resource import Resource
 
 __all__ = [
     "FhirValidationError",
@@ -116,6 +115,9 @@ def _message(error: dict[str, Any]) -> str:
 @cache
 def _model_for(resource_type: str) -> type[Resource] | None:
     """The R4B model class of a concrete resource type, or None if R4B has none."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.resource import Resource
+
     try:
         model = get_fhir_model_class(resource_type)
     except (KeyError, ValueError):
@@ -153,6 +155,8 @@ def resource_issues(resource: Any, path: str | None = None) -> list[Issue]:
     model = _model_for(kind)
     if model is None:
         return [Issue("not-supported", where, f"resource type {kind!r} is not supported (R4B)")]
+    from pydantic import ValidationError
+
     try:
         model.model_validate(resource)
     except ValidationError as exc:

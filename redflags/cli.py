@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 import time
@@ -88,7 +89,31 @@ def _now_option(value: str | None) -> int:
         raise click.BadParameter(exc.message, param_hint="--now") from None
 
 
-@click.group()
+_LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("redflags.serve_cli", "serve_command"),
+    "feedback": ("redflags.feedback_cli", "feedback_group"),
+    "outbox": ("redflags.state_cli", "outbox_group"),
+    "history": ("redflags.state_cli", "history_group"),
+    "token": ("redflags.token_cli", "token_command"),
+}
+
+
+class _LazyGroup(click.Group):
+    """Subcommands other than replay/rules are imported only when named (or listed in --help):
+    serve pulls in fastapi, uvicorn and the service; a replay and each of its --jobs workers
+    paid ~0.7 s of CPU importing them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attribute = _LAZY_COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
 @click.option(
     "--log-level",
     default=None,
@@ -576,21 +601,6 @@ def _console() -> Console:
     console = Console()
     return console if console.is_terminal else Console(width=200)
 
-
-def _register() -> None:
-    from redflags.feedback_cli import feedback_group
-    from redflags.serve_cli import serve_command
-    from redflags.state_cli import history_group, outbox_group
-    from redflags.token_cli import token_command
-
-    main.add_command(serve_command)
-    main.add_command(feedback_group)
-    main.add_command(outbox_group)
-    main.add_command(history_group)
-    main.add_command(token_command)
-
-
-_register()
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ Peak memory is one partition's bytes (K is chosen so a partition stays near
 from __future__ import annotations
 
 import errno
+import gc
 import gzip
 import heapq
 import io
@@ -193,6 +194,15 @@ def documents(
     path: Path, report: Report, tick: Callable[[int], None] | None = None
 ) -> Iterator[tuple[str, object]]:
     """(element path, parsed JSON) of each document of one input; bad parts reported, rest read."""
+    for where, doc, _raw in _documents(path, report, tick):
+        yield where, doc
+
+
+def _documents(
+    path: Path, report: Report, tick: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, object, bytes | None]]:
+    """``documents`` with each NDJSON line's own bytes (None for a JSON file): a resource that is
+    a whole line is spilled as those bytes, not serialised again."""
     source = str(path)
     ndjson = path.name.removesuffix(".gz").endswith(".ndjson")
     number, content = 0, False
@@ -210,7 +220,7 @@ def documents(
                     report(f"{source}: invalid JSON: {exc}")
                     return
                 root = doc.get("resourceType") if isinstance(doc, dict) else None
-                yield str(root or "$"), doc
+                yield str(root or "$"), doc, None
                 return
             for number, line in enumerate(stream, start=1):
                 if not line.strip():
@@ -221,7 +231,7 @@ def documents(
                 except orjson.JSONDecodeError as exc:
                     report(f"{source}: line {number}: invalid JSON: {exc}")
                     continue
-                yield f"line {number}", doc
+                yield f"line {number}", doc, line
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
             report(f"{source}: cannot read: {exc.strerror}")
@@ -301,8 +311,15 @@ class Spill:
         except OSError as exc:
             raise _spill_failed(exc, self.folder) from None
 
-    def add(self, pid: str, source: int, path: str, url: str | None, resource: dict) -> None:
-        line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, orjson.dumps([path, url, resource]))
+    def add(
+        self, pid: str, source: int, path: str, url: str | None, resource: dict, raw: bytes | None = None
+    ) -> None:
+        """``raw``: the JSON text ``resource`` was parsed from, written as it is (same record)."""
+        if raw is None:
+            body = orjson.dumps([path, url, resource])
+        else:  # [path, url, <the line's own JSON>]: parses to the same list
+            body = b"%s,%s]" % (orjson.dumps([path, url])[:-1], raw.strip())
+        line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, body)
         part = partition_of(pid, self.k)
         try:
             self.files[part].write(line)
@@ -339,7 +356,7 @@ def spill(
                 stats.damaged.add(index)
                 report(line)
 
-            for where, doc in documents(path, damaged, tick):
+            for where, doc, raw in _documents(path, damaged, tick):
                 try:
                     intake = group(source, resources_of(doc, where))
                 except InputError as exc:
@@ -352,7 +369,8 @@ def spill(
                         stats.without_patient[issue.message.split(" ", 1)[0]] += 1
                 for pid, members in intake.patients.items():
                     for entry in members.entries:
-                        out.add(pid, index, f"{source}: {entry.path}", entry.full_url, entry.resource)
+                        same = raw if entry.resource is doc else None  # a Bundle's entry: serialised
+                        out.add(pid, index, f"{source}: {entry.path}", entry.full_url, entry.resource, same)
                         stats.resources += 1
     finally:
         out.close()
@@ -462,7 +480,7 @@ def replay_all(
     k = plan(estimated_bytes(files), target_bytes)
     if jobs > 1:  # enough partitions to keep every worker busy (the output does not depend on K)
         k = max(k, PARTITIONS_PER_JOB * jobs)
-    with private_dir(tmp_dir) as folder:
+    with private_dir(tmp_dir) as folder, _frozen_heap():
         progress.reading(files)
         parts = spill(files, folder, k, counted, stats, progress)
         progress.evaluating(stats.resources)
@@ -478,6 +496,22 @@ def replay_all(
             ]
         progress.done()  # before the first result line: the display never mixes with them
         yield from _merge(outputs)
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Everything alive now (imported modules, the compiled rules) out of the collector's sight.
+
+    A replay allocates millions of short-lived acyclic objects (parsed resources, facts), which
+    trigger full collections; each walked the whole start-up heap (fhir.resources, the rules):
+    a quarter of the CPU time of a split-by-type replay. Unfrozen afterwards, so a caller that
+    replays in a long-lived process keeps its normal collections.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _evaluate_one(
@@ -563,6 +597,7 @@ def _work(
     global _worker
     if _worker is None:
         _worker = setup()
+        gc.freeze()  # this process's start-up heap, as the parent does in replay_all
     evaluator, render, failed = _worker
     stats = Stats(damaged=damaged)
 

@@ -319,7 +319,7 @@ def serve_command(
         raise error from None
     settings.to_env()
     _ensure_descriptors(max_connections + 64 + 4 * workers)  # sockets, pipes, databases, logs
-    config = uvicorn.Config(
+    server_config = uvicorn.Config(
         "redflags.service.app:app_from_env",
         factory=True,
         http=guarded_protocol(header_timeout, body_timeout, max_connections),
@@ -329,7 +329,7 @@ def serve_command(
         log_level="warning",
         timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
-    server = AnnouncingServer(config)
+    server = AnnouncingServer(server_config)
     server.run(sockets=[listener])
     if not server.started:  # the app failed to start (its error is logged): as uvicorn.run does
         raise SystemExit(3)

@@ -25,18 +25,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from fhir_adapters.fhir_client import FhirClient
-from fhir_adapters.smart_auth import server_auth
 from redflags.delivery import Round, drain
 from redflags.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.state.model import DEFAULT_TENANT, Delivery, NoStateStore, OutboxEvent, StateStore, Status
 from redflags.state.sqlite_store import StateStoreError, open_store
 from redflags.state.tenant_view import TenantView
+
+if TYPE_CHECKING:  # requests and jwt are imported when a server is named, not by every replay
+    from fhir_adapters.fhir_client import FhirClient
 
 STATE_ENV = "REDFLAGS_STATE"
 TOKEN_ENV = "REDFLAGS_FHIR_TOKEN"
@@ -133,6 +134,9 @@ class FhirTarget:
     wait_s: float = 30.0
 
     def client(self) -> FhirClient:
+        from fhir_adapters.fhir_client import FhirClient
+        from fhir_adapters.smart_auth import server_auth
+
         if not self.url.startswith(("http://", "https://")):
             raise click.BadParameter(f"not an http(s) URL: {self.url!r}", param_hint="--fhir-server")
         try:
