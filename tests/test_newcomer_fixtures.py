@@ -50,9 +50,8 @@ def _ids(node: object) -> Iterator[str]:
 
 def _fixture_files() -> list[Path]:
     names = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
-    return sorted(
-        p for p in FIXTURES.rglob("*") if p.is_file() and p.name.endswith(names) and ".expected." not in p.name
-    )
+    files = (p for p in FIXTURES.rglob("*") if p.is_file() and p.name.endswith(names))
+    return sorted(p for p in files if ".expected." not in p.name)
 
 
 def test_every_fixture_id_is_a_valid_fhir_id() -> None:
