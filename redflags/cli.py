@@ -37,7 +37,7 @@ from redflags.partition import (
     replay_all,
 )
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
-from redflags.replay import InputResult, expand
+from redflags.replay import InputResult, expand, without_expectations
 from redflags.state.model import StateStore
 from redflags.state_cli import (
     FhirTarget,
@@ -188,7 +188,8 @@ def replay_command(
     Exit status: 0 when every input was read (and, with --expect, every expectation met);
     1 when any input or expected file could not be read, an element was invalid, or (with
     --expect) any alert or patient differs from the expected file. Files without an expected
-    file are listed as "no expectation" and do not change the status.
+    file are listed as "no expectation" and do not change the status, unless no input had one
+    ("no expectations found", exit 1). A file named NAME.expected.json is skipped with a note.
 
     With --state the replay has memory: each patient's facts are kept between runs, alerts are
     tracked (raised, updated, withdrawn) and their Flags and CarePlans queued in the outbox;
@@ -212,6 +213,10 @@ def replay_command(
     if store is not None:
         retention = retention_days * 86_400 if retention_days else None
         tracker = Tracker(pipeline, store, actor=f"replay:{replay_id}", retention_s=retention, tenant=tenant)
+    inputs, expectations = without_expectations(paths)
+    for path in expectations:  # e.g. a shell glob V01*.json: read beside its input by --expect
+        click.echo(f"{path}: expected file, not an input: skipped", err=True)
+    paths = tuple(inputs)
     files = list(expand(paths))
     missing = [p for p in paths if not p.exists()]
     failed = bool(missing)
@@ -428,6 +433,8 @@ def _print_corpus(report: Report, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
+        if report.nothing_expected:
+            click.echo(f"replay: {report.nothing_expected_line()}", err=True)
         return
     table = Table(
         title=f"redflags corpus: {report.files} files, {report.compared_patients} patients compared",
@@ -445,10 +452,13 @@ def _print_corpus(report: Report, fmt: str) -> None:
     for source, patients, alerts in report.no_expectation:
         click.echo(f"NOEXP {source} (patients: {patients}, alerts: {alerts})")
     differences = len(report.misses) + len(report.patient_differences)
-    click.echo(
-        "all expectations met" if report.ok else f"{differences} differences, {len(report.errors)} errors"
-    )
-    if report.no_expectation:
+    if report.nothing_expected:
+        click.echo(report.nothing_expected_line())
+    else:
+        click.echo(
+            "all expectations met" if report.ok else f"{differences} differences, {len(report.errors)} errors"
+        )
+    if report.no_expectation and not report.nothing_expected:
         click.echo(f"files without expectation: {len(report.no_expectation)} (listed above, not compared)")
 
 
@@ -467,6 +477,9 @@ def _print_corpus(report: Report, fmt: str) -> None:
 @_config_option()
 def rules_command(explain_id: str | None, concept_map: bool, config_path: Path | None) -> None:
     """List the loaded rules: id, version, urgency per tier, title (as a site configured them)."""
+    if concept_map and explain_id is not None:  # each prints a whole document: one would be dropped
+        click.echo("Error: --concept-map and --explain print different documents: give one of them", err=True)
+        sys.exit(2)
     pipeline = _pipeline(config_path)
     if explain_id is not None:
         if explain_id not in pipeline.engine.metas:
