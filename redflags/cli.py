@@ -52,6 +52,10 @@ from redflags.state_cli import (
 from redflags.stateful import Tracker
 
 log = structlog.get_logger("redflags.cli")
+#: Engine events replay reports itself on a terminal, naming the input files (the engine cannot).
+TOLD_BY_REPLAY = frozenset({"future_records_ignored"})
+#: Such lines per process; past it, one line says more were left out.
+MAX_TOLD = 20
 
 
 def _config_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -197,6 +201,8 @@ def replay_command(
     failed or is still pending: a server that stays down leaves them for `outbox flush`).
     """
     now = _now_option(now_text)
+    root_level = click.get_current_context().find_root().params.get("log_level") or "warning"
+    logs.configure(root_level, told=TOLD_BY_REPLAY)
     replay_id = uuid.uuid4().hex[:12]
     structlog.contextvars.bind_contextvars(replay_id=replay_id)
     if fhir_server and not state_path:
@@ -239,8 +245,11 @@ def replay_command(
     ) as bar:
         task = bar.add_task("replay", total=len(files))
         if expect:
+            tell = _teller()
             for checked in replay_expected(files, pipeline, now):
                 report.add(checked)
+                for patient in checked.result.patients:
+                    tell([checked.result.source], patient.future)
                 _write(checked.result, out, pipeline)
                 bar.advance(task)
         else:
@@ -330,10 +339,12 @@ def _renderer(pipeline: Pipeline, fmt: str, out: Path | None) -> tuple[Render, C
     The second callable tells whether any rendered patient had an invalid element (exit 1).
     """
     invalid = False
+    tell = _teller()
 
     def render(done: Evaluated) -> bytes:
         nonlocal invalid
         invalid |= _patient_issues(done)
+        tell(done.sources, done.result.future)
         result = InputResult(done.sources[0], [done.result], [])
         _write(result, out, pipeline)
         patient, changed = done.result, done.changes
@@ -361,6 +372,30 @@ def _renderer(pipeline: Pipeline, fmt: str, out: Path | None) -> tuple[Render, C
     return render, lambda: invalid
 
 
+def _teller() -> Callable[[Sequence[str], int], None]:
+    """On a terminal, one line per patient with records dated after --now, naming its files.
+
+    The engine's ``future_records_ignored`` log cannot name them; JSON logs (not a terminal)
+    keep that event as it is. At most ``MAX_TOLD`` lines per process.
+    """
+    told = 0
+    terminal = sys.stderr.isatty()
+
+    def tell(sources: Sequence[str], future: int) -> None:
+        nonlocal told
+        if not (future and terminal):
+            return
+        told += 1
+        if told <= MAX_TOLD:
+            named = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+            records = "record" if future == 1 else "records"
+            click.echo(f"{named}: {future} {records} dated after --now ignored", err=True)
+        elif told == MAX_TOLD + 1:
+            click.echo("replay: more inputs have records dated after --now (not listed)", err=True)
+
+    return tell
+
+
 def _worker_setup(
     config_path: Path | None,
     strict: bool,
@@ -372,7 +407,7 @@ def _worker_setup(
     replay_id: str,
 ) -> tuple[Pipeline, Render, Callable[[], bool]]:
     """In a spawned --jobs worker: the parent's pipeline rebuilt from the same options."""
-    logs.configure(log_level)
+    logs.configure(log_level, told=TOLD_BY_REPLAY)
     structlog.contextvars.bind_contextvars(replay_id=replay_id)
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
     pipeline.max_facts = max_facts

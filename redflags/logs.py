@@ -1,5 +1,8 @@
 """structlog JSON logs on stderr; every line carries the run's id (replay or request id).
 
+On a terminal the same events are one readable line each (``warning: event (key=value)``):
+a person reads them; files, pipes and log collectors get JSON.
+
 Patient identifiers never enter a log line: code logs counts, rule ids and a per-process
 pseudonym of the patient (``patient_token``) so lines of one patient can still be joined.
 """
@@ -36,17 +39,53 @@ def patient_token(pid: str) -> str:
     return hashlib.blake2b(pid.encode(), key=_SALT, digest_size=6).hexdigest()
 
 
-def configure(level: str = "info", stream: TextIO | None = None) -> None:
+def _told(events: frozenset[str]) -> structlog.types.Processor:
+    def drop(_logger: object, _method: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+        if event.get("event") in events:
+            raise structlog.DropEvent
+        return event
+
+    return drop
+
+
+def _readable(_logger: object, _method: str, event: structlog.types.EventDict) -> str:
+    """One line a person reads on a terminal: ``warning: event (key=value, ...)``, no run id."""
+    level, name = event.pop("level", "info"), event.pop("event", "")
+    for noise in ("timestamp", "replay_id", "request_id"):
+        event.pop(noise, None)
+    details = ", ".join(
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in event.items()
+    )
+    return f"{level}: {name}" + (f" ({details})" if details else "")
+
+
+def configure(
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    console: bool | None = None,
+    told: frozenset[str] = frozenset(),
+) -> None:
+    """JSON lines, or on a terminal (``console`` None: when ``stream`` is one) a readable line.
+
+    ``told``: events the command itself reports in words on a terminal (naming the file, which
+    the engine cannot), left out of the console rendering only; JSON logs keep every event.
+    """
+    out = stream or sys.stderr
+    readable = out.isatty() if console is None else console
+    renderer: list[structlog.types.Processor] = (
+        [_told(told), _readable] if readable else [structlog.processors.JSONRenderer()]
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         # one write per line: the service's engine processes share the HTTP process's stderr
-        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )

@@ -55,6 +55,7 @@ class PatientResult:
     pid: str
     alerts: list[Alert]
     issues: list[Issue] = field(default_factory=list)
+    future: int = 0  # records dated after ``now``, ignored (the CLI names their files)
 
     def transaction(self, pipeline: Pipeline) -> dict | None:
         return patient_transaction(self.alerts, pipeline.engine.metas) if self.alerts else None
@@ -128,7 +129,7 @@ class Pipeline:
             [(pf.pid, k[0]) for pf, k in zip(batch, kept, strict=True)], now
         )
         return [
-            PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over])
+            PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over], evaluation.future)
             for mapped, (_facts, over), evaluation in zip(batch, kept, evaluations, strict=True)
         ]
 
