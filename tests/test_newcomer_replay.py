@@ -64,3 +64,32 @@ def test_rules_refuses_concept_map_with_explain() -> None:
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("Error: --concept-map and --explain")
+
+
+def test_the_changes_key_of_replay_json_with_state_has_the_documented_shape(tmp_path: Path) -> None:
+    """README: ``changes`` is present only when the evaluation changed the ledger; each item is
+    ``{"rule", "change": raised|updated|withdrawn, "tier": tier letter after it, or null}``."""
+    history, state = FIXTURES / "history", tmp_path / "state.sqlite"
+
+    def lines(path: Path, now: str) -> list[dict]:
+        done = run("replay", path, "--now", now, "--state", state, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        return [orjson.loads(line) for line in done.stdout.splitlines()]
+
+    (monday,) = lines(history / "gbs-monday.json", "2025-03-10T12:00:00Z")
+    assert "changes" not in monday  # nothing changed: no key (not an empty list)
+    (wednesday,) = lines(history / "gbs-wednesday.json", "2025-03-12T12:00:00Z")
+    assert list(wednesday) == ["source", "patient", "alerts", "changes"]
+    assert wednesday["changes"] == [{"rule": "guillain_barre_syndrome", "change": "raised", "tier": "A"}]
+    (thursday,) = lines(history / "gbs-thursday-arms.json", "2025-03-13T12:00:00Z")
+    # Wednesday's FVC is over a day old on Thursday: tier B (as before the dates moved)
+    assert thursday["changes"] == [{"rule": "guillain_barre_syndrome", "change": "updated", "tier": "B"}]
+    resolved = tmp_path / "resolved.json"
+    resolved.write_text(
+        (history / "gbs-monday.json").read_text().replace('"code": "active"', '"code": "resolved"')
+    )
+    (withdrawn,) = lines(resolved, "2025-03-13T13:00:00Z")
+    assert withdrawn["alerts"] == []
+    assert withdrawn["changes"] == [{"rule": "guillain_barre_syndrome", "change": "withdrawn", "tier": None}]
+    (again,) = lines(resolved, "2025-03-13T13:05:00Z")
+    assert "changes" not in again
