@@ -116,9 +116,8 @@ class Pipeline:
             try:
                 validate_resource(entry.resource, entry.path)
             except FhirValidationError as exc:
-                issues.extend(
-                    Issue(entry.path, f"{i.expression}: {i.message}", i.code) for i in exc.issues[:1]
-                )
+                # the expression already starts with the entry's path (its file): named once
+                issues.extend(Issue(i.expression, i.message, i.code) for i in exc.issues[:1])
         return issues
 
     def evaluate(self, intake: Intake, now: int) -> list[PatientResult]:
