@@ -55,5 +55,10 @@ def test_bootstrap_is_quiet_on_a_fresh_copy_with_a_pyenv_shim_first(tmp_path: Pa
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert (repo / ".venv" / "bin" / "redflags").exists()
+    licence = "import importlib.metadata as m; print(m.metadata('redflags').get_all('License-File'))"
+    listed = subprocess.run(
+        [str(repo / ".venv" / "bin" / "python"), "-c", licence], capture_output=True, text=True, timeout=60
+    )
+    assert listed.stdout.strip() == "['LICENSE']", listed.stdout + listed.stderr  # the licence ships
     for noise in ("command not found", "pyenv:", "project.license", "SPDX", "License classifiers"):
         assert noise not in output, output
