@@ -94,8 +94,18 @@ def _now_option(value: str | None) -> int:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="structlog JSON on stderr [default: warning; info for serve].",
 )
-def main(log_level: str | None) -> None:
+@click.option(
+    "--log-format",
+    default="auto",
+    envvar=logs.FORMAT_ENV,
+    show_envvar=True,
+    show_default=True,
+    type=click.Choice(list(logs.FORMATS)),
+    help="Log lines: json, console (readable) or auto (console on a terminal, JSON otherwise).",
+)
+def main(log_level: str | None, log_format: str = "auto") -> None:
     """redflags: alerts for the dangerous causes of leg weakness, from FHIR data."""
+    logs.choose_format(log_format)
     logs.configure(log_level or "warning")
 
 
@@ -379,7 +389,7 @@ def _teller() -> Callable[[Sequence[str], int], None]:
     keep that event as it is. At most ``MAX_TOLD`` lines per process.
     """
     told = 0
-    terminal = sys.stderr.isatty()
+    terminal = logs.readable(sys.stderr)  # JSON logs (--log-format json) keep the event instead
 
     def tell(sources: Sequence[str], future: int) -> None:
         nonlocal told

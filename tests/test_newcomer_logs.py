@@ -28,13 +28,22 @@ THURSDAY = FIXTURES / "history" / "gbs-thursday-arms.json"  # recorded on Thursd
 MONDAY_NOON = "2025-03-10T12:00:00Z"
 
 
-def run_on_a_terminal(*args: str | Path) -> tuple[int, str]:
-    """The command with its stderr on a pseudo-terminal (stdout a pipe); (exit status, stderr)."""
+def run_on_a_terminal(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """The command with its stderr on a pseudo-terminal (stdout a pipe); (exit status, stderr).
+
+    ``env``: variables set (value) or removed (``""``) for the command.
+    """
     exe = Path(sys.executable).with_name("redflags")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "redflags.cli"]
+    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v}
     master, slave = pty.openpty()
     with subprocess.Popen(
-        [*cmd, *map(str, args)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL
+        [*cmd, *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env=environ,
     ) as process:
         os.close(slave)
         chunks: list[bytes] = []

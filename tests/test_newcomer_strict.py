@@ -15,9 +15,7 @@ from .test_cli import NOW, V01, run
 
 def test_a_strict_error_line_names_the_file_and_the_element_once(tmp_path: Path) -> None:
     bundle = orjson.loads(V01.read_bytes())
-    index = next(
-        i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Observation"
-    )
+    index = next(i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Observation")
     bundle["entry"][index]["resource"]["id"] = "bad_id"
     path = tmp_path / "f.json"
     path.write_bytes(orjson.dumps(bundle))
