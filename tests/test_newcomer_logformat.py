@@ -143,3 +143,12 @@ def test_serve_on_a_terminal_logs_json_when_asked(tmp_path: Path) -> None:
     text = b"".join(chunks).decode().replace("\r\n", "\n")
     events = json_lines(text)  # the HTTP process and its engine processes alike
     assert events and all(e.get("event") and e.get("timestamp") for e in events), text
+
+
+def test_replay_jobs_workers_log_json_on_a_terminal_too() -> None:
+    status, stderr = run_on_a_terminal(
+        "--log-format", "json", "replay", THURSDAY, V01, "--now", MONDAY_NOON, "--jobs", "2", "--no-progress"
+    )
+    assert status == 0, stderr
+    events = json_lines(stderr)  # the spawned workers took the parent's choice
+    assert "future_records_ignored" in {e["event"] for e in events}
