@@ -38,7 +38,7 @@ from redflags.partition import (
     replay_all,
 )
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
-from redflags.replay import InputResult, expand
+from redflags.replay import InputResult, expand, without_expectations
 from redflags.replay_progress import NO_PROGRESS, TerminalProgress, summary_counts, summary_line
 from redflags.state.model import StateStore
 from redflags.state_cli import (
@@ -54,6 +54,10 @@ from redflags.state_cli import (
 from redflags.stateful import Tracker
 
 log = structlog.get_logger("redflags.cli")
+#: Engine events replay reports itself on a terminal, naming the input files (the engine cannot).
+TOLD_BY_REPLAY = frozenset({"future_records_ignored"})
+#: Such lines per process; past it, one line says more were left out.
+MAX_TOLD = 20
 
 
 def _config_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -120,8 +124,18 @@ class _LazyGroup(click.Group):
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="structlog JSON on stderr [default: warning; info for serve].",
 )
-def main(log_level: str | None) -> None:
+@click.option(
+    "--log-format",
+    default="auto",
+    envvar=logs.FORMAT_ENV,
+    show_envvar=True,
+    show_default=True,
+    type=click.Choice(list(logs.FORMATS)),
+    help="Log lines: json, console (readable) or auto (console on a terminal, JSON otherwise).",
+)
+def main(log_level: str | None, log_format: str = "auto") -> None:
     """redflags: alerts for the dangerous causes of leg weakness, from FHIR data."""
+    logs.choose_format(log_format)
     logs.configure(log_level or "warning")
 
 
@@ -236,7 +250,8 @@ def replay_command(
     Exit status: 0 when every input was read (and, with --expect, every expectation met);
     1 when any input or expected file could not be read, an element was invalid, or (with
     --expect) any alert or patient differs from the expected file. Files without an expected
-    file are listed as "no expectation" and do not change the status.
+    file are listed as "no expectation" and do not change the status, unless no input had one
+    ("no expectations found", exit 1). A file named NAME.expected.json is skipped with a note.
 
     With --state the replay has memory: each patient's facts are kept between runs, alerts are
     tracked (raised, updated, withdrawn) and their Flags and CarePlans queued in the outbox;
@@ -244,6 +259,8 @@ def replay_command(
     failed or is still pending: a server that stays down leaves them for `outbox flush`).
     """
     now = _now_option(now_text)
+    root_level = click.get_current_context().find_root().params.get("log_level") or "warning"
+    logs.configure(root_level, told=TOLD_BY_REPLAY)
     replay_id = uuid.uuid4().hex[:12]
     structlog.contextvars.bind_contextvars(replay_id=replay_id)
     if fhir_server and not state_path:
@@ -262,6 +279,10 @@ def replay_command(
     if store is not None:
         retention = retention_days * 86_400 if retention_days else None
         tracker = Tracker(pipeline, store, actor=f"replay:{replay_id}", retention_s=retention, tenant=tenant)
+    inputs, expectations = without_expectations(paths)
+    for path in expectations:  # e.g. a shell glob V01*.json: read beside its input by --expect
+        click.echo(f"{path}: expected file, not an input: skipped", err=True)
+    paths = tuple(inputs)
     files = list(expand(paths))
     missing = [p for p in paths if not p.exists()]
     failed = bool(missing)
@@ -293,8 +314,11 @@ def replay_command(
     ) as bar:
         task = bar.add_task("replay", total=len(files))
         if expect:
+            tell = _teller(_stderr_line)
             for checked in replay_expected(files, pipeline, now):
                 report.add(checked)
+                for patient in checked.result.patients:
+                    tell([checked.result.source], patient.future)
                 _write(checked.result, out, pipeline)
                 bar.advance(task)
         else:
@@ -429,10 +453,12 @@ def _renderer(
     The second callable tells whether any rendered patient had an invalid element (exit 1).
     """
     invalid = False
+    tell = _teller(say or _stderr_line)
 
     def render(done: Evaluated) -> bytes:
         nonlocal invalid
         invalid |= _patient_issues(done, say or _stderr_line)
+        tell(done.sources, done.result.future)
         result = InputResult(done.sources[0], [done.result], [])
         _write(result, out, pipeline)
         patient, changed = done.result, done.changes
@@ -460,6 +486,30 @@ def _renderer(
     return render, lambda: invalid
 
 
+def _teller(say: Callable[[str], None]) -> Callable[[Sequence[str], int], None]:
+    """On a terminal, one line per patient with records dated after --now, naming its files.
+
+    The engine's ``future_records_ignored`` log cannot name them; JSON logs (not a terminal)
+    keep that event as it is. At most ``MAX_TOLD`` lines per process.
+    """
+    told = 0
+    terminal = logs.readable(sys.stderr)  # JSON logs (--log-format json) keep the event instead
+
+    def tell(sources: Sequence[str], future: int) -> None:
+        nonlocal told
+        if not (future and terminal):
+            return
+        told += 1
+        if told <= MAX_TOLD:
+            named = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+            records = "record" if future == 1 else "records"
+            say(f"{named}: {future} {records} dated after --now ignored")
+        elif told == MAX_TOLD + 1:
+            say("replay: more inputs have records dated after --now (not listed)")
+
+    return tell
+
+
 def _worker_setup(
     config_path: Path | None,
     strict: bool,
@@ -471,7 +521,7 @@ def _worker_setup(
     replay_id: str,
 ) -> tuple[Pipeline, Render, Callable[[], bool]]:
     """In a spawned --jobs worker: the parent's pipeline rebuilt from the same options."""
-    logs.configure(log_level)
+    logs.configure(log_level, told=TOLD_BY_REPLAY)
     structlog.contextvars.bind_contextvars(replay_id=replay_id)
     pipeline = _pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
     pipeline.max_facts = max_facts
@@ -536,6 +586,8 @@ def _print_corpus(report: Report, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
+        if report.nothing_expected:
+            click.echo(f"replay: {report.nothing_expected_line()}", err=True)
         return
     table = Table(
         title=f"redflags corpus: {report.files} files, {report.compared_patients} patients compared",
@@ -553,10 +605,13 @@ def _print_corpus(report: Report, fmt: str) -> None:
     for source, patients, alerts in report.no_expectation:
         click.echo(f"NOEXP {source} (patients: {patients}, alerts: {alerts})")
     differences = len(report.misses) + len(report.patient_differences)
-    click.echo(
-        "all expectations met" if report.ok else f"{differences} differences, {len(report.errors)} errors"
-    )
-    if report.no_expectation:
+    if report.nothing_expected:
+        click.echo(report.nothing_expected_line())
+    else:
+        click.echo(
+            "all expectations met" if report.ok else f"{differences} differences, {len(report.errors)} errors"
+        )
+    if report.no_expectation and not report.nothing_expected:
         click.echo(f"files without expectation: {len(report.no_expectation)} (listed above, not compared)")
 
 
@@ -575,6 +630,9 @@ def _print_corpus(report: Report, fmt: str) -> None:
 @_config_option()
 def rules_command(explain_id: str | None, concept_map: bool, config_path: Path | None) -> None:
     """List the loaded rules: id, version, urgency per tier, title (as a site configured them)."""
+    if concept_map and explain_id is not None:  # each prints a whole document: one would be dropped
+        click.echo("Error: --concept-map and --explain print different documents: give one of them", err=True)
+        sys.exit(2)
     pipeline = _pipeline(config_path)
     if explain_id is not None:
         if explain_id not in pipeline.engine.metas:

@@ -10,7 +10,8 @@ so a change shows up as a count that moved and a line naming the file and patien
 
 Each fixture is evaluated at its expected file's ``now``; a fixture without an expected file is
 listed as "no expectation" with its alert count; an unreadable input or expected file, or an
-invalid element, is an error. ``Report.ok`` is False on any difference or error.
+invalid element, is an error. ``Report.ok`` is False on any difference or error, and when no
+input had an expected file at all (nothing was compared: "all expectations met" would be a lie).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class Report:
     errors: list[tuple[str, str]] = field(default_factory=list)  # file, message
     files: int = 0
     compared_patients: int = 0
+    expected_files: int = 0  # inputs that had a usable expected file (compared)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -151,6 +153,7 @@ class Report:
             alerts = sum(len(p.alerts) for p in result.patients)
             self.no_expectation.append((result.source, len(result.patients), alerts))
             return
+        self.expected_files += 1
         produced = {p.pid: {a.rule: a.severity for a in p.alerts} for p in result.patients}
         for pid in sorted(expectation.patients.keys() | produced.keys()):
             if pid not in produced:
@@ -196,9 +199,25 @@ class Report:
         return sorted(self.misses, key=lambda m: (m.rule, m.kind, m.file, m.patient))
 
     @property
+    def nothing_expected(self) -> bool:
+        """No input had an expected file: nothing was compared, so nothing was checked."""
+        return self.expected_files == 0 and not self.errors
+
+    @property
     def ok(self) -> bool:
-        """Nothing differs and nothing failed to read; files without expectation do not fail it."""
-        return not (self.misses or self.patient_differences or self.errors)
+        """Nothing differs, nothing failed to read and something was compared; files without
+        expectation beside files with one do not fail it."""
+        return not (self.misses or self.patient_differences or self.errors or self.nothing_expected)
+
+    def nothing_expected_line(self) -> str:
+        """The summary when nothing was compared: which inputs lacked their expected file."""
+        sources = [source for source, _, _ in self.no_expectation]
+        if len(sources) == 1:
+            beside = expected_path(Path(sources[0])).name
+            return f"no expectations found for {sources[0]} (no {beside} beside it)"
+        if sources:
+            return f"no expectations found for {len(sources)} files (no NAME.expected.json beside any)"
+        return "no expectations found: no input files"
 
     def lines(self) -> list[str]:
         """Every difference and error, one line each (the CLI's miss list, a test's failure message)."""

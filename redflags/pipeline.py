@@ -55,6 +55,7 @@ class PatientResult:
     pid: str
     alerts: list[Alert]
     issues: list[Issue] = field(default_factory=list)
+    future: int = 0  # records dated after ``now``, ignored (the CLI names their files)
 
     def transaction(self, pipeline: Pipeline) -> dict | None:
         return patient_transaction(self.alerts, pipeline.engine.metas) if self.alerts else None
@@ -115,9 +116,8 @@ class Pipeline:
             try:
                 validate_resource(entry.resource, entry.path)
             except FhirValidationError as exc:
-                issues.extend(
-                    Issue(entry.path, f"{i.expression}: {i.message}", i.code) for i in exc.issues[:1]
-                )
+                # the expression already starts with the entry's path (its file): named once
+                issues.extend(Issue(i.expression, i.message, i.code) for i in exc.issues[:1])
         return issues
 
     def evaluate(self, intake: Intake, now: int) -> list[PatientResult]:
@@ -128,7 +128,7 @@ class Pipeline:
             [(pf.pid, k[0]) for pf, k in zip(batch, kept, strict=True)], now
         )
         return [
-            PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over])
+            PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over], evaluation.future)
             for mapped, (_facts, over), evaluation in zip(batch, kept, evaluations, strict=True)
         ]
 

@@ -33,6 +33,19 @@ class InputResult:
     changes: list[Tracked] = field(default_factory=list)  # with a state store: alert transitions
 
 
+def is_expectation(path: Path) -> bool:
+    """``NAME.expected.json`` is a fixture's expectation, never FHIR input, however it was named."""
+    return path.name.endswith(SKIPPED_SUFFIX)
+
+
+def without_expectations(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """(inputs, expectation files) of the paths given: a shell glob such as ``V01*.json`` names
+    both a fixture and its expected file, and the second is not an input."""
+    named = list(paths)
+    skipped = [p for p in named if not p.is_dir() and is_expectation(p)]
+    return [p for p in named if p not in skipped], skipped
+
+
 def expand(paths: Iterable[Path]) -> Iterator[Path]:
     """Files named directly, and every .json/.ndjson file under folders, in sorted order."""
     for path in paths:

@@ -160,7 +160,7 @@ class Tracker:
         stored = snapshot.facts
         earlier = [f for ref, facts in stored.items() if ref not in sent for f in facts]
         evaluation, over = self.pipeline.evaluate_patient(mapped.pid, [*earlier, *mapped.facts], now)
-        result = PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over])
+        result = PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over], evaluation.future)
         if not commit:
             return Tracked(result, remembered=len(earlier))
         plan = lifecycle.plan(

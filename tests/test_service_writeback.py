@@ -18,7 +18,7 @@ from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401 (pytest f
 from .service_harness import running_service
 from .test_service_cds import PATIENT_VIEW, prefetch_for, request, resources_of
 
-NOW = "2025-03-10T12:00:00Z"
+NOW = "2025-03-12T12:00:00Z"  # Wednesday, the day of the second delivery
 MONDAY = resources_of(FIXTURES / "history" / "gbs-monday.json")
 (PATIENT,) = [r for r in MONDAY if r["resourceType"] == "Patient"]
 WEDNESDAY = [PATIENT, *resources_of(FIXTURES / "history" / "gbs-wednesday.json")]

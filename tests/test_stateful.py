@@ -30,36 +30,36 @@ def deliver(tracker: Tracker, name: str, now: str):
 
 
 def test_an_ascending_pattern_is_seen_across_three_deliveries(tracker: Tracker) -> None:
-    assert deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z").result.alerts == []
-    wednesday = deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:00:00Z")
+    assert deliver(tracker, "gbs-monday.json", "2025-03-10T12:00:00Z").result.alerts == []
+    wednesday = deliver(tracker, "gbs-wednesday.json", "2025-03-12T12:00:00Z")
     (alert,) = wednesday.result.alerts
     assert alert.rule == GBS and [t.change for t in wednesday.transitions] == ["raised"]
     assert not any("ascending" in note for note in alert.notes)
     assert wednesday.remembered > 0  # Monday's facts took part
 
-    thursday = deliver(tracker, "gbs-thursday-arms.json", "2025-03-11T12:00:00Z")
+    thursday = deliver(tracker, "gbs-thursday-arms.json", "2025-03-13T12:00:00Z")
     (alert,) = thursday.result.alerts
     assert any("weakness ascending" in note and "Arm weakness" in note for note in alert.notes)
     assert [t.change for t in thursday.transitions] == ["updated"]  # the same Flag, not a new alert
 
 
 def test_a_resource_sent_again_replaces_its_earlier_facts(tracker: Tracker, tmp_path: Path) -> None:
-    deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z")
-    assert deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:00:00Z").result.alerts
+    deliver(tracker, "gbs-monday.json", "2025-03-10T12:00:00Z")
+    assert deliver(tracker, "gbs-wednesday.json", "2025-03-12T12:00:00Z").result.alerts
     weakness = (HISTORY / "gbs-monday.json").read_text().replace('"code": "active"', '"code": "resolved"')
     (tmp_path / "resolved.json").write_text(weakness)
-    (tracked,) = tracker.evaluate(read_path(tmp_path / "resolved.json"), parse_now("2025-03-10T13:00:00Z"))
+    (tracked,) = tracker.evaluate(read_path(tmp_path / "resolved.json"), parse_now("2025-03-12T13:00:00Z"))
     assert tracked.result.alerts == []
     assert [t.change for t in tracked.transitions] == ["withdrawn"]
 
 
 def test_a_what_if_reads_history_and_commits_nothing(tracker: Tracker) -> None:
-    deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z")
+    deliver(tracker, "gbs-monday.json", "2025-03-10T12:00:00Z")
     intake = read_path(HISTORY / "gbs-wednesday.json")
-    (tracked,) = tracker.evaluate(intake, parse_now("2025-03-10T12:00:00Z"), commit=False)
+    (tracked,) = tracker.evaluate(intake, parse_now("2025-03-12T12:00:00Z"), commit=False)
     assert tracked.result.alerts and tracked.transitions == []
     assert tracker.store.active("Patient/v03") == {} and tracker.store.counts()["pending"] == 0
-    assert deliver(tracker, "gbs-thursday-arms.json", "2025-03-11T12:00:00Z").result.alerts == []
+    assert deliver(tracker, "gbs-thursday-arms.json", "2025-03-13T12:00:00Z").result.alerts == []
 
 
 def test_default_retention_is_the_longest_rule_window_plus_a_margin(pipeline: Pipeline) -> None:
@@ -74,13 +74,13 @@ def test_a_record_sent_again_unchanged_writes_nothing(tracker: Tracker, tmp_path
         with sqlite3.connect(tmp_path / "state.sqlite") as db:
             return db.execute("SELECT max(id) FROM fact").fetchone()[0]
 
-    deliver(tracker, "gbs-monday.json", "2025-03-07T12:00:00Z")
-    deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:00:00Z")
+    deliver(tracker, "gbs-monday.json", "2025-03-10T12:00:00Z")
+    deliver(tracker, "gbs-wednesday.json", "2025-03-12T12:00:00Z")
     before = last_fact_id()
-    again = deliver(tracker, "gbs-wednesday.json", "2025-03-10T12:05:00Z")
+    again = deliver(tracker, "gbs-wednesday.json", "2025-03-12T12:05:00Z")
     assert again.result.alerts and again.transitions == [] and again.deliveries == []
     assert last_fact_id() == before  # nothing rewritten
     changed = (HISTORY / "gbs-wednesday.json").read_text().replace('"value": 1.2', '"value": 1.1')
     (tmp_path / "changed.json").write_text(changed)
-    tracker.evaluate(read_path(tmp_path / "changed.json"), parse_now("2025-03-10T12:10:00Z")).__next__()
+    tracker.evaluate(read_path(tmp_path / "changed.json"), parse_now("2025-03-12T12:10:00Z")).__next__()
     assert last_fact_id() > before  # a changed FVC is stored

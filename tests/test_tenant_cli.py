@@ -28,8 +28,8 @@ def replay(state: Path, path: Path, now: str, *more: str) -> dict:
 def test_replay_prunes_and_withdraws_at_its_now_in_its_own_tenant_only(tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite"
     for tenant in ("default", "site-b"):
-        replay(state, MONDAY, "2025-03-07T12:00:00Z", "--tenant", tenant)
-        assert replay(state, WEDNESDAY, "2025-03-10T12:00:00Z", "--tenant", tenant) == {
+        replay(state, MONDAY, "2025-03-10T12:00:00Z", "--tenant", tenant)
+        assert replay(state, WEDNESDAY, "2025-03-12T12:00:00Z", "--tenant", tenant) == {
             PID: [(GBS, "critical")]
         }
     # years later, replayed in the default tenant: its history expires and its alert is withdrawn
@@ -54,7 +54,7 @@ def test_replay_prunes_and_withdraws_at_its_now_in_its_own_tenant_only(tmp_path:
 
 def test_forget_acts_on_one_tenant_and_names_the_others(tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite"
-    replay(state, MONDAY, "2025-03-07T12:00:00Z", "--tenant", "site-b")
+    replay(state, MONDAY, "2025-03-10T12:00:00Z", "--tenant", "site-b")
     forgot = redflags("history", "forget", PID, "--state", str(state))  # the default tenant: nothing
     assert forgot.returncode == 0 and "forgot Patient/v03 in tenant default: 0 records" in forgot.stdout
     assert "site-b" in forgot.stderr  # where that id is

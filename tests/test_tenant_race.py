@@ -103,9 +103,9 @@ def prepared(tmp_path: Path, pipeline: Pipeline, *names: str) -> Path:
 
 
 def test_two_evaluations_at_once_raise_one_alert_once(tmp_path: Path, pipeline: Pipeline) -> None:
-    path = prepared(tmp_path, pipeline, ("gbs-monday.json", "2025-03-07T12:00:00Z"))
+    path = prepared(tmp_path, pipeline, ("gbs-monday.json", "2025-03-10T12:00:00Z"))
     wednesday = HISTORY / "gbs-wednesday.json"
-    first, second = run_both(pipeline, path, wednesday, wednesday, "2025-03-10T12:00:00Z")
+    first, second = run_both(pipeline, path, wednesday, wednesday, "2025-03-12T12:00:00Z")
     assert [a.rule for a in first[0].result.alerts] == [a.rule for a in second[0].result.alerts] == [GBS]
     with SqliteStateStore.open(path) as store:
         assert [t.change for t in store.transitions(PATIENT)] == ["raised"]  # 30fb331: raised, raised
@@ -119,8 +119,8 @@ def test_a_withdrawal_is_not_undone_by_an_evaluation_that_read_before_it(
     path = prepared(
         tmp_path,
         pipeline,
-        ("gbs-monday.json", "2025-03-07T12:00:00Z"),
-        ("gbs-wednesday.json", "2025-03-10T12:00:00Z"),
+        ("gbs-monday.json", "2025-03-10T12:00:00Z"),
+        ("gbs-wednesday.json", "2025-03-12T12:00:00Z"),
     )
     resolved = tmp_path / "resolved.json"  # the weakness resolved: the alert is withdrawn
     monday = (HISTORY / "gbs-monday.json").read_text()
@@ -132,7 +132,7 @@ def test_a_withdrawal_is_not_undone_by_an_evaluation_that_read_before_it(
     entry["fullUrl"] = entry["fullUrl"].replace("v03-hr", "v03-hr-2")
     other.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [entry]}))
 
-    first, second = run_both(pipeline, path, resolved, other, "2025-03-10T13:00:00Z")
+    first, second = run_both(pipeline, path, resolved, other, "2025-03-12T13:00:00Z")
     assert [t.change for t in first[0].transitions] == ["withdrawn"]
     assert second[0].result.alerts == []  # evaluated again, on the withdrawal's history
     with SqliteStateStore.open(path) as store:

@@ -32,7 +32,7 @@ from .service_harness import ROOT, Service, running_service
 from .test_service_auth import claims, public_jwk, token
 from .test_service_cds import PATIENT_VIEW, prefetch_for, request, resources_of
 
-NOW = "2025-03-10T12:00:00Z"  # the service's clock (serve --now)
+NOW = "2025-03-12T12:00:00Z"  # the service's clock (serve --now): Wednesday, after both deliveries
 PUBLIC = "https://cds.example.org"
 ISS_A, ISS_B = "https://ehr-a.example.org/", "https://ehr-b.example.org/"
 FHIR_SERVER = "https://fhir.example.org/r4"  # both EHRs name the same one: only iss tells them apart

@@ -155,15 +155,15 @@ def test_history_makes_wednesday_fire_what_mondays_delivery_began(tmp_path: Path
     """Weakness in Monday's bundle + absent reflexes in Wednesday's = Guillain-Barré on Wednesday."""
     monday, wednesday = HISTORY / "gbs-monday.json", HISTORY / "gbs-wednesday.json"
     state = str(tmp_path / "state.sqlite")
-    pure = redflags("replay", str(wednesday), "--now", "2025-03-10T12:00:00Z", "--format", "json")
+    pure = redflags("replay", str(wednesday), "--now", "2025-03-12T12:00:00Z", "--format", "json")
     assert alerts_of(pure) == {"Patient/v03": []}  # without --state, replay has no memory
 
     first = redflags(
-        "replay", str(monday), "--now", "2025-03-07T12:00:00Z", "--format", "json", "--state", state
+        "replay", str(monday), "--now", "2025-03-10T12:00:00Z", "--format", "json", "--state", state
     )
     assert first.returncode == 0 and alerts_of(first) == {"Patient/v03": []}, first.stderr
     second = redflags(
-        "replay", str(wednesday), "--now", "2025-03-10T12:00:00Z", "--format", "json", "--state", state
+        "replay", str(wednesday), "--now", "2025-03-12T12:00:00Z", "--format", "json", "--state", state
     )
     assert second.returncode == 0, second.stderr
     assert alerts_of(second) == {"Patient/v03": [("guillain_barre_syndrome", "critical")]}
@@ -171,7 +171,7 @@ def test_history_makes_wednesday_fire_what_mondays_delivery_began(tmp_path: Path
     forgot = redflags("history", "forget", "Patient/v03", "--state", state)
     assert forgot.returncode == 0 and "forgot Patient/v03" in forgot.stdout, forgot.stderr
     third = redflags(
-        "replay", str(wednesday), "--now", "2025-03-10T12:00:00Z", "--format", "json", "--state", state
+        "replay", str(wednesday), "--now", "2025-03-12T12:00:00Z", "--format", "json", "--state", state
     )
     assert alerts_of(third) == {"Patient/v03": []}  # Monday's delivery is gone
 
@@ -179,8 +179,8 @@ def test_history_makes_wednesday_fire_what_mondays_delivery_began(tmp_path: Path
 def test_history_older_than_the_retention_window_is_dropped(tmp_path: Path) -> None:
     state = str(tmp_path / "state.sqlite")
     monday, wednesday = HISTORY / "gbs-monday.json", HISTORY / "gbs-wednesday.json"
-    redflags("replay", str(monday), "--now", "2025-03-07T12:00:00Z", "--state", state)
-    run = redflags("replay", str(wednesday), "--now", "2025-03-10T12:00:00Z", "--format", "json",
+    redflags("replay", str(monday), "--now", "2025-03-10T12:00:00Z", "--state", state)
+    run = redflags("replay", str(wednesday), "--now", "2025-03-12T12:00:00Z", "--format", "json",
                    "--state", state, "--retention-days", "1")  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert alerts_of(run) == {"Patient/v03": []}

@@ -1,0 +1,104 @@
+"""The quickstart's warnings as a person sees them (issue 12, item 9c).
+
+``replay fixtures --now 2025-03-10T12:00:00Z`` printed the engine's raw JSON
+``future_records_ignored`` on the terminal without naming a file. On a terminal it is now a
+readable line naming the input files; logs written to a file or a pipe stay structlog JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import structlog
+
+from redflags import logs
+
+from .conftest import FIXTURES, ROOT
+from .test_cli import run
+
+THURSDAY = FIXTURES / "history" / "gbs-thursday-arms.json"  # recorded on Thursday 2025-03-13
+MONDAY_NOON = "2025-03-10T12:00:00Z"
+
+
+def run_on_a_terminal(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """The command with its stderr on a pseudo-terminal (stdout a pipe); (exit status, stderr).
+
+    ``env``: variables set (value) or removed (``""``) for the command.
+    """
+    exe = Path(sys.executable).with_name("redflags")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "redflags.cli"]
+    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v}
+    master, slave = pty.openpty()
+    with subprocess.Popen(
+        [*cmd, *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env=environ,
+    ) as process:
+        os.close(slave)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + 120
+        while select.select([master], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        status = process.wait(timeout=120)
+    return status, b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_on_a_terminal_records_after_now_are_one_readable_line_naming_the_file() -> None:
+    named = THURSDAY.relative_to(ROOT)
+    status, stderr = run_on_a_terminal("replay", named, "--now", MONDAY_NOON, "--no-progress")
+    assert status == 0, stderr
+    assert stderr.splitlines() == [f"{named}: 1 record dated after --now ignored"]
+    assert "Patient/" not in stderr and "v03" not in stderr
+
+
+def test_on_a_terminal_other_warnings_are_readable_lines_not_json() -> None:
+    status, stderr = run_on_a_terminal(
+        "--log-level", "info", "replay", THURSDAY, "--now", MONDAY_NOON, "--no-progress"
+    )
+    assert status == 0, stderr
+    lines = stderr.splitlines()
+    assert "info: replay_started (inputs=1, now=2025-03-10T12:00:00Z, strict=False)" in lines
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    assert not any("future_records_ignored" in line for line in lines)  # told once, with the file
+
+
+def test_off_a_terminal_the_log_stays_json() -> None:
+    done = run("replay", THURSDAY.relative_to(ROOT), "--now", MONDAY_NOON)
+    assert done.returncode == 0
+    (line,) = done.stderr.splitlines()
+    event = orjson.loads(line)
+    assert (event["event"], event["level"], event["count"]) == ("future_records_ignored", "warning", 1)
+    assert event["replay_id"]
+
+
+def test_configure_renders_json_or_one_readable_line() -> None:
+    for console, expected in ((False, None), (True, "warning: thing_happened (count=2, kinds=a,b)")):
+        stream = io.StringIO()
+        logs.configure("info", stream, console=console, told=frozenset({"told_elsewhere"}))
+        structlog.contextvars.bind_contextvars(replay_id="r1")
+        structlog.get_logger("t").warning("thing_happened", count=2, kinds=["a", "b"])
+        structlog.get_logger("t").warning("told_elsewhere", count=1)
+        lines = stream.getvalue().splitlines()
+        if expected is None:
+            assert [orjson.loads(x)["event"] for x in lines] == ["thing_happened", "told_elsewhere"]
+        else:
+            assert lines == [expected]
+        structlog.contextvars.clear_contextvars()
