@@ -85,7 +85,7 @@ def test_auto_is_the_default_and_an_unknown_format_is_refused() -> None:
 def test_choose_format_sets_the_environment_the_children_inherit(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
+    monkeypatch.setenv(logs.FORMAT_ENV, "auto")  # recorded, so the test's choice is undone after it
     logs.choose_format(value)
     assert os.environ.get(logs.FORMAT_ENV, "auto") == value
     with pytest.raises(ValueError, match="json"):
