@@ -9,7 +9,9 @@ both. Memory must not grow with the export either, so grouping is an external pa
    same rules as a single file, ``urn:uuid`` references inside a Bundle included) and appended
    as one line ``pid TAB seq TAB source TAB json`` to one of K spill files chosen by a stable
    hash of the patient reference (``crc32``: the same in every process, so a later ``--jobs``
-   can hand whole partitions to workers);
+   can hand whole partitions to workers); a context resource (an Encounter, alone in its line)
+   goes to the partition of the patient it names, marked, and is joined to that patient only
+   if one of its resources references it (``intake.join_context``, as within one input);
 2. *evaluate*: one partition at a time is grouped in memory (raw bytes; a patient's resources
    are parsed only when it is evaluated), each patient evaluated once, its output line written
    to the partition's output file tagged with the sequence number of its first resource;

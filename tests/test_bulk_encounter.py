@@ -149,3 +149,13 @@ def test_the_per_file_expect_path_is_unchanged(tmp_path: Path) -> None:
     done = run("replay", tmp_path / "all.ndjson", "--expect")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1" in done.stdout  # one true positive in the per-rule table
+
+
+def test_out_writes_the_alert_bundle_named_after_the_first_own_input(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    _lines, done = replay(split(tmp_path / "export", REPRO), extra=("--out", str(out)))
+    assert done.returncode == 0, done.stderr
+    (written,) = out.iterdir()
+    assert written.name == "Condition__p1.json"
+    assert CES in written.read_text()
