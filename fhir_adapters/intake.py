@@ -101,6 +101,9 @@ class Intake:
     source: str
     patients: dict[str, PatientGroup] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
+    #: Context resources (CONTEXT_TYPES) no patient of this input referenced, with the patient
+    #: they name (or None): a later step may join them to resources read elsewhere (bulk replay).
+    context: list[tuple[str | None, Entry]] = field(default_factory=list)
 
 
 def _walk(resource: object, path: str, full_url: str | None) -> Iterator[tuple[str, dict, str | None]]:
@@ -210,7 +213,8 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
             if url:
                 aliases[url] = pid
             intake.patients.setdefault(pid, PatientGroup(pid))
-    context: dict[str, list[tuple[str | None, Entry]]] = {}  # reference -> (its patient, entry)
+    context: ContextIndex = {}  # reference -> (its patient, entry)
+    read: list[tuple[str | None, Entry]] = []  # every context resource, input order
     for path, res, url in resources:
         rtype = res.get("resourceType")
         if not isinstance(rtype, str):  # a prefetched entry that is no resource
@@ -220,9 +224,8 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
             continue
         if rtype in CONTEXT_TYPES:
             owner = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
-            for key in {reference_of(res, url), url}:
-                if key:
-                    context.setdefault(key, []).append((owner, Entry(path, res, url)))
+            read.append((owner, Entry(path, res, url)))
+            index_context(context, owner, read[-1][1])
             continue
         bad_id = "id" in res and not is_fhir_id(res["id"])
         if rtype == "Patient":
@@ -249,15 +252,30 @@ def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
                 continue
         intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res, url))
     if context:
+        used: set[int] = set()
         for patient in intake.patients.values():
-            _join_context(patient, context)
+            used.update(id(e) for e in join_context(patient, context))
+        intake.context = [(owner, e) for owner, e in read if id(e) not in used]
     return intake
 
 
-def _join_context(patient: PatientGroup, context: dict[str, list[tuple[str | None, Entry]]]) -> None:
+#: Context resources by every reference that may name them (``Type/id``, fullUrl): (owner, entry).
+ContextIndex = dict[str, list[tuple[str | None, Entry]]]
+
+
+def index_context(context: ContextIndex, owner: str | None, entry: Entry) -> None:
+    """File a context resource under the references that find it (its ``Type/id`` and fullUrl)."""
+    for key in {reference_of(entry.resource, entry.full_url), entry.full_url}:
+        if key:
+            context.setdefault(key, []).append((owner, entry))
+
+
+def join_context(patient: PatientGroup, context: ContextIndex) -> list[Entry]:
     """Add the context resources the patient's resources reference: those of this patient, or
-    naming none (never another patient's Encounter), each once."""
+    naming none (never another patient's Encounter), each once. Returns those added (the bulk
+    replay names the inputs they came from)."""
     joined: set[str] = set()
+    added: list[Entry] = []
     for entry in list(patient.entries):
         target = context_target(entry.resource)
         if target is None:
@@ -266,6 +284,8 @@ def _join_context(patient: PatientGroup, context: dict[str, list[tuple[str | Non
             if owner in (None, patient.pid) and found.path not in joined:
                 joined.add(found.path)
                 patient.entries.append(found)
+                added.append(found)
+    return added
 
 
 def read_json(data: bytes, source: str) -> Intake:

@@ -9,7 +9,9 @@ both. Memory must not grow with the export either, so grouping is an external pa
    same rules as a single file, ``urn:uuid`` references inside a Bundle included) and appended
    as one line ``pid TAB seq TAB source TAB json`` to one of K spill files chosen by a stable
    hash of the patient reference (``crc32``: the same in every process, so a later ``--jobs``
-   can hand whole partitions to workers);
+   can hand whole partitions to workers); a context resource (an Encounter, alone in its line)
+   goes to the partition of the patient it names, marked, and is joined to that patient only
+   if one of its resources references it (``intake.join_context``, as within one input);
 2. *evaluate*: one partition at a time is grouped in memory (raw bytes; a patient's resources
    are parsed only when it is evaluated), each patient evaluated once, its output line written
    to the partition's output file tagged with the sequence number of its first resource;
@@ -52,7 +54,17 @@ import orjson
 
 from engine.errors import EngineError
 from fhir_adapters.errors import InputError
-from fhir_adapters.intake import Entry, Intake, PatientGroup, group, resources_of
+from fhir_adapters.intake import (
+    ContextIndex,
+    Entry,
+    Intake,
+    PatientGroup,
+    context_target,
+    group,
+    index_context,
+    join_context,
+    resources_of,
+)
 from redflags.pipeline import PatientResult, Pipeline
 from redflags.replay_progress import NO_PROGRESS, ReplayProgress, counted_open
 from redflags.stateful import Tracker
@@ -75,6 +87,10 @@ BATCH = 64
 _BUFFER = 16 * 1024  # per open spill file: K of them at once
 _NO_PATIENT = " names no Patient in subject/patient; skipped"
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
+#: First byte of a spill record's JSON part when the resource is context (an Encounter) of its
+#: patient: joined only if one of the patient's resources references it, never a patient by itself.
+#: In the JSON part because every reader of spill lines (the Spark path too) keeps it verbatim.
+CONTEXT_MARK = b"C"
 
 
 class SpillError(Exception):
@@ -312,13 +328,23 @@ class Spill:
             raise _spill_failed(exc, self.folder) from None
 
     def add(
-        self, pid: str, source: int, path: str, url: str | None, resource: dict, raw: bytes | None = None
+        self,
+        pid: str,
+        source: int,
+        path: str,
+        url: str | None,
+        resource: dict,
+        raw: bytes | None = None,
+        context: bool = False,
     ) -> None:
-        """``raw``: the JSON text ``resource`` was parsed from, written as it is (same record)."""
+        """``raw``: the JSON text ``resource`` was parsed from, written as it is (same record).
+        ``context``: a context resource of ``pid`` (CONTEXT_MARK), joined when referenced."""
         if raw is None:
             body = orjson.dumps([path, url, resource])
         else:  # [path, url, <the line's own JSON>]: parses to the same list
             body = b"%s,%s]" % (orjson.dumps([path, url])[:-1], raw.strip())
+        if context:
+            body = CONTEXT_MARK + body
         line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, body)
         part = partition_of(pid, self.k)
         try:
@@ -372,6 +398,17 @@ def spill(
                         same = raw if entry.resource is doc else None  # a Bundle's entry: serialised
                         out.add(pid, index, f"{source}: {entry.path}", entry.full_url, entry.resource, same)
                         stats.resources += 1
+                # An Encounter alone in its line (or not referenced in its Bundle): to its patient's
+                # partition, joined there if a resource of that patient references it. One that
+                # names no patient cannot be placed: counted as without a patient (reported).
+                for owner, entry in intake.context:
+                    if owner is None:
+                        stats.without_patient[str(entry.resource.get("resourceType"))] += 1
+                        continue
+                    same = raw if entry.resource is doc else None
+                    path_ = f"{source}: {entry.path}"
+                    out.add(owner, index, path_, entry.full_url, entry.resource, same, context=True)
+                    stats.resources += 1
     finally:
         out.close()
     stats.partitions, stats.partition_bytes = k, list(out.sizes)
@@ -389,13 +426,23 @@ class Evaluated:
     damaged: list[str] = field(default_factory=list)  # its inputs of which a part could not be read
 
 
-def _groups(path: Path) -> dict[str, tuple[int, list[int], list[bytes]]]:
-    """One partition's records by patient: (first seq, sources, raw resource JSON), input order."""
+def _groups(
+    path: Path, context: dict[str, list[tuple[int, bytes]]] | None = None
+) -> dict[str, tuple[int, list[int], list[bytes]]]:
+    """One partition's records by patient: (first seq, sources, raw resource JSON), input order.
+
+    Context records (CONTEXT_MARK) go to ``context`` (patient -> (source, JSON)) instead: they
+    neither make a patient nor count as its first resource or its source unless joined.
+    """
     groups: dict[str, tuple[int, list[int], list[bytes]]] = {}
     with path.open("rb") as f:
         for line in f:
             pid_b, seq_b, src_b, body = line.split(b"\t", 3)
             pid = pid_b.decode()
+            if body[:1] == CONTEXT_MARK:
+                if context is not None:
+                    context.setdefault(pid, []).append((int(src_b), body[1:]))
+                continue
             found = groups.get(pid)
             if found is None:
                 groups[pid] = found = (int(seq_b), [], [])
@@ -416,16 +463,20 @@ def evaluate_partition(
     progress: ReplayProgress = NO_PROGRESS,
 ) -> Iterator[Evaluated]:
     """Phase 2 for one partition: its patients in order of their first resource, each once."""
-    groups = _groups(path)
-    stats.peak_records = max(stats.peak_records, sum(len(g[2]) for g in groups.values()))
+    context: dict[str, list[tuple[int, bytes]]] = {}
+    groups = _groups(path, context)
+    held = sum(len(g[2]) for g in groups.values()) + sum(map(len, context.values()))
+    stats.peak_records = max(stats.peak_records, held)
     order = sorted(groups.items(), key=lambda item: item[1][0])
     del groups
     for start in range(0, len(order), BATCH):
         batch = order[start : start + BATCH]
         intake = Intake(source="replay")
-        for pid, (_seq, _src, bodies) in batch:
+        for pid, (_seq, srcs, bodies) in batch:
             entries = [Entry(p, res, url) for p, url, res in map(orjson.loads, bodies)]
             intake.patients[pid] = PatientGroup(pid, entries)
+            if pid in context:
+                _join(intake.patients[pid], context.pop(pid), srcs)
         stats.peak_parsed = max(stats.peak_parsed, sum(len(g.entries) for g in intake.patients.values()))
         try:
             if isinstance(evaluator, Tracker):
@@ -446,6 +497,23 @@ def evaluate_partition(
             progress.evaluated(1, len(bodies))
             hurt = [sources[s] for s in srcs if s in stats.damaged]
             yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []), hurt)
+
+
+def _join(patient: PatientGroup, records: list[tuple[int, bytes]], srcs: list[int]) -> None:
+    """The patient's context records its resources reference joined as ``group`` joins them in
+    one input (``intake.join_context``); their inputs added to ``srcs`` (after its own)."""
+    if not any(context_target(e.resource) for e in patient.entries):
+        return  # nothing references a context resource: not even parsed
+    index: ContextIndex = {}
+    came: dict[int, int] = {}  # id(entry) -> its input
+    for src, body in records:
+        p, url, res = orjson.loads(body)
+        entry = Entry(p, res, url)
+        came[id(entry)] = src
+        index_context(index, patient.pid, entry)
+    for entry in join_context(patient, index):
+        if came[id(entry)] not in srcs:  # the first stays the input of its first own resource
+            srcs[1:] = sorted([*srcs[1:], came[id(entry)]])
 
 
 def replay_all(
