@@ -408,7 +408,7 @@ def spill(
                     same = raw if entry.resource is doc else None
                     path_ = f"{source}: {entry.path}"
                     out.add(owner, index, path_, entry.full_url, entry.resource, same, context=True)
-                    stats.resources += 1
+                    # not counted in ``resources``: read only to date a Condition, when one cites it
     finally:
         out.close()
     stats.partitions, stats.partition_bytes = k, list(out.sizes)
