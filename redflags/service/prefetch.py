@@ -52,6 +52,9 @@ _MISSING = object()
 UNAVAILABLE = (
     "the data this service needs could not be read from fhirServer (the reason is in the service log)"
 )
+#: Keys whose search is read to its first page only (its template sorts and bounds it by
+#: ``_count``): later pages, prefetched or not, are never followed.
+FIRST_PAGE_ONLY = frozenset({"Encounter"})
 #: Concurrent fhirServer reads per HTTP process (anyio worker threads, apart from the default pool).
 FETCH_THREADS = 16
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = weakref.WeakKeyDictionary()
@@ -181,7 +184,7 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
             to_fetch.append((key, query))
         elif value["resourceType"] == "Bundle":
             found.extend(_entries(value, where))
-            if next_link(value):
+            if next_link(value) and key not in FIRST_PAGE_ONLY:
                 to_continue.append((key, value))
         elif _READ.fullmatch(query):
             found.append((where, _read_value(key, value, query), None))
@@ -232,6 +235,8 @@ def gather(
                     continue
                 for n, page in enumerate(fhir.search(query, key), start=1):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
+                    if key in FIRST_PAGE_ONLY:
+                        break
             requests = fhir.requests
     except FhirRefused as exc:
         message = f"prefetch lacks {', '.join(missing)} and fhirServer {exc}: refused"
