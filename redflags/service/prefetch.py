@@ -29,6 +29,7 @@ from urllib.parse import quote
 from anyio import CapacityLimiter
 
 from fhir_adapters.errors import shown
+from fhir_adapters.medication_ref import unresolved
 from fhir_adapters.safe_url import Origin, parse_origin
 from redflags.service.cds_request import CdsRequest, CdsRequestError
 from redflags.service.fhir_client import (
@@ -55,6 +56,9 @@ UNAVAILABLE = (
 #: Keys whose search is read to its first page only (its template sorts and bounds it by
 #: ``_count``): later pages, prefetched or not, are never followed.
 FIRST_PAGE_ONLY = frozenset({"Encounter"})
+#: Medications read one by one from fhirServer per call when the medication records name them
+#: by reference and neither prefetch nor the search (``_include``) brought them; more are left unread.
+MAX_MEDICATION_READS = 20
 #: Concurrent fhirServer reads per HTTP process (anyio worker threads, apart from the default pool).
 FETCH_THREADS = 16
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = weakref.WeakKeyDictionary()
@@ -190,7 +194,15 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
             found.append((where, _read_value(key, value, query), None))
         else:
             found.append((where, value, None))
+    if not (to_fetch or to_continue) and call.fhir_server is not None:
+        to_fetch += _medication_reads(found)  # the client did not _include them: read them
     return Prefetched(_unique(found), to_fetch, to_continue)
+
+
+def _medication_reads(found: list[Found]) -> list[tuple[str, str]]:
+    """Reads of the Medications the medication records name but ``found`` lacks (bounded)."""
+    missing = unresolved((resource, url) for _, resource, url in found)
+    return [("Medication", ref) for ref in missing[:MAX_MEDICATION_READS]]
 
 
 def gather(
@@ -237,6 +249,11 @@ def gather(
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
                     if key in FIRST_PAGE_ONLY:
                         break
+            if any(key != "Medication" for key, _ in given.to_fetch) or given.to_continue:
+                for key, query in _medication_reads(found):  # fetched orders may name them too
+                    resource = fhir.read(query, key)
+                    if resource is not None:
+                        found.append((f"{key} (fhirServer)", _read_value(key, resource, query), None))
             requests = fhir.requests
     except FhirRefused as exc:
         message = f"prefetch lacks {', '.join(missing)} and fhirServer {exc}: refused"
@@ -249,7 +266,8 @@ def gather(
         ) from None
     except FhirUnavailable as exc:
         raise PrefetchUnavailable(UNAVAILABLE, str(exc)) from None
-    return Gathered(_unique(found), tuple(k for k, _ in given.to_fetch), requests)
+    fetched = tuple(dict.fromkeys(k for k, _ in given.to_fetch))  # "Medication" once
+    return Gathered(_unique(found), fetched, requests)
 
 
 def _unique(found: list[Found]) -> list[Found]:
