@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import structlog
 from anyio import CapacityLimiter
 
 from fhir_adapters.errors import shown
@@ -53,6 +54,12 @@ _MISSING = object()
 UNAVAILABLE = (
     "the data this service needs could not be read from fhirServer (the reason is in the service log)"
 )
+log = structlog.get_logger("redflags.service.prefetch")
+#: Keys that only refine what the others give (an Encounter dates a diagnosis of its own; a
+#: Medication names the drug of an order): absent from prefetch they are read from fhirServer
+#: when the request gives one; without one, or when it cannot be read, the call goes on without
+#: them (clients that predate these keys keep working; an undated diagnosis alerts nothing).
+OPTIONAL_KEYS = frozenset({"Encounter", "Medication"})
 #: Keys whose search is read to its first page only (its template sorts and bounds it by
 #: ``_count``): later pages, prefetched or not, are never followed.
 FIRST_PAGE_ONLY = frozenset({"Encounter"})
@@ -185,6 +192,8 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
         ):
             raise PrefetchInvalid(f"{where} must be a FHIR resource, a Bundle or null")
         if value is _MISSING or value["resourceType"] == "OperationOutcome":
+            if key in OPTIONAL_KEYS and call.fhir_server is None:
+                continue
             to_fetch.append((key, query))
         elif value["resourceType"] == "Bundle":
             found.extend(_entries(value, where))
@@ -206,6 +215,31 @@ def _medication_reads(found: list[Found]) -> list[tuple[str, str]]:
 
 
 def gather(
+    templates: Mapping[str, str],
+    call: CdsRequest,
+    settings: ServiceSettings,
+    *,
+    rules: FhirPolicy,
+    deadline: float,
+    **client: Any,
+) -> Gathered:
+    """Every resource the templates ask for: prefetched where given, else read from fhirServer.
+
+    ``deadline`` (``time.monotonic``) bounds all of it; ``client``: more FhirReadClient options.
+    When only ``OPTIONAL_KEYS`` were to be read and fhirServer fails, the prefetch is answered alone.
+    """
+    try:
+        return _gather(templates, call, settings, rules=rules, deadline=deadline, **client)
+    except PrefetchUnavailable as exc:
+        given = read_prefetch(templates, call)
+        if given.to_continue or any(key not in OPTIONAL_KEYS for key, _ in given.to_fetch):
+            raise
+        keys = sorted({key for key, _ in given.to_fetch})
+        log.warning("cds_optional_prefetch_unavailable", keys=keys, reason=exc.detail)
+        return Gathered(given.found, (), 0)
+
+
+def _gather(
     templates: Mapping[str, str],
     call: CdsRequest,
     settings: ServiceSettings,
