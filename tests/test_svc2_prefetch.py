@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -205,3 +206,16 @@ def test_a_prefetch_without_the_included_medication_has_it_read_from_fhir_server
     assert last_call_log(service)["fetched"] == ["Medication"]
     # without fhirServer the drug stays unknown (no 412: the rest of the record is complete)
     assert detail(call(service, "mg-b-exac", prefetch=bare)) != detail(coded)
+
+
+def test_a_client_that_predates_the_encounter_key_still_gets_its_cards(service: Service) -> None:
+    """Encounter (and Medication) only refine: absent and unobtainable, the call goes on (no 412)."""
+    record = [patient(), diagnosis() | {"onsetDateTime": "2025-03-08T12:00:00Z"}]
+    assert ces_cards(call(service, "p1", prefetch=prefetch_of(record))) == ["critical"]
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/fhir"
+    cards = call(service, "p1", prefetch=prefetch_of(record), fhirServer=dead, fhirAuthorization=TOKEN)
+    assert ces_cards(cards) == ["critical"]
+    line = [json.loads(x) for x in service.log().splitlines() if "cds_optional_prefetch_unavailable" in x][-1]
+    assert line["keys"] == ["Encounter"] and TOKEN["access_token"] not in service.log()
