@@ -66,6 +66,8 @@ def unresolved(resources: Iterable[tuple[dict, str | None]]) -> list[str]:
     wanted: set[str] = set()
     for resource, full_url in resources:
         rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            continue  # intake.group reports it
         if rtype == "Medication":
             known.update(k for k in (reference_of(resource, full_url), full_url) if k)
             continue
