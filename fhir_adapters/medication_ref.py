@@ -52,3 +52,32 @@ def drug_concept(res: dict, path: str, known: MedicationIndex) -> tuple[object, 
     if found is None or found[1].get("resourceType") != "Medication":
         return None, f"{path}.medicationReference"
     return found[1].get("code"), f"{found[0]}.code"
+
+
+#: The medication records whose ``medicationReference`` may name a Medication to be read.
+MEDICATION_RECORDS = frozenset({"MedicationRequest", "MedicationStatement", "MedicationAdministration"})
+
+
+def unresolved(resources: Iterable[tuple[dict, str | None]]) -> list[str]:
+    """``Medication/<id>`` references (relative, on the same server) of medication records that
+    no Medication among ``resources`` (resource, fullUrl) answers: what a CDS service reads from
+    the client's FHIR server when it did not ``_include`` them. Sorted, each once."""
+    known: set[str] = set()
+    wanted: set[str] = set()
+    for resource, full_url in resources:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            continue  # intake.group reports it
+        if rtype == "Medication":
+            known.update(k for k in (reference_of(resource, full_url), full_url) if k)
+            continue
+        if rtype not in MEDICATION_RECORDS or "medicationCodeableConcept" in resource:
+            continue
+        ref = resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if not isinstance(target, str) or target.startswith("#"):
+            continue
+        local = local_reference(target)
+        if local.startswith("Medication/") and local == target.split("/_history/")[0]:
+            wanted.add(local)
+    return sorted(wanted - known)

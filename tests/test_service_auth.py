@@ -164,12 +164,21 @@ def test_token_cannot_pair_an_allowed_alg_with_the_other_key_type(verifier, rsa_
         ({"iss": None}, "unknown issuer"),
         ({"iss": "https://other-ehr.example.org/"}, "unknown issuer"),
         ({"jti": ""}, "jti"),
+        ({"sub": 42}, "InvalidSubjectError"),  # optional, but a string when sent (RFC 7519)
     ],
 )
 def test_claims_that_are_refused(verifier, ec_key, change, reason) -> None:
     now = int(time.time())
     change = {k: now + v[1] if isinstance(v, tuple) else v for k, v in change.items()}
     assert refusal(verifier, token(ec_key, "ES384", "ec-1", claims(**change))) == reason
+
+
+def test_a_token_without_sub_is_accepted_as_cds_hooks_2_defines_it(verifier, ec_key) -> None:
+    """CDS Hooks 2.0 "Trusting CDS Clients" lists iss, aud, exp, iat, jti (REQUIRED) and tenant
+    (OPTIONAL), no ``sub``; its own example token has none. Requiring it would refuse conformant EHRs."""
+    assert "sub" not in claims()
+    assert verifier.verify(token(ec_key, "ES384", "ec-1", claims()), AUD) == ISS
+    assert verifier.verify(token(ec_key, "ES384", "ec-1", claims(sub=ISS)), AUD) == ISS
 
 
 def test_small_clock_skew_is_tolerated(verifier, ec_key) -> None:

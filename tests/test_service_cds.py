@@ -103,7 +103,7 @@ def prefetch_for(resources: list[dict[str, Any]]) -> dict[str, Any]:
     """Prefetch for our templates, as a CDS client would build it from the patient's record."""
     (patient,) = [r for r in resources if r["resourceType"] == "Patient"]
     prefetch: dict[str, Any] = {"Patient": patient}
-    for key in SEARCH_KEYS:
+    for key in (*SEARCH_KEYS, "Encounter"):
         prefetch[key] = searchset([r for r in resources if r["resourceType"] == key])
     return prefetch
 
@@ -146,8 +146,11 @@ def test_discovery_lists_sorted_services_with_prefetch_for_what_the_rules_read(s
         assert set(entry) <= spec_fields and {"hook", "title", "description", "id", "prefetch"} <= set(entry)
         assert entry["prefetch"] == {
             "Condition": "Condition?patient={{context.patientId}}",
-            "MedicationRequest": "MedicationRequest?patient={{context.patientId}}",
-            "MedicationStatement": "MedicationStatement?patient={{context.patientId}}",
+            "Encounter": "Encounter?patient={{context.patientId}}&_sort=-date&_count=100",
+            "MedicationRequest": "MedicationRequest?patient={{context.patientId}}"
+            "&_include=MedicationRequest:medication",
+            "MedicationStatement": "MedicationStatement?patient={{context.patientId}}"
+            "&_include=MedicationStatement:medication",
             "Observation": "Observation?patient={{context.patientId}}",
             "Patient": "Patient/{{context.patientId}}",
             "Procedure": "Procedure?patient={{context.patientId}}",
@@ -191,7 +194,8 @@ def test_spec_prefetch_data_keys_of_other_templates_are_ignored(service: Service
     body = _json("patient-view-request.spec-2.0.1.json")
     body["prefetch"] = _json("prefetch-data.spec-2.0.1.json")["prefetch"]  # "user": "123" too
     answer = call(service, PATIENT_VIEW, body)
-    assert answer.status_code == 412 and "prefetch lacks Condition, MedicationRequest" in answer.text
+    assert answer.status_code == 412
+    assert "prefetch lacks Condition, Encounter, MedicationRequest" in answer.text
     # Its Patient (no id, snipped) under our key is the context patient: the key says so.
     body["prefetch"] = {"Patient": body["prefetch"]["patient"], **{k: None for k in SEARCH_KEYS}}
     assert check_response(call(service, PATIENT_VIEW, body)) == {"cards": []}
@@ -431,13 +435,14 @@ def test_fallback_reads_everything_from_the_fhir_server(service: Service, loaded
     line = [json.loads(x) for x in service.log().splitlines() if '"cds_call"' in x][-1]
     assert line["fetched"] == [
         "Condition",
+        "Encounter",
         "MedicationRequest",
         "MedicationStatement",
         "Observation",
         "Patient",
         "Procedure",
     ]
-    assert line["resources"] == 8  # Patient, a Condition, five Observations, a MedicationRequest
+    assert line["resources"] == 9  # Patient, a Condition, its Encounter, 5 Observations, a MedicationRequest
     negative = _with_server(request("patient-view", "v02"), loaded.url)
     assert check_response(call(service, PATIENT_VIEW, negative)) == {"cards": []}
     assert TOKEN["access_token"] not in service.log()
@@ -463,7 +468,7 @@ def test_fallback_follows_next_links_of_a_paged_search(service: Service, loaded:
     cards = check_response(call(service, PATIENT_VIEW, body))["cards"]
     assert [c["indicator"] for c in cards] == ["critical"]
     line = [json.loads(x) for x in service.log().splitlines() if '"cds_call"' in x][-1]
-    assert line["fhir_requests"] == 6 + 2  # six templates, two more Observation pages
+    assert line["fhir_requests"] == 7 + 2  # seven templates, two more Observation pages
 
 
 def test_prefetched_first_page_is_completed_from_the_server(service: Service, loaded: FhirServer) -> None:
@@ -473,7 +478,7 @@ def test_prefetched_first_page_is_completed_from_the_server(service: Service, lo
     prefetch.update(
         {
             key: loaded.get(f"{key}?patient=v07&_count=100").json()
-            for key in SEARCH_KEYS
+            for key in (*SEARCH_KEYS, "Encounter")
             if key != "Observation"
         }
     )

@@ -82,7 +82,7 @@ CHUNKS = [BODY[i : i + 500] for i in range(0, len(BODY), 500)]
 def test_chunked_body_over_the_limit_read_by_fastapi_is_413() -> None:
     app, called = make_app(2048)
     status, headers, body = call(app, "POST", CHUNKS, content_length=False)
-    assert status == 413 and headers["content-type"] == "application/fhir+json"
+    assert status == 413 and headers["content-type"] == "application/json"  # not under /fhir
     assert body["issue"][0]["diagnostics"] == "request body larger than the limit of 2048 bytes"
     assert called == []
 

@@ -83,7 +83,10 @@ class BodyReadDeadline:
                 raise
         if late and not started:
             response = outcome_response(
-                408, f"request body not received within {self.seconds:g} s", code="timeout"
+                408,
+                f"request body not received within {self.seconds:g} s",
+                code="timeout",
+                path=scope.get("path", ""),
             )
             response.headers["Connection"] = "close"  # the rest of the body is never read
             await response(scope, receive, send)

@@ -19,13 +19,21 @@ from redflags.service.prefetch import Found
 #: MedicationAdministration is left out: the drugs the rules look for are ordered first, so
 #: MedicationRequest already shows them, and every template costs the client a query.
 #: Keys are resource type names, as other CDS services (AHRQ CDS Connect) name them.
+#: ``_include=...:medication``: a drug named by ``medicationReference`` to a Medication that is
+#: not contained comes with its order (``fhir_adapters.medication_ref`` reads it from the input).
+#: Encounter: a Condition with no date of its own is dated by its Encounter (red-flags.md 14.4);
+#: bounded to the 100 most recent, one page (``prefetch.FIRST_PAGE_ONLY``): a diagnosis of an
+#: older encounter stays undated, which alerts nothing, as before the Encounter was read.
 RECORD_PREFETCH: Mapping[str, str] = {
     "Patient": "Patient/{{context.patientId}}",
     "Condition": "Condition?patient={{context.patientId}}",
     "Observation": "Observation?patient={{context.patientId}}",
     "Procedure": "Procedure?patient={{context.patientId}}",
-    "MedicationRequest": "MedicationRequest?patient={{context.patientId}}",
-    "MedicationStatement": "MedicationStatement?patient={{context.patientId}}",
+    "MedicationRequest": "MedicationRequest?patient={{context.patientId}}"
+    "&_include=MedicationRequest:medication",
+    "MedicationStatement": "MedicationStatement?patient={{context.patientId}}"
+    "&_include=MedicationStatement:medication",
+    "Encounter": "Encounter?patient={{context.patientId}}&_sort=-date&_count=100",
 }
 
 #: Extra resources a hook's context contributes (order-sign's draft orders), evaluated at ``now``.
@@ -78,6 +86,7 @@ def cds_service(
 
 _USAGE = (
     "Reads Patient, Condition, Observation, Procedure, MedicationRequest and MedicationStatement "
+    "(with their referenced Medications) and the 100 most recent Encounters "
     "from prefetch or, for keys not prefetched, from fhirServer (https) with fhirAuthorization; "
     "answers 412 when neither is possible."
 )

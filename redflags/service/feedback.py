@@ -208,7 +208,7 @@ class _FeedbackRoute(APIRoute):
             try:
                 return await handler(request)
             except _Rejected as exc:
-                return outcome_response(exc.status, exc.message, exc.code)
+                return outcome_response(exc.status, exc.message, exc.code, path=request.url.path)
 
         return checked
 
@@ -317,7 +317,9 @@ async def post_feedback(
         )
     except FeedbackStoreError as exc:
         log.error("feedback_not_stored", service=service_id, items=len(items), error=str(exc))
-        return outcome_response(503, "feedback could not be stored; nothing was kept, retry", "transient")
+        return outcome_response(
+            503, "feedback could not be stored; nothing was kept, retry", "transient", path=request.url.path
+        )
     outcomes = Counter(item.outcome for item in items)
     log.info("feedback_stored", service=service_id, items=len(items), **outcomes)
     return Response(status_code=200)

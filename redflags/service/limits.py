@@ -83,7 +83,10 @@ class BodySizeLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = outcome_response(
-            413, f"request body larger than the limit of {self.max_bytes} bytes", code="too-costly"
+            413,
+            f"request body larger than the limit of {self.max_bytes} bytes",
+            code="too-costly",
+            path=scope.get("path", ""),
         )
         response.headers["Connection"] = "close"  # the rest of the body is never read
         await response(scope, receive, send)

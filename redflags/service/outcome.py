@@ -8,6 +8,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 FHIR_JSON = "application/fhir+json"
+#: The CDS Hooks endpoints (discovery, service call, feedback) speak plain JSON, errors included.
+CDS_JSON = "application/json"
 
 
 def outcome(
@@ -24,5 +26,13 @@ class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
 
 
-def outcome_response(status: int, diagnostics: str, code: str = "invalid") -> FhirResponse:
-    return FhirResponse(outcome(diagnostics, code), status_code=status)
+def media_type_for(path: str) -> str:
+    """FHIR JSON under ``/fhir`` (FHIR operations), plain JSON elsewhere (the CDS Hooks endpoints)."""
+    return FHIR_JSON if path.startswith("/fhir") else CDS_JSON
+
+
+def outcome_response(
+    status: int, diagnostics: str, code: str = "invalid", *, path: str = "/fhir"
+) -> JSONResponse:
+    """An OperationOutcome answer in the media type of the endpoint at ``path``."""
+    return JSONResponse(outcome(diagnostics, code), status_code=status, media_type=media_type_for(path))

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import structlog
 from anyio import CapacityLimiter
 
 from fhir_adapters.errors import shown
+from fhir_adapters.medication_ref import unresolved
 from fhir_adapters.safe_url import Origin, parse_origin
 from redflags.service.cds_request import CdsRequest, CdsRequestError
 from redflags.service.fhir_client import (
@@ -52,6 +54,18 @@ _MISSING = object()
 UNAVAILABLE = (
     "the data this service needs could not be read from fhirServer (the reason is in the service log)"
 )
+log = structlog.get_logger("redflags.service.prefetch")
+#: Keys that only refine what the others give (an Encounter dates a diagnosis of its own; a
+#: Medication names the drug of an order): absent from prefetch they are read from fhirServer
+#: when the request gives one; without one, or when it cannot be read, the call goes on without
+#: them (clients that predate these keys keep working; an undated diagnosis alerts nothing).
+OPTIONAL_KEYS = frozenset({"Encounter", "Medication"})
+#: Keys whose search is read to its first page only (its template sorts and bounds it by
+#: ``_count``): later pages, prefetched or not, are never followed.
+FIRST_PAGE_ONLY = frozenset({"Encounter"})
+#: Medications read one by one from fhirServer per call when the medication records name them
+#: by reference and neither prefetch nor the search (``_include``) brought them; more are left unread.
+MAX_MEDICATION_READS = 20
 #: Concurrent fhirServer reads per HTTP process (anyio worker threads, apart from the default pool).
 FETCH_THREADS = 16
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = weakref.WeakKeyDictionary()
@@ -178,19 +192,54 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
         ):
             raise PrefetchInvalid(f"{where} must be a FHIR resource, a Bundle or null")
         if value is _MISSING or value["resourceType"] == "OperationOutcome":
+            if key in OPTIONAL_KEYS and call.fhir_server is None:
+                continue
             to_fetch.append((key, query))
         elif value["resourceType"] == "Bundle":
             found.extend(_entries(value, where))
-            if next_link(value):
+            if next_link(value) and key not in FIRST_PAGE_ONLY:
                 to_continue.append((key, value))
         elif _READ.fullmatch(query):
             found.append((where, _read_value(key, value, query), None))
         else:
             found.append((where, value, None))
+    if not (to_fetch or to_continue) and call.fhir_server is not None:
+        to_fetch += _medication_reads(found)  # the client did not _include them: read them
     return Prefetched(_unique(found), to_fetch, to_continue)
 
 
+def _medication_reads(found: list[Found]) -> list[tuple[str, str]]:
+    """Reads of the Medications the medication records name but ``found`` lacks (bounded)."""
+    missing = unresolved((resource, url) for _, resource, url in found)
+    return [("Medication", ref) for ref in missing[:MAX_MEDICATION_READS]]
+
+
 def gather(
+    templates: Mapping[str, str],
+    call: CdsRequest,
+    settings: ServiceSettings,
+    *,
+    rules: FhirPolicy,
+    deadline: float,
+    **client: Any,
+) -> Gathered:
+    """Every resource the templates ask for: prefetched where given, else read from fhirServer.
+
+    ``deadline`` (``time.monotonic``) bounds all of it; ``client``: more FhirReadClient options.
+    When only ``OPTIONAL_KEYS`` were to be read and fhirServer fails, the prefetch is answered alone.
+    """
+    try:
+        return _gather(templates, call, settings, rules=rules, deadline=deadline, **client)
+    except PrefetchUnavailable as exc:
+        given = read_prefetch(templates, call)
+        if given.to_continue or any(key not in OPTIONAL_KEYS for key, _ in given.to_fetch):
+            raise
+        keys = sorted({key for key, _ in given.to_fetch})
+        log.warning("cds_optional_prefetch_unavailable", keys=keys, reason=exc.detail)
+        return Gathered(given.found, (), 0)
+
+
+def _gather(
     templates: Mapping[str, str],
     call: CdsRequest,
     settings: ServiceSettings,
@@ -232,6 +281,13 @@ def gather(
                     continue
                 for n, page in enumerate(fhir.search(query, key), start=1):
                     found.extend(_entries(page, f"{key} (fhirServer page {n})"))
+                    if key in FIRST_PAGE_ONLY:
+                        break
+            if any(key != "Medication" for key, _ in given.to_fetch) or given.to_continue:
+                for key, query in _medication_reads(found):  # fetched orders may name them too
+                    resource = fhir.read(query, key)
+                    if resource is not None:
+                        found.append((f"{key} (fhirServer)", _read_value(key, resource, query), None))
             requests = fhir.requests
     except FhirRefused as exc:
         message = f"prefetch lacks {', '.join(missing)} and fhirServer {exc}: refused"
@@ -244,7 +300,8 @@ def gather(
         ) from None
     except FhirUnavailable as exc:
         raise PrefetchUnavailable(UNAVAILABLE, str(exc)) from None
-    return Gathered(_unique(found), tuple(k for k, _ in given.to_fetch), requests)
+    fetched = tuple(dict.fromkeys(k for k, _ in given.to_fetch))  # "Medication" once
+    return Gathered(_unique(found), fetched, requests)
 
 
 def _unique(found: list[Found]) -> list[Found]:
