@@ -197,7 +197,7 @@ def main(log_level: str | None, log_format: str = "auto") -> None:
     "--summary/--no-summary",
     default=None,
     help="One 'replay summary: key=value ...' line on stderr at the end (default: when stderr is a "
-    "terminal); the same counts are logged as replay_counts.",
+    "terminal and logs are not JSON); the same counts are logged as replay_counts.",
 )
 @click.option(
     "--jobs",
@@ -290,7 +290,9 @@ def replay_command(
         click.echo(f"{path}: no such file or folder", err=True)
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    show_bar = progress if progress is not None else sys.stderr.isatty()
+    # a person at a terminal: not when logs there are JSON (--log-format json feeds a collector)
+    for_a_person = sys.stderr.isatty() and logs.readable(sys.stderr)
+    show_bar = progress if progress is not None else for_a_person
     table = _table(now) if fmt == "table" and not expect else None
     if executor == "spark":  # the same data set evaluated by Spark executors (redflags.spark)
         from redflags.spark_cli import replay_on_spark
@@ -346,7 +348,7 @@ def replay_command(
                 setup,
                 show_progress=show_bar,
                 missing=len(missing),
-                show_summary=sys.stderr.isatty() if summary is None else summary,
+                show_summary=for_a_person if summary is None else summary,
             )
     if table is not None:
         _console().print(table)
