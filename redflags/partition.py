@@ -267,11 +267,12 @@ def partition_of(pid: str, k: int) -> int:
 class _Interrupts:
     """SIGINT/SIGTERM received during a replay, kept so that nothing can swallow them.
 
-    durable-rules (and the engine's rule actions) catch BaseException: a Ctrl-C that lands inside
-    a rule action became "evaluation failed" for 64 patients and the replay went on. The signal is
-    recorded here and raised again at the next patient batch and at the end of the replay.
-    While ``deferred`` (creating or removing the temporary folder, stopping workers) a signal is
-    only recorded, so a second Ctrl-C cannot cut the clean-up short.
+    Python runs a signal's handler in the main thread at whatever it is doing: inside a finalizer
+    (``__del__``, a weakref or gc callback) the KeyboardInterrupt/SystemExit is printed as
+    "Exception ignored" and the replay went on to exit 0. The signal is recorded here and raised
+    again before each patient batch and when the replay ends. While ``deferred`` (creating or
+    removing the temporary folder, stopping workers) it is only recorded, so a second Ctrl-C
+    cannot cut the clean-up short.
     """
 
     received: int | None = None
@@ -485,7 +486,7 @@ def evaluate_partition(
     order = sorted(groups.items(), key=lambda item: item[1][0])
     del groups
     for start in range(0, len(order), BATCH):
-        check_interrupted()  # a Ctrl-C swallowed by a rule action (durable-rules catches all) stops here
+        check_interrupted()  # a Ctrl-C that something swallowed stops the replay here
         batch = order[start : start + BATCH]
         intake = Intake(source="replay")
         for pid, (_seq, _src, bodies) in batch:
@@ -500,7 +501,6 @@ def evaluate_partition(
             else:
                 results, changes = evaluator.evaluate(intake, now), {}
         except EngineError as exc:  # a broken rule fails these patients loudly, not the replay
-            check_interrupted()  # ... unless it "failed" because a signal landed in a rule action
             names = sorted({sources[s] for _pid, (_q, srcs, _b) in batch for s in srcs})
             report(f"{', '.join(names)}: evaluation failed: {exc}")
             progress.evaluated(0, sum(len(bodies) for _pid, (_q, _s, bodies) in batch))

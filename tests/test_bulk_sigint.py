@@ -179,3 +179,40 @@ def test_a_signal_while_workers_evaluate_stops_them_and_leaves_nothing(
 ) -> None:
     done = interrupt(big, tmp_path, evaluating, sig, "--jobs", "2", group=sig == signal.SIGINT)
     assert_stopped_cleanly(done, tmp_path)
+
+
+FINALIZER = """
+import os, sys
+from redflags import partition
+from redflags.cli import main
+
+class Finalized:  # the signal is handled while its __del__ runs: Python prints and drops the exception
+    def __del__(self):
+        os.kill(os.getpid(), {sig})
+
+original, calls = partition.partition_of, [0]
+
+def partition_of(pid, k):
+    calls[0] += 1
+    if calls[0] == 100:
+        Finalized()
+    return original(pid, k)
+
+partition.partition_of = partition_of
+main(sys.argv[1:], prog_name="redflags")
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_handled_inside_a_finalizer_still_stops_the_replay(
+    big: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Before: "Exception ignored in ... __del__", the replay went on and exited 0 with every line."""
+    script = FINALIZER.format(sig=int(sig))
+    args = ["replay", str(big), "--now", NOW, "--format", "json", "--tmp-dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == (1 if sig == signal.SIGINT else 128 + sig), done.stderr[-2000:]
+    assert done.stdout == ""  # stopped before the first result line
+    assert temp_dirs(tmp_path) == []
