@@ -30,12 +30,19 @@ PATIENTS = 3000
 EXE = Path(sys.executable).with_name("redflags")
 
 
+def make_big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough patients that a replay is still running when a stage is observed (once a session)."""
+    folder = tmp_path_factory.getbasetemp() / "interrupt-corpus"
+    if not (folder / "done").exists():
+        folder.mkdir(exist_ok=True)
+        generate(folder, PATIENTS, parse_now(NOW), per_file=500)
+        (folder / "done").touch()
+    return folder
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Enough patients that a replay is still running when a stage is observed."""
-    folder = tmp_path_factory.mktemp("big")
-    generate(folder, PATIENTS, parse_now(NOW), per_file=500)
-    return folder
+    return make_big(tmp_path_factory)
 
 
 def descendants(pid: int) -> dict[int, str]:
