@@ -325,6 +325,7 @@ def _handlers() -> Iterator[None]:
         with _deferred():
             for signum, handler in previous.items():
                 signal.signal(signum, handler)  # type: ignore[arg-type]
+            _Interrupts.received = None  # this replay's: not a later evaluate_partition's caller's
 
 
 @contextmanager
