@@ -223,3 +223,47 @@ def test_a_signal_handled_inside_a_finalizer_still_stops_the_replay(
     assert done.returncode == (1 if sig == signal.SIGINT else 128 + sig), done.stderr[-2000:]
     assert done.stdout == ""  # stopped before the first result line
     assert temp_dirs(tmp_path) == []
+
+
+AROUND = """
+import os, sys, shutil, tempfile
+from redflags.cli import main
+
+real = {module}.{name}
+
+def signalled(*args, **kwargs):  # the signal arrives just {when} the call
+    if "{when}" == "before":
+        os.kill(os.getpid(), {sig})
+    done = real(*args, **kwargs)
+    if "{when}" == "after":
+        os.kill(os.getpid(), {sig})
+    return done
+
+{module}.{name} = signalled
+main(sys.argv[1:], prog_name="redflags")
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "when", "sig"),
+    [
+        ("tempfile", "mkdtemp", "after", signal.SIGTERM),
+        ("tempfile", "mkdtemp", "after", signal.SIGINT),
+        ("shutil", "rmtree", "before", signal.SIGINT),
+        ("shutil", "rmtree", "before", signal.SIGTERM),
+    ],
+    ids=["SIGTERM-after-mkdtemp", "SIGINT-after-mkdtemp", "SIGINT-during-removal", "SIGTERM-during-removal"],
+)
+def test_a_signal_while_the_folder_is_created_or_removed_leaves_nothing(
+    tmp_path: Path, module: str, name: str, when: str, sig: signal.Signals
+) -> None:
+    """Before: SIGTERM between mkdtemp and installing the handler killed the process (default
+    disposition) with the folder left; a (second) Ctrl-C during the removal cut it short."""
+    inputs = ROOT / "fixtures" / "vignettes"
+    script = AROUND.format(module=module, name=name, when=when, sig=int(sig))
+    args = ["replay", str(inputs), "--now", NOW, "--format", "json", "--tmp-dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == (1 if sig == signal.SIGINT else 128 + sig), done.stderr[-2000:]
+    assert temp_dirs(tmp_path) == []
