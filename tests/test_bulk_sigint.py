@@ -267,3 +267,47 @@ def test_a_signal_while_the_folder_is_created_or_removed_leaves_nothing(
     )
     assert done.returncode == (1 if sig == signal.SIGINT else 128 + sig), done.stderr[-2000:]
     assert temp_dirs(tmp_path) == []
+
+
+OTHER_THREAD = """
+import os, shutil, signal, sys, threading, time
+from pathlib import Path
+from redflags import partition
+from redflags.cli import main
+
+spill = Path(sys.argv[sys.argv.index("--tmp-dir") + 1])
+real = shutil.rmtree
+
+def rmtree(path, *args, **kwargs):  # what was evaluated when the replay stopped
+    outs, files = len(list(Path(path).glob("out-*"))), len(list(Path(path).glob("*")))
+    print("evaluated", outs, "of", files, file=sys.stderr)
+    return real(path, *args, **kwargs)
+
+partition.shutil.rmtree = rmtree
+
+def interrupt():  # the kernel may deliver a process's SIGINT to any thread: here, this one
+    while not any(spill.glob("*/out-*")):
+        time.sleep(0.005)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+threading.Thread(target=interrupt, daemon=True).start()
+main(sys.argv[1:], prog_name="redflags")
+"""
+
+
+def test_ctrl_c_delivered_to_another_thread_stops_the_workers_without_waiting_for_them(
+    big: Path, tmp_path: Path
+) -> None:
+    """Before: the parent waited for every partition without a timeout, so a SIGINT the kernel gave
+    another thread was only acted on once all partitions were evaluated (Ctrl-C did not stop them)."""
+    args = ["replay", str(big), "--now", NOW, "--format", "json", "--jobs", "2", "--tmp-dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", OTHER_THREAD, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stdout == ""
+    evaluated = [line.split() for line in done.stderr.splitlines() if line.startswith("evaluated ")]
+    assert len(evaluated) == 1, done.stderr[-2000:]
+    _word, out, _of, files = evaluated[0]
+    assert int(out) < int(files), "every partition was evaluated after the Ctrl-C"
+    assert temp_dirs(tmp_path) == []
