@@ -766,12 +766,15 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 def _spawning() -> Iterator[None]:
     """SIGINT blocked while workers are spawned: they inherit the mask through exec, so a Ctrl-C
     (sent to the whole process group) cannot kill one half started, before its ``_init`` ignores
-    SIGINT. The parent's is not lost: it is delivered when unblocked."""
+    SIGINT. The parent's is deferred, not lost: an interrupted ``submit`` left a child waiting
+    for its preparation data (EOFError traceback) and unknown to the pool (never stopped)."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        yield
+        with _deferred():  # the kernel may give the parent's SIGINT to another of its threads
+            yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    check_interrupted()  # now, with every spawned worker registered (and so stopped)
 
 
 def _wait(futures: list[Future]) -> set[Future]:
