@@ -84,6 +84,7 @@ MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 PARTITIONS_PER_JOB = 4
 #: Patients handed to the engine in one call.
 BATCH = 64
+_WAIT_SLICE = 0.2  # seconds: how soon the parent acts on a Ctrl-C while workers evaluate
 _BUFFER = 16 * 1024  # per open spill file: K of them at once
 _NO_PATIENT = " names no Patient in subject/patient; skipped"
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
@@ -279,28 +280,93 @@ def partition_of(pid: str, k: int) -> int:
     return zlib.crc32(pid.encode()) % k
 
 
+class _Interrupts:
+    """SIGINT/SIGTERM received during a replay, kept so that nothing can swallow them.
+
+    Python runs a signal's handler in the main thread at whatever it is doing: inside a finalizer
+    (``__del__``, a weakref or gc callback) the KeyboardInterrupt/SystemExit is printed as
+    "Exception ignored" and the replay went on to exit 0. The signal is recorded here and raised
+    again before each patient batch and when the replay ends. While ``deferred`` (creating or
+    removing the temporary folder, stopping workers) it is only recorded, so a second Ctrl-C
+    cannot cut the clean-up short.
+    """
+
+    received: int | None = None
+    deferred: int = 0
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    if _Interrupts.received is None:
+        _Interrupts.received = signum
+    if not _Interrupts.deferred:
+        _raise(signum)
+
+
+def _raise(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+def check_interrupted() -> None:
+    """Raise again a signal received during this replay (whatever swallowed it)."""
+    if _Interrupts.received is not None and not _Interrupts.deferred:
+        _raise(_Interrupts.received)
+
+
+@contextmanager
+def _deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM recorded but not raised inside: clean-up runs to its end."""
+    _Interrupts.deferred += 1
+    try:
+        yield
+    finally:
+        _Interrupts.deferred -= 1
+
+
+@contextmanager
+def _handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM through ``_on_signal`` (main thread only; SIGINT only if Python's own:
+    a SIGINT ignored by whoever started us stays ignored), the previous handlers restored after."""
+    previous: dict[int, object] = {}
+    _Interrupts.received = None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signum == signal.SIGINT and signal.getsignal(signum) is not signal.default_int_handler:
+            continue
+        with suppress(ValueError):  # not the main thread: the caller handles signals
+            previous[signum] = signal.signal(signum, _on_signal)
+    try:
+        yield
+    finally:
+        with _deferred():
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+            _Interrupts.received = None  # this replay's: not a later evaluate_partition's caller's
+
+
 @contextmanager
 def private_dir(parent: Path | None) -> Iterator[Path]:
-    """A private temporary folder, removed on success, error, Ctrl-C and SIGTERM."""
-    try:
-        folder = Path(tempfile.mkdtemp(prefix="redflags-replay-", dir=parent))
-    except OSError as exc:
-        raise SpillError(
-            f"cannot create a temporary folder under {parent or tempfile.gettempdir()}: {exc.strerror or exc}"
-        ) from None
-    previous = None
-    with suppress(ValueError):  # not the main thread: the caller handles signals
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    """A private temporary folder, removed on success, error, Ctrl-C and SIGTERM.
 
-
-def _terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    Signals are deferred from before ``mkdtemp`` to the ``try`` and during the removal, so no
+    signal can fall between creating the folder and owning its removal, or cut the removal short.
+    """
+    with _handlers():
+        with _deferred():
+            try:
+                folder = Path(tempfile.mkdtemp(prefix="redflags-replay-", dir=parent))
+            except OSError as exc:
+                raise SpillError(
+                    f"cannot create a temporary folder under {parent or tempfile.gettempdir()}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        try:
+            check_interrupted()  # a signal while it was created: now, with the folder to remove
+            yield folder
+        finally:
+            with _deferred():
+                shutil.rmtree(folder, ignore_errors=True)
+        check_interrupted()  # received and swallowed somewhere, or during the removal: not a success
 
 
 def _spill_failed(exc: OSError, folder: Path) -> SpillError:
@@ -470,6 +536,7 @@ def evaluate_partition(
     order = sorted(groups.items(), key=lambda item: item[1][0])
     del groups
     for start in range(0, len(order), BATCH):
+        check_interrupted()  # a Ctrl-C that something swallowed stops the replay here
         batch = order[start : start + BATCH]
         intake = Intake(source="replay")
         for pid, (_seq, srcs, bodies) in batch:
@@ -630,6 +697,7 @@ _ticks: Queue | None = None  # a worker's channel for progress to the parent (No
 def _init(ticks: Queue | None = None) -> None:
     global _ticks
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops workers
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while spawning
     _ticks = ticks
 
 
@@ -713,13 +781,15 @@ def _evaluate_in_workers(
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(ticks,))
     drain = _Drain(ticks, progress) if ticks is not None else None
     try:
-        futures: list[Future] = [
-            pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged) for i, p in enumerate(paths)
-        ]
+        with _spawning():
+            futures: list[Future] = [
+                pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged)
+                for i, p in enumerate(paths)
+            ]
         in_order = _InOrder(futures, report or _stderr)
         for future in futures:  # lines in partition order as partitions complete (the pool's thread)
             future.add_done_callback(in_order.done)
-        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+        done = _wait(futures)
         for future in futures:
             exc = future.exception() if future in done else None
             if exc is not None:
@@ -742,17 +812,47 @@ def _evaluate_in_workers(
         if drain is not None:  # what the workers sent is drawn before they are stopped
             drain.wait(timeout=10)
     finally:
-        # Ctrl-C, an error or done: no worker may outlive this (it would write into a removed folder)
-        processes = list((pool._processes or {}).values())  # no public handle to kill them
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-        for process in processes:
-            process.join(timeout=10)
-        if drain is not None:
-            drain.stop()
+        with _deferred():  # a second Ctrl-C cannot leave a worker writing into a removed folder
+            _stop(pool)
+            if drain is not None:
+                drain.stop()
     return [folder / f"out-{i:04d}" for i in range(len(paths))]
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Ctrl-C, an error or done: no worker may outlive this (it would write into a removed folder)."""
+    processes = list((pool._processes or {}).values())  # no public handle to kill them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join()  # SIGKILL cannot be ignored: bounded, and the folder is removed only after
+
+
+@contextmanager
+def _spawning() -> Iterator[None]:
+    """SIGINT blocked while workers are spawned: they inherit the mask through exec, so a Ctrl-C
+    (sent to the whole process group) cannot kill one half started, before its ``_init`` ignores
+    SIGINT. The parent's is deferred, not lost: an interrupted ``submit`` left a child waiting
+    for its preparation data (EOFError traceback) and unknown to the pool (never stopped)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with _deferred():  # the kernel may give the parent's SIGINT to another of its threads
+            yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    check_interrupted()  # now, with every spawned worker registered (and so stopped)
+
+
+def _wait(futures: list[Future]) -> set[Future]:
+    """All done or the first failure. In slices: a signal the kernel delivers to another thread
+    (the pool's) only sets a flag, which the main thread acts on when it next runs Python code:
+    an untimed wait would hold a Ctrl-C until every partition is evaluated."""
+    while True:
+        done, pending = wait(futures, timeout=_WAIT_SLICE, return_when=FIRST_EXCEPTION)
+        if not pending or any(f.exception() is not None for f in done if not f.cancelled()):
+            return done
 
 
 def _stderr(line: str) -> None:

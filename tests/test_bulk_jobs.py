@@ -5,18 +5,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.synthetic import generate
 from fhir_adapters.times import parse_now
-from redflags import partition
 from redflags.partition import WorkerError, replay_all, temp_dirs
 
 from .conftest import FIXTURES, ROOT
 from .test_bulk_grouping import NOW, run, split_by_type
+from .test_bulk_sigint import assert_stopped_cleanly, evaluating, interrupt, make_big
 
 JOBS2 = ("--jobs", "2", "--tmp-dir")
 
@@ -125,36 +124,16 @@ def test_a_failing_worker_from_the_command_line_is_one_line_and_exit_1(export: P
     assert done.stdout == "" and temp_dirs(tmp_path) == []
 
 
-def test_ctrl_c_stops_the_workers_and_removes_the_temporary_files(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    big = tmp_path_factory.mktemp("big")
-    generate(big, 3000, parse_now(NOW), per_file=500)
-    spill = tmp_path_factory.mktemp("spill")
-    exe = Path(sys.executable).with_name("redflags")
-    proc = subprocess.Popen(
-        [str(exe), "replay", str(big), "--now", NOW, "--format", "json", *JOBS2, str(spill)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        # partitions are being evaluated by workers: spill files exist and one was consumed
-        while not any(
-            any(d.glob("part-*")) and len(list(d.glob("part-*"))) < partition.PARTITIONS_PER_JOB * 2
-            for d in temp_dirs(spill)
-        ):
-            assert proc.poll() is None, "the replay ended before it could be interrupted"
-            assert time.monotonic() < deadline, "the workers did not start"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    assert temp_dirs(spill) == []
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_big(tmp_path_factory)
+
+
+def test_ctrl_c_stops_the_workers_and_removes_the_temporary_files(big: Path, tmp_path: Path) -> None:
+    """Ctrl-C to the process group (as a terminal sends it) once a worker finished a partition and
+    others remain: stopped, or truly finished (0 with every line); no folder, no worker left."""
+    done = interrupt(big, tmp_path, evaluating, signal.SIGINT, "--jobs", "2", group=True)
+    assert_stopped_cleanly(done, tmp_path)
 
 
 def test_jobs_is_ignored_with_expect() -> None:

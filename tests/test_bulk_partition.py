@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import errno
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -22,7 +19,7 @@ from redflags.cli import main
 from redflags.partition import BATCH, Evaluated, Stats, plan, replay_all, temp_dirs
 from redflags.pipeline import Pipeline
 
-from .conftest import ROOT
+from .test_bulk_sigint import assert_stopped_cleanly, interrupt, make_big, spilling
 
 NOW = "2025-03-10T12:00:00Z"
 
@@ -129,32 +126,15 @@ def test_temporary_files_removed_after_success(ndjson: tuple[Path, int], tmp_pat
     assert len(result.stdout.splitlines()) == 200 and temp_dirs(tmp_path) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_big(tmp_path_factory)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_replay_removes_its_temporary_files(
-    tmp_path_factory: pytest.TempPathFactory, sig: signal.Signals
+    big: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    big = tmp_path_factory.getbasetemp() / "big"
-    if not big.exists():  # enough patients that the replay is still running when interrupted
-        big.mkdir()
-        generate(big, 3000, parse_now(NOW), per_file=500)
-    spill = tmp_path_factory.mktemp("spill")
-    exe = Path(sys.executable).with_name("redflags")
-    proc = subprocess.Popen(
-        [str(exe), "replay", str(big), "--now", NOW, "--format", "json", "--tmp-dir", str(spill)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not any(d.glob("part-*") for d in temp_dirs(spill)):  # its partition files exist
-            assert proc.poll() is None, "the replay ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no temporary folder appeared"
-            time.sleep(0.01)
-        proc.send_signal(sig)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    assert temp_dirs(spill) == []
+    """Signalled once its partition files exist: stopped (non-zero, not every line) or, if the
+    signal came after the work was done, 0 with every line; no folder, no process left."""
+    assert_stopped_cleanly(interrupt(big, tmp_path, spilling, sig), tmp_path)
