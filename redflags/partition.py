@@ -790,6 +790,9 @@ def _evaluate_in_workers(
         for future in futures:  # lines in partition order as partitions complete (the pool's thread)
             future.add_done_callback(in_order.done)
         done = _wait(futures)
+        # a waiter wakes before the done callbacks run: print what is left here, under the same
+        # lock, so no partition's lines come after the display is removed
+        in_order.done(None)
         for future in futures:
             exc = future.exception() if future in done else None
             if exc is not None:
