@@ -193,7 +193,9 @@ def _read(item: tuple[int, str]) -> Iterator[tuple[str | None, object]]:
     stats, lines = Stats(), []
     folder = _scratch()
     try:  # also when the task is killed or abandoned (generator closed)
-        parts = spill([Path(name)], folder, 1, lines.append, stats)
+        parts = spill(
+            [Path(name)], folder, 1, lines.append, stats, join=False
+        )  # no cross-input join: docstring
         with parts.paths[0].open("rb") as f:
             for line in f:
                 pid, seq, _source, body = line.split(b"\t", 3)
