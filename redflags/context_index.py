@@ -121,6 +121,7 @@ class ContextReader:
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self.joined: set[int] = set()  # rows joined to a patient (the Spark path counts with them)
 
     def find(self, keys: Iterable[str]) -> list[tuple[int, int, bytes]]:
         """(row id, input index, spill body) of the resources filed under any of ``keys``."""
@@ -136,3 +137,15 @@ class ContextReader:
 
     def close(self) -> None:
         self._db.close()
+
+
+def rows(path: Path) -> list[tuple[int, str, int, list[str], bytes]]:
+    """Every indexed resource: (row, type, input index, keys, spill body); to ship the index."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        keys: dict[int, list[str]] = {}
+        for key, row in db.execute("SELECT key, id FROM ctx_key ORDER BY rowid"):
+            keys.setdefault(row, []).append(key)
+        return [(r, t, s, keys.get(r, []), b) for r, t, s, b in db.execute("SELECT * FROM ctx ORDER BY id")]
+    finally:
+        db.close()

@@ -130,6 +130,7 @@ class Stats:
     worker_failed: bool = False  # a --jobs worker's render saw a patient with an invalid element
     alerts: Counter[str] = field(default_factory=Counter)  # alerts by tier (summary line)
     invalid_patients: int = 0  # patients with an invalid element (an error issue)
+    joined_context: set[int] = field(default_factory=set)  # rows of the context index joined (Spark)
 
 
 def is_input(path: Path, root: Path) -> bool:
@@ -323,8 +324,11 @@ class Spill:
         self.sizes = [0] * k
         self.files = [self._open(p) for p in self.paths]
         self.seq = 0
-        #: The on-disk index of context resources naming no patient (None: there were none).
+        #: The on-disk index of context resources naming no patient (None: there were none),
+        #: how many of them no patient's resource referenced (per type), and how many were.
         self.context_index: Path | None = None
+        self.context_unreferenced: Counter[str] = Counter()
+        self.context_referenced = 0
 
     def _open(self, path: Path) -> BinaryIO:
         try:
@@ -447,6 +451,7 @@ def spill(
             writer = None
             stats.without_patient.update(unreferenced)
             stats.resources += referenced
+            out.context_unreferenced, out.context_referenced = unreferenced, referenced
             out.context_index = index_file if index_file.exists() else None
     except IndexFull as exc:
         raise _spill_failed(exc, folder) from None
@@ -515,6 +520,7 @@ def evaluate_partition(
         yield from _evaluate_groups(path, evaluator, now, sources, report, stats, progress, reader)
     finally:
         if reader is not None:
+            stats.joined_context |= reader.joined
             reader.close()
 
 
@@ -584,12 +590,16 @@ def _join(
         came[id(entry)] = src
         index_context(index, patient.pid, entry)
     found = reader.find(targets | {local_reference(t) for t in targets}) if reader is not None else []
-    for _row, src, body in found:
+    rows: dict[int, int] = {}  # id(entry) -> its row in the index
+    for row, src, body in found:
         p, url, res = orjson.loads(body)
         entry = Entry(p, res, url)
         came[id(entry)] = src
+        rows[id(entry)] = row
         index_context(index, None, entry)
     for entry in join_context(patient, index):
+        if reader is not None and id(entry) in rows:
+            reader.joined.add(rows[id(entry)])
         if came[id(entry)] not in srcs:  # the first stays the input of its first own resource
             srcs[1:] = sorted([*srcs[1:], came[id(entry)]])
 
