@@ -24,15 +24,13 @@ from pathlib import Path
 
 #: Rows buffered before one ``executemany`` (bounded memory; few round trips).
 _FLUSH = 4096
+#: Indexes are kept up as rows arrive (no final sort: SQLite would spill a large sort to the
+#: system's temporary folder, not the replay's --tmp-dir); references are stored once each.
 _SCHEMA = (
     "CREATE TABLE ctx (id INTEGER PRIMARY KEY, type TEXT NOT NULL, src INTEGER NOT NULL, body BLOB NOT NULL)",
-    "CREATE TABLE ctx_key (key TEXT NOT NULL, id INTEGER NOT NULL)",
-    "CREATE TABLE refs (key TEXT NOT NULL)",
-)
-_INDEXES = (
-    "CREATE INDEX ctx_key_key ON ctx_key (key)",
+    "CREATE TABLE ctx_key (key TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (key, id)) WITHOUT ROWID",
     "CREATE INDEX ctx_key_id ON ctx_key (id)",
-    "CREATE INDEX refs_key ON refs (key)",
+    "CREATE TABLE refs (key TEXT PRIMARY KEY) WITHOUT ROWID",
 )
 #: Per type, the indexed resources no reference names (by any of their keys).
 _UNREFERENCED = """
@@ -87,8 +85,8 @@ class ContextWriter:
     def _flush(self) -> None:
         try:
             self._db.executemany("INSERT INTO ctx VALUES (?, ?, ?, ?)", self._ctx)
-            self._db.executemany("INSERT INTO ctx_key VALUES (?, ?)", self._keys)
-            self._db.executemany("INSERT INTO refs VALUES (?)", self._refs)
+            self._db.executemany("INSERT OR IGNORE INTO ctx_key VALUES (?, ?)", self._keys)
+            self._db.executemany("INSERT OR IGNORE INTO refs VALUES (?)", self._refs)
         except sqlite3.Error as exc:
             raise _failed(exc) from None
         self._ctx, self._keys, self._refs = [], [], []
@@ -99,8 +97,6 @@ class ContextWriter:
             self._flush()
             unreferenced: Counter[str] = Counter()
             if self.rows:
-                for statement in _INDEXES:
-                    self._db.execute(statement)
                 unreferenced.update(dict(self._db.execute(_UNREFERENCED).fetchall()))
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
