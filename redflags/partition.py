@@ -11,7 +11,9 @@ both. Memory must not grow with the export either, so grouping is an external pa
    hash of the patient reference (``crc32``: the same in every process, so a later ``--jobs``
    can hand whole partitions to workers); a context resource (an Encounter, alone in its line)
    goes to the partition of the patient it names, marked, and is joined to that patient only
-   if one of its resources references it (``intake.join_context``, as within one input);
+   if one of its resources references it (``intake.join_context``, as within one input); one
+   that names no patient (a Medication on its own line) goes to a small SQLite index in the
+   private folder (``redflags.context_index``), looked up by the references a patient makes;
 2. *evaluate*: one partition at a time is grouped in memory (raw bytes; a patient's resources
    are parsed only when it is evaluated), each patient evaluated once, its output line written
    to the partition's output file tagged with the sequence number of its first resource;

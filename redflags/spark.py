@@ -11,7 +11,10 @@ For a data platform that already runs Spark (hospital platforms, Databricks), a 
    inputs must be readable where the executors run (local mode: they are; a cluster: shared
    storage). The read is persisted on the executors' disks; its per-input summaries (error
    lines, resources naming no patient, damaged inputs) come back to the driver first, because a
-   patient's line names the damaged inputs it was read from.
+   patient's line names the damaged inputs it was read from. Context resources naming no
+   patient (Medications on their own lines) come back with the summaries; the driver writes them
+   into one SQLite index (``redflags.context_index``) broadcast to the executors (up to
+   ``CONTEXT_MAX_BYTES``; beyond, they are not joined and a line says so).
 2. *shuffle*: ``partitionBy`` on a stable hash of the patient reference: every record of a
    patient lands in one Spark partition.
 3. *evaluate* (executors): each partition's lines go to a local temporary file and through the
