@@ -140,7 +140,7 @@ def rows(path: Path) -> list[tuple[int, str, int, list[str], bytes]]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         keys: dict[int, list[str]] = {}
-        for key, row in db.execute("SELECT key, id FROM ctx_key ORDER BY rowid"):
+        for key, row in db.execute("SELECT key, id FROM ctx_key ORDER BY id, key"):
             keys.setdefault(row, []).append(key)
         return [(r, t, s, keys.get(r, []), b) for r, t, s, b in db.execute("SELECT * FROM ctx ORDER BY id")]
     finally:
