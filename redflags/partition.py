@@ -11,7 +11,9 @@ both. Memory must not grow with the export either, so grouping is an external pa
    hash of the patient reference (``crc32``: the same in every process, so a later ``--jobs``
    can hand whole partitions to workers); a context resource (an Encounter, alone in its line)
    goes to the partition of the patient it names, marked, and is joined to that patient only
-   if one of its resources references it (``intake.join_context``, as within one input);
+   if one of its resources references it (``intake.join_context``, as within one input); one
+   that names no patient (a Medication on its own line) goes to a small SQLite index in the
+   private folder (``redflags.context_index``), looked up by the references a patient makes;
 2. *evaluate*: one partition at a time is grouped in memory (raw bytes; a patient's resources
    are parsed only when it is evaluated), each patient evaluated once, its output line written
    to the partition's output file tagged with the sequence number of its first resource;
@@ -63,8 +65,11 @@ from fhir_adapters.intake import (
     group,
     index_context,
     join_context,
+    local_reference,
+    reference_of,
     resources_of,
 )
+from redflags.context_index import ContextReader, ContextWriter, IndexFull
 from redflags.pipeline import PatientResult, Pipeline
 from redflags.replay_progress import NO_PROGRESS, ReplayProgress, counted_open
 from redflags.stateful import Tracker
@@ -128,6 +133,7 @@ class Stats:
     worker_failed: bool = False  # a --jobs worker's render saw a patient with an invalid element
     alerts: Counter[str] = field(default_factory=Counter)  # alerts by tier (summary line)
     invalid_patients: int = 0  # patients with an invalid element (an error issue)
+    joined_context: set[int] = field(default_factory=set)  # rows of the context index joined (Spark)
 
 
 def is_input(path: Path, root: Path) -> bool:
@@ -386,6 +392,11 @@ class Spill:
         self.sizes = [0] * k
         self.files = [self._open(p) for p in self.paths]
         self.seq = 0
+        #: The on-disk index of context resources naming no patient (None: there were none),
+        #: how many of them no patient's resource referenced (per type), and how many were.
+        self.context_index: Path | None = None
+        self.context_unreferenced: Counter[str] = Counter()
+        self.context_referenced = 0
 
     def _open(self, path: Path) -> BinaryIO:
         try:
@@ -405,10 +416,7 @@ class Spill:
     ) -> None:
         """``raw``: the JSON text ``resource`` was parsed from, written as it is (same record).
         ``context``: a context resource of ``pid`` (CONTEXT_MARK), joined when referenced."""
-        if raw is None:
-            body = orjson.dumps([path, url, resource])
-        else:  # [path, url, <the line's own JSON>]: parses to the same list
-            body = b"%s,%s]" % (orjson.dumps([path, url])[:-1], raw.strip())
+        body = _body(path, url, resource, raw)
         if context:
             body = CONTEXT_MARK + body
         line = b"%s\t%d\t%d\t%s\n" % (pid.encode(), self.seq, source, body)
@@ -428,6 +436,18 @@ class Spill:
             raise _spill_failed(exc, self.folder) from None
 
 
+def _body(path: str, url: str | None, resource: dict, raw: bytes | None) -> bytes:
+    """A spill record's JSON part: ``[path, url, resource]`` (``raw``: the resource's own text)."""
+    if raw is None:
+        return orjson.dumps([path, url, resource])
+    return b"%s,%s]" % (orjson.dumps([path, url])[:-1], raw.strip())  # parses to the same list
+
+
+def _keys(entry: Entry) -> set[str]:
+    """The references that find a context resource (as ``intake.index_context`` files it)."""
+    return {key for key in (reference_of(entry.resource, entry.full_url), entry.full_url) if key}
+
+
 def spill(
     files: list[Path],
     folder: Path,
@@ -435,9 +455,21 @@ def spill(
     report: Report,
     stats: Stats,
     progress: ReplayProgress = NO_PROGRESS,
+    join: bool = True,
 ) -> Spill:
-    """Phase 1: every resource of every input into the partition of its patient."""
+    """Phase 1: every resource of every input into the partition of its patient.
+
+    ``join``: context resources naming no patient go to the on-disk index (``context_index``)
+    and are joined at evaluation to the patients referencing them; without it (the Spark path
+    reads each input alone) they are counted as naming no patient, as before.
+    """
     out = Spill(folder, k)
+    index_file = folder / "context.sqlite"
+    try:
+        writer = ContextWriter(index_file) if join else None
+    except IndexFull as exc:
+        out.close()
+        raise _spill_failed(exc, folder) from None
     tick = None if progress is NO_PROGRESS else progress.tick_read  # untouched read path without one
     try:
         for index, path in enumerate(files):
@@ -464,18 +496,35 @@ def spill(
                         same = raw if entry.resource is doc else None  # a Bundle's entry: serialised
                         out.add(pid, index, f"{source}: {entry.path}", entry.full_url, entry.resource, same)
                         stats.resources += 1
-                # An Encounter alone in its line (or not referenced in its Bundle): to its patient's
-                # partition, joined there if a resource of that patient references it. One that
-                # names no patient cannot be placed: counted as without a patient (reported).
+                        if writer is not None and (target := context_target(entry.resource)):
+                            writer.referenced({target, local_reference(target)})
+                # A context resource (Encounter, Medication) alone in its line or not referenced in
+                # its Bundle: to its patient's partition, joined there if a resource of that patient
+                # references it. One naming no patient goes to the on-disk index (context_index),
+                # joined to every patient referencing it; counted as naming no patient if none does.
                 for owner, entry in intake.context:
+                    same = raw if entry.resource is doc else None
+                    path_ = f"{source}: {entry.path}"
+                    if owner is None and writer is not None:  # counted at the end unless referenced
+                        body = _body(path_, entry.full_url, entry.resource, same)
+                        writer.add(str(entry.resource.get("resourceType")), index, _keys(entry), body)
+                        continue
                     if owner is None:
                         stats.without_patient[str(entry.resource.get("resourceType"))] += 1
                         continue
-                    same = raw if entry.resource is doc else None
-                    path_ = f"{source}: {entry.path}"
                     out.add(owner, index, path_, entry.full_url, entry.resource, same, context=True)
                     # not counted in ``resources``: read only to date a Condition, when one cites it
+        if writer is not None:
+            unreferenced, referenced = writer.close()
+            writer = None
+            stats.without_patient.update(unreferenced)  # read through a reference: not counted
+            out.context_unreferenced, out.context_referenced = unreferenced, referenced
+            out.context_index = index_file if index_file.exists() else None
+    except IndexFull as exc:
+        raise _spill_failed(exc, folder) from None
     finally:
+        if writer is not None:
+            writer.abort()
         out.close()
     stats.partitions, stats.partition_bytes = k, list(out.sizes)
     return out
@@ -527,8 +576,31 @@ def evaluate_partition(
     report: Report,
     stats: Stats,
     progress: ReplayProgress = NO_PROGRESS,
+    context_index: Path | None = None,
 ) -> Iterator[Evaluated]:
-    """Phase 2 for one partition: its patients in order of their first resource, each once."""
+    """Phase 2 for one partition: its patients in order of their first resource, each once.
+
+    ``context_index``: the spill's index of context resources naming no patient (read-only).
+    """
+    reader = ContextReader(context_index) if context_index is not None else None
+    try:
+        yield from _evaluate_groups(path, evaluator, now, sources, report, stats, progress, reader)
+    finally:
+        if reader is not None:
+            stats.joined_context |= reader.joined
+            reader.close()
+
+
+def _evaluate_groups(
+    path: Path,
+    evaluator: Pipeline | Tracker,
+    now: int,
+    sources: list[str],
+    report: Report,
+    stats: Stats,
+    progress: ReplayProgress,
+    reader: ContextReader | None,
+) -> Iterator[Evaluated]:
     context: dict[str, list[tuple[int, bytes]]] = {}
     groups = _groups(path, context)
     held = sum(len(g[2]) for g in groups.values()) + sum(map(len, context.values()))
@@ -542,8 +614,8 @@ def evaluate_partition(
         for pid, (_seq, srcs, bodies) in batch:
             entries = [Entry(p, res, url) for p, url, res in map(orjson.loads, bodies)]
             intake.patients[pid] = PatientGroup(pid, entries)
-            if pid in context:
-                _join(intake.patients[pid], context.pop(pid), srcs)
+            if pid in context or reader is not None:
+                _join(intake.patients[pid], context.pop(pid, []), srcs, reader)
         stats.peak_parsed = max(stats.peak_parsed, sum(len(g.entries) for g in intake.patients.values()))
         try:
             if isinstance(evaluator, Tracker):
@@ -566,10 +638,17 @@ def evaluate_partition(
             yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []), hurt)
 
 
-def _join(patient: PatientGroup, records: list[tuple[int, bytes]], srcs: list[int]) -> None:
+def _join(
+    patient: PatientGroup,
+    records: list[tuple[int, bytes]],
+    srcs: list[int],
+    reader: ContextReader | None = None,
+) -> None:
     """The patient's context records its resources reference joined as ``group`` joins them in
-    one input (``intake.join_context``); their inputs added to ``srcs`` (after its own)."""
-    if not any(context_target(e.resource) for e in patient.entries):
+    one input (``intake.join_context``), with those naming no patient found in the on-disk index
+    by the same references; their inputs added to ``srcs`` (after its own)."""
+    targets = {t for e in patient.entries if (t := context_target(e.resource))}
+    if not targets:
         return  # nothing references a context resource: not even parsed
     index: ContextIndex = {}
     came: dict[int, int] = {}  # id(entry) -> its input
@@ -578,7 +657,17 @@ def _join(patient: PatientGroup, records: list[tuple[int, bytes]], srcs: list[in
         entry = Entry(p, res, url)
         came[id(entry)] = src
         index_context(index, patient.pid, entry)
+    found = reader.find(targets | {local_reference(t) for t in targets}) if reader is not None else []
+    rows: dict[int, int] = {}  # id(entry) -> its row in the index
+    for row, src, body in found:
+        p, url, res = orjson.loads(body)
+        entry = Entry(p, res, url)
+        came[id(entry)] = src
+        rows[id(entry)] = row
+        index_context(index, None, entry)
     for entry in join_context(patient, index):
+        if reader is not None and id(entry) in rows:
+            reader.joined.add(rows[id(entry)])
         if came[id(entry)] not in srcs:  # the first stays the input of its first own resource
             srcs[1:] = sorted([*srcs[1:], came[id(entry)]])
 
@@ -622,11 +711,32 @@ def replay_all(
         workers = min(jobs, k)
         if workers > 1 and setup is not None:
             outputs = _evaluate_in_workers(
-                parts.paths, folder, workers, setup, now, sources, stats, progress, report
+                parts.paths,
+                folder,
+                workers,
+                setup,
+                now,
+                sources,
+                stats,
+                progress,
+                report,
+                parts.context_index,
             )
         else:
             outputs = [
-                _evaluate_one(index, path, folder, evaluator, render, now, sources, counted, stats, progress)
+                _evaluate_one(
+                    index,
+                    path,
+                    folder,
+                    evaluator,
+                    render,
+                    now,
+                    sources,
+                    counted,
+                    stats,
+                    progress,
+                    parts.context_index,
+                )
                 for index, path in enumerate(parts.paths)
             ]
         progress.done()  # before the first result line: the display never mixes with them
@@ -660,12 +770,13 @@ def _evaluate_one(
     report: Report,
     stats: Stats,
     progress: ReplayProgress = NO_PROGRESS,
+    context_index: Path | None = None,
 ) -> Path:
     """One partition evaluated and rendered into its output file, sorted by first-resource seq."""
     done = sorted(
         (
             (e.seq, render(e))
-            for e in evaluate_partition(path, evaluator, now, sources, report, stats, progress)
+            for e in evaluate_partition(path, evaluator, now, sources, report, stats, progress, context_index)
         ),
         key=lambda pair: pair[0],
     )
@@ -725,7 +836,14 @@ class _Forward(ReplayProgress):
 
 
 def _work(
-    setup: WorkerSetup, index: int, path: Path, folder: Path, now: int, sources: list[str], damaged: set[int]
+    setup: WorkerSetup,
+    index: int,
+    path: Path,
+    folder: Path,
+    now: int,
+    sources: list[str],
+    damaged: set[int],
+    context_index: Path | None = None,
 ) -> tuple[int, int, int, int, bool, Counter[str], int, list[str], tuple[int, int]]:
     """In a worker: one partition to its output file; (patients, errors, peaks, failed, alerts by tier,
     invalid patients, stderr lines, progress sent) back (its peak records are the partition's resources: one
@@ -747,7 +865,17 @@ def _work(
     forward = _Forward(_ticks) if _ticks is not None else None
     with redirect_stderr(lines):
         _evaluate_one(
-            index, path, folder, evaluator, render, now, sources, counted, stats, forward or NO_PROGRESS
+            index,
+            path,
+            folder,
+            evaluator,
+            render,
+            now,
+            sources,
+            counted,
+            stats,
+            forward or NO_PROGRESS,
+            context_index,
         )
     if forward is not None:
         forward.done()
@@ -774,6 +902,7 @@ def _evaluate_in_workers(
     stats: Stats,
     progress: ReplayProgress = NO_PROGRESS,
     report: Report | None = None,
+    context_index: Path | None = None,
 ) -> list[Path]:
     """Partitions spread over ``workers`` spawned processes; the outputs are the same files."""
     context = multiprocessing.get_context("spawn")
@@ -783,7 +912,7 @@ def _evaluate_in_workers(
     try:
         with _spawning():
             futures: list[Future] = [
-                pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged)
+                pool.submit(_work, setup, i, p, folder, now, sources, stats.damaged, context_index)
                 for i, p in enumerate(paths)
             ]
         in_order = _InOrder(futures, report or _stderr)

@@ -11,7 +11,10 @@ For a data platform that already runs Spark (hospital platforms, Databricks), a 
    inputs must be readable where the executors run (local mode: they are; a cluster: shared
    storage). The read is persisted on the executors' disks; its per-input summaries (error
    lines, resources naming no patient, damaged inputs) come back to the driver first, because a
-   patient's line names the damaged inputs it was read from.
+   patient's line names the damaged inputs it was read from. Context resources naming no
+   patient (Medications on their own lines) come back with the summaries; the driver writes them
+   into one SQLite index (``redflags.context_index``) broadcast to the executors (up to
+   ``CONTEXT_MAX_BYTES``; beyond, they are not joined and a line says so).
 2. *shuffle*: ``partitionBy`` on a stable hash of the patient reference: every record of a
    patient lands in one Spark partition.
 3. *evaluate* (executors): each partition's lines go to a local temporary file and through the
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from engine.errors import RuleDefinitionError
-from redflags import config, logs
+from redflags import config, context_index, logs
 from redflags.partition import (
     Stats,
     _merge,
@@ -55,11 +58,15 @@ from redflags.partition import (
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 
 if TYPE_CHECKING:
-    from pyspark import RDD
+    from pyspark import RDD, SparkContext
+    from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
 #: Bits of a global sequence number for the position within one input (2**40 resources per file).
 SEQ_BITS = 40
+#: Largest total of context resources naming no patient (Medications of an export) broadcast to
+#: the executors; larger, they are not joined on Spark (reported).
+CONTEXT_MAX_BYTES = 256 * 1024 * 1024
 Report = Callable[[str], None]
 #: durable-rules compiles one ruleset per process, and rule parameters are part of it.
 OTHER_PARAMS = (
@@ -139,6 +146,8 @@ class InputSummary:
     without_patient: dict[str, int]
     damaged: bool
     resources: int
+    #: Context resources naming no patient: (type, input index, keys, spill body).
+    context: list[tuple[str, int, list[str], bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -198,9 +207,17 @@ def _read(item: tuple[int, str]) -> Iterator[tuple[str | None, object]]:
             for line in f:
                 pid, seq, _source, body = line.split(b"\t", 3)
                 yield pid.decode(), b"%s\t%d\t%d\t%s" % (pid, index << SEQ_BITS | int(seq), index, body)
+        # context resources naming no patient: to the driver, which ships them to every evaluation
+        # (counted there: a reference may come from any input)
+        context = []
+        if parts.context_index is not None:
+            context = [(t, index, k, b) for _r, t, _s, k, b in context_index.rows(parts.context_index)]
+        without = Counter(stats.without_patient)
+        without.subtract(parts.context_unreferenced)
+        resources = stats.resources - parts.context_referenced
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    yield None, InputSummary(index, lines, dict(stats.without_patient), bool(stats.damaged), stats.resources)
+    yield None, InputSummary(index, lines, dict(+without), bool(stats.damaged), resources, context)
 
 
 def _evaluate(
@@ -208,15 +225,16 @@ def _evaluate(
     now: int,
     sources: list[str],
     damaged: set[int],
+    context: Broadcast | None,
     index: int,
     records: Iterable[tuple[str, bytes]],
 ) -> Iterator[tuple[int, int, object]]:
     """Executor: one partition (whole patients) through the local ``evaluate_partition``.
 
     Yields (partition, seq, (rendered line, the patient's stderr text)) in seq order, then
-    (partition, -1, (patients, error lines, invalid)). The stderr text is what the command line's
-    renderer prints for the patient (its invalid elements): it goes back to the driver, which
-    prints it, instead of landing in an executor's log.
+    (partition, -1, (patients, error lines, invalid, context index rows joined)). The stderr text
+    is what the command line's renderer prints for the patient (its invalid elements): it goes
+    back to the driver, which prints it, instead of landing in an executor's log.
     """
     from redflags.cli import _renderer  # the command line's own line format
 
@@ -229,13 +247,19 @@ def _evaluate(
         with path.open("wb") as f:
             for _pid, line in records:
                 f.write(line)
-        for done in evaluate_partition(path, pipeline, now, sources, errors.append, stats):
+        index_path = None
+        if context is not None:  # the driver's index of context resources naming no patient
+            index_path = folder / "context.sqlite"
+            index_path.write_bytes(context.value)
+        for done in evaluate_partition(
+            path, pipeline, now, sources, errors.append, stats, context_index=index_path
+        ):
             with redirect_stderr(io.StringIO()) as printed:
                 data = render(done)
             yield index, done.seq, (data, printed.getvalue())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    yield index, -1, (stats.patients, errors, invalid())
+    yield index, -1, (stats.patients, errors, invalid(), sorted(stats.joined_context))
 
 
 @dataclass(slots=True)
@@ -245,10 +269,23 @@ class Job:
     tagged: RDD
     read: RDD
     stats: SparkStats
+    context: Broadcast | None = None  # the index of context resources naming no patient
+    context_types: list[str] = field(default_factory=list)  # its rows' types (row n at n - 1)
+    context_joined: set[int] = field(default_factory=set)  # rows joined by some partition
 
     def unpersist(self) -> None:
         self.tagged.unpersist()
         self.read.unpersist()
+        if self.context is not None:
+            self.context.unpersist()
+
+    def joined(self, rows: Iterable[int]) -> None:
+        """Rows of the context index joined to a patient: read, no longer naming no patient."""
+        for row in set(rows) - self.context_joined:
+            self.context_joined.add(row)
+            self.stats.without_patient[self.context_types[row - 1]] -= 1
+            self.stats.resources += 1
+        self.stats.without_patient = +self.stats.without_patient
 
 
 def prepare(
@@ -276,6 +313,7 @@ def prepare(
     read.persist(StorageLevel.DISK_ONLY)
     damaged: set[int] = set()
     summaries = sorted(read.filter(lambda kv: kv[0] is None).values().collect(), key=lambda s: s.index)
+    context = [row for summary in summaries for row in summary.context]
     for summary in summaries:
         for line in summary.lines:
             counted(line)
@@ -283,14 +321,46 @@ def prepare(
         stats.resources += summary.resources
         if summary.damaged:
             damaged.add(summary.index)
+    del summaries
+    shipped = _ship_context(sc, context, report)
+    stats.without_patient.update(t for t, *_rest in context)  # until a patient's resource joins one
+    types = [t for t, *_rest in context] if shipped is not None else []
+    del context
     stats.inputs = len(sources)
     stats.partitions = partitions or max(plan(estimated_bytes(files)), sc.defaultParallelism)
     tagged = (
         read.filter(lambda kv: kv[0] is not None)
         .partitionBy(stats.partitions, _patient_key)
-        .mapPartitionsWithIndex(partial(_evaluate, spec, now, sources, damaged))
+        .mapPartitionsWithIndex(partial(_evaluate, spec, now, sources, damaged, shipped))
     )
-    return Job(tagged, read, stats)
+    return Job(tagged, read, stats, shipped, types)
+
+
+def _ship_context(
+    sc: SparkContext, context: list[tuple[str, int, list[str], bytes]], report: Report
+) -> Broadcast | None:
+    """The context resources naming no patient as one SQLite index broadcast to the executors
+    (each evaluation task joins them as the local replay does); None when there are none, or when
+    they exceed CONTEXT_MAX_BYTES (then reported: orders by reference to them read no drug)."""
+    if not context:
+        return None
+    size = sum(len(body) for *_rest, body in context)
+    if size > CONTEXT_MAX_BYTES:
+        report(
+            f"replay: {len(context)} resources naming no patient ({size >> 20} MiB) exceed the "
+            f"{CONTEXT_MAX_BYTES >> 20} MiB shipped to Spark executors: not joined (references to them "
+            "read nothing; the local replay joins them)"
+        )
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="redflags-spark-context-"))
+    try:
+        writer = context_index.ContextWriter(folder / "context.sqlite")
+        for rtype, src, keys, body in context:
+            writer.add(rtype, src, keys, body)
+        writer.close()
+        return sc.broadcast((folder / "context.sqlite").read_bytes())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def replay_lines(
@@ -326,7 +396,8 @@ def replay_lines(
             try:
                 for index, seq, data in job.tagged.toLocalIterator():
                     if seq < 0:
-                        patients, errors, invalid = data  # type: ignore[misc]
+                        patients, errors, invalid, joined = data  # type: ignore[misc]
+                        job.joined(joined)
                         stats.patients += patients
                         stats.invalid |= invalid
                         for line in errors:
@@ -348,6 +419,7 @@ def replay_lines(
                         f.close()
             for path in (*outputs, *printed):
                 path.touch()
+            stats.resources, stats.without_patient = job.stats.resources, job.stats.without_patient
             for text in _merge(printed):
                 for line in orjson.loads(text).splitlines():
                     report(line)

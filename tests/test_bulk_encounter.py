@@ -102,13 +102,16 @@ def test_another_patients_encounter_never_dates_this_patients_diagnosis(tmp_path
     assert "sources" not in got["Patient/p2"] and fired(got["Patient/p2"]) == []
 
 
-def test_an_encounter_naming_no_patient_alone_in_its_line_is_reported(tmp_path: Path) -> None:
-    """It cannot be placed in a partition (no patient; a second pass indexed by reference would
-    hold every such Encounter): counted per type like other resources naming no patient. In one
-    Bundle with its Condition it still dates it (joined by ``intake.group`` there)."""
+def test_an_encounter_naming_no_patient_alone_in_its_line_is_joined_or_reported(tmp_path: Path) -> None:
+    """It waits in the on-disk index of resources naming no patient (refjoin): joined to the
+    patient whose Condition references it, as in one Bundle; one referenced by nobody is counted
+    per type like other resources naming no patient."""
     orphan = {"Patient": [patient()], "Encounter": [encounter(6, 4, pid=None)], "Condition": [diagnosis()]}
     (line,), done = replay(split(tmp_path / "export", orphan))
     assert done.returncode == 0, done.stderr
+    assert fired(line) == CRITICAL and "naming no patient" not in done.stderr
+    unreferenced = {**orphan, "Encounter": [encounter(6, 4, eid="e9", pid=None)]}
+    (line,), done = replay(split(tmp_path / "unreferenced", unreferenced))
     assert "resources naming no patient (not evaluated): 1 Encounter" in done.stderr
     assert fired(line) != CRITICAL
     together = write(tmp_path / "all.json", bundle(patient(), encounter(6, 4, pid=None), diagnosis()))
