@@ -55,6 +55,8 @@ class FaultProxy:
         self._faults: deque[_Fault] = deque()
         self._closing = threading.Event()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._session = requests.Session()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -189,7 +191,17 @@ class FaultProxy:
                 self.close_connection = True
                 self.connection.close()
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            def _counted(self) -> None:
+                with proxy._lock:
+                    proxy._in_flight += 1
+                try:
+                    self._handle()
+                finally:
+                    with proxy._idle:
+                        proxy._in_flight -= 1
+                        proxy._idle.notify_all()
+
+            do_GET = do_POST = do_PUT = do_DELETE = _counted
 
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
@@ -202,6 +214,14 @@ class FaultProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being handled (a delayed one has been forwarded and answered).
+
+        True when idle within ``timeout`` seconds: tests wait on this, never on a fixed sleep.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def close(self) -> None:
         self._closing.set()

@@ -116,7 +116,7 @@ def test_a_slow_server_past_the_timeout_is_retried_without_duplicates(
     run = replay(tmp_path / "in", tmp_path / "state.sqlite", proxy.url, "--fhir-timeout", "1")
     assert run.returncode == 0, run.stderr
     assert posts(proxy) >= 2
-    time.sleep(2.5)  # let the late first request land too
+    assert proxy.wait_idle(timeout=30), "the late first request never landed"
     assert len(flags(fhir_server, pid)) == 1  # conditional create: the late copy added nothing
 
 
@@ -160,7 +160,7 @@ def test_kill_9_mid_delivery_then_a_new_run_loses_and_duplicates_nothing(
     counts = status(state)
     assert counts["pending"] >= 1 and counts["pending"] + counts["delivered"] == 6
 
-    time.sleep(4.5)  # every delayed request has reached the server by now
+    assert proxy.wait_idle(timeout=30), "a delayed request never reached the server"
     again = replay(tmp_path / "in", state, proxy.url)  # the same files: nothing new to raise
     assert again.returncode == 0, again.stderr
     assert status(state) == {"pending": 0, "failed": 0, "delivered": 6}

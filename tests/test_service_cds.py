@@ -11,7 +11,6 @@ import http.server
 import json
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,11 +161,12 @@ def test_discovery_lists_sorted_services_with_prefetch_for_what_the_rules_read(s
 
 
 def test_spec_patient_view_request_without_our_prefetch_answers_412_at_once(service: Service) -> None:
-    """Its fhirServer is a remote plain-http host: refused (no traffic leaves the machine)."""
+    """Its fhirServer is a remote plain-http host: refused before any connection is tried.
+
+    The refusal names the scheme (not a timeout or a connection error): no traffic left the machine.
+    """
     body = _json("patient-view-request.spec-2.0.1.json")
-    started = time.monotonic()
     answer = call(service, PATIENT_VIEW, body)
-    assert time.monotonic() - started < 2
     assert answer.status_code == 412
     message = answer.json()["issue"][0]["diagnostics"]
     assert "plain http: refused" in message and "Observation" in message
@@ -587,15 +587,14 @@ def test_unreachable_or_silent_fhir_server_answers_412_without_hanging(service: 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections, never answers
-        started = time.monotonic()
-        answer = call(
+        answer = call(  # the client's own 30 s timeout would raise if the service hung
             service,
             PATIENT_VIEW,
             _with_server(request("patient-view", "v01"), f"http://127.0.0.1:{silent.getsockname()[1]}"),
         )
-        elapsed = time.monotonic() - started
+        silent.settimeout(5)
+        silent.accept()[0].close()  # the service did connect, then gave up on the --fhir-timeout
     unavailable(service, answer, "did not answer in time")
-    assert 1.5 < elapsed < 6  # --fhir-timeout 2
 
 
 def test_missing_data_without_fhir_server_answers_412(service: Service) -> None:
