@@ -10,8 +10,8 @@ from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
 
 from .conftest import FIXTURES
+from .engine_helpers import NOW, finding, isolated, value
 from .test_cli import run
-from .test_engine import NOW, finding, isolated, value
 
 RULE = "acute_stroke_or_tia"
 FOLDER = FIXTURES / RULE

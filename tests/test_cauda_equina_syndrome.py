@@ -8,8 +8,8 @@ from engine.dsl import DAY
 from redflags.pipeline import Pipeline
 from rulesets.meta import LOINC, SNOMED
 
+from .engine_helpers import NOW, finding
 from .rule_helpers import alerts_of
-from .test_engine import NOW, finding
 
 RULE = "cauda_equina_syndrome"
 

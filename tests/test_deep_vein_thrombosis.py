@@ -9,8 +9,8 @@ from engine.session import Engine
 from redflags.pipeline import Pipeline
 from rulesets import MODULES
 
+from .engine_helpers import NOW, finding
 from .rule_helpers import alert_of, alerts_of, explain_text, with_params
-from .test_engine import NOW, finding
 
 RULE = "deep_vein_thrombosis"
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -17,58 +13,12 @@ from engine.host import background_threads, engine_thread
 from engine.session import Engine
 from rulesets import MODULES
 
-ROOT = Path(__file__).resolve().parent.parent
-
-NOW = 1_741_608_000  # 2025-03-10T12:00:00Z
-
-
-def finding(
-    pid: str, key: str, ref: str, days_ago: float = 1, side: str = "unknown", src: str = "Observation"
-):
-    ts = int(NOW - days_ago * DAY)
-    return {
-        "t": "finding",
-        "pid": pid,
-        "ref": ref,
-        "key": key,
-        "state": "present",
-        "side": side,
-        "ts": ts,
-        "onset": ts,
-        "src": src,
-        "active": 1,
-        "suspected": 0,
-        "prelim": 0,
-    }
-
-
-def value(pid: str, key: str, v: float, ref: str, hours_ago: float = 1, unit: str = "mL"):
-    ts = int(NOW - hours_ago * 3600)
-    return {
-        "t": "value",
-        "pid": pid,
-        "ref": ref,
-        "key": key,
-        "v": v,
-        "unit": unit,
-        "ts": ts,
-        "onset": ts,
-        "side": "unknown",
-        "prelim": 0,
-    }
+from .engine_helpers import NOW, ces_back, ces_saddle, isolated, value
 
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     return Engine(MODULES)
-
-
-def ces_saddle(pid: str) -> list[dict]:
-    return [finding(pid, "saddle_anesthesia", f"Observation/{pid[8:]}-saddle")]
-
-
-def ces_back(pid: str) -> list[dict]:
-    return [finding(pid, "back_pain", f"Condition/{pid[8:]}-back", src="Condition")]
 
 
 class TestIsolation:
@@ -109,39 +59,6 @@ class TestIsolation:
         assert background_threads() == []
         names = [t.name for t in threading.enumerate()]
         assert sum(name.startswith("redflags-engine") for name in names) == 1
-
-
-ISOLATED_PRELUDE = """
-import types
-from engine.dsl import Rules, present
-from engine.errors import RuleActionError, RuleDefinitionError
-from engine.session import Engine
-from rulesets import MODULES
-from rulesets.meta import SNOMED, Code, RuleMeta, Tier
-import sys
-sys.path.insert(0, "tests")
-from test_engine import NOW, ces_back, ces_saddle, value
-META = RuleMeta(id="test_rule", version="0.1", title="Test rule", tiers=(Tier("A", "critical", "t"),),
-                source_label="t", source_url="https://redflags.dev/t", disorder=Code(SNOMED, "1", "x"),
-                actions=())
-def module(define):
-    mod = types.ModuleType("rulesets.test_rule")
-    mod.META, mod.PARAMS, mod.define = META, {}, define
-    return mod
-"""
-
-
-def isolated(code: str) -> str:
-    """Run ``code`` in a fresh interpreter: durable-rules hosts one ruleset per process."""
-    done = subprocess.run(
-        [sys.executable, "-c", ISOLATED_PRELUDE + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 class TestFailuresAreLoud:
@@ -277,7 +194,7 @@ class TestStratifiedScoresNotesAndDisorders:
                 r.fire("A", fact("pts") >= 3, disorder=Code(SNOMED, "2", "y"))
                 r.note("A", present("fever"), text="fever: {facts}")
             e = Engine([module(define)])
-            from test_engine import finding
+            from engine_helpers import finding
             def run(pid, keys, reverse=False):
                 facts = [finding(pid, k, f"Observation/{k}") for k in keys]
                 res = e.evaluate(pid, facts[::-1] if reverse else facts, NOW)
@@ -300,7 +217,7 @@ class TestStratifiedScoresNotesAndDisorders:
                 r.fire("A", present("back_pain"))
                 r.note("A", present("fever"), text="with {facts}")
             e = Engine([module(define)])
-            from test_engine import finding
+            from engine_helpers import finding
             facts = [finding("Patient/1", k, f"Observation/{k}") for k in ("back_pain", "fever")]
             print(e.evaluate("Patient/1", facts, NOW).alerts[0].notes)
         """)
@@ -317,7 +234,7 @@ class TestCrossFactTests:
                 r.fire("A", present("back_pain"),
                        present("fever").where(lambda p_: m.onset >= ref(p_, 0).onset, "after it"))
             e = Engine([module(define)])
-            from test_engine import finding
+            from engine_helpers import finding
             fired = 0
             for i in range(3000):
                 pid = f"Patient/{i}"

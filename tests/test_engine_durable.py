@@ -11,7 +11,7 @@ import textwrap
 
 from engine.dsl import m, present, ref, result
 
-from .test_engine import isolated
+from .engine_helpers import isolated
 
 JOIN_PRELUDE = """
 from engine.dsl import latest, m, ref, result

@@ -10,7 +10,7 @@ from redflags.pipeline import Pipeline
 from rulesets.meta import LOINC, SNOMED
 
 from .conftest import FIXTURES
-from .test_engine import NOW, finding, isolated, value
+from .engine_helpers import NOW, finding, isolated, value
 
 RULE = "guillain_barre_syndrome"
 

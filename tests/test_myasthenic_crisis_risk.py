@@ -11,7 +11,7 @@ from redflags.explain import explain
 from redflags.pipeline import Pipeline
 
 from .conftest import FIXTURES
-from .test_engine import NOW, finding, isolated, value
+from .engine_helpers import NOW, finding, isolated, value
 
 RULE = "myasthenic_crisis_risk"
 FOLDER = FIXTURES / RULE

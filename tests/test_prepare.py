@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.dsl import DAY
 from engine.prepare import prepare
 
-from .test_engine import NOW, value
+from .engine_helpers import NOW, value
 
 CENSOR = {"b12_total": "b12_replacement"}
 

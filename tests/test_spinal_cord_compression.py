@@ -12,8 +12,8 @@ from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
 
 from .conftest import FIXTURES
+from .engine_helpers import NOW, finding, isolated, value
 from .test_cli import run
-from .test_engine import NOW, finding, isolated, value
 
 RULE = "spinal_cord_compression"
 FOLDER = FIXTURES / RULE
