@@ -73,7 +73,7 @@ def with_params(params: dict, code: str) -> str:
 
 
 def explain_cli(rule: str) -> str:
-    from .test_cli import run
+    from .cli_helpers import run
 
     done = run("rules", "--explain", rule)
     assert done.returncode == 0, done.stderr

@@ -9,9 +9,9 @@ from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
 
+from .cli_helpers import run
 from .conftest import FIXTURES
 from .engine_helpers import NOW, finding, isolated, value
-from .test_cli import run
 
 RULE = "acute_stroke_or_tia"
 FOLDER = FIXTURES / RULE

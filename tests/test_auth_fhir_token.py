@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import requests
 
+from .cds_helpers import PATIENT_VIEW, vignette_request
 from .conftest import FIXTURES
 from .service_harness import ROOT, running_service
-from .test_service_cds import PATIENT_VIEW, vignette_request
 
 TOKEN = "wb-" + "t0k3n" * 8
 NOW = "2025-03-10T12:00:00Z"

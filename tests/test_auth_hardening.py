@@ -35,8 +35,7 @@ from redflags.service.jti_store import FILE_NAME, MemoryJtiStore, SqliteJtiStore
 from redflags.service.settings import ServiceSettings
 from redflags.service.trusted_clients import MAX_WAITERS, TrustedClients
 
-from .service_harness import ROOT
-from .test_service_auth import (
+from .auth_helpers import (
     AUD,
     ISS,
     Clock,
@@ -47,6 +46,7 @@ from .test_service_auth import (
     token,
     write_clients,
 )
+from .service_harness import ROOT
 
 KID = "ec-1"  # the kid write_clients lists
 OTHER_ISS = "https://slow-ehr.example.org/"

@@ -11,10 +11,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from bench.synthetic import CES
 from redflags import partition
 from redflags.cli import main
 
-from .test_bulk_grouping import CES, NOW, _v01_resources, replay
+from .bulk_helpers import NOW, replay, v01_resources
 
 
 def lines_of(rows: list[dict]) -> bytes:
@@ -22,7 +23,7 @@ def lines_of(rows: list[dict]) -> bytes:
 
 
 def test_each_bad_input_is_one_line_and_the_rest_is_evaluated(tmp_path: Path) -> None:
-    pid, resources = _v01_resources()
+    pid, resources = v01_resources()
     patient = [r for r in resources if r["resourceType"] == "Patient"]
     rest = [r for r in resources if r["resourceType"] != "Patient"]
     export = tmp_path / "export"
@@ -65,7 +66,7 @@ def test_each_bad_input_is_one_line_and_the_rest_is_evaluated(tmp_path: Path) ->
 
 
 def test_a_clean_replay_has_no_error_field(tmp_path: Path) -> None:
-    _pid, resources = _v01_resources()
+    _pid, resources = v01_resources()
     (tmp_path / "All.ndjson").write_bytes(lines_of(resources))
     rows, done = replay(tmp_path / "All.ndjson")
     assert done.returncode == 0 and done.stderr == ""
@@ -75,7 +76,7 @@ def test_a_clean_replay_has_no_error_field(tmp_path: Path) -> None:
 def test_unreadable_file_is_one_line_and_the_others_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pid, resources = _v01_resources()
+    pid, resources = v01_resources()
     (tmp_path / "All.ndjson").write_bytes(lines_of(resources))
     locked = tmp_path / "Locked.ndjson"
     locked.write_bytes(lines_of(resources))

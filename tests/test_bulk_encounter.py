@@ -14,8 +14,8 @@ from fhir_adapters.times import parse_now
 from redflags.partition import Stats, replay_all
 from redflags.pipeline import Pipeline
 
-from .test_bulk_grouping import replay, run
-from .test_codes_encounter import CES, NOW, bundle, diagnosis, encounter, ndjson, patient
+from .bulk_helpers import replay, run
+from .codes_helpers import CES, NOW, bundle, diagnosis, encounter, ndjson, patient
 
 CRITICAL = [{"rule": CES, "severity": "critical"}]
 

@@ -13,9 +13,9 @@ from bench.synthetic import generate
 from fhir_adapters.times import parse_now
 from redflags.partition import WorkerError, replay_all, temp_dirs
 
+from .bulk_helpers import NOW, run, split_by_type
 from .conftest import FIXTURES, ROOT
-from .test_bulk_grouping import NOW, run, split_by_type
-from .test_bulk_sigint import assert_stopped_cleanly, evaluating, interrupt, make_big
+from .sigint_helpers import assert_stopped_cleanly, evaluating, interrupt, make_big
 
 JOBS2 = ("--jobs", "2", "--tmp-dir")
 

@@ -19,7 +19,7 @@ from redflags.cli import main
 from redflags.partition import BATCH, Evaluated, Stats, plan, replay_all, temp_dirs
 from redflags.pipeline import Pipeline
 
-from .test_bulk_sigint import assert_stopped_cleanly, interrupt, make_big, spilling
+from .sigint_helpers import assert_stopped_cleanly, interrupt, make_big, spilling
 
 NOW = "2025-03-10T12:00:00Z"
 

@@ -3,12 +3,7 @@ and one summary line whose counts match a corpus with known contents."""
 
 from __future__ import annotations
 
-import os
-import pty
-import re
 import subprocess
-import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -19,19 +14,17 @@ from fhir_adapters.intake import read_path
 from redflags.cli import _pipeline
 from redflags.replay_progress import human_bytes
 
+from .bulk_helpers import NOW, split_by_type
 from .conftest import FIXTURES, ROOT
-from .test_bulk_grouping import NOW, split_by_type
+from .pty_helpers import (
+    ANSI,
+    BAR,
+    command,
+    run_on_a_pty,
+)
 
 VIGNETTES = FIXTURES / "vignettes"
-EXE = Path(sys.executable).with_name("redflags")
-ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
-BAR = "\u2501"  # the bar's line character
 INPUTS = sorted(p for p in VIGNETTES.glob("*.json") if not p.name.endswith(".expected.json"))
-
-
-def command(*args: str | Path) -> list[str]:
-    cmd = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "redflags.cli"]
-    return [*cmd, *map(str, args)]
 
 
 def expected_vignettes() -> tuple[int, Counter[str]]:
@@ -124,45 +117,6 @@ def test_summary_line_with_jobs_2_is_the_same(extra: Path) -> None:
     ]
     assert summary(runs[0].stderr) == summary(runs[1].stderr)
     assert summary(runs[1].stderr)["tier_A"] > 0
-
-
-def run_on_a_pty(args: list[str | Path], *, stdout_too: bool = False) -> tuple[int, bytes, bytes]:
-    """The command with stderr (and stdout when ``stdout_too``) on a real pseudo-terminal, other
-    output to a pipe: (status, piped stdout, what the terminal received)."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    env.pop("TERM_PROGRAM", None)
-    proc = subprocess.Popen(
-        command(*args),
-        stdin=subprocess.DEVNULL,
-        stdout=follower if stdout_too else subprocess.PIPE,
-        stderr=follower,
-        cwd=ROOT,
-        env=env,
-    )
-    os.close(follower)
-    screen: list[bytes] = []
-
-    def drain() -> None:  # the pty must be read while the command runs, or it blocks writing
-        while True:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # EIO: the command closed the terminal
-                return
-            if not data:
-                return
-            screen.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        out = proc.communicate(timeout=300)[0] or b""
-    finally:
-        proc.kill()
-        reader.join(timeout=30)
-        os.close(leader)
-    return proc.returncode, out, b"".join(screen)
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

@@ -19,9 +19,9 @@ from redflags.cli import _pipeline, _renderer, _worker_setup
 from redflags.partition import BATCH, Stats, replay_all
 from redflags.replay_progress import NO_PROGRESS, ReplayProgress
 
+from .bulk_helpers import NOW
 from .conftest import ROOT
-from .test_bulk_grouping import NOW
-from .test_bulk_progress import ANSI, BAR, command, run_on_a_pty
+from .pty_helpers import ANSI, BAR, command, run_on_a_pty
 
 SETUP = partial(_worker_setup, None, False, (), 0, "json", None, "warning", "progress-jobs-test")
 

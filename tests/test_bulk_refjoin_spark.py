@@ -11,9 +11,9 @@ import orjson
 
 from fhir_adapters.times import parse_now
 
-from .test_bulk_grouping import run
-from .test_bulk_refjoin import ACETAMINOPHEN, LEVOFLOXACIN, NOW, as_export, medication, mg_record
-from .test_spark_replay import spark  # noqa: F401  (the module's SparkSession fixture)
+from .bulk_helpers import run
+from .refjoin_helpers import ACETAMINOPHEN, LEVOFLOXACIN, NOW, as_export, medication, mg_record
+from .spark_helpers import spark  # noqa: F401  (the module's SparkSession fixture)
 
 SPARK = ("--executor", "spark", "--spark-master", "local[2]")
 

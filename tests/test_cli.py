@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
-from .conftest import FIXTURES, ROOT
+from .cli_helpers import C3, NOW, V01, run
+from .conftest import FIXTURES
 from .leak_helpers import identifying_values, leaked
-
-NOW = "2025-03-10T12:00:00Z"
-V01 = FIXTURES / "vignettes" / "V01-ces-positive.json"
-C3 = FIXTURES / "vignettes" / "C3-provisional-gbs.json"
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("redflags")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "redflags.cli"]
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 class TestReplayJson:

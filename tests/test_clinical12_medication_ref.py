@@ -20,9 +20,8 @@ from fhir_adapters.facts import patient_facts
 from fhir_adapters.intake import read_json
 from rulesets.meta import RXNORM
 
+from .cds_helpers import MG, NOTE, NOW, ORDER_SIGN, call, check_response, prefetch_for, request, resources_of
 from .service_harness import Service, running_service
-from .test_clinical12_mg_drugs import MG, NOTE, NOW
-from .test_service_cds import ORDER_SIGN, call, check_response, prefetch_for, request, resources_of
 
 LEVOFLOXACIN = {"coding": [{"system": RXNORM, "code": "82122", "display": "levofloxacin"}]}
 ACETAMINOPHEN = {"coding": [{"system": RXNORM, "code": "161", "display": "acetaminophen"}]}

@@ -21,16 +21,13 @@ from fhir_adapters.terminology import TerminologyError
 from rulesets.meta import ATC, RXNORM, SNOMED
 from rulesets.myasthenic_crisis_risk import TRIGGER_DRUG_CLASSES
 
-from .conftest import FIXTURES, ROOT
+from .cds_helpers import MG, NOTE, NOW, ORDER_SIGN, call, check_response, prefetch_for, request, resources_of
+from .conftest import ROOT
 from .service_harness import Service, running_service
-from .test_service_cds import ORDER_SIGN, call, check_response, prefetch_for, request, resources_of
 
-NOW = "2025-03-10T12:00:00Z"
-MG = FIXTURES / "myasthenic_crisis_risk" / "tierB-exacerbation-dx-with-triggers.json"
 VALUESETS = ROOT / "rulesets" / "valuesets"
 IV = {"coding": [{"system": SNOMED, "code": "47625008", "display": "Intravenous route (qualifier value)"}]}
 ORAL = {"coding": [{"system": SNOMED, "code": "26643006", "display": "Oral route"}]}
-NOTE = "new drug that can worsen myasthenia gravis: {} on 2025-03-10"
 
 #: (label, coding system, code, route or None, class title on the card or None = no note)
 ORDERS = [

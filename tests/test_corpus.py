@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from .cli_helpers import run
 from .conftest import FIXTURES
-from .test_cli import run
 
 #: 4 files, 5 patients: CES critical (v01), nothing (v02), GBS urgent (c3), GBS critical + nothing (n1, n2).
 CORPUS = [

@@ -19,24 +19,12 @@ import pytest
 from .conftest import ROOT
 from .fault_proxy import FaultProxy, fault_proxy
 from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401 (pytest fixture)
-from .test_writeback import V01, redflags
+from .writeback_helpers import NOW, positives, redflags
 
-NOW = "2025-03-10T12:00:00Z"
 OUTCOME = {
     "resourceType": "OperationOutcome",
     "issue": [{"severity": "error", "code": "invalid", "diagnostics": "Flag.subject: not allowed here"}],
 }
-
-
-def positives(folder: Path, prefix: str, count: int = 1) -> list[str]:
-    """``count`` copies of V01 (one cauda equina alert each) as files; returns the patient ids."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = []
-    for i in range(count):
-        pid = f"{prefix}{i}"
-        (folder / f"{pid}.json").write_text(V01.read_text().replace("v01", pid))
-        ids.append(pid)
-    return ids
 
 
 def status(state: Path) -> dict[str, int]:

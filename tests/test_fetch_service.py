@@ -20,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from redflags.service.prefetch import UNAVAILABLE
 
+from .auth_helpers import claims, public_jwk, token
+from .cds_helpers import PATIENT_VIEW, TOKEN, prefetch_for, request, resources_of, vignette_request
+from .cds_helpers import VIGNETTES as VIGNETTE_DIR
 from .fetch_servers import (
     RawServer,
     answer_json,
@@ -32,9 +35,6 @@ from .fetch_servers import (
     silent_body,
 )
 from .service_harness import Service, running_service
-from .test_service_auth import claims, public_jwk, token
-from .test_service_cds import PATIENT_VIEW, TOKEN, prefetch_for, request, resources_of, vignette_request
-from .test_service_cds import VIGNETTES as VIGNETTE_DIR
 
 NOW = "2025-03-10T12:00:00Z"
 BUDGET_S = 2.0

@@ -17,8 +17,8 @@ from redflags.service.cds_request import CdsRequestError, parse
 from redflags.service.settings import ENV, ServiceSettings
 from redflags.service.trusted_clients import ClientsError, TrustedClients
 
+from .auth_helpers import public_jwk
 from .service_harness import ROOT
-from .test_service_auth import public_jwk
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 
+from .cli_helpers import run
 from .conftest import FIXTURES
-from .test_cli import run
 
 #: FHIR R4 ``id`` datatype (http://hl7.org/fhir/R4/datatypes.html#id).
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")

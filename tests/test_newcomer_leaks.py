@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import orjson
 
+from .cli_helpers import V01
 from .leak_helpers import identifying_values, leaked
-from .test_cli import V01
 
 PATIENT = identifying_values(orjson.loads(V01.read_bytes()))
 

@@ -22,10 +22,10 @@ import requests
 
 from redflags import logs
 
+from .cli_helpers import run
 from .conftest import FIXTURES, ROOT
+from .pty_helpers import MONDAY_NOON, THURSDAY, run_on_a_terminal
 from .service_harness import free_port
-from .test_cli import run
-from .test_newcomer_logs import MONDAY_NOON, THURSDAY, run_on_a_terminal
 
 V01 = FIXTURES / "vignettes" / "V01-ces-positive.json"
 V01_NOW = "2025-03-10T12:00:00Z"

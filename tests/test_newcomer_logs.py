@@ -8,57 +8,19 @@ readable line naming the input files; logs written to a file or a pipe stay stru
 from __future__ import annotations
 
 import io
-import os
-import pty
-import select
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import orjson
 import structlog
 
 from redflags import logs
 
-from .conftest import FIXTURES, ROOT
-from .test_cli import run
-
-THURSDAY = FIXTURES / "history" / "gbs-thursday-arms.json"  # recorded on Thursday 2025-03-13
-MONDAY_NOON = "2025-03-10T12:00:00Z"
-
-
-def run_on_a_terminal(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """The command with its stderr on a pseudo-terminal (stdout a pipe); (exit status, stderr).
-
-    ``env``: variables set (value) or removed (``""``) for the command.
-    """
-    exe = Path(sys.executable).with_name("redflags")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "redflags.cli"]
-    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v}
-    master, slave = pty.openpty()
-    with subprocess.Popen(
-        [*cmd, *map(str, args)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
-        stdin=subprocess.DEVNULL,
-        env=environ,
-    ) as process:
-        os.close(slave)
-        chunks: list[bytes] = []
-        deadline = time.monotonic() + 120
-        while select.select([master], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(master)
-        status = process.wait(timeout=120)
-    return status, b"".join(chunks).decode().replace("\r\n", "\n")
+from .cli_helpers import run
+from .conftest import ROOT
+from .pty_helpers import (
+    MONDAY_NOON,
+    THURSDAY,
+    run_on_a_terminal,
+)
 
 
 def test_on_a_terminal_records_after_now_are_one_readable_line_naming_the_file() -> None:

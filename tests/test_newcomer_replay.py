@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 
+from .cli_helpers import run
 from .conftest import FIXTURES
-from .test_cli import run
 
 VIGNETTES = FIXTURES / "vignettes"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from .test_cli import NOW, V01, run
+from .cli_helpers import NOW, V01, run
 
 
 def test_a_strict_error_line_names_the_file_and_the_element_once(tmp_path: Path) -> None:

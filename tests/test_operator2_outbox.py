@@ -28,8 +28,7 @@ from redflags.state.model import Evaluated, NewDelivery
 from redflags.state.sqlite_store import SqliteStateStore
 
 from .fhir_server_harness import FhirServer
-from .test_operator_outbox import _NotFhir, events, html_404, items, one_patient, replay_to, strict_server
-from .test_operator_store_paths import run
+from .operator_helpers import _NotFhir, events, html_404, items, one_patient, replay_to, run, strict_server
 
 __all__ = ["html_404", "strict_server"]  # fixtures used here
 

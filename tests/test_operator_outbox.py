@@ -11,12 +11,7 @@ base URL that is not a FHIR server); ``redflags`` run as a process on real files
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,117 +20,20 @@ from redflags.state.sqlite_store import SqliteStateStore
 
 from .fault_proxy import fault_proxy
 from .fhir_server_harness import FhirServer, FhirServerUnavailable, running_fhir_server
-from .test_delivery_faults import NOW, positives
-from .test_operator_store_paths import run
-from .test_writeback import v01, write
+from .operator_helpers import (
+    closed_port,
+    events,
+    html_404,
+    items,
+    json_404,
+    one_patient,
+    replay_to,
+    run,
+    strict_server,
+)
+from .writeback_helpers import positives
 
-
-@pytest.fixture(scope="module")
-def strict_server() -> Iterator[FhirServer]:
-    """Medplum refusing references to resources it does not hold (a missing Patient: 400)."""
-    before = os.environ.get("FHIR_TEST_CHECK_REFERENCES")
-    os.environ["FHIR_TEST_CHECK_REFERENCES"] = "1"
-    try:
-        with running_fhir_server() as server:
-            os.environ.pop("FHIR_TEST_CHECK_REFERENCES")
-            yield server
-    except FhirServerUnavailable as exc:
-        pytest.skip(str(exc))
-    finally:
-        if before is not None:
-            os.environ["FHIR_TEST_CHECK_REFERENCES"] = before
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _NotFhir(BaseHTTPRequestHandler):
-    """Answers every request 404, with a web page or (``json_404``) an OperationOutcome."""
-
-    json_404 = False
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        if self.json_404:
-            body = json.dumps(
-                {
-                    "resourceType": "OperationOutcome",
-                    "issue": [{"severity": "error", "code": "not-found", "diagnostics": "Not found"}],
-                }
-            ).encode()
-            kind = "application/fhir+json"
-        else:
-            body, kind = b"<html><body><h1>404 Not Found</h1></body></html>", "text/html; charset=utf-8"
-        self.send_response(404)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = _answer
-
-
-def _not_fhir_server(json_404: bool) -> Iterator[str]:
-    handler = type("Handler", (_NotFhir,), {"json_404": json_404})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture
-def html_404() -> Iterator[str]:
-    yield from _not_fhir_server(json_404=False)
-
-
-@pytest.fixture
-def json_404() -> Iterator[str]:
-    yield from _not_fhir_server(json_404=True)
-
-
-def items(state: Path) -> list:
-    store = SqliteStateStore.open(state, create=False)
-    try:
-        return store.deliveries()
-    finally:
-        store.close()
-
-
-def events(state: Path) -> list:
-    store = SqliteStateStore.open(state, create=False)
-    try:
-        return store.outbox_events()
-    finally:
-        store.close()
-
-
-def replay_to(folder: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run(folder, "replay", "in", "--now", NOW, "--state", "state.sqlite", "--fhir-server", url, *extra)
-
-
-def one_patient(folder: Path, patient: str) -> dict[str, dict]:
-    """V01 (one cauda equina alert) for ``patient`` as one input file; its resources by id."""
-    resources = v01(patient)
-    (folder / "in").mkdir(parents=True)
-    entries = [{"resource": r} for r in resources.values()]
-    write(
-        folder / "in" / f"{patient}.json", {"resourceType": "Bundle", "type": "collection", "entry": entries}
-    )
-    return resources
+__all__ = ["closed_port", "html_404", "json_404", "strict_server"]  # fixtures used here
 
 
 # -- item 4: every item not delivered says why ------------------------------------------------

@@ -6,15 +6,14 @@ create no file or folder; only ``replay`` (and ``serve``) create one, and say so
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
-from .test_delivery_faults import NOW, positives
+from .operator_helpers import (
+    run,
+)
+from .writeback_helpers import NOW, positives
 
 #: Every command that reads or changes an existing store, with the arguments it needs besides --state.
 STORE_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -27,20 +26,6 @@ STORE_COMMANDS: dict[str, tuple[str, ...]] = {
     "history forget": ("history", "forget", "Patient/x"),
     "history tenants": ("history", "tenants"),
 }
-
-
-def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``redflags`` in ``cwd`` (relative paths land there), with the package from the checkout."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("REDFLAGS_")}
-    clean["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "redflags.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**clean, **(env or {})},
-    )
 
 
 def tree(folder: Path) -> list[str]:

@@ -23,8 +23,7 @@ from redflags.state.sqlite_store import SqliteStateStore
 
 from .fault_proxy import FaultProxy, fault_proxy
 from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401 (pytest fixture)
-from .test_delivery_faults import NOW, positives
-from .test_writeback import redflags
+from .writeback_helpers import NOW, positives, redflags
 
 ONE_SHOT = RetryPolicy(attempts=1)  # the bad answer is the item's answer in this pass
 ENTRY_OUTCOME = {

@@ -18,8 +18,7 @@ from fhir_adapters.evidence_fallback import EVIDENCE_REFERENCE_SYSTEM, missing_e
 from redflags.state.sqlite_store import SqliteStateStore
 
 from .fhir_server_harness import FhirServer, FhirServerUnavailable, running_fhir_server
-from .test_delivery_faults import NOW
-from .test_writeback import redflags, v01, write
+from .writeback_helpers import NOW, redflags, v01, write
 
 EVIDENCE = ("Condition/{p}-low-back-pain", "Observation/{p}-pvr", "Observation/{p}-sciatica")
 

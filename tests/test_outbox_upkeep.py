@@ -26,8 +26,7 @@ from redflags.service.settings import ServiceSettings
 from redflags.state.model import ActiveAlert, Delivery, Evaluated, NewDelivery
 from redflags.state.sqlite_store import SqliteStateStore
 
-from .test_delivery_faults import NOW, positives
-from .test_writeback import bundle, entered_in_error, redflags, v01, write
+from .writeback_helpers import NOW, bundle, entered_in_error, positives, redflags, v01, write
 
 DAY = 86_400
 

@@ -16,8 +16,8 @@ import pytest
 
 from bench.bulk_memory import write_export
 
+from .bulk_helpers import NOW, run
 from .conftest import FIXTURES, ROOT
-from .test_bulk_grouping import NOW, run
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SPLIT_GOLDEN = GOLDEN / "perf_replay_split_400.jsonl"

@@ -6,8 +6,9 @@ import pytest
 
 from fhir_adapters import plausibility, terminology
 from fhir_adapters.terminology import Terminology
+from rulesets.meta import LOINC, SNOMED
 
-from .test_facts import LOINC, SNOMED, cc, observation, one, quantity, run
+from .facts_helpers import cc, observation, one, quantity, run
 
 V2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"

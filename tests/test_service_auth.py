@@ -8,7 +8,6 @@ uvicorn server on 127.0.0.1.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import io
@@ -22,34 +21,38 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 import requests
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from fastapi import Depends
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.algorithms import ECAlgorithm
 
 from redflags import logs
-from redflags.service.app import create_app
-from redflags.service.auth import cds_client, engine_client
 from redflags.service.client_jwt import LEEWAY_S, ClientVerifier, Refused
 from redflags.service.jti_store import FILE_NAME, MemoryJtiStore, SqliteJtiStore
 from redflags.service.settings import ServiceSettings
 from redflags.service.static_tokens import StaticTokens, TokensError
 from redflags.service.trusted_clients import ClientsError, TrustedClients
 
-from .service_harness import ROOT, free_port, running_service
+from .auth_helpers import (
+    AUD,
+    ISS,
+    STATIC_TOKEN,
+    Clock,
+    ThreadedServer,
+    claims,
+    post,
+    public_jwk,
+    token,
+    write_clients,
+)
+from .service_harness import ROOT, running_service
 
 #: The CDS Hooks examples, copied with their source notes (SOURCES.md there).
 CDS_HOOKS = ROOT / "fixtures" / "external" / "cds-hooks"
-ISS = "https://ehr.example.org/"
-AUD = "https://cds.example.org/cds-services/redflags-patient-view"
-STATIC_TOKEN = "s2s-" + "k" * 28
 
 
 # ---------------------------------------------------------------- keys and tokens
@@ -63,25 +66,6 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
 @pytest.fixture(scope="module")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def public_jwk(private: Any, kid: str, **extra: str) -> dict[str, Any]:
-    algorithm = ECAlgorithm if isinstance(private, ec.EllipticCurvePrivateKey) else RSAAlgorithm
-    return {**algorithm.to_jwk(private.public_key(), as_dict=True), "kid": kid, "use": "sig", **extra}
-
-
-def claims(**changes: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base = {"iss": ISS, "aud": AUD, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
-    base.update(changes)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def token(
-    private: Any, alg: str, kid: str | None, payload: dict[str, Any] | None = None, **header: Any
-) -> str:
-    headers = {k: v for k, v in {"kid": kid, "typ": "JWT", **header}.items() if v is not None}
-    return jwt.encode(payload or claims(), private, algorithm=alg, headers=headers)
 
 
 def b64(data: bytes) -> str:
@@ -277,14 +261,6 @@ def jwks_server() -> Iterator[JwksServer]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def remote_verifier(server: JwksServer, clock: Clock) -> ClientVerifier:
@@ -533,11 +509,6 @@ def test_sqlite_store_is_shared_by_workers_and_survives_restarts(tmp_path) -> No
 # ---------------------------------------------------------------- over real HTTP
 
 
-def write_clients(path: Path, ec_key: Any) -> Path:
-    path.write_text(json.dumps({"clients": [{"iss": ISS, "jwks": {"keys": [public_jwk(ec_key, "ec-1")]}}]}))
-    return path
-
-
 def test_service_starts_with_clients_and_leaves_health_open(tmp_path, ec_key) -> None:
     clients = write_clients(tmp_path / "clients.json", ec_key)
     feedback = tmp_path / "data" / "feedback.sqlite"
@@ -577,47 +548,6 @@ def test_serve_refuses_a_bad_clients_or_tokens_file_with_one_line(tmp_path, ec_k
     )
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
     assert "line 1: token shorter than 16" in done.stderr and "tiny-secret" not in done.stderr
-
-
-class ThreadedServer:
-    """``create_app(settings)`` plus test-only routes guarded by the real dependencies, served by
-    uvicorn on 127.0.0.1 in a thread (lifespan off: these routes need no Pipeline)."""
-
-    def __init__(self, settings: ServiceSettings) -> None:
-        port = free_port()
-        if settings.clients and not settings.public_url:  # the audience: this server's own URL
-            settings = dataclasses.replace(settings, public_url=f"http://127.0.0.1:{port}")
-        app = create_app(settings)
-
-        @app.post("/auth-probe/cds")
-        async def probe(client: str = Depends(cds_client)) -> dict[str, str]:
-            return {"client": client}
-
-        @app.post("/auth-probe/evaluate")
-        async def evaluate(client: str = Depends(engine_client)) -> dict[str, str]:
-            return {"client": client}
-
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def post(url: str, credential: str | None = None) -> requests.Response:
-    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-    return requests.post(url, headers=headers, json={}, timeout=10)
 
 
 def test_dependencies_over_real_http_and_no_token_in_the_logs(tmp_path, ec_key, caplog) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .auth_helpers import ISS, STATIC_TOKEN, claims, public_jwk, token
+from .cds_helpers import vignette_request
 from .service_harness import running_service
-from .test_service_auth import ISS, STATIC_TOKEN, claims, public_jwk, token
-from .test_service_cds import vignette_request
 
 
 def test_cds_call_feedback_and_evaluate_need_their_credentials(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from .service_harness import ROOT, Service, running_service
-from .test_service_try_examples import ISS, NOW, mint
+from .try_helpers import ISS, NOW, mint
 
 EXAMPLES = ROOT / "examples" / "service"
 CDS = "/cds-services/redflags-patient-view"

@@ -4,8 +4,6 @@ minted by the real ``redflags token`` command, the example requests sent over re
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,30 +12,17 @@ import jwt
 import pytest
 import requests
 
-from .service_harness import ROOT, Service, running_service
-
-EXAMPLES = ROOT / "examples" / "service"
-KEY = EXAMPLES / "demo-client-key.pem"
-ISS = "https://demo-ehr.example.org"
-NOW = "2025-03-10T12:00:00Z"  # the fixture data's date
-PATIENT_VIEW = "redflags-patient-view"
-
-
-def redflags(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "redflags.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-
-
-def mint(aud: str, *more: str) -> str:
-    done = redflags("token", "--key", str(KEY), "--iss", ISS, "--aud", aud, *more)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
-def static_token() -> str:
-    (line,) = [s for s in (EXAMPLES / "tokens.txt").read_text().splitlines() if s and not s.startswith("#")]
-    return line.split()[1]
+from .service_harness import Service, running_service
+from .try_helpers import (
+    EXAMPLES,
+    ISS,
+    KEY,
+    NOW,
+    PATIENT_VIEW,
+    mint,
+    redflags,
+    static_token,
+)
 
 
 @pytest.fixture(scope="module")

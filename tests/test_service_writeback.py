@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import requests
 
+from .cds_helpers import PATIENT_VIEW, prefetch_for, request, resources_of
 from .conftest import FIXTURES
 from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401 (pytest fixture)
 from .service_harness import running_service
-from .test_service_cds import PATIENT_VIEW, prefetch_for, request, resources_of
 
 NOW = "2025-03-12T12:00:00Z"  # Wednesday, the day of the second delivery
 MONDAY = resources_of(FIXTURES / "history" / "gbs-monday.json")

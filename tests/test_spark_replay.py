@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -20,8 +19,11 @@ from bench.synthetic import generate
 from fhir_adapters.times import parse_now
 from redflags.replay import expand
 
+from .bulk_helpers import NOW, run, split_by_type
 from .conftest import FIXTURES, ROOT
-from .test_bulk_grouping import NOW, run, split_by_type
+from .spark_helpers import spark
+
+__all__ = ["spark"]  # the module's SparkSession fixture
 
 SITE = ROOT / "examples" / "site"
 SITE_CONFIG = SITE / "redflags.toml"
@@ -30,22 +32,6 @@ LOCAL_SADDLE = SITE / "bundles" / "ces-local-saddle.json"  # SADDLE-01: the site
 LOCAL_LEG_WEAKNESS = SITE / "bundles" / "ces-local-leg-weakness.json"  # LWK-01: the site's ConceptMap
 V01 = FIXTURES / "vignettes" / "V01-ces-positive.json"
 SPARK = ("--executor", "spark", "--spark-master", "local[2]")
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    """One local[2] SparkSession for the module (starting one costs seconds)."""
-    try:
-        from redflags.spark_cli import session
-
-        manager = session("local[2]")
-        started = manager.__enter__()
-    except Exception as exc:  # no PySpark, no Java, no loopback: say so
-        pytest.skip(f"Spark cannot start here: {type(exc).__name__}: {exc}")
-    try:
-        yield started
-    finally:
-        manager.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import requests
 
 from rulesets.cauda_equina_syndrome import META as CES
 
+from .codes_helpers import NOW, diagnosis, encounter, patient
 from .conftest import FIXTURES
 from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401  (module fixture)
 from .service_harness import Service, running_service
-from .test_codes_encounter import NOW, diagnosis, encounter, patient
 
 PATIENT_VIEW = "redflags-patient-view"
 TOKEN = {

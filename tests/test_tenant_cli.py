@@ -12,7 +12,7 @@ from pathlib import Path
 from redflags.state.sqlite_store import SqliteStateStore
 
 from .conftest import FIXTURES
-from .test_writeback import alerts_of, redflags
+from .writeback_helpers import alerts_of, redflags
 
 HISTORY = FIXTURES / "history"
 MONDAY, WEDNESDAY = HISTORY / "gbs-monday.json", HISTORY / "gbs-wednesday.json"

@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from redflags.service.fhir_evaluate import WHAT_IF
 from redflags.state.sqlite_store import SqliteStateStore
 
+from .auth_helpers import claims, public_jwk, token
+from .cds_helpers import PATIENT_VIEW, prefetch_for, request, resources_of
 from .conftest import FIXTURES
 from .evaluate_helpers import alerts, outcome, post
 from .service_harness import ROOT, Service, running_service
-from .test_service_auth import claims, public_jwk, token
-from .test_service_cds import PATIENT_VIEW, prefetch_for, request, resources_of
 
 NOW = "2025-03-12T12:00:00Z"  # the service's clock (serve --now): Wednesday, after both deliveries
 PUBLIC = "https://cds.example.org"

@@ -8,9 +8,7 @@ say.
 
 from __future__ import annotations
 
-import copy
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,65 +18,12 @@ import pytest
 
 from redflags.state.sqlite_store import SqliteStateStore
 
-from .conftest import FIXTURES, ROOT
+from .conftest import FIXTURES
 from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401 (pytest fixture)
+from .writeback_helpers import V01, alerts_of, bundle, entered_in_error, redflags, v01, write
 
-V01 = FIXTURES / "vignettes" / "V01-ces-positive.json"
 HISTORY = FIXTURES / "history"
 PRIORITY = "http://hl7.org/fhir/StructureDefinition/flag-priority"
-
-
-def redflags(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "redflags.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-
-
-def write(path: Path, doc: dict[str, Any]) -> Path:
-    path.write_bytes(orjson.dumps(doc))
-    return path
-
-
-def v01(patient: str) -> dict[str, dict[str, Any]]:
-    """V01's resources by id, for patient ``patient`` (ids renamed so tests never share data)."""
-    text = V01.read_text().replace("v01", patient)
-    return {e["resource"]["id"]: e["resource"] for e in orjson.loads(text)["entry"]}
-
-
-def entered_in_error(resource: dict[str, Any]) -> dict[str, Any]:
-    """The same resource sent again, now marked entered-in-error."""
-    again = copy.deepcopy(resource)
-    if again["resourceType"] == "Condition":
-        again["verificationStatus"] = {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                    "code": "entered-in-error",
-                }
-            ]
-        }
-    else:
-        again["status"] = "entered-in-error"
-    return again
-
-
-def alerts_of(run: subprocess.CompletedProcess) -> dict[str, list[tuple[str, str]]]:
-    found: dict[str, list[tuple[str, str]]] = {}
-    for line in run.stdout.splitlines():
-        doc = orjson.loads(line)
-        found[doc["patient"]] = [(a["rule"], a["severity"]) for a in doc["alerts"]]
-    return found
 
 
 def changes_of(run: subprocess.CompletedProcess) -> list[str]:
