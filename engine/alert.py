@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # rulesets import the engine's DSL: a runtime import would be circular
-    from rulesets.meta import Code
+from engine.vocabulary import Code
 
 #: Urgency levels, most urgent first; also the order used to pick "the highest tier".
 SEVERITIES: tuple[str, ...] = ("critical", "urgent", "routine")

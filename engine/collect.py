@@ -13,7 +13,7 @@ from engine.alert import Alert, Criterion
 from engine.describe import day, describe, findings_once
 from engine.dsl import Spec
 from engine.lineage import Lineage
-from rulesets.meta import RuleMeta
+from engine.vocabulary import RuleMeta
 
 #: At most this many distinct criteria are spelled out in the one-sentence rationale.
 MAX_RATIONALE_CRITERIA = 8

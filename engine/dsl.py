@@ -18,12 +18,10 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.expr import Node, m, ref
-
-if TYPE_CHECKING:  # rulesets import the engine's DSL: a runtime import would be circular
-    from rulesets.meta import Code
+from engine.vocabulary import Code
 
 HOUR = 3600
 DAY = 24 * HOUR

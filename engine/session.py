@@ -23,7 +23,7 @@ from engine.expr import Node
 from engine.host import engine_thread, host
 from engine.lineage import Lineage, derived_reads, signature
 from engine.prepare import prepare
-from rulesets.meta import Code, RuleMeta
+from engine.vocabulary import Code, RuleMeta
 
 log = structlog.get_logger("redflags.engine")
 Fact = dict[str, object]

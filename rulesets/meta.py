@@ -1,11 +1,18 @@
 """Metadata every ruleset module carries: identity, tiers, source and CarePlan actions.
 
-Rule identity comes from here, never from durable-rules (which names rules by position).
+The vocabulary (RuleMeta, Tier, Action, Code) is defined in ``engine.vocabulary`` and
+re-exported here; this module adds the code systems and the site-parameter contracts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+# The rule vocabulary is the engine's (the engine never imports rulesets); re-exported here.
+from engine.vocabulary import Action as Action
+from engine.vocabulary import Code as Code
+from engine.vocabulary import RuleMeta as RuleMeta
+from engine.vocabulary import Tier as Tier
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -22,54 +29,6 @@ FINDING_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-finding"
 ACTION_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-action"
 MUSCLE_GROUP_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/muscle-group"
 LATERALITY_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/laterality"
-
-
-@dataclass(frozen=True, slots=True)
-class Code:
-    system: str
-    code: str
-    display: str
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One recommended CarePlan activity (reference tables x.4)."""
-
-    text: str
-    codes: tuple[Code, ...]
-    kind: str  # "ServiceRequest" | "MedicationRequest" | "Task"
-    due_hours: float  # scheduledPeriod.end = now + due_hours
-    tiers: tuple[str, ...] = ()  # empty: every tier
-
-
-@dataclass(frozen=True, slots=True)
-class Tier:
-    name: str  # "A", "B", "C"
-    severity: str  # "critical" | "urgent" | "routine"
-    label: str  # short phrase shown in Flag.code.text and the card summary
-
-
-@dataclass(frozen=True, slots=True)
-class RuleMeta:
-    id: str
-    version: str
-    title: str
-    tiers: tuple[Tier, ...]
-    source_label: str
-    source_url: str
-    disorder: Code  # ConceptMap target and CarePlan activity reasonCode
-    actions: tuple[Action, ...]
-    #: (other rule id, its tier, our tier): a match of the other rule at that tier removes ours.
-    suppressed_by: tuple[tuple[str, str, str], ...] = field(default=())
-
-    def tier(self, name: str) -> Tier:
-        for tier in self.tiers:
-            if tier.name == name:
-                return tier
-        raise KeyError(f"{self.id} has no tier {name!r}")
-
-    def actions_for(self, tier: str) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if not a.tiers or tier in a.tiers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,58 @@
+"""The rule vocabulary the engine speaks: identity, tiers, recommended actions and codes.
+
+It lives in the engine (the bottom layer) so that the engine never imports upward; rulesets
+import it from here (``rulesets.meta`` re-exports it, so every ruleset keeps working).
+Rule identity comes from here, never from durable-rules (which names rules by position).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    system: str
+    code: str
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One recommended CarePlan activity (reference tables x.4)."""
+
+    text: str
+    codes: tuple[Code, ...]
+    kind: str  # "ServiceRequest" | "MedicationRequest" | "Task"
+    due_hours: float  # scheduledPeriod.end = now + due_hours
+    tiers: tuple[str, ...] = ()  # empty: every tier
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str  # "A", "B", "C"
+    severity: str  # "critical" | "urgent" | "routine"
+    label: str  # short phrase shown in Flag.code.text and the card summary
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMeta:
+    id: str
+    version: str
+    title: str
+    tiers: tuple[Tier, ...]
+    source_label: str
+    source_url: str
+    disorder: Code  # ConceptMap target and CarePlan activity reasonCode
+    actions: tuple[Action, ...]
+    #: (other rule id, its tier, our tier): a match of the other rule at that tier removes ours.
+    suppressed_by: tuple[tuple[str, str, str], ...] = field(default=())
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(f"{self.id} has no tier {name!r}")
+
+    def actions_for(self, tier: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if not a.tiers or tier in a.tiers)
