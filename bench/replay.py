@@ -18,7 +18,7 @@ before the next; ~10 GB of NDJSON at a million) and reports peak RSS and its rat
 
     python -m bench.replay --quick                 # split, N = 1,000 and 10,000, --jobs 1
     python -m bench.replay --n 5000 --jobs 1,2     # split, both --jobs values
-    python -m bench.replay --memory --tmp-dir /work/tmp-bench   # 1k / 100k / 1M
+    python -m bench.replay --memory --tmp-dir /var/tmp   # 1k / 100k / 1M
     python -m bench.replay --layout bundles --quick
     python -m bench.replay --layout bundles --n 1000 --profile /tmp/replay.prof
 """

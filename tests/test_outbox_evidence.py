@@ -8,35 +8,18 @@ CarePlan citing an Observation the server does not hold is refused with "Invalid
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from fhir_adapters.evidence_fallback import EVIDENCE_REFERENCE_SYSTEM, missing_evidence, without_references
 from redflags.state.sqlite_store import SqliteStateStore
 
-from .fhir_server_harness import FhirServer, FhirServerUnavailable, running_fhir_server
+from .fhir_server_harness import FhirServer
+from .operator_helpers import strict_server
 from .writeback_helpers import NOW, redflags, v01, write
 
+__all__ = ["strict_server"]  # the fixture, shared with the operator tests
+
 EVIDENCE = ("Condition/{p}-low-back-pain", "Observation/{p}-pvr", "Observation/{p}-sciatica")
-
-
-@pytest.fixture(scope="module")
-def strict_server() -> Iterator[FhirServer]:
-    """A FHIR server that refuses references to resources it does not hold."""
-    before = os.environ.get("FHIR_TEST_CHECK_REFERENCES")
-    os.environ["FHIR_TEST_CHECK_REFERENCES"] = "1"
-    try:
-        with running_fhir_server() as server:
-            os.environ.pop("FHIR_TEST_CHECK_REFERENCES")
-            yield server
-    except FhirServerUnavailable as exc:
-        pytest.skip(str(exc))
-    finally:
-        if before is not None:
-            os.environ["FHIR_TEST_CHECK_REFERENCES"] = before
 
 
 def _replay(tmp_path: Path, patient: str, server: FhirServer):

@@ -7,35 +7,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
 
-from .service_harness import ROOT, Service, running_service
-from .try_helpers import ISS, NOW, mint
+from .service_harness import ROOT, Service
+from .try_helpers import ISS, mint, service
+
+__all__ = ["service"]  # the fixture, shared with test_service_try_examples
 
 EXAMPLES = ROOT / "examples" / "service"
 CDS = "/cds-services/redflags-patient-view"
 EVALUATE = "/fhir/$evaluate"
 ASSET = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*["']([^"']+)["']|(https?://[^\s"'<>)]+)""")
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("docs")
-    args = (
-        "--clients",
-        str(EXAMPLES / "clients.json"),
-        "--tokens",
-        str(EXAMPLES / "tokens.txt"),
-        "--now",
-        NOW,
-    )
-    with running_service(tmp, *args) as svc:
-        yield svc
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])

@@ -4,7 +4,6 @@ minted by the real ``redflags token`` command, the example requests sent over re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +11,19 @@ import jwt
 import pytest
 import requests
 
-from .service_harness import Service, running_service
+from .service_harness import Service
 from .try_helpers import (
     EXAMPLES,
     ISS,
     KEY,
-    NOW,
     PATIENT_VIEW,
     mint,
     redflags,
+    service,
     static_token,
 )
 
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("examples")
-    args = (
-        "--clients",
-        str(EXAMPLES / "clients.json"),
-        "--tokens",
-        str(EXAMPLES / "tokens.txt"),
-        "--now",
-        NOW,
-    )
-    with running_service(tmp, *args) as svc:
-        yield svc
+__all__ = ["service"]  # the fixture, shared with test_service_try_docs
 
 
 def post(url: str, body: bytes, credential: str | None, media: str = "application/json") -> requests.Response:

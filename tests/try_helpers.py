@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
-from .service_harness import ROOT
+import pytest
+
+from .service_harness import ROOT, Service, running_service
 
 EXAMPLES = ROOT / "examples" / "service"
 KEY = EXAMPLES / "demo-client-key.pem"
@@ -29,3 +32,13 @@ def mint(aud: str, *more: str) -> str:
 def static_token() -> str:
     (line,) = [s for s in (EXAMPLES / "tokens.txt").read_text().splitlines() if s and not s.startswith("#")]
     return line.split()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`redflags serve` with the example clients file and static tokens, at the data's date."""
+    tmp = tmp_path_factory.mktemp("examples")
+    args = ("--clients", str(EXAMPLES / "clients.json"), "--tokens", str(EXAMPLES / "tokens.txt"))
+    args += ("--now", NOW)
+    with running_service(tmp, *args) as svc:
+        yield svc
