@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import structlog
 
@@ -60,24 +61,25 @@ class SiteConfig:
     conceptmaps: tuple[Path, ...] = ()
 
 
-def defaults(modules: Sequence[ModuleType] = MODULES) -> dict[str, dict[str, float]]:
-    """Every overridable parameter, by rule id (as ``Engine`` names them), with its default."""
-    out: dict[str, dict[str, float]] = {}
+def _by_rule(modules: Sequence[ModuleType], table: str) -> dict[str, dict[str, Any]]:
+    """One table of each module (``PARAMS``, ``PARAM_RANGES``) by rule id, as ``Engine`` names
+    them (a building block without ``META`` by its module name)."""
+    out: dict[str, dict[str, Any]] = {}
     for module in modules:
         meta = getattr(module, "META", None)
         rule_id = meta.id if meta else module.__name__.rsplit(".", 1)[-1]
-        out[rule_id] = dict(getattr(module, "PARAMS", {}))
+        out[rule_id] = dict(getattr(module, table, {}))
     return out
+
+
+def defaults(modules: Sequence[ModuleType] = MODULES) -> dict[str, dict[str, float]]:
+    """Every overridable parameter, by rule id, with its default."""
+    return _by_rule(modules, "PARAMS")
 
 
 def ranges(modules: Sequence[ModuleType] = MODULES) -> dict[str, dict[str, ParamRange]]:
     """Every parameter's unit and plausible range, by rule id (as ``defaults`` names them)."""
-    out: dict[str, dict[str, ParamRange]] = {}
-    for module in modules:
-        meta = getattr(module, "META", None)
-        rule_id = meta.id if meta else module.__name__.rsplit(".", 1)[-1]
-        out[rule_id] = dict(getattr(module, "PARAM_RANGES", {}))
-    return out
+    return _by_rule(modules, "PARAM_RANGES")
 
 
 def orders(modules: Sequence[ModuleType] = MODULES) -> dict[str, tuple[ParamOrder, ...]]:
