@@ -20,7 +20,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from redflags.service.jti_store import SqliteJtiStore
+from redflags.state.jti import SqliteJtiStore
 
 
 def per_call_us(sync: str, n: int, folder: Path) -> float:

@@ -2,7 +2,7 @@
 
 N pending outbox items (one real Flag + CarePlan transaction each, about 5 KB, stored with
 ``StateStore.commit``) wait for a FHIR server that is down (a loopback port nobody listens
-on). ``redflags.delivery.drain`` with no patience then tries each once. Printed: the Python
+on). ``redflags.delivery.sender.drain`` with no patience then tries each once. Printed: the Python
 heap peak during that pass (tracemalloc) for N and for 10 N, and their ratio: a deliverer that
 reads one bundle at a time stays flat (ratio near 1), one that reads every pending bundle grows
 with the backlog (ratio near 10).
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from fhir_adapters.fhir_client import FhirClient, RetryPolicy  # noqa: E402
 from redflags import logs  # noqa: E402
-from redflags.delivery import drain  # noqa: E402
+from redflags.delivery.sender import drain  # noqa: E402
 from redflags.state.model import Evaluated, NewDelivery  # noqa: E402
 from redflags.state.sqlite_store import open_store  # noqa: E402
 

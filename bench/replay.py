@@ -9,7 +9,7 @@ positive):
   for); the output is streamed, alerts counted and checked against what the generator planted.
   The floor is measured in the same run over the same bytes: read each file, ``orjson.loads``
   each line. The headline ratio is end-to-end / floor.
-* ``bundles``: a folder of collection Bundles replayed in-process by ``redflags.replay`` (the
+* ``bundles``: a folder of collection Bundles replayed in-process by ``redflags.replay.per_file`` (the
   per-file path), as before: end-to-end over the files vs read_bytes + orjson.loads of each.
 
 ``--memory`` runs the split layout at 1,000 / 100,000 / 1,000,000 patients (patients are
@@ -62,7 +62,7 @@ def child(folder: Path, now_text: str, expect: dict, profile: Path | None) -> in
     from fhir_adapters.times import parse_now
     from redflags import logs
     from redflags.pipeline import Pipeline
-    from redflags.replay import expand, replay
+    from redflags.replay.per_file import expand, replay
 
     logs.configure("warning")
     rss_import = _rss_mib()

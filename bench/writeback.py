@@ -6,7 +6,7 @@ once; their Flag + CarePlan transactions are then written to a fresh Medplum ser
 
 * direct: each patient's transaction Bundle POSTed with ``FhirClient.transaction``;
 * outbox: ``redflags.stateful.Tracker`` commits history, ledger and outbox item per patient
-  (SQLite, synchronous=FULL), then ``redflags.delivery.drain`` sends the items and marks each
+  (SQLite, synchronous=FULL), then ``redflags.delivery.sender.drain`` sends the items and marks each
   delivered.
 
 Printed: deliveries per second each way and the outbox's cost as a ratio (outbox time / direct
@@ -34,7 +34,7 @@ from fhir_adapters.fhir_client import FhirClient  # noqa: E402
 from fhir_adapters.intake import read_json  # noqa: E402
 from fhir_adapters.times import parse_now  # noqa: E402
 from redflags import logs  # noqa: E402
-from redflags.delivery import drain  # noqa: E402
+from redflags.delivery.sender import drain  # noqa: E402
 from redflags.pipeline import Pipeline  # noqa: E402
 from redflags.state.sqlite_store import open_store  # noqa: E402
 from redflags.stateful import Tracker  # noqa: E402

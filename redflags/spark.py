@@ -13,7 +13,7 @@ For a data platform that already runs Spark (hospital platforms, Databricks), a 
    lines, resources naming no patient, damaged inputs) come back to the driver first, because a
    patient's line names the damaged inputs it was read from. Context resources naming no
    patient (Medications on their own lines) come back with the summaries; the driver writes them
-   into one SQLite index (``redflags.context_index``) broadcast to the executors (up to
+   into one SQLite index (``redflags.replay.context_index``) broadcast to the executors (up to
    ``CONTEXT_MAX_BYTES``; beyond, they are not joined and a line says so).
 2. *shuffle*: ``partitionBy`` on a stable hash of the patient reference: every record of a
    patient lands in one Spark partition.
@@ -44,8 +44,10 @@ from typing import TYPE_CHECKING
 import orjson
 
 from engine.errors import RuleDefinitionError
-from redflags import config, context_index, logs
-from redflags.partition import (
+from redflags import config, logs
+from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
+from redflags.replay import context_index
+from redflags.replay.partition import (
     Stats,
     _merge,
     estimated_bytes,
@@ -55,7 +57,6 @@ from redflags.partition import (
     private_dir,
     spill,
 )
-from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 
 if TYPE_CHECKING:
     from pyspark import RDD, SparkContext

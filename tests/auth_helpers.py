@@ -18,7 +18,7 @@ from fastapi import Depends
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from redflags.service.app import create_app
-from redflags.service.auth import cds_client, engine_client
+from redflags.service.auth.callers import cds_client, engine_client
 from redflags.service.settings import ServiceSettings
 
 from .service_harness import free_port

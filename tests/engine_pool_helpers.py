@@ -8,7 +8,7 @@ import time
 
 import structlog
 
-from redflags.service.engine_pool import pipeline
+from redflags.workers.pool import pipeline
 
 
 def whoami() -> tuple[int, str | None, int]:

@@ -15,7 +15,7 @@ import pytest
 
 from bench.synthetic import generate
 from fhir_adapters.times import parse_now
-from redflags.partition import temp_dirs
+from redflags.replay.partition import temp_dirs
 
 from .conftest import ROOT
 

@@ -11,7 +11,7 @@ import pytest
 def spark() -> Iterator[object]:
     """One local[2] SparkSession for the module (starting one costs seconds)."""
     try:
-        from redflags.spark_cli import session
+        from redflags.cli.spark import session
 
         manager = session("local[2]")
         started = manager.__enter__()

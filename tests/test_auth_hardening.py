@@ -29,11 +29,11 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from redflags.service.auth import Authenticator, AuthSetupError
-from redflags.service.client_jwt import LEEWAY_S, ClientVerifier, Refused
-from redflags.service.jti_store import FILE_NAME, MemoryJtiStore, SqliteJtiStore
+from redflags.service.auth.callers import Authenticator, AuthSetupError
+from redflags.service.auth.client_jwt import LEEWAY_S, ClientVerifier, Refused
+from redflags.service.auth.trusted_clients import MAX_WAITERS, TrustedClients
 from redflags.service.settings import ServiceSettings
-from redflags.service.trusted_clients import MAX_WAITERS, TrustedClients
+from redflags.state.jti import FILE_NAME, MemoryJtiStore, SqliteJtiStore
 
 from .auth_helpers import (
     AUD,
@@ -244,7 +244,7 @@ def test_an_id_recorded_just_before_a_crash_is_still_refused(tmp_path) -> None:
     script = (
         "import os, signal, sys, time\n"
         "from pathlib import Path\n"
-        "from redflags.service.jti_store import SqliteJtiStore\n"
+        "from redflags.state.jti import SqliteJtiStore\n"
         f"store = SqliteJtiStore(Path({str(path)!r}))\n"
         f"assert store.first_use({ISS!r}, 'captured', time.time() + 300)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from bench.synthetic import CES
-from redflags import partition
 from redflags.cli import main
+from redflags.replay import partition
 
 from .bulk_helpers import NOW, replay, v01_resources
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from fhir_adapters.times import parse_now
-from redflags.partition import Stats, replay_all
 from redflags.pipeline import Pipeline
+from redflags.replay.partition import Stats, replay_all
 
 from .bulk_helpers import replay, run
 from .codes_helpers import CES, NOW, bundle, diagnosis, encounter, ndjson, patient
@@ -129,7 +129,7 @@ def test_an_unreferenced_encounter_makes_no_patient_and_no_report(tmp_path: Path
 def test_the_context_record_is_spilled_to_its_patients_partition(tmp_path: Path, pipeline: Pipeline) -> None:
     """API level (the Spark path reuses spill and evaluate_partition): the Encounter's record is
     marked as context in the JSON part, which every reader of spill lines keeps as it is."""
-    from redflags.partition import CONTEXT_MARK  # imported here: the other tests run on any version
+    from redflags.replay.partition import CONTEXT_MARK  # imported here: the other tests run on any version
 
     folder = split(tmp_path / "export", REPRO)
     stats = Stats()

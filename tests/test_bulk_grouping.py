@@ -12,7 +12,7 @@ import pytest
 
 from bench.synthetic import CES, GBS, generate
 from fhir_adapters.times import parse_now
-from redflags.replay import expand
+from redflags.replay.per_file import expand
 
 from .bulk_helpers import NOW, by_patient, replay, split_by_type, v01_resources
 from .conftest import FIXTURES

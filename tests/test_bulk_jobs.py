@@ -11,7 +11,7 @@ import pytest
 
 from bench.synthetic import generate
 from fhir_adapters.times import parse_now
-from redflags.partition import WorkerError, replay_all, temp_dirs
+from redflags.replay.partition import WorkerError, replay_all, temp_dirs
 
 from .bulk_helpers import NOW, run, split_by_type
 from .conftest import FIXTURES, ROOT
@@ -94,7 +94,7 @@ def test_a_failing_worker_is_an_error_and_leaves_no_temporary_files(export: Path
 
 def test_a_failing_worker_from_the_command_line_is_one_line_and_exit_1(export: Path, tmp_path: Path) -> None:
     script = (
-        "import sys; from redflags import partition, cli;"
+        "import sys; from redflags import cli; from redflags.replay import partition;"
         "from tests.test_bulk_jobs import _failing_setup;"
         "cli.partial = lambda *a: _failing_setup;"
         "sys.argv = ['redflags', *sys.argv[1:]]; cli.main()"

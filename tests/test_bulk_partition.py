@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from bench.synthetic import generate
 from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
-from redflags import partition
 from redflags.cli import main
-from redflags.partition import BATCH, Evaluated, Stats, plan, replay_all, temp_dirs
 from redflags.pipeline import Pipeline
+from redflags.replay import partition
+from redflags.replay.partition import BATCH, Evaluated, Stats, plan, replay_all, temp_dirs
 
 from .sigint_helpers import assert_stopped_cleanly, interrupt, make_big, spilling
 

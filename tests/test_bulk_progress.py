@@ -12,7 +12,7 @@ import pytest
 
 from fhir_adapters.intake import read_path
 from redflags.cli import _pipeline
-from redflags.replay_progress import human_bytes
+from redflags.replay.progress import human_bytes
 
 from .bulk_helpers import NOW, split_by_type
 from .conftest import FIXTURES, ROOT

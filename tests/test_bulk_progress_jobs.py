@@ -16,8 +16,8 @@ import pytest
 from bench.synthetic import generate
 from fhir_adapters.times import parse_now
 from redflags.cli import _pipeline, _renderer, _worker_setup
-from redflags.partition import BATCH, Stats, replay_all
-from redflags.replay_progress import NO_PROGRESS, ReplayProgress
+from redflags.replay.partition import BATCH, Stats, replay_all
+from redflags.replay.progress import NO_PROGRESS, ReplayProgress
 
 from .bulk_helpers import NOW
 from .conftest import ROOT

@@ -2,7 +2,7 @@
 reference it (issue 11 item 1; clinical12 "found, not fixed"): a levofloxacin order by
 ``medicationReference`` gives the myasthenia trigger note in a split-by-type export exactly as
 in one Bundle. Medications (and Encounters) naming no patient wait in an on-disk index
-(``redflags.context_index``) until evaluation; one referenced by nobody is still counted."""
+(``redflags.replay.context_index``) until evaluation; one referenced by nobody is still counted."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from fhir_adapters.times import parse_now
-from redflags.partition import Stats, replay_all, spill, temp_dirs
 from redflags.pipeline import Pipeline
+from redflags.replay.partition import Stats, replay_all, spill, temp_dirs
 
 from .bulk_helpers import run
 from .refjoin_helpers import (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from redflags.partition import temp_dirs
+from redflags.replay.partition import temp_dirs
 
 from .conftest import ROOT
 from .sigint_helpers import (
@@ -62,7 +62,7 @@ def test_a_signal_while_workers_evaluate_stops_them_and_leaves_nothing(
 
 FINALIZER = """
 import os, sys
-from redflags import partition
+from redflags.replay import partition
 from redflags.cli import main
 
 class Finalized:  # the signal is handled while its __del__ runs: Python prints and drops the exception
@@ -144,7 +144,7 @@ def test_a_signal_while_the_folder_is_created_or_removed_leaves_nothing(
 OTHER_THREAD = """
 import os, shutil, signal, sys, threading, time
 from pathlib import Path
-from redflags import partition
+from redflags.replay import partition
 from redflags.cli import main
 
 spill = Path(sys.argv[sys.argv.index("--tmp-dir") + 1])

@@ -1,4 +1,4 @@
-"""The service's engine processes (``redflags.service.engine_pool``), driven directly.
+"""The service's engine processes (``redflags.workers.pool``), driven directly.
 
 Real child processes: each compiles the rules; answers and errors come back as from a local
 call; a process that dies fails only the call it held and is replaced.
@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import structlog
 
-from redflags.service.engine_pool import EnginePool, EngineUnavailable
+from redflags.workers.pool import EnginePool, EngineUnavailable
 from rulesets import RULES
 
 from . import engine_pool_helpers as helpers

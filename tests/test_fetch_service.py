@@ -18,7 +18,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from redflags.service.prefetch import UNAVAILABLE
+from redflags.service.cds.prefetch import UNAVAILABLE
 
 from .auth_helpers import claims, public_jwk, token
 from .cds_helpers import PATIENT_VIEW, TOKEN, prefetch_for, request, resources_of, vignette_request

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_adapters import safe_url
 from fhir_adapters.safe_url import Origin, UnsafeUrl
-from redflags.service.cds_request import CdsRequestError, parse
+from redflags.service.auth.trusted_clients import ClientsError, TrustedClients
+from redflags.service.cds.request import CdsRequestError, parse
 from redflags.service.settings import ENV, ServiceSettings
-from redflags.service.trusted_clients import ClientsError, TrustedClients
 
 from .auth_helpers import public_jwk
 from .service_harness import ROOT

@@ -9,9 +9,9 @@ import pytest
 from fhir_adapters.intake import read_path
 from fhir_adapters.output import patient_transaction
 from fhir_adapters.times import parse_now
-from redflags.corpus import Expectation, Report, load_expectation, replay_expected
 from redflags.pipeline import Pipeline
-from redflags.replay import expand
+from redflags.replay.corpus import Expectation, Report, load_expectation, replay_expected
+from redflags.replay.per_file import expand
 
 from .conftest import FIXTURES
 

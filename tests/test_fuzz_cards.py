@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from engine.alert import Alert, Criterion
-from redflags.service.cards import detail
+from redflags.service.cds.cards import detail
 from rulesets.cauda_equina_syndrome import META as CES
 
 RENDER = MarkdownIt("commonmark").render

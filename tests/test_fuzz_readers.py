@@ -25,10 +25,11 @@ from fhir_adapters.terminology import Terminology
 from fhir_adapters.times import EARLIEST, LATEST, birth_date, parse_now, to_epoch
 from fhir_adapters.validate import _expression, required_code_issues, resource_issues
 from redflags.pipeline import Pipeline
-from redflags.service import cds_request, feedback, prefetch
-from redflags.service.cds_request import CdsRequestError
-from redflags.service.cds_services import SERVICES
-from redflags.service.fhir_input import BadInput, read_body
+from redflags.service.cds import feedback, prefetch
+from redflags.service.cds import request as cds_request
+from redflags.service.cds.request import CdsRequestError
+from redflags.service.cds.services import SERVICES
+from redflags.service.evaluate.input import BadInput, read_body
 
 NOW = parse_now(fuzz.NOW_TEXT)
 #: CI: a few hundred examples in all, the same ones every run (no example database).

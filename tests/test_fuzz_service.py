@@ -20,8 +20,8 @@ import requests
 from anyio import to_thread
 
 from bench import fuzz
-from redflags.service import feedback
 from redflags.service.app import create_app
+from redflags.service.cds import feedback
 from redflags.service.settings import ServiceSettings
 
 from .conftest import FIXTURES

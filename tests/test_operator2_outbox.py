@@ -23,7 +23,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from fhir_adapters.fhir_client import FhirClient
-from redflags.service.outbox_worker import OutboxWorker
+from redflags.delivery.outbox_loop import OutboxWorker
 from redflags.state.model import Evaluated, NewDelivery
 from redflags.state.sqlite_store import SqliteStateStore
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from fhir_adapters.fhir_client import FhirClient, RetryPolicy, retry_after_seconds
-from redflags.delivery import MAX_RETRY_S, deliver_due, retry_delay
+from redflags.delivery.sender import MAX_RETRY_S, deliver_due, retry_delay
 from redflags.state.sqlite_store import SqliteStateStore
 
 from .fault_proxy import FaultProxy, fault_proxy

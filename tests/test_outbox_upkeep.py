@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from fhir_adapters.fhir_client import FhirClient, RetryPolicy
-from redflags.delivery import deliver_due, drain
-from redflags.feedback_store import Feedback, ShownCard, SqliteFeedbackStore
-from redflags.service import feedback as service_feedback
+from redflags.delivery.sender import deliver_due, drain
+from redflags.service.cds import feedback as service_feedback
 from redflags.service.settings import ServiceSettings
+from redflags.state.feedback import Feedback, ShownCard, SqliteFeedbackStore
 from redflags.state.model import ActiveAlert, Delivery, Evaluated, NewDelivery
 from redflags.state.sqlite_store import SqliteStateStore
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from redflags.cli import main
 
-HEAVY = ("fastapi", "uvicorn", "fhir.resources", "jwt", "redflags.serve_cli", "redflags.service")
+HEAVY = ("fastapi", "uvicorn", "fhir.resources", "jwt", "redflags.cli.serve", "redflags.service")
 
 
 def test_importing_the_cli_leaves_service_and_fhir_models_unimported() -> None:

@@ -20,8 +20,8 @@ import pytest
 import requests
 import uvicorn
 
-from redflags.service import cds
 from redflags.service.app import create_app
+from redflags.service.cds import routes as cds
 from redflags.service.settings import ServiceSettings
 
 from .conftest import FIXTURES

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from redflags.service.engine_pool import EngineError, EnginePool, EngineUnavailable, UnsendableInput
+from redflags.workers.pool import EngineError, EnginePool, EngineUnavailable, UnsendableInput
 from rulesets import RULES
 
 from . import engine_pool_helpers as helpers

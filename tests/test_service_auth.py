@@ -31,11 +31,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm
 
 from redflags import logs
-from redflags.service.client_jwt import LEEWAY_S, ClientVerifier, Refused
-from redflags.service.jti_store import FILE_NAME, MemoryJtiStore, SqliteJtiStore
+from redflags.service.auth.client_jwt import LEEWAY_S, ClientVerifier, Refused
+from redflags.service.auth.static_tokens import StaticTokens, TokensError
+from redflags.service.auth.trusted_clients import ClientsError, TrustedClients
 from redflags.service.settings import ServiceSettings
-from redflags.service.static_tokens import StaticTokens, TokensError
-from redflags.service.trusted_clients import ClientsError, TrustedClients
+from redflags.state.jti import FILE_NAME, MemoryJtiStore, SqliteJtiStore
 
 from .auth_helpers import (
     AUD,

@@ -24,7 +24,7 @@ from fhir_adapters.output import flag_for
 from fhir_adapters.times import parse_now
 from fhir_adapters.validate import validate
 from redflags.pipeline import Pipeline
-from redflags.service.prefetch import UNAVAILABLE
+from redflags.service.cds.prefetch import UNAVAILABLE
 from rulesets.cauda_equina_syndrome import META as CES
 from rulesets.meta import CANONICAL_BASE
 

@@ -16,7 +16,7 @@ from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
 from fhir_adapters.validate import validate
 from redflags.pipeline import Pipeline
-from redflags.service.fhir_evaluate import WHAT_IF
+from redflags.service.evaluate.routes import WHAT_IF
 
 from .evaluate_helpers import (
     FHIR_JSON,

@@ -22,8 +22,8 @@ import anyio
 import pytest
 import requests
 
-from redflags.feedback_store import SCHEMA_VERSION, FeedbackStoreError, ShownCard, SqliteFeedbackStore
-from redflags.service.feedback import record_shown
+from redflags.service.cds.feedback import record_shown
+from redflags.state.feedback import SCHEMA_VERSION, FeedbackStoreError, ShownCard, SqliteFeedbackStore
 
 from .conftest import FIXTURES, ROOT
 from .service_harness import Service, running_service

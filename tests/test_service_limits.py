@@ -14,7 +14,7 @@ import orjson
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from redflags.service.limits import BodySizeLimit
+from redflags.service.http.limits import BodySizeLimit
 
 
 class Echo(BaseModel):

@@ -114,7 +114,7 @@ def test_routing_errors_are_operation_outcomes_too(
 
 
 def test_the_docs_assets_come_from_an_installed_package() -> None:
-    from redflags.service.api_docs import STATIC_DIR
+    from redflags.service.http.api_docs import STATIC_DIR
 
     assert {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"} <= {
         p.name for p in Path(STATIC_DIR).iterdir()

@@ -17,7 +17,7 @@ import pytest
 
 from bench.synthetic import generate
 from fhir_adapters.times import parse_now
-from redflags.replay import expand
+from redflags.replay.per_file import expand
 
 from .bulk_helpers import NOW, run, split_by_type
 from .conftest import FIXTURES, ROOT
@@ -277,7 +277,7 @@ def test_a_local_session_keeps_its_scratch_in_the_given_folder(
     """Spark's scratch (and the tasks' folders, which follow SPARK_LOCAL_DIRS) under the replay's
     private folder, whatever the user's $SPARK_LOCAL_DIRS; the variable restored afterwards."""
     pyspark_sql = pytest.importorskip("pyspark.sql", reason="PySpark is not installed")
-    from redflags.spark_cli import session
+    from redflags.cli.spark import session
 
     fake = FakeBuilder()
     monkeypatch.setattr(pyspark_sql.SparkSession, "builder", fake)
@@ -291,7 +291,7 @@ def test_a_local_session_keeps_its_scratch_in_the_given_folder(
 
 def test_an_active_session_is_used_and_left_running(monkeypatch: pytest.MonkeyPatch) -> None:
     pyspark_sql = pytest.importorskip("pyspark.sql", reason="PySpark is not installed")
-    from redflags.spark_cli import session
+    from redflags.cli.spark import session
 
     active = FakeBuilder()
     monkeypatch.setattr(pyspark_sql.SparkSession, "getActiveSession", staticmethod(lambda: active))

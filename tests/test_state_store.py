@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from redflags.feedback_store import SqliteFeedbackStore
+from redflags.state.feedback import SqliteFeedbackStore
 from redflags.state.model import (
     ActiveAlert,
     Delivery,

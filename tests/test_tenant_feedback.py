@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from redflags.feedback_store import Feedback, ShownCard, SqliteFeedbackStore
+from redflags.state.feedback import Feedback, ShownCard, SqliteFeedbackStore
 
 from .conftest import FIXTURES
 

@@ -23,7 +23,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from redflags.service.fhir_evaluate import WHAT_IF
+from redflags.service.evaluate.routes import WHAT_IF
 from redflags.state.sqlite_store import SqliteStateStore
 
 from .auth_helpers import claims, public_jwk, token

@@ -14,15 +14,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from redflags import logs
-from redflags.service import api_docs, cds, feedback, fhir_evaluate, http_errors
-from redflags.service.auth import Authenticator
-from redflags.service.body import BodyReadDeadline
-from redflags.service.catch_all import CatchAll
-from redflags.service.engine_pool import EnginePool, quiet_gc
-from redflags.service.limits import BodySizeLimit
-from redflags.service.outbox_worker import OutboxWorker
-from redflags.service.request_log import RequestLog
+from redflags.delivery.outbox_loop import OutboxWorker
+from redflags.service.auth.callers import Authenticator
+from redflags.service.cds import feedback
+from redflags.service.cds import routes as cds
+from redflags.service.evaluate import routes as fhir_evaluate
+from redflags.service.http import api_docs
+from redflags.service.http import errors as http_errors
+from redflags.service.http.body import BodyReadDeadline
+from redflags.service.http.catch_all import CatchAll
+from redflags.service.http.limits import BodySizeLimit
+from redflags.service.http.request_log import RequestLog
 from redflags.service.settings import ServiceSettings
+from redflags.workers.pool import EnginePool, quiet_gc
 from rulesets import RULES
 
 log = structlog.get_logger("redflags.service")

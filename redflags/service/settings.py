@@ -31,7 +31,7 @@ _secrets: dict[str, str | None] = {}  # this process only: never inherited by a 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     config: str | None = None  # site configuration file (redflags.config)
-    clients: str | None = None  # trusted CDS clients file (JSON), see redflags.service.auth
+    clients: str | None = None  # trusted CDS clients file (JSON), see redflags.service.auth.callers
     tokens: str | None = None  # static bearer tokens file for server-to-server $evaluate
     allow_unauthenticated: bool = False
     allow_http_fhir: bool = False  # plain-http fhirServer (loopback tests only)

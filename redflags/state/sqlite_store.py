@@ -42,7 +42,7 @@ from typing import Any, cast
 import orjson
 import structlog
 
-from redflags import sqlite_file
+from redflags.state import sqlite_file
 from redflags.state.model import (
     DEFAULT_TENANT,
     ActiveAlert,

@@ -1,0 +1,108 @@
+"""``redflags feedback report``: per rule, how many cards were shown, accepted and overridden, and why.
+
+The start of alert-fatigue measurement: a rule whose cards are mostly overridden (or ignored)
+is a rule clinicians have learnt to click away.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from redflags.state.feedback import FeedbackReport, FeedbackStoreError, ReasonCount, SqliteFeedbackStore
+
+
+@click.group("feedback")
+def feedback_group() -> None:
+    """CDS Hooks feedback stored by `redflags serve` (what clinicians did with the cards)."""
+
+
+@feedback_group.command("report")
+@click.option(
+    "--db",
+    "db_path",
+    default="redflags-feedback.sqlite",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The feedback database (`redflags serve --feedback-db`).",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def report_command(db_path: Path, fmt: str) -> None:
+    """Per rule: cards shown, accepted, overridden, with no feedback, and the override reasons.
+
+    Card counts are distinct cards (a card may be reported more than once, and both accepted and
+    overridden); "items" counts every feedback item. Feedback on card uuids the service never
+    recorded is counted apart, as unknown cards. The database is only read.
+    """
+    if not db_path.is_file():  # a typo must not read as "no feedback yet"
+        missing = click.ClickException(f"no feedback database at {db_path} (serve creates one)")
+        missing.exit_code = 2
+        raise missing
+    try:
+        store = SqliteFeedbackStore.open(db_path, create=False)
+        try:
+            report = store.report()
+        finally:
+            store.close()
+    except FeedbackStoreError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
+    if fmt == "json":
+        sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+        return
+    _print_table(report, db_path)
+
+
+def _reason(reason: ReasonCount) -> str:
+    label = f"{reason.display} [{reason.code}]" if reason.display else f"{reason.system}|{reason.code}"
+    return f"{label}: {reason.cards}"
+
+
+def _print_table(report: FeedbackReport, db_path: Path) -> None:
+    table = Table(title=f"redflags feedback ({db_path})", show_footer=True)
+    rules = report.rules
+    totals = {
+        name: sum(getattr(r, name) for r in rules)
+        for name in ("shown", "accepted", "overridden", "no_feedback", "feedback_items")
+    }
+    table.add_column("rule", footer="total")
+    for name, header in (
+        ("shown", "shown"),
+        ("accepted", "accepted"),
+        ("overridden", "overridden"),
+        ("no_feedback", "no feedback"),
+        ("feedback_items", "items"),
+    ):
+        table.add_column(header, justify="right", footer=str(totals[name]))
+    table.add_column("override rate", justify="right", footer=_rate(totals["overridden"], totals["shown"]))
+    table.add_column("override reasons (cards)", overflow="fold")
+    for rule in rules:
+        reasons = [_reason(r) for r in rule.override_reasons]
+        if rule.overridden_without_reason:
+            reasons.append(f"no coded reason: {rule.overridden_without_reason}")
+        table.add_row(
+            rule.rule,
+            str(rule.shown),
+            str(rule.accepted),
+            str(rule.overridden),
+            str(rule.no_feedback),
+            str(rule.feedback_items),
+            _rate(rule.overridden, rule.shown),
+            "\n".join(reasons) or "-",
+        )
+    console = Console()
+    (console if console.is_terminal else Console(width=200)).print(table)
+    unknown = report.unknown_cards
+    click.echo(
+        f"unknown cards: {unknown.feedback_items} feedback items on {unknown.cards} cards "
+        f"({unknown.accepted} accepted, {unknown.overridden} overridden)"
+    )
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else "-"

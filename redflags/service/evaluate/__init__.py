@@ -1,0 +1,1 @@
+"""``POST /fhir/$evaluate``: integration engines push FHIR and get Flags and CarePlans back."""

@@ -1,0 +1,259 @@
+"""``POST /fhir/$evaluate``: integration engines push FHIR, get back the Flags and CarePlans.
+
+The answer is a ``collection`` Bundle: for each alert the Flag and the proposed CarePlan that
+``redflags replay --out`` writes (same identifiers and ``urn:uuid`` fullUrls, so a receiver can
+conditionally create them), the engine Device they name as author (once, when anything fired),
+and last an OperationOutcome saying what was evaluated and every entry that was skipped or
+invalid, with its element path. Every error is an OperationOutcome too (``application/fhir+json``).
+The body formats are described in ``redflags.service.evaluate.input``.
+
+With a state store, an evaluation at the service's own time (the wall clock, or ``serve --now``)
+reads and updates the caller's tenant's history and alert ledger (``redflags.service.auth.tenants``).
+An evaluation at any other instant the caller names is a what-if: it reads that history and
+stores, prunes, changes and queues nothing, so a caller's clock can never expire or withdraw
+what the service keeps. The OperationOutcome says which of the two it was.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
+
+from fhir_adapters.intake import Issue
+from fhir_adapters.output import fhir_instant, patient_transaction
+from fhir_adapters.times import parse_now
+from redflags import logs
+from redflags.pipeline import PatientResult
+from redflags.service.auth.tenant_dependency import evaluate_tenant
+from redflags.service.evaluate.input import (
+    INPUT_PARAMETERS,
+    BadInput,
+    EvaluationInput,
+    check_media_type,
+    read_body,
+)
+from redflags.service.http.catch_all import error_response
+from redflags.service.http.outcome import FHIR_JSON, FhirResponse, outcome
+from redflags.workers.pool import EnginePool, EngineUnavailable, UnsendableInput, evaluate, pipeline
+from rulesets.meta import RuleMeta
+
+log = structlog.get_logger("redflags.service.fhir")
+
+#: Element paths listed per "not read" resource type (the count is in the text).
+MAX_UNREAD_PATHS = 5
+#: Said when the caller chose the instant: nothing it sent is kept (module docstring).
+WHAT_IF = "evaluated at the requested time, not the service's: a what-if; nothing was stored or changed"
+#: OperationOutcome issue type for an HTTP error status.
+_STATUS_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 415: "not-supported"}
+
+
+class FhirRoute(APIRoute):
+    """A route whose errors (auth, method, validation) are OperationOutcomes, like its answers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def fhir_errors(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                return _http_error(exc.status_code, str(exc.detail), exc.headers)
+            except RequestValidationError as exc:
+                where = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+                return FhirResponse(outcome(f"invalid request: {where}"), status_code=400)
+
+        return fhir_errors
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allowed = ", ".join(sorted(self.methods))
+            response = _http_error(405, f"method {scope['method']} not allowed: use {allowed}", {})
+            response.headers["Allow"] = allowed
+            await response(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(prefix="/fhir", tags=["fhir"], route_class=FhirRoute)
+
+_ERRORS = {"content": {FHIR_JSON: {}}}
+_BODY_DOC = (
+    "A FHIR R4 Bundle (any type), a single resource of a patient, or a Parameters resource with "
+    f"parameters {' / '.join(repr(p) for p in INPUT_PARAMETERS)} (resources, repeatable) and 'now' "
+    "(valueDateTime or valueInstant, the evaluation time)."
+)
+
+
+@router.post(
+    "/$evaluate",
+    name="evaluate",
+    summary="Evaluate every patient in a FHIR Bundle, resource or Parameters",
+    response_class=Response,
+    responses={
+        200: {"description": "A collection Bundle: Flags, CarePlans, OperationOutcome", **_ERRORS},
+        400: {"description": "Invalid JSON or not FHIR (OperationOutcome)", **_ERRORS},
+        401: {"description": "Not authenticated (OperationOutcome)", **_ERRORS},
+        413: {"description": "Body over the size limit (OperationOutcome)", **_ERRORS},
+        415: {"description": "Not application/fhir+json or application/json (OperationOutcome)", **_ERRORS},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": _BODY_DOC,
+            "content": {FHIR_JSON: {"schema": {"type": "object"}}, "application/json": {}},
+        }
+    },
+)
+async def evaluate_operation(
+    request: Request,
+    tenant: Annotated[str, Depends(evaluate_tenant)],
+    now: Annotated[
+        str | None,
+        Query(description="Evaluation time (FHIR dateTime) when the body is not a Parameters; default: now"),
+    ] = None,
+) -> Response:
+    """Every patient of the body evaluated at ``now``; the Flags and CarePlans of the alerts."""
+    try:
+        check_media_type(request.headers.get("content-type"))
+        body = await request.body()
+        fixed = request.app.state.settings.now  # redflags serve --now: every call at that time
+        default_now = parse_now(fixed) if fixed else int(time.time())
+        engines: EnginePool = request.app.state.engines
+        done = await engines.run(evaluate_body, body, now, default_now, tenant)
+    except BadInput as exc:
+        log.info("evaluate_refused", status=exc.status)  # the message may quote the body: not logged
+        code = _STATUS_CODES.get(exc.status, "invalid")
+        refusal = outcome(exc.message, code, expression=_paths(exc.expression))
+        return FhirResponse(refusal, status_code=exc.status)
+    except (EngineUnavailable, UnsendableInput, RecursionError) as exc:
+        return error_response(request.scope, exc)  # engines busy or replaced: 503; too deep: 422
+    except Exception as exc:  # a bug, not the sender's fault: no message (it may name patients)
+        log.error("evaluate_failed", error=type(exc).__name__, at=_where(exc))
+        return FhirResponse(outcome("evaluation failed (server error)", "exception"), status_code=500)
+    log.info("evaluated", patients=done.patients, alerts=done.alerts, issues=done.issues)
+    return Response(done.content, media_type=FHIR_JSON)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    content: bytes  # the collection Bundle, JSON
+    patients: int
+    alerts: int
+    issues: int
+
+
+def evaluate_body(body: bytes, query_now: str | None, default_now: int, tenant: str) -> Evaluated:
+    """Read, evaluate and render one body: the work of an engine process (``engine_pool``).
+
+    ``default_now`` is the service's clock: an evaluation at another instant is a what-if.
+    """
+    given = read_body(body, query_now, default_now)
+    results = evaluate(given.intake, given.now, what_if=given.now != default_now, tenant=tenant)
+    for result in results:
+        token = logs.patient_token(result.pid)
+        for alert in result.alerts:
+            log.info("alert", rule=alert.rule, severity=alert.severity, patient=token)
+    return Evaluated(
+        orjson.dumps(answer(given, results, pipeline().engine.metas, what_if=given.now != default_now)),
+        len(results),
+        sum(len(r.alerts) for r in results),
+        len(given.intake.issues) + sum(len(r.issues) for r in results),
+    )
+
+
+def answer(
+    given: EvaluationInput,
+    results: list[PatientResult],
+    metas: Mapping[str, RuleMeta],
+    *,
+    what_if: bool = False,
+) -> dict:
+    """The collection Bundle: engine Device, Flag + CarePlan per alert, then the OperationOutcome."""
+    entries: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for result in results:
+        transaction = patient_transaction(result.alerts, metas)  # validated; None without alerts
+        for entry in transaction["entry"] if transaction else ():
+            if entry["fullUrl"] not in seen:  # the engine Device appears once
+                seen.add(entry["fullUrl"])
+                entries.append({"fullUrl": entry["fullUrl"], "resource": entry["resource"]})
+    report = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": operation_outcome(given, results, what_if)}
+    return {"resourceType": "Bundle", "type": "collection", "entry": [*entries, report]}
+
+
+def operation_outcome(
+    given: EvaluationInput, results: list[PatientResult], what_if: bool = False
+) -> dict[str, Any]:
+    """What was evaluated, then each entry skipped or invalid (and resource types not read)."""
+    issues = [_issue(i) for i in given.intake.issues]
+    issues += [_issue(i) for result in results for i in result.issues]
+    for rtype, paths in given.unread.items():
+        count = len(paths)
+        issues.append(
+            {
+                "severity": "information",
+                "code": "informational",
+                "diagnostics": f"{_count(count, rtype + ' entry', rtype + ' entries')} not read: "
+                "no rule uses this resource type",
+                "expression": paths[:MAX_UNREAD_PATHS],
+            }
+        )
+    alerts = sum(len(r.alerts) for r in results)
+    summary = (
+        f"evaluated {_count(len(results), 'patient')} ({_count(given.entries, 'resource')}) "
+        f"at {fhir_instant(given.now)}: {_count(alerts, 'alert')}; "
+        + (f"{_count(len(issues), 'issue')} listed below" if issues else "nothing skipped")
+    )
+    head = [{"severity": "information", "code": "informational", "diagnostics": summary}]
+    if not results:
+        head.append(
+            {
+                "severity": "warning",
+                "code": "not-found",
+                "diagnostics": "no patient found: no Patient, and no resource naming one in subject/patient",
+            }
+        )
+    last = [{"severity": "information", "code": "informational", "diagnostics": WHAT_IF}] if what_if else []
+    return {"resourceType": "OperationOutcome", "issue": head + issues + last}
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _issue(issue: Issue) -> dict[str, Any]:
+    return {
+        "severity": issue.severity,
+        "code": issue.code,
+        "diagnostics": issue.message,
+        "expression": [issue.path],
+    }
+
+
+def _paths(expression: str | None) -> list[str]:
+    return [expression] if expression else []
+
+
+def _http_error(status: int, detail: str, headers: Mapping[str, str] | None) -> FhirResponse:
+    response = FhirResponse(outcome(detail, _STATUS_CODES.get(status, "processing")), status_code=status)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame: enough to find a bug, no data from the message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"

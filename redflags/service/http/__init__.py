@@ -1,0 +1,1 @@
+"""HTTP plumbing of the service: bodies, limits, errors as OperationOutcome, request logs, the socket."""

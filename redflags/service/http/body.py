@@ -1,0 +1,92 @@
+"""What every endpoint with a body accepts: JSON, plain or FHIR, in UTF-8 (RFC 8259).
+
+The size of a body is limited once for all endpoints, by ``limits.BodySizeLimit``; the time a
+client takes to send it, by ``BodyReadDeadline`` (a client dribbling its body holds a socket and
+a task: uvicorn has no body timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from redflags.service.http.outcome import outcome_response
+
+JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
+
+
+def media_type_problem(header: str | None, default: str | None = "application/json") -> str | None:
+    """Why a Content-Type is refused (answer 415), or None; ``default`` stands for a missing one."""
+    header = header or default
+    if not header:
+        return "no Content-Type: send application/fhir+json or application/json"
+    kind, *params = (part.strip() for part in header.split(";"))
+    if kind.lower() not in JSON_TYPES:
+        return f"Content-Type {kind!r} not supported: send application/fhir+json or application/json"
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return f"charset {value.strip()!r} not supported: JSON is UTF-8"
+    return None
+
+
+class BodyTimeout(Exception):
+    """Raised inside ``receive`` when the body is not in by the deadline; answered with 408."""
+
+
+class BodyReadDeadline:
+    """Pure ASGI middleware: the whole body within ``seconds`` of the headers, else 408 and close.
+
+    Same shape as ``limits.BodySizeLimit``: the app may turn the exception raised in ``receive``
+    into an answer of its own; ours replaces it.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.seconds
+        late = complete = False
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal late, complete
+            if complete:  # the body is in: later receives wait for a disconnect, untimed
+                return await receive()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                late = True
+                raise BodyTimeout from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if late:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except Exception:
+            if not late:
+                raise
+        if late and not started:
+            response = outcome_response(
+                408,
+                f"request body not received within {self.seconds:g} s",
+                code="timeout",
+                path=scope.get("path", ""),
+            )
+            response.headers["Connection"] = "close"  # the rest of the body is never read
+            await response(scope, receive, send)

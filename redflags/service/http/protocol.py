@@ -1,0 +1,150 @@
+"""Uvicorn's httptools protocol, plus what it lacks against slow clients.
+
+uvicorn (0.55, httptools) arms a timer only between two requests of a kept-alive connection: a
+client that connects and sends nothing, or dribbles its headers or body, holds a socket (a file
+descriptor) for ever, and its ``limit_concurrency`` counts such sockets, so enough of them turn
+every call, ``/healthz`` included, into a 503 and then exhaust the descriptors. This protocol:
+
+- closes a connection whose request headers are not in within ``header_timeout_s`` of its
+  opening or of the end of its previous answer (idle kept-alive connections included);
+- closes one whose body is not in within ``body_timeout_s`` plus a margin of its headers (the
+  application answers 408 at ``body_timeout_s``, ``body.BodyReadDeadline``: this is the
+  backstop for a body nobody reads);
+- keeps at most ``max_waiting`` connections waiting for headers: a new one closes the oldest,
+  so half-open sockets cannot crowd out a client that sends its request at once;
+- answers a request beyond ``max_connections`` open connections (or running requests), and a
+  request it cannot parse, with a JSON OperationOutcome, as the application answers its errors
+  (uvicorn's own answers are plain text).
+"""
+
+from __future__ import annotations
+
+from asyncio import TimerHandle, Transport
+from collections import OrderedDict
+from typing import ClassVar
+
+import orjson
+import structlog
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from redflags.service.http.outcome import outcome
+
+log = structlog.get_logger("redflags.service.http")
+
+#: Seconds past the body deadline before the connection itself is closed (the 408 goes first).
+BODY_BACKSTOP_MARGIN_S = 5.0
+
+
+_BUSY = orjson.dumps(outcome("the service is at its connection limit: call again", "transient"))
+
+
+async def _too_many(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer past the connection limit (JSON; the connection is then closed)."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_BUSY)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": _BUSY, "more_body": False})
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """Configure with ``guarded_protocol``; one subclass per server (class-level registry)."""
+
+    header_timeout_s: ClassVar[float] = 10.0
+    body_timeout_s: ClassVar[float] = 30.0
+    max_connections: ClassVar[int] = 1000
+    max_waiting: ClassVar[int] = 250
+    _waiting: ClassVar[OrderedDict[GuardedHttpToolsProtocol, None]]
+    _timer: TimerHandle | None = None
+
+    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._wait_for_headers()
+        while len(self._waiting) > self.max_waiting:
+            oldest, _ = self._waiting.popitem(last=False)
+            oldest._close("evicted")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._waiting.pop(self, None)
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self not in self._waiting:  # a pipelined request: its headers are timed too
+            self._wait_for_headers()
+
+    def on_headers_complete(self) -> None:
+        self._waiting.pop(self, None)
+        self._arm(self.body_timeout_s + BODY_BACKSTOP_MARGIN_S)
+        limit = self.max_connections  # uvicorn's limit_concurrency test, with a JSON answer
+        over = len(self.connections) >= limit or len(self.tasks) >= limit
+        if over:
+            log.warning("connection_limit", connections=len(self.connections), requests=len(self.tasks))
+        self.app = _too_many if over else self.config.loaded_app
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request that cannot be parsed: a JSON OperationOutcome, then close."""
+        body = orjson.dumps(outcome("invalid HTTP request"))
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body)]
+        self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
+        self.transport.close()
+
+    def on_message_complete(self) -> None:
+        self._cancel_timer()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self.transport.is_closing() and not self.pipeline:
+            self._wait_for_headers()
+
+    def _wait_for_headers(self) -> None:
+        self._waiting[self] = None
+        self._arm(self.header_timeout_s)
+
+    def _arm(self, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(seconds, self._close, "timeout")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _close(self, _why: str) -> None:
+        self._waiting.pop(self, None)
+        self._cancel_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # a request in progress: no further one on this socket
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def guarded_protocol(
+    header_timeout_s: float, body_timeout_s: float, max_connections: int
+) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class for ``uvicorn.run(http=...)`` with these limits and its own registry.
+
+    A quarter of the connections may wait for their headers: the rest stay for requests.
+    """
+    return type(
+        "RedflagsHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {
+            "header_timeout_s": header_timeout_s,
+            "body_timeout_s": body_timeout_s,
+            "max_connections": max_connections,
+            "max_waiting": max(1, max_connections // 4),
+            "_waiting": OrderedDict(),
+        },
+    )

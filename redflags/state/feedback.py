@@ -1,0 +1,374 @@
+"""Durable CDS Hooks feedback: which cards were shown, what clinicians did with them.
+
+The contract with the card producer (``/cds-services/{id}``): when the service answers with
+cards it calls ``record_cards(service_id, [ShownCard(uuid, rule, tier, indicator)], shown_at)``.
+Feedback names only a ``card.uuid``; the report joins it to the rule through that record. The
+join happens when the report is read, not when feedback arrives, so the order of the two
+writes does not matter. Feedback for a uuid never recorded (sent after the database was
+replaced, or by a confused client) is kept and counted apart as "unknown card".
+
+Nothing here holds a patient identifier: a shown card is a uuid, a rule, a tier and a time.
+Each shown card also names the client it was shown to (the JWT ``iss``): feedback counts for a
+card only when the same client sends it, so one client cannot skew another's figures by
+naming its card uuids (they derive from a hookInstance any client may choose). Cards recorded
+before clients were (schema version 1) match feedback from any client.
+
+Shown cards are kept ``keep_s`` (default ``KEEP_S``) and deleted after, with the feedback on
+them and any other feedback received before that: the report covers that window. The store
+deletes them itself, at most once a day, when it records cards.
+Clinicians' free-text override comments are stored (they are the feedback) but never logged
+or printed by the report.
+
+``FeedbackStore`` is the interface; ``SqliteFeedbackStore`` the embedded default (one file,
+WAL, shared safely by several worker processes). A networked database can replace it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import orjson
+
+from fhir_adapters.times import iso
+from redflags.state import sqlite_file
+
+SCHEMA_VERSION = 2  # the last key of _MIGRATIONS
+Outcome = Literal["accepted", "overridden"]
+#: Shown cards (and feedback) are kept this long (seconds): two quarters of alert-fatigue figures.
+KEEP_S = 180 * 86_400
+#: Old rows are deleted at most this often (seconds, by the ``shown_at`` clock).
+PURGE_EVERY_S = 86_400
+
+
+class FeedbackStoreError(Exception):
+    """The store cannot be opened or written; the message is one line for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShownCard:
+    """A card the service returned: its uuid and the alert behind it."""
+
+    card: str  # card.uuid
+    rule: str  # RuleMeta.id of the alert
+    tier: str  # the tier that fired (highest only)
+    indicator: str  # info | warning | critical
+    client: str = ""  # who it was shown to (the client feedback must come from); "": anyone
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """The Coding a clinician chose among the card's overrideReasons."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One element of a CDS Hooks feedback request, validated."""
+
+    card: str
+    outcome: Outcome
+    outcome_at: str  # UTC instant, ISO 8601
+    accepted_suggestions: tuple[str, ...] = ()
+    reason: Reason | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonCount:
+    system: str
+    code: str
+    display: str | None
+    cards: int  # distinct cards overridden with this reason
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSummary:
+    """Alert-fatigue numbers of one rule; card counts are distinct cards.
+
+    A card may be reported several times (the spec allows repeats) and may be both accepted and
+    overridden; ``feedback_items`` counts every item received.
+    """
+
+    rule: str
+    shown: int
+    accepted: int
+    overridden: int
+    no_feedback: int  # shown cards nobody reported on ("ignored" in CDS Hooks terms)
+    feedback_items: int
+    overridden_without_reason: int  # overridden cards with no coded reason (comment only or none)
+    override_reasons: tuple[ReasonCount, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownCards:
+    """Feedback whose card uuid was never recorded as shown."""
+
+    feedback_items: int = 0
+    cards: int = 0
+    accepted: int = 0
+    overridden: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackReport:
+    rules: tuple[RuleSummary, ...]
+    unknown_cards: UnknownCards = field(default_factory=UnknownCards)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"rules": [asdict(r) for r in self.rules], "unknown_cards": asdict(self.unknown_cards)}
+
+
+class FeedbackStore(Protocol):
+    """What the service and ``redflags feedback report`` need from a feedback database.
+
+    Writes return only once the data is durable (the HTTP answer follows them); failures raise
+    ``FeedbackStoreError``.
+    """
+
+    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None: ...
+
+    def record_feedback(
+        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
+    ) -> None: ...
+
+    def report(self) -> FeedbackReport: ...
+
+    def close(self) -> None: ...
+
+
+_TABLES = frozenset({"schema_version", "card_shown", "feedback"})
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE card_shown (
+    card TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    indicator TEXT NOT NULL,
+    shown_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX card_shown_rule ON card_shown (rule);
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,
+    card TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'overridden')),
+    accepted_suggestions TEXT,
+    reason_system TEXT,
+    reason_code TEXT,
+    reason_display TEXT,
+    user_comment TEXT,
+    outcome_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    client TEXT NOT NULL
+);
+CREATE INDEX feedback_card ON feedback (card);
+"""
+#: Forward-only steps (``sqlite_file.prepare_versioned``): version -> statements from version - 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE card_shown ADD COLUMN client TEXT NOT NULL DEFAULT ''",),
+}
+#: Feedback counts for a shown card when it comes from the client the card was shown to.
+_SAME_CARD = "s.card = f.card AND s.client IN ('', f.client)"
+
+
+class SqliteFeedbackStore:
+    """One SQLite file shared by every worker process (WAL, waits on locks, fsync per commit).
+
+    One connection per store, guarded by a lock: writes are a few rows and SQLite serialises
+    writers anyway. ``synchronous=FULL`` makes each commit survive a power cut, which is what
+    "stored before the 200" promises.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()  # _write holds it around _transaction
+        self.path = path
+        self.keep_s = KEEP_S  # retention of shown cards and feedback (``purge``)
+        self._purged_at: int | None = None
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, create: bool = True, busy_timeout_s: float = 30.0
+    ) -> SqliteFeedbackStore:
+        """Open (and with ``create`` make) the database; anything wrong is a FeedbackStoreError."""
+        path = Path(path)
+        if not create and not path.is_file():
+            raise FeedbackStoreError(f"{path}: no such feedback database")
+        try:
+            conn = sqlite_file.connect(path, create=create, busy_timeout_s=busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise FeedbackStoreError(f"{path}: cannot open feedback database: {exc}") from None
+        store = cls(conn, path)
+        try:
+            store._prepare(create)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise FeedbackStoreError(f"{path}: not a readable feedback database: {exc}") from None
+        except FeedbackStoreError:
+            conn.close()
+            raise
+        return store
+
+    def _prepare(self, create: bool) -> None:
+        conn = self._conn
+        if create:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        with self._transaction("IMMEDIATE" if create else "DEFERRED"):
+            wrong, _ = sqlite_file.prepare_versioned(
+                conn, schema=_SCHEMA, tables=_TABLES, migrations=_MIGRATIONS, create=create, kind="feedback"
+            )
+            if wrong:
+                raise FeedbackStoreError(f"{self.path}: {wrong}")
+
+    def _transaction(self, mode: str = "IMMEDIATE") -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_file.transaction(self._conn, self._lock, mode)
+
+    def _write(self, sql: str, rows: list[tuple[object, ...]], *, sync: str = "FULL") -> None:
+        """``sync``: FULL survives power loss; NORMAL (WAL) survives a crash of this process only."""
+        if not rows:
+            return
+        try:
+            with self._lock:
+                self._conn.execute(f"PRAGMA synchronous={sync}")
+                try:
+                    with self._transaction() as conn:
+                        conn.executemany(sql, rows)
+                finally:
+                    self._conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise FeedbackStoreError(f"{self.path}: feedback database write failed: {exc}") from None
+
+    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
+        """Remember which rule each card uuid stands for; a uuid already recorded keeps its first row.
+
+        Written on every call that shows a card, so without waiting for the disk (NORMAL): a
+        crash of the service loses nothing; a power cut may lose the last rows, and feedback on
+        those cards is then kept as "unknown card".
+        """
+        if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
+            self._purged_at = shown_at
+            self.purge(shown_at - self.keep_s)
+        when = iso(shown_at)
+        self._write(
+            "INSERT INTO card_shown (card, service, rule, tier, indicator, shown_at, client) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card) DO NOTHING",
+            [(c.card, service_id, c.rule, c.tier, c.indicator, when, c.client) for c in cards],
+            sync="NORMAL",
+        )
+
+    def record_feedback(
+        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
+    ) -> None:
+        """Store every item of one request in one transaction (all or nothing)."""
+        when = iso(received_at)
+        self._write(
+            "INSERT INTO feedback (service, card, outcome, accepted_suggestions, reason_system, reason_code, "
+            "reason_display, user_comment, outcome_at, received_at, client) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    service_id,
+                    f.card,
+                    f.outcome,
+                    orjson.dumps(list(f.accepted_suggestions)).decode() if f.accepted_suggestions else None,
+                    f.reason.system if f.reason else None,
+                    f.reason.code if f.reason else None,
+                    f.reason.display if f.reason else None,
+                    f.comment,
+                    f.outcome_at,
+                    when,
+                    client,
+                )
+                for f in items
+            ],
+        )
+
+    def report(self) -> FeedbackReport:
+        try:
+            with self._transaction("DEFERRED"):
+                return self._report()
+        except sqlite3.Error as exc:
+            raise FeedbackStoreError(f"{self.path}: feedback database read failed: {exc}") from None
+
+    def _report(self) -> FeedbackReport:
+        conn = self._conn
+        rows = conn.execute(
+            f"""
+            WITH per_card AS (
+                SELECT s.rule,
+                       COUNT(f.id) AS items,
+                       COALESCE(MAX(f.outcome = 'accepted'), 0) AS accepted,
+                       COALESCE(MAX(f.outcome = 'overridden'), 0) AS overridden,
+                       COALESCE(MAX(f.outcome = 'overridden' AND f.reason_code IS NULL), 0) AS no_reason
+                FROM card_shown s LEFT JOIN feedback f ON {_SAME_CARD}
+                GROUP BY s.card
+            )
+            SELECT rule, COUNT(*), SUM(accepted), SUM(overridden), SUM(items = 0), SUM(items), SUM(no_reason)
+            FROM per_card GROUP BY rule ORDER BY rule
+            """
+        ).fetchall()
+        reasons: dict[str, list[ReasonCount]] = {}
+        for rule, system, code, display, cards in conn.execute(
+            f"""
+            SELECT s.rule, f.reason_system, f.reason_code, MAX(f.reason_display), COUNT(DISTINCT f.card)
+            FROM feedback f JOIN card_shown s ON {_SAME_CARD}
+            WHERE f.outcome = 'overridden' AND f.reason_code IS NOT NULL
+            GROUP BY s.rule, f.reason_system, f.reason_code
+            ORDER BY s.rule, COUNT(DISTINCT f.card) DESC, f.reason_system, f.reason_code
+            """
+        ):
+            reasons.setdefault(rule, []).append(ReasonCount(system, code, display, cards))
+        summaries = tuple(
+            RuleSummary(
+                rule=rule,
+                shown=shown,
+                accepted=accepted,
+                overridden=overridden,
+                no_feedback=silent,
+                feedback_items=items,
+                overridden_without_reason=no_reason,
+                override_reasons=tuple(reasons.get(rule, ())),
+            )
+            for rule, shown, accepted, overridden, silent, items, no_reason in rows
+        )
+        unknown = conn.execute(
+            f"""
+            SELECT COUNT(*), COUNT(DISTINCT f.card),
+                   COUNT(DISTINCT CASE WHEN f.outcome = 'accepted' THEN f.card END),
+                   COUNT(DISTINCT CASE WHEN f.outcome = 'overridden' THEN f.card END)
+            FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM card_shown s WHERE {_SAME_CARD})
+            """
+        ).fetchone()
+        return FeedbackReport(rules=summaries, unknown_cards=UnknownCards(*unknown))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def purge(self, before: int) -> int:
+        """Delete cards shown before ``before`` (epoch s) with the feedback on them, and feedback
+        received before it; return the rows deleted. One transaction: the report never sees a
+        card's feedback without the card."""
+        cutoff = iso(max(before, 0))
+        try:
+            with self._lock, self._transaction() as conn:
+                feedback = conn.execute(
+                    "DELETE FROM feedback WHERE received_at < ? OR card IN "
+                    "(SELECT card FROM card_shown WHERE shown_at < ?)",
+                    (cutoff, cutoff),
+                ).rowcount
+                cards = conn.execute("DELETE FROM card_shown WHERE shown_at < ?", (cutoff,)).rowcount
+        except sqlite3.Error as exc:
+            raise FeedbackStoreError(f"{self.path}: feedback database purge failed: {exc}") from None
+        return feedback + cards

@@ -1,0 +1,6 @@
+"""Entry point of an engine process: ``python -m redflags.workers.process`` (see engine_pool)."""
+
+from redflags.workers.pool import serve_engine
+
+if __name__ == "__main__":
+    serve_engine()
