@@ -1,1 +1,1 @@
-"""Offline batch replay: files to patients, per file or partitioned over processes; progress; corpus checks."""
+"""Offline batch replay: files to patients, per file or over processes; progress; corpus checks."""
