@@ -237,10 +237,10 @@ def _evaluate(
     is what the command line's renderer prints for the patient (its invalid elements): it goes
     back to the driver, which prints it, instead of landing in an executor's log.
     """
-    from redflags.cli import _renderer  # the command line's own line format
+    from redflags.replay.render import renderer  # the command line's own line format
 
     pipeline = _pipeline(spec)
-    render, invalid = _renderer(pipeline, spec.fmt, None)
+    render, invalid = renderer(pipeline, spec.fmt, None)
     stats, errors = Stats(damaged=damaged), []
     folder = _scratch()
     try:  # also when the task is killed or abandoned (generator closed)

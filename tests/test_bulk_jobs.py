@@ -94,9 +94,9 @@ def test_a_failing_worker_is_an_error_and_leaves_no_temporary_files(export: Path
 
 def test_a_failing_worker_from_the_command_line_is_one_line_and_exit_1(export: Path, tmp_path: Path) -> None:
     script = (
-        "import sys; from redflags import cli; from redflags.replay import partition;"
+        "import sys; from redflags import cli; from redflags.cli import replay;"
         "from tests.test_bulk_jobs import _failing_setup;"
-        "cli.partial = lambda *a: _failing_setup;"
+        "replay.partial = lambda *a: _failing_setup;"
         "sys.argv = ['redflags', *sys.argv[1:]]; cli.main()"
     )
     done = subprocess.run(

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from fhir_adapters.intake import read_path
-from redflags.cli import _pipeline
+from redflags.cli.options import site_pipeline as _pipeline
 from redflags.replay.progress import human_bytes
 
 from .bulk_helpers import NOW, split_by_type

@@ -15,9 +15,11 @@ import pytest
 
 from bench.synthetic import generate
 from fhir_adapters.times import parse_now
-from redflags.cli import _pipeline, _renderer, _worker_setup
+from redflags.cli.options import site_pipeline as _pipeline
+from redflags.cli.replay import _worker_setup
 from redflags.replay.partition import BATCH, Stats, replay_all
 from redflags.replay.progress import NO_PROGRESS, ReplayProgress
+from redflags.replay.render import renderer as _renderer
 
 from .bulk_helpers import NOW
 from .conftest import ROOT

@@ -1,0 +1,56 @@
+"""Options and helpers the commands share: the site configuration, --now, a console that never cuts ids."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from engine.errors import RuleDefinitionError
+from fhir_adapters.errors import IntakeError
+from fhir_adapters.terminology import TerminologyError
+from fhir_adapters.times import parse_now
+from redflags import config
+from redflags.pipeline import Pipeline
+
+
+def config_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Site configuration (TOML: parameters, local codes). Default: ${config.ENV_VAR}.",
+    )
+
+
+def site_pipeline(
+    config_path: Path | None, *, strict: bool = False, valueset_dirs: Sequence[Path] = ()
+) -> Pipeline:
+    """The pipeline a site configured; any configuration mistake ends the run with one line."""
+    try:
+        site = config.load(config.resolve(config_path))
+        pipeline = Pipeline.from_config(site, strict=strict, valueset_dirs=valueset_dirs)
+    except (config.ConfigError, TerminologyError, RuleDefinitionError) as exc:
+        error = click.ClickException(" ".join(str(exc).split()))
+        error.exit_code = getattr(exc, "exit_code", 1)  # 2: a parameter outside its plausible range
+        raise error from None
+    config.log_overrides(site)  # once per run, before any patient is read
+    return pipeline
+
+
+def now_option(value: str | None) -> int:
+    if value is None:
+        return int(time.time())
+    try:
+        return parse_now(value)
+    except IntakeError as exc:
+        raise click.BadParameter(exc.message, param_hint="--now") from None
+
+
+def wide_console() -> Console:
+    """Wide enough off a terminal (pipes, CI logs) that ids are never cut."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)

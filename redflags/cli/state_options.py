@@ -1,0 +1,124 @@
+"""The state options ``replay`` shares with ``outbox`` and ``history``.
+
+The state store (``--state FILE`` or ``$REDFLAGS_STATE``) holds the patient history, the alert
+ledger and the outbox; ``--fhir-server URL`` is where the outbox delivers, with the bearer
+token of ``--fhir-token-file``, ``$REDFLAGS_FHIR_TOKEN`` or ``--fhir-token`` (the first two keep it
+out of the process list).
+
+A store may be shared with the service, which keeps each client's patients apart as tenants
+(``redflags.service.auth.tenants``): ``--tenant`` names the one a command acts on.
+
+Only ``replay`` and ``serve`` create a store (and say so): every other command reads or
+changes an existing one, and a path that does not exist is one line and exit 2, never a new
+empty store that looks like success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
+from redflags.delivery.sender import Round
+from redflags.state.model import DEFAULT_TENANT, NoStateStore, StateStore
+from redflags.state.sqlite_store import StateStoreError, open_store
+from redflags.state.tenant_view import TenantView
+
+if TYPE_CHECKING:  # requests and jwt are imported when a server is named, not by every replay
+    pass
+
+
+STATE_ENV = "REDFLAGS_STATE"
+TOKEN_ENV = "REDFLAGS_FHIR_TOKEN"
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def state_option(required: bool = False) -> Decorator:
+    return click.option(
+        "--state",
+        "state_path",
+        envvar=STATE_ENV,
+        required=required,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"State file: patient history, alert ledger, outbox (SQLite). Default: ${STATE_ENV}.",
+    )
+
+
+def tenant_option(default: str | None = DEFAULT_TENANT, what: str = "acted on") -> Decorator:
+    shown = f"Default: {default}." if default else "Default: every tenant."
+    return click.option(
+        "--tenant",
+        default=default,
+        metavar="NAME",
+        help=f"Tenant whose patients are {what} (`redflags history tenants` lists them). {shown}",
+    )
+
+
+def narrowed(store: StateStore, tenant: str | None) -> StateStore:
+    """The store, or only ``tenant``'s outbox of it."""
+    return TenantView(store, tenant) if tenant else store  # type: ignore[return-value]
+
+
+def fhir_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--delivery-wait",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(0, 3600),
+        help="Seconds to keep retrying deliveries before leaving the rest pending.",
+    )(func)
+    func = click.option(
+        "--fhir-timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.1, 300),
+        help="Seconds allowed for each request to --fhir-server.",
+    )(func)
+    func = click.option(
+        "--fhir-smart",
+        envvar="REDFLAGS_FHIR_SMART",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="SMART Backend Services for --fhir-server: JSON with token_url, client_id, "
+        "private_key (PEM file), kid, alg (RS384|ES384), scope.",
+    )(func)
+    func = fhir_token_file_option(func)
+    func = click.option(
+        "--fhir-token",
+        envvar=TOKEN_ENV,
+        callback=fhir_token_callback,
+        help=f"Bearer token for --fhir-server (visible in ps: better ${TOKEN_ENV} or --fhir-token-file).",
+    )(func)
+    return click.option("--fhir-server", metavar="URL", help="FHIR base URL the outbox delivers to.")(func)
+
+
+class MissingStore(click.ClickException):
+    """A command given a store that does not exist: exit 2, like a usage error."""
+
+    exit_code = 2
+
+
+def open_state(path: Path, *, create: bool = False) -> StateStore:
+    """Open an existing store; ``create`` (replay, serve): make it, saying so on stderr."""
+    new = create and not path.exists()
+    try:
+        store = open_store(path, create=create)
+    except NoStateStore as exc:
+        raise MissingStore(str(exc)) from None
+    except StateStoreError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
+    if new:
+        click.echo(f"created state store at {path}", err=True)
+    return store
+
+
+def outbox_line(store: StateStore, done: Round | None = None) -> str:
+    counts = store.counts()
+    sent = f"this run: delivered {done.delivered}, failed {done.failed}; " if done else ""
+    left = f"pending {counts['pending']}, failed {counts['failed']}, delivered {counts['delivered']}"
+    reasons = done.by_reason() if done else {}
+    why = "; not delivered: " + ", ".join(f"{r} {n}" for r, n in reasons.items()) if reasons else ""
+    return f"outbox: {sent}{left}{why}"
