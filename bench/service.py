@@ -89,10 +89,10 @@ def requests_bodies() -> tuple[list[bytes], int]:
 
 def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
     """Median time of an engine process's work for one call (decode, map, evaluate, render)."""
+    from redflags.service import engine_host
     from redflags.service.cds.answer import answer
-    from redflags.workers import pool as engine_pool
 
-    engine_pool.start_here(None)
+    engine_host.start_here(None)
     times: list[float] = []
     for _ in range(rounds):
         for body in bodies:

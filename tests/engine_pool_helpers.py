@@ -8,7 +8,7 @@ import time
 
 import structlog
 
-from redflags.workers.pool import pipeline
+from redflags.service.engine_host import pipeline
 
 
 def whoami() -> tuple[int, str | None, int]:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import structlog
 
+from redflags.service.engine_host import engine_pool
 from redflags.workers.pool import EnginePool, EngineUnavailable
 from rulesets import RULES
 
@@ -21,7 +22,7 @@ from . import engine_pool_helpers as helpers
 
 def _with_pool(processes: int, scenario: Callable[[EnginePool], Awaitable[None]]) -> None:
     async def main() -> None:
-        pool = EnginePool(processes, None, "warning")
+        pool = engine_pool(processes, None, "warning")
         await pool.start()
         try:
             await scenario(pool)

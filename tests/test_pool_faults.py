@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from redflags.service.engine_host import engine_pool
 from redflags.workers.pool import EngineError, EnginePool, EngineUnavailable, UnsendableInput
 from rulesets import RULES
 
@@ -25,7 +26,7 @@ BOUND_S = 120
 
 def _with_pool(scenario: Callable[[EnginePool], Awaitable[None]], deadline_s: float = 30.0) -> None:
     async def main() -> None:
-        pool = EnginePool(1, None, "warning", deadline_s=deadline_s)
+        pool = engine_pool(1, None, "warning", deadline_s=deadline_s)
         await pool.start()
         try:
             await asyncio.wait_for(scenario(pool), BOUND_S)
@@ -129,7 +130,7 @@ def test_an_engine_that_died_while_idle_is_reported_and_replaced_not_handed_a_ca
 
 def test_close_ends_a_stopped_engine() -> None:
     async def main() -> None:
-        pool = EnginePool(1, None, "warning")
+        pool = engine_pool(1, None, "warning")
         await pool.start()
         pid = await _pid(pool)
         os.kill(pid, signal.SIGSTOP)

@@ -18,6 +18,7 @@ from redflags.delivery.outbox_loop import OutboxWorker
 from redflags.service.auth.callers import Authenticator
 from redflags.service.cds import feedback
 from redflags.service.cds import routes as cds
+from redflags.service.engine_host import engine_pool
 from redflags.service.evaluate import routes as fhir_evaluate
 from redflags.service.http import api_docs
 from redflags.service.http import errors as http_errors
@@ -26,7 +27,7 @@ from redflags.service.http.catch_all import CatchAll
 from redflags.service.http.limits import BodySizeLimit
 from redflags.service.http.request_log import RequestLog
 from redflags.service.settings import ServiceSettings
-from redflags.workers.pool import EnginePool, quiet_gc
+from redflags.workers.pool import quiet_gc
 from rulesets import RULES
 
 log = structlog.get_logger("redflags.service")
@@ -37,7 +38,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engines = EnginePool(
+        app.state.engines = engine_pool(
             settings.engine_processes,
             settings.config,
             settings.log_level,

@@ -32,26 +32,16 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
-from engine.host import run_engine_here
-from fhir_adapters.intake import Intake
-from redflags import config, logs
-from redflags.pipeline import PatientResult, Pipeline
-from redflags.service.http.limits import call_limits
-from redflags.state.model import DEFAULT_TENANT
-from redflags.state.sqlite_store import open_store
-from redflags.stateful import Tracker
+from redflags import logs
 
 T = TypeVar("T")
 log = structlog.get_logger("redflags.service.engine")
 
 _FRAME = struct.Struct("!Q")  # length of the pickle that follows
-_pipeline: Pipeline | None = None  # in an engine process: its one pipeline
-_tracker: Tracker | None = None  # ... and its state store, when the service keeps one
 
 
 #: Seconds an engine process may take to start (compile the rules) before it is killed.
@@ -76,13 +66,6 @@ class UnsendableInput(ValueError):
     """The call's data cannot be sent to an engine process (nested too deeply to pickle)."""
 
 
-def pipeline() -> Pipeline:
-    """The pipeline of this engine process (for the functions the pool runs)."""
-    if _pipeline is None:
-        raise RuntimeError("not in an engine process")
-    return _pipeline
-
-
 def quiet_gc() -> None:
     """Keep the collector off the long-lived objects and out of the per-request allocations.
 
@@ -94,40 +77,6 @@ def quiet_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-
-
-def evaluate(
-    intake: Intake, now: int, *, what_if: bool = False, tenant: str = DEFAULT_TENANT
-) -> list[PatientResult]:
-    """Evaluate in this engine process: with the state store (history, ledger, outbox) if any.
-
-    ``what_if``: the input holds what is not yet so (order-sign's draft orders), or is asked
-    about another instant than the service's: history is read, nothing is remembered and no
-    alert changes. ``tenant``: whose history and ledger (``redflags.service.auth.tenants``).
-    """
-    if _tracker is None:
-        return pipeline().evaluate(intake, now)
-    request = structlog.contextvars.get_contextvars().get("request_id")
-    tracked = _tracker.evaluate(intake, now, actor=f"service:{request}", commit=not what_if, tenant=tenant)
-    return [t.result for t in tracked]
-
-
-def start_here(
-    config_path: str | None, state: str | None = None, queue: bool = False, retention_days: int | None = None
-) -> Pipeline:
-    """Make this process an engine process (engine processes call it; benchmarks too).
-
-    ``state``: the state store file; ``queue``: also queue deliveries (a FHIR server is set).
-    """
-    global _pipeline, _tracker
-    run_engine_here()  # this process only evaluates, on this thread
-    _pipeline = Pipeline.from_config(config.load(Path(config_path) if config_path else None))
-    _pipeline.max_facts = call_limits().max_facts_per_patient  # redflags serve --max-facts-per-patient
-    if state:
-        retention = retention_days * 86_400 if retention_days else None
-        _tracker = Tracker(_pipeline, open_store(state), actor="service", retention_s=retention, queue=queue)
-    quiet_gc()
-    return _pipeline
 
 
 # -- the engine process side ---------------------------------------------------------------------
@@ -190,14 +139,15 @@ def _call(data: bytes) -> tuple[str, object]:
 
 
 def serve_engine() -> None:
-    """The engine process: one start frame, then (function, request id, args) frames until EOF."""
+    """The engine process: one start frame (a module-level ``start(*args) -> dict`` of fields for the
+    ready line), then (function, request id, args) frames until EOF."""
     inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frames
-    config_path, log_level, salt, state, queue, retention_days = pickle.loads(_read(inbox))
+    start, args, log_level, salt = pickle.loads(_read(inbox))
     logs.configure(log_level)
     logs.share_salt(salt)
-    rules = len(start_here(config_path, state, queue, retention_days).engine.metas)
-    log.info("engine_ready", engine=os.getpid(), rules=rules)
+    ready = start(*args)  # what this process hosts, made ready (e.g. the rules compiled)
+    log.info("engine_ready", engine=os.getpid(), **ready)
     _write(outbox, _dumps(("ok", os.getpid())))
     while True:
         try:
@@ -241,21 +191,19 @@ def _reply(data: bytes) -> tuple[str, Any]:
 
 
 class EnginePool:
-    """``processes`` engine processes, each with the site's pipeline, taken in turn when free."""
+    """``processes`` engine processes, each made ready by ``start(*args)``, taken in turn when free."""
 
     def __init__(
         self,
         processes: int,
-        config_path: str | None,
+        start: Callable[..., dict[str, object]],
+        args: tuple[object, ...],
         log_level: str,
-        state: str | None = None,
-        queue: bool = False,
-        retention_days: int | None = None,
         deadline_s: float = 60.0,
     ) -> None:
         self.processes = processes
         self.deadline_s = deadline_s  # per call: waiting for an engine, then the exchange
-        self._start = (config_path, log_level, logs.salt(), state, queue, retention_days)
+        self._start = _dumps((start, args, log_level, logs.salt()))  # sent by reference: module level
         self._idle: asyncio.Queue[_Engine] = asyncio.Queue()
         self._all: set[_Engine] = set()
         self._dying: set[_Engine] = set()  # killed, not yet reaped
@@ -278,7 +226,7 @@ class EnginePool:
         engine = _Engine(process)
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
-                status, _pid = pickle.loads(await engine.exchange(_dumps(self._start)))
+                status, _pid = pickle.loads(await engine.exchange(self._start))
         except BaseException:
             _kill(engine)
             raise

@@ -1,4 +1,4 @@
-"""Entry point of an engine process: ``python -m redflags.workers.process`` (see engine_pool)."""
+"""Entry point of an engine process: ``python -m redflags.workers.process`` (see ``workers.pool``)."""
 
 from redflags.workers.pool import serve_engine
 

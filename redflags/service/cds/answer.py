@@ -1,4 +1,4 @@
-"""The work of one CDS service call, done in an engine process (``engine_pool``).
+"""The work of one CDS service call, done in an engine process (``engine_host``).
 
 Decode and check the request, read the prefetch, evaluate the patient in context and render
 the cards. Reading ``fhirServer`` is I/O and stays in the HTTP process: when the prefetch is
@@ -18,8 +18,8 @@ from redflags.service.cds.cards import IssuedCard, cds_response
 from redflags.service.cds.prefetch import Found, read_prefetch
 from redflags.service.cds.request import CdsRequest, CdsRequestError, parse
 from redflags.service.cds.services import SERVICES
+from redflags.service.engine_host import evaluate, pipeline
 from redflags.service.http.limits import call_limits
-from redflags.workers.pool import evaluate, pipeline
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from fhir_adapters.times import parse_now
 from redflags import logs
 from redflags.pipeline import PatientResult
 from redflags.service.auth.tenant_dependency import evaluate_tenant
+from redflags.service.engine_host import evaluate, pipeline
 from redflags.service.evaluate.input import (
     INPUT_PARAMETERS,
     BadInput,
@@ -46,7 +47,7 @@ from redflags.service.evaluate.input import (
 )
 from redflags.service.http.catch_all import error_response
 from redflags.service.http.outcome import FHIR_JSON, FhirResponse, outcome
-from redflags.workers.pool import EnginePool, EngineUnavailable, UnsendableInput, evaluate, pipeline
+from redflags.workers.pool import EnginePool, EngineUnavailable, UnsendableInput
 from rulesets.meta import RuleMeta
 
 log = structlog.get_logger("redflags.service.fhir")
@@ -155,7 +156,7 @@ class Evaluated:
 
 
 def evaluate_body(body: bytes, query_now: str | None, default_now: int, tenant: str) -> Evaluated:
-    """Read, evaluate and render one body: the work of an engine process (``engine_pool``).
+    """Read, evaluate and render one body: the work of an engine process (``engine_host``).
 
     ``default_now`` is the service's clock: an evaluation at another instant is a what-if.
     """
