@@ -13,6 +13,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 from anyio import to_thread
@@ -20,7 +21,6 @@ from anyio import to_thread
 from fhir_adapters.fhir_client import Auth, FhirClient
 from fhir_adapters.smart_auth import server_auth
 from redflags.delivery.sender import DELIVERED_KEEP_S, deliver_due, purge
-from redflags.service.settings import ServiceSettings
 from redflags.state.model import StateStore
 from redflags.state.sqlite_store import open_store
 
@@ -37,7 +37,22 @@ LEASE_S = 120
 PURGE_EVERY_S = 86_400
 
 
-def outbox_auth(settings: ServiceSettings) -> Auth | None:
+class OutboxSettings(Protocol):
+    """What the loop reads of the service's settings (``redflags.service.settings``)."""
+
+    @property
+    def state(self) -> str | None: ...
+    @property
+    def fhir_server(self) -> str | None: ...
+    @property
+    def fhir_token(self) -> str | None: ...
+    @property
+    def fhir_smart(self) -> str | None: ...
+    @property
+    def delivered_keep_days(self) -> int: ...
+
+
+def outbox_auth(settings: OutboxSettings) -> Auth | None:
     """The credentials for --fhir-server (ValueError if the SMART file is wrong)."""
     return server_auth(settings.fhir_token, Path(settings.fhir_smart) if settings.fhir_smart else None)
 
@@ -52,7 +67,7 @@ class OutboxWorker:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @classmethod
-    def start(cls, settings: ServiceSettings) -> OutboxWorker | None:
+    def start(cls, settings: OutboxSettings) -> OutboxWorker | None:
         """A running worker when the service has a state store and a FHIR server, else None."""
         if not (settings.state and settings.fhir_server):
             return None
