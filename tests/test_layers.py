@@ -107,3 +107,66 @@ def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
         "engine/sub/deep.py:1 imports rulesets",
         "engine/sub/deep.py:3 imports <escapes>",
     ]
+
+
+# -- inside redflags/: the rooms (issue 13 item 7) -----------------------------------------------
+#: folder of redflags/ -> (modules its files must never import, folders exempt from the rule).
+#: The CLI is the top: nothing else imports it (the service least of all). The process pool is
+#: generic (it knows nothing of what it hosts), and the stores are the ground floor.
+ROOM_FORBIDDEN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "redflags": (("redflags.cli",), ("redflags/cli",)),
+    "redflags/service": (("redflags.cli",), ()),
+    "redflags/workers": (("redflags.cli", "redflags.service", "redflags.pipeline", "redflags.stateful"), ()),
+    "redflags/delivery": (("redflags.cli", "redflags.service", "redflags.replay"), ()),
+    "redflags/state": (("redflags.cli", "redflags.service", "redflags.delivery", "redflags.replay"), ()),
+}
+
+
+def _named_modules(source: str, package: list[str]) -> list[tuple[int, str]]:
+    """``imported_modules`` plus ``package.name`` for each ``from package import name``
+    (``from redflags import cli`` names ``redflags.cli``)."""
+    found = imported_modules(source, package)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return sorted(found)
+
+
+def room_violations(folder: str, root: Path = ROOT) -> list[str]:
+    """``file:line imports module`` for each import ``ROOM_FORBIDDEN[folder]`` forbids."""
+    forbidden, exempt = ROOM_FORBIDDEN[folder]
+    files = sorted((root / folder).rglob("*.py"))
+    assert files, f"no Python files under {folder}/: the check would pass vacuously"
+    bad: list[str] = []
+    for path in files:
+        where = path.relative_to(root).as_posix()
+        if any(where.startswith(f"{e}/") for e in exempt):
+            continue
+        for line, module in _named_modules(path.read_text(encoding="utf-8"), _package_parts(path, root)):
+            if any(module == f or module.startswith(f"{f}.") for f in forbidden):
+                bad.append(f"{where}:{line} imports {module}")
+    return sorted(set(bad))
+
+
+@pytest.mark.parametrize("folder", sorted(ROOM_FORBIDDEN))
+def test_rooms_import_only_downward(folder: str) -> None:
+    assert room_violations(folder) == []
+
+
+def test_the_room_check_sees_the_cli_imported_from_below(tmp_path: Path) -> None:
+    """Not vacuous: an import of the CLI from outside it is caught in each form; the CLI's own are not."""
+    (tmp_path / "redflags" / "cli").mkdir(parents=True)
+    (tmp_path / "redflags" / "service").mkdir()
+    (tmp_path / "redflags" / "cli" / "__init__.py").write_text("from redflags.cli import replay\n")
+    (tmp_path / "redflags" / "spark.py").write_text(
+        "def f():\n    from redflags.cli import _renderer\nfrom redflags import cli\nimport redflags.client\n"
+    )
+    (tmp_path / "redflags" / "service" / "app.py").write_text("import redflags.cli.serve\n")
+    assert room_violations("redflags", tmp_path) == [
+        "redflags/service/app.py:1 imports redflags.cli.serve",
+        "redflags/spark.py:2 imports redflags.cli",
+        "redflags/spark.py:2 imports redflags.cli._renderer",
+        "redflags/spark.py:3 imports redflags.cli",
+    ]
+    only_service = ["redflags/service/app.py:1 imports redflags.cli.serve"]
+    assert room_violations("redflags/service", tmp_path) == only_service
