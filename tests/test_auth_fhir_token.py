@@ -96,7 +96,7 @@ def children(pid: int) -> list[int]:
 
 
 def engine_processes(pid: int) -> list[int]:
-    return [c for c in children(pid) if b"engine_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [c for c in children(pid) if b"redflags.workers.process" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 @pytest.mark.parametrize("given", ["file", "environment", "command line"])

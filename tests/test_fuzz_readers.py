@@ -1,7 +1,7 @@
 """Fuzzing the FHIR readers in process (hypothesis, fixed seed): then one regression test per bug.
 
-The readers are what turns a caller's JSON into facts: ``fhir_input.read_body`` (``$evaluate``),
-``cds_request.parse`` and ``prefetch.read_prefetch`` (CDS Hooks), ``intake.group``,
+The readers are what turns a caller's JSON into facts: ``evaluate.input.read_body`` (``$evaluate``),
+``cds.request.parse`` and ``prefetch.read_prefetch`` (CDS Hooks), ``intake.group``,
 ``facts.patient_facts``, ``validate`` (``--strict``) and the feedback parser. Whatever the input,
 each either reads it or refuses it with its own error type (a 4xx over HTTP): any other
 exception is a 500 for the caller. Every time a fact carries must be one the output can print.

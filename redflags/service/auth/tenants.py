@@ -14,7 +14,7 @@ read nor change another caller's records. The tenant is
 
 A CDS tenant always holds one ``|`` more than its client part and origins hold none, so two
 different (client, server) pairs never give one tenant. The HTTP process derives the client
-part (``tenant_auth``); the engine process adds the origin once it has decoded the request.
+part (``tenant_dependency``); the engine process adds the origin once it has decoded the request.
 """
 
 from __future__ import annotations

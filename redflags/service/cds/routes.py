@@ -1,7 +1,7 @@
-"""CDS Hooks 2.0 endpoints: discovery and service calls (the services are in ``cds_services``).
+"""CDS Hooks 2.0 endpoints: discovery and service calls (the services are in ``services``).
 
 A call: an engine process checks the request (400), reads the prefetch, evaluates the context
-patient only and renders one card per alert (``cds_answer``). For what the prefetch lacks this
+patient only and renders one card per alert (``answer``). For what the prefetch lacks this
 process reads ``fhirServer`` (412 when it cannot be had) and asks again. Errors are
 OperationOutcomes with a message naming the field.
 """

@@ -1,7 +1,7 @@
 """The CDS services redflags offers, each declared on its handler (discovery lists them).
 
 A handler adds what its hook's context contributes to the record (order-sign's draft orders);
-it runs in an engine process (``cds_answer``), so it does no I/O.
+it runs in an engine process (``cds.answer``), so it does no I/O.
 """
 
 from __future__ import annotations
