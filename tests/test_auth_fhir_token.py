@@ -96,7 +96,8 @@ def children(pid: int) -> list[int]:
 
 
 def engine_processes(pid: int) -> list[int]:
-    return [c for c in children(pid) if b"redflags.workers.process" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    entry = b"redflags.workers.process"  # python -m: an engine process
+    return [c for c in children(pid) if entry in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 @pytest.mark.parametrize("given", ["file", "environment", "command line"])
