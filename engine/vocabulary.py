@@ -17,15 +17,24 @@ class Code:
     display: str
 
 
+#: What an action asks for, in the engine's words; the output layer maps each to its own
+#: representation (``fhir_adapters.output.ACTION_RESOURCE``).
+ACTION_KINDS: tuple[str, ...] = ("order", "medication", "task", "procedure")
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One recommended CarePlan activity (reference tables x.4)."""
+    """One recommended action of a plan (reference tables x.4)."""
 
     text: str
     codes: tuple[Code, ...]
-    kind: str  # "ServiceRequest" | "MedicationRequest" | "Task"
-    due_hours: float  # scheduledPeriod.end = now + due_hours
+    kind: str  # one of ACTION_KINDS
+    due_hours: float  # the plan's target: now + due_hours
     tiers: tuple[str, ...] = ()  # empty: every tier
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"action {self.text!r}: kind {self.kind!r} is not one of {ACTION_KINDS}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,10 +30,10 @@ from datetime import date
 
 from fhir_adapters import medication_ref, plausibility, units
 from fhir_adapters.errors import IntakeError, shown
+from fhir_adapters.identifiers import LATERALITY_EXTENSION, SNOMED
 from fhir_adapters.intake import Entry, Issue, PatientGroup, local_reference, reference_of
 from fhir_adapters.terminology import Match, Terminology
 from fhir_adapters.times import birth_date, to_epoch
-from rulesets.meta import LATERALITY_EXTENSION, SNOMED
 
 Fact = dict[str, object]
 

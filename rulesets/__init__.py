@@ -7,6 +7,7 @@ order of the clinical reference (red-flags.md sections 1-12), the shared buildin
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 from rulesets import (
@@ -45,4 +46,8 @@ MODULES: tuple[ModuleType, ...] = (
 #: The rules by public id (modules with a ``META``): what a process that runs no engine needs.
 RULES: dict[str, RuleMeta] = {m.META.id: m.META for m in MODULES if getattr(m, "META", None)}
 
-__all__ = ["MODULES", "RULES"]
+#: The built-in FHIR ValueSets that map codes to the finding keys the rules read: clinical
+#: knowledge versioned with the rules; the composing layer hands the folder to the terminology.
+VALUESET_DIR = Path(__file__).resolve().parent / "valuesets"
+
+__all__ = ["MODULES", "RULES", "VALUESET_DIR"]

@@ -9,6 +9,7 @@ from fhir_adapters import terminology
 from fhir_adapters.facts import patient_facts
 from fhir_adapters.intake import read_json
 from fhir_adapters.terminology import Terminology
+from rulesets import VALUESET_DIR
 from rulesets.meta import FINDING_SYSTEM, ICD10CM, LATERALITY_EXTENSION, LOINC, MUSCLE_GROUP_SYSTEM, SNOMED
 
 from .facts_helpers import (
@@ -35,7 +36,7 @@ from .facts_helpers import (
 
 @pytest.fixture(scope="module")
 def term() -> Terminology:
-    return terminology.load()
+    return terminology.load(VALUESET_DIR)
 
 
 class TestConditionFacts:

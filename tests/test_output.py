@@ -50,10 +50,10 @@ CES = RuleMeta(
     disorder=Code(SNOMED, "192970008", "Cauda equina syndrome"),
     actions=(
         Action("Emergency MRI spine", (Code(LOINC, "36531-2", "MR Spine WO contrast"),),
-               "ServiceRequest", 4, ("A", "B")),
-        Action("Documented neurological exam", (), "Task", 0),
+               "order", 4, ("A", "B")),
+        Action("Documented neurological exam", (), "task", 0),
         Action("Surgical decompression if compression confirmed",
-               (Code(SNOMED, "10836008", "Decompression of spinal cord"),), "Procedure", 48,
+               (Code(SNOMED, "10836008", "Decompression of spinal cord"),), "procedure", 48,
                ("A",)),
     ),
 )  # fmt: skip
@@ -66,7 +66,7 @@ DVT = RuleMeta(
     source_label="NICE NG158",
     source_url="https://www.nice.org.uk/guidance/ng158",
     disorder=Code(SNOMED, "128053003", "Deep venous thrombosis"),
-    actions=(Action("Proximal leg vein ultrasound", (), "ServiceRequest", 4),),
+    actions=(Action("Proximal leg vein ultrasound", (), "order", 4),),
 )
 
 
