@@ -258,9 +258,7 @@ def _alias(term: Terminology, local: tuple[str, str], target: tuple[str, str]) -
     return bool(matches) or member
 
 
-def load(
-    builtin_dir: Path, extra_dirs: Sequence[Path] = (), conceptmaps: Sequence[Path] = ()
-) -> Terminology:
+def load(builtin_dir: Path, extra_dirs: Sequence[Path] = (), conceptmaps: Sequence[Path] = ()) -> Terminology:
     """Built-in value sets (``builtin_dir``), then each site folder's, then every ConceptMap.
 
     ConceptMaps (the folders' and the listed ones) come last so that they can point at any code
