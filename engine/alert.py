@@ -27,8 +27,7 @@ class Criterion:
 class Alert:
     """A fired rule for one patient at one evaluation time.
 
-    ``evidence`` lists every resource reference that satisfied a criterion, in first-seen
-    order; ``addresses`` the Conditions among them (a CarePlan ``addresses`` them).
+    ``evidence`` lists every record reference that satisfied a criterion, in first-seen order.
     """
 
     patient: str
@@ -49,10 +48,6 @@ class Alert:
     notes: tuple[str, ...] = field(default=())
     #: the disorder this alert suggests (the branch's own, else the rule's; CarePlan reasonCode)
     disorder: Code | None = None
-
-    @property
-    def addresses(self) -> tuple[str, ...]:
-        return tuple(ref for ref in self.evidence if ref.startswith("Condition/"))
 
     def summary(self) -> dict[str, object]:
         """The replay JSON shape of one alert."""

@@ -250,6 +250,14 @@ class Engine:
         #: value key -> medication key: results taken after the medication began are ignored
         self.censors: dict[str, str] = {}
         overrides = params or {}
+        #: the severities a preliminary result may support (None: every one), declared by a
+        #: module as ``PRELIMINARY_SUPPORTS``: policy is the rules', the engine applies it
+        declared = {
+            frozenset(s) for m in modules if (s := getattr(m, "PRELIMINARY_SUPPORTS", None)) is not None
+        }
+        if len(declared) > 1:
+            raise RuleDefinitionError("the modules declare different PRELIMINARY_SUPPORTS")
+        self.preliminary_supports: frozenset[str] | None = next(iter(declared), None)
         for module in modules:
             meta: RuleMeta | None = getattr(module, "META", None)
             rule_id = meta.id if meta else module.__name__.rsplit(".", 1)[-1]
@@ -543,7 +551,9 @@ class Engine:
                 by_kind.setdefault((fact.get("t"), None), []).append(fact)
         for checked in self._checked:
             ctx.matches.extend(checked.matches(by_kind))
-        alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
+        alerts = collect(
+            pid, now, ctx.matches, self.metas, self.titles, ctx.lineage, self.preliminary_supports
+        )
         derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
         return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
 

@@ -18,7 +18,7 @@ class Code:
 
 
 #: What an action asks for, in the engine's words; the output layer maps each to its own
-#: representation (``fhir_adapters.output.ACTION_RESOURCE``).
+#: representation of a request.
 ACTION_KINDS: tuple[str, ...] = ("order", "medication", "task", "procedure")
 
 

@@ -259,7 +259,7 @@ def careplan_for(
             "subject": _patient_reference(alert.patient),
             "created": created or fhir_instant(alert.now),
             "author": _reference(author, _ENGINE_NAME),
-            "addresses": [_reference(ref) for ref in alert.addresses],
+            "addresses": [_reference(ref) for ref in alert.evidence if ref.startswith("Condition/")],
             "supportingInfo": [_reference(ref) for ref in [flag_ref, *evidence]],
             "activity": [
                 _activity(a, alert.disorder or meta.disorder, alert.now) for a in meta.actions_for(alert.tier)

@@ -42,7 +42,7 @@ def term() -> Terminology:
 class TestConditionFacts:
     def test_active_confirmed_condition_is_a_current_finding(self, term):
         fact = one(run(term, condition()), "sciatica")
-        assert fact["t"] == "finding" and fact["state"] == "present" and fact["src"] == "Condition"
+        assert fact["t"] == "finding" and fact["state"] == "present" and fact["span"] == "state"
         assert (fact["active"], fact["suspected"], fact["prelim"]) == (1, 0, 0)
         assert fact["onset"] == fact["ts"] == T_WHEN
         assert fact["pid"] == PID and fact["ref"] == "Condition/c1"
