@@ -1,4 +1,4 @@
-"""What an evaluation produces: alerts with their evidence, independent of FHIR."""
+"""What an evaluation produces: alerts with their evidence, in no record format."""
 
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ class Alert:
     evidence: tuple[str, ...]
     now: int
     #: UTC date (YYYY-MM-DD) of the earliest evidence: with patient and rule it names the episode,
-    #: so re-evaluating the same story yields the same Flag identifier.
+    #: so re-evaluating the same story yields the same alert identifier.
     episode: str = ""
     suspected: bool = False
     preliminary: bool = False
     notes: tuple[str, ...] = field(default=())
-    #: the disorder this alert suggests (the branch's own, else the rule's; CarePlan reasonCode)
+    #: the disorder this alert suggests (the branch's own, else the rule's: the plan's reason)
     disorder: Code | None = None
 
     def summary(self) -> dict[str, object]:

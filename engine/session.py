@@ -328,7 +328,7 @@ class Engine:
         return max((c.window for s in (*self.specs, *self.scores) for c in s.conds if c.window), default=0.0)
 
     def branch_disorders(self) -> dict[str, list[Code]]:
-        """Per rule, the disorders its branches suggest besides the rule's own (ConceptMap)."""
+        """Per rule, the disorders its branches suggest besides the rule's own."""
         out: dict[str, list[Code]] = {}
         for spec in self.specs:
             if spec.disorder and spec.disorder != self.metas[spec.rule].disorder:

@@ -41,7 +41,7 @@ class Action:
 class Tier:
     name: str  # "A", "B", "C"
     severity: str  # "critical" | "urgent" | "routine"
-    label: str  # short phrase shown in Flag.code.text and the card summary
+    label: str  # short phrase shown in the alert's title and the card summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class RuleMeta:
     tiers: tuple[Tier, ...]
     source_label: str
     source_url: str
-    disorder: Code  # ConceptMap target and CarePlan activity reasonCode
+    disorder: Code  # what the alert suggests: the reason of its recommended actions
     actions: tuple[Action, ...]
     #: (other rule id, its tier, our tier): a match of the other rule at that tier removes ours.
     suppressed_by: tuple[tuple[str, str, str], ...] = field(default=())

@@ -3,7 +3,7 @@
 A leaf: it imports nothing from the project, so every FHIR adapter takes its URIs from here and
 none has to reach into the rules for them. ``rulesets.meta`` declares the same code-system URIs
 for the codes the rules are written in (the two layers may not import each other);
-``tests/test_identifiers.py`` proves the two tables agree.
+``tests/test_neutral_layers.py`` proves the two tables agree.
 """
 
 from __future__ import annotations
