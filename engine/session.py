@@ -559,4 +559,3 @@ class Engine:
 
 
 _sessions = itertools.count(1)
-#: Fact kind (and session id) of the no-op warm-up session run once at registration.

@@ -52,7 +52,6 @@ _MED_ACTIVE = {
     "MedicationStatement": {"active", "completed", "intended"},
     "MedicationAdministration": {"completed", "in-progress"},
 }
-_PRESENT = {(SNOMED, "52101004"), (SNOMED, "373066001"), (SNOMED, "410605003")}
 _ABSENT = {
     (SNOMED, "2667000"),
     (SNOMED, "373067005"),

@@ -20,6 +20,5 @@ ATC = "http://www.whocc.no/atc"  # WHO ATC classification (drug classes by code 
 CANONICAL_BASE = "https://redflags.dev/fhir"
 ALERT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-alert"
 FINDING_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-finding"
-ACTION_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-action"
 MUSCLE_GROUP_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/muscle-group"
 LATERALITY_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/laterality"

@@ -10,9 +10,10 @@ import re
 
 from engine.dsl import Spec
 from engine.session import Engine
+from fhir_adapters.identifiers import ATC
 from fhir_adapters.output import ACTION_RESOURCE
 from fhir_adapters.terminology import Terminology
-from rulesets.meta import ATC, ICD10CM
+from rulesets.meta import ICD10CM
 
 _VERBS = {
     "derive": "derives [{key}] when",

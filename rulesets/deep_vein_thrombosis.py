@@ -61,7 +61,6 @@ from engine.dsl import (
 from rulesets.codes import ENOXAPARIN, ULTRASOUND
 from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
-ULTRASOUND = ULTRASOUND
 D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma")
 
 META = RuleMeta(

@@ -172,7 +172,6 @@ PARAM_RANGES: dict[str, ParamRange] = {
     ),
 }
 
-WEAK_PATTERNS = ("bilateral_leg_weakness",)
 REFLEXES = ("reflexes_absent", "reflexes_reduced")
 CORD_SIGNS = ("sensory_level", "hyperreflexia", "spasticity")
 BULBAR_OR_BREATHING = ("dysphagia", "dyspnea", "orthopnea", "respiratory_failure")

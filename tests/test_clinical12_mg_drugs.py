@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from fhir_adapters import terminology
+from fhir_adapters.identifiers import ATC
 from fhir_adapters.terminology import TerminologyError
 from rulesets import VALUESET_DIR
-from rulesets.meta import ATC, RXNORM, SNOMED
+from rulesets.meta import RXNORM, SNOMED
 from rulesets.myasthenic_crisis_risk import TRIGGER_DRUG_CLASSES
 
 from .cds_helpers import MG, NOTE, NOW, ORDER_SIGN, call, check_response, prefetch_for, request, resources_of

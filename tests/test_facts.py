@@ -7,10 +7,11 @@ import pytest
 
 from fhir_adapters import terminology
 from fhir_adapters.facts import patient_facts
+from fhir_adapters.identifiers import LATERALITY_EXTENSION, MUSCLE_GROUP_SYSTEM
 from fhir_adapters.intake import read_json
 from fhir_adapters.terminology import Terminology
 from rulesets import VALUESET_DIR
-from rulesets.meta import FINDING_SYSTEM, ICD10CM, LATERALITY_EXTENSION, LOINC, MUSCLE_GROUP_SYSTEM, SNOMED
+from rulesets.meta import FINDING_SYSTEM, ICD10CM, LOINC, SNOMED
 
 from .facts_helpers import (
     LEFT,

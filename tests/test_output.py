@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from engine.alert import Alert, Criterion
+from fhir_adapters.identifiers import ALERT_SYSTEM
 from fhir_adapters.output import (
     CAREPLAN_EPISODE_SYSTEM,
     CONCEPT_MAP_URL,
@@ -31,7 +32,7 @@ from fhir_adapters.validate import (
     validate_required_codes,
     validate_resource,
 )
-from rulesets.meta import ALERT_SYSTEM, LOINC, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import LOINC, SNOMED, Action, Code, RuleMeta, Tier
 
 NOW = 1741608000  # 2025-03-10T12:00:00Z
 PRIORITY_URL = "http://hl7.org/fhir/StructureDefinition/flag-priority"
