@@ -1,4 +1,4 @@
-"""What an evaluation produces: alerts with their evidence, independent of FHIR."""
+"""What an evaluation produces: alerts with their evidence, in no record format."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ class Criterion:
 class Alert:
     """A fired rule for one patient at one evaluation time.
 
-    ``evidence`` lists every resource reference that satisfied a criterion, in first-seen
-    order; ``addresses`` the Conditions among them (a CarePlan ``addresses`` them).
+    ``evidence`` lists every record reference that satisfied a criterion, in first-seen order.
     """
 
     patient: str
@@ -42,17 +41,13 @@ class Alert:
     evidence: tuple[str, ...]
     now: int
     #: UTC date (YYYY-MM-DD) of the earliest evidence: with patient and rule it names the episode,
-    #: so re-evaluating the same story yields the same Flag identifier.
+    #: so re-evaluating the same story yields the same alert identifier.
     episode: str = ""
     suspected: bool = False
     preliminary: bool = False
     notes: tuple[str, ...] = field(default=())
-    #: the disorder this alert suggests (the branch's own, else the rule's; CarePlan reasonCode)
+    #: the disorder this alert suggests (the branch's own, else the rule's: the plan's reason)
     disorder: Code | None = None
-
-    @property
-    def addresses(self) -> tuple[str, ...]:
-        return tuple(ref for ref in self.evidence if ref.startswith("Condition/"))
 
     def summary(self) -> dict[str, object]:
         """The replay JSON shape of one alert."""

@@ -6,7 +6,7 @@ after every positive fact has been derived, so the outcome never depends on fact
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.alert import Alert, Criterion
@@ -29,9 +29,11 @@ def _refs(fact: Mapping[str, object]) -> list[str]:
     return str(fact.get("refs") or fact.get("ref") or "").split()
 
 
-def _counts(match: Match, severity: str) -> bool:
-    """A preliminary result supports only a critical tier (red-flags.md 14.2)."""
-    return severity == "critical" or not any(f.get("prelim") == 1 for f in match.facts)
+def _counts(match: Match, severity: str, preliminary_supports: Collection[str] | None) -> bool:
+    """A match on a preliminary result counts only at the severities the policy lets it support."""
+    if preliminary_supports is None or severity in preliminary_supports:
+        return True
+    return not any(f.get("prelim") == 1 for f in match.facts)
 
 
 def _chosen(meta: RuleMeta, fired: Mapping[str, list[Match]], blocked: set[str]) -> str | None:
@@ -48,8 +50,11 @@ def collect(
     metas: Mapping[str, RuleMeta],
     titles: Mapping[str, str],
     lineage: Lineage | None = None,
+    preliminary_supports: Collection[str] | None = None,
 ) -> list[Alert]:
-    """``lineage``: derivations not asserted (engine.lineage) whose evidence the alerts cite too."""
+    """``pid``: the subject's own reference (never evidence); ``lineage``: derivations not
+    asserted (engine.lineage) whose evidence the alerts cite too; ``preliminary_supports``: the
+    severities a match on a preliminary result (``prelim`` 1) may support (None: every one)."""
     lineage = lineage or Lineage()
     fired: dict[str, dict[str, list[Match]]] = {}
     blocked: dict[str, set[str]] = {}
@@ -66,7 +71,7 @@ def collect(
             notes.setdefault(spec.rule, []).append(match)
             continue
         tier = spec.tiers[0]
-        if _counts(match, meta.tier(tier).severity):
+        if _counts(match, meta.tier(tier).severity, preliminary_supports):
             fired.setdefault(spec.rule, {}).setdefault(tier, []).append(match)
     chosen = {
         rule: tier
@@ -111,11 +116,11 @@ def _alert(
     suspected = preliminary = False
     for match in matches:
         for fact in match.facts:
-            refs = tuple(r for r in _refs(fact) if not r.startswith("Patient/"))
+            refs = tuple(r for r in _refs(fact) if r != pid)
             phrase = describe(fact, titles)
             criteria.setdefault(phrase, refs)
             for other in lineage.alternates.get(fact.get("id"), ()):  # type: ignore[call-overload]
-                cited = tuple(r for r in _refs(other) if not r.startswith("Patient/"))
+                cited = tuple(r for r in _refs(other) if r != pid)
                 criteria.setdefault(describe(other, titles), cited)
             for ref in refs:
                 evidence.setdefault(ref, None)
@@ -126,7 +131,7 @@ def _alert(
         for fact in match.facts:
             if isinstance(fact.get("id"), int) and fact.get("t") == "derived":
                 for ref in lineage.refs(int(fact["id"])):  # type: ignore[call-overload]
-                    if not ref.startswith("Patient/"):
+                    if ref != pid:
                         evidence.setdefault(ref, None)
     level = meta.tier(tier)
     phrases = findings_once(criteria)  # each finding once (a derived criterion repeats its sources)

@@ -46,7 +46,7 @@ def describe(fact: Mapping[str, object], titles: Mapping[str, str]) -> str:
         if fact.get("state") == "absent":
             return f"no {title}{where} on {moment(fact.get('ts'))}"
         suspected = " (suspected)" if fact.get("suspected") == 1 else ""
-        if fact.get("src") == "Condition":
+        if fact.get("span") == "state":
             return f"{title}{where}{suspected} since {day(fact.get('onset'))}"
         return f"{title}{where} on {moment(fact.get('ts'))}"
     return f"{title} on {day(fact.get('ts'))}"

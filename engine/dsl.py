@@ -27,17 +27,9 @@ HOUR = 3600
 DAY = 24 * HOUR
 WEEK = 7 * DAY
 
-#: Onset tempo of a weakness finding (red-flags.md 0.2): (above, up to) seconds since onset.
-TEMPO: dict[str, tuple[float, float]] = {
-    "hyperacute": (-1, 24 * HOUR),
-    "acute": (24 * HOUR, 7 * DAY),
-    "subacute": (7 * DAY, 8 * WEEK),
-    "chronic": (8 * WEEK, float("inf")),
-}
-
 Expr = Any  # a durable-rules expression object
 
-__all__ = ["DAY", "HOUR", "TEMPO", "WEEK", "Cond", "Rules", "Spec", "m", "ref"]
+__all__ = ["DAY", "HOUR", "WEEK", "Cond", "Rules", "Spec", "m", "ref"]
 Prior = Sequence[str]  # aliases of the conditions before this one, in order
 
 
@@ -108,12 +100,6 @@ class Cond:
         series (engine.prepare ``prev_age``) before then. A positive test, no negation.
         """
         return self.where(lambda p_: (m.age <= start_age(p_)) & (m.prev_age > start_age(p_)), phrase)
-
-    def tempo(self, name: str) -> Cond:
-        """Onset tempo hyperacute / acute / subacute / chronic (0.2) of a finding or derived fact."""
-        above, up_to = TEMPO[name]
-        cond = self.begun(None if above < 0 else above, up_to)
-        return replace(cond, phrase=f"{cond.phrase} ({name})")
 
     def _compare(self, op: Callable[[Any, Any], Any], symbol: str, threshold: float) -> Cond:
         return self.where(lambda _p: op(m.v, threshold), f"{symbol} {threshold:g}")

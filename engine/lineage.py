@@ -33,12 +33,6 @@ MAX_ALTERNATES = 8
 UNREAD = frozenset({"id", "sid", "ref", "refs", "text"})
 
 
-class _Cond(Protocol):
-    kind: str
-    key: str | None
-    tests: tuple
-
-
 class _Spec(Protocol):
     does: str
     key: str

@@ -4,13 +4,13 @@ durable-rules' ``none()`` is order-dependent (a negating fact asserted after a m
 undo it), so "latest result", "earliest onset" and "superseded by a newer negative record" are
 computed here, deterministically, and handed to the rules as plain numbers and flags:
 
-  age              seconds from the record's time to ``now`` (0 for a current Condition)
+  age              seconds from the record's time to ``now`` (0 for a current state)
   onset_age        seconds from the record's onset to ``now``
   first_onset_age  for findings: onset_age of the earliest qualifying record of the same key
   side_onset_age   for findings: the same over the records of the same key and side (a deficit
                    already recorded on that side is "stable", red-flags.md 3.3)
   cur              findings: 1 unless a newer "absent" record for the key and side exists, or
-                   the Condition is not current (resolved, inactive, abated before ``now``)
+                   the state (``span`` "state") is not current (inactive, abated before ``now``)
   latest           values: 1 on the newest result per key, side and site (a "series"); of two
                    taken at the same time, the one issued later (14.2); untied ones both
   prev_age         values: seconds from the previous result of the same series to ``now``
@@ -120,7 +120,7 @@ def _findings(facts: Sequence[Fact], now: int) -> None:
         if f["state"] == "present" and f["key"] in first_onset:
             f["first_onset_age"] = first_onset[f["key"]]
             f["side_onset_age"] = side_onset[(f["key"], f.get("side", "unknown"))]
-        if f.get("src") == "Condition":
+        if f.get("span") == "state":  # holds until it ends, not only at its time
             abated = _num(f, "abated")
             current = f.get("active") == 1 and (abated is None or abated > now)
             f["cur"] = 1 if current else 0

@@ -250,6 +250,14 @@ class Engine:
         #: value key -> medication key: results taken after the medication began are ignored
         self.censors: dict[str, str] = {}
         overrides = params or {}
+        #: the severities a preliminary result may support (None: every one), declared by a
+        #: module as ``PRELIMINARY_SUPPORTS``: policy is the rules', the engine applies it
+        declared = {
+            frozenset(s) for m in modules if (s := getattr(m, "PRELIMINARY_SUPPORTS", None)) is not None
+        }
+        if len(declared) > 1:
+            raise RuleDefinitionError("the modules declare different PRELIMINARY_SUPPORTS")
+        self.preliminary_supports: frozenset[str] | None = next(iter(declared), None)
         for module in modules:
             meta: RuleMeta | None = getattr(module, "META", None)
             rule_id = meta.id if meta else module.__name__.rsplit(".", 1)[-1]
@@ -320,7 +328,7 @@ class Engine:
         return max((c.window for s in (*self.specs, *self.scores) for c in s.conds if c.window), default=0.0)
 
     def branch_disorders(self) -> dict[str, list[Code]]:
-        """Per rule, the disorders its branches suggest besides the rule's own (ConceptMap)."""
+        """Per rule, the disorders its branches suggest besides the rule's own."""
         out: dict[str, list[Code]] = {}
         for spec in self.specs:
             if spec.disorder and spec.disorder != self.metas[spec.rule].disorder:
@@ -543,10 +551,11 @@ class Engine:
                 by_kind.setdefault((fact.get("t"), None), []).append(fact)
         for checked in self._checked:
             ctx.matches.extend(checked.matches(by_kind))
-        alerts = collect(pid, now, ctx.matches, self.metas, self.titles, ctx.lineage)
+        alerts = collect(
+            pid, now, ctx.matches, self.metas, self.titles, ctx.lineage, self.preliminary_supports
+        )
         derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
         return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
 
 
 _sessions = itertools.count(1)
-#: Fact kind (and session id) of the no-op warm-up session run once at registration.

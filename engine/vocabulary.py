@@ -17,22 +17,31 @@ class Code:
     display: str
 
 
+#: What an action asks for, in the engine's words; the output layer maps each to its own
+#: representation of a request.
+ACTION_KINDS: tuple[str, ...] = ("order", "medication", "task", "procedure")
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One recommended CarePlan activity (reference tables x.4)."""
+    """One recommended action of a plan (reference tables x.4)."""
 
     text: str
     codes: tuple[Code, ...]
-    kind: str  # "ServiceRequest" | "MedicationRequest" | "Task"
-    due_hours: float  # scheduledPeriod.end = now + due_hours
+    kind: str  # one of ACTION_KINDS
+    due_hours: float  # the plan's target: now + due_hours
     tiers: tuple[str, ...] = ()  # empty: every tier
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"action {self.text!r}: kind {self.kind!r} is not one of {ACTION_KINDS}")
 
 
 @dataclass(frozen=True, slots=True)
 class Tier:
     name: str  # "A", "B", "C"
     severity: str  # "critical" | "urgent" | "routine"
-    label: str  # short phrase shown in Flag.code.text and the card summary
+    label: str  # short phrase shown in the alert's title and the card summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +52,7 @@ class RuleMeta:
     tiers: tuple[Tier, ...]
     source_label: str
     source_url: str
-    disorder: Code  # ConceptMap target and CarePlan activity reasonCode
+    disorder: Code  # what the alert suggests: the reason of its recommended actions
     actions: tuple[Action, ...]
     #: (other rule id, its tier, our tier): a match of the other rule at that tier removes ours.
     suppressed_by: tuple[tuple[str, str, str], ...] = field(default=())

@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from fhir_adapters.identifiers import CANONICAL_BASE
 from fhir_adapters.output import prune_empty
 from fhir_adapters.validate import validate
-from rulesets.meta import CANONICAL_BASE
 
 __all__ = [
     "EVIDENCE_ELEMENTS",

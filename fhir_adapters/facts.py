@@ -7,7 +7,9 @@ absolute (epoch seconds); everything relative to the evaluation time is done by
 
 Fact shapes (all flat, numbers as numbers):
   patient   {t, pid, ref, sex, birth}                       birth = "YYYY-MM-DD"
-  finding   {t, pid, ref, key, state, side, ts, onset, src, active, abated, suspected, prelim, site, limb}
+  finding   {t, pid, ref, key, state, side, ts, onset, span, active, abated, suspected, prelim, site, limb}
+            span = "state" for a Condition (holds from onset until it ends: active, abated),
+            "event" for an Observation (true at its time): the engine reads this, never FHIR
   value     {t, pid, ref, key, v, unit, ts, onset, side, site, limb, high, low, interp, prelim, hemolysed,
              issued}
             issued = Observation.issued when sent (the later one wins a tie of ts, 14.2)
@@ -30,10 +32,10 @@ from datetime import date
 
 from fhir_adapters import medication_ref, plausibility, units
 from fhir_adapters.errors import IntakeError, shown
+from fhir_adapters.identifiers import LATERALITY_EXTENSION, SNOMED
 from fhir_adapters.intake import Entry, Issue, PatientGroup, local_reference, reference_of
 from fhir_adapters.terminology import Match, Terminology
 from fhir_adapters.times import birth_date, to_epoch
-from rulesets.meta import LATERALITY_EXTENSION, SNOMED
 
 Fact = dict[str, object]
 
@@ -50,7 +52,6 @@ _MED_ACTIVE = {
     "MedicationStatement": {"active", "completed", "intended"},
     "MedicationAdministration": {"completed", "in-progress"},
 }
-_PRESENT = {(SNOMED, "52101004"), (SNOMED, "373066001"), (SNOMED, "410605003")}
 _ABSENT = {
     (SNOMED, "2667000"),
     (SNOMED, "373067005"),
@@ -334,7 +335,7 @@ def _condition(
         "pid": pid,
         "ref": ref,
         "state": "present",
-        "src": "Condition",
+        "span": "state",
         "active": 1 if active else 0,
         "suspected": 0 if verification == "confirmed" else 1,
         "prelim": 0,
@@ -500,7 +501,7 @@ def _observation(
         "ref": ref,
         "ts": ts,
         "onset": onset,
-        "src": "Observation",
+        "span": "event",
         "active": 1,
         "suspected": 0,
         "prelim": 1 if status == "preliminary" else 0,
@@ -522,7 +523,7 @@ def _observation(
             fact["state"] = state
         elif info.kind in ("quantity", "score", "qualitative"):
             fact["t"] = "value"
-            del fact["active"], fact["suspected"], fact["src"]
+            del fact["active"], fact["suspected"], fact["span"]
             fact["hemolysed"] = 1 if _hemolysed(res) else 0
             if issued is not None:
                 fact["issued"] = issued  # breaks a tie of effective times (14.2)
@@ -570,7 +571,7 @@ def _observation(
             if "valueDateTime" not in res:
                 continue
             fact["t"] = "value"
-            del fact["active"], fact["suspected"], fact["src"]
+            del fact["active"], fact["suspected"], fact["span"]
             fact["v"] = to_epoch(res["valueDateTime"], f"{path}.valueDateTime")
             fact["unit"] = "s"
             fact["hemolysed"] = 0
@@ -644,6 +645,22 @@ def _medication(
         }
         for m in matches
     ]
+
+
+#: What the resource type a finding came from says about how long it holds (fact field ``span``).
+_SPAN_OF_SOURCE = {"Condition": "state", "Observation": "event"}
+
+
+def upgraded(facts: Iterable[Fact]) -> list[Fact]:
+    """Stored facts in today's shape: a finding stored before ``span`` existed named its FHIR
+    resource type (``src``); the engine reads the neutral ``span`` instead."""
+    out: list[Fact] = []
+    for fact in facts:
+        if "src" in fact and "span" not in fact:  # renamed in place: the same key order as new facts
+            span = _SPAN_OF_SOURCE.get(str(fact["src"]), "event")
+            fact = {("span" if k == "src" else k): (span if k == "src" else v) for k, v in fact.items()}
+        out.append(fact)
+    return out
 
 
 def _patient(res: dict, path: str, pid: str) -> list[Fact]:

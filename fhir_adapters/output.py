@@ -15,10 +15,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from engine.alert import Alert
+from engine.vocabulary import Action, Code, RuleMeta
+from fhir_adapters.identifiers import ALERT_SYSTEM, CANONICAL_BASE
 from fhir_adapters.validate import CAREPLAN_ACTIVITY_KIND, validate
-from rulesets.meta import ALERT_SYSTEM, CANONICAL_BASE, Action, Code, RuleMeta
 
 __all__ = [
+    "ACTION_RESOURCE",
     "CAREPLAN_EPISODE_SYSTEM",
     "CONCEPT_MAP_URL",
     "DEVICE_SYSTEM",
@@ -47,6 +49,15 @@ DEVICE_VALUE = "redflags-engine"
 FLAG_EPISODE_SYSTEM = f"{CANONICAL_BASE}/alert-episode"
 CAREPLAN_EPISODE_SYSTEM = f"{CANONICAL_BASE}/careplan-episode"
 CONCEPT_MAP_URL = f"{CANONICAL_BASE}/ConceptMap/leg-weakness-alert-to-disorder"
+
+#: The engine's action kinds (``engine.vocabulary.ACTION_KINDS``) -> the FHIR resource type that
+#: carries such a request; CarePlan.activity.detail.kind names it when R4 allows it there.
+ACTION_RESOURCE: dict[str, str] = {
+    "order": "ServiceRequest",
+    "medication": "MedicationRequest",
+    "task": "Task",
+    "procedure": "Procedure",
+}
 
 #: Medplum (and its production server) refuse a transaction with conditional creates above this.
 MAX_CONDITIONAL_TRANSACTION_ENTRIES = 8
@@ -195,8 +206,9 @@ def _due_phrase(hours: float) -> str:
 
 def _activity(action: Action, disorder: Code, now: int) -> dict[str, Any]:
     """One proposed action; ``kind`` only when it is an R4 activity kind (required binding)."""
+    resource = ACTION_RESOURCE[action.kind]
     detail = {
-        "kind": action.kind if action.kind in CAREPLAN_ACTIVITY_KIND else None,
+        "kind": resource if resource in CAREPLAN_ACTIVITY_KIND else None,
         "code": {"coding": [_coding(c) for c in action.codes], "text": action.text},
         "reasonCode": [{"coding": [_coding(disorder)], "text": disorder.display}],
         "status": "not-started",
@@ -247,7 +259,7 @@ def careplan_for(
             "subject": _patient_reference(alert.patient),
             "created": created or fhir_instant(alert.now),
             "author": _reference(author, _ENGINE_NAME),
-            "addresses": [_reference(ref) for ref in alert.addresses],
+            "addresses": [_reference(ref) for ref in alert.evidence if ref.startswith("Condition/")],
             "supportingInfo": [_reference(ref) for ref in [flag_ref, *evidence]],
             "activity": [
                 _activity(a, alert.disorder or meta.disorder, alert.now) for a in meta.actions_for(alert.tier)

@@ -1,6 +1,7 @@
 """Value sets as data: FHIR ValueSet files -> a code index used to turn codings into finding keys.
 
-The files live in ``rulesets/valuesets`` (clinical knowledge, versioned with the rules). A site
+The built-in files live with the rules (clinical knowledge, versioned with them); the composing
+layer passes their folder in (``rulesets.VALUESET_DIR``), so this adapter knows no rules. A site
 adds its own codes without touching code, in either of two ways:
 
 - ValueSet files in a folder of its own (``extra_dirs``) carrying the same ``finding-key``
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import orjson
 
+from fhir_adapters.identifiers import ATC, CANONICAL_BASE, FINDING_SYSTEM
 from fhir_adapters.validate import FhirValidationError, validate
-from rulesets.meta import ATC, CANONICAL_BASE, FINDING_SYSTEM
 
 _SD = f"{CANONICAL_BASE}/StructureDefinition/"
 EXT_KEY = _SD + "finding-key"
@@ -37,8 +38,6 @@ EXT_REQUIRES_SITE = _SD + "requires-body-site"
 EXT_REQUIRES_NO_SITE = _SD + "requires-no-body-site"
 EXT_RESTRICTION = _SD + "match-restriction"
 EXT_REQUIRES_ROUTE = _SD + "requires-route"
-
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "rulesets" / "valuesets"
 
 #: R4 ConceptMap equivalences under which a record coded with the source code establishes the
 #: target: the same meaning (``equal``, ``equivalent``) or a narrower one (``wider``,
@@ -259,18 +258,19 @@ def _alias(term: Terminology, local: tuple[str, str], target: tuple[str, str]) -
     return bool(matches) or member
 
 
-def load(extra_dirs: Sequence[Path] = (), conceptmaps: Sequence[Path] = ()) -> Terminology:
-    """Built-in value sets, then each site folder's, then every ConceptMap (folders' and listed).
+def load(builtin_dir: Path, extra_dirs: Sequence[Path] = (), conceptmaps: Sequence[Path] = ()) -> Terminology:
+    """Built-in value sets (``builtin_dir``), then each site folder's, then every ConceptMap.
 
-    ConceptMaps come last so that they can point at any code a value set holds, site ones too.
+    ConceptMaps (the folders' and the listed ones) come last so that they can point at any code
+    a value set holds, site ones too.
     """
     term = Terminology()
     maps: list[tuple[dict, str]] = []
-    for folder in (BUILTIN_DIR, *extra_dirs):
+    for folder in (builtin_dir, *extra_dirs):
         for path in sorted(Path(folder).glob("*.json")):
             doc = _read(path)
             if doc.get("resourceType") == "ValueSet":
-                if folder is not BUILTIN_DIR:  # a site's file is checked; ours are by the tests
+                if folder is not builtin_dir:  # a site's file is checked; ours are by the tests
                     _valid(doc, str(path))
                 _load_one(term, doc, str(path))
             elif doc.get("resourceType") == "ConceptMap":

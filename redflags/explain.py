@@ -10,8 +10,10 @@ import re
 
 from engine.dsl import Spec
 from engine.session import Engine
+from fhir_adapters.identifiers import ATC
+from fhir_adapters.output import ACTION_RESOURCE
 from fhir_adapters.terminology import Terminology
-from rulesets.meta import ATC, ICD10CM
+from rulesets.meta import ICD10CM
 
 _VERBS = {
     "derive": "derives [{key}] when",
@@ -115,7 +117,8 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
             or "no code"
         )
         tiers = f" [tier {'/'.join(action.tiers)} only]" if action.tiers else ""
-        out.append(f"  - {action.text} (due within {action.due_hours:g} h; {action.kind}; {codes}){tiers}")
+        resource = ACTION_RESOURCE[action.kind]
+        out.append(f"  - {action.text} (due within {action.due_hours:g} h; {resource}; {codes}){tiers}")
     return "\n".join(out)
 
 

@@ -16,7 +16,7 @@ from fhir_adapters.intake import Intake, Issue
 from fhir_adapters.output import patient_transaction
 from fhir_adapters.validate import FhirValidationError, validate_resource
 from redflags.config import SiteConfig
-from rulesets import MODULES
+from rulesets import MODULES, VALUESET_DIR
 
 log = structlog.get_logger("redflags.pipeline")
 
@@ -91,7 +91,7 @@ class Pipeline:
     ) -> None:
         """``max_facts``: facts per patient handed to the engine (``bounded``; None: no limit)."""
         self.max_facts = max_facts
-        self.term = terminology.load(valueset_dirs, conceptmaps)
+        self.term = terminology.load(VALUESET_DIR, valueset_dirs, conceptmaps)
         titles = {key: info.title for key, info in self.term.keys.items()}
         self.engine = Engine(MODULES, titles=titles, params=params)
         self.strict = strict

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 import structlog
 
-from fhir_adapters.facts import PatientFacts
+from fhir_adapters.facts import PatientFacts, upgraded
 from fhir_adapters.intake import Intake, reference_of
 from redflags import lifecycle
 from redflags.logs import patient_token
@@ -157,7 +157,7 @@ class Tracker:
     ) -> Tracked:
         """One patient against one snapshot; StaleRead when another commit came in between."""
         snapshot = self.store.snapshot(mapped.pid, tenant=tenant)
-        stored = snapshot.facts
+        stored = {ref: upgraded(facts) for ref, facts in snapshot.facts.items()}
         earlier = [f for ref, facts in stored.items() if ref not in sent for f in facts]
         evaluation, over = self.pipeline.evaluate_patient(mapped.pid, [*earlier, *mapped.facts], now)
         result = PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over], evaluation.future)

@@ -1,12 +1,15 @@
 """The clinical logic: one module per syndrome, plus shared building blocks.
 
 A module carries ``META`` (a ``RuleMeta``, or None for building blocks), ``PARAMS`` (thresholds
-and windows, overridable by a site) and ``define(rules, params)``. ``MODULES`` lists them in the
-order of the clinical reference (red-flags.md sections 1-12), the shared building blocks first.
+and windows, overridable by a site) and ``define(rules, params)``; ``common`` also carries
+the policy every rule shares (``PRELIMINARY_SUPPORTS``, from ``rulesets.policy``), which the
+engine reads from its modules. ``MODULES`` lists them in the order of the clinical reference
+(red-flags.md sections 1-12), the shared building blocks first.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 from rulesets import (
@@ -45,4 +48,8 @@ MODULES: tuple[ModuleType, ...] = (
 #: The rules by public id (modules with a ``META``): what a process that runs no engine needs.
 RULES: dict[str, RuleMeta] = {m.META.id: m.META for m in MODULES if getattr(m, "META", None)}
 
-__all__ = ["MODULES", "RULES"]
+#: The built-in FHIR ValueSets that map codes to the finding keys the rules read: clinical
+#: knowledge versioned with the rules; the composing layer hands the folder to the terminology.
+VALUESET_DIR = Path(__file__).resolve().parent / "valuesets"
+
+__all__ = ["MODULES", "RULES", "VALUESET_DIR"]

@@ -50,10 +50,10 @@ META = RuleMeta(
         Action(
             "Alcohol assessment and referral to a treatment service",
             (Code(SNOMED, "1254709001", "Referral to substance use disorder treatment program"),),
-            "ServiceRequest",
+            "order",
             168,
         ),
-        Action("Thiamine supplementation", (Code(RXNORM, "10454", "thiamine"),), "MedicationRequest", 168),
+        Action("Thiamine supplementation", (Code(RXNORM, "10454", "thiamine"),), "medication", 168),
         Action(
             "Check potassium, magnesium, phosphate, CK and liver tests with the next bloods",
             (
@@ -67,13 +67,13 @@ META = RuleMeta(
                     "Gamma glutamyl transferase [Enzymatic activity/volume] in Serum or Plasma",
                 ),
             ),
-            "ServiceRequest",
+            "order",
             24,
         ),
         Action(
             "Physiotherapy for proximal strength",
             (Code(SNOMED, "308447003", "Referral to physiotherapist"),),
-            "ServiceRequest",
+            "order",
             168,
         ),
     ),

@@ -50,37 +50,37 @@ META = RuleMeta(
             "B12 replacement; with neurological involvement intramuscular hydroxocobalamin "
             "per BNF/NICE (start within days)",
             (Code(RXNORM, "11248", "Vitamin B 12"),),
-            "MedicationRequest",
+            "medication",
             72,
         ),
         Action(
             "Confirm: methylmalonic acid if B12 is indeterminate; full blood count with MCV; "
             "autoimmune gastritis (intrinsic factor) antibodies, with the next bloods",
             (Code(LOINC, "13964-2", "Methylmalonate"), Code(LOINC, "787-2", "MCV")),
-            "ServiceRequest",
+            "order",
             72,
         ),
         Action(
             "Review metformin and acid-suppressing drugs (same visit)",
             (Code(RXNORM, "6809", "Metformin"),),
-            "Task",
+            "task",
             24,
         ),
         Action(
             "Urgent neurology referral: the neurological picture is worsening",
             (NEUROLOGY_REFERRAL,),
-            "ServiceRequest",
+            "order",
             24,
             tiers=("A",),
         ),
         Action(
             "Neurology referral if there is weakness or ataxia",
             (NEUROLOGY_REFERRAL,),
-            "ServiceRequest",
+            "order",
             14 * 24,
             tiers=("B",),
         ),
-        Action("Re-assess symptoms after 3 months of treatment", (), "Task", 90 * 24),
+        Action("Re-assess symptoms after 3 months of treatment", (), "task", 90 * 24),
     ),
 )
 

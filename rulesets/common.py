@@ -25,6 +25,10 @@ from __future__ import annotations
 from engine.dsl import DAY, HOUR, Rules, ever, fact, latest, m, present, ref, result
 from rulesets.meta import ParamRange
 
+#: The engine reads this module attribute (policy shared by every rule; every configuration of
+#: the engine includes this module): a preliminary result supports only these severities.
+from rulesets.policy import PRELIMINARY_SUPPORTS
+
 META = None  # derives facts only; raises no alert
 
 PARAMS: dict[str, float] = {
@@ -172,4 +176,4 @@ def define(r: Rules, p: dict[str, float]) -> None:
     )
 
 
-__all__ = ["BILATERAL", "META", "PARAMS", "define"]
+__all__ = ["BILATERAL", "META", "PARAMS", "PRELIMINARY_SUPPORTS", "define"]

@@ -61,7 +61,6 @@ from engine.dsl import (
 from rulesets.codes import ENOXAPARIN, ULTRASOUND
 from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
-ULTRASOUND = ULTRASOUND
 D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma")
 
 META = RuleMeta(
@@ -80,21 +79,21 @@ META = RuleMeta(
         Action(
             "Emergency assessment for pulmonary embolism (PE pathway) now",
             (Code(SNOMED, "59282003", "Pulmonary embolism"),),
-            "ServiceRequest",
+            "order",
             1,
             tiers=("A",),
         ),
         Action(
             "Proximal leg vein ultrasound (femoral and popliteal veins of the symptomatic leg) within 4 h",
             (ULTRASOUND,),
-            "ServiceRequest",
+            "order",
             4,
             tiers=("B",),
         ),
         Action(
             "If the ultrasound cannot be done within 4 h: D-dimer now",
             (D_DIMER_FEU,),
-            "ServiceRequest",
+            "order",
             1,
             tiers=("B",),
         ),
@@ -106,21 +105,21 @@ META = RuleMeta(
                 Code(RXNORM, "1114195", "rivaroxaban"),
                 ENOXAPARIN,
             ),
-            "MedicationRequest",
+            "medication",
             1,
             tiers=("B",),
         ),
         Action(
             "D-dimer; proximal leg vein ultrasound within 4 h if it is positive",
             (D_DIMER_FEU,),
-            "ServiceRequest",
+            "order",
             4,
             tiers=("C",),
         ),
         Action(
             "Wells likely, negative scan and positive D-dimer: repeat the leg vein ultrasound 6-8 days later",
             (ULTRASOUND,),
-            "ServiceRequest",
+            "order",
             8 * 24,
             tiers=("B",),
         ),

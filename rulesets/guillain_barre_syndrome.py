@@ -69,7 +69,7 @@ META = RuleMeta(
                 RESPIRATORY_FUNCTION,
                 FVC,
             ),
-            "ServiceRequest",
+            "order",
             4,
         ),
         Action(
@@ -78,14 +78,14 @@ META = RuleMeta(
                 ICU_REFERRAL,
                 Code(SNOMED, "309904001", "Intensive care"),
             ),
-            "ServiceRequest",
+            "order",
             1,
             tiers=("A",),
         ),
         Action(
             "Neurology referral (same day)",
             (NEUROLOGY_REFERRAL,),
-            "ServiceRequest",
+            "order",
             12,
         ),
         Action(
@@ -95,24 +95,24 @@ META = RuleMeta(
                 CSF_PROTEIN,
                 CSF_CELL_COUNT,
             ),
-            "ServiceRequest",
+            "order",
             24,
         ),
-        Action("Nerve conduction studies / EMG", (), "ServiceRequest", 72),
+        Action("Nerve conduction studies / EMG", (), "order", 72),
         Action(
             "Immunotherapy if unable to walk unaided (IVIG within 2 weeks or plasma exchange "
             "within 4 weeks of onset), decided by the neurologist",
             (IVIG, APHERESIS),
-            "MedicationRequest",
+            "medication",
             24,
         ),
         Action(
             "Cardiac and blood-pressure monitoring for autonomic instability",
             (ECG,),
-            "ServiceRequest",
+            "order",
             1,
         ),
-        Action("VTE prophylaxis while immobile", (ENOXAPARIN,), "MedicationRequest", 24),
+        Action("VTE prophylaxis while immobile", (ENOXAPARIN,), "medication", 24),
     ),
 )
 
@@ -172,7 +172,6 @@ PARAM_RANGES: dict[str, ParamRange] = {
     ),
 }
 
-WEAK_PATTERNS = ("bilateral_leg_weakness",)
 REFLEXES = ("reflexes_absent", "reflexes_reduced")
 CORD_SIGNS = ("sensory_level", "hyperreflexia", "spasticity")
 BULBAR_OR_BREATHING = ("dysphagia", "dyspnea", "orthopnea", "respiratory_failure")

@@ -84,7 +84,7 @@ META = RuleMeta(
             "Repeat and confirm the abnormal value on a non-haemolysed sample (same LOINC test as "
             "the trigger)",
             (),
-            "ServiceRequest",
+            "order",
             0.5,
             tiers=("A",),
         ),
@@ -92,21 +92,21 @@ META = RuleMeta(
             "Repeat and confirm the abnormal value on a non-haemolysed sample (same LOINC test as "
             "the trigger) with the next bloods",
             (),
-            "ServiceRequest",
+            "order",
             24,
             tiers=("B", "C"),
         ),
         Action(
             "12-lead ECG and cardiac monitoring (potassium or calcium trigger)",
             (ECG,),
-            "ServiceRequest",
+            "order",
             1,
             tiers=("A",),
         ),
         Action(
             "Potassium replacement if potassium is low (oral or IV per protocol)",
             (Code(RXNORM, "8591", "Potassium Chloride"),),
-            "MedicationRequest",
+            "medication",
             24,
         ),
         Action(
@@ -115,17 +115,17 @@ META = RuleMeta(
                 MAGNESIUM,
                 Code(LOINC, "19123-9", "Magnesium [Mass/volume] in Serum or Plasma"),
             ),
-            "ServiceRequest",
+            "order",
             24,
         ),
         Action(
             "Hypercalcaemia: IV fluids; hyperkalaemia: emergency treatment protocol",
             (IV_THERAPY,),
-            "MedicationRequest",
+            "medication",
             1,
             tiers=("A",),
         ),
-        Action("Review causative medicines (e.g. diuretics)", (), "Task", 12),
+        Action("Review causative medicines (e.g. diuretics)", (), "task", 12),
     ),
 )
 

@@ -50,20 +50,20 @@ META = RuleMeta(
                 Code(LOINC, "6318-0", "Borrelia burgdorferi Ab [Units/volume] in Cerebral spinal fluid"),
                 Code(LOINC, "5060-9", "Borrelia burgdorferi Ab [Units/volume] in Serum"),
             ),
-            "ServiceRequest",
+            "order",
             72,
         ),
         Action(
             "Neurology referral (same week)",
             (NEUROLOGY_REFERRAL,),
-            "ServiceRequest",
+            "order",
             168,
         ),
         Action(
             "Antibiotics for neurological Lyme disease once diagnosed: oral doxycycline or IV "
             "ceftriaxone for 14-21 days",
             (Code(RXNORM, "3640", "Doxycycline"), Code(RXNORM, "2193", "Ceftriaxone")),
-            "MedicationRequest",
+            "medication",
             72,
         ),
     ),

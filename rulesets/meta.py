@@ -1,7 +1,10 @@
 """Metadata every ruleset module carries: identity, tiers, source and CarePlan actions.
 
 The vocabulary (RuleMeta, Tier, Action, Code) is defined in ``engine.vocabulary`` and
-re-exported here; this module adds the code systems and the site-parameter contracts.
+re-exported here; this module adds the code systems the rules write their codes in and the
+site-parameter contracts. The code-system URIs are the rules' data as much as the FHIR
+adapters' (``fhir_adapters.identifiers``, which holds every FHIR identifier); the two layers may
+not import each other, so each declares the URIs it uses and a test proves they agree.
 """
 
 from __future__ import annotations
@@ -19,16 +22,10 @@ LOINC = "http://loinc.org"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 CVX = "http://hl7.org/fhir/sid/cvx"
-UCUM = "http://unitsofmeasure.org"
-ATC = "http://www.whocc.no/atc"  # WHO ATC classification (drug classes by code prefix)
 
 #: Canonical base of everything redflags publishes (code systems, extensions, value sets).
 CANONICAL_BASE = "https://redflags.dev/fhir"
-ALERT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-alert"
 FINDING_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-finding"
-ACTION_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/leg-weakness-action"
-MUSCLE_GROUP_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/muscle-group"
-LATERALITY_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/laterality"
 
 
 @dataclass(frozen=True, slots=True)

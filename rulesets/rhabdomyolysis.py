@@ -60,7 +60,7 @@ META = RuleMeta(
         Action(
             "Early IV isotonic fluids",
             (IV_THERAPY,),
-            "MedicationRequest",
+            "medication",
             0.5,
         ),
         Action(
@@ -71,17 +71,17 @@ META = RuleMeta(
                 POTASSIUM,
                 Code(LOINC, "2641-9", "Myoglobin [Mass/volume] in Urine"),
             ),
-            "ServiceRequest",
+            "order",
             6,
         ),
         Action(
             "ECG if potassium is high",
             (ECG,),
-            "ServiceRequest",
+            "order",
             0.5,
         ),
-        Action("Stop muscle-toxic drugs (e.g. statins)", (), "Task", 0.5),
-        Action("Renal referral if acute kidney injury", (), "ServiceRequest", 12, tiers=("A",)),
+        Action("Stop muscle-toxic drugs (e.g. statins)", (), "task", 0.5),
+        Action("Renal referral if acute kidney injury", (), "order", 12, tiers=("A",)),
     ),
 )
 

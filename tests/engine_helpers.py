@@ -27,7 +27,7 @@ def finding(
         "side": side,
         "ts": ts,
         "onset": ts,
-        "src": src,
+        "span": "state" if src == "Condition" else "event",
         "active": 1,
         "suspected": 0,
         "prelim": 0,

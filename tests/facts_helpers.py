@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fhir_adapters.facts import PatientFacts, patient_facts
+from fhir_adapters.identifiers import LATERALITY_EXTENSION
 from fhir_adapters.intake import Entry, PatientGroup
 from fhir_adapters.terminology import Terminology
-from rulesets.meta import LATERALITY_EXTENSION, SNOMED
+from rulesets.meta import SNOMED
 
 UCUM = "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

@@ -42,7 +42,15 @@ def lab(pid: str, key: str, v: float, unit: str, hours_ago: float = 1, **extra: 
 def finding(pid: str, key: str, days_ago: float = 0.1, src: str = "Observation", **extra: object) -> dict:
     ts = int(NOW - days_ago * DAY)
     fact = {"t": "finding", "pid": pid, "ref": f"{src}/{pid[8:]}-{key}", "key": key, "state": "present"}
-    base = {"side": "unknown", "ts": ts, "onset": ts, "src": src, "active": 1, "suspected": 0, "prelim": 0}
+    base = {
+        "side": "unknown",
+        "ts": ts,
+        "onset": ts,
+        "span": "state" if src == "Condition" else "event",
+        "active": 1,
+        "suspected": 0,
+        "prelim": 0,
+    }
     return {**fact, **base, **extra}
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from fhir_adapters.identifiers import ATC
 from redflags import config
 from redflags.explain import filter_words
-from rulesets.meta import ATC, ICD10CM
+from rulesets.meta import ICD10CM
 
 from .conftest import ROOT
 

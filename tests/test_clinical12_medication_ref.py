@@ -18,6 +18,7 @@ import pytest
 from fhir_adapters import terminology
 from fhir_adapters.facts import patient_facts
 from fhir_adapters.intake import read_json
+from rulesets import VALUESET_DIR
 from rulesets.meta import RXNORM
 
 from .cds_helpers import MG, NOTE, NOW, ORDER_SIGN, call, check_response, prefetch_for, request, resources_of
@@ -100,7 +101,7 @@ def test_a_reference_to_another_or_no_drug_adds_no_note(
 def _medication_keys(bundle: dict[str, Any]) -> set[str]:
     intake = read_json(orjson.dumps(bundle), "test")
     (group,) = intake.patients.values()
-    facts = patient_facts(group, terminology.load())
+    facts = patient_facts(group, terminology.load(VALUESET_DIR))
     return {str(f["key"]) for f in facts.facts if f["t"] == "medication"}
 
 
@@ -140,7 +141,7 @@ def test_a_medication_alone_makes_no_fact_and_no_issue() -> None:
     bundle = _bundle({"resource": medication("levo", LEVOFLOXACIN)})
     intake = read_json(orjson.dumps(bundle), "test")
     (group,) = intake.patients.values()
-    facts = patient_facts(group, terminology.load())
+    facts = patient_facts(group, terminology.load(VALUESET_DIR))
     assert [f for f in facts.facts if f["t"] == "medication"] == []
     assert facts.issues == [] and intake.issues == []
 
@@ -170,7 +171,7 @@ def test_a_reference_to_a_medication_not_in_the_input_is_a_warning_not_silence()
     bundle = _bundle({"resource": _statement("Medication/elsewhere")})
     intake = read_json(orjson.dumps(bundle), "test")
     (group,) = intake.patients.values()
-    facts = patient_facts(group, terminology.load())
+    facts = patient_facts(group, terminology.load(VALUESET_DIR))
     assert [f for f in facts.facts if f["t"] == "medication"] == []
     (issue,) = facts.issues
     assert issue.severity == "warning" and issue.path == "Bundle.entry[1].resource.medicationReference"

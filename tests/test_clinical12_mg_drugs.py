@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from fhir_adapters import terminology
+from fhir_adapters.identifiers import ATC
 from fhir_adapters.terminology import TerminologyError
-from rulesets.meta import ATC, RXNORM, SNOMED
+from rulesets import VALUESET_DIR
+from rulesets.meta import RXNORM, SNOMED
 from rulesets.myasthenic_crisis_risk import TRIGGER_DRUG_CLASSES
 
 from .cds_helpers import MG, NOTE, NOW, ORDER_SIGN, call, check_response, prefetch_for, request, resources_of
@@ -91,7 +93,7 @@ def test_order_sign_shows_the_myasthenia_trigger_note(
 
 @pytest.fixture(scope="module")
 def term() -> terminology.Terminology:
-    return terminology.load()
+    return terminology.load(VALUESET_DIR)
 
 
 class TestMatching:
@@ -139,7 +141,7 @@ class TestMatching:
             {"system": ATC, "filter": [{"property": "concept", "op": "is-a", "value": "J01FF"}]}
         ]
         (tmp_path / "lincosamides.json").write_text(json.dumps(vs))
-        site = terminology.load([tmp_path])
+        site = terminology.load(VALUESET_DIR, [tmp_path])
         assert [m.key for m in site.matches(ATC, "J01FF01")] == ["mg_drug_macrolide"]
 
     def test_is_a_on_a_system_without_a_prefix_hierarchy_is_refused(self, tmp_path: Path) -> None:
@@ -150,7 +152,7 @@ class TestMatching:
         ]
         (tmp_path / "x.json").write_text(json.dumps(vs))
         with pytest.raises(TerminologyError, match=re.escape("is-a on http://www.whocc.no/atc")):
-            terminology.load([tmp_path])
+            terminology.load(VALUESET_DIR, [tmp_path])
 
 
 class TestAudit:

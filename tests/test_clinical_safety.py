@@ -15,10 +15,12 @@ import pytest
 
 from fhir_adapters import terminology
 from fhir_adapters.facts import patient_facts
+from fhir_adapters.identifiers import LATERALITY_EXTENSION
 from fhir_adapters.intake import Entry, PatientGroup, read_json
 from fhir_adapters.times import iso, parse_now
 from redflags.pipeline import Pipeline
-from rulesets.meta import FINDING_SYSTEM, ICD10CM, LATERALITY_EXTENSION, LOINC, SNOMED
+from rulesets import VALUESET_DIR
+from rulesets.meta import FINDING_SYSTEM, ICD10CM, LOINC, SNOMED
 
 NOW = "2025-03-10T12:00:00Z"
 UCUM = "http://unitsofmeasure.org"
@@ -426,7 +428,7 @@ class TestTimeSources:
         del ces["onsetDateTime"]
         ces.update(own)
         group = PatientGroup("Patient/p", [Entry("e", encounter), Entry("c", ces)])
-        (fact,) = patient_facts(group, terminology.load()).facts
+        (fact,) = patient_facts(group, terminology.load(VALUESET_DIR)).facts
         return fact
 
     def test_an_undated_diagnosis_takes_its_encounter_period(self) -> None:

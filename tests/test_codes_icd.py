@@ -13,6 +13,7 @@ from fhir_adapters.intake import read_json
 from fhir_adapters.terminology import Terminology, normal_code
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
+from rulesets import VALUESET_DIR
 from rulesets.meta import ICD10CM, SNOMED
 
 from .conftest import FIXTURES
@@ -26,7 +27,7 @@ NOW = "2025-03-10T12:00:00Z"
 
 @pytest.fixture(scope="module")
 def term() -> Terminology:
-    return terminology.load()
+    return terminology.load(VALUESET_DIR)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,7 @@ def test_a_site_value_set_written_without_dots_matches_dotted_records(tmp_path: 
         "compose": {"include": [{"system": ICD10CM, "concept": [{"code": "G8321"}]}]},
     }
     (tmp_path / "ces-local.json").write_bytes(orjson.dumps(site))
-    term = terminology.load([tmp_path])
+    term = terminology.load(VALUESET_DIR, [tmp_path])
     assert {m.key for m in term.matches(ICD10CM, "G83.21")} == {"ces_dx"}
     assert {m.key for m in term.matches(ICD10CM, "G8321")} == {"ces_dx"}
 

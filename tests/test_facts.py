@@ -7,9 +7,11 @@ import pytest
 
 from fhir_adapters import terminology
 from fhir_adapters.facts import patient_facts
+from fhir_adapters.identifiers import LATERALITY_EXTENSION, MUSCLE_GROUP_SYSTEM
 from fhir_adapters.intake import read_json
 from fhir_adapters.terminology import Terminology
-from rulesets.meta import FINDING_SYSTEM, ICD10CM, LATERALITY_EXTENSION, LOINC, MUSCLE_GROUP_SYSTEM, SNOMED
+from rulesets import VALUESET_DIR
+from rulesets.meta import FINDING_SYSTEM, ICD10CM, LOINC, SNOMED
 
 from .facts_helpers import (
     LEFT,
@@ -35,13 +37,13 @@ from .facts_helpers import (
 
 @pytest.fixture(scope="module")
 def term() -> Terminology:
-    return terminology.load()
+    return terminology.load(VALUESET_DIR)
 
 
 class TestConditionFacts:
     def test_active_confirmed_condition_is_a_current_finding(self, term):
         fact = one(run(term, condition()), "sciatica")
-        assert fact["t"] == "finding" and fact["state"] == "present" and fact["src"] == "Condition"
+        assert fact["t"] == "finding" and fact["state"] == "present" and fact["span"] == "state"
         assert (fact["active"], fact["suspected"], fact["prelim"]) == (1, 0, 0)
         assert fact["onset"] == fact["ts"] == T_WHEN
         assert fact["pid"] == PID and fact["ref"] == "Condition/c1"

@@ -3,7 +3,9 @@
 ``engine/`` is the bottom layer and imports nothing from ``rulesets``, ``fhir_adapters`` or
 ``redflags`` -- not at run time, not under ``TYPE_CHECKING``, not inside a function, not by a
 relative import that climbs out of the package, not by ``importlib.import_module("...")``.
-``fhir_adapters/`` imports nothing from ``redflags`` (the application composes the adapters).
+``fhir_adapters/`` imports nothing from ``redflags`` or ``rulesets`` (the application composes
+the adapters and hands them what the rules know, such as the value-set folder); ``rulesets/``
+import only ``engine``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: package -> top-level packages it must never import (the layering contract, as data).
 FORBIDDEN: dict[str, frozenset[str]] = {
     "engine": frozenset({"rulesets", "fhir_adapters", "redflags"}),
-    "fhir_adapters": frozenset({"redflags"}),
+    "fhir_adapters": frozenset({"redflags", "rulesets"}),
+    "rulesets": frozenset({"fhir_adapters", "redflags"}),
 }
 
 _DYNAMIC_IMPORTERS = frozenset({"import_module", "__import__"})

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.alert import Alert, Criterion
+from engine.alert import Alert
+from fhir_adapters.identifiers import ALERT_SYSTEM
 from fhir_adapters.output import (
     CAREPLAN_EPISODE_SYSTEM,
     CONCEPT_MAP_URL,
@@ -31,63 +32,11 @@ from fhir_adapters.validate import (
     validate_required_codes,
     validate_resource,
 )
-from rulesets.meta import ALERT_SYSTEM, LOINC, SNOMED, Action, Code, RuleMeta, Tier
+from rulesets.meta import SNOMED, Code
 
-NOW = 1741608000  # 2025-03-10T12:00:00Z
+from .output_helpers import CES, DVT, NOW, make_alert
+
 PRIORITY_URL = "http://hl7.org/fhir/StructureDefinition/flag-priority"
-
-CES = RuleMeta(
-    id="cauda_equina_syndrome",
-    version="1.0.0",
-    title="Cauda equina syndrome",
-    tiers=(
-        Tier("A", "critical", "sphincter or saddle signs"),
-        Tier("B", "urgent", "bilateral sciatica with leg signs"),
-        Tier("C", "routine", "back pain to follow up"),
-    ),
-    source_label="NICE CKS",
-    source_url="https://cks.nice.org.uk/",
-    disorder=Code(SNOMED, "192970008", "Cauda equina syndrome"),
-    actions=(
-        Action("Emergency MRI spine", (Code(LOINC, "36531-2", "MR Spine WO contrast"),),
-               "ServiceRequest", 4, ("A", "B")),
-        Action("Documented neurological exam", (), "Task", 0),
-        Action("Surgical decompression if compression confirmed",
-               (Code(SNOMED, "10836008", "Decompression of spinal cord"),), "Procedure", 48,
-               ("A",)),
-    ),
-)  # fmt: skip
-
-DVT = RuleMeta(
-    id="deep_vein_thrombosis",
-    version="1.0.0",
-    title="Deep vein thrombosis",
-    tiers=(Tier("A", "urgent", "Wells likely"),),
-    source_label="NICE NG158",
-    source_url="https://www.nice.org.uk/guidance/ng158",
-    disorder=Code(SNOMED, "128053003", "Deep venous thrombosis"),
-    actions=(Action("Proximal leg vein ultrasound", (), "ServiceRequest", 4),),
-)
-
-
-def make_alert(**changes: Any) -> Alert:
-    base = Alert(
-        patient="Patient/v01",
-        rule="cauda_equina_syndrome",
-        version="1.0.0",
-        tier="A",
-        severity="critical",
-        title="Cauda equina syndrome",
-        rationale="New urinary retention with saddle anaesthesia.",
-        criteria=(
-            Criterion("saddle anaesthesia", ("Observation/saddle",)),
-            Criterion("urinary retention", ("Condition/retention",)),
-        ),
-        evidence=("Observation/saddle", "Condition/retention"),
-        now=NOW,
-        episode="2025-03-09",
-    )
-    return dataclasses.replace(base, **changes)
 
 
 def walk(node: Any, path: str = "$") -> Iterator[tuple[str, Any]]:

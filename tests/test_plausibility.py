@@ -6,6 +6,7 @@ import pytest
 
 from fhir_adapters import plausibility, terminology
 from fhir_adapters.terminology import Terminology
+from rulesets import VALUESET_DIR
 from rulesets.meta import LOINC, SNOMED
 
 from .facts_helpers import cc, observation, one, quantity, run
@@ -16,7 +17,7 @@ INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpreta
 
 @pytest.fixture(scope="module")
 def term() -> Terminology:
-    return terminology.load()
+    return terminology.load(VALUESET_DIR)
 
 
 def potassium(value: float, unit: str = "mmol/L", **extra) -> dict:

@@ -169,8 +169,8 @@ class TestCompetingRules:
             from fhir_adapters import terminology
             from fhir_adapters.facts import patient_facts
             from fhir_adapters.intake import read_path
-            from rulesets import cauda_equina_syndrome, common
-            term = terminology.load()
+            from rulesets import VALUESET_DIR, cauda_equina_syndrome, common
+            term = terminology.load(VALUESET_DIR)
             (group,) = read_path(Path({str(self.CASE)!r})).patients.values()
             facts = patient_facts(group, term).facts
             without = Engine([common, cauda_equina_syndrome])

@@ -12,7 +12,7 @@ from typing import Any
 from fhir_adapters.output import episode_identifier
 from redflags import lifecycle
 from redflags.state.model import DEFAULT_TENANT
-from tests.test_output import CES, NOW, make_alert
+from tests.output_helpers import CES, NOW, make_alert
 
 
 def _identifiers(bundle: dict[str, Any]) -> set[str]:

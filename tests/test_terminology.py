@@ -12,6 +12,7 @@ from fhir_adapters.facts import patient_facts
 from fhir_adapters.intake import read_json
 from fhir_adapters.terminology import EXT_KEY, Terminology
 from fhir_adapters.validate import CONCEPTMAP_EQUIVALENCE
+from rulesets import VALUESET_DIR
 from rulesets.meta import FINDING_SYSTEM, ICD10CM, LOINC, SNOMED
 
 from .conftest import ROOT
@@ -21,7 +22,7 @@ LOCAL_SYSTEM = "http://hospital.example/codes"
 
 @pytest.fixture(scope="module")
 def term() -> Terminology:
-    return terminology.load()
+    return terminology.load(VALUESET_DIR)
 
 
 def keys_of(term: Terminology, system: str, code: str) -> set[str]:
@@ -164,7 +165,7 @@ class TestTerminology:
         assert [f for f in result.facts if f.get("key") == "saddle_anesthesia"] == []
 
     def test_site_folder_adds_a_local_code_to_an_existing_key(self, tmp_path, term):
-        site_term = terminology.load([site_folder(tmp_path, local_valueset())])
+        site_term = terminology.load(VALUESET_DIR, [site_folder(tmp_path, local_valueset())])
         assert keys_of(site_term, LOCAL_SYSTEM, "SADDLE-NUMB") == {"saddle_anesthesia"}
         # the built-in definition of the key is kept, and its built-in codes still match
         assert site_term.keys["saddle_anesthesia"].url == term.keys["saddle_anesthesia"].url
@@ -172,7 +173,7 @@ class TestTerminology:
         assert "saddle_anesthesia" in keys_of(site_term, SNOMED, "449813001")
 
     def test_site_folder_code_produces_a_fact_end_to_end(self, tmp_path):
-        site_term = terminology.load([site_folder(tmp_path, local_valueset())])
+        site_term = terminology.load(VALUESET_DIR, [site_folder(tmp_path, local_valueset())])
         intake = read_json(saddle_input(LOCAL_SYSTEM, "SADDLE-NUMB"), "in.json")
         result = patient_facts(intake.patients["Patient/p1"], site_term)
         facts = [f for f in result.facts if f.get("key") == "saddle_anesthesia"]
@@ -181,26 +182,30 @@ class TestTerminology:
         assert result.issues == []
 
     def test_site_value_set_without_finding_key_adds_no_matches(self, tmp_path):
-        site_term = terminology.load([site_folder(tmp_path, local_valueset(key=None))])
+        site_term = terminology.load(VALUESET_DIR, [site_folder(tmp_path, local_valueset(key=None))])
         assert site_term.matches(LOCAL_SYSTEM, "SADDLE-NUMB") == []
         assert site_term.in_set(
             "http://hospital.example/fhir/ValueSet/local-saddle", LOCAL_SYSTEM, "SADDLE-NUMB"
         )
 
     def test_site_folder_can_define_a_new_key(self, tmp_path):
-        site_term = terminology.load([site_folder(tmp_path, local_valueset(key="hospital_thing"))])
+        site_term = terminology.load(
+            VALUESET_DIR, [site_folder(tmp_path, local_valueset(key="hospital_thing"))]
+        )
         assert site_term.keys["hospital_thing"].title == "Local saddle codes"
         assert site_term.keys["hospital_thing"].kind == "finding"
 
     def test_site_folder_ignores_non_value_set_files(self, tmp_path):
         folder = site_folder(tmp_path, {"resourceType": "CodeSystem", "url": "http://hospital.example/cs"})
-        assert terminology.load([folder]).keys.keys() == terminology.load().keys.keys()
+        assert (
+            terminology.load(VALUESET_DIR, [folder]).keys.keys() == terminology.load(VALUESET_DIR).keys.keys()
+        )
 
     def test_value_set_without_url_is_refused(self, tmp_path):
         vs = local_valueset()
         del vs["url"]
         with pytest.raises(ValueError, match="url"):
-            terminology.load([site_folder(tmp_path, vs)])
+            terminology.load(VALUESET_DIR, [site_folder(tmp_path, vs)])
 
     def test_unsupported_filter_is_refused(self, tmp_path):
         vs = local_valueset()
@@ -208,7 +213,7 @@ class TestTerminology:
             {"system": SNOMED, "filter": [{"property": "concept", "op": "is-a", "value": "363346000"}]}
         )
         with pytest.raises(ValueError, match="filter"):
-            terminology.load([site_folder(tmp_path, vs)])
+            terminology.load(VALUESET_DIR, [site_folder(tmp_path, vs)])
 
 
 def concept_map(*targets: tuple[str, str], target_system: str = FINDING_SYSTEM, code: str = "LOCAL-1"):
@@ -237,7 +242,7 @@ class TestConceptMaps:
     @pytest.mark.parametrize("equivalence", sorted(terminology.COUNTED_EQUIVALENCE))
     def test_a_local_code_means_its_target_finding(self, tmp_path, equivalence):
         path = map_file(tmp_path, concept_map(("saddle_anesthesia", equivalence)))
-        site_term = terminology.load(conceptmaps=[path])
+        site_term = terminology.load(VALUESET_DIR, conceptmaps=[path])
         assert keys_of(site_term, LOCAL_SYSTEM, "LOCAL-1") == {"saddle_anesthesia"}
         assert str(path) in site_term.sources
 
@@ -246,7 +251,7 @@ class TestConceptMaps:
     )
     def test_mappings_that_do_not_imply_the_target_are_not_counted(self, tmp_path, equivalence):
         path = map_file(tmp_path, concept_map(("leg_weakness", equivalence)))
-        site_term = terminology.load(conceptmaps=[path])
+        site_term = terminology.load(VALUESET_DIR, conceptmaps=[path])
         assert site_term.matches(LOCAL_SYSTEM, "LOCAL-1") == []
 
     def test_counted_equivalences_are_r4_codes(self):
@@ -255,68 +260,73 @@ class TestConceptMaps:
     def test_local_code_produces_a_fact_only_with_the_map(self, tmp_path):
         intake = read_json(saddle_input(LOCAL_SYSTEM, "LOCAL-1"), "in.json")
         path = map_file(tmp_path, concept_map(("saddle_anesthesia", "equivalent")))
-        for term, count in ((terminology.load(), 0), (terminology.load(conceptmaps=[path]), 1)):
+        for term, count in (
+            (terminology.load(VALUESET_DIR), 0),
+            (terminology.load(VALUESET_DIR, conceptmaps=[path]), 1),
+        ):
             result = patient_facts(intake.patients["Patient/p1"], term)
             assert len([f for f in result.facts if f.get("key") == "saddle_anesthesia"]) == count
 
     def test_a_local_code_inherits_the_side_of_a_lateral_finding_code(self, tmp_path):
         path = map_file(tmp_path, concept_map(("abi_left", "equivalent")))
-        site_term = terminology.load(conceptmaps=[path])
+        site_term = terminology.load(VALUESET_DIR, conceptmaps=[path])
         assert [(m.key, m.side) for m in site_term.matches(LOCAL_SYSTEM, "LOCAL-1")] == [("abi_left", "left")]
 
     def test_a_map_to_a_standard_code_takes_its_keys_conditions_and_sets(self, tmp_path, term):
         weakness = map_file(tmp_path, concept_map(("26544005", "equivalent"), target_system=SNOMED))
-        site_term = terminology.load(conceptmaps=[weakness])
+        site_term = terminology.load(VALUESET_DIR, conceptmaps=[weakness])
         assert site_term.matches(LOCAL_SYSTEM, "LOCAL-1") == term.matches(SNOMED, "26544005")
         limb = tmp_path / "limb"
         limb.mkdir()
         map_file(limb, concept_map(("61685007", "equivalent"), target_system=SNOMED, code="LEG"))
-        site_term = terminology.load([limb])  # a ConceptMap in a site folder is applied too
+        site_term = terminology.load(VALUESET_DIR, [limb])  # a ConceptMap in a site folder is applied too
         assert site_term.in_set(site_term.set_url("body-site-lower-limb"), LOCAL_SYSTEM, "LEG")
         assert site_term.matches(LOCAL_SYSTEM, "LEG") == []
 
     def test_a_map_may_point_at_a_site_value_set_code(self, tmp_path):
         folder = site_folder(tmp_path, local_valueset())
         path = map_file(tmp_path, concept_map(("SADDLE-NUMB", "equivalent"), target_system=LOCAL_SYSTEM))
-        site_term = terminology.load([folder], [path])
+        site_term = terminology.load(VALUESET_DIR, [folder], [path])
         assert keys_of(site_term, LOCAL_SYSTEM, "LOCAL-1") == {"saddle_anesthesia"}
 
     def test_an_unknown_finding_target_is_refused(self, tmp_path):
         path = map_file(tmp_path, concept_map(("saddle_anaesthesia", "equivalent")))
         with pytest.raises(terminology.TerminologyError, match="LOCAL-1 maps to unknown finding"):
-            terminology.load(conceptmaps=[path])
+            terminology.load(VALUESET_DIR, conceptmaps=[path])
 
     def test_an_unknown_standard_target_is_ignored(self, tmp_path):
         path = map_file(tmp_path, concept_map(("1234", "equivalent"), target_system=SNOMED))
-        assert terminology.load(conceptmaps=[path]).matches(LOCAL_SYSTEM, "LOCAL-1") == []
+        assert terminology.load(VALUESET_DIR, conceptmaps=[path]).matches(LOCAL_SYSTEM, "LOCAL-1") == []
 
     def test_an_invalid_concept_map_is_refused_with_its_file(self, tmp_path):
         doc = concept_map(("leg_weakness", "same"))
         path = map_file(tmp_path, doc)
         with pytest.raises(terminology.TerminologyError, match="equivalence") as error:
-            terminology.load(conceptmaps=[path])
+            terminology.load(VALUESET_DIR, conceptmaps=[path])
         assert str(error.value).startswith(f"{path}: ")
 
     def test_a_target_without_equivalence_is_refused(self, tmp_path):
         doc = concept_map(("leg_weakness", "equivalent"))
         del doc["group"][0]["element"][0]["target"][0]["equivalence"]
         with pytest.raises(terminology.TerminologyError, match="equivalence"):
-            terminology.load(conceptmaps=[map_file(tmp_path, doc)])
+            terminology.load(VALUESET_DIR, conceptmaps=[map_file(tmp_path, doc)])
 
     def test_a_listed_file_must_be_a_concept_map(self, tmp_path):
         path = map_file(tmp_path, local_valueset())
         with pytest.raises(terminology.TerminologyError, match="not a ConceptMap"):
-            terminology.load(conceptmaps=[path])
+            terminology.load(VALUESET_DIR, conceptmaps=[path])
 
     def test_unreadable_json_is_refused_with_its_file(self, tmp_path):
         path = tmp_path / "broken.json"
         path.write_text("{")
         with pytest.raises(terminology.TerminologyError, match="cannot read JSON"):
-            terminology.load(conceptmaps=[path])
+            terminology.load(VALUESET_DIR, conceptmaps=[path])
 
     def test_the_example_site_map(self):
         site = ROOT / "examples" / "site"
-        site_term = terminology.load([site / "valuesets"], [site / "local-codes.conceptmap.json"])
+        site_term = terminology.load(
+            VALUESET_DIR, [site / "valuesets"], [site / "local-codes.conceptmap.json"]
+        )
         system = "https://hospital.example.org/codes"
         assert keys_of(site_term, system, "LWK-01") == {"leg_weakness"}
         assert keys_of(site_term, system, "LWK-02") == {"leg_weakness"}  # wider: left leg weakness
@@ -329,14 +339,14 @@ def test_an_invalid_site_value_set_is_refused_with_its_file(tmp_path):
     del vs["compose"]["include"][0]["concept"][0]["code"]
     folder = site_folder(tmp_path, vs)
     with pytest.raises(terminology.TerminologyError, match="code") as error:
-        terminology.load([folder])
+        terminology.load(VALUESET_DIR, [folder])
     assert str(error.value).startswith(f"{folder / 'local0.json'}: ")
 
 
 def test_builtin_value_sets_are_valid_r4():
     from fhir_adapters.validate import validate
 
-    paths = sorted(terminology.BUILTIN_DIR.glob("*.json"))
-    assert paths, f"no value sets in {terminology.BUILTIN_DIR}: the loop below would prove nothing"
+    paths = sorted(VALUESET_DIR.glob("*.json"))
+    assert paths, f"no value sets in {VALUESET_DIR}: the loop below would prove nothing"
     for path in paths:
         validate(orjson.loads(path.read_bytes()))

@@ -10,6 +10,7 @@ import pytest
 from fhir_adapters import terminology, units
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.times import birth_date, iso, parse_now, to_epoch
+from rulesets import VALUESET_DIR
 
 UCUM = "http://unitsofmeasure.org"
 
@@ -86,7 +87,9 @@ CONVERSIONS = [
 
 def _quantity_keys() -> dict[str, str]:
     """Finding key -> canonical unit, for every quantity the value sets define."""
-    return {k: i.unit for k, i in terminology.load().keys.items() if i.kind == "quantity" and i.unit}
+    return {
+        k: i.unit for k, i in terminology.load(VALUESET_DIR).keys.items() if i.kind == "quantity" and i.unit
+    }
 
 
 class TestUnits:
