@@ -1,6 +1,6 @@
 """The small language ruleset modules are written in, compiled to durable-rules.
 
-A rule module reads like its section of the clinical reference::
+A rule module reads like its page in docs/rules/::
 
     r.derive("ces_sphincter_or_saddle", new("saddle_anesthesia", within=p["window"]))
     r.fire("A", fact("ces_sphincter_or_saddle"), fact("ces_back_or_radicular"))

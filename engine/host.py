@@ -1,4 +1,4 @@
-"""The one durable-rules host of this process, run the safe way (shared/design/durable-rules.md).
+"""The one durable-rules host of this process, run the safe way (docs/engine.md#the-safe-way).
 
 - Timer threads off: durable's two re-arming timer threads read freed memory after a
   ``delete_state``; redflags uses no timers (re-evaluation instead), so they never start.

@@ -1,4 +1,4 @@
-"""Time algebra of red-flags.md 0.2, done once per evaluation before the rules see the facts.
+"""Time algebra of docs/clinical-policy.md#building-blocks, once per evaluation, before the rules run.
 
 durable-rules' ``none()`` is order-dependent (a negating fact asserted after a match does not
 undo it), so "latest result", "earliest onset" and "superseded by a newer negative record" are
@@ -8,7 +8,7 @@ computed here, deterministically, and handed to the rules as plain numbers and f
   onset_age        seconds from the record's onset to ``now``
   first_onset_age  for findings: onset_age of the earliest qualifying record of the same key
   side_onset_age   for findings: the same over the records of the same key and side (a deficit
-                   already recorded on that side is "stable", red-flags.md 3.3)
+                   already recorded on that side is "stable", docs/rules/acute_stroke_or_tia.md)
   cur              findings: 1 unless a newer "absent" record for the key and side exists, or
                    the state (``span`` "state") is not current (inactive, abated before ``now``)
   latest           values: 1 on the newest result per key, side and site (a "series"); of two
@@ -22,7 +22,7 @@ computed here, deterministically, and handed to the rules as plain numbers and f
 A rule may declare that results of a value key taken after a medication began are ignored
 (``Rules.ignore_results_after``, e.g. B12 measured after replacement started): those results are
 dropped here, before "latest" is computed, so the newest result taken before the treatment
-began becomes the latest (red-flags.md 8.1). Only a medication record with a time censors.
+began becomes the latest (docs/rules/b12_deficiency_neuropathy.md). Only a dated medication censors.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime
 
 Fact = dict[str, object]
 
-#: Records dated more than this after ``now`` are ignored (red-flags.md 14.4).
+#: Records dated more than this after ``now`` are ignored (docs/clinical-policy.md#future-records).
 FUTURE_TOLERANCE = 300
 
 
@@ -146,8 +146,8 @@ def _latest(facts: Sequence[Fact], now: int) -> None:
     """latest / prev_age of every result within its series (key, side, site).
 
     The latest result is the one with the newest time; of results with the same time, the one
-    issued later (red-flags.md 14.2). Results that nothing orders (same time, and the same or no
-    ``issued``) are all latest: the outcome never depends on the order the sender listed them in.
+    issued later (docs/clinical-policy.md#observation-status). Results that nothing orders (same time, and the
+    same or no ``issued``) are all latest: the outcome never depends on the order the sender listed them in.
     ``prev_age`` reads the newest result taken strictly before, so results taken at the same
     time are each "the first since" any earlier point.
     """

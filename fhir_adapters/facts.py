@@ -1,8 +1,8 @@
-"""One patient's FHIR resources -> flat facts for the rules engine (red-flags.md 13-15).
+"""One patient's FHIR resources -> flat facts for the rules engine (docs/clinical-policy.md).
 
-Status handling (section 14) lives here and only here: refuted and entered-in-error records
-never become facts, cancelled results are dropped, dataAbsentReason means missing. Facts are
-absolute (epoch seconds); everything relative to the evaluation time is done by
+Status handling (docs/clinical-policy.md#status-handling) lives here and only here: refuted and
+entered-in-error records never become facts, cancelled results are dropped, dataAbsentReason means missing.
+Facts are absolute (epoch seconds); everything relative to the evaluation time is done by
 ``engine.prepare``, so stored facts can be re-evaluated later.
 
 Fact shapes (all flat, numbers as numbers):
@@ -60,8 +60,8 @@ _ABSENT = {
     (SNOMED, "260413007"),
 }
 _UNKNOWN = {(SNOMED, "261665006")}
-#: valueString texts that mean "looked for and not found" (red-flags.md 14.3), after trimming and
-#: lower-casing; any other text describes the finding, which is then present.
+#: valueString texts that mean "looked for and not found" (docs/clinical-policy.md#negated-findings), after
+#: trimming and lower-casing; any other text describes the finding, which is then present.
 _ABSENT_TEXT = frozenset({"absent", "not present", "negative", "no", "none", "denied", "denies"})
 _LATERALITY_CODES = {
     (SNOMED, "7771000"): "left",

@@ -1,4 +1,4 @@
-"""Turn alerts into the FHIR resources redflags writes back (red-flags.md 0.4 and 16).
+"""Turn alerts into the FHIR resources redflags writes back (docs/clinical-policy.md#write-back).
 
 Everything built here is deterministic for a given alert (identifiers and ``urn:uuid`` fullUrls
 are uuid5 values), so re-sending the same evaluation is idempotent under conditional create,
@@ -62,7 +62,7 @@ ACTION_RESOURCE: dict[str, str] = {
 #: Medplum (and its production server) refuse a transaction with conditional creates above this.
 MAX_CONDITIONAL_TRANSACTION_ENTRIES = 8
 
-#: Urgency -> Flag priority code and display (red-flags.md 0.3).
+#: Urgency -> Flag priority code and display (docs/clinical-policy.md#urgency).
 _PRIORITY: dict[str, tuple[str, str]] = {
     "critical": ("PH", "High priority"),
     "urgent": ("PM", "Medium priority"),
@@ -104,7 +104,7 @@ def _engine_version() -> str:
         return "0.0.0"
 
 
-#: The rules engine as the author of every Flag and CarePlan (red-flags.md 16). Treat as
+#: The rules engine as the author of every Flag and CarePlan (docs/clinical-policy.md#write-back). Treat as
 #: read-only: transactions embed a copy.
 ENGINE_DEVICE: dict[str, Any] = {
     "resourceType": "Device",
@@ -168,7 +168,7 @@ def flag_for(
     episode: str | None = None,
     since: str | None = None,
 ) -> dict[str, Any]:
-    """The Flag of one alert (red-flags.md 16.1); ``author`` references the engine Device.
+    """The Flag of one alert (docs/clinical-policy.md#flag); ``author`` references the engine Device.
 
     ``episode`` and ``since`` keep the identifier and ``period.start`` of the Flag already
     active for this patient and rule, so an update changes that Flag instead of adding one.
@@ -240,7 +240,7 @@ def careplan_for(
     episode: str | None = None,
     created: str | None = None,
 ) -> dict[str, Any]:
-    """The proposed CarePlan of one alert (red-flags.md 16.2); a clinician activates it.
+    """The proposed CarePlan of one alert (docs/clinical-policy.md#careplan); a clinician activates it.
 
     ``episode`` and ``created`` keep the identity of the CarePlan already proposed (an update).
     """

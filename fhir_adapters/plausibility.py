@@ -1,9 +1,9 @@
-"""Physiologically possible values (red-flags.md 7.2 and 14.2).
+"""Physiologically possible values (docs/clinical-policy.md#plausibility).
 
 A result outside these bounds cannot be a real measurement (a unit or transcription error, a
 contaminated sample): it is treated as *missing*, never as "critically abnormal", and reported
-as a data-quality issue. Bounds are in the canonical unit of the key (section 15), so they are
-checked after unit normalisation; a key without bounds is never rejected here.
+as a data-quality issue. Bounds are in the canonical unit of the key (docs/clinical-policy.md#units), so they
+are checked after unit normalisation; a key without bounds is never rejected here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Unit normalisation (red-flags.md section 15): every rule compares in one canonical unit.
+"""Unit normalisation (docs/clinical-policy.md#units): every rule compares in one canonical unit.
 
 Decision: a small table, checked against a UCUM library in the tests, not a library at run time.
 
-- Half of section 15.1 is analyte-specific (molar mass for calcium, magnesium, phosphate,
+- Half of the conversions are analyte-specific (molar mass for calcium, magnesium, phosphate,
   creatinine, glucose and B12; valence for magnesium in meq/L; the IU/L = U/L convention for
   enzymes): no UCUM library can know these, so a table is needed whatever else is used.
 - For the dimensional half, the one PyPI library that installs and runs here, ucumvert (0.3.x,
@@ -83,7 +83,7 @@ UNITS: dict[str, tuple[str, Fraction]] = {
     "{Index_val}": ("1", F(1)),
 }
 
-#: Analyte-specific bridges between dimensions, as section 15.1 states them: key ->
+#: Analyte-specific bridges between dimensions, as docs/clinical-policy.md#units states them: key ->
 #: (from unit, to unit, factor). Any unit of either dimension converts through them.
 _CALCIUM = (("mg/dL", "mmol/L", F("0.2495")),)  # 40.08 g/mol
 _ENZYME = (("[IU]/L", "U/L", F(1)),)
@@ -180,7 +180,7 @@ def convert(key: str, value: float, unit: str, target: str) -> float | None:
     The product is computed exactly and rounded once, so a value that sits exactly on a cut-off
     in its own unit lands exactly on that cut-off in the canonical unit (60 mg/dL of glucose is
     the float nearest 10/3 mmol/L, which is also what ``60 / 18`` gives; a float product
-    ``60 * (1/18)`` falls one step below it and read as "< 60 mg/dL", red-flags.md 7.1, 15.1).
+    ``60 * (1/18)`` falls one step below it and read as "< 60 mg/dL", docs/clinical-policy.md#units).
     """
     ratio = exact_factor(key, unit, target)
     if ratio is None or not math.isfinite(value):

@@ -1,7 +1,7 @@
 """Validate FHIR resources with fhir.resources R4B, reporting OperationOutcome-style issues.
 
 fhir.resources 8.3 has no R4 package; for the resources redflags reads and writes, the R4B models
-equal R4 4.0.1 (durable-rules.md, last section). Two gaps are closed here: pydantic locations are
+equal R4 4.0.1 (docs/engine.md#fhir-validation). Two gaps are closed here: pydantic locations are
 turned into FHIRPath-like expressions (``Bundle.entry[3].resource.status``) so a reader can find
 the element, and the required code bindings fhir.resources ignores are checked for the elements
 redflags writes (``validate_required_codes``).
@@ -92,7 +92,7 @@ def _expression(path: str, loc: tuple[int | str, ...]) -> str:
 
 
 def _issue_code(error_type: str) -> str:
-    """Map a pydantic error type to an R4 issue-type code (durable-rules.md, fhir.resources)."""
+    """Map a pydantic error type to an R4 issue-type code (docs/engine.md#fhir-validation)."""
     if error_type == "missing" or error_type.endswith(".missing"):
         return "required"
     if error_type == "extra_forbidden":

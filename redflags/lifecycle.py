@@ -1,4 +1,4 @@
-"""The alert lifecycle (red-flags.md 16.1, 16.2): one active Flag per patient and rule.
+"""The alert lifecycle (docs/clinical-policy.md#alert-lifecycle): one active Flag per patient and rule.
 
 Compared with the ledger (what is active on the server), an evaluation's alerts mean, per rule:
 

@@ -3,8 +3,8 @@
 A module carries ``META`` (a ``RuleMeta``, or None for building blocks), ``PARAMS`` (thresholds
 and windows, overridable by a site) and ``define(rules, params)``; ``common`` also carries
 the policy every rule shares (``PRELIMINARY_SUPPORTS``, from ``rulesets.policy``), which the
-engine reads from its modules. ``MODULES`` lists them in the order of the clinical reference
-(red-flags.md sections 1-12), the shared building blocks first.
+engine reads from its modules. ``MODULES`` lists the shared building blocks first, then the
+rules in the order of docs/rules/README.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Acute stroke or transient ischaemic attack (red-flags.md section 3).
+"""Acute stroke or transient ischaemic attack (docs/rules/acute_stroke_or_tia.md).
 
 Powers WJ et al., 2019 AHA/ASA guidelines for the early management of acute ischaemic stroke
 (thrombolysis within 4.5 h of last known well, thrombectomy up to 24 h in selected patients,
@@ -136,7 +136,7 @@ PARAMS: dict[str, float] = {
     "nihss_within_d": 7,  # days: the latest NIHSS total shown on the card (an older one is another episode)
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "acute_h": ParamRange(

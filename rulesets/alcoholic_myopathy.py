@@ -1,4 +1,4 @@
-"""Alcohol-related muscle weakness, chronic alcoholic myopathy (red-flags.md section 10).
+"""Alcohol-related muscle weakness, chronic alcoholic myopathy (docs/rules/alcoholic_myopathy.md).
 
 No formal diagnostic criteria exist: Simon L, Jolley SE, Molina PE, Alcohol Res 2017;38(2):
 207-217, and the seed article. Alcohol thresholds: WHO AUDIT guidelines (Babor 2001: AUDIT >= 20
@@ -94,7 +94,7 @@ PARAMS: dict[str, float] = {
     "phosphate_low": 0.32,  # mmol/L (§7 tier B cut-off)
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "audit_within_d": ParamRange("d", 30, 730, "10.1 AUDIT within 12 months"),

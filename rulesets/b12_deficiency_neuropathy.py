@@ -1,10 +1,10 @@
-"""Vitamin B12 deficiency with neuropathy (red-flags.md section 8).
+"""Vitamin B12 deficiency with neuropathy (docs/rules/b12_deficiency_neuropathy.md).
 
 NICE NG239 *Vitamin B12 deficiency in over 16s* (2024): total B12 < 180 ng/L (133 pmol/L) is
 deficiency, 180-350 ng/L (133-258 pmol/L) is indeterminate and needs methylmalonic acid; BSH
 (Devalia 2014). The age gate (> 60) comes from the seed article and is a parameter.
 
-    b12   = latest(b12_total, 12 months) in pg/mL (= ng/L; pmol/L x 1.355, section 15)
+    b12   = latest(b12_total, 12 months) in pg/mL (= ng/L; pmol/L x 1.355, docs/clinical-policy.md#units)
             results taken after B12 replacement began are ignored: the newest result taken
             before the first replacement record is the latest (engine.prepare censoring)
     neuro = present(polyneuropathy | paraesthesia | leg numbness | ataxia | gait difficulty,
@@ -97,7 +97,7 @@ PARAMS: dict[str, float] = {
     "homocysteine_high_umol_l": 15,  # umol/L: raised above, when the lab sends no upper limit
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "b12_within_days": ParamRange("d", 30, 730, "8.1 B12 within 12 months"),

@@ -1,4 +1,4 @@
-"""Cauda equina syndrome (red-flags.md section 1).
+"""Cauda equina syndrome (docs/rules/cauda_equina_syndrome.md).
 
 GIRFT National Suspected CES Pathway (2023); the PVR > 200 mL cut-off and the 14-day "new
 symptom" window come from NHS trust pathways and are parameters here.
@@ -93,7 +93,7 @@ PARAMS: dict[str, float] = {
     "pvr_within_h": 24,
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "window_days": ParamRange(

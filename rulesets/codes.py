@@ -1,4 +1,4 @@
-"""Codes that several rules' CarePlan actions share: one spelling of each (red-flags.md x.4)."""
+"""Codes that several rules' CarePlan actions share: one spelling of each (docs/rules/README.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Building blocks shared by several rules (red-flags.md 0.2), each derived once.
+"""Building blocks shared by several rules (docs/clinical-policy.md#building-blocks), each derived once.
 
 - ``any_leg_weakness``: leg weakness, paraplegia/paraparesis, hemiparesis, or an MRC grade
   of 4 or less in a lower-limb muscle group (latest per group and side).
@@ -40,7 +40,7 @@ PARAMS: dict[str, float] = {
     "progression_drop": 1,  # ... that fell by at least this much
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "mrc_weak_max": ParamRange(

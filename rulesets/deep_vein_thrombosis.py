@@ -1,4 +1,4 @@
-"""Deep vein thrombosis (red-flags.md section 5).
+"""Deep vein thrombosis (docs/rules/deep_vein_thrombosis.md).
 
 Two-level Wells score (Wells PS et al., N Engl J Med 2003;349:1227-1235) and the NICE NG158
 pathway (2020, updated 2023): "likely" -> proximal leg vein ultrasound within 4 h, "unlikely" ->
@@ -145,7 +145,7 @@ PARAMS: dict[str, float] = {
     "ddimer_age_factor": 0.01,  # mg/L FEU per year of age (age x 0.01)
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "window_days": ParamRange("d", 1, 28, "5.1 leg signs within 14 days; 0 sees nothing"),

@@ -1,4 +1,4 @@
-"""Guillain-Barré syndrome (red-flags.md section 2).
+"""Guillain-Barré syndrome (docs/rules/guillain_barre_syndrome.md).
 
 Brighton Collaboration case definition (Sejvar 2011), EAN/PNS guideline (van Doorn 2023),
 EGRIS (Walgaard 2010) and the "20/30/40" rule (Lawn 2001).
@@ -136,7 +136,7 @@ PARAMS: dict[str, float] = {
     "disability_treat_min": 3,  # GBS disability score at or above which immunotherapy is indicated
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "onset_min_h": ParamRange("h", 0, 48, "2.1 Brighton nadir window starts at 12 h"),

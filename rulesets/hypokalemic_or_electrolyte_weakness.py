@@ -1,4 +1,4 @@
-"""Electrolyte disturbance causing weakness (red-flags.md section 7).
+"""Electrolyte disturbance causing weakness (docs/rules/hypokalemic_or_electrolyte_weakness.md).
 
 UK Kidney Association hyperkalaemia guideline (2020: severe >= 6.5, moderate 6.0-6.4 mmol/L);
 Society for Endocrinology emergency guidance on acute hypocalcaemia (Turner 2016: corrected Ca
@@ -154,7 +154,7 @@ PARAMS: dict[str, float] = {
     "hemolysed_note": 1,  # 1: card note "repeat sample" for a haemolysed high potassium (7.2)
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "lab_within_h": ParamRange("h", 6, 168, "7.1 latest result within 72 h"),

@@ -1,4 +1,4 @@
-"""Lyme neuroborreliosis (red-flags.md section 11).
+"""Lyme neuroborreliosis (docs/rules/lyme_neuroborreliosis.md).
 
 2020 IDSA/AAN/ACR Lyme disease guideline (Lantos 2021); EFNS guideline on European Lyme
 neuroborreliosis (Mygland 2010) for the definite/possible grading; NICE NG95.
@@ -78,7 +78,7 @@ PARAMS: dict[str, float] = {
     "csf_wbc_max": 5,  # /uL; more is CSF pleocytosis (EFNS)
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "neuro_within_d": ParamRange("d", 14, 180, "11.1 neurological finding within 3 months"),

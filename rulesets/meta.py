@@ -39,7 +39,7 @@ class ParamRange:
     unit: str
     low: float
     high: float
-    source: str  # red-flags.md section, or the reason the range is defensible
+    source: str  # the rule's section of docs/rules/, or the reason the range is defensible
 
     def text(self) -> str:
         return f"{self.low:g}-{self.high:g} {self.unit}"

@@ -1,4 +1,4 @@
-"""Myasthenic crisis risk (red-flags.md section 6).
+"""Myasthenic crisis risk (docs/rules/myasthenic_crisis_risk.md).
 
 International consensus guidance for management of myasthenia gravis (Sanders 2016) and its
 2020 update (Narayanaswami 2021); MGFA classification; respiratory cut-offs as for GBS (Lawn
@@ -102,7 +102,7 @@ PARAMS: dict[str, float] = {
     "trigger_within_d": 14,  # infection / new drug shown as a possible trigger (6.2)
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "worsening_within_d": ParamRange("d", 1, 30, "6.1 worsening within 14 days"),

@@ -1,4 +1,4 @@
-"""Peripheral artery disease (red-flags.md section 9).
+"""Peripheral artery disease (docs/rules/peripheral_artery_disease.md).
 
 Gornik HL et al., 2024 ACC/AHA/AACVPR/APMA/ABC/SCAI/SVM/SVN/SVS/SIR/VESS Guideline for the
 Management of Lower Extremity Peripheral Artery Disease, Circulation 2024;149:e1313-e1410 (ABI
@@ -106,7 +106,7 @@ PARAMS: dict[str, float] = {
     "smoker_within_months": 24,  # card note: a smoking record older than this is not current
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "exertional_within_months": ParamRange("months", 1, 36, "9.1 exertional symptoms within 12 months"),

@@ -1,4 +1,5 @@
-"""Clinical policy every rule shares, handed to the engine as data (red-flags.md 0.2, 14.2).
+"""Clinical policy every rule shares, handed to the engine as data (docs/clinical-policy.md#building-blocks,
+docs/clinical-policy.md#observation-status).
 
 - ``TEMPO``: the onset tempo of a weakness finding, (above, up to) seconds since onset;
   ``tempo(cond, "acute")`` constrains a finding's earliest onset to one of them.

@@ -1,4 +1,4 @@
-"""Rhabdomyolysis (red-flags.md section 12).
+"""Rhabdomyolysis (docs/rules/rhabdomyolysis.md).
 
 Bosch X, Poch E, Grau JM, N Engl J Med 2009;361:62-72 (CK > 5 x the upper limit as the usual
 laboratory definition); KDIGO Clinical Practice Guideline for Acute Kidney Injury (2012).
@@ -104,7 +104,7 @@ PARAMS: dict[str, float] = {
     "chronic_tolerance": 0.20,  # ... within +/-20 % of today's CK
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "ck_within_h": ParamRange("h", 6, 168, "12.1 latest CK within 72 h"),

@@ -1,4 +1,5 @@
-"""Spinal cord compression, including malignant (MSCC) and post-injury (red-flags.md section 4).
+"""Spinal cord compression, including malignant (MSCC) and post-injury
+(docs/rules/spinal_cord_compression.md).
 
 NICE NG234 *Spinal metastases and metastatic spinal cord compression* (2023): whole-spine MRI
 the same day (within 24 h) for suspected MSCC with neurological signs, within a week for spinal
@@ -136,7 +137,7 @@ PARAMS: dict[str, float] = {
     "fever_within_d": 7,  # days: fever as infective risk (epidural abscess)
 }
 
-#: Unit and plausible range of each parameter (red-flags.md section, or why the range is safe);
+#: Unit and plausible range of each parameter (the rule's page in docs/rules/, or why the range is safe);
 #: a site value outside it stops the run (redflags.config).
 PARAM_RANGES: dict[str, ParamRange] = {
     "window_neuro_d": ParamRange("d", 7, 90, "4.1 new deficit within 30 days (NICE NG234)"),

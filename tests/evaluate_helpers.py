@@ -15,7 +15,7 @@ from .service_harness import ROOT
 
 FIXTURES = ROOT / "fixtures"
 FHIR_JSON = "application/fhir+json"
-#: Flag priority code per alert severity (red-flags.md 0.3).
+#: Flag priority code per alert severity (docs/clinical-policy.md#urgency).
 PRIORITY = {"critical": "PH", "urgent": "PM", "routine": "PL"}
 
 

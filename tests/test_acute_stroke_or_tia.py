@@ -1,4 +1,4 @@
-"""acute_stroke_or_tia (red-flags.md 3): what the fixture corpus cannot show compactly."""
+"""acute_stroke_or_tia (docs/rules/acute_stroke_or_tia.md): what the fixture corpus cannot show compactly."""
 
 from __future__ import annotations
 

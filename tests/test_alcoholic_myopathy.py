@@ -1,4 +1,4 @@
-"""Alcoholic myopathy rule (red-flags.md section 10): suppression, boundaries, notes, parameters."""
+"""Alcoholic myopathy rule (docs/rules/alcoholic_myopathy.md): suppression, boundaries, notes, parameters."""
 
 from __future__ import annotations
 

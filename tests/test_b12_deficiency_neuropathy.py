@@ -1,4 +1,5 @@
-"""b12_deficiency_neuropathy (red-flags.md 8): conversions, boundaries, censoring, site parameters."""
+"""b12_deficiency_neuropathy (docs/rules/b12_deficiency_neuropathy.md): conversions, boundaries, censoring,
+site parameters."""
 
 from __future__ import annotations
 

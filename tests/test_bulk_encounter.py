@@ -1,5 +1,5 @@
-"""A Condition dated only by the Encounter it references (red-flags.md 14.4) fires in a bulk
-replay of NDJSON or a split-by-type export exactly as in a Bundle: the Encounter, alone in its
+"""A Condition dated only by the Encounter it references (docs/clinical-policy.md#encounter-dates) fires in a
+bulk replay of NDJSON or a split-by-type export exactly as in a Bundle: the Encounter, alone in its
 line or its file, reaches its patient's partition as context and is joined there (issue 11)."""
 
 from __future__ import annotations

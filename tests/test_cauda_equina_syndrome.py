@@ -1,4 +1,5 @@
-"""cauda_equina_syndrome (red-flags.md 1): decompression blocks per finding, CarePlan action codes."""
+"""cauda_equina_syndrome (docs/rules/cauda_equina_syndrome.md): decompression blocks per finding, CarePlan
+action codes."""
 
 from __future__ import annotations
 

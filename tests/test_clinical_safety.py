@@ -1,4 +1,5 @@
-"""Adversarial clinical cases (issue 10, item 16), written from red-flags.md and run from FHIR.
+"""Adversarial clinical cases (issue 10, item 16), written from docs/clinical-policy.md and the docs/rules/
+pages, run from FHIR.
 
 Each case is a small FHIR record that an EHR could send, evaluated through the whole pipeline
 (intake, facts, units, engine): free-text values (14.3), two results at the same time (14.2),

@@ -1,5 +1,5 @@
-"""Conditions dated only through the Encounter they reference (red-flags.md 14.4: onset = the
-Encounter's period.start, evidence = its period.end), as Bulk Data exports such as MIMIC-IV on
+"""Conditions dated only through the Encounter they reference (docs/clinical-policy.md#encounter-dates: onset
+= the Encounter's period.start, evidence = its period.end), as Bulk Data exports such as MIMIC-IV on
 FHIR carry encounter diagnoses: the Encounter of the same input reaches the Condition's mapping,
 by ``Encounter/<id>``, by an absolute URL or by ``urn:uuid``; it makes no facts, no patient and
 no "not read" report of its own (issue 11)."""

@@ -24,7 +24,7 @@ class TestWells:
     def test_every_item_is_counted_once_with_its_points(self, pipeline: Pipeline) -> None:
         alert = alert_of(pipeline, RULE, "tierB-wells-every-item")
         assert (alert.tier, alert.severity) == ("B", "urgent")
-        # 9 items of +1 and the alternative diagnosis -2 (red-flags.md 5.2)
+        # 9 items of +1 and the alternative diagnosis -2 (docs/rules/deep_vein_thrombosis.md)
         assert "Wells score 7 (" in alert.rationale
         for item in (
             "active cancer +1 (Any malignant cancer since 2024-11-20)",

@@ -22,7 +22,7 @@ def engine() -> Engine:
 
 
 class TestIsolation:
-    # These two ids collide in durable-rules' 32-bit session hash (shared/design/durable-rules.md).
+    # These two ids collide in durable-rules' 32-bit session hash (docs/engine.md#hash-collisions).
     A, B = "Patient/208789", "Patient/1021284"
 
     def test_colliding_patient_ids_never_share_facts(self, engine: Engine) -> None:

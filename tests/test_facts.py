@@ -1,4 +1,5 @@
-"""FHIR resources of one patient -> flat facts (red-flags.md 13.2, 14, 15)."""
+"""FHIR resources of one patient -> flat facts (docs/clinical-policy.md#laterality,
+docs/clinical-policy.md#status-handling, docs/clinical-policy.md#units)."""
 
 from __future__ import annotations
 
@@ -454,7 +455,8 @@ class TestProcedureAndMedication:
         }
 
     def test_procedure_period_time_is_its_start(self, term):
-        # red-flags.md 14.4: Procedure onset and event time = performedDateTime / performedPeriod.start
+        # docs/clinical-policy.md#which-time: Procedure onset and event time = performedDateTime /
+        # performedPeriod.start
         res = self.procedure("completed")
         del res["performedDateTime"]
         res["performedPeriod"] = {"start": "2025-03-09T22:00:00Z", "end": "2025-03-10T01:00:00Z"}

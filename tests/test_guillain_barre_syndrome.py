@@ -1,4 +1,5 @@
-"""guillain_barre_syndrome (red-flags.md 2): FVC fall from the episode's first FVC, EGRIS, card notes."""
+"""guillain_barre_syndrome (docs/rules/guillain_barre_syndrome.md): FVC fall from the episode's first FVC,
+EGRIS, card notes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Electrolyte rule (red-flags.md section 7): computed values, disorders, notes, parameters."""
+"""Electrolyte rule (docs/rules/hypokalemic_or_electrolyte_weakness.md): computed values, disorders, notes,
+parameters."""
 
 from __future__ import annotations
 

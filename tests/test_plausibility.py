@@ -1,4 +1,4 @@
-"""Physiologically impossible values and haemolysed samples (red-flags.md 7.2, 14.2)."""
+"""Physiologically impossible values and haemolysed samples (docs/clinical-policy.md#plausibility)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rhabdomyolysis rule (red-flags.md section 12): computed values, boundaries, exclusions, parameters."""
+"""Rhabdomyolysis rule (docs/rules/rhabdomyolysis.md): computed values, boundaries, exclusions, parameters."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from redflags.pipeline import Pipeline
 
 from .conftest import FIXTURES
 
-#: The twelve red flags of red-flags.md sections 1-12, by public id.
+#: The twelve red flags of docs/rules/README.md, by public id.
 REFERENCE_RULES = {
     "cauda_equina_syndrome",
     "guillain_barre_syndrome",

@@ -1,4 +1,5 @@
-"""spinal_cord_compression (red-flags.md 4): what the fixture corpus cannot show compactly."""
+"""spinal_cord_compression (docs/rules/spinal_cord_compression.md): what the fixture corpus cannot show
+compactly."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""CDS prefetch of what dates a diagnosis (its Encounter, red-flags.md 14.4) and of the Medication
-a medication record names by reference: from prefetch, and read from fhirServer (a real FHIR
+"""CDS prefetch of what dates a diagnosis (its Encounter, docs/clinical-policy.md#encounter-dates) and of the
+Medication a medication record names by reference: from prefetch, and read from fhirServer (a real FHIR
 server, Medplum) when the client did not prefetch them. Real service over HTTP on 127.0.0.1."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unit normalisation (red-flags.md 15.1) and FHIR date/time parsing."""
+"""Unit normalisation (docs/clinical-policy.md#units) and FHIR date/time parsing."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 Fact = dict[str, object]
 #: Outbox item states: waiting (possibly for a retry time), sent and acknowledged, given up.
 Status = Literal["pending", "delivered", "failed"]
-#: Alert transitions (red-flags.md 16.1/16.2).
+#: Alert transitions (docs/clinical-policy.md#alert-lifecycle).
 Change = Literal["raised", "updated", "withdrawn"]
 #: The tenant of ``redflags replay`` and of every row written before tenants existed.
 DEFAULT_TENANT = "default"

@@ -1,6 +1,6 @@
 """The service's engine processes: every evaluation of every request goes to the next free one.
 
-The rules engine is process-global and single-threaded (shared/design/durable-rules.md), so
+The rules engine is process-global and single-threaded (docs/engine.md#the-safe-way), so
 the service uses cores through processes. Uvicorn's own worker processes would each keep the
 kept-alive connections they accepted: measured with ``bench/service.py``, one process then
 queued most of 8 clients while the other idled (p99 93 ms). Here one HTTP process reads

@@ -21,9 +21,10 @@ from redflags.service.cds.request import HOOK_CONTEXT, CdsRequest, CdsRequestErr
 #: Keys are resource type names, as other CDS services (AHRQ CDS Connect) name them.
 #: ``_include=...:medication``: a drug named by ``medicationReference`` to a Medication that is
 #: not contained comes with its order (``fhir_adapters.medication_ref`` reads it from the input).
-#: Encounter: a Condition with no date of its own is dated by its Encounter (red-flags.md 14.4);
-#: bounded to the 100 most recent, one page (``prefetch.FIRST_PAGE_ONLY``): a diagnosis of an
-#: older encounter stays undated, which alerts nothing, as before the Encounter was read.
+#: Encounter: a Condition with no date of its own is dated by its Encounter
+#: (docs/clinical-policy.md#encounter-dates); bounded to the 100 most recent, one page
+#: (``prefetch.FIRST_PAGE_ONLY``): a diagnosis of an older encounter stays undated, which alerts nothing, as
+#: before the Encounter was read.
 RECORD_PREFETCH: Mapping[str, str] = {
     "Patient": "Patient/{{context.patientId}}",
     "Condition": "Condition?patient={{context.patientId}}",
