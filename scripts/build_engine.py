@@ -36,7 +36,8 @@ STAMP = "durable/_redflags_build.py"
 
 def _pins() -> ModuleType:
     """engine/engine_build.py loaded by path (importing ``engine`` would check the engine first)."""
-    spec = importlib.util.spec_from_file_location("_redflags_engine_build", ROOT / "engine" / "engine_build.py")
+    pins = ROOT / "engine" / "engine_build.py"
+    spec = importlib.util.spec_from_file_location("_redflags_engine_build", pins)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -51,10 +52,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run(args: list[str], cwd: Path | None = None) -> None:
+def _run(args: list[str], what: str, cwd: Path | None = None) -> None:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"build_engine: {' '.join(args[:4])} ... failed:\n{done.stdout}{done.stderr}")
+        raise SystemExit(f"build_engine: {what} failed:\n{done.stdout}{done.stderr}")
 
 
 def source_distribution(pins: ModuleType, cache: Path) -> Path:
@@ -68,7 +69,7 @@ def source_distribution(pins: ModuleType, cache: Path) -> Path:
         _say(f"downloading the durable-rules {pins.UPSTREAM_VERSION} source distribution")
         requirement = f"durable-rules=={pins.UPSTREAM_VERSION}"
         pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps"]
-        _run([*pip, "--no-build-isolation", "-d", scratch, requirement])
+        _run([*pip, "--no-build-isolation", "-d", scratch, requirement], f"downloading {requirement}")
         got = Path(scratch) / name
         if not got.is_file() or _sha256(got) != pins.UPSTREAM_SDIST_SHA256:
             raise SystemExit(
@@ -89,7 +90,8 @@ def _patched_tree(pins: ModuleType, sdist: Path, scratch: Path) -> Path:
         archive.extractall(scratch, filter="data")
     tree = scratch / f"durable_rules-{pins.UPSTREAM_VERSION}"
     for patch in pins.patch_files(PATCH_DIR):
-        _run(["patch", "-p1", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "-i", str(patch)], cwd=tree)
+        apply = ["patch", "-p1", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "-i", str(patch)]
+        _run(apply, f"applying {patch.name}", cwd=tree)
     (tree / "REDFLAGS_VERSION").write_text(pins.BUILD_VERSION + "\n")
     digest = pins.patch_set_digest(PATCH_DIR)
     (tree / "libpy" / STAMP).write_text(
@@ -111,7 +113,7 @@ def build(cache: Path) -> Path:
         tree = _patched_tree(pins, sdist, Path(scratch))
         out = Path(scratch) / "wheel"
         pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        _run([*pip, "-w", str(out), str(tree)])
+        _run([*pip, "-w", str(out), str(tree)], f"building the {pins.BUILD_VERSION} wheel")
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(out, folder)
@@ -136,7 +138,8 @@ def install(wheel: Path) -> None:
     """Install the wheel unless this interpreter already has this very build."""
     if installed_digest() == _pins().patch_set_digest(PATCH_DIR):
         return
-    _run([sys.executable, "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", str(wheel)])
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps"]
+    _run([*pip, str(wheel)], f"installing {wheel.name}")
     _say(f"installed {wheel.name}")
 
 
@@ -145,8 +148,6 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="install the wheel into this interpreter")
     parser.add_argument("--cache", type=Path, default=ROOT / "build" / "durable-rules", help="build cache")
     args = parser.parse_args()
-    if sys.version_info < (3, 11):
-        raise SystemExit("build_engine: redflags needs Python 3.11 or newer")
     if shutil.which("patch") is None:
         raise SystemExit("build_engine: the 'patch' program is needed (apt-get install patch)")
     args.cache.mkdir(parents=True, exist_ok=True)

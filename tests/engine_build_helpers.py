@@ -13,7 +13,8 @@ CACHE = ROOT / "build" / "durable-rules"
 
 def build_script(root: Path = ROOT) -> ModuleType:
     """The build step of a checkout (its ROOT decides which patches and cache it uses)."""
-    spec = importlib.util.spec_from_file_location("_build_engine_under_test", root / "scripts" / "build_engine.py")
+    script = root / "scripts" / "build_engine.py"
+    spec = importlib.util.spec_from_file_location("_build_engine_under_test", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
