@@ -35,8 +35,8 @@ def _venv_with_only_setuptools(tmp_path: Path) -> Path:
     shim = tmp_path / "shim"
     shim.mkdir()
     top = Path(setuptools.__file__).parent.parent
-    names = ["setuptools", "pkg_resources", "_distutils_hack", *(p.name for p in top.glob("setuptools-*.dist-info"))]
-    for name in names:
+    info = [p.name for p in top.glob("setuptools-*.dist-info")]
+    for name in ("setuptools", "pkg_resources", "_distutils_hack", *info):
         if (top / name).exists():
             (shim / name).symlink_to(top / name)
     (Path(purelib) / "shim.pth").write_text(f"{shim}\n")
