@@ -17,8 +17,11 @@ from pathlib import Path
 UPSTREAM_VERSION = "2.0.28"
 #: sha256 of durable_rules-2.0.28.tar.gz on the package index, checked before every build
 UPSTREAM_SDIST_SHA256 = "053b26f5e48d312d4fa27995243f954671be6eece477f150c059c364eb4d7d61"
-#: the patch set's number: bump it with every change to engine/durable_patches/ (and pyproject's pin)
+#: the patch set's number and digest (``patch_set_digest``): a change to engine/durable_patches/
+#: changes the digest (tests/test_engine_build_installed.py says the new one); record it and bump
+#: the number with it, and pyproject's pin, so one version always names one engine
 PATCH_SET = 1
+PATCH_SET_DIGEST = "0a41f39ca901888ab42bef32ff9679299cb653ad9f05e01b936211a39fefe2b3"
 BUILD_VERSION = f"{UPSTREAM_VERSION}+redflags.{PATCH_SET}"
 PATCH_GLOB = "[0-9][0-9][0-9][0-9]-*.patch"
 

@@ -33,6 +33,13 @@ def test_the_installed_engine_is_the_patched_build() -> None:
     assert BUILD_VERSION == f"2.0.28+redflags.{PATCH_SET}"
 
 
+def test_the_patch_set_number_names_one_patch_set() -> None:
+    """Changing a patch without recording its digest (and bumping PATCH_SET) fails here."""
+    assert patch_set_digest(PATCHES) == engine_build.PATCH_SET_DIGEST, (
+        f"the patches changed: set PATCH_SET_DIGEST = {patch_set_digest(PATCHES)!r} and bump PATCH_SET"
+    )
+
+
 def test_the_installed_engine_was_built_from_the_current_patches() -> None:
     """A patch edited since the last bootstrap shows here (bootstrap then rebuilds and reinstalls)."""
     assert build_script().installed_digest() == patch_set_digest(PATCHES)
