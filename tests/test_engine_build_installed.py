@@ -10,9 +10,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+import warnings
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import durable.engine as durable_engine
 import durable_rules_engine
 import pytest
 from packaging.requirements import Requirement
@@ -49,6 +52,16 @@ def test_the_extension_module_no_longer_calls_the_api_python_313_removed() -> No
     """0001: without it the module does not import on 3.13 (undefined symbol PyEval_CallObject)."""
     binary = Path(durable_rules_engine.__file__).read_bytes()
     assert b"PyEval_CallObject" not in binary and b"PyObject_CallObject" in binary
+
+
+def test_the_engine_clock_warns_of_nothing_deprecated() -> None:
+    """0003: durable's per-evaluation clock called ``utcfromtimestamp`` (deprecated in 3.12): a
+    warning per evaluation, a million recorded by the suite on 3.13, growing its memory."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        now = durable_engine._unix_now()
+    assert caught == []
+    assert now == pytest.approx((datetime.now() - datetime(1970, 1, 1)).total_seconds(), abs=60)
 
 
 def test_every_patch_is_numbered_and_says_why_before_its_diff() -> None:
