@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from engine.alert import Alert
+from engine.engine_build import installed_engine_version
 from engine.vocabulary import Action, Code, RuleMeta
 from fhir_adapters.identifiers import ALERT_SYSTEM, CANONICAL_BASE
 from fhir_adapters.validate import CAREPLAN_ACTIVITY_KIND, validate
@@ -110,7 +111,11 @@ ENGINE_DEVICE: dict[str, Any] = {
     "resourceType": "Device",
     "identifier": [{"system": DEVICE_SYSTEM, "value": DEVICE_VALUE}],
     "deviceName": [{"name": _ENGINE_NAME, "type": "user-friendly-name"}],
-    "version": [{"value": _engine_version()}],
+    # both builds that decide a Flag: redflags and its patched durable-rules (engine/engine_build.py)
+    "version": [
+        {"type": {"text": "redflags"}, "value": _engine_version()},
+        {"type": {"text": "durable-rules"}, "value": installed_engine_version() or "unknown"},
+    ],
 }
 ENGINE_DEVICE_URL = _full_url(DEVICE_SYSTEM, DEVICE_VALUE)
 

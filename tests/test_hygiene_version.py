@@ -27,7 +27,7 @@ def test_installed_metadata_is_the_pyproject_version() -> None:
 
 
 def test_engine_device_carries_the_package_version() -> None:
-    assert ENGINE_DEVICE["version"] == [{"value": version("redflags")}]
+    assert ENGINE_DEVICE["version"][0] == {"type": {"text": "redflags"}, "value": version("redflags")}
     assert alert_concept_map([])["version"] == version("redflags")
 
 
