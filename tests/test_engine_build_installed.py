@@ -111,3 +111,12 @@ def test_the_engine_device_of_every_flag_names_both_builds() -> None:
         {"type": {"text": "redflags"}, "value": version("redflags")},
         {"type": {"text": "durable-rules"}, "value": BUILD_VERSION},
     ]
+
+
+def test_redflags_version_prints_both_builds_and_exits_zero() -> None:
+    """The command a bug report starts with: one line, redflags' version and the engine build."""
+    done = subprocess.run(
+        [sys.executable, "-m", "redflags.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"redflags {version('redflags')} (engine durable-rules {BUILD_VERSION})\n"

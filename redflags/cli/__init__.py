@@ -34,7 +34,24 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """Eager: the version without loading any command (bug reports name both builds)."""
+    if value and not ctx.resilient_parsing:
+        from redflags.version import version_text
+
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(cls=_LazyGroup)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print redflags' version and the engine build, then exit.",
+)
 @click.option(
     "--log-level",
     default=None,
