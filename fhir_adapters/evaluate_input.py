@@ -95,7 +95,7 @@ def read_body(body: bytes, query_now: str | None, default_now: int, max_resource
     else:
         _check_type(rtype, rtype)
         documents = [(rtype, doc)]
-    resources: list[tuple[str, dict, str | None]] = []
+    resources: list[tuple[str, dict[str, Any], str | None]] = []
     for path, document in documents:
         try:
             resources.extend(resources_of(document, path))
@@ -113,11 +113,11 @@ def read_body(body: bytes, query_now: str | None, default_now: int, max_resource
     )
 
 
-def _parameters(doc: dict[str, Any]) -> tuple[list[tuple[str, dict]], int | None]:
+def _parameters(doc: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], int | None]:
     params = doc.get("parameter")
     if not isinstance(params, list) or not params:
         raise BadInput("Parameters has no parameter: give a 'bundle' or 'resource'", "Parameters.parameter")
-    documents: list[tuple[str, dict]] = []
+    documents: list[tuple[str, dict[str, Any]]] = []
     now: int | None = None
     for i, param in enumerate(params):
         path = f"Parameters.parameter[{i}]"
@@ -145,7 +145,7 @@ def _parameter_now(param: dict[str, Any], path: str) -> int:
     raise BadInput("'now' needs a valueDateTime or valueInstant", path)
 
 
-def _parameter_resource(param: dict[str, Any], name: str, path: str) -> tuple[str, dict]:
+def _parameter_resource(param: dict[str, Any], name: str, path: str) -> tuple[str, dict[str, Any]]:
     resource = param.get("resource")
     where = f"{path}.resource"
     if not isinstance(resource, dict):
@@ -174,7 +174,7 @@ def _now(value: object, path: str) -> int:
         raise BadInput(f"'now': {exc.message}", path) from None
 
 
-def _unread(resources: list[tuple[str, dict, str | None]]) -> dict[str, list[str]]:
+def _unread(resources: list[tuple[str, dict[str, Any], str | None]]) -> dict[str, list[str]]:
     """Resource type -> element paths of the entries no rule reads (reported, not errors)."""
     paths: dict[str, list[str]] = {}
     for path, res, _url in resources:

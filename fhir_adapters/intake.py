@@ -160,7 +160,7 @@ def resource_type(value: object) -> object:
     return value.get("resourceType") if isinstance(value, dict) else None
 
 
-def names_a_type(value: dict) -> bool:
+def names_a_type(value: dict[str, object]) -> bool:
     """Whether a JSON object has a ``resourceType`` member at all (a FHIR resource, not a manifest)."""
     return "resourceType" in value
 
