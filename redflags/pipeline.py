@@ -56,6 +56,9 @@ class PatientResult:
     alerts: list[Alert]
     issues: list[Issue] = field(default_factory=list)
     future: int = 0  # records dated after ``now``, ignored (the CLI names their files)
+    #: rule -> the Flag and CarePlan this evaluation rendered for the ledger (raised or updated
+    #: with a state store): a CDS card re-keys them instead of rendering them again
+    rendered: dict[str, tuple[dict, dict]] = field(default_factory=dict)
 
     def transaction(self, pipeline: Pipeline) -> dict | None:
         return patient_transaction(self.alerts, pipeline.engine.metas) if self.alerts else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.alert import Alert, severity_rank
 from engine.vocabulary import RuleMeta
-from fhir_adapters.card_resources import flag_text, resources_for
+from fhir_adapters.card_resources import Pair, flag_text, resources_for
 from fhir_adapters.identifiers import CANONICAL_BASE
 from fhir_adapters.output import prune_empty
 
@@ -99,13 +99,19 @@ def detail(alert: Alert, meta: RuleMeta) -> str:
 
 
 def card_for(
-    alert: Alert, meta: RuleMeta, hook_instance: str, *, system_actions: bool = False
+    alert: Alert,
+    meta: RuleMeta,
+    hook_instance: str,
+    *,
+    system_actions: bool = False,
+    rendered: Pair | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, IssuedCard]:
     """The card of one alert; with ``system_actions`` also the systemAction creating its Flag
-    (the card's suggestion then proposes the CarePlan only)."""
+    (the card's suggestion then proposes the CarePlan only). ``rendered``: the alert's Flag and
+    CarePlan as this call already rendered them (``fhir_adapters.card_resources``)."""
     card_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|card|{alert.rule}"))
     suggestion_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|suggestion|{alert.rule}"))
-    flag, careplan = resources_for(alert, meta, flag_elsewhere=system_actions)
+    flag, careplan = resources_for(alert, meta, flag_elsewhere=system_actions, rendered=rendered)
     tier = meta.tier(alert.tier)
     flag_action = {"type": "create", "description": f"Flag: {flag_text(flag)}", "resource": flag}
     careplan_action = {
@@ -141,14 +147,24 @@ def cds_response(
     hook_instance: str,
     *,
     system_actions: bool = False,
+    rendered: Mapping[str, Pair] | None = None,
 ) -> tuple[dict[str, Any], list[IssuedCard]]:
-    """The service response: cards most urgent first (then by rule id); ``{"cards": []}`` if none."""
+    """The service response: cards most urgent first (then by rule id); ``{"cards": []}`` if none.
+
+    ``rendered``: rule -> the Flag and CarePlan this call already rendered (one patient per call).
+    """
     ordered = sorted(alerts, key=lambda a: (severity_rank(a.severity), a.rule))
     cards: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
     issued: list[IssuedCard] = []
     for alert in ordered:
-        card, action, shown = card_for(alert, metas[alert.rule], hook_instance, system_actions=system_actions)
+        card, action, shown = card_for(
+            alert,
+            metas[alert.rule],
+            hook_instance,
+            system_actions=system_actions,
+            rendered=(rendered or {}).get(alert.rule),
+        )
         cards.append(card)
         issued.append(shown)
         if action is not None:
