@@ -482,8 +482,9 @@ class OriginPolicy(Protocol):
         ...
 
 
-class FhirUnavailable(Exception):
-    """The data cannot be had from the FHIR server (a CDS Hooks call answers 412)."""
+class FhirUnavailable(FhirError):
+    """The data cannot be had from the FHIR server (a CDS Hooks call answers 412); one of the
+    client's ``FhirError`` family, raised by ``FhirReadClient`` with a message for the log."""
 
 
 class FhirRefused(FhirUnavailable):

@@ -5,7 +5,8 @@ The answer is a ``collection`` Bundle: for each alert the Flag and the proposed 
 conditionally create them), the engine Device they name as author (once, when anything fired),
 and last an OperationOutcome saying what was evaluated and every entry that was skipped or
 invalid, with its element path. Every error is an OperationOutcome too (``application/fhir+json``).
-The body formats are described in ``redflags.service.evaluate.input``.
+The body formats are described in ``fhir_adapters.evaluate_input``; the answer is built by
+``fhir_adapters.evaluation_answer``.
 
 With a state store, an evaluation at the service's own time (the wall clock, or ``serve --now``)
 reads and updates the caller's tenant's history and alert ledger (``redflags.service.auth.tenants``).
