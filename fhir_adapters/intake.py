@@ -155,6 +155,16 @@ def _segments(url: str) -> list[str]:
     return url.split("/_history/")[0].rstrip("/").split("/")
 
 
+def resource_type(value: object) -> object:
+    """``resourceType`` of a JSON object as sent (any JSON value), None when absent or not an object."""
+    return value.get("resourceType") if isinstance(value, dict) else None
+
+
+def names_a_type(value: dict[str, object]) -> bool:
+    """Whether a JSON object has a ``resourceType`` member at all (a FHIR resource, not a manifest)."""
+    return "resourceType" in value
+
+
 def is_fhir_id(value: object) -> bool:
     """FHIR id syntax, the whole string (``fullmatch``: a trailing newline is not an id)."""
     return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None

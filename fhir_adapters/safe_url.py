@@ -12,6 +12,7 @@ A leaf module: imports nothing from this project.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import NamedTuple
 
@@ -85,3 +86,24 @@ def parse_origin(text: object) -> Origin:
 def target(parts: Url) -> str:
     """The request target sent on the wire (path and query) for a checked URL."""
     return parts.request_uri
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address(text: str) -> IpAddress:
+    """An IP address, IPv4-mapped IPv6 (``::ffff:127.0.0.1``) read as the IPv4 it maps."""
+    ip = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def loopback_name(host: str) -> bool:
+    """Loopback by its name or literal, without any DNS lookup."""
+    if host == "localhost":
+        return True
+    try:
+        return address(host).is_loopback
+    except ValueError:
+        return False

@@ -12,7 +12,7 @@ from engine.alert import Alert
 from engine.session import Engine, Evaluation
 from fhir_adapters import terminology
 from fhir_adapters.facts import PatientFacts, patient_facts
-from fhir_adapters.intake import Intake, Issue
+from fhir_adapters.intake import Intake, Issue, resource_type
 from fhir_adapters.output import patient_transaction
 from fhir_adapters.validate import FhirValidationError, validate_resource
 from redflags.config import SiteConfig
@@ -56,6 +56,9 @@ class PatientResult:
     alerts: list[Alert]
     issues: list[Issue] = field(default_factory=list)
     future: int = 0  # records dated after ``now``, ignored (the CLI names their files)
+    #: rule -> the Flag and CarePlan this evaluation rendered for the ledger (raised or updated
+    #: with a state store): a CDS card re-keys them instead of rendering them again
+    rendered: dict[str, tuple[dict, dict]] = field(default_factory=dict)
 
     def transaction(self, pipeline: Pipeline) -> dict | None:
         return patient_transaction(self.alerts, pipeline.engine.metas) if self.alerts else None
@@ -111,7 +114,7 @@ class Pipeline:
     def _strict_issues(self, entries: Sequence) -> list[Issue]:
         issues: list[Issue] = []
         for entry in entries:
-            if entry.resource.get("resourceType") not in STRICT_TYPES:
+            if resource_type(entry.resource) not in STRICT_TYPES:
                 continue
             try:
                 validate_resource(entry.resource, entry.path)

@@ -64,6 +64,11 @@ class Tracked:
     remembered: int = 0  # facts from earlier deliveries that took part
 
 
+def _rendered(plan: lifecycle.Plan) -> list[str]:
+    """Rules whose Flag and CarePlan the plan rendered (raised or updated; withdrawn is a copy)."""
+    return [t.rule for t in plan.transitions if t.change != "withdrawn"]
+
+
 def _stored_form(facts: list[Fact]) -> list[Fact]:
     """Facts as the store gives them back (JSON), to compare with what it holds."""
     return orjson.loads(orjson.dumps(facts))
@@ -166,6 +171,7 @@ class Tracker:
         plan = lifecycle.plan(
             mapped.pid, snapshot.active, evaluation.alerts, self.pipeline.engine.metas, now, actor, tenant
         )
+        result.rendered = {r: (plan.active[r].flag, plan.active[r].careplan) for r in _rendered(plan)}
         # a record sent again unchanged (a chart opened again) rewrites nothing
         changed = {ref: facts for ref, facts in sent.items() if stored.get(ref, []) != _stored_form(facts)}
         deliveries = plan.deliveries if self.queue else ()

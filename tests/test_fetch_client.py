@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fhir_adapters.fhir_client import CHUNK, FhirReadClient, FhirTooLarge, FhirUnavailable
 from fhir_adapters.safe_url import Origin
-from redflags.service.cds.fhir_client import CHUNK, FhirReadClient, FhirTooLarge, FhirUnavailable
 from redflags.service.cds.fhir_policy import FhirPolicy
 
 from .fetch_servers import RawServer, answer_json, drip, endless, head, searchset

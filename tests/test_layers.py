@@ -112,6 +112,67 @@ def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
     ]
 
 
+# -- FHIR JSON in fhir_adapters only (issue 13 item 4) ------------------------------------------
+#: Modules of redflags/ allowed to spell "resourceType" (file -> why). Empty: FHIR JSON is read
+#: and written in fhir_adapters; the service and the CLI compose.
+FHIR_JSON_ALLOWED: dict[str, str] = {}
+#: HTTP client libraries: only fhir_adapters talks to FHIR servers with them.
+HTTP_CLIENTS = frozenset({"requests", "httpx", "urllib3", "aiohttp", "http.client", "urllib.request"})
+#: Modules of redflags/ allowed an HTTP client (file -> why): none of them talks to FHIR.
+HTTP_ALLOWED: dict[str, str] = {
+    "redflags/service/auth/trusted_clients.py": "fetches trusted clients' JWK Sets (JSON Web Keys), not FHIR",
+}
+
+
+def fhir_json_spelled(package: str, root: Path = ROOT) -> list[str]:
+    """``file:line`` of every string constant "resourceType" (f-string parts too) under ``package``."""
+    found: list[str] = []
+    for path in sorted((root / package).rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value == "resourceType":
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def http_clients_imported(package: str, root: Path = ROOT) -> list[str]:
+    """``file:line imports X`` for every HTTP client library imported under ``package``."""
+    found: list[str] = []
+    for path in sorted((root / package).rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        for line, module in imported_modules(path.read_text(encoding="utf-8"), _package_parts(path, root)):
+            if any(module == lib or module.startswith(lib + ".") for lib in HTTP_CLIENTS):
+                found.append(f"{name}:{line} imports {module}")
+    return found
+
+
+def test_fhir_json_is_spelled_in_fhir_adapters_only() -> None:
+    print("allowed to spell resourceType:", FHIR_JSON_ALLOWED or "none")
+    found = [hit for hit in fhir_json_spelled("redflags") if hit.split(":")[0] not in FHIR_JSON_ALLOWED]
+    assert found == [], "FHIR JSON belongs in fhir_adapters (a module named for what it reads or writes)"
+
+
+def test_only_fhir_adapters_talk_to_fhir_servers() -> None:
+    print("allowed an HTTP client:", HTTP_ALLOWED)
+    found = [hit for hit in http_clients_imported("redflags") if hit.split(":")[0] not in HTTP_ALLOWED]
+    assert found == []
+
+
+def test_the_fhir_checks_see_what_they_look_for(tmp_path: Path) -> None:
+    (tmp_path / "redflags" / "sub").mkdir(parents=True)
+    (tmp_path / "redflags" / "sub" / "x.py").write_text(
+        "import requests\nfrom httpx import Client\nimport urllib3.util\n"
+        'def f(doc):\n    return doc.get("resourceType"), {"resourceType": "Flag"}, f"{doc}resourceType"\n'
+        '"""resourceType in a docstring is prose"""\n'
+    )
+    assert fhir_json_spelled("redflags", tmp_path) == ["redflags/sub/x.py:5"] * 3  # the docstring is not
+    assert http_clients_imported("redflags", tmp_path) == [
+        "redflags/sub/x.py:1 imports requests",
+        "redflags/sub/x.py:2 imports httpx",
+        "redflags/sub/x.py:3 imports urllib3.util",
+    ]
+
+
 # -- inside redflags/: the rooms (issue 13 item 7) -----------------------------------------------
 #: folder of redflags/ -> (modules its files must never import, folders exempt from the rule).
 #: The CLI is the top: nothing else imports it (the service least of all). The process pool is

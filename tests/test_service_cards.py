@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 from engine.alert import Alert, Criterion
+from fhir_adapters.fhir_client import is_loopback, origin
 from fhir_adapters.output import prune_empty
 from redflags.service.cds.cards import SUMMARY_MAX, cds_response, detail, summary
-from redflags.service.cds.fhir_client import is_loopback, origin
 from redflags.service.cds.prefetch import fill
 from redflags.service.cds.request import CdsRequestError
 from rulesets.cauda_equina_syndrome import META as CES

@@ -66,7 +66,9 @@ from fhir_adapters.intake import (
     index_context,
     join_context,
     local_reference,
+    names_a_type,
     reference_of,
+    resource_type,
     resources_of,
 )
 from redflags.pipeline import PatientResult, Pipeline
@@ -155,7 +157,7 @@ def manifest_outputs(path: Path) -> list[str] | None:
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None  # reported when read as an input
-    if not isinstance(doc, dict) or "resourceType" in doc or not isinstance(doc.get("output"), list):
+    if not isinstance(doc, dict) or names_a_type(doc) or not isinstance(doc.get("output"), list):
         return None
     return [o["url"] for o in doc["output"] if isinstance(o, dict) and isinstance(o.get("url"), str)]
 
@@ -242,7 +244,7 @@ def _documents(
                 except orjson.JSONDecodeError as exc:
                     report(f"{source}: invalid JSON: {exc}")
                     return
-                root = doc.get("resourceType") if isinstance(doc, dict) else None
+                root = resource_type(doc)
                 yield str(root or "$"), doc, None
                 return
             for number, line in enumerate(stream, start=1):
@@ -507,10 +509,10 @@ def spill(
                     path_ = f"{source}: {entry.path}"
                     if owner is None and writer is not None:  # counted at the end unless referenced
                         body = _body(path_, entry.full_url, entry.resource, same)
-                        writer.add(str(entry.resource.get("resourceType")), index, _keys(entry), body)
+                        writer.add(str(resource_type(entry.resource)), index, _keys(entry), body)
                         continue
                     if owner is None:
-                        stats.without_patient[str(entry.resource.get("resourceType"))] += 1
+                        stats.without_patient[str(resource_type(entry.resource))] += 1
                         continue
                     out.add(owner, index, path_, entry.full_url, entry.resource, same, context=True)
                     # not counted in ``resources``: read only to date a Condition, when one cites it

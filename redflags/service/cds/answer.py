@@ -64,8 +64,9 @@ def answer(
     tenant = cds_tenant(principal, call.fhir_server)
     results = evaluate(intake, now, what_if=bool(extra), tenant=tenant) if mine else []  # extra: drafts
     alerts = [alert for result in results for alert in result.alerts]
+    rendered = {rule: pair for result in results for rule, pair in result.rendered.items()}
     payload, issued = cds_response(
-        alerts, pipeline().engine.metas, call.hook_instance, system_actions=system_actions
+        alerts, pipeline().engine.metas, call.hook_instance, system_actions=system_actions, rendered=rendered
     )
     return Answer(
         orjson.dumps(payload),

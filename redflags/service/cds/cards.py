@@ -1,10 +1,6 @@
 """Alerts -> CDS Hooks 2.0 cards: one card per alert, whose suggestion creates its Flag and CarePlan.
 
-The Flag and CarePlan are the ones the replay writes (``fhir_adapters.output``) with two
-references made meaningful outside the replay's transaction: the author is the engine Device by
-identifier (the client has no Device entry to resolve a ``urn:uuid``), and the CarePlan points at
-the Flag by the id it carries in the same suggestion (the client processes a suggestion's actions
-as one transaction with ``fhirServer`` as base, so ``Flag/<id>`` is rewritten to the new id).
+The Flag and CarePlan are rendered by ``fhir_adapters.card_resources`` (once per alert).
 Card and suggestion uuids derive from the hookInstance: unique per call, stable on a retry.
 The specification forbids null and empty values: ``prune_empty`` (shared with the FHIR output)
 removes them everywhere.
@@ -19,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.alert import Alert, severity_rank
-from fhir_adapters.output import ENGINE_DEVICE, careplan_for, episode_identifier, flag_for, prune_empty
-from rulesets.meta import CANONICAL_BASE, RuleMeta
+from engine.vocabulary import RuleMeta
+from fhir_adapters.card_resources import Pair, flag_text, resources_for
+from fhir_adapters.identifiers import CANONICAL_BASE
+from fhir_adapters.output import prune_empty
 
 OVERRIDE_REASON_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/override-reason"
 
@@ -38,10 +36,6 @@ INDICATOR = {"critical": "critical", "urgent": "warning", "routine": "info"}
 SUMMARY_MAX = 139  # "<140-character summary"
 
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{CANONICAL_BASE}/cds-hooks")
-_ENGINE_AUTHOR = {
-    "identifier": dict(ENGINE_DEVICE["identifier"][0]),
-    "display": ENGINE_DEVICE["deviceName"][0]["name"],
-}
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what could turn text into markup
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BACKTICKS = re.compile(r"`+")
@@ -104,42 +98,22 @@ def detail(alert: Alert, meta: RuleMeta) -> str:
     return "\n".join(lines)
 
 
-def resources_for(
-    alert: Alert, meta: RuleMeta, *, flag_elsewhere: bool = False
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Flag and the proposed CarePlan of one alert, as a suggestion creates them.
-
-    ``flag_elsewhere``: the Flag is created by a systemAction, not in the CarePlan's suggestion,
-    so the CarePlan names it by its episode identifier instead of a local id.
-    """
-    local_id = episode_identifier(alert)
-    flag = {**flag_for(alert, meta), "id": local_id, "author": _ENGINE_AUTHOR}
-    careplan = {**careplan_for(alert, meta, f"Flag/{local_id}"), "id": local_id, "author": _ENGINE_AUTHOR}
-    if flag_elsewhere:
-        by_identifier = {"identifier": flag["identifier"][0], "display": flag["code"]["text"]}
-        careplan["supportingInfo"] = [
-            by_identifier if ref.get("reference") == f"Flag/{local_id}" else ref
-            for ref in careplan["supportingInfo"]
-        ]
-    return _fhir_order(flag), _fhir_order(careplan)
-
-
-def _fhir_order(resource: dict[str, Any]) -> dict[str, Any]:
-    """resourceType and id first, as FHIR JSON is usually written."""
-    head = {"resourceType": resource["resourceType"], "id": resource["id"]}
-    return {**head, **{k: v for k, v in resource.items() if k not in head}}
-
-
 def card_for(
-    alert: Alert, meta: RuleMeta, hook_instance: str, *, system_actions: bool = False
+    alert: Alert,
+    meta: RuleMeta,
+    hook_instance: str,
+    *,
+    system_actions: bool = False,
+    rendered: Pair | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, IssuedCard]:
     """The card of one alert; with ``system_actions`` also the systemAction creating its Flag
-    (the card's suggestion then proposes the CarePlan only)."""
+    (the card's suggestion then proposes the CarePlan only). ``rendered``: the alert's Flag and
+    CarePlan as this call already rendered them (``fhir_adapters.card_resources``)."""
     card_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|card|{alert.rule}"))
     suggestion_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|suggestion|{alert.rule}"))
-    flag, careplan = resources_for(alert, meta, flag_elsewhere=system_actions)
+    flag, careplan = resources_for(alert, meta, flag_elsewhere=system_actions, rendered=rendered)
     tier = meta.tier(alert.tier)
-    flag_action = {"type": "create", "description": f"Flag: {flag['code']['text']}", "resource": flag}
+    flag_action = {"type": "create", "description": f"Flag: {flag_text(flag)}", "resource": flag}
     careplan_action = {
         "type": "create",
         "description": f"Proposed CarePlan (tier {tier.name} actions, draft for review)",
@@ -173,14 +147,24 @@ def cds_response(
     hook_instance: str,
     *,
     system_actions: bool = False,
+    rendered: Mapping[str, Pair] | None = None,
 ) -> tuple[dict[str, Any], list[IssuedCard]]:
-    """The service response: cards most urgent first (then by rule id); ``{"cards": []}`` if none."""
+    """The service response: cards most urgent first (then by rule id); ``{"cards": []}`` if none.
+
+    ``rendered``: rule -> the Flag and CarePlan this call already rendered (one patient per call).
+    """
     ordered = sorted(alerts, key=lambda a: (severity_rank(a.severity), a.rule))
     cards: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
     issued: list[IssuedCard] = []
     for alert in ordered:
-        card, action, shown = card_for(alert, metas[alert.rule], hook_instance, system_actions=system_actions)
+        card, action, shown = card_for(
+            alert,
+            metas[alert.rule],
+            hook_instance,
+            system_actions=system_actions,
+            rendered=(rendered or {}).get(alert.rule),
+        )
         cards.append(card)
         issued.append(shown)
         if action is not None:

@@ -11,19 +11,19 @@ network and its own loopback. So, per call:
 - plain http only with ``--allow-http-fhir`` and a loopback host (tests), as before;
 - ``--allow-http-fhir`` also allows loopback addresses (tests, a local sidecar).
 
-The host is resolved once; the client connects to the address checked (``fhir_client``), so a
+The host is resolved once; the client connects to the address checked
+(``fhir_adapters.fhir_client.FhirReadClient``, given this policy), so a
 second DNS answer (rebinding) cannot redirect the call.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from fhir_adapters.safe_url import Origin
+from fhir_adapters.safe_url import IpAddress, Origin, address, loopback_name
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["REFUSED_KINDS", "FhirPolicy", "address", "address_kind", "loopback_name"]
 
 #: Address kinds refused unless the origin is allowed explicitly, first match named in the log.
 REFUSED_KINDS: tuple[tuple[str, Callable[[IpAddress], bool]], ...] = (
@@ -37,27 +37,9 @@ REFUSED_KINDS: tuple[tuple[str, Callable[[IpAddress], bool]], ...] = (
 )
 
 
-def address(text: str) -> IpAddress:
-    """An IP address, IPv4-mapped IPv6 (``::ffff:127.0.0.1``) read as the IPv4 it maps."""
-    ip = ipaddress.ip_address(text.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def address_kind(ip: IpAddress) -> str | None:
     """The reason an address is not public, or None for a public one."""
     return next((kind for kind, test in REFUSED_KINDS if test(ip)), None)
-
-
-def loopback_name(host: str) -> bool:
-    """Loopback by its name or literal, without any DNS lookup."""
-    if host == "localhost":
-        return True
-    try:
-        return address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -29,23 +29,20 @@ from urllib.parse import quote
 import structlog
 from anyio import CapacityLimiter
 
-from fhir_adapters.errors import shown
-from fhir_adapters.medication_ref import unresolved
-from fhir_adapters.safe_url import Origin, parse_origin
-from redflags.service.cds.fhir_client import (
+from fhir_adapters import prefetch_read
+from fhir_adapters.fhir_client import (
     MAX_PAGES,
     FhirReadClient,
     FhirRefused,
     FhirTooLarge,
     FhirUnavailable,
-    next_link,
 )
+from fhir_adapters.medication_ref import unresolved
+from fhir_adapters.prefetch_read import Found, InvalidPrefetch, is_resource, next_link, unique, value_kind
+from fhir_adapters.safe_url import Origin, parse_origin
 from redflags.service.cds.fhir_policy import FhirPolicy
 from redflags.service.cds.request import CdsRequest, CdsRequestError
 from redflags.service.settings import ServiceSettings
-
-#: (path for messages, resource, fullUrl): what ``fhir_adapters.intake.group`` reads.
-Found = tuple[str, dict[str, Any], str | None]
 
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
 _READ = re.compile(r"[A-Z][A-Za-z]+/[^/?\s]+")  # fullmatch, no space: no trailing newline
@@ -123,35 +120,18 @@ def fill(template: str, context: Mapping[str, Any]) -> str:
     return filled
 
 
-def _entries(bundle: dict[str, Any], where: str) -> Iterator[Found]:
-    entries = bundle.get("entry", [])
-    if not isinstance(entries, list):
-        raise PrefetchInvalid(f"{where}.entry must be an array")
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise PrefetchInvalid(f"{where}.entry[{i}] must be an object")
-        resource = entry.get("resource")
-        search = entry.get("search")
-        if isinstance(search, dict) and search.get("mode") == "outcome":
-            continue  # the server's warnings about the search, not data
-        if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
-            continue
-        url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
-        yield f"{where}.entry[{i}].resource", resource, url
+def _entries(bundle: dict[str, Any], where: str) -> list[Found]:
+    try:
+        return list(prefetch_read.entries(bundle, where))
+    except InvalidPrefetch as exc:
+        raise PrefetchInvalid(str(exc)) from None
 
 
 def _read_value(key: str, resource: dict[str, Any], expected: str) -> dict[str, Any]:
-    """A prefetched read must be the resource its template names (``Patient/123``)."""
-    rtype, rid = expected.split("/", 1)
-    if resource.get("resourceType") != rtype:
-        raise PrefetchInvalid(f"prefetch.{key} must be a {rtype} (template {rtype}/...)")
-    if "id" not in resource:  # the key says which resource it is (the spec's examples omit ids)
-        return {**resource, "id": rid}
-    if resource["id"] != rid:
-        sent = resource["id"]
-        sent_id = sent[:64] if isinstance(sent, str) else shown(sent)  # never a whole (deep) value
-        raise PrefetchInvalid(f"prefetch.{key} is {rtype}/{sent_id}, not the one in context")
-    return resource
+    try:
+        return prefetch_read.read_value(key, resource, expected)
+    except InvalidPrefetch as exc:
+        raise PrefetchInvalid(str(exc)) from None
 
 
 def _check_server(call: CdsRequest, missing: list[str]) -> str:
@@ -187,15 +167,13 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
         where = f"prefetch.{key}"
         if value is None:
             continue  # the client has no data for this template
-        if value is not _MISSING and (
-            not isinstance(value, dict) or not isinstance(value.get("resourceType"), str)
-        ):
+        if value is not _MISSING and not is_resource(value):
             raise PrefetchInvalid(f"{where} must be a FHIR resource, a Bundle or null")
-        if value is _MISSING or value["resourceType"] == "OperationOutcome":
+        if value is _MISSING or value_kind(value) == "outcome":
             if key in OPTIONAL_KEYS and call.fhir_server is None:
                 continue
             to_fetch.append((key, query))
-        elif value["resourceType"] == "Bundle":
+        elif value_kind(value) == "bundle":
             found.extend(_entries(value, where))
             if next_link(value) and key not in FIRST_PAGE_ONLY:
                 to_continue.append((key, value))
@@ -205,7 +183,7 @@ def read_prefetch(templates: Mapping[str, str], call: CdsRequest) -> Prefetched:
             found.append((where, value, None))
     if not (to_fetch or to_continue) and call.fhir_server is not None:
         to_fetch += _medication_reads(found)  # the client did not _include them: read them
-    return Prefetched(_unique(found), to_fetch, to_continue)
+    return Prefetched(unique(found), to_fetch, to_continue)
 
 
 def _medication_reads(found: list[Found]) -> list[tuple[str, str]]:
@@ -301,20 +279,4 @@ def _gather(
     except FhirUnavailable as exc:
         raise PrefetchUnavailable(UNAVAILABLE, str(exc)) from None
     fetched = tuple(dict.fromkeys(k for k, _ in given.to_fetch))  # "Medication" once
-    return Gathered(_unique(found), fetched, requests)
-
-
-def _unique(found: list[Found]) -> list[Found]:
-    """One copy of each ``Type/id`` (a resource can come under two keys or two pages)."""
-    seen: set[str] = set()
-    out: list[Found] = []
-    for item in found:
-        resource = item[1]
-        rid, rtype = resource.get("id"), resource.get("resourceType")
-        if isinstance(rid, str) and isinstance(rtype, str):  # else intake.group reports it
-            ref = f"{rtype}/{rid}"
-            if ref in seen:
-                continue
-            seen.add(ref)
-        out.append(item)
-    return out
+    return Gathered(unique(found), fetched, requests)

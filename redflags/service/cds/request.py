@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_adapters import safe_url
+from fhir_adapters.prefetch_read import is_bundle
 from fhir_adapters.safe_url import UnsafeUrl
 
 
@@ -136,7 +137,7 @@ def _context(body: Mapping[str, Any], hook: str) -> dict[str, Any]:
             raise CdsRequestError(f"{where} must be {_JSON_TYPE[spec.kind]}")
         if spec.fhir_id and not _FHIR_ID.fullmatch(value):
             raise CdsRequestError(f"{where} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)")
-        if spec.kind is dict and value.get("resourceType") != "Bundle":
+        if spec.kind is dict and not is_bundle(value):
             raise CdsRequestError(f"{where} must be a FHIR Bundle")
     if not _USER_REF.fullmatch(context["userId"]):
         raise CdsRequestError("context.userId must be a reference like Practitioner/123")

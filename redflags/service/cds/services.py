@@ -6,12 +6,12 @@ it runs in an engine process (``cds.answer``), so it does no I/O.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_adapters.output import prune_empty
+from fhir_adapters.prefetch_read import InvalidPrefetch, draft_orders
 from redflags.service.cds.prefetch import Found
 from redflags.service.cds.request import HOOK_CONTEXT, CdsRequest, CdsRequestError
 
@@ -128,28 +128,10 @@ def encounter_start(call: CdsRequest, now: int) -> list[Found]:
 )
 def order_sign(call: CdsRequest, now: int) -> list[Found]:
     """Draft MedicationRequests of ``context.draftOrders`` as signed now (status active)."""
-    found: list[Found] = []
-    entries = call.context["draftOrders"].get("entry") or []
-    if not isinstance(entries, list):
-        raise CdsRequestError("context.draftOrders.entry must be an array")
-    for i, entry in enumerate(entries):
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
-            url = entry.get("fullUrl")  # a draft may name its drug by this (medicationReference)
-            found.append(
-                (f"context.draftOrders.entry[{i}].resource", resource, url if isinstance(url, str) else None)
-            )
-            continue
-        if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
-            continue  # other orders (ServiceRequest, NutritionOrder, ...) carry no facts the rules read
-        signed = {
-            **resource,
-            "status": "active" if resource.get("status") == "draft" else resource.get("status"),
-            "authoredOn": resource.get("authoredOn") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "subject": resource.get("subject") or {"reference": f"Patient/{call.patient_id}"},
-        }
-        found.append((f"context.draftOrders.entry[{i}].resource", signed, None))
-    return found
+    try:
+        return draft_orders(call.context["draftOrders"], call.patient_id, now)
+    except InvalidPrefetch as exc:
+        raise CdsRequestError(str(exc)) from None
 
 
 def discovery_document() -> dict[str, Any]:

@@ -5,7 +5,8 @@ The answer is a ``collection`` Bundle: for each alert the Flag and the proposed 
 conditionally create them), the engine Device they name as author (once, when anything fired),
 and last an OperationOutcome saying what was evaluated and every entry that was skipped or
 invalid, with its element path. Every error is an OperationOutcome too (``application/fhir+json``).
-The body formats are described in ``redflags.service.evaluate.input``.
+The body formats are described in ``fhir_adapters.evaluate_input``; the answer is built by
+``fhir_adapters.evaluation_answer``.
 
 With a state store, an evaluation at the service's own time (the wall clock, or ``serve --now``)
 reads and updates the caller's tenant's history and alert ledger (``redflags.service.auth.tenants``).
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,31 +31,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
-from fhir_adapters.intake import Issue
-from fhir_adapters.output import fhir_instant, patient_transaction
+from fhir_adapters.evaluation_answer import WHAT_IF, answer
 from fhir_adapters.times import parse_now
 from redflags import logs
-from redflags.pipeline import PatientResult
 from redflags.service.auth.tenant_dependency import evaluate_tenant
 from redflags.service.engine_host import evaluate, pipeline
 from redflags.service.evaluate.input import (
     INPUT_PARAMETERS,
     BadInput,
-    EvaluationInput,
     check_media_type,
     read_body,
 )
 from redflags.service.http.catch_all import error_response
 from redflags.service.http.outcome import FHIR_JSON, FhirResponse, outcome
 from redflags.workers.pool import EnginePool, EngineUnavailable, UnsendableInput
-from rulesets.meta import RuleMeta
+
+__all__ = ["WHAT_IF", "evaluate_body", "router"]
 
 log = structlog.get_logger("redflags.service.fhir")
 
-#: Element paths listed per "not read" resource type (the count is in the text).
-MAX_UNREAD_PATHS = 5
-#: Said when the caller chose the instant: nothing it sent is kept (module docstring).
-WHAT_IF = "evaluated at the requested time, not the service's: a what-if; nothing was stored or changed"
 #: OperationOutcome issue type for an HTTP error status.
 _STATUS_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 415: "not-supported"}
 
@@ -172,75 +166,6 @@ def evaluate_body(body: bytes, query_now: str | None, default_now: int, tenant: 
         sum(len(r.alerts) for r in results),
         len(given.intake.issues) + sum(len(r.issues) for r in results),
     )
-
-
-def answer(
-    given: EvaluationInput,
-    results: list[PatientResult],
-    metas: Mapping[str, RuleMeta],
-    *,
-    what_if: bool = False,
-) -> dict:
-    """The collection Bundle: engine Device, Flag + CarePlan per alert, then the OperationOutcome."""
-    entries: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for result in results:
-        transaction = patient_transaction(result.alerts, metas)  # validated; None without alerts
-        for entry in transaction["entry"] if transaction else ():
-            if entry["fullUrl"] not in seen:  # the engine Device appears once
-                seen.add(entry["fullUrl"])
-                entries.append({"fullUrl": entry["fullUrl"], "resource": entry["resource"]})
-    report = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": operation_outcome(given, results, what_if)}
-    return {"resourceType": "Bundle", "type": "collection", "entry": [*entries, report]}
-
-
-def operation_outcome(
-    given: EvaluationInput, results: list[PatientResult], what_if: bool = False
-) -> dict[str, Any]:
-    """What was evaluated, then each entry skipped or invalid (and resource types not read)."""
-    issues = [_issue(i) for i in given.intake.issues]
-    issues += [_issue(i) for result in results for i in result.issues]
-    for rtype, paths in given.unread.items():
-        count = len(paths)
-        issues.append(
-            {
-                "severity": "information",
-                "code": "informational",
-                "diagnostics": f"{_count(count, rtype + ' entry', rtype + ' entries')} not read: "
-                "no rule uses this resource type",
-                "expression": paths[:MAX_UNREAD_PATHS],
-            }
-        )
-    alerts = sum(len(r.alerts) for r in results)
-    summary = (
-        f"evaluated {_count(len(results), 'patient')} ({_count(given.entries, 'resource')}) "
-        f"at {fhir_instant(given.now)}: {_count(alerts, 'alert')}; "
-        + (f"{_count(len(issues), 'issue')} listed below" if issues else "nothing skipped")
-    )
-    head = [{"severity": "information", "code": "informational", "diagnostics": summary}]
-    if not results:
-        head.append(
-            {
-                "severity": "warning",
-                "code": "not-found",
-                "diagnostics": "no patient found: no Patient, and no resource naming one in subject/patient",
-            }
-        )
-    last = [{"severity": "information", "code": "informational", "diagnostics": WHAT_IF}] if what_if else []
-    return {"resourceType": "OperationOutcome", "issue": head + issues + last}
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else many or one + 's'}"
-
-
-def _issue(issue: Issue) -> dict[str, Any]:
-    return {
-        "severity": issue.severity,
-        "code": issue.code,
-        "diagnostics": issue.message,
-        "expression": [issue.path],
-    }
 
 
 def _paths(expression: str | None) -> list[str]:

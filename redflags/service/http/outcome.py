@@ -1,25 +1,19 @@
-"""FHIR OperationOutcome answers for the HTTP endpoints: bad input always gets one."""
+"""FHIR OperationOutcome answers for the HTTP endpoints: bad input always gets one.
+
+The body is ``fhir_adapters.outcome.outcome``; this module only chooses media type and status.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 from fastapi.responses import JSONResponse
+
+from fhir_adapters.outcome import outcome
+
+__all__ = ["CDS_JSON", "FHIR_JSON", "FhirResponse", "media_type_for", "outcome", "outcome_response"]
 
 FHIR_JSON = "application/fhir+json"
 #: The CDS Hooks endpoints (discovery, service call, feedback) speak plain JSON, errors included.
 CDS_JSON = "application/json"
-
-
-def outcome(
-    diagnostics: str, code: str = "invalid", severity: str = "error", expression: Iterable[str] = ()
-) -> dict[str, Any]:
-    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
-    paths = list(expression)
-    if paths:
-        issue["expression"] = paths
-    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 class FhirResponse(JSONResponse):
