@@ -109,12 +109,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(workers: int, tmp: Path, state: bool = True) -> tuple[subprocess.Popen, str]:
+def _start(
+    workers: int, tmp: Path, state: bool = True, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "error", "serve", "--port", str(port),
            "--workers", str(workers), "--allow-unauthenticated", "--now", NOW_TEXT,
            "--feedback-db", str(tmp / "feedback.sqlite"),
-           *(["--no-state"] if not state else ["--state", str(tmp / "state.sqlite")])]  # fmt: skip
+           *(["--no-state"] if not state else ["--state", str(tmp / "state.sqlite")]), *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
