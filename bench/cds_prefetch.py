@@ -28,6 +28,8 @@ import orjson
 
 from bench.service import _pct, _start, load, requests_bodies
 
+EMPTY = b'{"resourceType":"Bundle","type":"searchset"}'
+
 
 class _Ehr(http.server.ThreadingHTTPServer):
     """A loopback FHIR server answering ``Observation?patient=ID`` with prepared searchsets."""
@@ -40,7 +42,7 @@ class _Ehr(http.server.ThreadingHTTPServer):
 
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
-                data = searches.get(query.get("patient", [""])[0], b'{"resourceType":"Bundle","type":"searchset"}')
+                data = searches.get(query.get("patient", [""])[0], EMPTY)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/fhir+json")
                 self.send_header("Content-Length", str(len(data)))
@@ -67,7 +69,9 @@ def incomplete(bodies: list[bytes]) -> tuple[list[bytes], dict[str, bytes]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
