@@ -6,9 +6,10 @@ server in this process that answers the patient's Observation search; the servic
 evaluates. ``redflags serve --workers W --no-state --allow-http-fhir`` runs in a child process;
 C client threads send calls back to back, first complete, then incomplete, for a fixed time each.
 
-Printed per kind: calls/s and latency p50/p99. Compare two revisions by running this file in
-each (the figures depend on the machine and its load: read them as ratios, same machine, same
-minute).
+Printed per kind: calls/s, latency p50/p99, and the CPU time per call of the HTTP process and of
+the engine processes (from /proc: less sensitive than calls/s to other load on the machine).
+Compare two revisions by running this file in each (read the figures as ratios, same machine,
+same minute).
 
     python -m bench.cds_prefetch                      # 8 clients, 2 workers, 10 s per kind
     python -m bench.cds_prefetch --clients 4 --seconds 20
@@ -29,6 +30,27 @@ import orjson
 from bench.service import _pct, _start, load, requests_bodies
 
 EMPTY = b'{"resourceType":"Bundle","type":"searchset"}'
+
+
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of the HTTP process and of its engine processes (children) so far."""
+    return _cpu_s(pid), sum(_cpu_s(c) for c in _children(pid))
 
 
 class _Ehr(http.server.ThreadingHTTPServer):
@@ -87,11 +109,16 @@ def main() -> None:
         try:
             for name, bodies in (("complete", complete), ("incomplete", partial)):
                 load(url, bodies, args.clients, 2.0)  # warm-up
+                http0, engines0 = cpu(proc.pid)
                 latencies, errors = load(url, bodies, args.clients, args.seconds)
+                http1, engines1 = cpu(proc.pid)
+                n = len(latencies)
                 p50, p99 = _pct(latencies, 0.50), _pct(latencies, 0.99)
                 print(
-                    f"{name:10} prefetch: {len(latencies) / args.seconds:6.1f} calls/s, "
-                    f"p50 {p50:5.1f} ms, p99 {p99:5.1f} ms, errors {errors}"
+                    f"{name:10} prefetch: {n / args.seconds:6.1f} calls/s, "
+                    f"p50 {p50:5.1f} ms, p99 {p99:5.1f} ms, errors {errors}; CPU per call: "
+                    f"HTTP process {(http1 - http0) / n * 1000:.2f} ms, "
+                    f"engines {(engines1 - engines0) / n * 1000:.2f} ms"
                 )
         finally:
             proc.terminate()
