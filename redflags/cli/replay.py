@@ -215,7 +215,7 @@ def replay_command(
         if table is not None:
             wide_console().print(table)
         sys.exit(1 if failed else 0)
-    report = Report(rules=pipeline.engine.metas)
+    report = Report(rules=pipeline.rules)
     log.info("replay_started", inputs=len(files), now=iso(now), strict=strict)
     with Progress(
         TextColumn("replay"),
