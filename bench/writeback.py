@@ -5,7 +5,8 @@ once; their Flag + CarePlan transactions are then written to a fresh Medplum ser
 (``tests/fhir_server``, the one the tests use; a new one for each way) two ways:
 
 * direct: each patient's transaction Bundle POSTed with ``FhirClient.transaction``;
-* outbox: ``redflags.stateful.Tracker`` commits history, ledger and outbox item per patient
+* outbox: ``Pipeline`` with a state store (``redflags.stateful.Memory``) commits history, ledger
+  and outbox item per patient
   (SQLite, synchronous=FULL), then ``redflags.delivery.sender.drain`` sends the items and marks each
   delivered.
 
@@ -37,7 +38,7 @@ from redflags import logs  # noqa: E402
 from redflags.delivery.sender import drain  # noqa: E402
 from redflags.pipeline import Pipeline  # noqa: E402
 from redflags.state.sqlite_store import open_store  # noqa: E402
-from redflags.stateful import Tracker  # noqa: E402
+from redflags.stateful import Memory  # noqa: E402
 from tests.fhir_server_harness import running_fhir_server  # noqa: E402
 
 V01 = ROOT / "fixtures" / "vignettes" / "V01-ces-positive.json"
@@ -76,9 +77,9 @@ def main() -> None:
     with running_fhir_server() as server, tempfile.TemporaryDirectory() as tmp:
         with FhirClient(server.url) as client:
             store = open_store(Path(tmp) / "state.sqlite")
-            tracker = Tracker(pipeline, store, actor="bench")
+            remembering = Pipeline(memory=Memory(store, actor="bench"))
             started = time.perf_counter()
-            queued = sum(len(t.deliveries) for t in tracker.evaluate(outbox_input, NOW))
+            queued = sum(len(r.deliveries) for r in remembering.evaluate(outbox_input, NOW))
             commit_s = time.perf_counter() - started
             evaluate_s = _evaluate_time(pipeline, outbox_input)
             started = time.perf_counter()

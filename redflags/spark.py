@@ -129,13 +129,8 @@ class EngineSpec:
             path = root / f"{n}-{name}"
             path.write_bytes(data)
             maps.append(path)
-        return Pipeline(
-            strict=self.strict,
-            valueset_dirs=dirs,
-            conceptmaps=maps,
-            params=self.params,
-            max_facts=self.max_facts,
-        )
+        site = config.SiteConfig(params=dict(self.params), valueset_dirs=tuple(dirs), conceptmaps=tuple(maps))
+        return Pipeline.from_config(site, strict=self.strict, max_facts=self.max_facts)
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Evaluation with memory: the pipeline plus a state store (patient history, alert ledger, outbox).
+"""The memory of an evaluation: a state store (patient history, alert ledger, outbox) and its use.
 
 Each delivery's facts are kept per patient and resource, so rules see what earlier deliveries
 said (Monday's weakness and Wednesday's absent reflexes make Wednesday's Guillain-Barré); a
@@ -13,21 +13,23 @@ snapshot and committed with the sequence number it saw; when another process com
 same tenant's patient in between, the commit is refused and the evaluation done again on what
 is stored now (``MAX_ATTEMPTS``), so concurrent calls cannot raise one alert twice or bring a
 withdrawn one back.
+
+``redflags.pipeline.Pipeline`` holds an optional ``Memory`` and is the one that evaluates: this
+module never calls the engine, it is handed the pipeline's evaluation of one patient.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 import structlog
 
+from engine.alert import Alert
 from fhir_adapters.facts import PatientFacts, upgraded
-from fhir_adapters.intake import Intake, reference_of
 from redflags import lifecycle
 from redflags.logs import patient_token
-from redflags.pipeline import PatientResult, Pipeline
 from redflags.state.model import (
     DEFAULT_TENANT,
     Evaluated,
@@ -37,31 +39,40 @@ from redflags.state.model import (
     StateStoreError,
     Transition,
 )
+from rulesets.meta import RuleMeta
 
 log = structlog.get_logger("redflags.stateful")
 
 DAY = 86_400
 #: History is kept this long beyond the longest window any rule looks back over.
 RETENTION_MARGIN_S = 30 * DAY
-#: A long-running tracker (the service) drops expired history at most this often.
+#: A long-running pipeline (the service) drops expired history at most this often.
 PRUNE_EVERY_S = DAY
 #: Evaluations of one patient before giving up when other processes keep changing it meanwhile.
 MAX_ATTEMPTS = 8
 
+#: The pipeline's evaluation of one patient's facts (history included): alerts, future records.
+PatientEvaluation = Callable[[str, Sequence[Fact]], tuple[list[Alert], int, list]]
 
-def default_retention(pipeline: Pipeline) -> int:
+
+def default_retention(longest_window: float) -> int:
     """Seconds of history to keep: the longest rule window plus a margin."""
-    return int(pipeline.engine.longest_window + RETENTION_MARGIN_S)
+    return int(longest_window + RETENTION_MARGIN_S)
 
 
 @dataclass(slots=True)
-class Tracked:
-    """One patient's evaluation with memory: the alerts, what changed, the outbox items added."""
+class Remembered:
+    """One patient evaluated against the store: what the pipeline's result adds to the alerts."""
 
-    result: PatientResult
+    alerts: list[Alert]
+    future: int
+    over: list  # issues of the fact cap (``pipeline.bounded``)
     transitions: list[Transition] = field(default_factory=list)
     deliveries: list[int] = field(default_factory=list)
     remembered: int = 0  # facts from earlier deliveries that took part
+    #: rule -> the Flag and CarePlan rendered for the ledger (raised or updated): a CDS card
+    #: re-keys them instead of rendering them again
+    rendered: dict[str, tuple[dict, dict]] = field(default_factory=dict)
 
 
 def _rendered(plan: lifecycle.Plan) -> list[str]:
@@ -74,12 +85,11 @@ def _stored_form(facts: list[Fact]) -> list[Fact]:
     return orjson.loads(orjson.dumps(facts))
 
 
-class Tracker:
-    """Evaluates inputs against, and into, one state store."""
+class Memory:
+    """A state store and how evaluations use it: who acts, how long history is kept, the outbox."""
 
     def __init__(
         self,
-        pipeline: Pipeline,
         store: StateStore,
         actor: str,
         retention_s: int | None = None,
@@ -89,64 +99,47 @@ class Tracker:
     ) -> None:
         """``queue=False``: track alerts without outbox items (no FHIR server to deliver to).
 
-        ``tenant``: the one tenant this tracker evaluates and prunes (a replay); None: the
-        service's, which names the tenant per evaluation and prunes every tenant's history.
+        ``tenant``: the one tenant evaluated and pruned (a replay); None: the service's, which
+        names the tenant per evaluation and prunes every tenant's history. ``retention_s``
+        None: the pipeline sets ``default_retention`` of its rules.
         """
-        self.pipeline = pipeline
         self.store = store
         self.actor = actor
         self.queue = queue
         self.tenant = tenant
-        self.retention_s = retention_s if retention_s is not None else default_retention(pipeline)
+        self.retention_s = retention_s
         self._pruned_at: int | None = None
 
     def prune(self, now: int) -> int:
         """Forget history older than the retention window; return the facts removed."""
+        assert self.retention_s is not None, "the pipeline sets the retention"
         self._pruned_at = now
         removed = self.store.prune(now - self.retention_s, tenant=self.tenant)
         if removed:
             log.info("history_pruned", facts=removed, retention_days=round(self.retention_s / DAY))
         return removed
 
-    def evaluate(
-        self,
-        intake: Intake,
-        now: int,
-        actor: str | None = None,
-        *,
-        commit: bool = True,
-        tenant: str | None = None,
-    ) -> Iterator[Tracked]:
-        """Every patient of ``intake`` at ``now``, each committed before it is yielded.
-
-        ``commit=False``: a what-if (CDS Hooks order-sign counts orders not yet signed; an
-        ``$evaluate`` at the caller's own instant): the history is read, nothing is stored or
-        pruned, no alert changes. ``tenant``: whose patients (default: the tracker's, else
-        ``default``).
-        """
-        tenant = tenant or self.tenant or DEFAULT_TENANT
-        if commit and (self._pruned_at is None or abs(now - self._pruned_at) >= PRUNE_EVERY_S):
+    def prune_due(self, now: int) -> None:
+        """Prune when the last pruning is a day away from ``now`` (or never happened)."""
+        if self._pruned_at is None or abs(now - self._pruned_at) >= PRUNE_EVERY_S:
             self.prune(now)
-        for mapped in self.pipeline.facts(intake):
-            group = intake.patients[mapped.pid]
-            sent: dict[str, list[Fact]] = {reference_of(e.resource, e.full_url): [] for e in group.entries}
-            for fact in mapped.facts:
-                sent.setdefault(str(fact["ref"]), []).append(fact)
-            yield self._settled(mapped, sent, now, actor or self.actor, commit, tenant)
 
-    def _settled(
+    def settled(
         self,
         mapped: PatientFacts,
         sent: dict[str, list[Fact]],
         now: int,
+        evaluate: PatientEvaluation,
+        metas: Mapping[str, RuleMeta],
+        *,
         actor: str,
         commit: bool,
         tenant: str,
-    ) -> Tracked:
+    ) -> Remembered:
         """``_patient`` again while other processes commit the same patient in between."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return self._patient(mapped, sent, now, actor, commit, tenant)
+                return self._patient(mapped, sent, now, evaluate, metas, actor, commit, tenant)
             except StaleRead:
                 log.info("evaluation_repeated", attempt=attempt, reason="patient changed meanwhile")
         raise StateStoreError(f"a patient was changed by other evaluations {MAX_ATTEMPTS} times; try again")
@@ -156,22 +149,21 @@ class Tracker:
         mapped: PatientFacts,
         sent: dict[str, list[Fact]],
         now: int,
+        evaluate: PatientEvaluation,
+        metas: Mapping[str, RuleMeta],
         actor: str,
         commit: bool,
         tenant: str,
-    ) -> Tracked:
+    ) -> Remembered:
         """One patient against one snapshot; StaleRead when another commit came in between."""
         snapshot = self.store.snapshot(mapped.pid, tenant=tenant)
         stored = {ref: upgraded(facts) for ref, facts in snapshot.facts.items()}
         earlier = [f for ref, facts in stored.items() if ref not in sent for f in facts]
-        evaluation, over = self.pipeline.evaluate_patient(mapped.pid, [*earlier, *mapped.facts], now)
-        result = PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over], evaluation.future)
+        alerts, future, over = evaluate(mapped.pid, [*earlier, *mapped.facts])
         if not commit:
-            return Tracked(result, remembered=len(earlier))
-        plan = lifecycle.plan(
-            mapped.pid, snapshot.active, evaluation.alerts, self.pipeline.engine.metas, now, actor, tenant
-        )
-        result.rendered = {r: (plan.active[r].flag, plan.active[r].careplan) for r in _rendered(plan)}
+            return Remembered(alerts, future, over, remembered=len(earlier))
+        plan = lifecycle.plan(mapped.pid, snapshot.active, alerts, metas, now, actor, tenant)
+        rendered = {r: (plan.active[r].flag, plan.active[r].careplan) for r in _rendered(plan)}
         # a record sent again unchanged (a chart opened again) rewrites nothing
         changed = {ref: facts for ref, facts in sent.items() if stored.get(ref, []) != _stored_form(facts)}
         deliveries = plan.deliveries if self.queue else ()
@@ -197,4 +189,8 @@ class Tracker:
                 tier=transition.tier,
                 patient=patient_token(mapped.pid),
             )
-        return Tracked(result, list(plan.transitions), ids, len(earlier))
+        return Remembered(alerts, future, over, list(plan.transitions), ids, len(earlier), rendered)
+
+    def tenant_of(self, tenant: str | None) -> str:
+        """Whose patients: the one named, else this memory's, else ``default``."""
+        return tenant or self.tenant or DEFAULT_TENANT

@@ -8,13 +8,13 @@ import time
 
 import structlog
 
-from redflags.service.engine_host import pipeline
+from redflags.service.engine_host import hosted
 
 
 def whoami() -> tuple[int, str | None, int]:
     """This process, the request id its log lines carry, and the rules its pipeline runs."""
     bound = structlog.contextvars.get_contextvars()
-    return os.getpid(), bound.get("request_id"), len(pipeline().engine.metas)
+    return os.getpid(), bound.get("request_id"), hosted(lambda pipeline: len(pipeline.rules))
 
 
 def refuse(message: str) -> None:

@@ -15,7 +15,7 @@ from fhir_adapters.intake import Intake, read_json, read_ndjson
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
 from redflags.state.sqlite_store import SqliteStateStore
-from redflags.stateful import Tracker
+from redflags.stateful import Memory
 
 from .codes_helpers import (
     CES,
@@ -137,14 +137,14 @@ def test_encounters_make_no_facts_no_patients_and_no_issues(pipeline: Pipeline) 
 def test_the_history_keeps_the_dated_diagnosis_and_stores_nothing_for_the_encounter(
     tmp_path: Path, pipeline: Pipeline
 ) -> None:
-    tracker = Tracker(pipeline, SqliteStateStore.open(tmp_path / "state.sqlite"), actor="test")
+    tracker = Pipeline(memory=Memory(SqliteStateStore.open(tmp_path / "state.sqlite"), actor="test"))
     intake = read_json(bundle(patient(), encounter(72, 48), diagnosis()), "in.json")
     (first,) = tracker.evaluate(intake, parse_now(NOW))
-    assert [(a.rule, a.tier) for a in first.result.alerts] == [(CES, "A")]
+    assert [(a.rule, a.tier) for a in first.alerts] == [(CES, "A")]
     stored = tracker.store.snapshot("Patient/p1").facts
     assert set(stored) == {"Patient/p1", "Condition/c1"}
     (fact,) = stored["Condition/c1"]
     assert (fact["onset"], fact["ts"]) == (parse_now(at(72)), parse_now(at(48)))
     # the next delivery, the patient alone: the remembered diagnosis keeps the alert
     (later,) = tracker.evaluate(read_json(bundle(patient()), "again.json"), parse_now(NOW) + 3600)
-    assert later.remembered > 0 and [a.rule for a in later.result.alerts] == [CES]
+    assert later.remembered > 0 and [a.rule for a in later.alerts] == [CES]

@@ -41,15 +41,24 @@ def counted(kind, render):
 output.flag_for = card_resources.flag_for = counted("Flag", output.flag_for)
 output.careplan_for = card_resources.careplan_for = counted("CarePlan", output.careplan_for)
 
-from redflags.service.cds.answer import answer
+from redflags.service.cds.answer import CdsWork, answer, decode
+from redflags.service.cds.prefetch import read_prefetch
+from redflags.service.cds.services import SERVICES
+from redflags.service.auth.tenants import cds_tenant
 from redflags.service.engine_host import start_here
 
 state, body = sys.argv[1], sys.argv[2].encode()
-start_here(None, state or None)
+pipeline = start_here(None, state or None)
+service = SERVICES["{PATIENT_VIEW}"]
+cds = decode(service.id, body)
+given = read_prefetch(service.prefetch, cds)
+assert given.complete
+now = parse_now("2025-03-10T12:00:00Z")
+work = CdsWork(cds.hook_instance, cds.patient_id, given.found, False, cds_tenant("static:ehr", cds.fhir_server), now, False)
 calls = []
 for _ in range(2):  # the chart opened, then opened again unchanged
     renders.update(Flag=0, CarePlan=0)
-    done = answer("{PATIENT_VIEW}", body, parse_now("2025-03-10T12:00:00Z"), False, None, "static:ehr")
+    done = answer(pipeline, work)
     calls.append({{"renders": dict(renders), "payload": json.loads(done.payload)}})
 print(json.dumps(calls))
 """

@@ -22,7 +22,7 @@ from fhir_adapters.intake import group, resources_of
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline, bounded
 from redflags.state.sqlite_store import open_store
-from redflags.stateful import Tracker
+from redflags.stateful import Memory
 
 from .conftest import FIXTURES, ROOT
 
@@ -99,20 +99,20 @@ def test_history_beyond_the_fact_cap_never_reaches_the_engine(
     doc = json.loads(GBS.read_text())
     now = _now(GBS)
     store = open_store(str(tmp_path / "state.sqlite"))
-    tracker = Tracker(pipeline, store, actor="test", queue=False)
+    tracker = Pipeline(memory=Memory(store, actor="test", queue=False))
     list(tracker.evaluate(group("history", resources_of(inflate(doc, 300, dated=True), "Bundle")), now))
     handed: list[int] = []
-    evaluate = pipeline.engine.evaluate
+    evaluate = tracker.engine.evaluate
 
     def spy(pid: str, facts: Any, at: int) -> Evaluation:
         handed.append(len(facts))
         return evaluate(pid, facts, at)
 
-    monkeypatch.setattr(pipeline.engine, "evaluate", spy)
-    monkeypatch.setattr(pipeline, "max_facts", 50)
+    monkeypatch.setattr(tracker.engine, "evaluate", spy)
+    monkeypatch.setattr(tracker, "max_facts", 50)
     (tracked,) = list(tracker.evaluate(group("next", resources_of(doc, "Bundle")), now + 60))
     assert handed == [50]
-    assert any("limit of 50 facts per patient" in i.message for i in tracked.result.issues)
+    assert any("limit of 50 facts per patient" in i.message for i in tracked.issues)
     store.close()
 
 

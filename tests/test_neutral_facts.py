@@ -17,7 +17,7 @@ from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
 from redflags.state.sqlite_store import SqliteStateStore
-from redflags.stateful import Tracker
+from redflags.stateful import Memory
 
 from .conftest import FIXTURES
 
@@ -72,22 +72,22 @@ def _last_fact_id(store: Path) -> int:
         return db.execute("SELECT max(id) FROM fact").fetchone()[0]
 
 
-def test_a_store_written_before_span_evaluates_as_before(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_a_store_written_before_span_evaluates_as_before(tmp_path: Path) -> None:
     def run(store: Path, downgrade: bool) -> list[tuple[str, str, tuple[str, ...]]]:
-        tracker = Tracker(pipeline, SqliteStateStore.open(store), actor="test")
-        tracker.evaluate(read_path(HISTORY / "gbs-monday.json"), parse_now("2025-03-10T12:00:00Z")).__next__()
+        pipeline = Pipeline(memory=Memory(SqliteStateStore.open(store), actor="test"))
+        pipeline.evaluate(read_path(HISTORY / "gbs-monday.json"), parse_now("2025-03-10T12:00:00Z"))
         if downgrade:
             assert _downgrade(store) > 0
             before = _last_fact_id(store)
-            again = tracker.evaluate(
+            (again,) = pipeline.evaluate(
                 read_path(HISTORY / "gbs-monday.json"), parse_now("2025-03-10T12:05:00Z")
             )
-            assert next(again).remembered == 0 and _last_fact_id(store) == before  # unchanged: no write
-        (tracked,) = tracker.evaluate(
+            assert again.remembered == 0 and _last_fact_id(store) == before  # unchanged: no write
+        (result,) = pipeline.evaluate(
             read_path(HISTORY / "gbs-wednesday.json"), parse_now("2025-03-12T12:00:00Z")
         )
-        assert tracked.remembered > 0
-        return [(a.rule, a.tier, a.evidence) for a in tracked.result.alerts]
+        assert result.remembered > 0
+        return [(a.rule, a.tier, a.evidence) for a in result.alerts]
 
     today = run(tmp_path / "today.sqlite", downgrade=False)
     assert today and run(tmp_path / "old.sqlite", downgrade=True) == today

@@ -18,10 +18,10 @@ from typing import Any
 
 from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
-from redflags.pipeline import Pipeline
+from redflags.pipeline import PatientResult, Pipeline
 from redflags.state.model import Evaluated
 from redflags.state.sqlite_store import SqliteStateStore
-from redflags.stateful import Tracked, Tracker
+from redflags.stateful import Memory
 
 from .conftest import FIXTURES
 
@@ -54,11 +54,11 @@ class HeldStore:
 
 def run_both(
     pipeline: Pipeline, path: Path, first: Path, second: Path, now: str
-) -> tuple[list[Tracked], list[Tracked]]:
+) -> tuple[list[PatientResult], list[PatientResult]]:
     """Evaluate ``first`` and ``second`` at once; ``first`` commits first, ``second`` after it."""
     both_read = threading.Barrier(2, timeout=WAIT_S)
     first_done = threading.Event()
-    results: dict[str, list[Tracked]] = {}
+    results: dict[str, list[PatientResult]] = {}
     errors: list[BaseException] = []
 
     def second_waits() -> None:
@@ -67,7 +67,7 @@ def run_both(
 
     def work(name: str, source: Path, store: HeldStore) -> None:
         try:
-            tracker = Tracker(pipeline, store, actor=name)  # type: ignore[arg-type]
+            tracker = Pipeline(memory=Memory(store, actor=name))  # type: ignore[arg-type]
             results[name] = list(tracker.evaluate(read_path(source), parse_now(now)))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -96,7 +96,7 @@ def run_both(
 def prepared(tmp_path: Path, pipeline: Pipeline, *names: str) -> Path:
     path = tmp_path / "state.sqlite"
     with SqliteStateStore.open(path) as store:
-        tracker = Tracker(pipeline, store, actor="setup")
+        tracker = Pipeline(memory=Memory(store, actor="setup"))
         for name, now in names:
             list(tracker.evaluate(read_path(HISTORY / name), parse_now(now)))
     return path
@@ -106,7 +106,7 @@ def test_two_evaluations_at_once_raise_one_alert_once(tmp_path: Path, pipeline: 
     path = prepared(tmp_path, pipeline, ("gbs-monday.json", "2025-03-10T12:00:00Z"))
     wednesday = HISTORY / "gbs-wednesday.json"
     first, second = run_both(pipeline, path, wednesday, wednesday, "2025-03-12T12:00:00Z")
-    assert [a.rule for a in first[0].result.alerts] == [a.rule for a in second[0].result.alerts] == [GBS]
+    assert [a.rule for a in first[0].alerts] == [a.rule for a in second[0].alerts] == [GBS]
     with SqliteStateStore.open(path) as store:
         assert [t.change for t in store.transitions(PATIENT)] == ["raised"]  # 30fb331: raised, raised
         assert len(store.deliveries("pending")) == 1
@@ -134,7 +134,7 @@ def test_a_withdrawal_is_not_undone_by_an_evaluation_that_read_before_it(
 
     first, second = run_both(pipeline, path, resolved, other, "2025-03-12T13:00:00Z")
     assert [t.change for t in first[0].transitions] == ["withdrawn"]
-    assert second[0].result.alerts == []  # evaluated again, on the withdrawal's history
+    assert second[0].alerts == []  # evaluated again, on the withdrawal's history
     with SqliteStateStore.open(path) as store:
         assert store.active(PATIENT) == {}  # 30fb331: the alert active again in the ledger
         assert [t.change for t in store.transitions(PATIENT)] == ["raised", "withdrawn"]

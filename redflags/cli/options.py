@@ -14,7 +14,8 @@ from fhir_adapters.errors import IntakeError
 from fhir_adapters.terminology import TerminologyError
 from fhir_adapters.times import parse_now
 from redflags import config
-from redflags.pipeline import Pipeline
+from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
+from redflags.stateful import Memory
 
 
 def config_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -27,12 +28,20 @@ def config_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
 
 
 def site_pipeline(
-    config_path: Path | None, *, strict: bool = False, valueset_dirs: Sequence[Path] = ()
+    config_path: Path | None,
+    *,
+    strict: bool = False,
+    valueset_dirs: Sequence[Path] = (),
+    max_facts: int | None = DEFAULT_MAX_FACTS,
+    memory: Callable[[], Memory] | None = None,
 ) -> Pipeline:
-    """The pipeline a site configured; any configuration mistake ends the run with one line."""
+    """The pipeline a site configured (``memory``: its state store, opened once the rules
+    compiled); any configuration mistake ends the run with one line."""
     try:
         site = config.load(config.resolve(config_path))
-        pipeline = Pipeline.from_config(site, strict=strict, valueset_dirs=valueset_dirs)
+        pipeline = Pipeline.from_config(
+            site, strict=strict, valueset_dirs=valueset_dirs, max_facts=max_facts, memory=memory
+        )
     except (config.ConfigError, TerminologyError, RuleDefinitionError) as exc:
         error = click.ClickException(" ".join(str(exc).split()))
         error.exit_code = getattr(exc, "exit_code", 1)  # 2: a parameter outside its plausible range

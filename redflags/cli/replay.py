@@ -43,7 +43,7 @@ from redflags.replay.per_file import expand, without_expectations
 from redflags.replay.progress import NO_PROGRESS, TerminalProgress, summary_counts, summary_line
 from redflags.replay.render import TOLD_BY_REPLAY, renderer, stderr_line, teller, write_bundles
 from redflags.state.model import StateStore
-from redflags.stateful import Tracker
+from redflags.stateful import Memory
 
 log = structlog.get_logger("redflags.cli")
 
@@ -181,13 +181,16 @@ def replay_command(
         raise click.UsageError("--jobs above 1 cannot be used with --state (one process keeps the history)")
     if executor == "spark" and (state_path or expect or out):
         raise click.UsageError("--executor spark cannot be used with --state, --expect or --out")
-    pipeline = site_pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
-    pipeline.max_facts = max_facts_per_patient
-    store = narrowed(open_state(state_path, create=True), tenant) if state_path else None
-    tracker = None
-    if store is not None:
-        retention = retention_days * 86_400 if retention_days else None
-        tracker = Tracker(pipeline, store, actor=f"replay:{replay_id}", retention_s=retention, tenant=tenant)
+    retention = retention_days * 86_400 if retention_days else None
+    memory = partial(_memory, state_path, tenant, f"replay:{replay_id}", retention) if state_path else None
+    pipeline = site_pipeline(
+        config_path,
+        strict=strict,
+        valueset_dirs=valueset_dirs,
+        max_facts=max_facts_per_patient,
+        memory=memory,
+    )
+    store = pipeline.store
     inputs, expectations = without_expectations(paths)
     for path in expectations:  # e.g. a shell glob V01*.json: read beside its input by --expect
         click.echo(f"{path}: expected file, not an input: skipped", err=True)
@@ -212,7 +215,7 @@ def replay_command(
         if table is not None:
             wide_console().print(table)
         sys.exit(1 if failed else 0)
-    report = Report(rules=pipeline.engine.metas)
+    report = Report(rules=pipeline.rules)
     log.info("replay_started", inputs=len(files), now=iso(now), strict=strict)
     with Progress(
         TextColumn("replay"),
@@ -247,7 +250,7 @@ def replay_command(
             )
             failed |= _replay_all(
                 paths,
-                tracker or pipeline,
+                pipeline,
                 now,
                 fmt,
                 table,
@@ -277,7 +280,7 @@ def replay_command(
 
 def _replay_all(
     paths: tuple[Path, ...],
-    evaluator: Pipeline | Tracker,
+    pipeline: Pipeline,
     now: int,
     fmt: str,
     table: Table | None,
@@ -295,7 +298,6 @@ def _replay_all(
     keys and order, for people and scripts alike; off by default when stderr is not a terminal, so a
     clean run's stderr stays empty); with ``show_progress`` each stage is drawn on stderr meanwhile.
     """
-    pipeline = evaluator.pipeline if isinstance(evaluator, Tracker) else evaluator
     stats = Stats()
 
     shown = TerminalProgress() if show_progress else None
@@ -310,7 +312,7 @@ def _replay_all(
 
     lines = replay_all(
         paths,
-        evaluator,
+        pipeline,
         now,
         render,
         report,
@@ -356,6 +358,12 @@ def _replay_all(
     return invalid() or stats.worker_failed or stats.errors > 0
 
 
+def _memory(state_path: Path, tenant: str, actor: str, retention_s: int | None) -> Memory:
+    """The replay's state store (``--state``), narrowed to ``--tenant``."""
+    store = narrowed(open_state(state_path, create=True), tenant)
+    return Memory(store, actor=actor, retention_s=retention_s, tenant=tenant)
+
+
 def _worker_setup(
     config_path: Path | None,
     strict: bool,
@@ -369,8 +377,7 @@ def _worker_setup(
     """In a spawned --jobs worker: the parent's pipeline rebuilt from the same options."""
     logs.configure(log_level, told=TOLD_BY_REPLAY)
     structlog.contextvars.bind_contextvars(replay_id=replay_id)
-    pipeline = site_pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs)
-    pipeline.max_facts = max_facts
+    pipeline = site_pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs, max_facts=max_facts)
     render, invalid = renderer(pipeline, fmt, out)
     return pipeline, render, invalid
 

@@ -74,7 +74,6 @@ from fhir_adapters.intake import (
 from redflags.pipeline import PatientResult, Pipeline
 from redflags.replay.context_index import ContextReader, ContextWriter, IndexFull
 from redflags.replay.progress import NO_PROGRESS, ReplayProgress, counted_open
-from redflags.stateful import Tracker
 
 SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 SKIPPED_SUFFIX = ".expected.json"
@@ -112,7 +111,7 @@ class WorkerError(Exception):
 Render = Callable[["Evaluated"], bytes]
 #: Built once in each --jobs worker (picklable: a top-level function, or a partial of one):
 #: its own evaluator, the same render as the parent, and whether render saw a failing patient.
-WorkerSetup = Callable[[], tuple["Pipeline | Tracker", Render, Callable[[], bool]]]
+WorkerSetup = Callable[[], tuple["Pipeline", Render, Callable[[], bool]]]
 
 
 Report = Callable[[str], None]  # one stderr line for the user
@@ -539,7 +538,7 @@ class Evaluated:
     seq: int
     sources: list[str]
     result: PatientResult
-    changes: list = field(default_factory=list)  # with a Tracker: its transitions
+    changes: list = field(default_factory=list)  # with a state store: its transitions
     damaged: list[str] = field(default_factory=list)  # its inputs of which a part could not be read
 
 
@@ -572,7 +571,7 @@ def _groups(
 
 def evaluate_partition(
     path: Path,
-    evaluator: Pipeline | Tracker,
+    evaluator: Pipeline,
     now: int,
     sources: list[str],
     report: Report,
@@ -595,7 +594,7 @@ def evaluate_partition(
 
 def _evaluate_groups(
     path: Path,
-    evaluator: Pipeline | Tracker,
+    evaluator: Pipeline,
     now: int,
     sources: list[str],
     report: Report,
@@ -620,12 +619,7 @@ def _evaluate_groups(
                 _join(intake.patients[pid], context.pop(pid, []), srcs, reader)
         stats.peak_parsed = max(stats.peak_parsed, sum(len(g.entries) for g in intake.patients.values()))
         try:
-            if isinstance(evaluator, Tracker):
-                tracked = list(evaluator.evaluate(intake, now))
-                results = [t.result for t in tracked]
-                changes = {t.result.pid: t.transitions for t in tracked}
-            else:
-                results, changes = evaluator.evaluate(intake, now), {}
+            results = evaluator.evaluate(intake, now)
         except EngineError as exc:  # a broken rule fails these patients loudly, not the replay
             names = sorted({sources[s] for _pid, (_q, srcs, _b) in batch for s in srcs})
             report(f"{', '.join(names)}: evaluation failed: {exc}")
@@ -637,7 +631,7 @@ def _evaluate_groups(
             stats.invalid_patients += any(i.severity == "error" for i in result.issues)
             progress.evaluated(1, len(bodies))
             hurt = [sources[s] for s in srcs if s in stats.damaged]
-            yield Evaluated(seq, [sources[s] for s in srcs], result, changes.get(result.pid, []), hurt)
+            yield Evaluated(seq, [sources[s] for s in srcs], result, result.transitions, hurt)
 
 
 def _join(
@@ -676,7 +670,7 @@ def _join(
 
 def replay_all(
     paths: Iterable[Path],
-    evaluator: Pipeline | Tracker,
+    evaluator: Pipeline,
     now: int,
     render: Callable[[Evaluated], bytes],
     report: Report,
@@ -765,7 +759,7 @@ def _evaluate_one(
     index: int,
     path: Path,
     folder: Path,
-    evaluator: Pipeline | Tracker,
+    evaluator: Pipeline,
     render: Render,
     now: int,
     sources: list[str],
@@ -801,7 +795,7 @@ def jobs_for(jobs: int) -> int:
 # One per worker process, built by its first task from the parent's WorkerSetup (never forked:
 # the durable-rules engine is process-global state, so workers are spawned and compile their own).
 # Built in a task, not an initializer, so a failure comes back to the parent as that task's error.
-_worker: tuple[Pipeline | Tracker, Render, Callable[[], bool]] | None = None
+_worker: tuple[Pipeline, Render, Callable[[], bool]] | None = None
 
 
 _ticks: Queue | None = None  # a worker's channel for progress to the parent (None: no display)

@@ -14,7 +14,6 @@ from engine.errors import EngineError
 from fhir_adapters.errors import InputError
 from fhir_adapters.intake import Issue, read_path
 from redflags.pipeline import PatientResult, Pipeline
-from redflags.stateful import Tracked, Tracker
 
 SUFFIXES = (".json", ".ndjson")
 #: Files beside fixtures that hold expectations, not FHIR.
@@ -30,7 +29,7 @@ class InputResult:
     patients: list[PatientResult]
     issues: list[Issue]  # input-level: entries skipped before any patient was known
     error: str | None = None  # the whole input could not be read
-    changes: list[Tracked] = field(default_factory=list)  # with a state store: alert transitions
+    changes: list[PatientResult] = field(default_factory=list)  # with a state store: those with transitions
 
 
 def is_expectation(path: Path) -> bool:
@@ -62,8 +61,8 @@ def expand(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def replay(files: Iterable[Path], pipeline: Pipeline | Tracker, now: int) -> Iterator[InputResult]:
-    """Each file through the pipeline, or through a ``Tracker`` (history, ledger, outbox)."""
+def replay(files: Iterable[Path], pipeline: Pipeline, now: int) -> Iterator[InputResult]:
+    """Each file through the pipeline (with its state store, if any: history, ledger, outbox)."""
     for path in files:
         try:
             intake = read_path(path)
@@ -71,13 +70,8 @@ def replay(files: Iterable[Path], pipeline: Pipeline | Tracker, now: int) -> Ite
             yield InputResult(str(path), [], [], str(exc))
             continue
         try:
-            if isinstance(pipeline, Tracker):
-                tracked = list(pipeline.evaluate(intake, now))
-                results = [t.result for t in tracked]
-                changes = [t for t in tracked if t.transitions]
-            else:
-                results, changes = pipeline.evaluate(intake, now), []
+            results = pipeline.evaluate(intake, now)
         except EngineError as exc:  # a broken rule fails this input loudly, not the whole replay
             yield InputResult(str(path), [], intake.issues, f"evaluation failed: {exc}")
             continue
-        yield InputResult(str(path), results, intake.issues, changes=changes)
+        yield InputResult(str(path), results, intake.issues, changes=[r for r in results if r.transitions])

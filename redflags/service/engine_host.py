@@ -1,50 +1,49 @@
-"""What the service's engine processes host: the site's pipeline and, if kept, its state store.
+"""What the service's engine processes host: the site's pipeline (with its state store, if kept).
 
 The pool (``redflags.workers.pool``) runs processes; this module is what each of them is made
-of (``start_engine``) and the functions that run there (``evaluate``, ``pipeline``).
+of (``start_engine``) and how work reaches the pipeline there: ``call(engines, fn, *args)``
+runs ``fn(pipeline, *args)`` in an engine process, so the CDS answer and ``$evaluate`` are
+handed the pipeline (its ``evaluate`` and its rules' metadata) instead of looking it up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import structlog
 
 from engine.host import run_engine_here
-from fhir_adapters.intake import Intake
 from redflags import config
-from redflags.pipeline import PatientResult, Pipeline
+from redflags.pipeline import Pipeline
 from redflags.service.http.limits import call_limits
-from redflags.state.model import DEFAULT_TENANT
 from redflags.state.sqlite_store import open_store
-from redflags.stateful import Tracker
+from redflags.stateful import Memory
 from redflags.workers.pool import EnginePool, quiet_gc
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 _pipeline: Pipeline | None = None  # in an engine process: its one pipeline
-_tracker: Tracker | None = None  # ... and its state store, when the service keeps one
 
 
-def pipeline() -> Pipeline:
-    """The pipeline of this engine process (for the functions the pool runs)."""
+def hosted(fn: Callable[Concatenate[Pipeline, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn`` with this engine process's pipeline (what the pool runs for ``call``)."""
     if _pipeline is None:
         raise RuntimeError("not in an engine process")
-    return _pipeline
+    return fn(_pipeline, *args, **kwargs)
 
 
-def evaluate(
-    intake: Intake, now: int, *, what_if: bool = False, tenant: str = DEFAULT_TENANT
-) -> list[PatientResult]:
-    """Evaluate in this engine process: with the state store (history, ledger, outbox) if any.
+async def call(engines: EnginePool, fn: Callable[Concatenate[Pipeline, P], T], *args: object) -> T:
+    """``fn(pipeline, *args)`` in the next free engine process (one crossing)."""
+    return await engines.run(hosted, fn, *args)
 
-    ``what_if``: the input holds what is not yet so (order-sign's draft orders), or is asked
-    about another instant than the service's: history is read, nothing is remembered and no
-    alert changes. ``tenant``: whose history and ledger (``redflags.service.auth.tenants``).
-    """
-    if _tracker is None:
-        return pipeline().evaluate(intake, now)
-    request = structlog.contextvars.get_contextvars().get("request_id")
-    tracked = _tracker.evaluate(intake, now, actor=f"service:{request}", commit=not what_if, tenant=tenant)
-    return [t.result for t in tracked]
+
+def actor() -> str:
+    """Who the ledger names for this evaluation: the service and the request's id."""
+    return f"service:{structlog.contextvars.get_contextvars().get('request_id')}"
 
 
 def start_here(
@@ -54,22 +53,28 @@ def start_here(
 
     ``state``: the state store file; ``queue``: also queue deliveries (a FHIR server is set).
     """
-    global _pipeline, _tracker
+    global _pipeline
     run_engine_here()  # this process only evaluates, on this thread
-    _pipeline = Pipeline.from_config(config.load(Path(config_path) if config_path else None))
-    _pipeline.max_facts = call_limits().max_facts_per_patient  # redflags serve --max-facts-per-patient
-    if state:
-        retention = retention_days * 86_400 if retention_days else None
-        _tracker = Tracker(_pipeline, open_store(state), actor="service", retention_s=retention, queue=queue)
+    retention = retention_days * 86_400 if retention_days else None
+    memory = partial(_memory, state, retention, queue) if state else None
+    _pipeline = Pipeline.from_config(
+        config.load(Path(config_path) if config_path else None),
+        max_facts=call_limits().max_facts_per_patient,  # redflags serve --max-facts-per-patient
+        memory=memory,
+    )
     quiet_gc()
     return _pipeline
+
+
+def _memory(state: str, retention_s: int | None, queue: bool) -> Memory:
+    return Memory(open_store(state), actor="service", retention_s=retention_s, queue=queue)
 
 
 def start_engine(
     config_path: str | None, state: str | None, queue: bool, retention_days: int | None
 ) -> dict[str, object]:
     """The start of a pool's engine process: the fields of its ready line."""
-    return {"rules": len(start_here(config_path, state, queue, retention_days).engine.metas)}
+    return {"rules": len(start_here(config_path, state, queue, retention_days).rules)}
 
 
 def engine_pool(

@@ -1,8 +1,10 @@
-"""The work of one CDS service call, done in an engine process (``engine_host``).
+"""One CDS service call: read in the HTTP process (``take``), evaluated in an engine process (``answer``).
 
-Decode and check the request, read the prefetch, evaluate the patient in context and render
-the cards. Reading ``fhirServer`` is I/O and stays in the HTTP process: when the prefetch is
-incomplete ``answer`` returns None, the HTTP process gathers the record and calls again with it.
+The body is decoded once, here in the HTTP process, with the request checked and the prefetch
+read; what the prefetch lacks is read from fhirServer (I/O, on the HTTP process's fetch
+threads). Then the call crosses to an engine process once (``answer``, through
+``engine_host.call``) with the patient's resources, never the body: the engine evaluates the
+patient in context and renders the cards with the rules' metadata of the pipeline it is handed.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from fhir_adapters.intake import check_resources, group
+from fhir_adapters.intake import group
 from redflags.logs import patient_token
-from redflags.service.auth.tenants import cds_tenant
+from redflags.pipeline import Pipeline
 from redflags.service.cds.cards import IssuedCard, cds_response
-from redflags.service.cds.prefetch import Found, read_prefetch
+from redflags.service.cds.prefetch import Found
 from redflags.service.cds.request import CdsRequest, CdsRequestError, parse
 from redflags.service.cds.services import SERVICES
-from redflags.service.engine_host import evaluate, pipeline
-from redflags.service.http.limits import call_limits
+from redflags.service.engine_host import actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +32,21 @@ class Answer:
     skipped: int  # entries skipped (named in the engine's log lines)
 
 
+@dataclass(frozen=True, slots=True)
+class CdsWork:
+    """What crosses to the engine process for one call: the record read, not the request body."""
+
+    hook_instance: str
+    patient_id: str
+    resources: list[Found]  # prefetched or read from fhirServer, then the hook's own (drafts)
+    what_if: bool  # the resources hold what is not yet so (order-sign's draft orders)
+    tenant: str  # whose history and ledger (``redflags.service.auth.tenants.cds_tenant``)
+    now: int
+    system_actions: bool
+
+
 def decode(service_id: str, body: bytes) -> CdsRequest:
-    """The request, checked against the service's hook (CdsRequestError: 400)."""
+    """The request, checked against the service's hook (CdsRequestError: 400); the call's one decode."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -40,33 +54,22 @@ def decode(service_id: str, body: bytes) -> CdsRequest:
     return parse(doc, SERVICES[service_id].hook)
 
 
-def answer(
-    service_id: str, body: bytes, now: int, system_actions: bool, gathered: list[Found] | None, principal: str
-) -> Answer | None:
-    """The cards for this call; None when the record must first be read from fhirServer.
-
-    ``principal``: the authenticated client (``tenants.cds_principal``); with the call's
-    ``fhirServer`` it names the tenant whose history and ledger the evaluation uses.
-    """
-    service = SERVICES[service_id]
-    call = decode(service_id, body)
-    extra = service.handler(call, now)
-    if gathered is None:
-        given = read_prefetch(service.prefetch, call)
-        if not given.complete:
-            return None
-        gathered = given.found
-    check_resources(len(gathered) + len(extra), call_limits().max_resources)  # TooManyResources: 413
-    pid = f"Patient/{call.patient_id}"
-    intake = group("cds-hooks", [*gathered, *extra])
+def answer(pipeline: Pipeline, work: CdsWork) -> Answer:
+    """The cards for this call (in an engine process): the patient in context only, never another."""
+    pid = f"Patient/{work.patient_id}"
+    intake = group("cds-hooks", work.resources)
     mine = intake.patients.get(pid)
     intake.patients = {pid: mine} if mine else {}  # the patient in context, never another
-    tenant = cds_tenant(principal, call.fhir_server)
-    results = evaluate(intake, now, what_if=bool(extra), tenant=tenant) if mine else []  # extra: drafts
+    results = (
+        pipeline.evaluate(intake, work.now, commit=not work.what_if, tenant=work.tenant, actor=actor())
+        if mine
+        else []
+    )
     alerts = [alert for result in results for alert in result.alerts]
     rendered = {rule: pair for result in results for rule, pair in result.rendered.items()}
+    rules, instance = pipeline.rules, work.hook_instance
     payload, issued = cds_response(
-        alerts, pipeline().engine.metas, call.hook_instance, system_actions=system_actions, rendered=rendered
+        alerts, rules, instance, system_actions=work.system_actions, rendered=rendered
     )
     return Answer(
         orjson.dumps(payload),

@@ -1,9 +1,10 @@
 """CDS Hooks 2.0 endpoints: discovery and service calls (the services are in ``services``).
 
-A call: an engine process checks the request (400), reads the prefetch, evaluates the context
-patient only and renders one card per alert (``answer``). For what the prefetch lacks this
-process reads ``fhirServer`` (412 when it cannot be had) and asks again. Errors are
-OperationOutcomes with a message naming the field.
+A call: this process decodes the body once and checks the request (400), reads the prefetch
+and, for what it lacks, ``fhirServer`` (412 when it cannot be had), counts the resources
+(413); then the record crosses to an engine process once, which evaluates the context patient
+only and renders one card per alert (``answer``). Errors are OperationOutcomes with a message
+naming the field.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
-from fhir_adapters.intake import TooManyResources
+from fhir_adapters.intake import TooManyResources, check_resources
 from fhir_adapters.times import parse_now
 from redflags.service.auth.callers import cds_client
 from redflags.service.auth.tenant_dependency import cds_principal
+from redflags.service.auth.tenants import cds_tenant
 from redflags.service.cds import feedback
-from redflags.service.cds.answer import answer, decode
+from redflags.service.cds.answer import CdsWork, answer, decode
 from redflags.service.cds.cards import IssuedCard
 from redflags.service.cds.fhir_policy import FhirPolicy
 from redflags.service.cds.prefetch import (
@@ -32,9 +34,11 @@ from redflags.service.cds.prefetch import (
     fetch_limiter,
     gather,
     policy,
+    read_prefetch,
 )
-from redflags.service.cds.request import CdsRequestError
+from redflags.service.cds.request import CdsRequest, CdsRequestError
 from redflags.service.cds.services import SERVICES, CdsService, discovery_document
+from redflags.service.engine_host import call
 from redflags.service.http.body import media_type_problem
 from redflags.service.http.catch_all import error_response
 from redflags.service.http.outcome import outcome
@@ -67,12 +71,12 @@ async def _record_shown(request: Request, service: str, issued: list[IssuedCard]
 
 
 def _gather(
-    service: CdsService, body: bytes, settings: ServiceSettings, rules: FhirPolicy, deadline: float
+    service: CdsService, cds: CdsRequest, settings: ServiceSettings, rules: FhirPolicy, deadline: float
 ) -> Gathered:
-    return gather(service.prefetch, decode(service.id, body), settings, rules=rules, deadline=deadline)
+    return gather(service.prefetch, cds, settings, rules=rules, deadline=deadline)
 
 
-async def _fetch(request: Request, client: str, service: CdsService, body: bytes) -> Gathered:
+async def _fetch(request: Request, client: str, service: CdsService, cds: CdsRequest) -> Gathered:
     """Read fhirServer on the fetch threads (not the pool that verifies tokens), within the
     budget: waiting for a thread counts, the reads themselves stop at the deadline."""
     settings: ServiceSettings = request.app.state.settings
@@ -82,7 +86,7 @@ async def _fetch(request: Request, client: str, service: CdsService, body: bytes
     deadline = time.monotonic() + settings.fhir_timeout_s
     with anyio.move_on_after(settings.fhir_timeout_s + 1.0):  # the thread ends by the deadline
         return await to_thread.run_sync(
-            _gather, service, body, settings, rules, deadline, limiter=fetch_limiter()
+            _gather, service, cds, settings, rules, deadline, limiter=fetch_limiter()
         )
     raise PrefetchUnavailable(UNAVAILABLE, "no fetch thread free within the fhirServer budget")
 
@@ -141,12 +145,25 @@ async def call_service(
     now = parse_now(settings.now) if settings.now else int(time.time())
     gathered = Gathered([], (), 0)
     try:
-        answered = await engines.run(answer, service.id, body, now, settings.system_actions, None, principal)
-        if answered is None:  # prefetch incomplete: read the rest from fhirServer, here (I/O)
-            gathered = await _fetch(request, client, service, body)
-            answered = await engines.run(
-                answer, service.id, body, now, settings.system_actions, gathered.resources, principal
-            )
+        cds = decode(service.id, body)  # the call's one decode
+        extra = service.handler(cds, now)
+        given = read_prefetch(service.prefetch, cds)
+        if given.complete:
+            gathered = Gathered(given.found, (), 0)
+        else:  # read the rest from fhirServer, here (I/O)
+            gathered = await _fetch(request, client, service, cds)
+        resources = [*gathered.resources, *extra]
+        check_resources(len(resources), settings.max_resources)  # TooManyResources: 413
+        work = CdsWork(
+            cds.hook_instance,
+            cds.patient_id,
+            resources,
+            what_if=bool(extra),  # extra: draft orders
+            tenant=cds_tenant(principal, cds.fhir_server),
+            now=now,
+            system_actions=settings.system_actions,
+        )
+        answered = await call(engines, answer, work)  # the call's one crossing
     except CdsRequestError as exc:
         return _error(400, str(exc))
     except TooManyResources as exc:
@@ -157,7 +174,6 @@ async def call_service(
         return _error(412, str(exc), "incomplete")
     except (EngineUnavailable, UnsendableInput, RecursionError) as exc:
         return error_response(request.scope, exc)  # 503 + Retry-After, or 422: as catch_all
-    assert answered is not None  # with the record gathered, answer always answers
     await _record_shown(request, service.id, answered.issued, client)
     log.info(
         "cds_call",

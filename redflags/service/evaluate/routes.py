@@ -34,8 +34,9 @@ from starlette.types import Receive, Scope, Send
 from fhir_adapters.evaluation_answer import WHAT_IF, answer
 from fhir_adapters.times import parse_now
 from redflags import logs
+from redflags.pipeline import Pipeline
 from redflags.service.auth.tenant_dependency import evaluate_tenant
-from redflags.service.engine_host import evaluate, pipeline
+from redflags.service.engine_host import actor, call
 from redflags.service.evaluate.input import (
     INPUT_PARAMETERS,
     BadInput,
@@ -126,7 +127,7 @@ async def evaluate_operation(
         fixed = request.app.state.settings.now  # redflags serve --now: every call at that time
         default_now = parse_now(fixed) if fixed else int(time.time())
         engines: EnginePool = request.app.state.engines
-        done = await engines.run(evaluate_body, body, now, default_now, tenant)
+        done = await call(engines, evaluate_body, body, now, default_now, tenant)
     except BadInput as exc:
         log.info("evaluate_refused", status=exc.status)  # the message may quote the body: not logged
         code = _STATUS_CODES.get(exc.status, "invalid")
@@ -149,19 +150,22 @@ class Evaluated:
     issues: int
 
 
-def evaluate_body(body: bytes, query_now: str | None, default_now: int, tenant: str) -> Evaluated:
-    """Read, evaluate and render one body: the work of an engine process (``engine_host``).
+def evaluate_body(
+    pipeline: Pipeline, body: bytes, query_now: str | None, default_now: int, tenant: str
+) -> Evaluated:
+    """Read, evaluate and render one body: the work of an engine process (``engine_host.call``).
 
     ``default_now`` is the service's clock: an evaluation at another instant is a what-if.
     """
     given = read_body(body, query_now, default_now)
-    results = evaluate(given.intake, given.now, what_if=given.now != default_now, tenant=tenant)
+    what_if = given.now != default_now
+    results = pipeline.evaluate(given.intake, given.now, commit=not what_if, tenant=tenant, actor=actor())
     for result in results:
         token = logs.patient_token(result.pid)
         for alert in result.alerts:
             log.info("alert", rule=alert.rule, severity=alert.severity, patient=token)
     return Evaluated(
-        orjson.dumps(answer(given, results, pipeline().engine.metas, what_if=given.now != default_now)),
+        orjson.dumps(answer(given, results, pipeline.rules, what_if=what_if)),
         len(results),
         sum(len(r.alerts) for r in results),
         len(given.intake.issues) + sum(len(r.issues) for r in results),

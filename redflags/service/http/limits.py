@@ -1,8 +1,8 @@
 """Limits on what one call may cost: body size (here), resources per call, facts per patient.
 
-Resources per call (``max_resources``) are counted where a call's resources are read, in the
-engine process (``evaluate.input.read_body``, ``cds.answer``): over it, 413 with an
-OperationOutcome naming the limit, nothing evaluated or stored. Facts per patient
+Resources per call (``max_resources``) are counted where a call's resources are read
+(``evaluate.input.read_body`` in the engine process, ``cds.routes`` in the HTTP process): over
+it, 413 with an OperationOutcome naming the limit, nothing evaluated or stored. Facts per patient
 (``max_facts_per_patient``, history included) bound what the engine is handed
 (``redflags.pipeline.bounded``): the most recent are kept and the outcome says so. Both come
 from ``ServiceSettings`` (``redflags serve --max-resources / --max-facts-per-patient``), which
