@@ -54,7 +54,8 @@ cds = decode(service.id, body)
 given = read_prefetch(service.prefetch, cds)
 assert given.complete
 now = parse_now("2025-03-10T12:00:00Z")
-work = CdsWork(cds.hook_instance, cds.patient_id, given.found, False, cds_tenant("static:ehr", cds.fhir_server), now, False)
+tenant = cds_tenant("static:ehr", cds.fhir_server)
+work = CdsWork(cds.hook_instance, cds.patient_id, given.found, False, tenant, now, False)
 calls = []
 for _ in range(2):  # the chart opened, then opened again unchanged
     renders.update(Flag=0, CarePlan=0)
