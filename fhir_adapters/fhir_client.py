@@ -315,7 +315,7 @@ class FhirClient:
     def _wait(self, attempt: int, retry_after: float | None) -> float | None:
         if retry_after is not None:
             return retry_after if retry_after <= self.retry.max_retry_after_s else None
-        ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
+        ceiling: float = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
         return self._rng() * ceiling
 
     # -- FHIR interactions -------------------------------------------------------------------
