@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.alert import Alert, Criterion
 from engine.describe import day, describe, findings_once
@@ -22,7 +23,7 @@ MAX_RATIONALE_CRITERIA = 8
 @dataclass(frozen=True, slots=True)
 class Match:
     spec: Spec
-    facts: list[dict]
+    facts: list[dict[str, Any]]
 
 
 def _refs(fact: Mapping[str, object]) -> list[str]:
@@ -74,9 +75,9 @@ def collect(
         if _counts(match, meta.tier(tier).severity, preliminary_supports):
             fired.setdefault(spec.rule, {}).setdefault(tier, []).append(match)
     chosen = {
-        rule: tier
+        rule: pick
         for rule, tiers in fired.items()
-        if (tier := _chosen(metas[rule], tiers, blocked.get(rule, set()))) is not None
+        if (pick := _chosen(metas[rule], tiers, blocked.get(rule, set()))) is not None
     }
     alerts: list[Alert] = []
     for rule, tier in chosen.items():
@@ -119,7 +120,7 @@ def _alert(
             refs = tuple(r for r in _refs(fact) if r != pid)
             phrase = describe(fact, titles)
             criteria.setdefault(phrase, refs)
-            for other in lineage.alternates.get(fact.get("id"), ()):  # type: ignore[call-overload]
+            for other in lineage.alternates.get(fact.get("id"), ()):  # type: ignore[arg-type]  # no int id: none
                 cited = tuple(r for r in _refs(other) if r != pid)
                 criteria.setdefault(describe(other, titles), cited)
             for ref in refs:
@@ -130,7 +131,7 @@ def _alert(
     for match in matches:  # records behind derivations not asserted (engine.lineage)
         for fact in match.facts:
             if isinstance(fact.get("id"), int) and fact.get("t") == "derived":
-                for ref in lineage.refs(int(fact["id"])):  # type: ignore[call-overload]
+                for ref in lineage.refs(int(fact["id"])):
                     if ref != pid:
                         evidence.setdefault(ref, None)
     level = meta.tier(tier)

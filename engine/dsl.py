@@ -104,16 +104,16 @@ class Cond:
     def _compare(self, op: Callable[[Any, Any], Any], symbol: str, threshold: float) -> Cond:
         return self.where(lambda _p: op(m.v, threshold), f"{symbol} {threshold:g}")
 
-    def __lt__(self, threshold: float) -> Cond:  # type: ignore[override]
+    def __lt__(self, threshold: float) -> Cond:
         return self._compare(operator.lt, "<", threshold)
 
-    def __le__(self, threshold: float) -> Cond:  # type: ignore[override]
+    def __le__(self, threshold: float) -> Cond:
         return self._compare(operator.le, "≤", threshold)
 
-    def __gt__(self, threshold: float) -> Cond:  # type: ignore[override]
+    def __gt__(self, threshold: float) -> Cond:
         return self._compare(operator.gt, ">", threshold)
 
-    def __ge__(self, threshold: float) -> Cond:  # type: ignore[override]
+    def __ge__(self, threshold: float) -> Cond:
         return self._compare(operator.ge, "≥", threshold)
 
 
@@ -203,8 +203,8 @@ class Spec:
     key: str = ""  # derive: derived key
     tiers: tuple[str, ...] = ()  # fire/block: tiers concerned
     reason: str = ""  # block
-    value: Callable[[list[dict]], float] | None = None  # derive: computed value
-    side: Callable[[list[dict]], str] | None = None  # derive: computed side
+    value: Callable[[list[dict[str, Any]]], float] | None = None  # derive: computed value
+    side: Callable[[list[dict[str, Any]]], str] | None = None  # derive: computed side
     text: str = ""  # derive/note/score: how the fact or note reads ("" = its sources)
     disorder: Code | None = None  # fire: the disorder this branch suggests (else the rule's)
     label: str = ""  # score item: the item counted once per score
@@ -227,8 +227,8 @@ class Rules:
         self,
         key: str,
         *conds: Cond,
-        value: Callable[[list[dict]], float] | None = None,
-        side: Callable[[list[dict]], str] | None = None,
+        value: Callable[[list[dict[str, Any]]], float] | None = None,
+        side: Callable[[list[dict[str, Any]]], str] | None = None,
         text: str = "",
     ) -> None:
         self.specs.append(
@@ -271,7 +271,7 @@ class Rules:
                 "derive",
                 conds,
                 key=f"{score}_item",
-                value=lambda _f, points=points: points,
+                value=lambda _f: points,
                 text=f"{label} {points:+g}",
                 label=label,
             )

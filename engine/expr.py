@@ -37,10 +37,10 @@ class Node:
         """(condition index or None for this fact, property) of every property the test reads."""
         raise NotImplementedError
 
-    def value(self, facts: Sequence[dict], own: int) -> Any:
+    def value(self, facts: Sequence[dict[str, Any]], own: int) -> Any:
         raise NotImplementedError
 
-    def holds(self, facts: Sequence[dict], own: int) -> bool:
+    def holds(self, facts: Sequence[dict[str, Any]], own: int) -> bool:
         return self.value(facts, own) is True
 
     def conjuncts(self) -> list[Node]:
@@ -51,10 +51,10 @@ class Node:
         return False
 
     # comparisons and arithmetic build nodes (like durable's m); == builds a node too
-    def __eq__(self, other: object) -> Node:  # type: ignore[override]
+    def __eq__(self, other: object) -> Node:  # type: ignore[override]  # the DSL: == builds a test
         return Binary("==", self, _node(other))
 
-    def __ne__(self, other: object) -> Node:  # type: ignore[override]
+    def __ne__(self, other: object) -> Node:  # type: ignore[override]  # the DSL: != builds a test
         return Binary("!=", self, _node(other))
 
     def __lt__(self, other: object) -> Node:
@@ -102,7 +102,7 @@ class Node:
     def __pos__(self) -> Node:
         return Exists(self, present=True)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # == is the DSL's: unhashable on purpose
 
 
 def _node(value: object) -> Node:
@@ -122,7 +122,7 @@ class Const(Node):
     def durable(self) -> Any:
         return self.constant
 
-    def value(self, facts: Sequence[dict], own: int) -> Any:
+    def value(self, facts: Sequence[dict[str, Any]], own: int) -> Any:
         return self.constant
 
 
@@ -143,7 +143,7 @@ class Attr(Node):
             raise TypeError("a cross-fact test cannot compile to durable-rules")
         return getattr(durable_m, self.name)
 
-    def value(self, facts: Sequence[dict], own: int) -> Any:
+    def value(self, facts: Sequence[dict[str, Any]], own: int) -> Any:
         return facts[own if self.index is None else self.index].get(self.name, _MISSING)
 
 
@@ -161,7 +161,7 @@ class Exists(Node):
         compiled = self.attr.durable()
         return +compiled if self.present else -compiled
 
-    def value(self, facts: Sequence[dict], own: int) -> Any:
+    def value(self, facts: Sequence[dict[str, Any]], own: int) -> Any:
         return (self.attr.value(facts, own) is not _MISSING) is self.present
 
 
@@ -206,7 +206,7 @@ class Binary(Node):
     def durable(self) -> Any:
         return _DURABLE[self.op](self.left.durable(), self.right.durable())
 
-    def value(self, facts: Sequence[dict], own: int) -> Any:
+    def value(self, facts: Sequence[dict[str, Any]], own: int) -> Any:
         if self.op == "&":
             return self.left.holds(facts, own) and self.right.holds(facts, own)
         if self.op == "|":

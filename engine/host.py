@@ -25,7 +25,7 @@ import orjson
 T = TypeVar("T")
 
 
-class _QuietHost(durable_engine.Host):
+class _QuietHost(durable_engine.Host):  # type: ignore[misc]  # durable ships no types: Host is Any
     """A durable Host whose background dispatch/timer threads are never started."""
 
     def _run(self) -> None:  # durable starts its timer threads here
@@ -42,7 +42,7 @@ class _OrjsonCodec:
     loads = staticmethod(orjson.loads)
 
 
-durable_engine.json = _OrjsonCodec  # type: ignore[attr-defined]
+durable_engine.json = _OrjsonCodec
 
 _lock = threading.Lock()
 _host: _QuietHost | None = None

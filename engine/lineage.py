@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -33,15 +33,20 @@ MAX_ALTERNATES = 8
 UNREAD = frozenset({"id", "sid", "ref", "refs", "text"})
 
 
-class _Spec(Protocol):
-    does: str
-    key: str
-    conds: tuple
-    value: object
-    side: object
+class _Spec(Protocol):  # engine.dsl.Spec (read-only: a frozen dataclass)
+    @property
+    def does(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def conds(self) -> tuple[Any, ...]: ...  # engine.dsl.Cond (dsl imports this module)
+    @property
+    def value(self) -> object: ...
+    @property
+    def side(self) -> object: ...
 
 
-class _Recording(dict):
+class _Recording(dict[str, object]):
     """A fact that notes every property read of it (all of them hold the number 1)."""
 
     def __init__(self, seen: set[str]) -> None:
@@ -149,7 +154,7 @@ class Lineage:
 
     def add(self, facts: Iterable[Fact]) -> None:
         for fact in facts:
-            self.facts[int(fact["id"])] = fact  # type: ignore[call-overload]
+            self.facts[int(fact["id"])] = fact  # type: ignore[call-overload]  # ids are ints (prepare)
 
     def derived(self, kept: int, sources: tuple[int, ...], alternate: Fact | None = None) -> None:
         """One derivation of ``kept``; ``alternate``: the fact it made, equal but not asserted."""
@@ -198,7 +203,7 @@ class Lineage:
 
     def times(self, fact: Mapping[str, object]) -> list[int]:
         """The times that date an alert's episode from ``fact``, over all its derivations."""
-        own = [int(fact[n]) for n in ("onset", "ts") if isinstance(fact.get(n), int)]  # type: ignore[call-overload]
+        own = [int(fact[n]) for n in ("onset", "ts") if isinstance(fact.get(n), int)]  # type: ignore[call-overload]  # narrowed by the isinstance
         fid = fact.get("id")
         if not isinstance(fid, int) or fid not in self.derivations:
             return own

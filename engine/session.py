@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import durable.engine as durable_engine
 import durable.lang as durable_lang
@@ -59,7 +60,7 @@ class Evaluation:
     actions: int = 0  # rule actions run: the combinations of facts durable-rules matched
 
 
-def _content(closure: object, alias: str) -> dict:
+def _content(closure: Any, alias: str) -> dict[str, Any]:
     value = getattr(closure, alias)
     return dict(value._d) if hasattr(value, "_d") else dict(value)
 
@@ -99,7 +100,7 @@ def distinct(facts: Iterable[Fact]) -> list[Fact]:
     return list(merged.values())
 
 
-def _refs(facts: Sequence[dict]) -> str:
+def _refs(facts: Sequence[dict[str, Any]]) -> str:
     seen: dict[str, None] = {}
     for f in facts:
         for ref in str(f.get("refs") or f.get("ref") or "").split():
@@ -216,7 +217,7 @@ class _Compiled:
     """The process's one durable ruleset and the evaluation its actions report to."""
 
     fingerprint: str
-    ruleset: object = None
+    ruleset: Any = None  # a durable.engine.Ruleset (durable ships no types)
     context: _Context | None = None
 
 
@@ -353,7 +354,8 @@ class Engine:
                 if spec.does != "derive":
                     continue  # checked after the session (``_Checked``)
                 aliases = [f"f{i}" for i in range(len(spec.conds))]
-                exprs, checks = [], []
+                exprs: list[Any] = []  # durable-rules expressions (untyped)
+                checks: list[tuple[int, Node]] = []
                 for i, (alias, cond) in enumerate(zip(aliases, spec.conds, strict=True)):
                     expr, cross = cond.compile(aliases[:i])
                     exprs.append(getattr(durable_lang.c, alias) << expr)
@@ -371,7 +373,7 @@ class Engine:
     def _action(
         self, spec: Spec, aliases: list[str], checks: tuple[tuple[int, Node], ...]
     ) -> Callable[[object], None]:
-        def action(closure: object) -> None:
+        def action(closure: Any) -> None:  # a durable Closure (durable ships no types)
             ctx = self._context
             if ctx is None:  # cannot happen: actions only run inside evaluate()
                 raise RuleActionError(f"{spec.name} fired outside an evaluation")
@@ -393,12 +395,12 @@ class Engine:
         action.__name__ = spec.name.replace(".", "_")
         return action
 
-    def _derive(self, closure: object, spec: Spec, facts: list[dict], ctx: _Context) -> None:
+    def _derive(self, closure: Any, spec: Spec, facts: list[dict[str, Any]], ctx: _Context) -> None:
         derived: Fact = {
             "t": "derived",
             "key": spec.key,
             "id": ctx.next_id(),
-            "sid": closure.s.sid,  # type: ignore[attr-defined]
+            "sid": closure.s.sid,
             "refs": _refs(facts),
             "pid": ctx.pid,
             "age": max((int(f.get("age", 0)) for f in facts), default=0),
@@ -434,19 +436,19 @@ class Engine:
             derived["text"] = f"{shown} ({parts})" if parts else shown
         else:
             derived["text"] = parts
-        sources = tuple(int(f["id"]) for f in facts)
+        source_ids = tuple(int(f["id"]) for f in facts)
         said = signature(derived, self._reads.get(spec.key, frozenset()))
         kept = ctx.derived.get(said)
         if kept is not None:  # an equal fact is asserted: it matches whatever this one would
-            ctx.lineage.derived(kept, sources, derived)
+            ctx.lineage.derived(kept, source_ids, derived)
             return
-        ctx.derived[said] = int(derived["id"])  # type: ignore[call-overload]
+        ctx.derived[said] = int(derived["id"])  # type: ignore[call-overload]  # ids are ints (next_id)
         ctx.lineage.add([derived])
-        ctx.lineage.derived(int(derived["id"]), sources)  # type: ignore[call-overload]
+        ctx.lineage.derived(int(derived["id"]), source_ids)  # type: ignore[call-overload]  # as above
         if spec.key in self._item_keys:
             ctx.items.setdefault(spec.key, []).append(derived)
         try:
-            closure.assert_fact(derived)  # type: ignore[attr-defined]
+            closure.assert_fact(derived)
         except durable_engine.MessageNotHandledException:
             pass  # no rule consumes this derived fact: normal
 
@@ -486,7 +488,7 @@ class Engine:
         """One derived fact per score: each labelled item counted once (its first derivation)."""
         totals: list[Fact] = []
         for spec in self.scores:
-            items: dict[str, Fact] = {}
+            items: dict[str, dict[str, Any]] = {}  # derived facts: ``v`` is the float _derive stored
             for item in ctx.items.get(f"{spec.key}_item", []):
                 items.setdefault(str(item["label"]), item)
             total = round(sum(float(i["v"]) for i in items.values()), 4)

@@ -80,7 +80,7 @@ def _shut(sock: socket.socket) -> None:
 
 
 def _reported(base: type[HTTPConnection]) -> type[HTTPConnection]:
-    class Reported(base):  # type: ignore[misc,valid-type]
+    class Reported(base):  # type: ignore[misc,valid-type]  # a class made per base (HTTP, HTTPS)
         def request(self, *args: Any, **kwargs: Any) -> None:
             deadline = getattr(_current, "deadline", None)
             try:
@@ -97,7 +97,7 @@ class _Pool(HTTPConnectionPool):
 
 
 class _TlsPool(HTTPSConnectionPool):
-    ConnectionCls = _reported(HTTPSConnection)  # type: ignore[assignment]
+    ConnectionCls = _reported(HTTPSConnection)  # type: ignore[assignment]  # urllib3 types it HTTPSConnection
 
 
 class _Adapter(HTTPAdapter):

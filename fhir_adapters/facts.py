@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from fhir_adapters import medication_ref, plausibility, units
 from fhir_adapters.errors import IntakeError, shown
@@ -109,7 +110,7 @@ def _status_code(concept: object, system: str, path: str) -> str | None:
     return None
 
 
-def _sites(resource: dict, path: str) -> list[dict]:
+def _sites(resource: dict[str, Any], path: str) -> list[dict[str, Any]]:
     site = resource.get("bodySite")
     if site is None:
         return []
@@ -120,7 +121,7 @@ def _sites(resource: dict, path: str) -> list[dict]:
     raise IntakeError(f"{path}.bodySite", "expected a CodeableConcept")
 
 
-def _list(value: object) -> list:
+def _list(value: object) -> list[Any]:
     """An array element as sent, or nothing when it is not an array (a reader never iterates a
     string, a number or an object by mistake)."""
     return value if isinstance(value, list) else []
@@ -136,7 +137,7 @@ def _pair(system: object, code: object) -> tuple[str, str] | None:
     return (system, code) if isinstance(system, str) and isinstance(code, str) else None
 
 
-def _side_from_sites(sites: list[dict], term: Terminology) -> str | None:
+def _side_from_sites(sites: list[dict[str, Any]], term: Terminology) -> str | None:
     """Laterality from a qualifier in any bodySite extension (13.2 rule 2)."""
     for site in sites:
         for ext in _list(site.get("extension")):
@@ -147,15 +148,16 @@ def _side_from_sites(sites: list[dict], term: Terminology) -> str | None:
             for coding in codings if isinstance(codings, list) else ():
                 if not isinstance(coding, dict):
                     continue
-                side = _LATERALITY_CODES.get(_pair(coding.get("system"), coding.get("code")))
+                side = _LATERALITY_CODES.get(_pair(coding.get("system"), coding.get("code")))  # type: ignore[arg-type]  # None: no pair, no side
                 if side:
                     return side
-            if ext.get("url") == LATERALITY_EXTENSION and isinstance(ext.get("valueCode"), str):
-                return ext["valueCode"]
+            code = ext.get("valueCode")
+            if ext.get("url") == LATERALITY_EXTENSION and isinstance(code, str):
+                return code
     return None
 
 
-def _site_info(sites: list[dict], term: Terminology, path: str) -> tuple[str | None, str | None]:
+def _site_info(sites: list[dict[str, Any]], term: Terminology, path: str) -> tuple[str | None, str | None]:
     """(site code, limb) where limb is "leg"/"arm" when the site is in a limb value set."""
     lower, upper = term.set_url("body-site-lower-limb"), term.set_url("body-site-upper-limb")
     for site in sites:
@@ -175,7 +177,7 @@ def _confirms(text: str, key: str) -> bool:
     return any(word in text for word in words)
 
 
-def _free_text(res: dict) -> str:
+def _free_text(res: dict[str, Any]) -> str:
     parts: list[str] = []
     if isinstance(res.get("valueString"), str):
         parts.append(res["valueString"])
@@ -190,10 +192,10 @@ def _free_text(res: dict) -> str:
 
 
 def _keys(
-    res: dict,
+    res: dict[str, Any],
     concept: object,
     path: str,
-    sites: list[dict],
+    sites: list[dict[str, Any]],
     term: Terminology,
     rtype: str,
     routes: Sequence[tuple[str, str]] = (),
@@ -230,7 +232,7 @@ def _keys(
     return list(found.values())
 
 
-def _time(resource: dict, names: Iterable[str], path: str) -> int | None:
+def _time(resource: dict[str, Any], names: Iterable[str], path: str) -> int | None:
     for name in names:
         value = resource.get(name)
         if value is None:
@@ -246,7 +248,7 @@ def _time(resource: dict, names: Iterable[str], path: str) -> int | None:
     return None
 
 
-def _period_end(resource: dict, name: str, path: str) -> int | None:
+def _period_end(resource: dict[str, Any], name: str, path: str) -> int | None:
     period = resource.get(name)
     if isinstance(period, dict) and "end" in period:
         return to_epoch(period["end"], f"{path}.{name}.end")
@@ -292,7 +294,7 @@ def _encounter_periods(entries: Iterable[Entry], issues: list[Issue]) -> Periods
 
 
 def _condition(
-    res: dict, path: str, pid: str, ref: str, term: Terminology, born: date | None, periods: Periods
+    res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology, born: date | None, periods: Periods
 ) -> list[Fact]:
     verification = _status_code(res.get("verificationStatus"), VERIFICATION, f"{path}.verificationStatus")
     if verification in _IGNORED_VERIFICATION:
@@ -355,7 +357,7 @@ def _condition(
     return [dict(base, key=m.key, side=m.side or side or "unknown") for m in matches]
 
 
-def _presence(res: dict, path: str) -> str | None:
+def _presence(res: dict[str, Any], path: str) -> str | None:
     """present / absent / None (missing) for a finding Observation (14.3)."""
     if "valueBoolean" in res:
         value = res["valueBoolean"]
@@ -377,7 +379,7 @@ def _presence(res: dict, path: str) -> str | None:
     return "present"
 
 
-def _number(res: dict, path: str) -> tuple[float, str | None] | None:
+def _number(res: dict[str, Any], path: str) -> tuple[float, str | None] | None:
     if "valueQuantity" in res:
         qty = res["valueQuantity"]
         qpath = f"{path}.valueQuantity"
@@ -401,7 +403,7 @@ def _number(res: dict, path: str) -> tuple[float, str | None] | None:
     return None
 
 
-def _range_bound(res: dict, bound: str, key: str, canonical: str | None, path: str) -> float | None:
+def _range_bound(res: dict[str, Any], bound: str, key: str, canonical: str | None, path: str) -> float | None:
     ranges = res.get("referenceRange")
     if not isinstance(ranges, list) or not ranges or not isinstance(ranges[0], dict):
         return None
@@ -411,7 +413,7 @@ def _range_bound(res: dict, bound: str, key: str, canonical: str | None, path: s
     return units.normalise(key, float(qty["value"]), units.ucum_code(qty), canonical)
 
 
-def _interpretation(res: dict, path: str) -> str | None:
+def _interpretation(res: dict[str, Any], path: str) -> str | None:
     concepts = res.get("interpretation") or []
     for i, concept in enumerate(concepts if isinstance(concepts, list) else []):
         for system, code in _codings(concept, f"{path}.interpretation[{i}]"):
@@ -431,7 +433,7 @@ def _concept_texts(concept: object) -> list[str]:
     return texts
 
 
-def _hemolysed(res: dict) -> bool:
+def _hemolysed(res: dict[str, Any]) -> bool:
     """The sample is marked haemolysed (7.2): interpretation, note, specimen or its condition.
 
     Only a Specimen contained in the Observation is read (intake does not map Specimen).
@@ -462,7 +464,7 @@ def _hemolysed(res: dict) -> bool:
 
 
 def _observation(
-    res: dict, path: str, pid: str, ref: str, term: Terminology, issues: list[Issue]
+    res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology, issues: list[Issue]
 ) -> list[Fact]:
     status = res.get("status")
     if not isinstance(status, str):
@@ -581,7 +583,7 @@ def _observation(
     return facts
 
 
-def _procedure(res: dict, path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
+def _procedure(res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
     if _code(res.get("status")) not in _PROCEDURE_DONE:
         return []
     ts = _time(res, ("performedDateTime", "performedPeriod"), path)  # 14.4: the start
@@ -600,7 +602,7 @@ _DOSAGE_FIELD = {
 }
 
 
-def _routes(res: dict, path: str) -> list[tuple[str, str]]:
+def _routes(res: dict[str, Any], path: str) -> list[tuple[str, str]]:
     """The route codings of a medication record's dosages (``Dosage.route``); a malformed route
     is no route (only a value set that requires one reads it, and then nothing matches)."""
     name = _DOSAGE_FIELD[res["resourceType"]]
@@ -616,7 +618,7 @@ def _routes(res: dict, path: str) -> list[tuple[str, str]]:
 
 
 def _medication(
-    res: dict,
+    res: dict[str, Any],
     path: str,
     pid: str,
     ref: str,
@@ -663,7 +665,7 @@ def upgraded(facts: Iterable[Fact]) -> list[Fact]:
     return out
 
 
-def _patient(res: dict, path: str, pid: str) -> list[Fact]:
+def _patient(res: dict[str, Any], path: str, pid: str) -> list[Fact]:
     fact: Fact = {"t": "patient", "pid": pid, "ref": pid}
     gender = res.get("gender")
     if gender is not None:

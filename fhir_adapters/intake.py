@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -74,7 +74,7 @@ def check_resources(count: int, limit: int | None) -> None:
 
 class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     path: str  # e.g. "Bundle.entry[3].resource"
-    resource: dict
+    resource: dict[str, Any]
     full_url: str | None = None  # the Bundle entry's fullUrl, the reference of an id-less resource
 
 
@@ -106,7 +106,9 @@ class Intake:
     context: list[tuple[str | None, Entry]] = field(default_factory=list)
 
 
-def _walk(resource: object, path: str, full_url: str | None) -> Iterator[tuple[str, dict, str | None]]:
+def _walk(
+    resource: object, path: str, full_url: str | None
+) -> Iterator[tuple[str, dict[str, Any], str | None]]:
     """Yield (path, resource, fullUrl) for a resource and, for a Bundle, each entry inside it."""
     if not isinstance(resource, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(resource).__name__}")
@@ -130,7 +132,7 @@ def _walk(resource: object, path: str, full_url: str | None) -> Iterator[tuple[s
         yield from _walk(inner, f"{epath}.resource", url)
 
 
-def resources_of(doc: object, path: str) -> list[tuple[str, dict, str | None]]:
+def resources_of(doc: object, path: str) -> list[tuple[str, dict[str, Any], str | None]]:
     """Every resource of one JSON document (a Bundle's entries, recursively) with its element path.
 
     For callers that assemble one input from several documents (the resources of a FHIR
@@ -139,7 +141,7 @@ def resources_of(doc: object, path: str) -> list[tuple[str, dict, str | None]]:
     return list(_walk(doc, path, None))
 
 
-def reference_of(resource: dict, full_url: str | None) -> str:
+def reference_of(resource: dict[str, Any], full_url: str | None) -> str:
     """ "Type/id" when the resource has a FHIR id, else its fullUrl (a urn or an absolute URL
     without spaces), else a placeholder: what evidence references and cards name it by."""
     rid = resource.get("id")
@@ -170,7 +172,7 @@ def is_fhir_id(value: object) -> bool:
     return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None
 
 
-def _patient_id(res: dict, full_url: str | None) -> str | None:
+def _patient_id(res: dict[str, Any], full_url: str | None) -> str | None:
     """ "Patient/<id>" from the id, else from an absolute or urn:uuid fullUrl; None if no FHIR id."""
     rid = res.get("id")
     if isinstance(rid, str) and rid:
@@ -190,7 +192,7 @@ def local_reference(target: str) -> str:
     return target
 
 
-def context_target(res: dict) -> str | None:
+def context_target(res: dict[str, Any]) -> str | None:
     """The reference a resource makes to its context resource (a Condition's Encounter), if any."""
     element = CONTEXT_ELEMENT.get(str(res.get("resourceType")))
     ref = res.get(element) if element else None
@@ -214,7 +216,7 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
     return None
 
 
-def group(source: str, resources: list[tuple[str, dict, str | None]]) -> Intake:
+def group(source: str, resources: list[tuple[str, dict[str, Any], str | None]]) -> Intake:
     """Assign every mapped resource to its patient; report those that name none."""
     intake = Intake(source=source)
     aliases: dict[str, str] = {}
@@ -310,7 +312,7 @@ def read_json(data: bytes, source: str) -> Intake:
 
 def read_ndjson(data: bytes, source: str) -> Intake:
     """FHIR Bulk Data NDJSON: one resource per line; a bad line is reported, the rest are read."""
-    resources: list[tuple[str, dict, str | None]] = []
+    resources: list[tuple[str, dict[str, Any], str | None]] = []
     issues: list[Issue] = []
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():

@@ -11,16 +11,17 @@ entries (``intake.CONTEXT_TYPES``); this module finds it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fhir_adapters.intake import Entry, local_reference, reference_of
 
 #: Reference key ("Medication/id", a fullUrl) -> (path for messages, the Medication resource).
-MedicationIndex = Mapping[str, tuple[str, dict]]
+MedicationIndex = Mapping[str, tuple[str, dict[str, Any]]]
 
 
-def index(entries: Iterable[Entry]) -> dict[str, tuple[str, dict]]:
+def index(entries: Iterable[Entry]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Every Medication among a patient's entries, by each reference that may name it."""
-    out: dict[str, tuple[str, dict]] = {}
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
     for entry in entries:
         if entry.resource.get("resourceType") != "Medication":
             continue
@@ -30,7 +31,7 @@ def index(entries: Iterable[Entry]) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def drug_concept(res: dict, path: str, known: MedicationIndex) -> tuple[object, str]:
+def drug_concept(res: dict[str, Any], path: str, known: MedicationIndex) -> tuple[object, str]:
     """The CodeableConcept naming the drug of ``res`` and its path: ``medicationCodeableConcept``,
     else the ``code`` of the Medication ``medicationReference`` points to (None if not found)."""
     if "medicationCodeableConcept" in res or not isinstance(res.get("medicationReference"), dict):
@@ -58,7 +59,7 @@ def drug_concept(res: dict, path: str, known: MedicationIndex) -> tuple[object, 
 MEDICATION_RECORDS = frozenset({"MedicationRequest", "MedicationStatement", "MedicationAdministration"})
 
 
-def unresolved(resources: Iterable[tuple[dict, str | None]]) -> list[str]:
+def unresolved(resources: Iterable[tuple[dict[str, Any], str | None]]) -> list[str]:
     """``Medication/<id>`` references (relative, on the same server) of medication records that
     no Medication among ``resources`` (resource, fullUrl) answers: what a CDS service reads from
     the client's FHIR server when it did not ``_include`` them. Sorted, each once."""

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, overload
 
 from engine.alert import Alert
 from engine.engine_build import installed_engine_version
@@ -82,6 +82,10 @@ def fhir_instant(epoch_seconds: float) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+@overload
+def prune_empty(value: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def prune_empty(value: object) -> Any: ...
 def prune_empty(value: Any) -> Any:
     """Drop None, "", [] and {} recursively: FHIR forbids empty elements, CDS Hooks null and
     empty values."""

@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -129,7 +130,7 @@ class Terminology:
         return info.title if info else key.replace("_", " ")
 
 
-def _ext(element: dict, url: str) -> object:
+def _ext(element: dict[str, Any], url: str) -> Any:  # the extension's value[x]: JSON as written
     for ext in element.get("extension", ()):
         if ext.get("url") == url:
             for name, value in ext.items():
@@ -138,7 +139,7 @@ def _ext(element: dict, url: str) -> object:
     return None
 
 
-def _load_one(term: Terminology, vs: dict, source: str) -> None:
+def _load_one(term: Terminology, vs: dict[str, Any], source: str) -> None:
     url = vs.get("url")
     if vs.get("resourceType") != "ValueSet" or not isinstance(url, str):
         raise TerminologyError(f"{source}: not a ValueSet with a url")
@@ -152,7 +153,7 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
             key=key,
             title=str(vs.get("title") or key),
             kind=str(kind),
-            unit=_ext(vs, EXT_UNIT),  # type: ignore[arg-type]
+            unit=_ext(vs, EXT_UNIT),
             resource_types=frozenset(str(types).split()) if types else frozenset(),
             url=url,
         )
@@ -171,10 +172,10 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
                     Match(
                         key=key,
                         side=side if isinstance(side, str) else None,
-                        requires_site=_ext(concept, EXT_REQUIRES_SITE),  # type: ignore[arg-type]
+                        requires_site=_ext(concept, EXT_REQUIRES_SITE),
                         requires_no_site=bool(_ext(concept, EXT_REQUIRES_NO_SITE)),
-                        restriction=_ext(concept, EXT_RESTRICTION),  # type: ignore[arg-type]
-                        requires_route=_ext(concept, EXT_REQUIRES_ROUTE),  # type: ignore[arg-type]
+                        restriction=_ext(concept, EXT_RESTRICTION),
+                        requires_route=_ext(concept, EXT_REQUIRES_ROUTE),
                     )
                 )
         for flt in include.get("filter", ()):
@@ -185,7 +186,7 @@ def _load_one(term: Terminology, vs: dict, source: str) -> None:
     term.sources.append(source)
 
 
-def _filter_pattern(system: str, flt: dict, source: str) -> re.Pattern[str]:
+def _filter_pattern(system: str, flt: dict[str, Any], source: str) -> re.Pattern[str]:
     """A filter as a pattern on the whole code: ``code regex R``, or ``concept is-a X`` by prefix."""
     op, value = flt.get("op"), flt.get("value")
     if not isinstance(value, str):
@@ -198,7 +199,7 @@ def _filter_pattern(system: str, flt: dict, source: str) -> re.Pattern[str]:
     raise TerminologyError(f"{source}: only code regex filters and concept is-a on {prefixed} are supported")
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path) -> dict[str, Any]:
     try:
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
@@ -208,7 +209,7 @@ def _read(path: Path) -> dict:
     return doc
 
 
-def _valid(doc: dict, source: str) -> None:
+def _valid(doc: dict[str, Any], source: str) -> None:
     """R4 structure and required codes, so a site's mistake is one line naming its file."""
     try:
         validate(doc, doc["resourceType"])
@@ -216,7 +217,7 @@ def _valid(doc: dict, source: str) -> None:
         raise TerminologyError(f"{source}: {exc}") from None
 
 
-def _map_one(term: Terminology, cm: dict, source: str) -> None:
+def _map_one(term: Terminology, cm: dict[str, Any], source: str) -> None:
     """Let each source code mapped with a counted equivalence mean what its target means."""
     _valid(cm, source)
     for g, group in enumerate(cm.get("group", ())):
@@ -265,7 +266,7 @@ def load(builtin_dir: Path, extra_dirs: Sequence[Path] = (), conceptmaps: Sequen
     a value set holds, site ones too.
     """
     term = Terminology()
-    maps: list[tuple[dict, str]] = []
+    maps: list[tuple[dict[str, Any], str]] = []
     for folder in (builtin_dir, *extra_dirs):
         for path in sorted(Path(folder).glob("*.json")):
             doc = _read(path)

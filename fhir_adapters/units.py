@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from functools import lru_cache
+from typing import Any
 
 F = Fraction
 
@@ -138,7 +139,7 @@ def _accepted(text: str) -> str:
     return ALIASES.get(folded) or _FOLDED.get(folded) or text.strip()
 
 
-def ucum_code(quantity: dict) -> str | None:
+def ucum_code(quantity: dict[str, Any]) -> str | None:
     """The quantity's UCUM code, else its human unit string, as an accepted code if possible."""
     code = quantity.get("code")
     system = quantity.get("system")

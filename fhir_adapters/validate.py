@@ -10,7 +10,7 @@ redflags writes (``validate_required_codes``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -102,7 +102,7 @@ def _issue_code(error_type: str) -> str:
     return "invalid"
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: Mapping[str, Any]) -> str:
     """pydantic's message, plus the offending scalar so the report is actionable."""
     if error["type"] == "json_invalid":
         return f"expected a JSON object, got {shown(error.get('input'))}"

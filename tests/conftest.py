@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,16 @@ from redflags.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+
+
+def slow_n(default: int = 100_000) -> int:
+    """Patients for a ``slow`` test: REDFLAGS_SLOW_N (pyproject's marker: CI runs fewer), else ``default``."""
+    raw = os.environ.get("REDFLAGS_SLOW_N", "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 20_000:
+        raise pytest.UsageError(f"REDFLAGS_SLOW_N must be a whole number >= 20000, got {raw!r}")
+    return int(raw)
 
 
 @pytest.fixture(scope="session")

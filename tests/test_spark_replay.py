@@ -308,15 +308,11 @@ def spark_scratch(folder: Path) -> list[Path]:
         return []
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("REDFLAGS_SLOW"),
-    reason="a second Spark JVM (~1 min): run with REDFLAGS_SLOW=1 (CI pays for one command-line JVM)",
-)
+@pytest.mark.slow  # a second Spark JVM (~1 min): the default run pays for one command-line JVM
 def test_ctrl_c_on_spark_leaves_no_scratch(tmp_path_factory: pytest.TempPathFactory) -> None:
     """SIGINT while executors' tasks run: --tmp-dir is empty afterwards, $SPARK_LOCAL_DIRS untouched.
 
-    Slow (its own JVM): only with REDFLAGS_SLOW=1."""
+    Slow (its own JVM): deselected by default, run with ``pytest -m slow``."""
     big = tmp_path_factory.mktemp("spark-big")
     generate(big, 3000, parse_now(NOW), per_file=500)
     scratch, theirs = tmp_path_factory.mktemp("spark-tmp"), tmp_path_factory.mktemp("spark-theirs")
