@@ -103,7 +103,9 @@ def test_a_jti_file_of_a_newer_version_or_another_kind_is_refused_untouched(tmp_
     SqliteJtiStore(newer).close()
     with sqlite3.connect(newer) as conn:
         conn.execute("UPDATE schema_version SET version = ?", (jti_module.SCHEMA_VERSION + 1,))
-    with pytest.raises(sqlite3.Error, match=r"jti database schema version \[2\], this redflags reads version 1"):
+    with pytest.raises(
+        sqlite3.Error, match=r"jti database schema version \[2\], this redflags reads version 1"
+    ):
         SqliteJtiStore(newer)
     foreign = tmp_path / "foreign.sqlite"
     with sqlite3.connect(foreign) as conn:
@@ -180,7 +182,12 @@ def test_open_stores_keeps_the_three_together_and_each_may_be_named(tmp_path: Pa
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDFLAGS_", "XDG_"))}
-    return {**env, "HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(ROOT)}
+    return {
+        **env,
+        "HOME": str(tmp_path / "home"),
+        "XDG_STATE_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def test_serve_keeps_its_stores_in_the_user_state_directory_and_says_where(tmp_path: Path) -> None:
@@ -198,7 +205,9 @@ def test_serve_keeps_its_stores_in_the_user_state_directory_and_says_where(tmp_p
     )
     assert helped.returncode == 0
     assert str(folder) in "".join(helped.stdout.split())  # the help wraps the path
-    with running_service(tmp_path, "--allow-unauthenticated", env=env, cwd=work, stores_in_tmp=False) as service:
+    with running_service(
+        tmp_path, "--allow-unauthenticated", env=env, cwd=work, stores_in_tmp=False
+    ) as service:
         log = service.log()
     assert tree(work) == []  # nothing in the working directory
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".sqlite") == [
@@ -216,7 +225,13 @@ def test_serve_keeps_feedback_and_jti_beside_a_named_state_file(tmp_path: Path) 
     work.mkdir()
     env = clean_env(tmp_path)
     with running_service(
-        tmp_path, "--allow-unauthenticated", "--state", "site/s.sqlite", env=env, cwd=work, stores_in_tmp=False
+        tmp_path,
+        "--allow-unauthenticated",
+        "--state",
+        "site/s.sqlite",
+        env=env,
+        cwd=work,
+        stores_in_tmp=False,
     ):
         pass
     assert sorted(p for p in tree(work) if p.endswith(".sqlite")) == [
@@ -230,8 +245,22 @@ def test_serve_keeps_feedback_and_jti_beside_a_named_state_file(tmp_path: Path) 
 # -- item 4: a URL is not a file name --------------------------------------------------------------
 
 URL_CASES = {
-    "serve --state": ("serve", "--allow-unauthenticated", "--port", "1", "--state", "postgresql://u:pw@db/rf"),
-    "serve --feedback-db": ("serve", "--allow-unauthenticated", "--port", "1", "--feedback-db", "sqlite://f.db"),
+    "serve --state": (
+        "serve",
+        "--allow-unauthenticated",
+        "--port",
+        "1",
+        "--state",
+        "postgresql://u:pw@db/rf",
+    ),
+    "serve --feedback-db": (
+        "serve",
+        "--allow-unauthenticated",
+        "--port",
+        "1",
+        "--feedback-db",
+        "sqlite://f.db",
+    ),
     "serve --jti-db": ("serve", "--allow-unauthenticated", "--port", "1", "--jti-db", "x://"),
     "replay --state": ("replay", ".", "--state", "postgresql://u:pw@db/rf"),
     "outbox status --state": ("outbox", "status", "--state", "postgresql://u:pw@db/rf"),
