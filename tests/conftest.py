@@ -30,3 +30,10 @@ def _reset_structlog() -> Iterator[None]:
 def _no_site_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own REDFLAGS_CONFIG must not change what the tests (and their subprocesses) see."""
     monkeypatch.delenv("REDFLAGS_CONFIG", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``redflags serve`` without ``--state`` keeps its stores in the user's state directory: in
+    the tests (and their subprocesses) a temporary one, never the developer's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
