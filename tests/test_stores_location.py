@@ -32,8 +32,9 @@ from redflags.state import model, sqlite_store
 from redflags.state.feedback import SqliteFeedbackStore
 from redflags.state.jti import SqliteJtiStore
 from redflags.state.location import StorePaths, UnsupportedLocation
+from redflags.state.model import ShownCard
 from redflags.state.sqlite_store import SqliteStateStore
-from redflags.state.stores import open_stores
+from redflags.state.stores import open_feedback, open_stores
 
 from .auth_helpers import write_clients
 from .operator_helpers import run
@@ -293,3 +294,54 @@ def test_the_store_factories_refuse_a_url(tmp_path: Path, monkeypatch: pytest.Mo
         with pytest.raises(UnsupportedLocation, match="URL"):
             open_stores(url)
     assert tree(tmp_path) == []
+
+
+# -- the defaults of the release before, deprecated for one release --------------------------------
+
+
+def state_store_line(log: str) -> dict[str, object]:
+    said = [json.loads(line) for line in log.splitlines() if '"state_store"' in line]
+    assert len(said) == 1
+    return said[0]
+
+
+def test_serve_still_uses_a_state_file_left_in_the_working_directory(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(FIXTURES / "store-v1-30fb331.sqlite", work / "redflags-state.sqlite")
+    with running_service(
+        tmp_path, "--allow-unauthenticated", env=clean_env(tmp_path), cwd=work, stores_in_tmp=False
+    ) as service:
+        log = service.log()
+    assert '"event": "state_store_in_working_directory"' in log
+    assert state_store_line(log)["path"] == "redflags-state.sqlite"
+    assert version(work / "redflags-state.sqlite") == [sqlite_store.SCHEMA_VERSION]  # upgraded
+    assert not (tmp_path / "xdg" / "redflags" / "redflags-state.sqlite").exists()
+
+
+def test_serve_still_uses_a_jti_file_kept_beside_the_feedback_db(tmp_path: Path) -> None:
+    (tmp_path / "fb").mkdir()
+    legacy = tmp_path / "fb" / "redflags-jti.sqlite"
+    shutil.copy(FIXTURES / "jti-v0-b855ee8.sqlite", legacy)
+    with running_service(
+        tmp_path, "--allow-unauthenticated", "--feedback-db", str(tmp_path / "fb" / "f.sqlite")
+    ) as service:
+        log = service.log()
+    assert '"event": "jti_store_beside_feedback"' in log
+    assert state_store_line(log)["jti"] == str(legacy)
+
+
+def test_feedback_report_reads_the_file_serve_writes_by_default(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
+    assert run(tmp_path, "feedback", "report").returncode == 2  # nothing yet: no new empty file
+    assert tree(tmp_path) == []
+    for folder, extra in (
+        (tmp_path / "xdg" / "redflags", {}),
+        (tmp_path / "site", {"REDFLAGS_STATE": "site/s.sqlite"}),
+    ):
+        store = open_feedback(folder / "redflags-feedback.sqlite")
+        store.record_cards("cds", [ShownCard("c1", "cauda_equina_syndrome", "A", "critical")], 1_765_000_000)
+        store.close()
+        done = run(tmp_path, "feedback", "report", "--format", "json", env={**env, **extra})
+        assert done.returncode == 0, done.stderr
+        assert [r["rule"] for r in json.loads(done.stdout)["rules"]] == ["cauda_equina_syndrome"]

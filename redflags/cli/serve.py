@@ -352,10 +352,19 @@ def serve_command(
 def _store_paths(state: str | None, feedback: str | None, jti: str | None) -> StorePaths:
     """The three files, each as named or beside the state file (``redflags.state.location``).
 
-    Deprecated, for one release: a jti file the release before kept beside ``--feedback-db``
-    is still used when ``--jti-db`` is not given (said once in the log), so tokens already seen
-    stay refused across the upgrade.
+    Deprecated, for one release (each said once in the log): without ``--state`` a state file
+    the release before left in the working directory is still used while the state directory
+    has none (history and outbox are not lost on upgrade); a jti file it kept beside
+    ``--feedback-db`` is still used when ``--jti-db`` is not given (tokens already seen stay
+    refused across the upgrade).
     """
+    if state is None and Path(STATE_FILE).is_file() and not (default_folder() / STATE_FILE).exists():
+        log.warning(
+            "state_store_in_working_directory",
+            path=STATE_FILE,
+            detail=f"deprecated: pass --state, or move the redflags-*.sqlite files to {default_folder()}",
+        )
+        state = STATE_FILE
     paths = StorePaths.resolve(state, feedback, jti)
     if jti is None and feedback is not None:
         legacy = Path(feedback).parent / JTI_FILE
