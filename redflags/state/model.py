@@ -1,4 +1,7 @@
-"""The state store's records and interface; every entry point goes through ``StateStore``.
+"""The stores' records and interfaces: ``StateStore``, ``FeedbackStore``, ``JtiStore``.
+
+Callers hold these protocol types and open stores through ``redflags.state.stores``; an
+implementation on another database (issue 14) sits beside the SQLite ones without them changing.
 
 One evaluation of one patient commits in one transaction: the facts it read (history), the
 alert transitions it decided (ledger) and the deliveries they need (outbox). Nothing is
