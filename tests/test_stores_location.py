@@ -333,7 +333,7 @@ def test_serve_still_uses_a_jti_file_kept_beside_the_feedback_db(tmp_path: Path)
 
 def test_feedback_report_reads_the_file_serve_writes_by_default(tmp_path: Path) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
-    assert run(tmp_path, "feedback", "report").returncode == 2  # nothing yet: no new empty file
+    assert run(tmp_path, "feedback", "report", env=env).returncode == 2  # nothing yet: no new empty file
     assert tree(tmp_path) == []
     for folder, extra in (
         (tmp_path / "xdg" / "redflags", {}),
