@@ -41,3 +41,13 @@ def _reset_structlog() -> Iterator[None]:
 def _no_site_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own REDFLAGS_CONFIG must not change what the tests (and their subprocesses) see."""
     monkeypatch.delenv("REDFLAGS_CONFIG", raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_user_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``redflags serve`` without ``--state`` keeps its stores in the user's state directory: in
+    the tests (and their subprocesses, module-scoped services included: session scope sets it
+    first) a temporary one, never the developer's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
+        yield

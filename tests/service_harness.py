@@ -35,25 +35,28 @@ class Service:
 
 
 @contextlib.contextmanager
-def running_service(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
+def running_service(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, stores_in_tmp: bool = True
+) -> Iterator[Service]:
     """``redflags --log-level info serve --port P ARGS``; waits for /healthz, stops it after.
 
     Without ``--feedback-db`` (``--state``) in ARGS the feedback database (the state store)
     goes to TMP, not the working tree. With ``--clients`` and no ``--public-url``, the public
     URL is the service's own (the JWT audience is never taken from the Host header).
+    ``stores_in_tmp=False``: serve's own defaults (give ENV a temporary ``XDG_STATE_HOME``).
     """
     port = free_port()
     if "--clients" in args and "--public-url" not in args:
         args = (*args, "--public-url", f"http://127.0.0.1:{port}")
-    if "--feedback-db" not in args:
+    if "--feedback-db" not in args and stores_in_tmp:
         args = (*args, "--feedback-db", str(tmp / f"feedback-{port}.sqlite"))
-    if "--state" not in args and "--no-state" not in args:
+    if "--state" not in args and "--no-state" not in args and stores_in_tmp:
         args = (*args, "--state", str(tmp / f"state-{port}.sqlite"))
     log_path = tmp / f"service-{port}.log"
     cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "info", "serve", "--port", str(port), *args]
     with open(log_path, "wb") as err:
         process = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})}
+            cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})}
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -77,6 +77,7 @@ def test_a_spoofed_host_header_does_not_make_another_services_token_valid(tmp_pa
     settings = ServiceSettings(
         clients=str(write_clients(tmp_path / "clients.json", ec_key)),
         feedback_db=str(tmp_path / "feedback.sqlite"),
+        jti_db=str(tmp_path / FILE_NAME),
         public_urls=("https://cds.example.org", "https://cds-alias.example.org/base/"),
     )
     with ThreadedServer(settings) as server:
@@ -102,6 +103,7 @@ def test_trusted_clients_without_a_public_url_are_refused_at_setup(tmp_path, ec_
     settings = ServiceSettings(
         clients=str(write_clients(tmp_path / "clients.json", ec_key)),
         feedback_db=str(tmp_path / "feedback.sqlite"),
+        jti_db=str(tmp_path / FILE_NAME),
     )
     with pytest.raises(AuthSetupError, match="--clients needs --public-url"):
         Authenticator.from_settings(settings)
@@ -191,6 +193,7 @@ def test_a_far_future_exp_is_refused_over_http(tmp_path, ec_key) -> None:
     settings = ServiceSettings(
         clients=str(write_clients(tmp_path / "clients.json", ec_key)),
         feedback_db=str(tmp_path / "feedback.sqlite"),
+        jti_db=str(tmp_path / FILE_NAME),
         public_url="https://cds.example.org",
     )
     aud = "https://cds.example.org/auth-probe/cds"
@@ -403,6 +406,7 @@ def test_another_client_authenticates_while_a_slow_jku_is_being_fetched(tmp_path
     settings = ServiceSettings(
         clients=str(clients),
         feedback_db=str(tmp_path / "feedback.sqlite"),
+        jti_db=str(tmp_path / FILE_NAME),
         public_url="https://cds.example.org",
     )
     aud = "https://cds.example.org/auth-probe/cds"

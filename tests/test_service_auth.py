@@ -514,7 +514,9 @@ def test_service_starts_with_clients_and_leaves_health_open(tmp_path, ec_key) ->
     feedback = tmp_path / "data" / "feedback.sqlite"
     with running_service(tmp_path, "--clients", str(clients), "--feedback-db", str(feedback)) as service:
         assert requests.get(f"{service.url}/healthz", timeout=5).status_code == 200
-    assert (tmp_path / "data" / FILE_NAME).exists()  # the replay store every worker shares
+    # the replay store every worker shares: beside the state store (serve names it), no longer
+    # guessed from the feedback file's folder
+    assert (tmp_path / FILE_NAME).exists() and not (tmp_path / "data" / FILE_NAME).exists()
     assert '"event": "unauthenticated"' not in service.log()
 
 
@@ -560,6 +562,7 @@ def test_dependencies_over_real_http_and_no_token_in_the_logs(tmp_path, ec_key, 
         clients=str(write_clients(tmp_path / "clients.json", ec_key)),
         tokens=str(tokens_file),
         feedback_db=str(tmp_path / "feedback.sqlite"),
+        jti_db=str(tmp_path / FILE_NAME),
     )
     sent: list[str] = [STATIC_TOKEN]
     with ThreadedServer(settings) as server:
@@ -608,6 +611,7 @@ def test_public_url_is_the_audience_behind_a_proxy(tmp_path, ec_key) -> None:
     settings = ServiceSettings(
         clients=str(write_clients(tmp_path / "clients.json", ec_key)),
         feedback_db=str(tmp_path / "feedback.sqlite"),
+        jti_db=str(tmp_path / FILE_NAME),
         public_url="https://cds.example.org/",
     )
     with ThreadedServer(settings) as server:

@@ -18,7 +18,14 @@ BAD_BIRTH = "1970-02-30"  # quoted in the answer's OperationOutcome, must not re
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"
 SECRETS = (PATIENT_ID, *NAME, MRN, BIRTH, BAD_BIRTH, TOKEN)
 #: Lines written before any request: they cannot carry a request id.
-STARTUP_EVENTS = {"unauthenticated", "service_ready", "engine_ready", "listening", "state.created"}
+STARTUP_EVENTS = {
+    "unauthenticated",
+    "service_ready",
+    "engine_ready",
+    "listening",
+    "state.created",
+    "state_store",
+}
 
 
 def test_log_lines_have_request_ids_and_no_patient_data_or_tokens(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ is a rule clinicians have learnt to click away.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from redflags.state.feedback import FeedbackReport, FeedbackStoreError, ReasonCount, SqliteFeedbackStore
+from redflags.cli.state_options import STATE_ENV, LocationRefused, StorePath
+from redflags.state.feedback import FeedbackReport, FeedbackStoreError, ReasonCount
+from redflags.state.location import FEEDBACK_FILE, StorePaths, UnsupportedLocation
+from redflags.state.stores import open_feedback
 
 
 @click.group("feedback")
@@ -26,25 +30,25 @@ def feedback_group() -> None:
 @click.option(
     "--db",
     "db_path",
-    default="redflags-feedback.sqlite",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The feedback database (`redflags serve --feedback-db`).",
+    type=StorePath(),
+    help="The feedback database (`redflags serve --feedback-db`). Default: serve's, the "
+    f"{FEEDBACK_FILE} beside ${STATE_ENV} or in the user's state directory.",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def report_command(db_path: Path, fmt: str) -> None:
+def report_command(db_path: Path | None, fmt: str) -> None:
     """Per rule: cards shown, accepted, overridden, with no feedback, and the override reasons.
 
     Card counts are distinct cards (a card may be reported more than once, and both accepted and
     overridden); "items" counts every feedback item. Feedback on card uuids the service never
     recorded is counted apart, as unknown cards. The database is only read.
     """
+    db_path = db_path or _default_db()
     if not db_path.is_file():  # a typo must not read as "no feedback yet"
         missing = click.ClickException(f"no feedback database at {db_path} (serve creates one)")
         missing.exit_code = 2
         raise missing
     try:
-        store = SqliteFeedbackStore.open(db_path, create=False)
+        store = open_feedback(db_path, create=False)
         try:
             report = store.report()
         finally:
@@ -61,6 +65,23 @@ def report_command(db_path: Path, fmt: str) -> None:
 def _reason(reason: ReasonCount) -> str:
     label = f"{reason.display} [{reason.code}]" if reason.display else f"{reason.system}|{reason.code}"
     return f"{label}: {reason.cards}"
+
+
+def _default_db() -> Path:
+    """Where ``redflags serve`` keeps feedback by default; the working directory's file, where
+    the release before kept it, while it is the only one (deprecated, said on stderr)."""
+    state = os.environ.get(STATE_ENV) or None
+    try:
+        path = StorePaths.resolve(state).feedback
+    except UnsupportedLocation as exc:
+        raise LocationRefused(str(exc)) from None
+    legacy = Path(FEEDBACK_FILE)
+    if not path.is_file() and legacy.is_file():
+        click.echo(
+            f"reading ./{FEEDBACK_FILE} (deprecated default: pass --db, or move it to {path})", err=True
+        )
+        return legacy
+    return path
 
 
 def _print_table(report: FeedbackReport, db_path: Path) -> None:

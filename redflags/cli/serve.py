@@ -12,13 +12,15 @@ from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
 from redflags import config
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
+from redflags.cli.state_options import STATE_ENV, StorePath
 from redflags.delivery.outbox_loop import outbox_auth
 from redflags.service.auth.callers import NO_PUBLIC_URL, Authenticator, AuthSetupError, public_url_problem
 from redflags.service.http.listener import AnnouncingServer, listen
 from redflags.service.http.protocol import guarded_protocol
 from redflags.service.settings import MAX_TOKEN_LIFETIME_S, ServiceSettings
-from redflags.state.feedback import FeedbackStoreError, SqliteFeedbackStore
-from redflags.state.sqlite_store import StateStoreError, open_store
+from redflags.state.location import FEEDBACK_FILE, JTI_FILE, STATE_FILE, StorePaths, default_folder
+from redflags.state.model import StateStoreError
+from redflags.state.stores import open_stores
 
 log = structlog.get_logger("redflags.serve")
 
@@ -75,19 +77,23 @@ class SetupRefused(click.ClickException):
 @click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
 @click.option(
     "--feedback-db",
-    default="redflags-feedback.sqlite",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="SQLite file of CDS Hooks feedback.",
+    type=StorePath(str),
+    help=f"SQLite file of CDS Hooks feedback. Default: {FEEDBACK_FILE} beside the state store.",
+)
+@click.option(
+    "--jti-db",
+    type=StorePath(str),
+    help=f"SQLite file of the CDS client JWT ids already used (replay guard, with --clients). "
+    f"Default: {JTI_FILE} beside the state store.",
 )
 @click.option(
     "--state",
     "state_path",
-    envvar="REDFLAGS_STATE",
-    default="redflags-state.sqlite",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="State store: patient history across calls, alert ledger, outbox (SQLite).",
+    envvar=STATE_ENV,
+    type=StorePath(str),
+    help="State store: patient history across calls, alert ledger, outbox (SQLite). Default: "
+    f"${STATE_ENV}, else {STATE_FILE} in the user's state directory, here {default_folder()} "
+    "(made owner-only; never the working directory).",
 )
 @click.option(
     "--retention-days",
@@ -222,8 +228,9 @@ def serve_command(
     public_url: tuple[str, ...],
     cors_origins: tuple[str, ...],
     max_body_bytes: int,
-    feedback_db: str,
-    state_path: str,
+    feedback_db: str | None,
+    jti_db: str | None,
+    state_path: str | None,
     retention_days: int | None,
     no_state: bool,
     fhir_server: str | None,
@@ -261,12 +268,18 @@ def serve_command(
     if fhir_server and no_state:
         raise click.UsageError("--fhir-server needs the state store (its outbox): drop --no-state")
     listener = listen(host, port)  # bound first: a port in use is one line, before anything starts
+    paths = _store_paths(state_path, feedback_db, jti_db)
     try:  # create the databases (and their schemas) once, before the engines race for them
-        SqliteFeedbackStore.open(feedback_db).close()
-        if not no_state:
-            open_store(state_path).close()
-    except (FeedbackStoreError, StateStoreError) as exc:
+        open_stores(paths, stateless=no_state).close()
+    except StateStoreError as exc:
         raise click.ClickException(str(exc)) from None
+    log.info(
+        "state_store",
+        path=str(paths.state),
+        feedback=str(paths.feedback),
+        jti=str(paths.jti),
+        kept=not no_state,
+    )
     if allow_unauthenticated:
         log.warning("unauthenticated", detail="every caller is accepted: tests and demos only")
     if now_text:
@@ -284,13 +297,14 @@ def serve_command(
         public_url=public_url[0].rstrip("/") if public_url else None,
         cors_origins=cors_origins,
         max_body_bytes=max_body_bytes,
-        feedback_db=feedback_db,
+        feedback_db=str(paths.feedback),
+        jti_db=str(paths.jti),
         system_actions=system_actions,
         fhir_timeout_s=fhir_timeout,
         now=now_text,
         log_level=click.get_current_context().find_root().params.get("log_level") or "info",
         engine_processes=workers,
-        state=None if no_state else state_path,
+        state=None if no_state else str(paths.state),
         retention_days=retention_days,
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_token=fhir_token,
@@ -333,6 +347,31 @@ def serve_command(
     server.run(sockets=[listener])
     if not server.started:  # the app failed to start (its error is logged): as uvicorn.run does
         raise SystemExit(3)
+
+
+def _store_paths(state: str | None, feedback: str | None, jti: str | None) -> StorePaths:
+    """The three files, each as named or beside the state file (``redflags.state.location``).
+
+    Deprecated, for one release (each said once in the log): without ``--state`` a state file
+    the release before left in the working directory is still used while the state directory
+    has none (history and outbox are not lost on upgrade); a jti file it kept beside
+    ``--feedback-db`` is still used when ``--jti-db`` is not given (tokens already seen stay
+    refused across the upgrade).
+    """
+    if state is None and Path(STATE_FILE).is_file() and not (default_folder() / STATE_FILE).exists():
+        log.warning(
+            "state_store_in_working_directory",
+            path=STATE_FILE,
+            detail=f"deprecated: pass --state, or move the redflags-*.sqlite files to {default_folder()}",
+        )
+        state = STATE_FILE
+    paths = StorePaths.resolve(state, feedback, jti)
+    if jti is None and feedback is not None:
+        legacy = Path(feedback).parent / JTI_FILE
+        if legacy != paths.jti and legacy.is_file():
+            log.warning("jti_store_beside_feedback", path=str(legacy), detail="deprecated: pass --jti-db")
+            paths = StorePaths(paths.state, paths.feedback, legacy)
+    return paths
 
 
 def _origins(texts: tuple[str, ...]) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ import click
 
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.delivery.sender import Round
+from redflags.state.location import UnsupportedLocation, check_location
 from redflags.state.model import DEFAULT_TENANT, NoStateStore, StateStore
 from redflags.state.sqlite_store import StateStoreError, open_store
 from redflags.state.tenant_view import TenantView
@@ -37,13 +38,35 @@ TOKEN_ENV = "REDFLAGS_FHIR_TOKEN"
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+class LocationRefused(click.ClickException):
+    """A store named by a URL this version cannot open: one line, exit 2 like a usage error."""
+
+    exit_code = 2
+
+
+class StorePath(click.Path):
+    """A store's file: a URL (``postgresql://...``) is refused with one line, never taken for a
+    file name (which made a folder called ``postgresql:``)."""
+
+    def __init__(self, path_type: type[Any] | None = Path) -> None:
+        super().__init__(dir_okay=False, path_type=path_type)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):  # before Path() folds "://" into ":/"
+            try:
+                check_location(value, param.opts[0] if param and param.opts else "store")
+            except UnsupportedLocation as exc:
+                raise LocationRefused(str(exc)) from None
+        return super().convert(value, param, ctx)
+
+
 def state_option(required: bool = False) -> Decorator:
     return click.option(
         "--state",
         "state_path",
         envvar=STATE_ENV,
         required=required,
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=StorePath(),
         help=f"State file: patient history, alert ledger, outbox (SQLite). Default: ${STATE_ENV}.",
     )
 

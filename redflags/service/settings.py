@@ -39,6 +39,9 @@ class ServiceSettings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 10 * 1024 * 1024
     feedback_db: str = "redflags-feedback.sqlite"
+    #: JWT ids already used (the replay guard every worker shares), required with ``clients``;
+    #: ``redflags serve`` names it (``redflags.state.location``: beside the state store)
+    jti_db: str | None = None
     system_actions: bool = False  # also return the Flag as a CDS Hooks systemAction
     fhir_timeout_s: float = 10.0  # budget for all fhirServer reads of one CDS Hooks call
     now: str | None = None  # fixed evaluation time (ISO dateTime), tests and demos only

@@ -29,120 +29,44 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
 
 import orjson
 
 from fhir_adapters.times import iso
 from redflags.state import sqlite_file
+from redflags.state.model import (
+    Feedback,
+    FeedbackReport,
+    FeedbackStore,
+    FeedbackStoreError,
+    Outcome,
+    Reason,
+    ReasonCount,
+    RuleSummary,
+    ShownCard,
+    UnknownCards,
+)
+
+__all__ = [  # the records and the interface live in ``model``; importable from here as before
+    "Feedback",
+    "FeedbackReport",
+    "FeedbackStore",
+    "FeedbackStoreError",
+    "Outcome",
+    "Reason",
+    "ReasonCount",
+    "RuleSummary",
+    "ShownCard",
+    "SqliteFeedbackStore",
+    "UnknownCards",
+]
 
 SCHEMA_VERSION = 2  # the last key of _MIGRATIONS
-Outcome = Literal["accepted", "overridden"]
 #: Shown cards (and feedback) are kept this long (seconds): two quarters of alert-fatigue figures.
 KEEP_S = 180 * 86_400
 #: Old rows are deleted at most this often (seconds, by the ``shown_at`` clock).
 PURGE_EVERY_S = 86_400
-
-
-class FeedbackStoreError(Exception):
-    """The store cannot be opened or written; the message is one line for a person."""
-
-
-@dataclass(frozen=True, slots=True)
-class ShownCard:
-    """A card the service returned: its uuid and the alert behind it."""
-
-    card: str  # card.uuid
-    rule: str  # RuleMeta.id of the alert
-    tier: str  # the tier that fired (highest only)
-    indicator: str  # info | warning | critical
-    client: str = ""  # who it was shown to (the client feedback must come from); "": anyone
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """The Coding a clinician chose among the card's overrideReasons."""
-
-    system: str
-    code: str
-    display: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Feedback:
-    """One element of a CDS Hooks feedback request, validated."""
-
-    card: str
-    outcome: Outcome
-    outcome_at: str  # UTC instant, ISO 8601
-    accepted_suggestions: tuple[str, ...] = ()
-    reason: Reason | None = None
-    comment: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReasonCount:
-    system: str
-    code: str
-    display: str | None
-    cards: int  # distinct cards overridden with this reason
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSummary:
-    """Alert-fatigue numbers of one rule; card counts are distinct cards.
-
-    A card may be reported several times (the spec allows repeats) and may be both accepted and
-    overridden; ``feedback_items`` counts every item received.
-    """
-
-    rule: str
-    shown: int
-    accepted: int
-    overridden: int
-    no_feedback: int  # shown cards nobody reported on ("ignored" in CDS Hooks terms)
-    feedback_items: int
-    overridden_without_reason: int  # overridden cards with no coded reason (comment only or none)
-    override_reasons: tuple[ReasonCount, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownCards:
-    """Feedback whose card uuid was never recorded as shown."""
-
-    feedback_items: int = 0
-    cards: int = 0
-    accepted: int = 0
-    overridden: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackReport:
-    rules: tuple[RuleSummary, ...]
-    unknown_cards: UnknownCards = field(default_factory=UnknownCards)
-
-    def as_dict(self) -> dict[str, object]:
-        return {"rules": [asdict(r) for r in self.rules], "unknown_cards": asdict(self.unknown_cards)}
-
-
-class FeedbackStore(Protocol):
-    """What the service and ``redflags feedback report`` need from a feedback database.
-
-    Writes return only once the data is durable (the HTTP answer follows them); failures raise
-    ``FeedbackStoreError``.
-    """
-
-    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None: ...
-
-    def record_feedback(
-        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
-    ) -> None: ...
-
-    def report(self) -> FeedbackReport: ...
-
-    def close(self) -> None: ...
 
 
 _TABLES = frozenset({"schema_version", "card_shown", "feedback"})
@@ -177,6 +101,7 @@ CREATE INDEX feedback_card ON feedback (card);
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE card_shown ADD COLUMN client TEXT NOT NULL DEFAULT ''",),
 }
+_SCHEMA_SPEC = sqlite_file.Schema(kind="feedback", v1=_SCHEMA, tables=_TABLES, migrations=_MIGRATIONS)
 #: Feedback counts for a shown card when it comes from the client the card was shown to.
 _SAME_CARD = "s.card = f.card AND s.client IN ('', f.client)"
 
@@ -205,31 +130,16 @@ class SqliteFeedbackStore:
         if not create and not path.is_file():
             raise FeedbackStoreError(f"{path}: no such feedback database")
         try:
-            conn = sqlite_file.connect(path, create=create, busy_timeout_s=busy_timeout_s)
-        except sqlite3.Error as exc:
-            raise FeedbackStoreError(f"{path}: cannot open feedback database: {exc}") from None
-        store = cls(conn, path)
-        try:
-            store._prepare(create)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise FeedbackStoreError(f"{path}: not a readable feedback database: {exc}") from None
-        except FeedbackStoreError:
-            conn.close()
-            raise
-        return store
-
-    def _prepare(self, create: bool) -> None:
-        conn = self._conn
-        if create:
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        with self._transaction("IMMEDIATE" if create else "DEFERRED"):
-            wrong, _ = sqlite_file.prepare_versioned(
-                conn, schema=_SCHEMA, tables=_TABLES, migrations=_MIGRATIONS, create=create, kind="feedback"
+            conn, _ = sqlite_file.open_versioned(
+                path, _SCHEMA_SPEC, create=create, busy_timeout_s=busy_timeout_s
             )
-            if wrong:
-                raise FeedbackStoreError(f"{self.path}: {wrong}")
+        except sqlite_file.CannotOpen as exc:
+            raise FeedbackStoreError(f"{path}: cannot open feedback database: {exc}") from None
+        except sqlite_file.NotOurs as exc:
+            raise FeedbackStoreError(f"{path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise FeedbackStoreError(f"{path}: not a readable feedback database: {exc}") from None
+        return cls(conn, path)
 
     def _transaction(self, mode: str = "IMMEDIATE") -> AbstractContextManager[sqlite3.Connection]:
         return sqlite_file.transaction(self._conn, self._lock, mode)

@@ -5,7 +5,9 @@ lifetime limit plus twice the leeway from now: ``client_jwt`` refuses longer-liv
 after that its expiry check refuses it anyway, and the row is purged. Two stores share one
 interface:
 
-* ``SqliteJtiStore`` (what the service uses): one SQLite file next to the feedback database,
+* ``SqliteJtiStore`` (what the service uses): one SQLite file, where the caller says
+  (``redflags serve --jti-db``, by default beside the state store: ``redflags.state.stores``),
+  opened like every store (``sqlite_file``: owner-only, schema versioned, migrated forward),
   shared by every worker process of ``redflags serve --workers N`` and kept across restarts,
   so a token replayed to another worker, or after a restart, is still refused. One small
   write per authenticated call, on disk before the call is accepted (WAL with
@@ -23,16 +25,34 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
-#: File name of the shared store, in the folder of the feedback database.
-FILE_NAME = "redflags-jti.sqlite"
+from redflags.state import sqlite_file
+from redflags.state.location import JTI_FILE
+from redflags.state.model import JtiStore
+
+__all__ = ["FILE_NAME", "SCHEMA_VERSION", "JtiStore", "JtiStoreError", "MemoryJtiStore", "SqliteJtiStore"]
+
+#: The store's file name in a stores folder (``redflags.state.location``).
+FILE_NAME = JTI_FILE
+
+_TABLES = frozenset({"schema_version", "seen_jti"})
+#: Version 1 is the table of the release before versioning (its files are adopted as version 1).
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE seen_jti (iss TEXT NOT NULL, jti TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (iss, jti)) WITHOUT ROWID;
+CREATE INDEX seen_jti_expires ON seen_jti (expires);
+"""
+_MIGRATIONS: dict[int, tuple[str, ...]] = {}  # version -> statements from version - 1
+_SCHEMA_SPEC = sqlite_file.Schema(
+    kind="jti", v1=_SCHEMA, tables=_TABLES, migrations=_MIGRATIONS, unversioned=frozenset({"seen_jti"})
+)
+SCHEMA_VERSION = _SCHEMA_SPEC.version
 
 
-class JtiStore(Protocol):
-    def first_use(self, iss: str, jti: str, expires: float) -> bool:
-        """Record the token id; False when it was already seen and has not expired yet."""
-        ...
+class JtiStoreError(sqlite3.Error):
+    """The replay store cannot be opened: one line naming the file (an ``sqlite3.Error``, as
+    callers of the release before it caught)."""
 
 
 class MemoryJtiStore:
@@ -67,18 +87,20 @@ class SqliteJtiStore:
 
     PURGE_EVERY_S = 60.0
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, path: Path, clock: Callable[[], float] = time.time, *, busy_timeout_s: float = 10.0
+    ) -> None:
+        """Open (creating it if missing) the store at ``path``: the caller names it."""
+        path = Path(path)
+        self.path = path
         self._clock = clock
         self._lock = threading.Lock()  # one connection per process, used from worker threads
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT NOT NULL, jti TEXT NOT NULL,"
-            " expires REAL NOT NULL, PRIMARY KEY (iss, jti)) WITHOUT ROWID"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS seen_jti_expires ON seen_jti (expires)")
+        try:
+            self._db, _ = sqlite_file.open_versioned(
+                path, _SCHEMA_SPEC, create=True, busy_timeout_s=busy_timeout_s
+            )
+        except (sqlite_file.CannotOpen, sqlite_file.NotOurs, sqlite3.Error) as exc:
+            raise JtiStoreError(f"{path}: cannot open the jti store: {' '.join(str(exc).split())}") from None
         self._purged = 0.0
 
     def first_use(self, iss: str, jti: str, expires: float) -> bool:

@@ -1,4 +1,7 @@
-"""The state store's records and interface; every entry point goes through ``StateStore``.
+"""The stores' records and interfaces: ``StateStore``, ``FeedbackStore``, ``JtiStore``.
+
+Callers hold these protocol types and open stores through ``redflags.state.stores``; an
+implementation on another database (issue 14) sits beside the SQLite ones without them changing.
 
 One evaluation of one patient commits in one transaction: the facts it read (history), the
 alert transitions it decided (ledger) and the deliveries they need (outbox). Nothing is
@@ -16,8 +19,8 @@ new state, so no alert is raised twice and none withdrawn comes back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 Fact = dict[str, object]
@@ -265,4 +268,116 @@ class StateStore(Protocol):
 
     def outbox_events(self, item: int | None = None, *, tenant: str | None = None) -> list[OutboxEvent]:
         """The outbox's audit trail, oldest first."""
+        ...
+
+
+# == feedback (``redflags.state.feedback`` tells what is kept and why) ===========================
+Outcome = Literal["accepted", "overridden"]
+
+
+class FeedbackStoreError(Exception):
+    """The store cannot be opened or written; the message is one line for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShownCard:
+    """A card the service returned: its uuid and the alert behind it."""
+
+    card: str  # card.uuid
+    rule: str  # RuleMeta.id of the alert
+    tier: str  # the tier that fired (highest only)
+    indicator: str  # info | warning | critical
+    client: str = ""  # who it was shown to (the client feedback must come from); "": anyone
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """The Coding a clinician chose among the card's overrideReasons."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One element of a CDS Hooks feedback request, validated."""
+
+    card: str
+    outcome: Outcome
+    outcome_at: str  # UTC instant, ISO 8601
+    accepted_suggestions: tuple[str, ...] = ()
+    reason: Reason | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonCount:
+    system: str
+    code: str
+    display: str | None
+    cards: int  # distinct cards overridden with this reason
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSummary:
+    """Alert-fatigue numbers of one rule; card counts are distinct cards.
+
+    A card may be reported several times (the spec allows repeats) and may be both accepted and
+    overridden; ``feedback_items`` counts every item received.
+    """
+
+    rule: str
+    shown: int
+    accepted: int
+    overridden: int
+    no_feedback: int  # shown cards nobody reported on ("ignored" in CDS Hooks terms)
+    feedback_items: int
+    overridden_without_reason: int  # overridden cards with no coded reason (comment only or none)
+    override_reasons: tuple[ReasonCount, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownCards:
+    """Feedback whose card uuid was never recorded as shown."""
+
+    feedback_items: int = 0
+    cards: int = 0
+    accepted: int = 0
+    overridden: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackReport:
+    rules: tuple[RuleSummary, ...]
+    unknown_cards: UnknownCards = field(default_factory=UnknownCards)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"rules": [asdict(r) for r in self.rules], "unknown_cards": asdict(self.unknown_cards)}
+
+
+class FeedbackStore(Protocol):
+    """What the service and ``redflags feedback report`` need from a feedback database.
+
+    Writes return only once the data is durable (the HTTP answer follows them); failures raise
+    ``FeedbackStoreError``.
+    """
+
+    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None: ...
+
+    def record_feedback(
+        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
+    ) -> None: ...
+
+    def report(self) -> FeedbackReport: ...
+
+    def close(self) -> None: ...
+
+
+# == jti (``redflags.state.jti``) ===============================================================
+class JtiStore(Protocol):
+    """Seen JWT ids, shared by every process that accepts the tokens (a replay guard)."""
+
+    def first_use(self, iss: str, jti: str, expires: float) -> bool:
+        """Record the token id; False when it was already seen and has not expired yet."""
         ...

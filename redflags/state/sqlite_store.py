@@ -43,6 +43,7 @@ import orjson
 import structlog
 
 from redflags.state import sqlite_file
+from redflags.state.location import check_location
 from redflags.state.model import (
     DEFAULT_TENANT,
     ActiveAlert,
@@ -150,6 +151,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 _TABLES = _TABLES_V1 | {"patient_seq", "outbox_event"}
 #: Tables holding one tenant's patients (``forget`` empties them for one patient).
+_SCHEMA_SPEC = sqlite_file.Schema(
+    kind="state", v1=_SCHEMA_V1, tables=_TABLES_V1, migrations=_MIGRATIONS, final_tables=_TABLES
+)
 _PATIENT_TABLES = ("fact", "active_alert", "transition", "outbox", "patient_seq", "outbox_event")
 #: Bookkeeping of a patient's records, erased with them but not counted as records.
 _BOOKKEEPING = frozenset({"patient_seq", "outbox_event"})
@@ -171,10 +175,6 @@ ORDER BY o.id LIMIT ?
 """
 _DUE = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o" + _DUE_WHERE.format(tenant="")
 _DUE_OF_TENANT = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o" + _DUE_WHERE.format(tenant=" AND o.tenant = ?")
-
-
-def _table_names(conn: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def _dumps(value: object) -> bytes:
@@ -262,47 +262,22 @@ class SqliteStateStore:
         if not create and not path.is_file():
             raise NoStateStore(f"no state store at {path} (replay and serve create one)")
         new = not path.exists()
-        try:
-            conn = sqlite_file.connect(path, create=create, busy_timeout_s=busy_timeout_s)
-        except (OSError, sqlite3.Error) as exc:
-            raise StateStoreError(f"{path}: cannot open state database: {_one_line(exc)}") from None
-        store = cls(conn, path)
-        try:
-            store._prepare(create)
+        try:  # schema checked (a foreign database is left as found) before the switch to WAL
+            conn, migrated = sqlite_file.open_versioned(
+                path, _SCHEMA_SPEC, create=create, busy_timeout_s=busy_timeout_s
+            )
+        except sqlite_file.CannotOpen as exc:
+            raise StateStoreError(f"{path}: cannot open state database: {exc}") from None
+        except sqlite_file.NotOurs as exc:
+            raise StateStoreError(f"{path}: {exc}") from None
         except sqlite3.Error as exc:
-            conn.close()
             why = _one_line(exc)
             raise StateStoreError(f"{path}: not a readable redflags state database: {why}") from None
-        except StateStoreError:
-            conn.close()
-            raise
+        if migrated is not None:
+            log.info("state.migrated", from_version=migrated, to_version=SCHEMA_VERSION)
         if new:
             log.info("state.created", path=str(path))
-        return store
-
-    def _prepare(self, create: bool = True) -> None:
-        """Check (or create) the schema first, then switch to WAL: a foreign database is left as found."""
-        conn = self._conn
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        with self._transaction("IMMEDIATE"):
-            wrong, migrated = sqlite_file.prepare_versioned(
-                conn,
-                schema=_SCHEMA_V1,
-                tables=_TABLES_V1,
-                migrations=_MIGRATIONS,
-                create=create,
-                kind="state",
-            )
-            if wrong:
-                raise StateStoreError(f"{self.path}: {wrong}")
-            if not _TABLES <= _table_names(conn):
-                raise StateStoreError(f"{self.path}: not a redflags state database")
-            if migrated is not None:
-                log.info("state.migrated", from_version=migrated, to_version=SCHEMA_VERSION)
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StateStoreError(f"{self.path}: cannot switch the state database to WAL (mode {mode})")
+        return cls(conn, path)
 
     # -- plumbing -------------------------------------------------------------------------
     @contextmanager
@@ -742,7 +717,9 @@ _FOREVER = 2**62
 
 def open_store(path: str | Path, *, create: bool = True) -> StateStore:
     """The default store for ``path`` (the factory the CLI and service call); without
-    ``create`` a missing file is a ``NoStateStore`` and nothing is created."""
+    ``create`` a missing file is a ``NoStateStore`` and nothing is created; a URL is refused
+    (``UnsupportedLocation``), never taken for a file name."""
+    check_location(path, "state store")
     return SqliteStateStore.open(path, create=create)
 
 

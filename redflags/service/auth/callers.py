@@ -16,9 +16,7 @@ not looked at (``redflags serve`` logs a warning).
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -32,7 +30,8 @@ from redflags.service.auth.static_tokens import TOKEN_RE, StaticTokens, TokensEr
 from redflags.service.auth.trusted_clients import ClientsError, TrustedClients
 from redflags.service.http.errors import UNAUTHORIZED
 from redflags.service.settings import ServiceSettings
-from redflags.state.jti import FILE_NAME, SqliteJtiStore
+from redflags.state.jti import JtiStoreError
+from redflags.state.stores import UnsupportedLocation, open_jti
 
 log = structlog.get_logger("redflags.service.auth")
 
@@ -88,13 +87,15 @@ class Authenticator:
             verifier = None
             if clients_path:
                 clients = TrustedClients.from_file(clients_path)
-                store = SqliteJtiStore(jti_path(settings))
+                if not settings.jti_db:  # never guessed: every worker must name the same file
+                    raise AuthSetupError("--clients needs a jti store (settings.jti_db), none named")
+                store = open_jti(settings.jti_db)
                 verifier = ClientVerifier(clients, store, max_lifetime_s=settings.max_token_lifetime_s)
             tokens = StaticTokens.from_file(tokens_path) if tokens_path else None
         except (ClientsError, TokensError) as exc:
             raise AuthSetupError(str(exc)) from None
-        except (OSError, sqlite3.Error) as exc:
-            raise AuthSetupError(f"{jti_path(settings)}: cannot open the replay store ({exc})") from None
+        except (JtiStoreError, UnsupportedLocation) as exc:
+            raise AuthSetupError(str(exc)) from None
         return cls(verifier=verifier, tokens=tokens, public_urls=urls)
 
 
@@ -112,11 +113,6 @@ def public_url_problem(url: str) -> str | None:
     if parts.query or parts.fragment or parts.username or parts.password:
         return "a base URL has no query, fragment or user"
     return None
-
-
-def jti_path(settings: ServiceSettings) -> Path:
-    """The replay store shared by all workers: next to the feedback database."""
-    return Path(settings.feedback_db).parent / FILE_NAME
 
 
 def audience(request: Request, public_urls: tuple[str, ...]) -> list[str]:

@@ -33,8 +33,8 @@ from redflags.state.feedback import (
     FeedbackStoreError,
     Reason,
     ShownCard,
-    SqliteFeedbackStore,
 )
+from redflags.state.stores import open_feedback
 
 log = structlog.get_logger("redflags.service.feedback")
 
@@ -45,9 +45,7 @@ def service_exists(service_id: str) -> bool:
 
 
 def open_store(settings: ServiceSettings) -> FeedbackStore:
-    store = SqliteFeedbackStore.open(settings.feedback_db)
-    store.keep_s = settings.feedback_keep_days * 86_400
-    return store
+    return open_feedback(settings.feedback_db, keep_s=settings.feedback_keep_days * 86_400)
 
 
 def feedback_store(request: Request) -> FeedbackStore:
