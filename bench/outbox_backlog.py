@@ -28,7 +28,7 @@ from fhir_adapters.fhir_client import FhirClient, RetryPolicy  # noqa: E402
 from redflags import logs  # noqa: E402
 from redflags.delivery.sender import drain  # noqa: E402
 from redflags.state.model import Evaluated, NewDelivery  # noqa: E402
-from redflags.state.sqlite_store import open_store  # noqa: E402
+from redflags.state.stores import open_state as open_store  # noqa: E402
 
 PAD = "x" * 4000  # a CarePlan description of realistic size
 

@@ -37,7 +37,7 @@ from fhir_adapters.times import parse_now  # noqa: E402
 from redflags import logs  # noqa: E402
 from redflags.delivery.sender import drain  # noqa: E402
 from redflags.pipeline import Pipeline  # noqa: E402
-from redflags.state.sqlite_store import open_store  # noqa: E402
+from redflags.state.stores import open_state as open_store  # noqa: E402
 from redflags.stateful import Memory  # noqa: E402
 from tests.fhir_server_harness import running_fhir_server  # noqa: E402
 

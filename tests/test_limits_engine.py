@@ -21,7 +21,7 @@ from engine.session import Evaluation
 from fhir_adapters.intake import group, resources_of
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline, bounded
-from redflags.state.sqlite_store import open_store
+from redflags.state.stores import open_state as open_store
 from redflags.stateful import Memory
 
 from .conftest import FIXTURES, ROOT

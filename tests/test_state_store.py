@@ -24,7 +24,8 @@ from redflags.state.model import (
     StateStoreError,
     Transition,
 )
-from redflags.state.sqlite_store import SCHEMA_VERSION, SqliteStateStore, open_store
+from redflags.state.sqlite_store import SCHEMA_VERSION, SqliteStateStore
+from redflags.state.stores import open_state as open_store
 
 REPO = Path(__file__).resolve().parents[1]
 P1, P2 = "Patient/1", "Patient/2"

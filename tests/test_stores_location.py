@@ -34,7 +34,7 @@ from redflags.state.jti import SqliteJtiStore
 from redflags.state.location import StorePaths, UnsupportedLocation
 from redflags.state.model import ShownCard
 from redflags.state.sqlite_store import SqliteStateStore
-from redflags.state.stores import open_feedback, open_stores
+from redflags.state.stores import open_feedback, open_state, open_stores
 
 from .auth_helpers import write_clients
 from .operator_helpers import run
@@ -290,7 +290,7 @@ def test_the_store_factories_refuse_a_url(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     for url in ("postgresql://db/rf", "sqlite://state.db"):
         with pytest.raises(UnsupportedLocation, match="URL"):
-            sqlite_store.open_store(url)
+            open_state(url)
         with pytest.raises(UnsupportedLocation, match="URL"):
             open_stores(url)
     assert tree(tmp_path) == []

@@ -23,9 +23,10 @@ import click
 
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.delivery.sender import Round
+from redflags.state import stores
 from redflags.state.location import UnsupportedLocation, check_location
 from redflags.state.model import DEFAULT_TENANT, NoStateStore, StateStore
-from redflags.state.sqlite_store import StateStoreError, open_store
+from redflags.state.sqlite_store import StateStoreError
 from redflags.state.tenant_view import TenantView
 
 if TYPE_CHECKING:  # requests and jwt are imported when a server is named, not by every replay
@@ -128,7 +129,7 @@ def open_state(path: Path, *, create: bool = False) -> StateStore:
     """Open an existing store; ``create`` (replay, serve): make it, saying so on stderr."""
     new = create and not path.exists()
     try:
-        store = open_store(path, create=create)
+        store = stores.open_state(path, create=create)
     except NoStateStore as exc:
         raise MissingStore(str(exc)) from None
     except StateStoreError as exc:

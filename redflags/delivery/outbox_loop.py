@@ -22,7 +22,7 @@ from fhir_adapters.fhir_client import Auth, FhirClient
 from fhir_adapters.smart_auth import server_auth
 from redflags.delivery.sender import DELIVERED_KEEP_S, deliver_due, purge
 from redflags.state.model import StateStore
-from redflags.state.sqlite_store import open_store
+from redflags.state.stores import open_state
 
 log = structlog.get_logger("redflags.service.outbox")
 
@@ -72,7 +72,7 @@ class OutboxWorker:
         if not (settings.state and settings.fhir_server):
             return None
         client = FhirClient(settings.fhir_server, auth=outbox_auth(settings))
-        return cls(open_store(settings.state), client, settings.delivered_keep_days * 86_400)
+        return cls(open_state(settings.state), client, settings.delivered_keep_days * 86_400)
 
     async def _run(self) -> None:
         while True:

@@ -19,7 +19,7 @@ from engine.host import run_engine_here
 from redflags import config
 from redflags.pipeline import Pipeline
 from redflags.service.http.limits import call_limits
-from redflags.state.sqlite_store import open_store
+from redflags.state.stores import open_state
 from redflags.stateful import Memory
 from redflags.workers.pool import EnginePool, quiet_gc
 
@@ -67,7 +67,7 @@ def start_here(
 
 
 def _memory(state: str, retention_s: int | None, queue: bool) -> Memory:
-    return Memory(open_store(state), actor="service", retention_s=retention_s, queue=queue)
+    return Memory(open_state(state), actor="service", retention_s=retention_s, queue=queue)
 
 
 def start_engine(

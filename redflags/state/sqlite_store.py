@@ -43,7 +43,6 @@ import orjson
 import structlog
 
 from redflags.state import sqlite_file
-from redflags.state.location import check_location
 from redflags.state.model import (
     DEFAULT_TENANT,
     ActiveAlert,
@@ -55,13 +54,12 @@ from redflags.state.model import (
     OutboxEvent,
     Snapshot,
     StaleRead,
-    StateStore,
     StateStoreError,
     Status,
     Transition,
 )
 
-__all__ = ["SCHEMA_VERSION", "NoStateStore", "SqliteStateStore", "StateStoreError", "open_store"]
+__all__ = ["SCHEMA_VERSION", "NoStateStore", "SqliteStateStore", "StateStoreError"]
 
 log = structlog.get_logger("redflags.state")
 
@@ -713,14 +711,6 @@ def _record_events(
 _DUE_IDS = f"SELECT id FROM ({_DUE})"
 _NEXT_DUE = f"SELECT MIN(next_attempt) FROM ({_DUE})"
 _FOREVER = 2**62
-
-
-def open_store(path: str | Path, *, create: bool = True) -> StateStore:
-    """The default store for ``path`` (the factory the CLI and service call); without
-    ``create`` a missing file is a ``NoStateStore`` and nothing is created; a URL is refused
-    (``UnsupportedLocation``), never taken for a file name."""
-    check_location(path, "state store")
-    return SqliteStateStore.open(path, create=create)
 
 
 def _due(conn: sqlite3.Connection, now: int, limit: int, tenant: str | None) -> list[tuple[Any, ...]]:
