@@ -9,24 +9,12 @@ import sys
 from pathlib import Path
 
 from .engine_helpers import ROOT
+from .reference_rules import REFERENCE_RULES
 
 DOCS_RULES = ROOT / "docs" / "rules"
 
 #: The twelve rules' public ids, each with its page.
-RULE_IDS = (
-    "cauda_equina_syndrome",
-    "guillain_barre_syndrome",
-    "acute_stroke_or_tia",
-    "spinal_cord_compression",
-    "deep_vein_thrombosis",
-    "myasthenic_crisis_risk",
-    "hypokalemic_or_electrolyte_weakness",
-    "b12_deficiency_neuropathy",
-    "peripheral_artery_disease",
-    "alcoholic_myopathy",
-    "lyme_neuroborreliosis",
-    "rhabdomyolysis",
-)
+RULE_IDS = REFERENCE_RULES
 
 
 def _generate(out: Path) -> dict[str, str]:

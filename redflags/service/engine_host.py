@@ -85,7 +85,11 @@ def engine_pool(
     queue: bool = False,
     retention_days: int | None = None,
     deadline_s: float = 60.0,
+    start: Callable[..., object] | None = None,
 ) -> EnginePool:
-    """``processes`` engine processes, each with the site's pipeline (and state store, if any)."""
+    """``processes`` engine processes, each with the site's pipeline (and state store, if any).
+
+    ``start``: what each engine process runs first (default ``start_engine``; tests wrap it).
+    """
     args = (config_path, state, queue, retention_days)
-    return EnginePool(processes, start_engine, args, log_level, deadline_s=deadline_s)
+    return EnginePool(processes, start or start_engine, args, log_level, deadline_s=deadline_s)
