@@ -1,4 +1,4 @@
-"""The twelve red flags by public id, in the order of docs/rules/README.md (what the tests hold the rules to)."""
+"""The twelve red flags by public id, in the order of docs/rules/README.md: what tests hold the rules to."""
 
 REFERENCE_RULES: tuple[str, ...] = (
     "cauda_equina_syndrome",
