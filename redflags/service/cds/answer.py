@@ -1,4 +1,4 @@
-"""One CDS service call: read in the HTTP process (``take``), evaluated in an engine process (``answer``).
+"""One CDS service call: read in the HTTP process (``decode``, ``pack``), evaluated in an engine one (``answer``).
 
 The body is decoded once, here in the HTTP process, with the request checked and the prefetch
 read; what the prefetch lacks is read from fhirServer (I/O, on the HTTP process's fetch
@@ -6,13 +6,13 @@ threads). Then the call crosses to an engine process once (``answer``, through
 ``engine_host.call``) with the patient's resources, never the body: the engine evaluates the
 patient in context and renders the cards with the rules' metadata of the pipeline it is handed.
 
-The resources cross as one JSON text (``pack``), not as a pickle of the decoded tree:
-pickling and unpickling ~200 resources of small dicts cost the one HTTP process ~2 ms more
-per call than orjson's encoding (bench/cds_prefetch.py). The engine decodes that text
+The resources cross as one JSON text (``pack``), not as a pickle of the decoded tree: for
+~200 resources pickle.dumps took 0.7 ms of the one HTTP process, orjson.dumps 0.13 ms (and
+pickle.loads in the engine 0.65 ms, orjson.loads 0.55 ms). The engine decodes that text
 (``unpack``): the patient's record, already selected and checked here, not a second decode of
 the body. Its nesting has one limit on every Python: orjson encodes at most ``JSON_DEPTH``
 nested containers, so a resource nested deeper than ``RESOURCE_DEPTH`` is refused (422, "nested
-too deeply"; FHIR resources nest a few tens of levels at most).
+too deeply"; the deepest resource of fixtures/, the HL7 R4 examples included, nests 9).
 """
 
 from __future__ import annotations
