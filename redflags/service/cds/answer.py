@@ -1,4 +1,4 @@
-"""One CDS service call: read in the HTTP process (``decode``, ``pack``), evaluated in an engine one (``answer``).
+"""One CDS call: read in the HTTP process (``decode``, ``pack``), evaluated in an engine process (``answer``).
 
 The body is decoded once, here in the HTTP process, with the request checked and the prefetch
 read; what the prefetch lacks is read from fhirServer (I/O, on the HTTP process's fetch
