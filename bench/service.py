@@ -90,7 +90,7 @@ def requests_bodies() -> tuple[list[bytes], int]:
 def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
     """Median time of an engine process's work for one call (decode, map, evaluate, render)."""
     from redflags.service import engine_host
-    from redflags.service.cds.answer import CdsWork, answer, decode
+    from redflags.service.cds.answer import CdsWork, answer, decode, pack
     from redflags.service.cds.prefetch import read_prefetch
     from redflags.service.cds.services import SERVICES
 
@@ -103,7 +103,7 @@ def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
             call = decode(SERVICE, body)  # the HTTP process's part, then the engine's
             given = read_prefetch(templates, call)
             assert given.complete, "the bench prefetches everything"
-            work = CdsWork(call.hook_instance, call.patient_id, given.found, False, "bench", NOW, False)
+            work = CdsWork(call.hook_instance, call.patient_id, pack(given.found), False, "bench", NOW, False)
             answer(pipeline, work)
             times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000

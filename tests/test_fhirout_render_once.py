@@ -41,7 +41,7 @@ def counted(kind, render):
 output.flag_for = card_resources.flag_for = counted("Flag", output.flag_for)
 output.careplan_for = card_resources.careplan_for = counted("CarePlan", output.careplan_for)
 
-from redflags.service.cds.answer import CdsWork, answer, decode
+from redflags.service.cds.answer import CdsWork, answer, decode, pack
 from redflags.service.cds.prefetch import read_prefetch
 from redflags.service.cds.services import SERVICES
 from redflags.service.auth.tenants import cds_tenant
@@ -55,7 +55,7 @@ given = read_prefetch(service.prefetch, cds)
 assert given.complete
 now = parse_now("2025-03-10T12:00:00Z")
 tenant = cds_tenant("static:ehr", cds.fhir_server)
-work = CdsWork(cds.hook_instance, cds.patient_id, given.found, False, tenant, now, False)
+work = CdsWork(cds.hook_instance, cds.patient_id, pack(given.found), False, tenant, now, False)
 calls = []
 for _ in range(2):  # the chart opened, then opened again unchanged
     renders.update(Flag=0, CarePlan=0)

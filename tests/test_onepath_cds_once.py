@@ -6,6 +6,11 @@ process writes the digest of every JSON text it decodes to a file (``onepath_hel
 the prefetch complete, and with it incomplete (the rest read from a loopback FHIR server):
 the body is decoded once in all, and the engine reached once. On b855ee8 the incomplete call
 decoded the body three times (engine, HTTP process, engine again) and crossed twice.
+
+What crosses is compact: the record as one JSON text, no pickled tree of dicts (fc3da1c pickled
+the decoded resources: ~2.5 ms more CPU per call in the HTTP process). Its nesting limit is
+orjson's, the same on every Python: one level more is refused with 422 before an engine is
+taken (fc3da1c: pickle's limit, which depends on the Python, answered 200 there).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import contextlib
 import http.server
 import json
 import os
+import pickle
+import pickletools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +33,7 @@ import requests
 import uvicorn
 
 from redflags.service import app as service_app
+from redflags.service.cds.answer import JSON_DEPTH, RESOURCE_DEPTH
 from redflags.service.settings import ServiceSettings
 from redflags.workers.pool import EnginePool
 
@@ -106,7 +114,15 @@ Measure = Callable[[bytes], tuple[int, int]]
 
 
 @pytest.fixture
-def counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Measure]]:
+def crossed() -> list[tuple[object, ...]]:
+    """The arguments of every crossing to an engine process (filled by ``counted``)."""
+    return []
+
+
+@pytest.fixture
+def counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crossed: list[tuple[object, ...]]
+) -> Iterator[tuple[str, Measure]]:
     """The service URL and ``measure(body)``: (decodes of that body in both processes, crossings)."""
     engine_log = tmp_path / "engine-decodes.txt"
     engine_log.touch()
@@ -121,6 +137,7 @@ def counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
 
     async def counted_run(self: EnginePool, fn: Callable[..., Any], *args: object) -> Any:
         crossings.append(getattr(fn, "__name__", "?"))
+        crossed.append(args)
         return await run(self, fn, *args)
 
     monkeypatch.setattr(orjson, "loads", counted_loads)
@@ -180,3 +197,74 @@ def test_the_count_sees_decodes_in_the_engine_process(counted: tuple[str, Measur
     )
     assert answer.status_code == 200, answer.text
     assert log_path.read_text().split().count(onepath_helpers.digest(body)) == 1
+
+
+def test_what_crosses_is_the_record_as_one_text_not_a_tree_of_dicts(
+    counted: tuple[str, Measure], crossed: list[tuple[object, ...]]
+) -> None:
+    _url, measure = counted
+    assert measure(_body(complete=True)) == (1, 1)
+    (args,) = crossed
+    opcodes = [op.name for op, _arg, _pos in pickletools.genops(pickle.dumps(args, pickle.HIGHEST_PROTOCOL))]
+    assert "BINBYTES" in opcodes or "BINBYTES8" in opcodes, "the record crosses as bytes"
+    assert not {"EMPTY_DICT", "DICT"} & set(opcodes), "no resource (a dict) is pickled"
+
+
+def _nested_body(levels: int) -> bytes:
+    """A complete call whose Patient nests ``levels`` deep (itself counted; built as text)."""
+    resources = resources_of(VIGNETTES / "V01-ces-positive.json")
+    prefetch = prefetch_for(resources)
+    wrappers = levels - 2  # under the Patient (level 1) and the innermost object
+    deep = '{"extension":' * wrappers + "{}" + "}" * wrappers
+    prefetch["Patient"] = {**prefetch["Patient"], "text": "DEEP"}
+    call = request("patient-view", prefetch["Patient"]["id"], prefetch)
+    body = json.dumps(call).replace('"DEEP"', deep).encode()
+    assert _depth(orjson.loads(body)["prefetch"]["Patient"]) == levels
+    return body
+
+
+def _depth(value: Any) -> int:
+    """Nesting of a decoded JSON value (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def test_a_resource_as_deep_as_the_limit_is_evaluated(counted: tuple[str, Measure]) -> None:
+    _url, measure = counted
+    assert measure(_nested_body(RESOURCE_DEPTH)) == (1, 1)
+
+
+def test_a_resource_one_level_deeper_is_refused_before_an_engine_is_taken(
+    counted: tuple[str, Measure], crossed: list[tuple[object, ...]]
+) -> None:
+    url, measure = counted
+    answer = requests.post(
+        f"{url}/cds-services/{PATIENT_VIEW}",
+        data=_nested_body(RESOURCE_DEPTH + 1),
+        headers={"Content-Type": "application/json"},
+        timeout=BOUND_S,
+    )
+    assert answer.status_code == 422, answer.text
+    (issue,) = answer.json()["issue"]
+    assert (issue["code"], issue["diagnostics"]) == (
+        "too-costly",
+        "the data is nested too deeply to be evaluated",
+    )
+    assert crossed == []  # refused before an engine was taken
+    assert measure(_body(complete=True)) == (1, 1)  # and the next call is served
+
+
+def test_the_limit_is_orjsons() -> None:
+    """``JSON_DEPTH`` is what orjson encodes (an orjson that changes it fails here, not in use)."""
+    value: list[Any] = []
+    for _ in range(JSON_DEPTH - 1):
+        value = [value]
+    orjson.dumps(value)
+    with pytest.raises(orjson.JSONEncodeError, match=r"(?i)recursion limit"):
+        orjson.dumps([value])

@@ -63,7 +63,15 @@ class EngineError(Exception):
 
 
 class UnsendableInput(ValueError):
-    """The call's data cannot be sent to an engine process (nested too deeply to pickle)."""
+    """The call's data cannot be sent to an engine process (nested too deeply to pickle).
+
+    The pool checks no depth itself (a walk of every argument would cost what pickling does):
+    it relies on pickle's limit, which depends on the Python (3.11 and 3.12 stop near the
+    recursion limit, ~1,000 levels; 3.13 only at its C stack guard, a few thousand). The
+    service's calls do not meet it: $evaluate sends its body as bytes (orjson.loads in the
+    engine stops at 1,024 levels) and a CDS call its record as one JSON text, whose limit is
+    explicit and the same everywhere (``redflags.service.cds.answer.RESOURCE_DEPTH``).
+    """
 
 
 def quiet_gc() -> None:

@@ -2,9 +2,9 @@
 
 A call: this process decodes the body once and checks the request (400), reads the prefetch
 and, for what it lacks, ``fhirServer`` (412 when it cannot be had), counts the resources
-(413); then the record crosses to an engine process once, which evaluates the context patient
-only and renders one card per alert (``answer``). Errors are OperationOutcomes with a message
-naming the field.
+(413); then the record crosses to an engine process once, as one JSON text (``pack``), and
+the engine evaluates the context patient only and renders one card per alert (``answer``).
+Errors are OperationOutcomes with a message naming the field.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from redflags.service.auth.callers import cds_client
 from redflags.service.auth.tenant_dependency import cds_principal
 from redflags.service.auth.tenants import cds_tenant
 from redflags.service.cds import feedback
-from redflags.service.cds.answer import CdsWork, answer, decode
+from redflags.service.cds.answer import CdsWork, answer, decode, pack
 from redflags.service.cds.cards import IssuedCard
 from redflags.service.cds.fhir_policy import FhirPolicy
 from redflags.service.cds.prefetch import (
@@ -157,7 +157,7 @@ async def call_service(
         work = CdsWork(
             cds.hook_instance,
             cds.patient_id,
-            resources,
+            pack(resources),  # compact bytes cross, not a pickle of the tree (UnsendableInput: 422)
             what_if=bool(extra),  # extra: draft orders
             tenant=cds_tenant(principal, cds.fhir_server),
             now=now,
