@@ -16,6 +16,7 @@ taken (fc3da1c: pickle's limit, which depends on the Python, answered 200 there)
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import json
 import os
@@ -33,6 +34,7 @@ import requests
 import uvicorn
 
 from redflags.service import app as service_app
+from redflags.service import engine_host
 from redflags.service.cds.answer import JSON_DEPTH, RESOURCE_DEPTH
 from redflags.service.settings import ServiceSettings
 from redflags.workers.pool import EnginePool
@@ -80,18 +82,8 @@ def _service(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         engine_processes=1,
     )
 
-    def counting_pool(
-        processes: int,
-        config_path: str | None,
-        log_level: str,
-        state: str | None = None,
-        queue: bool = False,
-        retention_days: int | None = None,
-        deadline_s: float = 60.0,
-    ) -> EnginePool:
-        """``engine_host.engine_pool`` whose engine processes write down their decodes."""
-        args = (config_path, state, queue, retention_days)
-        return EnginePool(processes, onepath_helpers.counting_start, args, log_level, deadline_s=deadline_s)
+    #: ``engine_host.engine_pool`` whose engine processes write down their decodes
+    counting_pool = functools.partial(engine_host.engine_pool, start=onepath_helpers.counting_start)
 
     monkeypatch.setattr(service_app, "engine_pool", counting_pool)
     app = service_app.create_app(settings)
