@@ -1,8 +1,9 @@
 """Run a durable-rules reproduction in its own interpreter, as the engine's C code sees it.
 
 The scripts use durable directly (no ``engine``), so the same tests run against any build: the
-installed patched one by default, or another interpreter named by ``REDFLAGS_DURABLE_PYTHON``
-(scripts/durable_fix_check.py points it at an unpatched build to show every test fails there).
+installed patched one by default, another interpreter named by ``REDFLAGS_DURABLE_PYTHON``, or a
+folder named by ``REDFLAGS_DURABLE_PATH`` holding another build (scripts/durable_fix_check.py
+builds the engine without one fix at a time there and shows that fix's tests fail).
 ``MALLOC_PERTURB_`` makes glibc fill fresh and freed memory with a non-zero byte, so reading
 uninitialised or freed memory crashes every time instead of by luck; a crash (a signal) fails
 the test, never the pytest process.
@@ -67,10 +68,19 @@ def interpreter() -> str:
     return os.environ.get("REDFLAGS_DURABLE_PYTHON") or sys.executable
 
 
+def _child_env() -> dict[str, str]:
+    """``REDFLAGS_DURABLE_PATH``: a folder holding another durable build, first on the child's path."""
+    env = {**os.environ, "MALLOC_PERTURB_": PERTURB, "PYTHONFAULTHANDLER": "1"}
+    other = os.environ.get("REDFLAGS_DURABLE_PATH")
+    if other:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (other, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def run_durable(*parts: str, timeout: float = 120, valgrind: bool = False) -> Run:
     """Run PRELUDE and the parts (each dedented) in a fresh interpreter: exit code and output."""
     source = "\n".join(textwrap.dedent(part) for part in (PRELUDE, *parts))
-    env = {**os.environ, "MALLOC_PERTURB_": PERTURB, "PYTHONFAULTHANDLER": "1"}
+    env = _child_env()
     args = [interpreter(), "-c", source]
     if valgrind:
         env["PYTHONMALLOC"] = "malloc"
