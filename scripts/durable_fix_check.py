@@ -53,6 +53,7 @@ TESTS = {
         "tests/test_engine_durable_fix_errors.py::test_a_batch_with_a_fact_no_rule_reads_runs_every_other_action",
         "tests/test_engine_durable_fix_errors.py::test_a_batch_with_a_repeated_fact_runs_the_others_then_raises",
     ],
+    "0011": ["tests/test_engine_durable_fix_strings.py"],
     "0010": [
         "tests/test_engine_durable_fix_timers.py::"
         "test_an_action_held_across_its_sessions_deletion_is_refused_not_read_after_free"
