@@ -20,8 +20,8 @@ UPSTREAM_SDIST_SHA256 = "053b26f5e48d312d4fa27995243f954671be6eece477f150c059c36
 #: the patch set's number and digest (``patch_set_digest``): a change to engine/durable_patches/
 #: changes the digest (tests/test_engine_build_installed.py says the new one); record it and bump
 #: the number with it, and pyproject's pin, so one version always names one engine
-PATCH_SET = 1
-PATCH_SET_DIGEST = "71e7df7a4123a593f7a92bc57964a29294f57f19db6f259ac8db954b6ab5f2df"
+PATCH_SET = 2
+PATCH_SET_DIGEST = "aad01eff51eb9c95dc9b90e8acaea1f72d53f97d2f4e800035ed2e7df73d0cf8"
 BUILD_VERSION = f"{UPSTREAM_VERSION}+redflags.{PATCH_SET}"
 PATCH_GLOB = "[0-9][0-9][0-9][0-9]-*.patch"
 
