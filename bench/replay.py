@@ -428,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sizes = [int(x.replace("_", "")) for x in (args.n or "1000,100000").split(",")]
     if args.layout == "split" or args.memory:
+        if args.tmp_dir is not None and not args.tmp_dir.is_dir():
+            parser.error(f"--tmp-dir {args.tmp_dir}: no such folder")  # one line, exit 2
         jobs_list = [int(j) for j in args.jobs.split(",")]
         print(
             f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start",
