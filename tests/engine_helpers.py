@@ -78,10 +78,11 @@ def module(define):
 """
 
 
-def isolated(code: str) -> str:
-    """Run ``code`` in a fresh interpreter: durable-rules hosts one ruleset per process."""
+def isolated(code: str, prelude: str = ISOLATED_PRELUDE) -> str:
+    """Run ``prelude`` + ``code`` in a fresh interpreter (durable-rules hosts one ruleset per
+    process); its stdout."""
     done = subprocess.run(
-        [sys.executable, "-c", ISOLATED_PRELUDE + textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         cwd=ROOT,

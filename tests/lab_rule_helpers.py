@@ -3,8 +3,6 @@ alcoholic myopathy): evaluate a fixture, evaluate flat facts, run with other par
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 from engine.alert import Alert
@@ -13,7 +11,8 @@ from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
 
-from .conftest import FIXTURES, ROOT
+from .conftest import FIXTURES
+from .engine_helpers import isolated
 
 NOW_ISO = "2025-03-10T12:00:00Z"
 NOW = 1_741_608_000  # 2025-03-10T12:00:00Z
@@ -69,15 +68,7 @@ def with_params(params: dict, code: str) -> str:
         def tiers(folder, name, rule):
             return [a.severity for a in alerts(folder, name) if a.rule == rule]
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return isolated(code, prelude)
 
 
 def explain_cli(rule: str) -> str:
