@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import http.server
 import json
 import os
 import pickle
 import pickletools
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,6 @@ from typing import Any
 import orjson
 import pytest
 import requests
-import uvicorn
 
 from redflags.service import app as service_app
 from redflags.service import engine_host
@@ -41,7 +37,8 @@ from redflags.workers.pool import EnginePool
 
 from . import onepath_helpers
 from .cds_helpers import PATIENT_VIEW, VIGNETTES, prefetch_for, request, resources_of, searchset
-from .service_harness import free_port
+from .fetch_servers import RawServer, answer_json
+from .service_harness import serving_app
 
 NOW = "2025-03-10T12:00:00Z"
 BOUND_S = 60
@@ -50,26 +47,8 @@ BOUND_S = 60
 @contextlib.contextmanager
 def _fhir_server() -> Iterator[str]:
     """A loopback FHIR server: every search answers an empty searchset."""
-    data = json.dumps(searchset([])).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with RawServer(answer_json(searchset([]))) as server:
+        yield f"{server.url}/fhir"
 
 
 @contextlib.contextmanager
@@ -87,19 +66,8 @@ def _service(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     monkeypatch.setattr(service_app, "engine_pool", counting_pool)
     app = service_app.create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + BOUND_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(BOUND_S)
+    with serving_app(app, BOUND_S) as url:
+        yield url
 
 
 Measure = Callable[[bytes], tuple[int, int]]

@@ -11,21 +11,19 @@ import contextlib
 import http.server
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import uvicorn
 
 from redflags.service.app import create_app
 from redflags.service.cds import routes as cds
 from redflags.service.settings import ServiceSettings
 
 from .conftest import FIXTURES
-from .service_harness import free_port, running_service
+from .service_harness import running_service, serving_app
 
 SECRET = "Jane Doe 1970-01-01"  # what an exception message may carry: never sent, never logged
 BOUND_S = 60
@@ -43,19 +41,8 @@ def _in_process(tmp: Path) -> Iterator[str]:
     settings = ServiceSettings(allow_unauthenticated=True, feedback_db=str(tmp / "feedback.sqlite"))
     app = create_app(settings)
     app.state.auth = _Exploding()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + BOUND_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(BOUND_S)
+    with serving_app(app, BOUND_S) as url:
+        yield url
 
 
 def _assert_json_error(answer: requests.Response, media_type: str, status: int = 500) -> None:
