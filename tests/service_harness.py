@@ -47,6 +47,18 @@ def running_service(
     URL is the service's own (the JWT audience is never taken from the Host header).
     ``stores_in_tmp=False``: serve's own defaults (give ENV a temporary ``XDG_STATE_HOME``).
     """
+    service = start_service(tmp, *args, env=env, cwd=cwd, stores_in_tmp=stores_in_tmp)
+    try:
+        wait_ready(service)
+        yield service
+    finally:
+        stop_service(service)
+
+
+def start_service(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, stores_in_tmp: bool = True
+) -> Service:
+    """The ``serve`` process of ``running_service``, started, not waited for (see ``wait_ready``)."""
     port = free_port()
     if "--clients" in args and "--public-url" not in args:
         args = (*args, "--public-url", f"http://127.0.0.1:{port}")
@@ -60,26 +72,31 @@ def running_service(
         process = subprocess.Popen(
             cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})}
         )
-    url = f"http://127.0.0.1:{port}"
+    return Service(f"http://127.0.0.1:{port}", log_path, process)
+
+
+def wait_ready(service: Service, bound_s: float = 60) -> None:
+    """Until /healthz answers 200; RuntimeError (with the log's end) if it exits or BOUND_S pass."""
+    deadline = time.monotonic() + bound_s
+    while True:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"service exited {service.process.returncode}: {service.log()[-2000:]}")
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"{service.url}/healthz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"service not ready: {service.log()[-2000:]}")
+        time.sleep(0.1)
+
+
+def stop_service(service: Service) -> None:
+    """SIGTERM, then SIGKILL after 15 s (a process already gone is fine)."""
+    service.process.terminate()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"service exited {process.returncode}: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"service not ready: {log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield Service(url, log_path, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        service.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait()
 
 
 @contextlib.contextmanager
