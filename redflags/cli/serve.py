@@ -158,6 +158,14 @@ class SetupRefused(click.ClickException):
     help="Days a delivered outbox item is kept before it is deleted.",
 )
 @click.option(
+    "--outbox-lease",
+    default=120,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds an outbox item being sent is held by this replica; one killed mid-send leaves "
+    "its items to the others after this. Keep it longer than one send with its retries.",
+)
+@click.option(
     "--feedback-keep-days",
     default=180,
     show_default=True,
@@ -243,6 +251,7 @@ def serve_command(
     fhir_allow: tuple[str, ...],
     fhir_max_bytes: int,
     delivered_keep_days: int,
+    outbox_lease: int,
     feedback_keep_days: int,
     call_deadline: float,
     shutdown_grace: float,
@@ -314,6 +323,7 @@ def serve_command(
         fhir_allow=_origins(fhir_allow),
         fhir_max_bytes=fhir_max_bytes,
         delivered_keep_days=delivered_keep_days,
+        outbox_lease_s=outbox_lease,
         feedback_keep_days=feedback_keep_days,
         call_deadline_s=call_deadline,
         shutdown_grace_s=shutdown_grace,

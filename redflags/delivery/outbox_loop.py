@@ -31,7 +31,8 @@ CONFIG_REASON = "configuration error"
 
 #: Seconds between passes over the outbox.
 INTERVAL_S = 1.0
-#: Seconds an item is held by this worker while it sends it (longer than the client's retries).
+#: Seconds an item is held by this worker while it sends it (longer than the client's retries);
+#: ``serve --outbox-lease`` (after it, a replica killed mid-send leaves the item to the others).
 LEASE_S = 120
 #: Seconds between two deletions of old delivered items.
 PURGE_EVERY_S = 86_400
@@ -50,6 +51,8 @@ class OutboxSettings(Protocol):
     def fhir_smart(self) -> str | None: ...
     @property
     def delivered_keep_days(self) -> int: ...
+    @property
+    def outbox_lease_s(self) -> int: ...
 
 
 def outbox_auth(settings: OutboxSettings) -> Auth | None:
@@ -58,10 +61,13 @@ def outbox_auth(settings: OutboxSettings) -> Auth | None:
 
 
 class OutboxWorker:
-    def __init__(self, store: StateStore, client: FhirClient, keep_s: int = DELIVERED_KEEP_S) -> None:
+    def __init__(
+        self, store: StateStore, client: FhirClient, keep_s: int = DELIVERED_KEEP_S, lease_s: int = LEASE_S
+    ) -> None:
         self.store = store
         self.client = client
         self.keep_s = keep_s
+        self.lease_s = lease_s
         self._purged_at: float | None = None
         self._stopping = threading.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -72,7 +78,8 @@ class OutboxWorker:
         if not (settings.state and settings.fhir_server):
             return None
         client = FhirClient(settings.fhir_server, auth=outbox_auth(settings))
-        return cls(open_state(settings.state), client, settings.delivered_keep_days * 86_400)
+        keep_s = settings.delivered_keep_days * 86_400
+        return cls(open_state(settings.state), client, keep_s, settings.outbox_lease_s)
 
     async def _run(self) -> None:
         while True:
@@ -87,7 +94,7 @@ class OutboxWorker:
         if self._purged_at is None or now - self._purged_at >= PURGE_EVERY_S:
             self._purged_at = now
             purge(self.store, int(now), self.keep_s)
-        done = deliver_due(self.store, self.client, int(now), lease=LEASE_S, stop=self._stopping)
+        done = deliver_due(self.store, self.client, int(now), lease=self.lease_s, stop=self._stopping)
         if done.delivered or done.failed or done.retried:
             log.info("outbox_pass", delivered=done.delivered, failed=done.failed, retried=done.retried)
         reasons = {k: n for k, n in done.by_reason().items() if k != CONFIG_REASON}

@@ -57,6 +57,7 @@ class ServiceSettings:
     fhir_allow: tuple[str, ...] = ()  # fhirServer origins every client may name, private ones too
     fhir_max_bytes: int = 10 * 1024 * 1024  # bytes read from fhirServer for one call, all pages
     delivered_keep_days: int = 30  # delivered outbox items are deleted after this
+    outbox_lease_s: int = 120  # an item being sent is held this long (then another replica may send it)
     feedback_keep_days: int = 180  # shown CDS cards and their feedback are deleted after this
     call_deadline_s: float = 60.0  # per engine call: then the engine process is killed and replaced
     shutdown_grace_s: float = 10.0  # SIGTERM: in-flight calls finish or are abandoned within this
