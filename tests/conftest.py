@@ -11,6 +11,8 @@ import structlog
 
 from redflags.pipeline import Pipeline
 
+from .pg_server import pg_server, pg_url  # noqa: F401  (fixtures: a test PostgreSQL, tests/pg_server.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 
