@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import pytest
 
 from .service_harness import Service, start_service, stop_service, wait_ready
 
@@ -76,17 +77,12 @@ def running_replicas(
             stop_service(service)
 
 
-def shared_state(kind: str, tmp: Path) -> str:
-    """The ``--state`` every replica is given: one SQLite file on this host, or a fresh
-    PostgreSQL database (``tests/pg_server``; skipped, with the reason, where it cannot run)."""
-    if kind == "sqlite":
-        folder = tmp / "shared"
-        folder.mkdir(exist_ok=True)
-        return str(folder / "redflags-state.sqlite")
-    return _postgresql_database()
-
-
-def _postgresql_database() -> str:
-    import pytest
-
-    pytest.skip("PostgreSQL store not available in this branch yet (tests/pg_server.py)")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ``--state`` every replica is given: a fresh PostgreSQL database (``tests/pg_server``,
+    skipped with its reason where PostgreSQL cannot run), or one SQLite file on this host."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    folder = tmp_path / "shared"
+    folder.mkdir(exist_ok=True)
+    return str(folder / "redflags-state.sqlite")

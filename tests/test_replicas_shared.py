@@ -20,15 +20,10 @@ import pytest
 from redflags.state.stores import FEEDBACK_FILE, open_state
 
 from .replica_calls import GBS, cards, cds_call, feedback, jwt_for, replica_args, week
-from .replica_harness import running_replicas, shared_state
+from .replica_harness import running_replicas, shared_state  # noqa: F401 (pytest fixture)
 from .service_harness import ROOT
 
 BOUND_S = 60
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return shared_state(request.param, tmp_path)
 
 
 def ledger(state: str, patient: str) -> tuple[list[str], list[str]]:
@@ -44,9 +39,11 @@ def ledger(state: str, patient: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_monday_at_one_replica_wednesday_at_the_next_raises_guillain_barre(
-    tmp_path: Path, state: str, count: int
+    tmp_path: Path,
+    shared_state: str,  # noqa: F811
+    count: int,
 ) -> None:
-    with running_replicas(tmp_path, count, state, *replica_args(tmp_path)) as replicas:
+    with running_replicas(tmp_path, count, shared_state, *replica_args(tmp_path)) as replicas:
         for start in range(count):  # every replica writes a Monday another one reads
             monday, wednesday = week(f"gbs-{start}")
             assert cards(replicas[start].url, monday) == []
@@ -55,17 +52,18 @@ def test_monday_at_one_replica_wednesday_at_the_next_raises_guillain_barre(
             (again,) = cards(replicas[(start + 2) % count].url, wednesday)  # known there too
             assert again["summary"] == card["summary"]
     for start in range(count):
-        assert ledger(state, f"gbs-{start}") == (["raised"], [GBS])
+        assert ledger(shared_state, f"gbs-{start}") == (["raised"], [GBS])
 
 
 def test_concurrent_evaluations_of_one_patient_raise_once_and_lose_no_history(
-    tmp_path: Path, state: str
+    tmp_path: Path,
+    shared_state: str,  # noqa: F811
 ) -> None:
     """Monday at replica 0 and Wednesday at replica 1 at the same instant, for several
     patients: each alert is raised once, and a later call with no new data still sees both
     days (neither commit overwrote the other's history)."""
     patients = [f"race-{i}" for i in range(6)]
-    with running_replicas(tmp_path, 2, state, *replica_args(tmp_path)) as replicas:
+    with running_replicas(tmp_path, 2, shared_state, *replica_args(tmp_path)) as replicas:
         answers: dict[tuple[str, int], Any] = {}
         start = threading.Barrier(2 * len(patients), timeout=BOUND_S)
 
@@ -92,13 +90,14 @@ def test_concurrent_evaluations_of_one_patient_raise_once_and_lose_no_history(
             (card,) = cards(replicas[0].url, patient_only)  # both days are in the history
             assert "Guillain" in card["summary"]
     for patient in patients:
-        assert ledger(state, patient) == (["raised"], [GBS])
+        assert ledger(shared_state, patient) == (["raised"], [GBS])
 
 
 def test_a_jwt_used_at_one_replica_is_refused_at_the_others_and_feedback_is_one_report(
-    tmp_path: Path, state: str
+    tmp_path: Path,
+    shared_state: str,  # noqa: F811
 ) -> None:
-    with running_replicas(tmp_path, 3, state, *replica_args(tmp_path)) as replicas:
+    with running_replicas(tmp_path, 3, shared_state, *replica_args(tmp_path)) as replicas:
         monday, wednesday = week("jti-1")
         credential = jwt_for("/cds-services/redflags-patient-view")
         assert cds_call(replicas[0].url, monday, credential).status_code == 200
@@ -109,7 +108,7 @@ def test_a_jwt_used_at_one_replica_is_refused_at_the_others_and_feedback_is_one_
         shown = [cards(replicas[i].url, wednesday)[0]["uuid"] for i in (1, 2)]  # a card at each
         assert feedback(replicas[2].url, shown[0]).status_code == 200  # feedback at another replica
         assert feedback(replicas[0].url, shown[1]).status_code == 200
-    (row,) = [r for r in report(state)["rules"] if r["rule"] == GBS]
+    (row,) = [r for r in report(shared_state)["rules"] if r["rule"] == GBS]
     assert (row["shown"], row["accepted"]) == (2, 2)
 
 
