@@ -10,13 +10,21 @@ Printed: calls/s, latency p50/p95/p99, and the ratio of the service p50 to the t
 process's work on the same call (decode, read the prefetch, map, evaluate, render the cards)
 measured in this process. Target: p99 <= 50 ms at 8 concurrent clients on a 2-core machine.
 
+``--replicas N --state URL``: N ``serve`` processes (each from its own working directory) share
+the state at URL (``postgresql://...``, or a SQLite file several processes share), the clients
+spread over them round-robin; in the same run, one replica on a SQLite file at the same load is
+measured first, and the figures are printed as ratios to it. The per-call store cost is the
+in-process median of the same call with the store minus without (read history, commit).
+
     python -m bench.service                     # 8 clients, 2 workers, 20 s
     python -m bench.service --clients 16 --workers 1 --seconds 10
+    python -m bench.service --replicas 2 --workers 1 --state postgresql://user@db-host/redflags
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -27,12 +35,17 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import requests
 
 from bench.synthetic import DAY, _Patient
+
+if TYPE_CHECKING:
+    from redflags.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 VIGNETTES = ROOT / "fixtures" / "vignettes"
@@ -89,24 +102,57 @@ def requests_bodies() -> tuple[list[bytes], int]:
 
 def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
     """Median time of an engine process's work for one call (decode, map, evaluate, render)."""
-    from redflags.service import engine_host
+    return in_process_by_store(bodies, rounds, {"none": None})["none"]
+
+
+def in_process_by_store(bodies: list[bytes], rounds: int, stores: dict[str, str | None]) -> dict[str, float]:
+    """``in_process_ms`` with each of ``stores`` (name -> location, None: no store), the call
+    with history read and the evaluation committed; the stores take turns call by call, so a
+    change of the machine's load weighs on all of them alike."""
     from redflags.service.cds.answer import CdsWork, answer, decode, pack
     from redflags.service.cds.prefetch import read_prefetch
     from redflags.service.cds.services import SERVICES
+    from redflags.state.stores import open_state
+    from redflags.stateful import Memory
 
-    pipeline = engine_host.start_here(None)
+    pipeline = _engine_pipeline()
+    memories = {
+        name: Memory(open_state(where), actor="bench") if where else None for name, where in stores.items()
+    }
     templates = SERVICES[SERVICE].prefetch
-    times: list[float] = []
-    for _ in range(rounds):
-        for body in bodies:
-            started = time.perf_counter()
-            call = decode(SERVICE, body)  # the HTTP process's part, then the engine's
-            given = read_prefetch(templates, call)
-            assert given.complete, "the bench prefetches everything"
-            work = CdsWork(call.hook_instance, call.patient_id, pack(given.found), False, "bench", NOW, False)
-            answer(pipeline, work)
-            times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    times: dict[str, list[float]] = {name: [] for name in stores}
+    try:
+        for _ in range(rounds):
+            for body in bodies:
+                for name, memory in memories.items():
+                    pipeline.memory = None
+                    if memory is not None:
+                        pipeline.remember(memory)
+                    started = time.perf_counter()
+                    call = decode(SERVICE, body)  # the HTTP process's part, then the engine's
+                    given = read_prefetch(templates, call)
+                    assert given.complete, "the bench prefetches everything"
+                    work = CdsWork(
+                        call.hook_instance, call.patient_id, pack(given.found), False, "bench", NOW, False
+                    )
+                    answer(pipeline, work)
+                    times[name].append(time.perf_counter() - started)
+    finally:
+        pipeline.memory = None
+        for memory in memories.values():
+            if memory is not None:
+                memory.store.close()
+    return {name: statistics.median(values) * 1000 for name, values in times.items()}
+
+
+@functools.cache
+def _engine_pipeline() -> Pipeline:
+    """This process as an engine process (once: the engine thread is chosen for good)."""
+    from redflags import logs
+    from redflags.service import engine_host
+
+    logs.configure("warning")  # not a line per alert raised in the store runs
+    return engine_host.start_here(None)
 
 
 def _free_port() -> int:
@@ -116,14 +162,21 @@ def _free_port() -> int:
 
 
 def _start(
-    workers: int, tmp: Path, state: bool = True, extra: tuple[str, ...] = ()
+    workers: int, tmp: Path, state: bool | str = True, extra: tuple[str, ...] = (), cwd: Path = ROOT
 ) -> tuple[subprocess.Popen, str]:
+    """One ``serve``; ``state``: True (a SQLite file in TMP), False (none) or a location to share."""
     port = _free_port()
+    stores = (
+        ["--no-state", "--feedback-db", str(tmp / "feedback.sqlite")]
+        if state is False
+        else ["--state", str(tmp / "state.sqlite")]
+        if state is True
+        else ["--state", state]
+    )
     cmd = [sys.executable, "-m", "redflags.cli", "--log-level", "error", "serve", "--port", str(port),
            "--workers", str(workers), "--allow-unauthenticated", "--now", NOW_TEXT,
-           "--feedback-db", str(tmp / "feedback.sqlite"),
-           *(["--no-state"] if not state else ["--state", str(tmp / "state.sqlite")]), *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None)
+           *stores, *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -164,8 +217,9 @@ def _answer(sock: socket.socket, pending: bytes) -> tuple[int, bytes]:
     return status, rest[length:]
 
 
-def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
-    """``clients`` threads, each one kept-alive connection sending calls back to back.
+def load(urls: str | list[str], bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
+    """``clients`` threads, each one kept-alive connection sending calls back to back; with
+    several URLs (replicas), client ``n`` calls ``urls[n % len(urls)]`` (round-robin).
 
     Raw sockets and prebuilt requests, not an HTTP library: the load generator shares the two
     cores with the service, and http.client cost 0.45 ms of CPU per call (requests more).
@@ -174,8 +228,8 @@ def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[l
     errors = 0
     lock = threading.Lock()
     stop = time.monotonic() + seconds
-    port = int(url.rsplit(":", 1)[1])
-    prepared = [_request(port, body) for body in bodies]
+    ports = [int(url.rsplit(":", 1)[1]) for url in ([urls] if isinstance(urls, str) else urls)]
+    prepared = {port: [_request(port, body) for body in bodies] for port in ports}
 
     def client(index: int) -> None:
         nonlocal errors
@@ -183,10 +237,11 @@ def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[l
         bad = 0
         i = index
         pending = b""
+        port = ports[index % len(ports)]
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while time.monotonic() < stop:
-                request = prepared[i % len(prepared)]
+                request = prepared[port][i % len(bodies)]
                 i += clients
                 started = time.perf_counter()
                 sock.sendall(request)
@@ -210,6 +265,78 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+@dataclass(frozen=True)
+class Run:
+    """The figures of one configuration under load."""
+
+    calls: int
+    seconds: float
+    errors: int
+    p50: float
+    p99: float
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    @classmethod
+    def of(cls, latencies: list[float], errors: int, seconds: float) -> Run:
+        return cls(len(latencies), seconds, errors, _pct(latencies, 0.50), _pct(latencies, 0.99))
+
+
+def measure(
+    replicas: int, state: str, workers: int, bodies: list[bytes], clients: int, seconds: float, tmp: Path
+) -> Run:
+    """``replicas`` serve processes sharing ``state`` (each from its own folder) under load."""
+    started: list[subprocess.Popen] = []
+    urls: list[str] = []
+    try:
+        for n in range(replicas):
+            cwd = tmp / f"replica-{n}"
+            cwd.mkdir()
+            proc, url = _start(workers, tmp, state, cwd=cwd)
+            started.append(proc)
+            urls.append(url)
+        load(urls, bodies, clients, 2.0)  # warm-up: every worker has compiled its rules
+        latencies, errors = load(urls, bodies, clients, seconds)
+    finally:
+        for proc in started:
+            proc.terminate()
+            proc.wait(timeout=15)
+    return Run.of(latencies, errors, seconds)
+
+
+def compare_replicas(args: argparse.Namespace, bodies: list[bytes]) -> None:
+    """One replica on SQLite, then ``--replicas`` on ``--state``, at the same load: ratios."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_file = str(Path(tmp) / "state.sqlite")
+        medians = in_process_by_store(bodies, 5, {"none": None, "sqlite": sqlite_file, "shared": args.state})
+        cost = {name: medians[name] - medians["none"] for name in ("sqlite", "shared")}
+        runs = {}
+        for name, count, where in (("sqlite", 1, sqlite_file), ("shared", args.replicas, args.state)):
+            folder = Path(tmp) / name
+            folder.mkdir()
+            runs[name] = measure(count, where, args.workers, bodies, args.clients, args.seconds, folder)
+    base, shared = runs["sqlite"], runs["shared"]
+    label = f"{args.replicas} replicas on {_scheme(args.state)}"
+    print(f"clients {args.clients}, workers {args.workers} per replica, {args.seconds:g} s each")
+    for name, run, store_ms in (
+        ("1 replica on SQLite", base, cost["sqlite"]),
+        (label, shared, cost["shared"]),
+    ):
+        print(f"{name:>28}: {run.rate:6.0f} calls/s  p50 {run.p50:6.1f} ms  p99 {run.p99:6.1f} ms  "
+              f"store {store_ms:5.2f} ms/call  errors {run.errors}")  # fmt: skip
+    print(f"{label} / 1 replica on SQLite: calls/s {shared.rate / base.rate:.2f}x, "
+          f"p50 {shared.p50 / base.p50:.2f}x, p99 {shared.p99 / base.p99:.2f}x, "
+          f"store cost per call {cost['shared'] / max(cost['sqlite'], 1e-3):.2f}x")  # fmt: skip
+
+
+def _scheme(state: str) -> str:
+    return "PostgreSQL" if state.startswith(("postgresql://", "postgres://")) else "one SQLite file"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,10 +347,21 @@ def main() -> None:
     parser.add_argument(
         "--no-state", action="store_true", help="Serve without patient history (no state store writes)."
     )
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="Serve processes sharing --state (see above)."
+    )
+    parser.add_argument(
+        "--state", help="With --replicas: the state they share (postgresql:// URL or a file)."
+    )
     args = parser.parse_args()
+    if bool(args.replicas) != bool(args.state):
+        parser.error("--replicas and --state go together")
 
     bodies, per_call = requests_bodies()
     print(f"{len(bodies)} distinct calls, ~{per_call} resources each, {os.cpu_count()} cores")
+    if args.replicas:
+        compare_replicas(args, bodies)
+        return
     inproc = in_process_ms(bodies)
     import tempfile
 
