@@ -109,7 +109,9 @@ class Database:
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
                 "application_name": f"redflags-{kind}",
             },
-            reconnect_timeout=0,  # keep trying to reconnect: never give the pool up for good
+            # a failed connection is not retried in the background with a growing backoff: the
+            # next call that needs one connects, so calls work again as soon as the server is back
+            reconnect_timeout=0,
             name=f"redflags-{kind}",
         )
 
