@@ -12,7 +12,9 @@ own instant over HTTP, order-sign's drafts) reads and never deletes. Each patien
 snapshot and committed with the sequence number it saw; when another process committed the
 same tenant's patient in between, the commit is refused and the evaluation done again on what
 is stored now (``MAX_ATTEMPTS``), so concurrent calls cannot raise one alert twice or bring a
-withdrawn one back.
+withdrawn one back. An evaluation that commits holds the store's ``patient_lock`` from read to
+commit, so evaluations of one patient on several hosts (PostgreSQL) take turns instead of
+being done again.
 
 ``redflags.pipeline.Pipeline`` holds an optional ``Memory`` and is the one that evaluates: this
 module never calls the engine, it is handed the pipeline's evaluation of one patient.
@@ -139,7 +141,11 @@ class Memory:
         """``_patient`` again while other processes commit the same patient in between."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return self._patient(mapped, sent, now, evaluate, metas, actor, commit, tenant)
+                if not commit:  # a what-if only reads: nobody waits for it
+                    return self._patient(mapped, sent, now, evaluate, metas, actor, commit, tenant)
+                # read -> evaluate -> commit of one patient, one process or host at a time
+                with self.store.patient_lock(mapped.pid, tenant=tenant):
+                    return self._patient(mapped, sent, now, evaluate, metas, actor, commit, tenant)
             except StaleRead:
                 log.info("evaluation_repeated", attempt=attempt, reason="patient changed meanwhile")
         raise StateStoreError(f"a patient was changed by other evaluations {MAX_ATTEMPTS} times; try again")

@@ -1,4 +1,5 @@
-"""Where a site's stores are: one location, its three files, and what is not a location (a URL).
+"""Where a site's stores are: one location, its three files or one database URL, and what is
+not a location (a URL of another kind).
 
 ``redflags.state.stores`` opens them; this module only names them (a leaf: every store module
 may import it to refuse a URL before SQLite would take it for a file name).
@@ -21,21 +22,45 @@ FEEDBACK_FILE = "redflags-feedback.sqlite"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
+#: URL schemes of a database that holds every store of a site (``redflags.state.postgres_*``).
+DATABASE_SCHEMES = ("postgresql", "postgres")
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+_PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+
+
 class UnsupportedLocation(StateStoreError):
-    """A store location this version cannot open (a URL): one line."""
+    """A store location this version cannot open (a URL of another kind): one line."""
 
 
 def looks_like_url(text: str | Path) -> bool:
     return isinstance(text, str) and _URL.match(text) is not None
 
 
+def is_database_url(text: str | Path) -> bool:
+    """A ``postgresql://`` (or ``postgres://``) URL: every store lives in that database."""
+    return looks_like_url(text) and str(text).split(":", 1)[0].lower() in DATABASE_SCHEMES
+
+
+def redact(url: str) -> str:
+    """The URL with its password (``user:password@``, ``?password=``) replaced by ``***``."""
+    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+
+
 def check_location(text: str | Path, what: str = "store") -> None:
-    """Refuse a URL before anything could take it for a file name (and create ``postgresql:/``)."""
+    """Refuse a URL that is not a database URL before anything could take it for a file name
+    (and create ``sqlite:/``)."""
+    if looks_like_url(text) and not is_database_url(text):
+        check_file(text, what)
+
+
+def check_file(text: str | Path, what: str = "store") -> None:
+    """Refuse every URL: for a store that can only be a file (``--feedback-db``, ``--jti-db``)."""
     if looks_like_url(text):
         scheme = str(text).split(":", 1)[0]
+        supported = " or ".join(f"{s}://" for s in DATABASE_SCHEMES)
         raise UnsupportedLocation(
-            f"{what} {str(text).split('@')[-1]!r}: a {scheme}:// URL; this redflags keeps its "
-            "stores in SQLite files (give a file path)"
+            f"{what} {redact(str(text))!r}: a {scheme}:// URL; give a file path, or a {supported} URL "
+            "to --state"
         )
 
 
@@ -47,11 +72,16 @@ def default_folder() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class StorePaths:
-    """The three files of one location."""
+    """The three files of one location, or one database URL (a ``str``) for all three."""
 
-    state: Path
-    feedback: Path
-    jti: Path
+    state: Path | str
+    feedback: Path | str
+    jti: Path | str
+
+    @property
+    def database(self) -> str | None:
+        """The database URL when the stores live in one (``--state postgresql://...``)."""
+        return self.state if isinstance(self.state, str) else None
 
     @classmethod
     def resolve(
@@ -63,10 +93,21 @@ class StorePaths:
         folder: Path | None = None,
     ) -> StorePaths:
         """Each file as named, else beside the state file; the state file as named, else in
-        ``folder`` (default ``default_folder()``). URLs are refused (``UnsupportedLocation``)."""
+        ``folder`` (default ``default_folder()``). A database URL as state holds all three
+        (naming a feedback or jti file as well is refused); other URLs are refused
+        (``UnsupportedLocation``)."""
+        if state is not None and is_database_url(state):
+            for text, what in ((feedback, "--feedback-db"), (jti, "--jti-db")):
+                if text is not None and text != state:
+                    raise UnsupportedLocation(
+                        f"{what} {redact(str(text))!r}: with a database URL as --state every store lives "
+                        "in that database; drop it"
+                    )
+            url = str(state)
+            return cls(state=url, feedback=url, jti=url)
         for text, what in ((state, "state store"), (feedback, "feedback store"), (jti, "jti store")):
             if text is not None:
-                check_location(text, what)
+                check_file(text, what)
         state_path = Path(state) if state is not None else (folder or default_folder()) / STATE_FILE
         beside = state_path.parent
         return cls(

@@ -20,6 +20,7 @@ new state, so no alert is raised twice and none withdrawn comes back.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -34,6 +35,16 @@ DEFAULT_TENANT = "default"
 
 class StateStoreError(Exception):
     """The store cannot be opened, read or written; the message is one line naming the file."""
+
+
+class StoreUnavailable(Exception):
+    """Any store's database cannot be reached now (connection refused or lost, the server
+    restarting, no pooled connection within the wait): the call may succeed later, so the
+    service answers 503, never 500. Raised as one of the subclasses below."""
+
+
+class StateStoreUnavailable(StateStoreError, StoreUnavailable):
+    """The state store's database is unreachable for now (``StoreUnavailable``)."""
 
 
 class NoStateStore(StateStoreError):
@@ -183,6 +194,13 @@ class StateStore(Protocol):
         """History, ledger and sequence number of one patient, read in one transaction."""
         ...
 
+    def patient_lock(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> AbstractContextManager[None]:
+        """Held across one evaluation (snapshot -> evaluate -> commit) of ``patient``, so that
+        evaluations of one patient by several processes or hosts run one after the other
+        instead of being refused (``StaleRead``) and done again. The ``seen`` check of
+        ``commit`` stays what makes them correct; the lock makes them cheap."""
+        ...
+
     def tenants(self, patient: str | None = None) -> dict[str, int]:
         """Every tenant with stored rows (of ``patient`` only, if given), and how many patients
         it has history, alerts, transitions or outbox items for."""
@@ -277,6 +295,10 @@ Outcome = Literal["accepted", "overridden"]
 
 class FeedbackStoreError(Exception):
     """The store cannot be opened or written; the message is one line for a person."""
+
+
+class FeedbackStoreUnavailable(FeedbackStoreError, StoreUnavailable):
+    """The feedback store's database is unreachable for now (``StoreUnavailable``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ import orjson
 import structlog
 
 from redflags.state import sqlite_file
+from redflags.state.keyed_lock import KeyedLocks
 from redflags.state.model import (
     DEFAULT_TENANT,
     ActiveAlert,
@@ -249,6 +250,7 @@ class SqliteStateStore:
         self._conn = conn
         self._lock = threading.RLock()
         self._closed = False
+        self._patients = KeyedLocks()
         self.path = path
 
     # -- opening --------------------------------------------------------------------------
@@ -327,6 +329,12 @@ class SqliteStateStore:
             active = _active(conn, tenant, patient)
             seq = _seq(conn, tenant, patient)
         return Snapshot(facts, active, seq)
+
+    def patient_lock(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> AbstractContextManager[None]:
+        """Threads of this process evaluate one patient in turn. Across processes on the file
+        no lock is held through an evaluation (it would stop every other writer): ``commit``'s
+        sequence check refuses the later of two and it is evaluated again (``StaleRead``)."""
+        return self._patients.hold((tenant, patient))
 
     def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> int:
         """Also drops the patient's commit number, so an evaluation that read before fails to commit."""

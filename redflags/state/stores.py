@@ -12,15 +12,16 @@ one writer per file: the jti store writes on every authenticated call and the fe
 on every call that shows a card; in one file each would queue behind every evaluation's
 commit. The three also differ in durability (jti and state: fsync per commit; shown cards:
 not). And the files of the release before this one open as they are, nothing is moved (old
-schemas are migrated forward in place, ``sqlite_file``). A networked database (issue 14)
-keeps all three in one database named by one URL; until then a URL is refused, never taken
-for a file name.
+schemas are migrated forward in place, ``sqlite_file``). A ``postgresql://`` URL (issue 14)
+keeps all three in that one database, shared by every host (``postgres_*``); any other URL is
+refused, never taken for a file name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redflags.state import sqlite_file
 from redflags.state.feedback import KEEP_S, SqliteFeedbackStore
@@ -33,10 +34,23 @@ from redflags.state.location import (
     UnsupportedLocation,
     check_location,
     default_folder,
+    is_database_url,
     looks_like_url,
+    redact,
 )
-from redflags.state.model import FeedbackStore, FeedbackStoreError, JtiStore, StateStore, StateStoreError
+from redflags.state.model import (
+    FeedbackStore,
+    FeedbackStoreError,
+    JtiStore,
+    StateStore,
+    StateStoreError,
+    StateStoreUnavailable,
+    StoreUnavailable,
+)
 from redflags.state.sqlite_store import SqliteStateStore
+
+if TYPE_CHECKING:
+    from redflags.state.postgres_feedback import PostgresFeedbackStore
 
 __all__ = [
     "FEEDBACK_FILE",
@@ -47,11 +61,13 @@ __all__ = [
     "UnsupportedLocation",
     "check_location",
     "default_folder",
+    "is_database_url",
     "looks_like_url",
     "open_feedback",
     "open_jti",
     "open_state",
     "open_stores",
+    "redact",
 ]
 
 
@@ -72,34 +88,51 @@ class Stores:
 
 
 def open_state(path: str | Path, *, create: bool = True) -> StateStore:
-    """The state store at ``path`` (the SQLite one; a URL is refused)."""
+    """The state store at ``path``: a SQLite file, or the database of a ``postgresql://`` URL."""
     check_location(path, "state store")
+    if is_database_url(path):
+        from redflags.state.postgres_state import PostgresStateStore  # psycopg only for a URL
+
+        return PostgresStateStore.open(str(path))
     return SqliteStateStore.open(path, create=create)
 
 
 def open_feedback(path: str | Path, *, create: bool = True, keep_s: int = KEEP_S) -> FeedbackStore:
-    """The feedback store at ``path``, keeping shown cards ``keep_s`` seconds."""
+    """The feedback store at ``path`` (file or database URL), keeping shown cards ``keep_s`` seconds."""
     check_location(path, "feedback store")
-    store = SqliteFeedbackStore.open(path, create=create)
+    store: SqliteFeedbackStore | PostgresFeedbackStore
+    if is_database_url(path):
+        from redflags.state.postgres_feedback import PostgresFeedbackStore
+
+        store = PostgresFeedbackStore.open(str(path))
+    else:
+        store = SqliteFeedbackStore.open(path, create=create)
     store.keep_s = keep_s
     return store
 
 
 def open_jti(path: str | Path) -> JtiStore:
     check_location(path, "jti store")
+    if is_database_url(path):
+        from redflags.state.postgres_jti import PostgresJtiStore
+
+        return PostgresJtiStore.open(str(path))
     return SqliteJtiStore(Path(path))
 
 
 def open_stores(location: str | Path | StorePaths | None = None, *, stateless: bool = False) -> Stores:
     """Open (creating what is missing) the three stores of ``location``: a ``StorePaths``, a
-    state file (the others beside it) or None (``default_folder()``, made owner-only).
+    state file (the others beside it), a database URL (all three in it) or None
+    (``default_folder()``, made owner-only).
 
-    Anything wrong is one ``StateStoreError`` line (a URL: ``UnsupportedLocation``); nothing
-    stays open when one of the three fails.
+    Anything wrong is one ``StateStoreError`` line (a URL of another kind:
+    ``UnsupportedLocation``; a database that cannot be reached: ``StateStoreUnavailable``);
+    nothing stays open when one of the three fails.
     """
     paths = location if isinstance(location, StorePaths) else StorePaths.resolve(location)
-    for folder in {paths.state.parent, paths.feedback.parent, paths.jti.parent}:
-        sqlite_file.make_folder(folder)
+    for where in {paths.state, paths.feedback, paths.jti}:
+        if isinstance(where, Path):
+            sqlite_file.make_folder(where.parent)
     opened: list[object] = []
     try:
         state = None if stateless else open_state(paths.state)
@@ -110,7 +143,8 @@ def open_stores(location: str | Path | StorePaths | None = None, *, stateless: b
     except (FeedbackStoreError, JtiStoreError) as exc:
         for store in opened:
             getattr(store, "close", lambda: None)()
-        raise StateStoreError(" ".join(str(exc).split())) from None
+        kind = StateStoreUnavailable if isinstance(exc, StoreUnavailable) else StateStoreError
+        raise kind(" ".join(str(exc).split())) from None
     except StateStoreError:
         for store in opened:
             getattr(store, "close", lambda: None)()
