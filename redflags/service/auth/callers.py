@@ -31,6 +31,7 @@ from redflags.service.auth.trusted_clients import ClientsError, TrustedClients
 from redflags.service.http.errors import UNAUTHORIZED
 from redflags.service.settings import ServiceSettings
 from redflags.state.jti import JtiStoreError
+from redflags.state.model import StoreUnavailable
 from redflags.state.stores import UnsupportedLocation, open_jti
 
 log = structlog.get_logger("redflags.service.auth")
@@ -143,6 +144,8 @@ async def _verified_client(request: Request, auth: Authenticator, token: str) ->
         return await to_thread.run_sync(auth.verifier.verify, token, audience(request, auth.public_urls))
     except Refused as exc:
         raise _refuse(request, exc.reason, exc.iss) from None
+    except StoreUnavailable:  # the jti store's database is down: 503 (catch_all), not the caller's fault
+        raise
     except Exception as exc:  # fail closed; the message could quote token parts, so type only
         raise _refuse(request, f"error {type(exc).__name__}") from None
 

@@ -40,11 +40,11 @@ from redflags.service.cds.request import CdsRequest, CdsRequestError
 from redflags.service.cds.services import SERVICES, CdsService, discovery_document
 from redflags.service.engine_host import call
 from redflags.service.http.body import media_type_problem
-from redflags.service.http.catch_all import error_response
+from redflags.service.http.catch_all import ANSWERED, error_response
 from redflags.service.http.outcome import outcome
 from redflags.service.settings import ServiceSettings
 from redflags.state.feedback import ShownCard
-from redflags.workers.pool import EnginePool, EngineUnavailable, UnsendableInput
+from redflags.workers.pool import EnginePool
 
 log = structlog.get_logger("redflags.service.cds")
 router = APIRouter(tags=["CDS Hooks 2.0"])
@@ -172,7 +172,7 @@ async def call_service(
     except PrefetchUnavailable as exc:
         log.info("cds_prefetch_unavailable", service=service.id, reason=exc.detail)
         return _error(412, str(exc), "incomplete")
-    except (EngineUnavailable, UnsendableInput, RecursionError) as exc:
+    except ANSWERED as exc:
         return error_response(request.scope, exc)  # 503 + Retry-After, or 422: as catch_all
     await _record_shown(request, service.id, answered.issued, client)
     log.info(

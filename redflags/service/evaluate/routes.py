@@ -43,9 +43,9 @@ from redflags.service.evaluate.input import (
     check_media_type,
     read_body,
 )
-from redflags.service.http.catch_all import error_response
+from redflags.service.http.catch_all import ANSWERED, error_response
 from redflags.service.http.outcome import FHIR_JSON, FhirResponse, outcome
-from redflags.workers.pool import EnginePool, EngineUnavailable, UnsendableInput
+from redflags.workers.pool import EnginePool
 
 __all__ = ["WHAT_IF", "evaluate_body", "router"]
 
@@ -133,8 +133,8 @@ async def evaluate_operation(
         code = _STATUS_CODES.get(exc.status, "invalid")
         refusal = outcome(exc.message, code, expression=_paths(exc.expression))
         return FhirResponse(refusal, status_code=exc.status)
-    except (EngineUnavailable, UnsendableInput, RecursionError) as exc:
-        return error_response(request.scope, exc)  # engines busy or replaced: 503; too deep: 422
+    except ANSWERED as exc:  # engines busy or replaced, database unreachable: 503; too deep: 422
+        return error_response(request.scope, exc)
     except Exception as exc:  # a bug, not the sender's fault: no message (it may name patients)
         log.error("evaluate_failed", error=type(exc).__name__, at=_where(exc))
         return FhirResponse(outcome("evaluation failed (server error)", "exception"), status_code=500)

@@ -3,7 +3,9 @@
 An exception no endpoint turned into an answer becomes an OperationOutcome here: the FHIR
 media type under ``/fhir``, plain JSON elsewhere (the shape the CDS endpoints use for their own
 errors). Its message is not sent or logged (it may quote patient data): the type and the line
-where it was raised are logged. Known failures of the engine pool get their own status.
+where it was raised are logged. Known failures of the engine pool get their own status, and so
+does a store whose database cannot be reached now (``StoreUnavailable``: 503, the call may be
+made again; the message, which names the database host, stays in the log).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redflags.service.http.outcome import FHIR_JSON, outcome
+from redflags.state.model import StoreUnavailable
 from redflags.workers.pool import EngineBusy, EngineUnavailable, UnsendableInput
 
 log = structlog.get_logger("redflags.service")
@@ -26,9 +29,12 @@ log = structlog.get_logger("redflags.service")
 ANSWERS: tuple[tuple[type[BaseException], int, str, str | None], ...] = (
     (EngineBusy, 503, "transient", None),
     (EngineUnavailable, 503, "transient", None),
+    (StoreUnavailable, 503, "transient", "the service's database cannot be reached now: call again"),
     (UnsendableInput, 422, "too-costly", None),
     (RecursionError, 422, "too-costly", "the data is nested too deeply to be evaluated"),
 )
+#: What the routes hand to ``error_response`` themselves (every other exception is a bug: 500).
+ANSWERED = (EngineUnavailable, UnsendableInput, RecursionError, StoreUnavailable)
 #: Seconds a client is asked to wait before calling again after a 503.
 RETRY_AFTER_S = 1
 
