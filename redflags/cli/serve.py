@@ -85,12 +85,12 @@ class SetupRefused(click.ClickException):
 @click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
 @click.option(
     "--feedback-db",
-    type=StorePath(str, database=False),
+    type=StorePath(str),
     help=f"SQLite file of CDS Hooks feedback. Default: {FEEDBACK_FILE} beside the state store.",
 )
 @click.option(
     "--jti-db",
-    type=StorePath(str, database=False),
+    type=StorePath(str),
     help=f"SQLite file of the CDS client JWT ids already used (replay guard, with --clients). "
     f"Default: {JTI_FILE} beside the state store.",
 )
