@@ -4,8 +4,9 @@ The three stores (state, feedback, jti) open through ``sqlite_file.open_versione
 files, WAL, ``synchronous=FULL``, a busy timeout, a versioned schema migrated forward; the jti
 store's path is named by its caller, never guessed; ``open_stores`` opens all three of one
 location; ``redflags serve`` keeps them in the user's state directory, never the working
-directory; a URL given as a store path is one line and exit 2, never a folder called
-``postgresql:``.
+directory; a URL of a kind redflags does not open, given as a store path, is one line and exit
+2, never a folder called ``sqlite:`` (a ``postgresql://`` URL opens a database:
+tests/test_pg_cli.py).
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ URL_CASES = {
         "--port",
         "1",
         "--state",
-        "postgresql://u:pw@db/rf",
+        "mysql://u:pw@db/rf",
     ),
     "serve --feedback-db": (
         "serve",
@@ -263,10 +264,10 @@ URL_CASES = {
         "sqlite://f.db",
     ),
     "serve --jti-db": ("serve", "--allow-unauthenticated", "--port", "1", "--jti-db", "x://"),
-    "replay --state": ("replay", ".", "--state", "postgresql://u:pw@db/rf"),
-    "outbox status --state": ("outbox", "status", "--state", "postgresql://u:pw@db/rf"),
+    "replay --state": ("replay", ".", "--state", "mysql://u:pw@db/rf"),
+    "outbox status --state": ("outbox", "status", "--state", "mysql://u:pw@db/rf"),
     "history tenants --state": ("history", "tenants", "--state", "sqlite://state.db"),
-    "feedback report --db": ("feedback", "report", "--db", "postgresql://u:pw@db/rf"),
+    "feedback report --db": ("feedback", "report", "--db", "mysql://u:pw@db/rf"),
 }
 
 
@@ -281,14 +282,14 @@ def test_a_url_given_as_a_store_path_is_one_line_and_exit_2(name: str, tmp_path:
 
 
 def test_a_url_in_the_environment_is_refused_too(tmp_path: Path) -> None:
-    done = run(tmp_path, "outbox", "status", env={"REDFLAGS_STATE": "postgresql://db/rf"})
+    done = run(tmp_path, "outbox", "status", env={"REDFLAGS_STATE": "mysql://db/rf"})
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
     assert tree(tmp_path) == []
 
 
 def test_the_store_factories_refuse_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for url in ("postgresql://db/rf", "sqlite://state.db"):
+    for url in ("mysql://db/rf", "sqlite://state.db"):
         with pytest.raises(UnsupportedLocation, match="URL"):
             open_state(url)
         with pytest.raises(UnsupportedLocation, match="URL"):

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from redflags.cli.state_options import STATE_ENV, LocationRefused, StorePath
 from redflags.state.feedback import FeedbackReport, FeedbackStoreError, ReasonCount
-from redflags.state.location import FEEDBACK_FILE, StorePaths, UnsupportedLocation
+from redflags.state.location import FEEDBACK_FILE, StorePaths, UnsupportedLocation, redact
 from redflags.state.stores import open_feedback
 
 
@@ -34,16 +34,28 @@ def feedback_group() -> None:
     help="The feedback database (`redflags serve --feedback-db`). Default: serve's, the "
     f"{FEEDBACK_FILE} beside ${STATE_ENV} or in the user's state directory.",
 )
+@click.option(
+    "--state",
+    "state",
+    type=StorePath(),
+    help="Read the feedback kept with this state store: the file beside it, or (a postgresql:// URL) "
+    "that database, where every replica records its cards and feedback.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def report_command(db_path: Path | None, fmt: str) -> None:
+def report_command(db_path: Path | str | None, state: Path | str | None, fmt: str) -> None:
     """Per rule: cards shown, accepted, overridden, with no feedback, and the override reasons.
 
     Card counts are distinct cards (a card may be reported more than once, and both accepted and
     overridden); "items" counts every feedback item. Feedback on card uuids the service never
     recorded is counted apart, as unknown cards. The database is only read.
     """
+    if db_path is None and state is not None:
+        try:
+            db_path = StorePaths.resolve(state).feedback
+        except UnsupportedLocation as exc:
+            raise LocationRefused(str(exc)) from None
     db_path = db_path or _default_db()
-    if not db_path.is_file():  # a typo must not read as "no feedback yet"
+    if isinstance(db_path, Path) and not db_path.is_file():  # a typo must not read as "no feedback yet"
         missing = click.ClickException(f"no feedback database at {db_path} (serve creates one)")
         missing.exit_code = 2
         raise missing
@@ -54,12 +66,12 @@ def report_command(db_path: Path | None, fmt: str) -> None:
         finally:
             store.close()
     except FeedbackStoreError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
+        raise click.ClickException(redact(" ".join(str(exc).split()))) from None
     if fmt == "json":
         sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
         return
-    _print_table(report, db_path)
+    _print_table(report, db_path if isinstance(db_path, Path) else where_of(db_path))
 
 
 def _reason(reason: ReasonCount) -> str:
@@ -67,7 +79,14 @@ def _reason(reason: ReasonCount) -> str:
     return f"{label}: {reason.cards}"
 
 
-def _default_db() -> Path:
+def where_of(url: str) -> str:
+    """``host:port/dbname`` of a database URL (never its user or password), for the table's title."""
+    from redflags.state.postgres_db import where
+
+    return where(url)
+
+
+def _default_db() -> Path | str:
     """Where ``redflags serve`` keeps feedback by default; the working directory's file, where
     the release before kept it, while it is the only one (deprecated, said on stderr)."""
     state = os.environ.get(STATE_ENV) or None
@@ -76,7 +95,7 @@ def _default_db() -> Path:
     except UnsupportedLocation as exc:
         raise LocationRefused(str(exc)) from None
     legacy = Path(FEEDBACK_FILE)
-    if not path.is_file() and legacy.is_file():
+    if isinstance(path, Path) and not path.is_file() and legacy.is_file():
         click.echo(
             f"reading ./{FEEDBACK_FILE} (deprecated default: pass --db, or move it to {path})", err=True
         )
@@ -84,7 +103,7 @@ def _default_db() -> Path:
     return path
 
 
-def _print_table(report: FeedbackReport, db_path: Path) -> None:
+def _print_table(report: FeedbackReport, db_path: Path | str) -> None:
     table = Table(title=f"redflags feedback ({db_path})", show_footer=True)
     rules = report.rules
     totals = {

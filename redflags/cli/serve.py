@@ -12,13 +12,21 @@ from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
 from redflags import config
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
-from redflags.cli.state_options import STATE_ENV, StorePath
+from redflags.cli.state_options import STATE_ENV, LocationRefused, StorePath
 from redflags.delivery.outbox_loop import outbox_auth
 from redflags.service.auth.callers import NO_PUBLIC_URL, Authenticator, AuthSetupError, public_url_problem
 from redflags.service.http.listener import AnnouncingServer, listen
 from redflags.service.http.protocol import guarded_protocol
 from redflags.service.settings import MAX_TOKEN_LIFETIME_S, ServiceSettings
-from redflags.state.location import FEEDBACK_FILE, JTI_FILE, STATE_FILE, StorePaths, default_folder
+from redflags.state.location import (
+    FEEDBACK_FILE,
+    JTI_FILE,
+    STATE_FILE,
+    StorePaths,
+    UnsupportedLocation,
+    default_folder,
+    redact,
+)
 from redflags.state.model import StateStoreError
 from redflags.state.stores import open_stores
 
@@ -91,7 +99,8 @@ class SetupRefused(click.ClickException):
     "state_path",
     envvar=STATE_ENV,
     type=StorePath(str),
-    help="State store: patient history across calls, alert ledger, outbox (SQLite). Default: "
+    help="State store: patient history across calls, alert ledger, outbox: a SQLite file, or a "
+    "postgresql:// URL shared by replicas (feedback and jti then live in that database too). Default: "
     f"${STATE_ENV}, else {STATE_FILE} in the user's state directory, here {default_folder()} "
     "(made owner-only; never the working directory).",
 )
@@ -277,16 +286,19 @@ def serve_command(
     if fhir_server and no_state:
         raise click.UsageError("--fhir-server needs the state store (its outbox): drop --no-state")
     listener = listen(host, port)  # bound first: a port in use is one line, before anything starts
-    paths = _store_paths(state_path, feedback_db, jti_db)
+    try:
+        paths = _store_paths(state_path, feedback_db, jti_db)
+    except UnsupportedLocation as exc:
+        raise LocationRefused(str(exc)) from None
     try:  # create the databases (and their schemas) once, before the engines race for them
         open_stores(paths, stateless=no_state).close()
     except StateStoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(redact(str(exc))) from None
     log.info(
         "state_store",
-        path=str(paths.state),
-        feedback=str(paths.feedback),
-        jti=str(paths.jti),
+        path=redact(str(paths.state)),
+        feedback=redact(str(paths.feedback)),
+        jti=redact(str(paths.jti)),
         kept=not no_state,
     )
     if allow_unauthenticated:

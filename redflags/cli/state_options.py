@@ -1,6 +1,7 @@
 """The state options ``replay`` shares with ``outbox`` and ``history``.
 
-The state store (``--state FILE`` or ``$REDFLAGS_STATE``) holds the patient history, the alert
+The state store (``--state FILE|URL`` or ``$REDFLAGS_STATE``: a SQLite file or a
+``postgresql://`` URL) holds the patient history, the alert
 ledger and the outbox; ``--fhir-server URL`` is where the outbox delivers, with the bearer
 token of ``--fhir-token-file``, ``$REDFLAGS_FHIR_TOKEN`` or ``--fhir-token`` (the first two keep it
 out of the process list).
@@ -24,7 +25,7 @@ import click
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
 from redflags.delivery.sender import Round
 from redflags.state import stores
-from redflags.state.location import UnsupportedLocation, check_location
+from redflags.state.location import UnsupportedLocation, check_file, check_location, is_database_url, redact
 from redflags.state.model import DEFAULT_TENANT, NoStateStore, StateStore
 from redflags.state.sqlite_store import StateStoreError
 from redflags.state.tenant_view import TenantView
@@ -46,18 +47,23 @@ class LocationRefused(click.ClickException):
 
 
 class StorePath(click.Path):
-    """A store's file: a URL (``postgresql://...``) is refused with one line, never taken for a
-    file name (which made a folder called ``postgresql:``)."""
+    """A store's file, or (``database``) a ``postgresql://`` URL, kept as the string it is. Any
+    other URL is refused with one line, never taken for a file name (which made a folder called
+    ``postgresql:``)."""
 
-    def __init__(self, path_type: type[Any] | None = Path) -> None:
+    def __init__(self, path_type: type[Any] | None = Path, *, database: bool = True) -> None:
         super().__init__(dir_okay=False, path_type=path_type)
+        self.database = database
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str):  # before Path() folds "://" into ":/"
+            what = param.opts[0] if param and param.opts else "store"
             try:
-                check_location(value, param.opts[0] if param and param.opts else "store")
+                (check_location if self.database else check_file)(value, what)
             except UnsupportedLocation as exc:
                 raise LocationRefused(str(exc)) from None
+            if is_database_url(value):
+                return value
         return super().convert(value, param, ctx)
 
 
@@ -68,7 +74,8 @@ def state_option(required: bool = False) -> Decorator:
         envvar=STATE_ENV,
         required=required,
         type=StorePath(),
-        help=f"State file: patient history, alert ledger, outbox (SQLite). Default: ${STATE_ENV}.",
+        help="State store: patient history, alert ledger, outbox: a SQLite file, or a postgresql:// URL "
+        f"(shared by several hosts). Default: ${STATE_ENV}.",
     )
 
 
@@ -125,15 +132,16 @@ class MissingStore(click.ClickException):
     exit_code = 2
 
 
-def open_state(path: Path, *, create: bool = False) -> StateStore:
-    """Open an existing store; ``create`` (replay, serve): make it, saying so on stderr."""
-    new = create and not path.exists()
+def open_state(path: Path | str, *, create: bool = False) -> StateStore:
+    """Open an existing store; ``create`` (replay, serve): make it, saying so on stderr. A
+    database URL is always there (its tables are made when missing); its password is never shown."""
+    new = create and isinstance(path, Path) and not path.exists()
     try:
         store = stores.open_state(path, create=create)
     except NoStateStore as exc:
         raise MissingStore(str(exc)) from None
     except StateStoreError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
+        raise click.ClickException(redact(" ".join(str(exc).split()))) from None
     if new:
         click.echo(f"created state store at {path}", err=True)
     return store
