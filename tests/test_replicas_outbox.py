@@ -23,7 +23,7 @@ from redflags.state.stores import open_state
 
 from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401 (pytest fixture)
 from .replica_calls import cards, replica_args, week
-from .replica_harness import running_replicas, shared_state  # noqa: F401 (pytest fixture)
+from .replica_harness import running_replicas
 
 BOUND_S = 60
 LEASE_S = 2
@@ -104,7 +104,7 @@ def proxies(fhir_server: FhirServer) -> Iterator[tuple[FirstSendHeld, list[Holdi
 
 def test_three_replicas_one_killed_mid_delivery_each_alert_reaches_the_server_once(
     tmp_path: Path,
-    shared_state: str,  # noqa: F811
+    pg_url: str,
     fhir_server: FhirServer,  # noqa: F811
     proxies: tuple[FirstSendHeld, list[HoldingProxy]],
 ) -> None:
@@ -112,7 +112,7 @@ def test_three_replicas_one_killed_mid_delivery_each_alert_reaches_the_server_on
     patients = [f"outbox-{i}" for i in range(3)]
     per_replica = [("--fhir-server", p.url) for p in holding]
     args = replica_args(tmp_path, "--outbox-lease", str(LEASE_S))
-    with running_replicas(tmp_path, 3, shared_state, *args, per_replica=per_replica) as replicas:
+    with running_replicas(tmp_path, 3, pg_url, *args, per_replica=per_replica) as replicas:
         for i, patient in enumerate(patients):  # Monday at one replica, Wednesday at the next
             monday, wednesday = week(patient)
             assert cards(replicas[i].url, monday) == []
@@ -122,8 +122,8 @@ def test_three_replicas_one_killed_mid_delivery_each_alert_reaches_the_server_on
         replicas.kill(gate.holder)  # mid-delivery: the server has it, the outbox does not know
         survivors = [i for i in range(3) if i != gate.holder]
         deadline = time.monotonic() + BOUND_S
-        while not all_delivered(shared_state, len(patients)):
-            assert time.monotonic() < deadline, f"not delivered: {counts(shared_state)}"
+        while not all_delivered(pg_url, len(patients)):
+            assert time.monotonic() < deadline, f"not delivered: {counts(pg_url)}"
             time.sleep(0.2)
         delivered = [e for i in survivors for e in replicas.events(i) if e["event"] == "delivered"]
         assert len(delivered) == len(patients)  # the killed replica's item too, by a survivor

@@ -1,9 +1,10 @@
 """Two and three ``redflags serve`` replicas, each from its own working directory, share one memory.
 
-Real processes on loopback ports, one ``--state`` (a PostgreSQL database; also one SQLite file,
-several processes on one host): history written through one replica is read by the next, the
-ledger raises an alert once however the calls are spread, a JWT id used at one replica is
-refused at every other, and feedback from all of them is in one report.
+Real processes on loopback ports, one ``--state``: a PostgreSQL database (tests/pg_server), and
+for the concurrent evaluations also one SQLite file several processes on one host share.
+History written through one replica is read by the next, the ledger raises an alert once however
+the calls are spread or raced, a JWT id used at one replica is refused at every other, and
+feedback from all of them is in one report.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from redflags.state.stores import FEEDBACK_FILE, open_state
+from redflags.state.stores import open_state
 
 from .replica_calls import GBS, cards, cds_call, feedback, jwt_for, replica_args, week
 from .replica_harness import running_replicas, shared_state  # noqa: F401 (pytest fixture)
@@ -37,22 +36,31 @@ def ledger(state: str, patient: str) -> tuple[list[str], list[str]]:
         store.close()
 
 
-@pytest.mark.parametrize("count", [2, 3])
-def test_monday_at_one_replica_wednesday_at_the_next_raises_guillain_barre(
-    tmp_path: Path,
-    shared_state: str,  # noqa: F811
-    count: int,
-) -> None:
-    with running_replicas(tmp_path, count, shared_state, *replica_args(tmp_path)) as replicas:
-        for start in range(count):  # every replica writes a Monday another one reads
+def test_three_replicas_share_history_ledger_jwt_ids_and_feedback(tmp_path: Path, pg_url: str) -> None:
+    """Monday through one replica, Wednesday through the next: Guillain-Barré raised once, its
+    card known at the third; a JWT used at one replica refused at the two others; feedback sent
+    to a replica other than the one that showed the card, all in one report."""
+    with running_replicas(tmp_path, 3, pg_url, *replica_args(tmp_path)) as replicas:
+        shown = []
+        for start in range(3):  # every replica writes a Monday another one reads
             monday, wednesday = week(f"gbs-{start}")
             assert cards(replicas[start].url, monday) == []
-            (card,) = cards(replicas[(start + 1) % count].url, wednesday)
+            (card,) = cards(replicas[(start + 1) % 3].url, wednesday)
             assert card["indicator"] == "critical" and "Guillain" in card["summary"]
-            (again,) = cards(replicas[(start + 2) % count].url, wednesday)  # known there too
+            (again,) = cards(replicas[(start + 2) % 3].url, wednesday)  # known there too
             assert again["summary"] == card["summary"]
-    for start in range(count):
-        assert ledger(shared_state, f"gbs-{start}") == (["raised"], [GBS])
+            shown += [card["uuid"], again["uuid"]]
+            assert feedback(replicas[start].url, card["uuid"]).status_code == 200
+        credential, (newcomer, _) = jwt_for("/cds-services/redflags-patient-view"), week("jti-1")
+        assert cds_call(replicas[0].url, newcomer, credential).status_code == 200
+        for other in (1, 2):
+            refused = cds_call(replicas[other].url, newcomer, credential)
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["resourceType"] == "OperationOutcome"
+    for start in range(3):
+        assert ledger(pg_url, f"gbs-{start}") == (["raised"], [GBS])
+    (row,) = [r for r in report(pg_url)["rules"] if r["rule"] == GBS]
+    assert (row["shown"], row["accepted"]) == (len(set(shown)), 3)
 
 
 def test_concurrent_evaluations_of_one_patient_raise_once_and_lose_no_history(
@@ -93,31 +101,10 @@ def test_concurrent_evaluations_of_one_patient_raise_once_and_lose_no_history(
         assert ledger(shared_state, patient) == (["raised"], [GBS])
 
 
-def test_a_jwt_used_at_one_replica_is_refused_at_the_others_and_feedback_is_one_report(
-    tmp_path: Path,
-    shared_state: str,  # noqa: F811
-) -> None:
-    with running_replicas(tmp_path, 3, shared_state, *replica_args(tmp_path)) as replicas:
-        monday, wednesday = week("jti-1")
-        credential = jwt_for("/cds-services/redflags-patient-view")
-        assert cds_call(replicas[0].url, monday, credential).status_code == 200
-        for other in (1, 2):
-            refused = cds_call(replicas[other].url, monday, credential)
-            assert refused.status_code == 401, refused.text
-            assert refused.json()["resourceType"] == "OperationOutcome"
-        shown = [cards(replicas[i].url, wednesday)[0]["uuid"] for i in (1, 2)]  # a card at each
-        assert feedback(replicas[2].url, shown[0]).status_code == 200  # feedback at another replica
-        assert feedback(replicas[0].url, shown[1]).status_code == 200
-    (row,) = [r for r in report(shared_state)["rules"] if r["rule"] == GBS]
-    assert (row["shown"], row["accepted"]) == (2, 2)
-
-
 def report(state: str) -> dict[str, Any]:
-    """``redflags feedback report`` over the shared location (its feedback store)."""
-    beside = str(Path(state).parent / FEEDBACK_FILE)
-    where = ["--state", state] if "://" in state else ["--db", beside]
+    """``redflags feedback report --state URL``: every replica's cards and feedback."""
     done = subprocess.run(
-        [sys.executable, "-m", "redflags.cli", "feedback", "report", *where, "--format", "json"],
+        [sys.executable, "-m", "redflags.cli", "feedback", "report", "--state", state, "--format", "json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
