@@ -132,3 +132,7 @@ def test_a_database_restart_under_load_is_503_then_recovered(tmp_path: Path, pg_
         assert json.loads(refused.body)["resourceType"] == "OperationOutcome", refused
         assert refused.kind == "feedback" or refused.retry_after == "1"
     assert after  # recovered by itself: both replicas kept running, nobody restarted them
+    logged = replicas.events()
+    told = [e["detail"] for e in logged if e["event"] == "store_unavailable"]
+    assert told and all(f"127.0.0.1:{pg_server.port}/" in t for t in told)  # which database
+    assert not any("outage-1" in line for s in replicas.services for line in s.log().splitlines())

@@ -42,6 +42,8 @@ RETRY_AFTER_S = 1
 def error_response(scope: Scope, exc: BaseException) -> JSONResponse:
     """The JSON answer for an exception no endpoint handled."""
     status, code, message = 500, "exception", "internal server error"
+    if isinstance(exc, StoreUnavailable):  # for the operator: which database (never a password)
+        log.warning("store_unavailable", error=type(exc).__name__, detail=str(exc))
     for kind, kind_status, kind_code, text in ANSWERS:
         if isinstance(exc, kind):
             status, code, message = kind_status, kind_code, text or str(exc)
