@@ -34,6 +34,9 @@ from redflags.state.feedback import SqliteFeedbackStore
 from redflags.state.jti import SqliteJtiStore
 from redflags.state.location import StorePaths, UnsupportedLocation
 from redflags.state.model import ShownCard
+from redflags.state.postgres_feedback import PostgresFeedbackStore
+from redflags.state.postgres_jti import PostgresJtiStore
+from redflags.state.postgres_state import PostgresStateStore
 from redflags.state.sqlite_store import SqliteStateStore
 from redflags.state.stores import open_feedback, open_state, open_stores
 
@@ -137,12 +140,15 @@ IMPLEMENTATIONS = [
     (model.StateStore, SqliteStateStore),
     (model.FeedbackStore, SqliteFeedbackStore),
     (model.JtiStore, SqliteJtiStore),
+    (model.StateStore, PostgresStateStore),
+    (model.FeedbackStore, PostgresFeedbackStore),
+    (model.JtiStore, PostgresJtiStore),
 ]
 
 
 @pytest.mark.parametrize(("protocol", "implementation"), IMPLEMENTATIONS, ids=lambda x: x.__name__)
-def test_each_sqlite_store_implements_its_protocol_in_model(protocol: type, implementation: type) -> None:
-    """Every method of the protocol, with the same parameters: what a PostgreSQL twin must offer."""
+def test_each_store_implements_its_protocol_in_model(protocol: type, implementation: type) -> None:
+    """Every method of the protocol, with the same parameters, on SQLite and PostgreSQL alike."""
     wanted = {n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")}
     assert wanted
     for name in wanted:

@@ -2,6 +2,8 @@
 
 ``model`` holds the interfaces (``StateStore``, ``FeedbackStore``, ``JtiStore``) and records;
 ``sqlite_store``, ``feedback`` and ``jti`` the embedded SQLite implementations, all opened
-through ``sqlite_file``; ``location`` names where a site's stores are and ``stores`` opens
-them (``open_stores``). A networked database adds implementations of the same protocols.
+through ``sqlite_file``; ``postgres_state``, ``postgres_feedback`` and ``postgres_jti`` the
+networked ones, shared by several hosts, opened through ``postgres_db`` (psycopg is imported
+only for a ``postgresql://`` URL); ``location`` names where a site's stores are and ``stores``
+opens them (``open_stores``).
 """

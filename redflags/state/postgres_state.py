@@ -211,10 +211,12 @@ class PostgresStateStore:
 
     def snapshot(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> Snapshot:
         with self._read() as conn:
-            facts = _facts(conn, tenant, patient)
-            active = _active(conn, tenant, patient)
-            seq = _seq(conn, tenant, patient)
-        return Snapshot(facts, active, seq)
+            with conn.pipeline():  # the three reads in one round trip
+                facts = conn.execute(_FACTS, (tenant, patient))
+                active = conn.execute(_ACTIVE, (tenant, patient))
+                seq = conn.execute(_SEQ, (tenant, patient))
+            stored, ledger = _facts_of(facts.fetchall()), _active_of(active.fetchall())
+            return Snapshot(stored, ledger, _seq_of(seq.fetchone()))
 
     def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> int:
         with self._write() as conn:
@@ -296,18 +298,16 @@ class PostgresStateStore:
         except orjson.JSONEncodeError as exc:
             raise StateStoreError(f"{self.path}: cannot store evaluation: {_one_line(exc)}") from None
         key = (tenant, patient)
-        ids: list[int] = []
         with self._write() as conn:
-            conn.execute(f"SELECT pg_advisory_xact_lock({_PATIENT_KEY})", key)
-            row = conn.execute(
-                "INSERT INTO patient_seq (tenant, patient, seq) VALUES (%s, %s, 1) "
-                "ON CONFLICT (tenant, patient) DO UPDATE SET seq = patient_seq.seq + 1 RETURNING seq",
-                key,
-            ).fetchone()
-            seq = int(row[0]) if row else 1
-            if evaluated.seen is not None and seq != evaluated.seen + 1:
-                raise StaleRead(f"{self.path}: the patient changed after this evaluation read it")
-            with conn.cursor() as cur:
+            # one round trip: every statement is sent at once (pipeline), the sequence number
+            # checked after; a stale read then rolls the whole transaction back
+            with conn.pipeline(), conn.cursor() as cur:
+                conn.execute(f"SELECT pg_advisory_xact_lock({_PATIENT_KEY})", key)
+                bumped = conn.execute(
+                    "INSERT INTO patient_seq (tenant, patient, seq) VALUES (%s, %s, 1) "
+                    "ON CONFLICT (tenant, patient) DO UPDATE SET seq = patient_seq.seq + 1 RETURNING seq",
+                    key,
+                )
                 for ref, rows in facts:
                     cur.execute(
                         "DELETE FROM fact WHERE tenant = %s AND patient = %s AND ref = %s", (*key, ref)
@@ -326,15 +326,19 @@ class PostgresStateStore:
                     "reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [(*key, *row) for row in transitions],
                 )
-                for rule, change, bundle in deliveries:
-                    cur.execute(
+                added = [
+                    conn.execute(
                         "INSERT INTO outbox (tenant, patient, rule, change, bundle, status, attempts, "
                         "next_attempt, created) VALUES (%s, %s, %s, %s, %s, 'pending', 0, 0, %s) "
                         "RETURNING id",
                         (*key, rule, change, bundle, now),
                     )
-                    ids.append(int(cast(tuple[int], cur.fetchone())[0]))
-        return ids
+                    for rule, change, bundle in deliveries
+                ]
+            row = bumped.fetchone()
+            if evaluated.seen is not None and (row is None or int(row[0]) != evaluated.seen + 1):
+                raise StaleRead(f"{self.path}: the patient changed after this evaluation read it")
+            return [int(cast(tuple[int], item.fetchone())[0]) for item in added]
 
     # -- outbox ---------------------------------------------------------------------------
     def due(self, now: int, limit: int = 100, *, tenant: str | None = None) -> list[Delivery]:
@@ -586,26 +590,29 @@ def _record_events(
     )
 
 
-def _facts(conn: psycopg.Connection[Any], tenant: str, patient: str) -> dict[str, list[Fact]]:
-    rows = conn.execute(
-        "SELECT ref, body FROM fact WHERE tenant = %s AND patient = %s ORDER BY id", (tenant, patient)
-    ).fetchall()
+_FACTS = "SELECT ref, body FROM fact WHERE tenant = %s AND patient = %s ORDER BY id"
+_ACTIVE = 'SELECT rule, body FROM active_alert WHERE tenant = %s AND patient = %s ORDER BY rule COLLATE "C"'
+_SEQ = "SELECT seq FROM patient_seq WHERE tenant = %s AND patient = %s"
+
+
+def _facts_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Fact]]:
     found: dict[str, list[Fact]] = {}
     for ref, body in rows:
         found.setdefault(ref, []).append(orjson.loads(body))
     return found
 
 
-def _active(conn: psycopg.Connection[Any], tenant: str, patient: str) -> dict[str, ActiveAlert]:
-    rows = conn.execute(
-        'SELECT rule, body FROM active_alert WHERE tenant = %s AND patient = %s ORDER BY rule COLLATE "C"',
-        (tenant, patient),
-    ).fetchall()
+def _active_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, ActiveAlert]:
     return {rule: _alert(bytes(body)) for rule, body in rows}
 
 
-def _seq(conn: psycopg.Connection[Any], tenant: str, patient: str) -> int:
-    row = conn.execute(
-        "SELECT seq FROM patient_seq WHERE tenant = %s AND patient = %s", (tenant, patient)
-    ).fetchone()
+def _seq_of(row: tuple[Any, ...] | None) -> int:
     return int(row[0]) if row else 0
+
+
+def _facts(conn: psycopg.Connection[Any], tenant: str, patient: str) -> dict[str, list[Fact]]:
+    return _facts_of(conn.execute(_FACTS, (tenant, patient)).fetchall())
+
+
+def _active(conn: psycopg.Connection[Any], tenant: str, patient: str) -> dict[str, ActiveAlert]:
+    return _active_of(conn.execute(_ACTIVE, (tenant, patient)).fetchall())
