@@ -307,30 +307,44 @@ def measure(
 
 
 def compare_replicas(args: argparse.Namespace, bodies: list[bytes]) -> None:
-    """One replica on SQLite, then ``--replicas`` on ``--state``, at the same load: ratios."""
+    """One replica on SQLite, one on ``--state``, then ``--replicas`` on it, at the same load;
+    each as ratios to the first (the middle one tells the store's share from the replicas')."""
     import tempfile
 
+    scheme = _scheme(args.state)
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_file = str(Path(tmp) / "state.sqlite")
         medians = in_process_by_store(bodies, 5, {"none": None, "sqlite": sqlite_file, "shared": args.state})
-        cost = {name: medians[name] - medians["none"] for name in ("sqlite", "shared")}
-        runs = {}
-        for name, count, where in (("sqlite", 1, sqlite_file), ("shared", args.replicas, args.state)):
-            folder = Path(tmp) / name
+        configs = (
+            ("1 replica on SQLite", 1, sqlite_file, medians["sqlite"] - medians["none"]),
+            (f"1 replica on {scheme}", 1, args.state, medians["shared"] - medians["none"]),
+            (
+                f"{args.replicas} replicas on {scheme}",
+                args.replicas,
+                args.state,
+                medians["shared"] - medians["none"],
+            ),
+        )
+        runs = []
+        for n, (name, count, where, store_ms) in enumerate(configs):
+            folder = Path(tmp) / f"config-{n}"
             folder.mkdir()
-            runs[name] = measure(count, where, args.workers, bodies, args.clients, args.seconds, folder)
-    base, shared = runs["sqlite"], runs["shared"]
-    label = f"{args.replicas} replicas on {_scheme(args.state)}"
+            runs.append(
+                (
+                    name,
+                    measure(count, where, args.workers, bodies, args.clients, args.seconds, folder),
+                    store_ms,
+                )
+            )
     print(f"clients {args.clients}, workers {args.workers} per replica, {args.seconds:g} s each")
-    for name, run, store_ms in (
-        ("1 replica on SQLite", base, cost["sqlite"]),
-        (label, shared, cost["shared"]),
-    ):
+    _, base, base_store = runs[0]
+    for name, run, store_ms in runs:
         print(f"{name:>28}: {run.rate:6.0f} calls/s  p50 {run.p50:6.1f} ms  p99 {run.p99:6.1f} ms  "
               f"store {store_ms:5.2f} ms/call  errors {run.errors}")  # fmt: skip
-    print(f"{label} / 1 replica on SQLite: calls/s {shared.rate / base.rate:.2f}x, "
-          f"p50 {shared.p50 / base.p50:.2f}x, p99 {shared.p99 / base.p99:.2f}x, "
-          f"store cost per call {cost['shared'] / max(cost['sqlite'], 1e-3):.2f}x")  # fmt: skip
+    for name, run, store_ms in runs[1:]:
+        store_ratio = store_ms / max(base_store, 1e-3)
+        print(f"{name} / {runs[0][0]}: calls/s {run.rate / base.rate:.2f}x, p50 {run.p50 / base.p50:.2f}x, "
+              f"p99 {run.p99 / base.p99:.2f}x, store cost per call {store_ratio:.2f}x")  # fmt: skip
 
 
 def _scheme(state: str) -> str:
