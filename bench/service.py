@@ -13,8 +13,9 @@ measured in this process. Target: p99 <= 50 ms at 8 concurrent clients on a 2-co
 ``--replicas N --state URL``: N ``serve`` processes (each from its own working directory) share
 the state at URL (``postgresql://...``, or a SQLite file several processes share), the clients
 spread over them round-robin; in the same run, at the same load, one replica on a SQLite file
-is measured first and one replica on URL next, and the figures are printed as ratios to the first. The per-call store cost is the
-in-process median of the same call with the store minus without (read history, commit).
+is measured first and one replica on URL next, and the figures are printed as ratios to the
+first. The per-call store cost is the in-process median of the same call with the store minus
+without (read history, commit).
 
     python -m bench.service                     # 8 clients, 2 workers, 20 s
     python -m bench.service --clients 16 --workers 1 --seconds 10
