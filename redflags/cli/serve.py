@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -360,12 +363,8 @@ def serve_command(
         timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
     server = AnnouncingServer(server_config)
-    folder = tempfile.mkdtemp(prefix="redflags-metrics-")  # this run's only: no stale counts
-    metrics.enable(folder)  # before the engine processes start: they inherit it
-    try:
+    with _metrics_folder():
         server.run(sockets=[listener])
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     if not server.started:  # the app failed to start (its error is logged): as uvicorn.run does
         raise SystemExit(3)
 
@@ -393,6 +392,27 @@ def _store_paths(state: str | None, feedback: str | None, jti: str | None) -> St
             log.warning("jti_store_beside_feedback", path=str(legacy), detail="deprecated: pass --jti-db")
             paths = StorePaths(paths.state, paths.feedback, legacy)
     return paths
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """This run's metric folder (``redflags.metrics``): made before the engine processes start
+    (they inherit its name), removed at exit, SIGTERM included (uvicorn ends with it re-raised:
+    the handler here removes the folder, then dies of it as before)."""
+    folder = tempfile.mkdtemp(prefix="redflags-metrics-")  # this run's only: no stale counts
+
+    def remove_then_die(signum: int, _frame: object) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, remove_then_die)
+    metrics.enable(folder)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _metrics_token(value: str | None, path: Path | None) -> str | None:
