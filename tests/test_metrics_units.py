@@ -3,6 +3,8 @@ oldest item, the FHIR client's retry hook, and metrics off outside ``serve``."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 
@@ -17,6 +19,7 @@ from redflags.state.sqlite_store import SqliteStateStore
 
 from .cli_helpers import run
 from .fetch_servers import RawServer, answer_json
+from .service_harness import ROOT
 
 
 @pytest.mark.parametrize(
@@ -112,3 +115,18 @@ def test_a_metrics_token_given_twice_is_one_line_and_exit_2(tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "--metrics-token-file" in proc.stderr and "abc\n" not in proc.stderr
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_service_exposes() -> None:
+    dashboard = json.loads((ROOT / "examples" / "grafana-dashboard.json").read_text())
+    exposed = set()
+    for module in ("redflags/metrics.py", "redflags/service/metrics.py"):
+        exposed |= set(re.findall(r'"(redflags_[a-z_]+)"', (ROOT / module).read_text()))
+    queried = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"redflags_[a-z_]+", target["expr"])
+    }
+    assert queried and queried <= exposed, queried - exposed
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"${DS_PROMETHEUS}"}  # asked on import
