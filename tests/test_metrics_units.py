@@ -130,3 +130,40 @@ def test_the_grafana_dashboard_queries_only_metrics_the_service_exposes() -> Non
     }
     assert queried and queried <= exposed, queried - exposed
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"${DS_PROMETHEUS}"}  # asked on import
+
+
+#: Run in a process of its own: metrics on (as ``serve`` does), the app in-process, its feedback
+#: store closed under it; then a store error escaping an engine call. Prints /metrics' text.
+_STORE_ERRORS = """
+import sys, requests
+from pathlib import Path
+from redflags import metrics
+metrics.enable(sys.argv[2])
+from redflags.service.app import create_app
+from redflags.service.settings import ServiceSettings
+from redflags.state.model import StateStoreError
+from tests.service_harness import serving_app
+app = create_app(ServiceSettings(allow_unauthenticated=True, feedback_db=sys.argv[1]))
+body = {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": "2025-12-06T10:00:00Z"}]}
+with serving_app(app) as url:
+    app.state.feedback_store.close()
+    answer = requests.post(f"{url}/cds-services/redflags-patient-view/feedback", json=body, timeout=30)
+    assert answer.status_code == 503, answer.text
+    try:
+        with metrics.evaluation("answer"):
+            raise StateStoreError("state.sqlite: disk I/O error")
+    except StateStoreError:
+        pass
+    print(requests.get(f"{url}/metrics", timeout=30).text)
+"""
+
+
+def test_store_errors_are_counted_by_store(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _STORE_ERRORS, str(tmp_path / "feedback.sqlite"), str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'redflags_store_errors_total{store="feedback"} 1.0' in proc.stdout
+    assert 'redflags_store_errors_total{store="state"} 1.0' in proc.stdout
+    assert 'redflags_evaluation_seconds_count{call="answer"} 1.0' in proc.stdout
