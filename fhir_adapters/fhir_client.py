@@ -222,7 +222,10 @@ class FhirClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
+        on_retry: Callable[[int | None], None] | None = None,
     ) -> None:
+        """``on_retry(status)``: told before each request sent again (the caller counts them)."""
+        self.on_retry = on_retry
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self.timeout_s = timeout_s
@@ -274,6 +277,8 @@ class FhirClient:
                 log.info(
                     "fhir_retry", request=where, status=error.status, attempt=attempt, wait_s=round(wait, 2)
                 )
+                if self.on_retry is not None:
+                    self.on_retry(error.status)
                 self._sleep(wait)
         finally:
             error = None  # no cycle error -> traceback -> this frame: the body is freed with the error

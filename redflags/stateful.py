@@ -30,7 +30,7 @@ import structlog
 
 from engine.alert import Alert
 from fhir_adapters.facts import PatientFacts, upgraded
-from redflags import lifecycle
+from redflags import lifecycle, metrics
 from redflags.logs import patient_token
 from redflags.state.model import (
     DEFAULT_TENANT,
@@ -195,6 +195,7 @@ class Memory:
                 tier=transition.tier,
                 patient=patient_token(mapped.pid),
             )
+            metrics.alert_transition(transition.rule, transition.tier, transition.change)
         return Remembered(alerts, future, over, list(plan.transitions), ids, len(earlier), rendered)
 
     def tenant_of(self, tenant: str | None) -> str:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -10,14 +15,14 @@ import structlog
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
-from redflags import config
-from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
+from redflags import config, metrics
+from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option, read_token_file
 from redflags.cli.state_options import STATE_ENV, LocationRefused, StorePath
 from redflags.delivery.outbox_loop import outbox_auth
 from redflags.service.auth.callers import NO_PUBLIC_URL, Authenticator, AuthSetupError, public_url_problem
 from redflags.service.http.listener import AnnouncingServer, listen
 from redflags.service.http.protocol import guarded_protocol
-from redflags.service.settings import MAX_TOKEN_LIFETIME_S, ServiceSettings
+from redflags.service.settings import MAX_TOKEN_LIFETIME_S, METRICS_TOKEN_ENV, ServiceSettings
 from redflags.state.location import (
     FEEDBACK_FILE,
     JTI_FILE,
@@ -233,6 +238,17 @@ class SetupRefused(click.ClickException):
     type=click.IntRange(1),
     help="Facts per patient handed to the engine, history included; over it the most recent are kept.",
 )
+@click.option(
+    "--metrics-token",
+    envvar=METRICS_TOKEN_ENV,
+    help="Bearer token GET /metrics requires (default: /metrics is open; it names no patient). "
+    f"Visible in ps: better ${METRICS_TOKEN_ENV} or --metrics-token-file.",
+)
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the /metrics bearer token (kept out of the process list).",
+)
 def serve_command(
     host: str,
     port: int,
@@ -269,6 +285,8 @@ def serve_command(
     max_connections: int,
     max_resources: int,
     max_facts_per_patient: int,
+    metrics_token: str | None,
+    metrics_token_file: Path | None,
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -344,6 +362,7 @@ def serve_command(
         max_connections=max_connections,
         max_resources=max_resources,
         max_facts_per_patient=max_facts_per_patient,
+        metrics_token=_metrics_token(metrics_token, metrics_token_file),
     )
     try:  # check the files now: a mistake ends serve with one line, not N worker tracebacks
         Authenticator.from_settings(settings)
@@ -366,7 +385,8 @@ def serve_command(
         timeout_graceful_shutdown=shutdown_grace,  # type: ignore[arg-type]  # declared int, any number works
     )
     server = AnnouncingServer(server_config)
-    server.run(sockets=[listener])
+    with _metrics_folder():
+        server.run(sockets=[listener])
     if not server.started:  # the app failed to start (its error is logged): as uvicorn.run does
         raise SystemExit(3)
 
@@ -394,6 +414,42 @@ def _store_paths(state: str | None, feedback: str | None, jti: str | None) -> St
             log.warning("jti_store_beside_feedback", path=str(legacy), detail="deprecated: pass --jti-db")
             paths = StorePaths(paths.state, paths.feedback, legacy)
     return paths
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """This run's metric folder (``redflags.metrics``): made before the engine processes start
+    (they inherit its name), removed at exit, SIGTERM included (uvicorn ends with it re-raised:
+    the handler here removes the folder, then dies of it as before)."""
+    folder = tempfile.mkdtemp(prefix="redflags-metrics-")  # this run's only: no stale counts
+
+    def remove_then_die(signum: int, _frame: object) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, remove_then_die)
+    metrics.enable(folder)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _metrics_token(value: str | None, path: Path | None) -> str | None:
+    """``--metrics-token`` (or its env variable) or ``--metrics-token-file``: one of them."""
+    source = click.get_current_context().get_parameter_source("metrics_token")
+    if value and source == click.core.ParameterSource.COMMANDLINE:
+        log.warning("metrics_token_on_command_line", detail=f"visible in ps: use ${METRICS_TOKEN_ENV}")
+    if path is None:
+        return value or None
+    if value:
+        raise click.UsageError("give --metrics-token (or $REDFLAGS_METRICS_TOKEN) or --metrics-token-file")
+    try:
+        return read_token_file(path)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="--metrics-token-file") from None
 
 
 def _origins(texts: tuple[str, ...]) -> tuple[str, ...]:

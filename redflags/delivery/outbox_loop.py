@@ -20,8 +20,9 @@ from anyio import to_thread
 
 from fhir_adapters.fhir_client import Auth, FhirClient
 from fhir_adapters.smart_auth import server_auth
+from redflags import metrics
 from redflags.delivery.sender import DELIVERED_KEEP_S, deliver_due, purge
-from redflags.state.model import StateStore
+from redflags.state.model import StateStore, StateStoreError
 from redflags.state.stores import open_state
 
 log = structlog.get_logger("redflags.service.outbox")
@@ -77,7 +78,7 @@ class OutboxWorker:
         """A running worker when the service has a state store and a FHIR server, else None."""
         if not (settings.state and settings.fhir_server):
             return None
-        client = FhirClient(settings.fhir_server, auth=outbox_auth(settings))
+        client = FhirClient(settings.fhir_server, auth=outbox_auth(settings), on_retry=metrics.fhir_retry)
         keep_s = settings.delivered_keep_days * 86_400
         return cls(open_state(settings.state), client, keep_s, settings.outbox_lease_s)
 
@@ -87,6 +88,8 @@ class OutboxWorker:
                 await to_thread.run_sync(self._pass)
             except Exception as exc:  # a store or client bug must not end deliveries for good
                 log.error("outbox_pass_failed", error=type(exc).__name__)
+                if isinstance(exc, StateStoreError):
+                    metrics.store_error("state")
             await asyncio.sleep(INTERVAL_S)
 
     def _pass(self) -> None:
@@ -95,6 +98,7 @@ class OutboxWorker:
             self._purged_at = now
             purge(self.store, int(now), self.keep_s)
         done = deliver_due(self.store, self.client, int(now), lease=self.lease_s, stop=self._stopping)
+        metrics.outbox_pass(done.delivered, done.retried, done.failed)
         if done.delivered or done.failed or done.retried:
             log.info("outbox_pass", delivered=done.delivered, failed=done.failed, retried=done.retried)
         reasons = {k: n for k, n in done.by_reason().items() if k != CONFIG_REASON}

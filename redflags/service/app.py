@@ -26,7 +26,11 @@ from redflags.service.http.body import BodyReadDeadline
 from redflags.service.http.catch_all import CatchAll
 from redflags.service.http.limits import BodySizeLimit
 from redflags.service.http.request_log import RequestLog
+from redflags.service.metrics import RequestMetrics
+from redflags.service.metrics import router as metrics_route
+from redflags.service.readiness import router as readiness
 from redflags.service.settings import ServiceSettings
+from redflags.state.stores import open_state
 from redflags.workers.pool import quiet_gc
 from rulesets import RULES
 
@@ -48,6 +52,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             deadline_s=settings.call_deadline_s,
         )
         app.state.feedback_store = feedback.open_store(settings)
+        # this process's own handle: /readyz pings it, /metrics reads the outbox's counts
+        app.state.state_store = open_state(settings.state) if settings.state else None
         outbox = OutboxWorker.start(settings)
         try:
             await app.state.engines.start()
@@ -59,6 +65,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outbox.stop(), settings.shutdown_grace_s)
             app.state.feedback_store.close()
+            if app.state.state_store is not None:
+                app.state.state_store.close()
             await app.state.engines.close()
 
     app = FastAPI(
@@ -82,6 +90,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
 
+    app.add_middleware(RequestMetrics)  # every answer counted, by route template
     app.add_middleware(RequestLog)  # outermost: every answer, CORS and 413 included, is logged
 
     app.include_router(cds.router)
@@ -99,11 +108,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if engines["ready"] else 503)
 
-    @app.get("/readyz", tags=["operations"])
-    async def readyz(request: Request) -> JSONResponse:
-        """Readiness for a load balancer: the engines' state, 503 while a call could not be served."""
-        engines = request.app.state.engines.health()
-        return JSONResponse({"engines": engines}, status_code=200 if engines["ready"] else 503)
+    app.include_router(readiness)  # /readyz: stores reachable, engines serving
+    app.include_router(metrics_route)  # /metrics: Prometheus text, every process
 
     app.include_router(fhir_evaluate.router)
     http_errors.install(app)  # 401/404/405 as OperationOutcomes, not {"detail": ...}

@@ -16,7 +16,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import structlog
 
 from engine.host import run_engine_here
-from redflags import config
+from redflags import config, metrics
 from redflags.pipeline import Pipeline
 from redflags.service.http.limits import call_limits
 from redflags.state.stores import open_state
@@ -33,7 +33,8 @@ def hosted(fn: Callable[Concatenate[Pipeline, P], T], *args: P.args, **kwargs: P
     """``fn`` with this engine process's pipeline (what the pool runs for ``call``)."""
     if _pipeline is None:
         raise RuntimeError("not in an engine process")
-    return fn(_pipeline, *args, **kwargs)
+    with metrics.evaluation(fn.__name__):  # evaluation time, summed with the other processes'
+        return fn(_pipeline, *args, **kwargs)
 
 
 async def call(engines: EnginePool, fn: Callable[Concatenate[Pipeline, P], T], *args: object) -> T:

@@ -1,9 +1,10 @@
 """What ``redflags serve`` was asked to do, passed to the HTTP process as JSON in its environment.
 
-Secrets (``SECRET_FIELDS``: the write-back token) never enter that environment: every engine
-process inherits it, and ``/proc/<pid>/environ`` of each would show them. ``to_env`` keeps them
-in this process's memory instead, where ``from_env`` (the uvicorn factory, run in the same
-process by ``redflags serve``) finds them again; the token env variable is removed as well.
+Secrets (``SECRET_FIELDS``: the write-back token, the /metrics token) never enter that
+environment: every engine process inherits it, and ``/proc/<pid>/environ`` of each would show
+them. ``to_env`` keeps them in this process's memory instead, where ``from_env`` (the uvicorn
+factory, run in the same process by ``redflags serve``) finds them again; the tokens' env
+variables are removed as well.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from fhir_adapters.intake import DEFAULT_MAX_RESOURCES
 ENV = "REDFLAGS_SERVICE_SETTINGS"
 #: Environment variable an operator may give the write-back token in (read by the CLI).
 FHIR_TOKEN_ENV = "REDFLAGS_FHIR_TOKEN"
+#: Environment variable an operator may give the /metrics token in (read by the CLI).
+METRICS_TOKEN_ENV = "REDFLAGS_METRICS_TOKEN"
 #: Fields kept out of the environment (see the module docstring).
-SECRET_FIELDS = ("fhir_token",)
+SECRET_FIELDS = ("fhir_token", "metrics_token")
 #: Accepted JWT lifetime (``exp - iat``) by default: CDS Hooks tokens live about five minutes.
 MAX_TOKEN_LIFETIME_S = 300
 
@@ -68,6 +71,8 @@ class ServiceSettings:
     max_resources: int = DEFAULT_MAX_RESOURCES
     #: facts handed to the engine per patient, history included (redflags.pipeline.DEFAULT_MAX_FACTS)
     max_facts_per_patient: int = 10_000
+    #: bearer token GET /metrics requires (None: /metrics is open; it names no patient)
+    metrics_token: str | None = field(default=None, repr=False)
 
     def to_env(self) -> None:
         """Settings into the environment for the app factory; secrets stay in this process."""
@@ -75,6 +80,7 @@ class ServiceSettings:
         for name in SECRET_FIELDS:
             _secrets[name] = data.pop(name)
         os.environ.pop(FHIR_TOKEN_ENV, None)
+        os.environ.pop(METRICS_TOKEN_ENV, None)
         os.environ[ENV] = orjson.dumps(data).decode()
 
     def accepted_urls(self) -> tuple[str, ...]:

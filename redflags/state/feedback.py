@@ -118,6 +118,7 @@ class SqliteFeedbackStore:
         self._conn = conn
         self._lock = threading.RLock()  # _write holds it around _transaction
         self.path = path
+        self._identity = sqlite_file.identity(path)  # ping: still the file the path names
         self.keep_s = KEEP_S  # retention of shown cards and feedback (``purge``)
         self._purged_at: int | None = None
 
@@ -261,6 +262,10 @@ class SqliteFeedbackStore:
             """
         ).fetchone()
         return FeedbackReport(rules=summaries, unknown_cards=UnknownCards(*unknown))
+
+    def ping(self) -> None:
+        if problem := sqlite_file.ping(self._conn, self._lock, self.path, self._identity):
+            raise FeedbackStoreError(problem)
 
     def close(self) -> None:
         with self._lock:

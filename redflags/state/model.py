@@ -288,6 +288,15 @@ class StateStore(Protocol):
         """The outbox's audit trail, oldest first."""
         ...
 
+    # -- added for /readyz and /metrics (issue 14) --------------------------------------------
+    def ping(self) -> None:
+        """Return if the store can serve now, else raise ``StateStoreError`` (cheap: per probe)."""
+        ...
+
+    def oldest_pending(self) -> int | None:
+        """When (epoch seconds) the oldest pending outbox item was made; None if none (cheap)."""
+        ...
+
 
 # == feedback (``redflags.state.feedback`` tells what is kept and why) ===========================
 Outcome = Literal["accepted", "overridden"]
@@ -392,6 +401,10 @@ class FeedbackStore(Protocol):
     ) -> None: ...
 
     def report(self) -> FeedbackReport: ...
+
+    def ping(self) -> None:
+        """Return if the store can serve now, else raise ``FeedbackStoreError`` (for /readyz)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -211,3 +211,26 @@ def _stored_version(conn: sqlite3.Connection) -> int | None:
         return None
     rows = conn.execute("SELECT version FROM schema_version").fetchall()
     return rows[0][0] if len(rows) == 1 and isinstance(rows[0][0], int) else None
+
+
+def identity(path: Path) -> tuple[int, int]:
+    """What names the file a store opened (device, inode): ``ping`` compares it with the path's now."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def ping(
+    conn: sqlite3.Connection, lock: threading.Lock | threading.RLock, path: Path, opened: tuple[int, int]
+) -> str | None:
+    """Why the store cannot serve now (None: it can): the file gone, moved or replaced (writes
+    would go to a file nobody reads again), or the connection closed or unreadable."""
+    try:
+        if identity(path) != opened:
+            return f"{path}: the file was moved or replaced since the store opened it"
+        with lock:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except OSError as exc:
+        return f"{path}: {exc.strerror or type(exc).__name__}"
+    except sqlite3.Error as exc:
+        return f"{path}: {' '.join(str(exc).split()) or type(exc).__name__}"
+    return None

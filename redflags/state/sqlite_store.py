@@ -252,6 +252,7 @@ class SqliteStateStore:
         self._closed = False
         self._patients = KeyedLocks()
         self.path = path
+        self._identity = sqlite_file.identity(path)  # ping: still the file the path names
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -554,6 +555,20 @@ class SqliteStateStore:
         with self._read() as conn:
             rows = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox{where} ORDER BY id", args).fetchall()
             return [_delivery(row) for row in rows]
+
+    # -- operators (issue 14: /readyz, /metrics) -------------------------------------------
+    def ping(self) -> None:
+        if self._closed:
+            raise StateStoreError(f"{self.path}: state database is closed")
+        if problem := sqlite_file.ping(self._conn, self._lock, self.path, self._identity):
+            raise StateStoreError(problem)
+
+    def oldest_pending(self) -> int | None:
+        with self._read() as conn:  # outbox_status (status, id): the first pending row, no scan
+            row = conn.execute(
+                "SELECT created FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1"
+            ).fetchone()
+        return row[0] if row else None
 
     def close(self) -> None:
         with self._lock:

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
-from redflags import logs
+from redflags import logs, metrics
 
 T = TypeVar("T")
 log = structlog.get_logger("redflags.service.engine")
@@ -259,6 +259,8 @@ class EnginePool:
                 reply = await engine.exchange(data)
         except BaseException as exc:  # mid-frame, dead, stopped or late: it cannot be reused
             self._discard(engine)
+            timeout, failed = isinstance(exc, TimeoutError), isinstance(exc, Exception)
+            metrics.engine_restart("deadline" if timeout else "died" if failed else "cancelled")
             if isinstance(exc, TimeoutError):
                 log.error("engine_call_timeout", deadline_s=self.deadline_s, detail="killed and replaced")
                 raise EngineUnavailable(
@@ -283,9 +285,11 @@ class EnginePool:
                 while engine.process.returncode is not None:  # died while idle: replace, take another
                     log.error("engine_process_died", detail="while idle; replaced")
                     self._discard(engine)
+                    metrics.engine_restart("died")
                     engine = await self._idle.get()
         except TimeoutError:
             log.warning("engine_busy", deadline_s=self.deadline_s, waiting=self._waiting)
+            metrics.engine_busy()
             raise EngineBusy(
                 f"every engine process stayed busy for {self.deadline_s:g} s: try again"
             ) from None

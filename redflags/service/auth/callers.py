@@ -25,6 +25,7 @@ from anyio import to_thread
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from redflags import metrics
 from redflags.service.auth.client_jwt import ClientVerifier, Refused
 from redflags.service.auth.static_tokens import TOKEN_RE, StaticTokens, TokensError
 from redflags.service.auth.trusted_clients import ClientsError, TrustedClients
@@ -145,6 +146,7 @@ async def _verified_client(request: Request, auth: Authenticator, token: str) ->
     except Refused as exc:
         raise _refuse(request, exc.reason, exc.iss) from None
     except StoreUnavailable:  # the jti store's database is down: 503 (catch_all), not the caller's fault
+        metrics.store_error("jti")
         raise
     except Exception as exc:  # fail closed; the message could quote token parts, so type only
         raise _refuse(request, f"error {type(exc).__name__}") from None

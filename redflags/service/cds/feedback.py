@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, ValidationError, model_validator
 
+from redflags import metrics
 from redflags.service.auth.callers import cds_client
 from redflags.service.cds.services import SERVICES
 from redflags.service.http.body import media_type_problem
@@ -63,6 +64,7 @@ async def record_shown(request: Request, service_id: str, cards: Iterable[ShownC
         await to_thread.run_sync(store.record_cards, service_id, list(cards), shown_at)
     except FeedbackStoreError as exc:
         log.error("cards_not_recorded", service=service_id, error=str(exc))
+        metrics.store_error("feedback")
         return False
     return True
 
@@ -315,6 +317,7 @@ async def post_feedback(
         )
     except FeedbackStoreError as exc:
         log.error("feedback_not_stored", service=service_id, items=len(items), error=str(exc))
+        metrics.store_error("feedback")
         return outcome_response(
             503, "feedback could not be stored; nothing was kept, retry", "transient", path=request.url.path
         )
