@@ -120,12 +120,8 @@ def vocabulary(compiled: Compiled) -> Vocabulary:
             _walk_json(cond.pattern, None, found)
             for node in cond.cross:
                 _walk_node(node, found)
-    numbers = {
-        float(c) for r in reads.values() for c in r.get("v", ()) if isinstance(c, int | float)
-    }
-    ages = {
-        int(c) for r in reads.values() for a in _AGES for c in r.get(a, ()) if isinstance(c, int | float)
-    }
+    numbers = {float(c) for r in reads.values() for c in r.get("v", ()) if isinstance(c, int | float)}
+    ages = {int(c) for r in reads.values() for a in _AGES for c in r.get(a, ()) if isinstance(c, int | float)}
     return Vocabulary(reads, tuple(sorted(numbers)), tuple(sorted(a for a in ages if a >= 0)))
 
 
@@ -269,7 +265,9 @@ def a_fact(draw: st.DrawFn, vocab: Vocabulary, ref: str, pid: str) -> Fact:
 def a_variant(draw: st.DrawFn, vocab: Vocabulary, fact: Fact) -> Fact:
     """A fact of the seed's, shifted: another time, side, flag or number (or unchanged)."""
     out = dict(fact)
-    for name in draw(st.sets(st.sampled_from(["ts", "side", "prelim", "v", "state", "active", "onset"]), max_size=2)):
+    for name in draw(
+        st.sets(st.sampled_from(["ts", "side", "prelim", "v", "state", "active", "onset"]), max_size=2)
+    ):
         if name == "ts" and "ts" in out:
             out["ts"] = NOW - draw(_age(vocab))
         elif name == "onset" and "onset" in out:
@@ -351,7 +349,10 @@ class EngineWorker:
         self.proc: subprocess.Popen[str] | None = None
 
     def _start(self) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
         return subprocess.Popen(
             self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
         )
@@ -380,9 +381,13 @@ class EngineWorker:
             self.proc = None
 
 
+#: An evaluation that failed (the engine raised; the reference's rule function raised).
+ERROR = "error"
+
+
 def _outcome(result: Any) -> Outcome | str:
     if isinstance(result, dict):
-        return str(result["error"])
+        return ERROR
     return frozenset((rule, tier, frozenset(ev)) for rule, tier, ev in result)
 
 
@@ -411,6 +416,8 @@ class Stats:
     alerts: Counter[str] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
     refused: int = 0  # cases the reference found too large
+    errors: int = 0  # cases where both failed (a rule's function raised): counted, not differences
+    error_examples: list[Finding] = field(default_factory=list)
 
     @property
     def differences(self) -> list[Finding]:
@@ -433,11 +440,14 @@ class Differential:
     def __init__(self, worker: EngineWorker, reference: Reference) -> None:
         self.worker, self.reference, self.stats = worker, reference, Stats()
 
-    def _reference(self, case: Case) -> Outcome | None:
+    def _reference(self, case: Case) -> Outcome | str | None:
+        """The reference's outcome, ERROR when a rule's own function failed, None if refused."""
         try:
             return self.reference.evaluate(case[0], case[1], NOW)
         except OverflowError:
             return None
+        except Exception:  # a rule's value or side function: the engine must fail as well
+            return ERROR
 
     def _engine(self, case: Case) -> Outcome | str | None:
         """The engine's outcome, or None after recording a crash."""
@@ -447,7 +457,10 @@ class Differential:
             self.stats.findings.append(Finding("crash", case, engine=str(exc)))
             return None
 
-    def differs(self, case: Case) -> bool:
+    def both_fail(self, case: Case) -> bool:
+        return self._reference(case) == ERROR and self.differs(case, equal=True)
+
+    def differs(self, case: Case, equal: bool = False) -> bool:
         """Whether engine and reference disagree on ``case`` (crashes count)."""
         expected = self._reference(case)
         if expected is None:
@@ -455,8 +468,8 @@ class Differential:
         try:
             got = _outcome(self.worker.run(NOW, [case])[0])
         except WorkerDied:
-            return True
-        return got != expected
+            return not equal
+        return (got == expected) if equal else (got != expected)
 
     def check(self, case: Case) -> None:
         expected = self._reference(case)
@@ -467,6 +480,11 @@ class Differential:
         self.stats.cases += 1
         self.stats.facts += len(case[1])
         if got is None:
+            return
+        if got == expected == ERROR:  # both failed: the rule's own function, not the engine
+            self.stats.errors += 1
+            if not self.stats.error_examples:
+                self.stats.error_examples.append(Finding("error", shrink(case, self.both_fail)))
             return
         if isinstance(got, frozenset):
             self.stats.alerts.update(f"{r}:{t}" for r, t, _e in got)
@@ -553,10 +571,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = run(args.n, args.seed, params, stop_after=args.stop_after)
     elapsed = time.perf_counter() - start
     fired = sum(stats.alerts.values())
-    print(f"cases {stats.cases} ({stats.facts} facts) in {elapsed:.1f} s: {stats.cases / elapsed:.0f} cases/s")
-    print(f"differences {len(stats.differences)}, crashes {len(stats.crashes)}, refused {stats.refused}")
+    print(
+        f"cases {stats.cases} ({stats.facts} facts) in {elapsed:.1f} s: {stats.cases / elapsed:.0f} cases/s"
+    )
+    print(
+        f"differences {len(stats.differences)}, crashes {len(stats.crashes)}, refused {stats.refused}, "
+        f"failed in both {stats.errors}"
+    )
     print(f"alerts {fired} over {len(stats.alerts)} rule tiers: {dict(sorted(stats.alerts.items()))}")
-    for finding in stats.findings:
+    for finding in (*stats.findings, *stats.error_examples):
         print(finding.report())
     return 1 if stats.findings else 0
 

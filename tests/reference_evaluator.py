@@ -192,7 +192,9 @@ def derived_fact(spec: Spec, facts: list[Fact], pid: str) -> Fact:
             out[name] = pick(found)
     if spec.label:
         out["label"] = spec.label
-    out["side"] = spec.side(facts) if spec.side else str(sources[0].get("side", "unknown")) if sources else "unknown"
+    out["side"] = (
+        spec.side(facts) if spec.side else str(sources[0].get("side", "unknown")) if sources else "unknown"
+    )
     if spec.value:
         out["v"] = round(float(spec.value(facts)), 4)
     return out
