@@ -418,6 +418,7 @@ class Stats:
     refused: int = 0  # cases the reference found too large
     errors: int = 0  # cases where both failed (a rule's function raised): counted, not differences
     error_examples: list[Finding] = field(default_factory=list)
+    error_kinds: Counter[str] = field(default_factory=Counter)  # the engine's message: cases
 
     @property
     def differences(self) -> list[Finding]:
@@ -452,10 +453,13 @@ class Differential:
     def _engine(self, case: Case) -> Outcome | str | None:
         """The engine's outcome, or None after recording a crash."""
         try:
-            return _outcome(self.worker.run(NOW, [case])[0])
+            result = self.worker.run(NOW, [case])[0]
         except WorkerDied as exc:
             self.stats.findings.append(Finding("crash", case, engine=str(exc)))
             return None
+        if isinstance(result, dict):
+            self.stats.error_kinds[str(result["error"])] += 1
+        return _outcome(result)
 
     def both_fail(self, case: Case) -> bool:
         return self._reference(case) == ERROR and self.differs(case, equal=True)
@@ -579,6 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"failed in both {stats.errors}"
     )
     print(f"alerts {fired} over {len(stats.alerts)} rule tiers: {dict(sorted(stats.alerts.items()))}")
+    for message, count in stats.error_kinds.most_common():
+        print(f"engine failed {count} times: {message}")
     for finding in (*stats.findings, *stats.error_examples):
         print(finding.report())
     return 1 if stats.findings else 0
