@@ -96,7 +96,7 @@ def _walk_node(node: Node, out: dict[str, set[Any]]) -> None:
         out.setdefault(name, set()).update(consts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # hashed by identity: strategies are cached on it
 class Vocabulary:
     """Per (kind, key) the properties the rules test and the constants they compare them with."""
 
@@ -169,21 +169,38 @@ SIDES = ("left", "right", "bilateral", "unknown")
 NOISE_KEYS = ("fuzz_noise", "headache")
 
 
-def _near(values: Sequence[float]) -> st.SearchStrategy[float]:
+@cache
+def _pick(*options: Any) -> st.SearchStrategy[Any]:
+    """``sampled_from`` built once per set of options (hypothesis validates each new strategy)."""
+    return st.sampled_from(options)
+
+
+@cache
+def _keys(vocab: Vocabulary) -> st.SearchStrategy[tuple[str, str]]:
+    return st.one_of(_pick(*vocab.keys), st.tuples(_pick("finding", "value"), _pick(*NOISE_KEYS)))
+
+
+@cache
+def _near(values: tuple[float, ...]) -> st.SearchStrategy[float]:
     """A constant or a neighbour of one: the edges where a comparison flips."""
     if not values:
         return st.floats(-10, 1000, allow_nan=False)
     return st.builds(
         lambda v, d: v + d,
-        st.sampled_from(list(values)),
-        st.sampled_from([0, 0, 1, -1, 0.01, -0.01, 0.5, -0.5]),
+        _pick(*values),
+        _pick(0, 0, 1, -1, 0.01, -0.01, 0.5, -0.5),
     )
 
 
+@cache
+def _number(own: tuple[float, ...], every: tuple[float, ...]) -> st.SearchStrategy[float]:
+    """Near this key's own thresholds, near any key's (a ratio's inputs), or any small integer."""
+    return st.one_of(_near(own), _near(every), st.integers(0, 200))
+
+
+@cache
 def _age(vocab: Vocabulary) -> st.SearchStrategy[int]:
-    edges = st.builds(
-        lambda a, d: max(0, a + d), st.sampled_from(vocab.ages), st.sampled_from([0, 0, -1, 1, -3600, 3600])
-    )
+    edges = st.builds(lambda a, d: max(0, a + d), _pick(*vocab.ages), _pick(0, 0, -1, 1, -3600, 3600))
     return st.one_of(edges, st.integers(0, 400 * 86400), st.just(0), st.integers(-600, 600))
 
 
@@ -196,30 +213,28 @@ def _birth(years: int, days: int) -> str:
     return (born + timedelta(days=days)).isoformat()
 
 
-def _constants(vocab: Vocabulary, kind: str, key: str | None, name: str) -> list[Any]:
-    return sorted(
-        {c for k in ((kind, key), (kind, None)) for c in vocab.reads.get(k, {}).get(name, ())},
-        key=repr,
+@cache
+def _constants(vocab: Vocabulary, kind: str, key: str | None, name: str) -> tuple[Any, ...]:
+    return tuple(
+        sorted(
+            {c for k in ((kind, key), (kind, None)) for c in vocab.reads.get(k, {}).get(name, ())},
+            key=repr,
+        )
     )
 
 
 @st.composite
 def a_fact(draw: st.DrawFn, vocab: Vocabulary, ref: str, pid: str) -> Fact:
     """One fact of a kind and key some rule reads (or noise), its properties near the edges."""
-    kind, key = draw(
-        st.one_of(
-            st.sampled_from(vocab.keys),
-            st.tuples(st.sampled_from(["finding", "value"]), st.sampled_from(NOISE_KEYS)),
-        )
-    )
+    kind, key = draw(_keys(vocab))
     if kind == "patient":
         fact: Fact = {"t": "patient", "pid": pid, "ref": pid}
-        years = _constants(vocab, "patient", None, "years") or [50]
-        y = draw(st.builds(lambda y, d: int(y + d), st.sampled_from(years), st.sampled_from([0, 1, -1, 30])))
+        years = _constants(vocab, "patient", None, "years") or (50,)
+        y = draw(st.builds(lambda y, d: int(y + d), _pick(*years), _pick(0, 1, -1, 30)))
         if draw(st.booleans()):
-            fact["birth"] = _birth(max(0, y), draw(st.sampled_from([0, 1, -1, 100])))
+            fact["birth"] = _birth(max(0, y), draw(_pick(0, 1, -1, 100)))
         if draw(st.booleans()):
-            fact["sex"] = draw(st.sampled_from(["male", "female", "other"]))
+            fact["sex"] = draw(_pick("male", "female", "other"))
         return fact
     age = draw(_age(vocab))
     fact = {"t": kind, "pid": pid, "ref": ref, "key": key}
@@ -227,37 +242,37 @@ def a_fact(draw: st.DrawFn, vocab: Vocabulary, ref: str, pid: str) -> Fact:
         if draw(st.integers(0, 4)):
             fact["ts"] = NOW - age
         if kind == "medication":
-            fact["active"] = draw(st.sampled_from([1, 1, 0]))
+            fact["active"] = draw(_pick(1, 1, 0))
         return fact
     fact["ts"] = NOW - age
-    fact["onset"] = NOW - age - draw(st.sampled_from([0, 0, 0, 3600, 86400, *vocab.ages[:20]]))
-    fact["side"] = draw(st.sampled_from(SIDES))
-    fact["prelim"] = draw(st.sampled_from([0, 0, 0, 1]))
+    fact["onset"] = NOW - age - draw(_pick(0, 0, 0, 3600, 86400, *vocab.ages[:20]))
+    fact["side"] = draw(_pick(*SIDES))
+    fact["prelim"] = draw(_pick(0, 0, 0, 1))
     for name in ("site", "limb", "interp", "sex"):
         options = _constants(vocab, kind, key, name)
         if options and draw(st.booleans()):
-            fact[name] = draw(st.sampled_from([o for o in options if isinstance(o, str)] or [""]))
+            fact[name] = draw(_pick(*([o for o in options if isinstance(o, str)] or [""])))
     if kind == "finding":
-        fact["state"] = draw(st.sampled_from(["present", "present", "absent"]))
+        fact["state"] = draw(_pick("present", "present", "absent"))
         if fact["state"] == "present" or draw(st.booleans()):
-            fact["span"] = draw(st.sampled_from(["event", "state"]))
-            fact["active"] = draw(st.sampled_from([1, 1, 0]))
-            fact["suspected"] = draw(st.sampled_from([0, 0, 1]))
+            fact["span"] = draw(_pick("event", "state"))
+            fact["active"] = draw(_pick(1, 1, 0))
+            fact["suspected"] = draw(_pick(0, 0, 1))
         if fact.get("span") == "state" and draw(st.booleans()):
             fact["abated"] = NOW - draw(_age(vocab))
         return fact
-    own = [float(c) for c in _constants(vocab, kind, key, "v") if isinstance(c, int | float)]
+    own = tuple(float(c) for c in _constants(vocab, kind, key, "v") if isinstance(c, int | float))
     if key in always_valued() or draw(st.integers(0, 9)):  # else only an interpretation
-        fact["v"] = draw(st.one_of(_near(own or vocab.numbers), _near(vocab.numbers), st.integers(0, 200)))
+        fact["v"] = draw(_number(own or vocab.numbers, vocab.numbers))
         fact["unit"] = "1"
-    fact["hemolysed"] = draw(st.sampled_from([0, 0, 0, 1]))
+    fact["hemolysed"] = draw(_pick(0, 0, 0, 1))
     if draw(st.integers(0, 3)) == 0:
-        fact["issued"] = fact["ts"] + draw(st.sampled_from([0, 60, 3600]))
+        fact["issued"] = fact["ts"] + draw(_pick(0, 60, 3600))
     if draw(st.integers(0, 2)) == 0 or _constants(vocab, kind, key, "high"):
         if draw(st.booleans()):
-            fact["high"] = draw(st.sampled_from([0, 1, 5, 100, 200, 500, 0.5]))
+            fact["high"] = draw(_pick(0, 1, 5, 100, 200, 500, 0.5))
     if key == "mrc_grade" and "limb" not in fact:
-        fact["limb"] = draw(st.sampled_from(["leg", "arm"]))
+        fact["limb"] = draw(_pick("leg", "arm"))
     return fact
 
 
@@ -265,15 +280,13 @@ def a_fact(draw: st.DrawFn, vocab: Vocabulary, ref: str, pid: str) -> Fact:
 def a_variant(draw: st.DrawFn, vocab: Vocabulary, fact: Fact) -> Fact:
     """A fact of the seed's, shifted: another time, side, flag or number (or unchanged)."""
     out = dict(fact)
-    for name in draw(
-        st.sets(st.sampled_from(["ts", "side", "prelim", "v", "state", "active", "onset"]), max_size=2)
-    ):
+    for name in draw(st.sets(_pick("ts", "side", "prelim", "v", "state", "active", "onset"), max_size=2)):
         if name == "ts" and "ts" in out:
             out["ts"] = NOW - draw(_age(vocab))
         elif name == "onset" and "onset" in out:
             out["onset"] = min(int(out.get("ts", NOW)), NOW - draw(_age(vocab)))
         elif name == "side" and "side" in out:
-            out["side"] = draw(st.sampled_from(SIDES))
+            out["side"] = draw(_pick(*SIDES))
         elif name == "prelim" and "prelim" in out:
             out["prelim"] = 1 - int(out["prelim"])
         elif name == "v" and "v" in out:
@@ -289,10 +302,10 @@ def a_variant(draw: st.DrawFn, vocab: Vocabulary, fact: Fact) -> Fact:
 def cases(draw: st.DrawFn, vocab: Vocabulary, corpus: Sequence[Case]) -> Case:
     """A seed patient (or none), some of its facts varied or dropped, plus generated facts."""
     use_seed = corpus and draw(st.integers(0, 3)) > 0
-    pid, base = draw(st.sampled_from(list(corpus))) if use_seed else (PID, [])
+    pid, base = corpus[draw(_pick(*range(len(corpus))))] if use_seed else (PID, [])
     facts: list[Fact] = []
     for fact in base:
-        choice = draw(st.sampled_from(["keep", "keep", "keep", "vary", "drop", "twice"]))
+        choice = draw(_pick("keep", "keep", "keep", "vary", "drop", "twice"))
         if choice == "drop":
             continue
         facts.append(draw(a_variant(vocab, fact)) if choice == "vary" else dict(fact))
@@ -524,6 +537,7 @@ def run(
     params: Mapping[str, Mapping[str, float]] | None = None,
     worker_argv: Sequence[str] | None = None,
     stop_after: int = 5,
+    progress: int = 0,
 ) -> Stats:
     """``n`` generated cases through engine and reference (hypothesis, seeded); stop after
     ``stop_after`` findings. ``params``: the engine's site parameters (the reference keeps the
@@ -545,6 +559,8 @@ def run(
     def each(case: Case) -> None:
         if len(diff.stats.findings) < stop_after:
             diff.check(case)
+            if progress and diff.stats.cases % progress == 0:
+                print(f"{diff.stats.cases} cases, {len(diff.stats.findings)} findings", file=sys.stderr)
 
     try:
         each()
@@ -572,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker_main(params)
         return 0
     start = time.perf_counter()
-    stats = run(args.n, args.seed, params, stop_after=args.stop_after)
+    stats = run(args.n, args.seed, params, stop_after=args.stop_after, progress=max(1000, args.n // 20))
     elapsed = time.perf_counter() - start
     fired = sum(stats.alerts.values())
     print(
