@@ -94,3 +94,37 @@ def test_a_crash_of_the_engine_is_a_reported_case() -> None:
 )
 def test_the_reference_reads_durable_patterns_as_written(pattern: dict, fact: dict, holds: bool) -> None:
     assert matches(pattern, fact) is holds
+
+
+def test_a_score_cites_every_record_behind_its_items() -> None:
+    """Two records of one Wells item (previous DVT, at different times): the total, and so the
+    alert that reads it, cites both. It cited the item durable happened to derive first (found
+    by this differential: engine.session ``_totals`` took the first item's references)."""
+    pid = "Patient/wells"
+    day = 86400
+
+    def history(ref: str, days: int) -> dict:
+        ts = NOW - days * day
+        base = {"t": "finding", "pid": pid, "ref": ref, "key": "dvt_history", "state": "present"}
+        return {
+            **base,
+            "side": "unknown",
+            "ts": ts,
+            "onset": ts,
+            "span": "state",
+            "active": 1,
+            "suspected": 0,
+            "prelim": 0,
+        }
+
+    calf = {"t": "value", "pid": pid, "ref": "Observation/calf", "key": "calf_circumference_diff", "v": 4}
+    calf |= {"unit": "cm", "ts": NOW - 3600, "onset": NOW - 3600, "side": "unknown", "prelim": 0}
+    case = (pid, [calf, history("Condition/h1", 100), history("Condition/h2", 200)])
+    worker = EngineWorker(worker_command())
+    try:
+        (result,) = worker.run(NOW, [case])
+    finally:
+        worker.close()
+    cited = {"Observation/calf", "Condition/h1", "Condition/h2"}
+    assert fuzz_engine._outcome(result) == {("deep_vein_thrombosis", "B", frozenset(cited))}
+    assert Reference(compile_rules(MODULES)).evaluate(pid, case[1], NOW) == fuzz_engine._outcome(result)
