@@ -276,11 +276,15 @@ def a_fact(draw: st.DrawFn, vocab: Vocabulary, ref: str, pid: str) -> Fact:
     return fact
 
 
+#: What a variant of a seed's fact may change.
+VARIED = ("ts", "side", "prelim", "v", "state", "active", "onset")
+
+
 @st.composite
-def a_variant(draw: st.DrawFn, vocab: Vocabulary, fact: Fact) -> Fact:
+def a_variant(draw: st.DrawFn, vocab: Vocabulary, fact: Fact, only: tuple[str, ...] = VARIED) -> Fact:
     """A fact of the seed's, shifted: another time, side, flag or number (or unchanged)."""
     out = dict(fact)
-    for name in draw(st.sets(_pick("ts", "side", "prelim", "v", "state", "active", "onset"), max_size=2)):
+    for name in draw(st.sets(_pick(*only), max_size=2)):
         if name == "ts" and "ts" in out:
             out["ts"] = NOW - draw(_age(vocab))
         elif name == "onset" and "onset" in out:
@@ -309,8 +313,9 @@ def cases(draw: st.DrawFn, vocab: Vocabulary, corpus: Sequence[Case]) -> Case:
         if choice == "drop":
             continue
         facts.append(draw(a_variant(vocab, fact)) if choice == "vary" else dict(fact))
-        if choice == "twice":  # another record saying the same
-            facts.append({**fact, "ref": f"{fact.get('ref')}-copy"})
+        if choice == "twice":  # another record saying the same, at the same time or another
+            copy = {**fact, "ref": f"{fact.get('ref')}-copy"}
+            facts.append(draw(a_variant(vocab, copy, ("ts", "onset"))) if draw(st.booleans()) else copy)
     extra = draw(st.integers(0, MAX_EXTRA if not base else MAX_EXTRA // 2))
     for i in range(extra):
         ref = f"Observation/g{i}" if draw(st.integers(0, 5)) else f"Condition/g{max(0, i - 1)}"
