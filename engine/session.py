@@ -492,7 +492,7 @@ class Engine:
             cited: dict[str, None] = {}  # every record behind every item, equal ones too (lineage)
             for item in ctx.items.get(f"{spec.key}_item", []):
                 items.setdefault(str(item["label"]), item)
-                cited.update(ctx.lineage.refs(int(item["id"])))
+                cited.update(ctx.lineage.refs(int(item["id"])))  # type: ignore[call-overload]  # ids are ints (next_id)
             total = round(sum(float(i["v"]) for i in items.values()), 4)
             parts = "; ".join(str(i["text"]) for i in items.values()) or "no item recorded"
             totals.append(
