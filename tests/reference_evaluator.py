@@ -143,7 +143,7 @@ def compile_rules(
     scores: list[Spec] = []
     metas: dict[str, RuleMeta] = {}
     censors: dict[str, str] = {}
-    supports = {frozenset(s) for m in modules if (s := getattr(m, "PRELIMINARY_SUPPORTS", None))}
+    supports = {frozenset(s) for m in modules if (s := getattr(m, "PRELIMINARY_SUPPORTS", None)) is not None}
     for module in modules:
         meta: RuleMeta | None = getattr(module, "META", None)
         rule_id = meta.id if meta else module.__name__.rsplit(".", 1)[-1]
