@@ -159,6 +159,9 @@ class Lineage:
     def derived(self, kept: int, sources: tuple[int, ...], alternate: Fact | None = None) -> None:
         """One derivation of ``kept``; ``alternate``: the fact it made, equal but not asserted."""
         self.derivations.setdefault(kept, []).append(sources)
+        if self._refs_memo or self._span_memo:  # asked before this derivation (score totals)
+            self._refs_memo.clear()
+            self._span_memo.clear()
         if alternate is not None:
             found = self.alternates.setdefault(kept, [])
             if len(found) < MAX_ALTERNATES and all(a.get("text") != alternate.get("text") for a in found):

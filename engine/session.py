@@ -489,8 +489,10 @@ class Engine:
         totals: list[Fact] = []
         for spec in self.scores:
             items: dict[str, dict[str, Any]] = {}  # derived facts: ``v`` is the float _derive stored
+            cited: dict[str, None] = {}  # every record behind every item, equal ones too (lineage)
             for item in ctx.items.get(f"{spec.key}_item", []):
                 items.setdefault(str(item["label"]), item)
+                cited.update(ctx.lineage.refs(int(item["id"])))  # type: ignore[call-overload]  # ids are ints (next_id)
             total = round(sum(float(i["v"]) for i in items.values()), 4)
             parts = "; ".join(str(i["text"]) for i in items.values()) or "no item recorded"
             totals.append(
@@ -503,7 +505,7 @@ class Engine:
                     "sid": sid,
                     "age": 0,
                     "side": "unknown",
-                    "refs": _refs(list(items.values())),
+                    "refs": " ".join(cited),
                     "text": f"{spec.text.format(v=total)} ({parts})",
                 }
             )
