@@ -36,9 +36,9 @@ from redflags.state.model import (
     DEFAULT_TENANT,
     Evaluated,
     Fact,
+    PatientBusy,
     StaleRead,
     StateStore,
-    StateStoreError,
     Transition,
 )
 from rulesets.meta import RuleMeta
@@ -148,7 +148,7 @@ class Memory:
                     return self._patient(mapped, sent, now, evaluate, metas, actor, commit, tenant)
             except StaleRead:
                 log.info("evaluation_repeated", attempt=attempt, reason="patient changed meanwhile")
-        raise StateStoreError(f"a patient was changed by other evaluations {MAX_ATTEMPTS} times; try again")
+        raise PatientBusy(f"a patient was changed by other evaluations {MAX_ATTEMPTS} times; try again")
 
     def _patient(
         self,

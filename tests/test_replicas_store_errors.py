@@ -14,6 +14,7 @@ import pytest
 from redflags.service.http.catch_all import ANSWERED, error_response
 from redflags.state.model import (
     FeedbackStoreUnavailable,
+    PatientBusy,
     StateStoreError,
     StateStoreUnavailable,
     StoreUnavailable,
@@ -45,3 +46,10 @@ def test_an_unreachable_database_is_503_with_retry_after_and_no_host(
 def test_other_store_errors_stay_server_errors() -> None:
     answer = error_response({"type": "http", "path": "/fhir/$evaluate"}, StateStoreError("corrupt page"))
     assert answer.status_code == 500
+
+
+def test_a_patient_changed_by_other_evaluations_every_time_is_503_not_500() -> None:
+    """Contention (every attempt found the patient changed meanwhile) is transient: call again."""
+    answer = error_response({"type": "http", "path": "/fhir/$evaluate"}, PatientBusy("changed 5 times"))
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert "other calls" in orjson.loads(answer.body)["issue"][0]["diagnostics"]

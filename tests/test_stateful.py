@@ -10,6 +10,7 @@ import pytest
 from fhir_adapters.intake import read_path
 from fhir_adapters.times import parse_now
 from redflags.pipeline import Pipeline
+from redflags.state.model import PatientBusy, StaleRead, StoreUnavailable
 from redflags.state.sqlite_store import SqliteStateStore
 from redflags.stateful import Memory, default_retention
 
@@ -84,3 +85,19 @@ def test_a_record_sent_again_unchanged_writes_nothing(tracker: Pipeline, tmp_pat
     (tmp_path / "changed.json").write_text(changed)
     tracker.evaluate(read_path(tmp_path / "changed.json"), parse_now("2025-03-12T12:10:00Z"))
     assert last_fact_id() > before  # a changed FVC is stored
+
+
+class _AlwaysChanged(SqliteStateStore):
+    """Every commit finds the patient changed meanwhile (another host keeps winning)."""
+
+    def commit(self, evaluated):  # type: ignore[no-untyped-def]
+        raise StaleRead("changed meanwhile")
+
+
+def test_a_patient_changed_by_others_at_every_attempt_is_busy_not_a_fault(tmp_path: Path) -> None:
+    """Contention is transient: PatientBusy is a StoreUnavailable, which the service answers 503."""
+    store = _AlwaysChanged.open(tmp_path / "state.sqlite")
+    tracker = Pipeline(memory=Memory(store, actor="test"))
+    with pytest.raises(PatientBusy, match="other evaluations"):
+        deliver(tracker, "gbs-wednesday.json", "2025-03-12T12:00:00Z")
+    assert issubclass(PatientBusy, StoreUnavailable)

@@ -175,3 +175,22 @@ def test_a_bad_evaluation_stores_nothing(store: StateStore) -> None:
         store.commit(Evaluated(P1, 2, deliveries=[delivery(P2, "r")]))
     assert store.history(P1) == [{"f": 1}]
     assert store.deliveries() == []
+
+
+def test_ping_answers_and_oldest_pending_is_the_first_item_still_waiting(store: StateStore) -> None:
+    """What /readyz and /metrics read, on both implementations."""
+    store.ping()
+    assert store.oldest_pending() is None
+    (first,) = store.commit(Evaluated(P1, 100, deliveries=[delivery(P1, "cauda_equina_syndrome")]))
+    store.commit(Evaluated(P2, 200, deliveries=[delivery(P2, "cauda_equina_syndrome")]))
+    assert store.oldest_pending() == 100
+    store.mark_delivered(first, 300)
+    assert store.oldest_pending() == 200
+
+
+def test_a_closed_store_does_not_answer_its_ping(where: str | Path) -> None:
+    s = open_state(where)
+    s.ping()
+    s.close()
+    with pytest.raises(StateStoreError):
+        s.ping()

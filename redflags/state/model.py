@@ -51,6 +51,11 @@ class NoStateStore(StateStoreError):
     """A command that reads or changes a store was given a file that does not exist."""
 
 
+class PatientBusy(StateStoreError, StoreUnavailable):
+    """Other evaluations kept changing the patient while this one ran: contention, not a fault,
+    so the caller may call again (503), like an unreachable database."""
+
+
 class StaleRead(StateStoreError):
     """The patient changed after the evaluation read it: evaluate again on the new state."""
 

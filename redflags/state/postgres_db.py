@@ -154,6 +154,11 @@ class Database:
         with self.connection(what) as conn, conn.transaction():
             yield conn
 
+    def ping(self) -> None:
+        """A round trip on a pooled connection: the readiness probe (raises the kind's errors)."""
+        with self.connection("ping") as conn:
+            conn.execute("SELECT 1")
+
     def close(self) -> None:
         self._pool.close()
 

@@ -166,5 +166,8 @@ class PostgresFeedbackStore:
             cards = conn.execute("DELETE FROM card_shown WHERE shown_at < %s", (cutoff,)).rowcount
         return feedback + cards
 
+    def ping(self) -> None:
+        self._db.ping()
+
     def close(self) -> None:
         self._db.close()

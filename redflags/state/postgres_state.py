@@ -435,6 +435,16 @@ class PostgresStateStore:
             rows = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox{where} ORDER BY id", args).fetchall()
         return [_delivery(tuple(row)) for row in rows]
 
+    def ping(self) -> None:
+        self._db.ping()
+
+    def oldest_pending(self) -> int | None:
+        with self._read() as conn:  # outbox_status (status, id): the first pending row, no scan
+            row = conn.execute(
+                "SELECT created FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1"
+            ).fetchone()
+        return int(row[0]) if row else None
+
     def close(self) -> None:
         self._db.close()
 

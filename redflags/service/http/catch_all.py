@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redflags.service.http.outcome import FHIR_JSON, outcome
-from redflags.state.model import StoreUnavailable
+from redflags.state.model import PatientBusy, StoreUnavailable
 from redflags.workers.pool import EngineBusy, EngineUnavailable, UnsendableInput
 
 log = structlog.get_logger("redflags.service")
@@ -29,6 +29,7 @@ log = structlog.get_logger("redflags.service")
 ANSWERS: tuple[tuple[type[BaseException], int, str, str | None], ...] = (
     (EngineBusy, 503, "transient", None),
     (EngineUnavailable, 503, "transient", None),
+    (PatientBusy, 503, "transient", "the patient is being evaluated by other calls now: call again"),
     (StoreUnavailable, 503, "transient", "the service's database cannot be reached now: call again"),
     (UnsendableInput, 422, "too-costly", None),
     (RecursionError, 422, "too-costly", "the data is nested too deeply to be evaluated"),
