@@ -27,6 +27,7 @@ from redflags.service.http.catch_all import CatchAll
 from redflags.service.http.limits import BodySizeLimit
 from redflags.service.http.request_log import RequestLog
 from redflags.service.settings import ServiceSettings
+from redflags.service.sites import SitePrefix
 from redflags.workers.pool import quiet_gc
 from rulesets import RULES
 
@@ -46,6 +47,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             queue=bool(settings.fhir_server),
             retention_days=settings.retention_days,
             deadline_s=settings.call_deadline_s,
+            site_configs=settings.sites,
         )
         app.state.feedback_store = feedback.open_store(settings)
         outbox = OutboxWorker.start(settings)
@@ -82,6 +84,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
 
+    # /sites/{name}/...: the request's site, then the ordinary routes (redflags.service.sites)
+    app.add_middleware(
+        SitePrefix, sites=tuple(settings.sites), unprefixed=not settings.sites or bool(settings.config)
+    )
     app.add_middleware(RequestLog)  # outermost: every answer, CORS and 413 included, is logged
 
     app.include_router(cds.router)
