@@ -22,7 +22,7 @@ from .cds_helpers import PATIENT_VIEW, prefetch_for, request, resources_of
 from .cli_helpers import run
 from .conftest import FIXTURES
 from .evaluate_helpers import FHIR_JSON, alerts
-from .service_harness import Service, running_service
+from .service_harness import Service, free_port, running_service
 
 NOW = "2025-03-10T12:00:00Z"
 #: Post-void residual 420 mL: critical with the default 200 mL threshold, nothing at 450 mL.
@@ -153,3 +153,20 @@ def test_a_site_configuration_out_of_range_stops_serve(tmp_path: Path) -> None:
     assert done.returncode == 2 and "plausible range" in done.stderr
     errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]  # not log lines
     assert len(errors) == 1 and errors[0].startswith(f"Error: {bad}: "), done.stderr
+
+
+def test_one_site_never_withdraws_another_site_s_alert(tmp_path: Path) -> None:
+    """Same caller, same patient, two sites: each site keeps its own alert ledger (its tenant)."""
+    plain, stricter = _configs(tmp_path)
+    state = tmp_path / "state.sqlite"
+    nowhere = f"http://127.0.0.1:{free_port()}"  # the outbox keeps its items pending
+    args = ("--allow-unauthenticated", "--now", NOW, "--state", str(state), "--fhir-server", nowhere)
+    with running_service(
+        tmp_path, *args, "--site", f"plain={plain}", "--site", f"strict={stricter}"
+    ) as service:
+        assert alerts(_evaluate(f"{service.url}/sites/plain/fhir/$evaluate").json())  # raised
+        assert alerts(_evaluate(f"{service.url}/sites/strict/fhir/$evaluate").json()) == {}
+    listed = run("outbox", "list", "--state", state, "--json")
+    assert listed.returncode == 0, listed.stderr
+    items = [(i["tenant"], i["rule"], i["change"]) for i in json.loads(listed.stdout)]
+    assert items == [("default site:plain", "cauda_equina_syndrome", "raised")]
