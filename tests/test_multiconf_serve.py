@@ -170,3 +170,18 @@ def test_one_site_never_withdraws_another_site_s_alert(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     items = [(i["tenant"], i["rule"], i["change"]) for i in json.loads(listed.stdout)]
     assert items == [("default site:plain", "cauda_equina_syndrome", "raised")]
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "status"),
+    [
+        ("/sites/plain/fhir/nothing", b"{}", 404),  # no such route (errors.http_error)
+        ("/sites/plain/fhir/$evaluate", b" " * (11 * 1024 * 1024), 413),  # limits.BodySizeLimit
+    ],
+)
+def test_a_site_s_fhir_errors_are_fhir_json(two_sites: Service, path: str, data: bytes, status: int) -> None:
+    answer = requests.post(
+        f"{two_sites.url}{path}", data=data, headers={"Content-Type": FHIR_JSON}, timeout=30
+    )
+    assert answer.status_code == status and answer.headers["content-type"].startswith(FHIR_JSON)
+    assert answer.json()["resourceType"] == "OperationOutcome"
