@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 
-from .engine_helpers import isolated
+import pytest
+
+from .durable_fix_helpers import engine_reports, has_valgrind, run_durable
+from .engine_helpers import ROOT, isolated
 
 
 def test_two_configurations_interleaved_each_keep_their_threshold() -> None:
@@ -61,3 +64,35 @@ def test_the_fixture_corpus_is_unchanged_by_a_second_configuration_in_the_proces
     shared = json.loads(isolated(f"OTHER = {OTHER!r}\n" + CORPUS).splitlines()[-1])
     assert len(alone) > 100 and sum(map(len, alone.values())) > 50
     assert shared == alone
+
+
+#: Two configurations interleaved: sessions that derive, that match, and that match nothing.
+UNDER_VALGRIND = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from engine.session import Engine
+from rulesets import MODULES
+from engine_helpers import NOW, ces_back, ces_saddle, value
+default = Engine(MODULES)
+strict = Engine(MODULES, params={{"cauda_equina_syndrome": {{"pvr_ml": 400}}}})
+seen = set()
+for k in range(40):
+    pid = f"Patient/{{k}}"
+    facts = [*ces_back(pid), value(pid, "pvr_volume", 350, f"Observation/pvr{{k}}")]
+    if k % 4 == 0:
+        facts = [{{"t": "patient", "pid": pid, "ref": pid}}]
+    elif k % 4 == 1:
+        facts += ces_saddle(pid)
+    seen.add((k % 4, len((default, strict)[k % 2].evaluate(pid, facts, NOW).alerts)))
+print(sorted(seen))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_valgrind(), reason="valgrind is not installed")
+def test_valgrind_finds_no_memory_error_with_two_configurations() -> None:
+    """About 50 s: the rules compiled twice under valgrind."""
+    run = run_durable(UNDER_VALGRIND, timeout=900, valgrind=True)
+    assert engine_reports(run.err) == []
+    # saddle + back pain alerts under both; PVR 350 mL only under the default 200 mL
+    assert (run.code, run.lines) == (0, ["[(0, 0), (1, 1), (2, 1), (3, 0)]"]), run.err[-2000:]
