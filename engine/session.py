@@ -214,25 +214,28 @@ def _combine(spec: Spec, found: list[list[Fact]]) -> list[Match]:
 
 @dataclass(slots=True)
 class _Compiled:
-    """The process's one durable ruleset and the evaluation its actions report to."""
+    """One configuration's durable ruleset and the evaluation its actions report to."""
 
     fingerprint: str
+    name: str  # the durable ruleset's name, unique in the process
     ruleset: Any = None  # a durable.engine.Ruleset (durable ships no types)
     context: _Context | None = None
 
 
-#: durable-rules corrupts memory once a second ruleset is registered in the process (a
-#: ``free(): invalid pointer`` abort, reproduced with two identical rulesets), so a process
-#: compiles exactly one ruleset; every Engine of that configuration shares it.
-_compiled: _Compiled | None = None
+#: The process's durable rulesets, one per configuration (modules + parameters), in the order
+#: compiled: every Engine of a configuration shares its ruleset. Upstream durable-rules aborted
+#: once a second ruleset was registered; the build's patch 0005 fixed the cause, so several
+#: sites' configurations live in one process (docs/engine.md#several-configurations-in-one-process).
+_compiled: dict[str, _Compiled] = {}
 _compile_lock = threading.Lock()
 
 
 class Engine:
     """All rulesets compiled into one durable ruleset; evaluations run on the engine thread.
 
-    One configuration (modules + parameters) per process: ask for another and you get a
-    ``RuleDefinitionError``; run it in another process (as ``redflags serve --workers`` will).
+    Each configuration (modules + parameters) compiles its own durable ruleset once per process;
+    engines of the same configuration share it. The engine thread runs one evaluation at a time,
+    so whatever the number of rulesets there is never more than one live session.
     """
 
     def __init__(
@@ -308,19 +311,15 @@ class Engine:
                 sorted(self.censors.items()),
             )
         )
-        global _compiled
         with _compile_lock:
-            if _compiled is None:
-                _compiled = _Compiled(fingerprint)
-                self._shared = _compiled
+            shared = _compiled.get(fingerprint)
+            if shared is None:
+                # the first keeps durable's old name; each further configuration its own
+                shared = _Compiled(fingerprint, f"redflags_{len(_compiled)}" if _compiled else "redflags")
+                self._shared = shared
                 self._thread.run(self._register)
-            elif _compiled.fingerprint != fingerprint:
-                raise RuleDefinitionError(
-                    "this process already runs another rules configuration; durable-rules cannot "
-                    "host two rulesets in one process, so start another process for it"
-                )
-            else:
-                self._shared = _compiled
+                _compiled[fingerprint] = shared  # only once registered: a failure leaves no entry
+            self._shared = shared
         self._ruleset = self._shared.ruleset
 
     @property
@@ -348,7 +347,7 @@ class Engine:
 
     # -- compilation ---------------------------------------------------------------------------
     def _register(self) -> None:
-        name = "redflags"
+        name = self._shared.name
         with durable_lang.ruleset(name):
             for spec in self.specs:
                 if spec.does != "derive":

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from engine.errors import RuleDefinitionError
 from redflags import config, logs
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 from redflags.replay import context_index
@@ -69,11 +68,6 @@ SEQ_BITS = 40
 #: the executors; larger, they are not joined on Spark (reported).
 CONTEXT_MAX_BYTES = 256 * 1024 * 1024
 Report = Callable[[str], None]
-#: durable-rules compiles one ruleset per process, and rule parameters are part of it.
-OTHER_PARAMS = (
-    "this Spark Python worker already evaluates with other rule parameters: use one site "
-    "configuration per SparkSession, or set spark.python.worker.reuse=false"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,22 +153,21 @@ class SparkStats:
     partitions: int = 0
 
 
-# The engine of this Python worker process: durable-rules is process-global, so one per process,
-# built by the first task that needs it (never in the driver's pickled closure, never forked).
-_built: tuple[EngineSpec, Pipeline] | None = None
+#: The pipelines of this Python worker process, each with the spec it was built from: built by the
+#: first task that needs it (never in the driver's pickled closure, never forked). A worker reused
+#: for another site configuration builds that one too: each configuration compiles its own
+#: durable ruleset (docs/engine.md#several-configurations-in-one-process).
+_built: list[tuple[EngineSpec, Pipeline]] = []
 
 
 def _pipeline(spec: EngineSpec) -> Pipeline:
-    global _built
-    if _built is None or _built[0] != spec:
-        logs.configure(spec.log_level)
-        try:
-            _built = (spec, spec.build())
-        except RuleDefinitionError as exc:
-            if _built is None or _built[0].params == spec.params:
-                raise
-            raise RuleDefinitionError(f"{OTHER_PARAMS} ({exc})") from None
-    return _built[1]
+    for built, pipeline in _built:
+        if built == spec:
+            return pipeline
+    logs.configure(spec.log_level)
+    pipeline = spec.build()
+    _built.append((spec, pipeline))
+    return pipeline
 
 
 def _local_dir() -> str | None:

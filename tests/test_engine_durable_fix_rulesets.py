@@ -7,7 +7,7 @@ action started freed its uninitialised action context, whose garbage depends on 
 held before (the redflags engine's opening fact hid it for its first ruleset). This test runs
 two identical rulesets and a third, interleaved, with sessions that match, sessions that match
 nothing and older sessions deleted first, with glibc's perturbed heap; upstream aborts.
-See docs/engine.md#one-ruleset-per-process.
+See docs/engine.md#several-configurations-in-one-process.
 """
 
 from __future__ import annotations

@@ -131,15 +131,17 @@ def test_default_configuration_on_spark(spark: object) -> None:
     assert tiers(default)["Patient/ces-a-saddle"] == []
 
 
-def test_a_worker_asked_for_other_parameters_says_what_to_do(spark: object) -> None:
-    from redflags.spark import OTHER_PARAMS, EngineSpec, _pipeline
+def test_a_worker_asked_for_other_parameters_builds_them_too(spark: object) -> None:
+    from redflags.spark import EngineSpec, _pipeline
 
     other = EngineSpec(params={"guillain_barre_syndrome": {"fvc_per_kg_min": 15}})
     sc = spark.sparkContext  # type: ignore[attr-defined]
-    job = sc.parallelize([0], 1).map(lambda _: (_pipeline(EngineSpec()), _pipeline(other)) and 0)
-    with pytest.raises(Exception, match="already evaluates with other rule parameters") as info:
-        job.collect()
-    assert OTHER_PARAMS in str(info.value)
+
+    def both(_: int) -> tuple[float, ...]:
+        pipelines = (_pipeline(EngineSpec()), _pipeline(other), _pipeline(EngineSpec()))
+        return tuple(p.engine.params["guillain_barre_syndrome"]["fvc_per_kg_min"] for p in pipelines)
+
+    assert sc.parallelize([0], 1).map(both).collect() == [(20, 15, 20)]
 
 
 def test_each_worker_process_builds_one_engine(spark: object) -> None:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fhir_adapters.times import iso
 from redflags import logs
+from redflags.cli.compare import compare_option, replay_compare
 from redflags.cli.options import config_option, now_option, site_pipeline, wide_console
 from redflags.cli.state_options import (
     fhir_options,
@@ -87,6 +88,7 @@ log = structlog.get_logger("redflags.cli")
     help="With --state: days of history kept (default: the longest rule window plus 30 days).",
 )
 @config_option()
+@compare_option()
 @tenant_option(what="replayed into (with --state: pruned at --now; only its outbox is sent)")
 @click.option(
     "--max-facts-per-patient",
@@ -149,6 +151,7 @@ def replay_command(
     jobs: int,
     executor: str = "local",
     spark_master: str = "local[*]",
+    compare_path: Path | None = None,
 ) -> None:
     """Replay FHIR files, folders and Bulk Data manifests (.json, .ndjson, .json.gz, .ndjson.gz).
 
@@ -176,6 +179,14 @@ def replay_command(
         raise click.UsageError("--fhir-server needs --state (the outbox it delivers from)")
     if expect and state_path:
         raise click.UsageError("--expect compares each file on its own: it cannot be used with --state")
+    if compare_path is not None:  # the differences under two configurations, not the alerts
+        if state_path or expect or out or executor == "spark" or jobs != 1:
+            raise click.UsageError(
+                "--compare cannot be used with --state, --expect, --out, --executor spark or --jobs"
+            )
+        sys.exit(
+            _compare(paths, config_path, compare_path, now, fmt, strict, valueset_dirs, max_facts_per_patient)
+        )
     jobs = 1 if expect else jobs_for(jobs)
     if jobs > 1 and state_path:
         raise click.UsageError("--jobs above 1 cannot be used with --state (one process keeps the history)")
@@ -356,6 +367,34 @@ def _replay_all(
         invalid_patients=stats.invalid_patients,
     )
     return invalid() or stats.worker_failed or stats.errors > 0
+
+
+def _compare(
+    paths: tuple[Path, ...],
+    config_path: Path | None,
+    other: Path,
+    now: int,
+    fmt: str,
+    strict: bool,
+    valueset_dirs: tuple[Path, ...],
+    max_facts: int,
+) -> int:
+    """``--compare``: each file on its own under both configurations; the exit status."""
+    inputs, _expectations = without_expectations(paths)
+    missing = [p for p in inputs if not p.exists()]
+    for path in missing:
+        click.echo(f"{path}: no such file or folder", err=True)
+    failed = replay_compare(
+        list(expand(inputs)),
+        config_path,
+        other,
+        now,
+        fmt,
+        strict=strict,
+        valueset_dirs=valueset_dirs,
+        max_facts=max_facts,
+    )
+    return 1 if failed or missing else 0
 
 
 def _memory(state_path: Path, tenant: str, actor: str, retention_s: int | None) -> Memory:

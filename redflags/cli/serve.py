@@ -23,6 +23,7 @@ from redflags.service.auth.callers import NO_PUBLIC_URL, Authenticator, AuthSetu
 from redflags.service.http.listener import AnnouncingServer, listen
 from redflags.service.http.protocol import guarded_protocol
 from redflags.service.settings import MAX_TOKEN_LIFETIME_S, METRICS_TOKEN_ENV, ServiceSettings
+from redflags.service.sites import SiteError, parse_sites
 from redflags.state.location import (
     FEEDBACK_FILE,
     JTI_FILE,
@@ -61,6 +62,15 @@ class SetupRefused(click.ClickException):
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="REDFLAGS_CONFIG",
     help="Site configuration file (TOML).",
+)
+@click.option(
+    "--site",
+    "site_values",
+    multiple=True,
+    metavar="NAME=FILE",
+    help="Another site's configuration (TOML), repeatable: served under /sites/NAME/cds-services "
+    "and /sites/NAME/fhir/$evaluate by the same engine processes. With --site and no --config "
+    "the unprefixed paths answer 404.",
 )
 @click.option(
     "--clients",
@@ -287,6 +297,7 @@ def serve_command(
     max_facts_per_patient: int,
     metrics_token: str | None,
     metrics_token_file: Path | None,
+    site_values: tuple[str, ...] = (),
 ) -> None:
     """Serve CDS Hooks 2.0 (/cds-services) and FHIR $evaluate (/fhir/$evaluate); docs at /docs."""
     import uvicorn
@@ -301,6 +312,10 @@ def serve_command(
     for url in public_url:
         if problem := public_url_problem(url):
             raise SetupRefused(f"--public-url {url!r}: {problem}")
+    try:
+        site_configs = {name: str(Path(path).resolve()) for name, path in parse_sites(site_values).items()}
+    except SiteError as exc:
+        raise click.UsageError(str(exc)) from None
     if fhir_server and no_state:
         raise click.UsageError("--fhir-server needs the state store (its outbox): drop --no-state")
     listener = listen(host, port)  # bound first: a port in use is one line, before anything starts
@@ -329,6 +344,7 @@ def serve_command(
         log.warning("fixed_clock", now=now_text, detail="every call is evaluated at this time")
     settings = ServiceSettings(
         config=str(config_path) if config_path else None,
+        sites=site_configs,
         clients=str(clients) if clients else None,
         tokens=str(tokens) if tokens else None,
         allow_unauthenticated=allow_unauthenticated,
@@ -368,6 +384,8 @@ def serve_command(
         Authenticator.from_settings(settings)
         outbox_auth(settings)
         config.log_overrides(config.load(config_path))  # a setting out of its range: no start
+        for path in site_configs.values():  # every site's, likewise
+            config.log_overrides(config.load(Path(path)))
     except (AuthSetupError, ValueError) as exc:
         error = click.ClickException(" ".join(str(exc).split()))
         error.exit_code = getattr(exc, "exit_code", 1)  # 2: a parameter outside its plausible range

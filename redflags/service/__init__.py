@@ -1,6 +1,6 @@
 """The HTTP service: CDS Hooks 2.0 for EHRs and ``$evaluate`` for integration engines.
 
-One ASGI application per worker process (``redflags serve``); each process holds one
-``Pipeline`` (durable-rules hosts one ruleset per process) and evaluates on its engine thread,
-never on the event loop.
+One HTTP process hands every evaluation to engine processes (``redflags.workers.pool``); each
+holds the ``Pipeline`` of ``--config`` and of every ``--site`` (``redflags.service.sites``) and
+evaluates on its engine thread, never on the event loop.
 """

@@ -30,6 +30,7 @@ from redflags.service.metrics import RequestMetrics
 from redflags.service.metrics import router as metrics_route
 from redflags.service.readiness import router as readiness
 from redflags.service.settings import ServiceSettings
+from redflags.service.sites import SitePrefix
 from redflags.state.stores import open_state
 from redflags.workers.pool import quiet_gc
 from rulesets import RULES
@@ -50,6 +51,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             queue=bool(settings.fhir_server),
             retention_days=settings.retention_days,
             deadline_s=settings.call_deadline_s,
+            site_configs=settings.sites,
         )
         app.state.feedback_store = feedback.open_store(settings)
         # this process's own handle: /readyz pings it, /metrics reads the outbox's counts
@@ -90,7 +92,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
 
-    app.add_middleware(RequestMetrics)  # every answer counted, by route template
+    app.add_middleware(RequestMetrics)  # every answer counted, by route template (the site's prefix removed)
+    # /sites/{name}/...: the request's site, then the ordinary routes (redflags.service.sites)
+    app.add_middleware(
+        SitePrefix, sites=tuple(settings.sites), unprefixed=not settings.sites or bool(settings.config)
+    )
     app.add_middleware(RequestLog)  # outermost: every answer, CORS and 413 included, is logged
 
     app.include_router(cds.router)

@@ -8,7 +8,7 @@ handed the pipeline (its ``evaluate`` and its rules' metadata) instead of lookin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -18,6 +18,7 @@ import structlog
 from engine.host import run_engine_here
 from redflags import config, metrics
 from redflags.pipeline import Pipeline
+from redflags.service import sites
 from redflags.service.http.limits import call_limits
 from redflags.state.stores import open_state
 from redflags.stateful import Memory
@@ -26,7 +27,8 @@ from redflags.workers.pool import EnginePool, quiet_gc
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_pipeline: Pipeline | None = None  # in an engine process: its one pipeline
+_pipeline: Pipeline | None = None  # in an engine process: its pipeline (--config)
+_pipelines: dict[str, Pipeline] = {}  # ... and each --site's, by name (redflags.service.sites)
 
 
 def hosted(fn: Callable[Concatenate[Pipeline, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -37,9 +39,22 @@ def hosted(fn: Callable[Concatenate[Pipeline, P], T], *args: P.args, **kwargs: P
         return fn(_pipeline, *args, **kwargs)
 
 
+def hosted_at(site: str, fn: Callable[Concatenate[Pipeline, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn`` with this engine process's pipeline of ``site`` (its log lines name the site)."""
+    pipeline = _pipelines.get(site)
+    if pipeline is None:
+        raise RuntimeError(f"this engine process serves no site {site!r}")
+    with structlog.contextvars.bound_contextvars(site=site):
+        return fn(pipeline, *args, **kwargs)
+
+
 async def call(engines: EnginePool, fn: Callable[Concatenate[Pipeline, P], T], *args: object) -> T:
-    """``fn(pipeline, *args)`` in the next free engine process (one crossing)."""
-    return await engines.run(hosted, fn, *args)
+    """``fn(pipeline, *args)`` in the next free engine process (one crossing), with the pipeline
+    of the request's site (``sites.current``; none: the ``--config`` one)."""
+    site = sites.current()
+    if site is None:
+        return await engines.run(hosted, fn, *args)
+    return await engines.run(hosted_at, site, fn, *args)
 
 
 def actor() -> str:
@@ -48,11 +63,16 @@ def actor() -> str:
 
 
 def start_here(
-    config_path: str | None, state: str | None = None, queue: bool = False, retention_days: int | None = None
+    config_path: str | None,
+    state: str | None = None,
+    queue: bool = False,
+    retention_days: int | None = None,
+    site_configs: Mapping[str, str] | None = None,
 ) -> Pipeline:
     """Make this process an engine process (engine processes call it; benchmarks too).
 
-    ``state``: the state store file; ``queue``: also queue deliveries (a FHIR server is set).
+    ``state``: the state store file; ``queue``: also queue deliveries (a FHIR server is set);
+    ``site_configs``: each ``--site``'s configuration file, by name, compiled in this process too.
     """
     global _pipeline
     run_engine_here()  # this process only evaluates, on this thread
@@ -63,6 +83,12 @@ def start_here(
         max_facts=call_limits().max_facts_per_patient,  # redflags serve --max-facts-per-patient
         memory=memory,
     )
+    for name, path in (site_configs or {}).items():
+        _pipelines[name] = Pipeline.from_config(
+            config.load(Path(path)),
+            max_facts=call_limits().max_facts_per_patient,
+            memory=partial(_site_memory, name, state, retention, queue) if state else None,
+        )
     quiet_gc()
     return _pipeline
 
@@ -71,11 +97,20 @@ def _memory(state: str, retention_s: int | None, queue: bool) -> Memory:
     return Memory(open_state(state), actor="service", retention_s=retention_s, queue=queue)
 
 
+def _site_memory(site: str, state: str, retention_s: int | None, queue: bool) -> Memory:
+    return sites.SiteMemory(open_state(state), site, actor="service", retention_s=retention_s, queue=queue)
+
+
 def start_engine(
-    config_path: str | None, state: str | None, queue: bool, retention_days: int | None
+    config_path: str | None,
+    state: str | None,
+    queue: bool,
+    retention_days: int | None,
+    site_configs: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """The start of a pool's engine process: the fields of its ready line."""
-    return {"rules": len(start_here(config_path, state, queue, retention_days).rules)}
+    rules = len(start_here(config_path, state, queue, retention_days, site_configs).rules)
+    return {"rules": rules, "sites": len(site_configs or {})}
 
 
 def engine_pool(
@@ -87,10 +122,14 @@ def engine_pool(
     retention_days: int | None = None,
     deadline_s: float = 60.0,
     start: Callable[..., object] | None = None,
+    site_configs: Mapping[str, str] | None = None,
 ) -> EnginePool:
     """``processes`` engine processes, each with the site's pipeline (and state store, if any).
 
-    ``start``: what each engine process runs first (default ``start_engine``; tests wrap it).
+    ``start``: what each engine process runs first (default ``start_engine``; tests wrap it);
+    ``site_configs``: every ``--site`` (each process hosts all of them).
     """
-    args = (config_path, state, queue, retention_days)
+    args: tuple[object, ...] = (config_path, state, queue, retention_days)
+    if site_configs:  # only then: a wrapping ``start`` of the four arguments keeps working
+        args += (dict(site_configs),)
     return EnginePool(processes, start or start_engine, args, log_level, deadline_s=deadline_s)

@@ -34,6 +34,8 @@ _secrets: dict[str, str | None] = {}  # this process only: never inherited by a 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     config: str | None = None  # site configuration file (redflags.config)
+    #: serve --site NAME=FILE: each site's configuration, served under /sites/NAME (service.sites)
+    sites: dict[str, str] = field(default_factory=dict)
     clients: str | None = None  # trusted CDS clients file (JSON), see redflags.service.auth.callers
     tokens: str | None = None  # static bearer tokens file for server-to-server $evaluate
     allow_unauthenticated: bool = False

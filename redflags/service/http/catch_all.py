@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from redflags.service.http.outcome import FHIR_JSON, outcome
+from redflags.service.http.outcome import FHIR_JSON, media_type_for, outcome
 from redflags.state.model import PatientBusy, StoreUnavailable
 from redflags.workers.pool import EngineBusy, EngineUnavailable, UnsendableInput
 
@@ -54,7 +54,7 @@ def error_response(scope: Scope, exc: BaseException) -> JSONResponse:
 
 def _answer(scope: Scope, status: int, message: str, code: str) -> JSONResponse:
     """An OperationOutcome: FHIR JSON under /fhir, plain JSON (the CDS endpoints' shape) elsewhere."""
-    fhir = scope.get("path", "").startswith("/fhir")
+    fhir = media_type_for(scope.get("path", "")) == FHIR_JSON  # a site's /sites/{name}/fhir too
     media_type = FHIR_JSON if fhir else None
     response = JSONResponse(outcome(message, code), status_code=status, media_type=media_type)
     if status == 503:

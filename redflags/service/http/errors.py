@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from redflags.service.http.outcome import FHIR_JSON, outcome
+from redflags.service.http.outcome import FHIR_JSON, media_type_for, outcome
 
 #: One text for every refused credential: the caller learns nothing about why.
 UNAUTHORIZED = (
@@ -33,7 +33,7 @@ ANSWERS: dict[int, tuple[str, str | None]] = {
 
 
 def _response(request: Request, status: int, message: str, code: str) -> JSONResponse:
-    fhir = request.url.path.startswith("/fhir")
+    fhir = media_type_for(request.url.path) == FHIR_JSON  # a site's /sites/{name}/fhir too
     return JSONResponse(outcome(message, code), status_code=status, media_type=FHIR_JSON if fhir else None)
 
 

@@ -5,6 +5,8 @@ The body is ``fhir_adapters.outcome.outcome``; this module only chooses media ty
 
 from __future__ import annotations
 
+import re
+
 from fastapi.responses import JSONResponse
 
 from fhir_adapters.outcome import outcome
@@ -20,9 +22,13 @@ class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
 
 
+#: The FHIR endpoints: ``/fhir``, and a site's under ``/sites/{name}/fhir`` (redflags.service.sites).
+_FHIR_PATH = re.compile(r"(?:/sites/[^/]+)?/fhir")
+
+
 def media_type_for(path: str) -> str:
     """FHIR JSON under ``/fhir`` (FHIR operations), plain JSON elsewhere (the CDS Hooks endpoints)."""
-    return FHIR_JSON if path.startswith("/fhir") else CDS_JSON
+    return FHIR_JSON if _FHIR_PATH.match(path) else CDS_JSON
 
 
 def outcome_response(
