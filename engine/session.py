@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-import durable.engine as durable_engine
 import durable.lang as durable_lang
 import durable_rules_engine as dre
 import orjson
@@ -18,6 +17,7 @@ import structlog
 from engine.alert import Alert
 from engine.collect import Match, collect
 from engine.describe import describe
+from engine.drive import Action, actions_of, run_actions
 from engine.dsl import Rules, Spec
 from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
 from engine.expr import Node
@@ -38,6 +38,7 @@ class _Context:
     """What the actions of one evaluation record; lives exactly as long as its session."""
 
     pid: str
+    sid: str
     next_id: Callable[[], int]
     titles: Mapping[str, str]
     matches: list[Match] = field(default_factory=list)
@@ -58,11 +59,6 @@ class Evaluation:
     future: int  # records ignored because dated in the future
     derived: int = 0  # derived facts asserted (equal ones once, engine.lineage)
     actions: int = 0  # rule actions run: the combinations of facts durable-rules matched
-
-
-def _content(closure: Any, alias: str) -> dict[str, Any]:
-    value = getattr(closure, alias)
-    return dict(value._d) if hasattr(value, "_d") else dict(value)
 
 
 #: Fact fields that name where a fact came from; no rule reads them.
@@ -218,6 +214,7 @@ class _Compiled:
 
     fingerprint: str
     ruleset: Any = None  # a durable.engine.Ruleset (durable ships no types)
+    actions: dict[str, Action] = field(default_factory=dict)  # by durable rule name (engine.drive)
     context: _Context | None = None
 
 
@@ -364,29 +361,30 @@ class Engine:
             # Every session opens with a fact this rule handles: durable-rules aborts the process
             # (free(): invalid pointer) when the first session of a process is deleted after no
             # rule matched any of its facts, e.g. a replay whose first patient has nothing relevant.
-            durable_lang.when_all(durable_lang.m.t == SESSION)(lambda _closure: None)
+            durable_lang.when_all(durable_lang.m.t == SESSION)(lambda _facts: None)
         definition = durable_lang._rulesets.pop(name)  # keep durable's global registry empty
         name, body = definition.define()
         host().register_rulesets({name: body})
         self._shared.ruleset = host().get_ruleset(name)
+        self._shared.actions = actions_of(self._shared.ruleset)
 
     def _action(
         self, spec: Spec, aliases: list[str], checks: tuple[tuple[int, Node], ...]
-    ) -> Callable[[object], None]:
-        def action(closure: Any) -> None:  # a durable Closure (durable ships no types)
+    ) -> Action:
+        def action(matched: dict[str, Any]) -> None:  # alias -> fact (engine.drive)
             ctx = self._context
             if ctx is None:  # cannot happen: actions only run inside evaluate()
                 raise RuleActionError(f"{spec.name} fired outside an evaluation")
             ctx.actions += 1
             try:
-                facts = [_content(closure, a) for a in aliases]
+                facts = [matched[a] for a in aliases]
                 for f in facts:
                     if f.get("pid") != ctx.pid:
                         raise CrossTalkError(f"{spec.name} matched a fact of another patient")
                 if not all(node.holds(facts, i) for i, node in checks):
                     return  # a cross-fact test failed: no match (checked here, see engine.expr)
                 if spec.does == "derive":
-                    self._derive(closure, spec, facts, ctx)
+                    self._derive(spec, facts, ctx)
                 else:
                     ctx.matches.append(Match(spec, facts))
             except BaseException as exc:
@@ -395,12 +393,12 @@ class Engine:
         action.__name__ = spec.name.replace(".", "_")
         return action
 
-    def _derive(self, closure: Any, spec: Spec, facts: list[dict[str, Any]], ctx: _Context) -> None:
+    def _derive(self, spec: Spec, facts: list[dict[str, Any]], ctx: _Context) -> None:
         derived: Fact = {
             "t": "derived",
             "key": spec.key,
             "id": ctx.next_id(),
-            "sid": closure.s.sid,
+            "sid": ctx.sid,
             "refs": _refs(facts),
             "pid": ctx.pid,
             "age": max((int(f.get("age", 0)) for f in facts), default=0),
@@ -447,10 +445,10 @@ class Engine:
         ctx.lineage.derived(int(derived["id"]), source_ids)  # type: ignore[call-overload]  # as above
         if spec.key in self._item_keys:
             ctx.items.setdefault(spec.key, []).append(derived)
-        try:
-            closure.assert_fact(derived)
-        except durable_engine.MessageNotHandledException:
-            pass  # no rule consumes this derived fact: normal
+        # code 1: no rule consumes this derived fact (normal); 2: already observed (ids are new)
+        code = dre.assert_fact(self._ruleset._handle, orjson.dumps(derived).decode())[0]
+        if code == 2:
+            raise FactRejectedError(f"durable-rules reported derived fact {derived['id']} as already observed")
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
@@ -473,10 +471,10 @@ class Engine:
         code, state = dre.assert_facts(self._ruleset._handle, orjson.dumps(facts).decode())
         if code == 2:
             raise FactRejectedError("durable-rules reported a distinct fact as already observed")
-        outcome: list[BaseException | None] = [None]
-        self._ruleset.do_actions(state, lambda error, _state: outcome.__setitem__(0, error))
-        if outcome[0] is not None:
-            raise RuleActionError(f"durable-rules failed running actions: {outcome[0]}")
+        try:
+            run_actions(self._ruleset._handle, state, self._shared.actions)
+        except Exception as error:
+            raise RuleActionError(f"durable-rules failed running actions: {error}") from error
         swallowed = self._ruleset.get_state(sid).get("exception")
         if swallowed:
             raise RuleActionError(f"a rule action failed inside durable-rules: {swallowed}")
@@ -534,7 +532,7 @@ class Engine:
                 raise CrossTalkError("a fact of another patient was handed to this evaluation")
             readable.append(fact)
         asserted.extend({**fact, "id": next(counter), "sid": sid} for fact in distinct(readable))
-        ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
+        ctx = _Context(pid=pid, sid=sid, next_id=lambda: next(counter), titles=self.titles)
         ctx.lineage.add(asserted)
         self._context = ctx
         try:
