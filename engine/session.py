@@ -368,9 +368,7 @@ class Engine:
         self._shared.ruleset = host().get_ruleset(name)
         self._shared.actions = actions_of(self._shared.ruleset)
 
-    def _action(
-        self, spec: Spec, aliases: list[str], checks: tuple[tuple[int, Node], ...]
-    ) -> Action:
+    def _action(self, spec: Spec, aliases: list[str], checks: tuple[tuple[int, Node], ...]) -> Action:
         def action(matched: dict[str, Any]) -> None:  # alias -> fact (engine.drive)
             ctx = self._context
             if ctx is None:  # cannot happen: actions only run inside evaluate()
@@ -448,7 +446,7 @@ class Engine:
         # code 1: no rule consumes this derived fact (normal); 2: already observed (ids are new)
         code = dre.assert_fact(self._ruleset._handle, orjson.dumps(derived).decode())[0]
         if code == 2:
-            raise FactRejectedError(f"durable-rules reported derived fact {derived['id']} as already observed")
+            raise FactRejectedError(f"durable-rules reported derived fact {derived['id']} as observed")
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
