@@ -16,6 +16,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import structlog
 
 from engine.host import run_engine_here
+from fhir_adapters.facts_cache import FactsCache
 from redflags import config
 from redflags.pipeline import Pipeline
 from redflags.service.http.limits import call_limits
@@ -61,6 +62,7 @@ def start_here(
         config.load(Path(config_path) if config_path else None),
         max_facts=call_limits().max_facts_per_patient,  # redflags serve --max-facts-per-patient
         memory=memory,
+        facts_cache=FactsCache(),  # a CDS client resends the prefetch: map only what changed
     )
     quiet_gc()
     return _pipeline
