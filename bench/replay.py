@@ -31,6 +31,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,12 @@ RATIO_TARGET = 20.0  # bundles layout: end-to-end / orjson parse of the same byt
 SPLIT_RATIO_TARGET = 5.0  # split layout, --jobs 1: end-to-end / (read + orjson parse)
 MEMORY_RSS_TARGET = 1.5  # --memory: peak RSS at 1,000,000 / at 1,000
 MEMORY_SIZES = (1000, 100_000, 1_000_000)
+#: start-up: ``redflags replay`` of one small fixture, CPU seconds (user+sys, the child's), median
+STARTUP_FILE = ROOT / "fixtures" / "hypokalemic_or_electrolyte_weakness" / "tierB-potassium-6.2-weakness.json"
+#: the same measured at a235a22 (engine build 2, before issue 15 item 6) on the 2-core VM, bytecode
+#: cached; issue 15 asks for at least 3x less
+STARTUP_BASELINE_CPU_S = 0.33
+STARTUP_SPEEDUP_TARGET = 3.0
 
 
 def _rss_mib() -> float:
@@ -284,6 +291,35 @@ def replay_split(folder: Path, jobs: int, now_text: str, tmp: Path) -> dict:
     }
 
 
+def startup(rounds: int = 5) -> tuple[float, float]:
+    """(CPU s, wall s), medians of ``redflags replay STARTUP_FILE`` in a child process."""
+    exe = Path(sys.executable).with_name("redflags")
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(exe), "replay", str(STARTUP_FILE), "--now", "2025-03-10T12:00:00Z", "--format", "json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        _pid, _status, usage = os.wait4(proc.pid, 0)
+        wall.append(time.perf_counter() - started)
+        cpu.append(usage.ru_utime + usage.ru_stime)
+    return statistics.median(cpu), statistics.median(wall)
+
+
+def report_startup(cpu_s: float, wall_s: float) -> None:
+    speedup = STARTUP_BASELINE_CPU_S / cpu_s
+    verdict = "PASS" if speedup >= STARTUP_SPEEDUP_TARGET else "MISS"
+    print(
+        f"start-up (redflags replay of one small file): {cpu_s:.3f} s CPU, {wall_s:.3f} s wall; "
+        f"{speedup:.2f}x faster than {STARTUP_BASELINE_CPU_S:g} s CPU at a235a22 "
+        f"(target >= {STARTUP_SPEEDUP_TARGET:g}x) {verdict}"
+    )
+
+
 def floor(folder: Path) -> tuple[float, float, int]:
     """(read s, orjson parse s, bytes): every file read whole, then every line parsed."""
     import orjson
@@ -379,12 +415,13 @@ def report_split(rows: list[dict], memory: bool) -> bool:
             print(f"  WRONG RESULTS at N={r['n']:,} --jobs {r['jobs']}: {'; '.join(r['problems'])}")
     for r in rows:
         if r["jobs"] == 1:
-            ratio = r["e2e_s"] / (r["read_s"] + r["parse_s"])
-            verdict = "PASS" if ratio <= SPLIT_RATIO_TARGET else "MISS"
-            print(
-                f"target end-to-end <= {SPLIT_RATIO_TARGET:g}x floor at N={r['n']:,} --jobs 1: "
-                f"{ratio:.1f}x {verdict}"
-            )
+            fl = r["read_s"] + r["parse_s"]
+            for what, ratio in (("wall", r["e2e_s"] / fl), ("CPU", r["cpu_s"] / fl)):
+                verdict = "PASS" if ratio <= SPLIT_RATIO_TARGET else "MISS"
+                print(
+                    f"target end-to-end <= {SPLIT_RATIO_TARGET:g}x floor at N={r['n']:,} --jobs 1 "
+                    f"({what}): {ratio:.1f}x {verdict}"
+                )
     by_jobs: dict[int, list[dict]] = {}
     for r in rows:
         by_jobs.setdefault(r["jobs"], []).append(r)
@@ -435,11 +472,14 @@ def main(argv: list[str] | None = None) -> int:
             f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start",
             file=sys.stderr,
         )
+        started = startup()
         rows: list[dict] = []
         with tempfile.TemporaryDirectory(prefix="bench-replay-", dir=args.tmp_dir) as tmp:
             for n in sizes:
                 rows += run_split(n, jobs_list, args.per_file or 50_000, args.now, args.seed, Path(tmp))
-        return 0 if report_split(rows, args.memory) else 1
+        ok = report_split(rows, args.memory)
+        report_startup(*started)
+        return 0 if ok else 1
     results = []
     for i, n in enumerate(sizes):
         profile = args.profile if i == len(sizes) - 1 else None

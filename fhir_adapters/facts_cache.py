@@ -40,6 +40,10 @@ class FactsCache:
     def __len__(self) -> int:
         return len(self._kept)
 
+    def clear(self) -> None:
+        """Forget every resource (a benchmark's cold call)."""
+        self._kept.clear()
+
     def facts(
         self,
         res: dict[str, Any],
