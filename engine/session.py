@@ -290,6 +290,12 @@ class Engine:
         self._reads = derived_reads(self.specs)
         #: fire/block/note rules, checked after the session (``_Checked``)
         self._checked = [c for s in self.specs if (c := _checked(s)) is not None]
+        #: (kind, key) of each checked rule's first condition -> the rules' indexes in _checked
+        #: (None: a rule without conditions, a candidate always)
+        self._checked_by_first: dict[tuple[object, object] | None, list[int]] = {}
+        for i, c in enumerate(self._checked):
+            first = (c.conds[0][0], c.conds[0][1]) if c.conds else None
+            self._checked_by_first.setdefault(first, []).append(i)
         #: what durable-rules' own rules (derivations) read, as (kind, key), key None: any key of
         #: that kind. Only those facts go to durable: the rest (4 in 10 of a replay's facts, the
         #: score totals always) matched nothing there and cost its matching and state; every fact
@@ -547,8 +553,11 @@ class Engine:
             by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
             if fact.get("key") is not None:  # a condition without a key (patient()) reads any
                 by_kind.setdefault((fact.get("t"), None), []).append(fact)
-        for checked in self._checked:
-            ctx.matches.extend(checked.matches(by_kind))
+        # only rules whose first condition has a fact can match; in their order (collect reads it)
+        first = self._checked_by_first
+        candidates = sorted({i for key in (None, *by_kind) for i in first.get(key, ())})
+        for i in candidates:
+            ctx.matches.extend(self._checked[i].matches(by_kind))
         alerts = collect(
             pid, now, ctx.matches, self.metas, self.titles, ctx.lineage, self.preliminary_supports
         )

@@ -64,15 +64,15 @@ class FactsCache:
                 mapped = map_(own)
             except IntakeError as exc:
                 mapped, raised = [], exc
-            found = ([dict(f) for f in mapped], own, raised)
-            self._kept[key] = found
+            self._kept[key] = ([dict(f) for f in mapped], own, raised)  # copies: the caller owns these
             if len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         else:
             self.hits += 1
             self._kept.move_to_end(key)
-        facts, own, raised = found
+            kept, own, raised = found
+            mapped = [dict(f) for f in kept]
         issues.extend(own)
         if raised is not None:
             raise raised
-        return [dict(f) for f in facts]
+        return mapped
