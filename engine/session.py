@@ -18,7 +18,7 @@ import structlog
 from engine.alert import Alert
 from engine.collect import Match, collect
 from engine.describe import describe
-from engine.dsl import Rules, Spec
+from engine.dsl import Rules, Spec, check_program
 from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
 from engine.expr import Node
 from engine.host import engine_thread, host
@@ -283,6 +283,7 @@ class Engine:
                         )
                     self.censors[spec.key] = spec.after
                     self.censor_specs.append(spec)
+        check_program([*self.specs, *self.scores])  # a fact no rule derives, an unstratified score
         self._item_keys = {f"{s.key}_item" for s in self.scores}
         #: value keys some condition reads beyond the newest result (trends, earlier values);
         #: older results of every other key can match nothing and are not asserted

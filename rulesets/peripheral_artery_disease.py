@@ -147,7 +147,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     age = p["age_above"]
     r.derive(
         "pad_age_gate",
-        patient().where(lambda _p: m.years > age, f"aged over {age:g}"),
+        patient().where(m.years > age, f"aged over {age:g}"),
         value=lambda f: f[0]["years"],
         text="age {v:g}",
     )

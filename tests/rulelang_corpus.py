@@ -147,4 +147,6 @@ if __name__ == "__main__":
         sys.stdout.buffer.write(orjson.dumps(inputs(Engine(MODULES)), option=orjson.OPT_INDENT_2) + b"\n")
         sys.exit(0)
     # the engine logs to stdout: the corpus goes to the file named
-    Path(sys.argv[1]).write_bytes(b"".join(line + b"\n" for line in run(int(sys.argv[2]) if len(sys.argv) > 2 else CASES)))
+    Path(sys.argv[1]).write_bytes(
+        b"".join(line + b"\n" for line in run(int(sys.argv[2]) if len(sys.argv) > 2 else CASES))
+    )
