@@ -353,7 +353,7 @@ class Rules:
                         self._conds(alt if isinstance(alt, tuple) else (alt,)),
                         key=item,
                         value=lambda _f: 1,
-                        label="match",
+                        label=UNLESS,
                     )
                 )
             self.specs.append(

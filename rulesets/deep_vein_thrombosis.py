@@ -66,7 +66,7 @@ D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platel
 
 META = RuleMeta(
     id="deep_vein_thrombosis",
-    version="1.1.0",
+    version="1.2.0",
     title="Deep vein thrombosis",
     tiers=(
         Tier("A", "critical", "leg signs with signs of pulmonary embolism: emergency assessment"),
