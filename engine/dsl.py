@@ -128,7 +128,7 @@ class Cond:
             if not isinstance(node, Node):
                 raise TypeError(f"{self.phrase}: write tests with m and ref from engine.dsl")
             for part in node.conjuncts():
-                (checks if part.refs() else local).append(part)
+                (checks if part.refs() or not part.compiles() else local).append(part)
         # durable-rules stops evaluating a condition's tests at the end of an "or" group, so
         # such groups go last (measured with valgrind on a debug build; see engine.expr).
         for node in sorted(local, key=lambda n: n.is_or()):
@@ -266,7 +266,7 @@ class Unless:
     @property
     def phrase(self) -> str:
         words = (
-            " AND ".join(c.phrase for c in alt) if isinstance(alt, tuple) else alt.phrase
+            "(" + " with ".join(c.phrase for c in alt) + ")" if isinstance(alt, tuple) else alt.phrase
             for alt in self.conds
         )
         return f"no {' or '.join(words)}"

@@ -114,6 +114,11 @@ class Node:
         """The test in words, for a phrase not written beside it."""
         raise NotImplementedError
 
+    def compiles(self) -> bool:
+        """durable-rules can evaluate this single-fact test (it compares a property with a value
+        or with arithmetic; ``m.v - m.high > 10`` it cannot, so that one is checked in Python)."""
+        return True
+
     __hash__ = None  # type: ignore[assignment]  # == is the DSL's: unhashable on purpose
 
 
@@ -316,12 +321,19 @@ class Binary(Node):
         return Binary(self.op, self.left.resolve(names, here), self.right.resolve(names, here))
 
     def text(self) -> str:
-        op = _WORDS.get(self.op, self.op)
-        left, right = self.left.text(), self.right.text()
-        if self.op in ("&", "|") or self.op in _ARITHMETIC:
-            left = f"({left})" if isinstance(self.left, Binary) and self.left.op != self.op else left
-            right = f"({right})" if isinstance(self.right, Binary) and self.right.op != self.op else right
-        return f"{left} {op} {right}"
+        group = ("&", "|") if self.op in ("&", "|") else tuple(_ARITHMETIC) if self.op in _ARITHMETIC else ()
+        parts = [
+            f"({side.text()})"
+            if isinstance(side, Binary) and side.op in group and side.op != self.op
+            else side.text()
+            for side in (self.left, self.right)
+        ]
+        return f"{parts[0]} {_WORDS.get(self.op, self.op)} {parts[1]}"
+
+    def compiles(self) -> bool:
+        if self.op in _COMPARE:  # durable compares a property with a value or an expression
+            return isinstance(self.left, Attr) and self.right.compiles()
+        return self.left.compiles() and self.right.compiles()
 
     def value(self, facts: Sequence[dict[str, Any]], own: int) -> Any:
         if self.op == "&":

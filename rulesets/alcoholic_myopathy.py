@@ -133,14 +133,19 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive("alcohol_proximal_weakness", thigh)
     weak = _proximal_group(latest("mrc_grade") <= p["mrc_weak_max"])
     left, right, bilateral = weak.on("left"), weak.on("right"), weak.on("bilateral")
-    both = lambda _f: "bilateral"  # noqa: E731
     duration = p["duration_min_d"] * DAY
     # An earlier weak proximal grade old enough to date the weakness (duration = earliest onset).
     earlier = _proximal_group(result("mrc_grade") <= p["mrc_weak_max"]).where(
         m.age >= duration, f"recorded at least {p['duration_min_d']:g} days ago"
     )
     text = "MRC grade {v:g} or less in proximal leg muscles on both sides"
-    grade = lambda f: max(x["v"] for x in f)  # noqa: E731
+
+    def grade(facts: list[dict]) -> float:
+        return max(f["v"] for f in facts)
+
+    def both(_facts: list[dict]) -> str:
+        return "bilateral"
+
     r.derive("alcohol_proximal_weakness", bilateral, value=grade, text=text)
     r.derive("alcohol_proximal_weakness", left, right, side=both, value=grade, text=text)
     r.derive("alcohol_proximal_weakness", bilateral, earlier, value=grade, text=text)
