@@ -1,16 +1,42 @@
-"""The small language ruleset modules are written in, compiled to durable-rules.
+"""The plain rule language ruleset modules are written in, compiled to durable-rules.
 
 A rule module reads like its page in docs/rules/::
 
     r.derive("ces_sphincter_or_saddle", new("saddle_anesthesia", within=p["window"]))
     r.fire("A", fact("ces_sphincter_or_saddle"), fact("ces_back_or_radicular"))
     r.block("A", procedure("spinal_decompression_done"), reason="decompression already done")
+    r.fire("B", present("dvt_dx", window), unless(medication("anticoagulant_active")))
+    r.derive("resp_fvc_fall", result("fvc").named("earlier"),
+             latest("fvc").where(m.ts > ref("earlier").ts, "taken after it"))
 
-Every condition is a positive pattern over one flat fact; ``derive`` asserts an intermediate
-fact that other rules join on (forward chaining); ``fire`` records a candidate alert at a tier;
-``block`` records a reason that removes a tier. Negation is applied after the session has
-reached its fixed point (stratified), because durable-rules' ``none()`` depends on the order
-in which facts arrive.
+- A condition matches one flat fact (``present``, ``new``, ``absent``, ``ever``, ``latest``,
+  ``result``, ``fact``, ``procedure``, ``medication``, ``patient``); ``.where(test, phrase)``
+  adds a test, written once as an expression over ``m`` (this fact) and ``ref("name")`` (the
+  fact of an earlier condition, named with ``.named`` or called by its key; the patient's is
+  ``ref("patient")``), with the phrase the rationale and ``rules --explain`` read beside it (or
+  spelled out from the test). ``.on("left", ...)`` is the side test; ``cond >= 3`` compares
+  ``v``. Arithmetic is written as read (``m.v - m.high``); presence is ``m.x.exists()``,
+  ``m.x.missing()``, ``has_number(m.v)``; ``m.x.one_of(a, b)`` is an "or" of equalities.
+- ``derive`` asserts an intermediate fact other rules read (forward chaining); ``fire`` records
+  a candidate alert at a tier; ``block`` removes a tier; ``note`` adds a card line;
+  ``score_item``/``score`` sum an additive score.
+- ``unless(a, b, text=...)`` holds when no fact matches ``a`` or ``b``: decided after the
+  session's first fixed point (stratified, see ``Unless``), because durable-rules' ``none()``
+  depends on the order in which facts arrive.
+- Checked when the engine is built (``check_program``): a ``fact("k")`` no rule derives, a
+  reference to no earlier condition, a score or ``unless`` reading a score total.
+
+Compiled shape (what the engine, and a plain evaluator of the rules, read): a ``Spec`` per rule
+with ``conds``; each ``Cond`` has ``kind``, ``key`` (None: any key) and ``tests``, each a
+``Test`` whose ``node`` is an ``engine.expr.Node`` tree over ``Attr(index, name)`` (index None:
+this fact; else the position of an earlier condition), ``Const``, ``Binary`` (comparisons,
+``& | + - * /``), ``Exists``/``Number``. ``Cond.compile`` splits a condition into the durable
+expression of its single-fact tests (``m.t == kind & m.key == key & ...``, "or" groups last)
+and the nodes checked in Python (those reading another condition, or that durable cannot
+express, e.g. arithmetic left of a comparison). An ``unless`` is ordinary specs: per
+alternative a ``derive`` of ``<rule>.unless.<n>_item`` (``label == UNLESS``), a ``score`` of
+``<rule>.unless.<n>`` (its ``text`` how the absence reads) and, in the rule, the condition
+``fact("<rule>.unless.<n>")`` with the test ``m.v < 1``.
 """
 
 from __future__ import annotations

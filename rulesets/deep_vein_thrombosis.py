@@ -46,7 +46,6 @@ from engine.dsl import (
     DAY,
     HOUR,
     WEEK,
-    Cond,
     Rules,
     ever,
     fact,
@@ -196,99 +195,86 @@ WHOLE_LEG = "61685007"  # SNOMED Lower limb structure: "whole leg swollen"
 
 
 def _ddimer(r: Rules, p: dict[str, float]) -> None:
-    """dvt_ddimer_positive / dvt_ddimer_negative from the latest D-dimer (24 h)."""
+    """5.1 D-dimer: the latest result (24 h) against its cut-off.
+
+    The cut-off: FEU, the laboratory's referenceRange.high if sent, else 0.5 mg/L FEU; above 50
+    years (age adjustment on) age x 0.01 mg/L FEU when that is higher; DDU, the laboratory's
+    limit only. Positive above the cut-off; negative (a final result) not above it.
+    """
     within = p["ddimer_within_h"] * HOUR
     cut, above, factor = p["ddimer_cutoff_feu"], p["ddimer_age_above"], p["ddimer_age_factor"]
     feu, ddu = latest("d_dimer", within), latest("d_dimer_ddu", within)
-
-    def lab(cond: Cond) -> Cond:
-        return cond.where(m.has_high == 1, "with a laboratory upper reference limit")
-
-    def fixed(cond: Cond) -> Cond:
-        return cond.where(m.has_high == 0, "without a laboratory range")
-
-    def final(cond: Cond) -> Cond:  # a preliminary result supports only critical tiers (14.2)
-        return cond.where(m.prelim == 0, "(final)")
-
-    def over_lab(cond: Cond) -> Cond:
-        return lab(cond).where(m.v > m.high, "above it")
+    lab = "with a laboratory upper reference limit"
 
     def high(f: list[dict]) -> float:
         return f[-1]["high"]
 
-    # Negative: not above the laboratory limit, or (FEU, no range) not above 0.5 mg/L FEU.
-    for cond in (feu, ddu):
-        r.derive(
-            "dvt_ddimer_negative",
-            final(lab(cond)).where(m.v <= m.high, "not above it"),
-            value=high,
-            text="D-dimer not above the laboratory limit {v:g} mg/L",
-        )
-    r.derive(
-        "dvt_ddimer_negative",
-        final(fixed(feu)) <= cut,
-        value=lambda _f: cut,
-        text="D-dimer not above the cut-off {v:g} mg/L FEU",
-    )
-    # DDU: only the laboratory's own limit decides.
-    r.derive(
-        "dvt_ddimer_positive", over_lab(ddu), value=high, text="D-dimer above the laboratory limit {v:g} mg/L"
-    )
+    def fixed(_f: list[dict]) -> float:
+        return cut
 
-    if p["ddimer_age_adjust"]:
-        # Age-adjusted: the cut-off is the higher of (lab limit or 0.5) and age x 0.01.
-        old = patient().where(m.years > above, f"aged over {above:g}")
+    # (result, its cut-off, in words, its value, how a positive and a negative result read)
+    limits = (
+        (
+            feu.where(m.has_high == 1, lab),
+            m.high,
+            "it",
+            high,
+            "D-dimer above the laboratory limit {v:g} mg/L FEU",
+            "D-dimer not above the laboratory limit {v:g} mg/L",
+        ),
+        (
+            feu.where(m.has_high == 0, "without a laboratory range"),
+            cut,
+            f"{cut:g} mg/L FEU",
+            fixed,
+            "D-dimer above the cut-off {v:g} mg/L FEU",
+            "D-dimer not above the cut-off {v:g} mg/L FEU",
+        ),
+        (
+            ddu.where(m.has_high == 1, lab),
+            m.high,
+            "it",
+            high,
+            "D-dimer above the laboratory limit {v:g} mg/L",
+            "D-dimer not above the laboratory limit {v:g} mg/L",
+        ),
+    )
+    adjusted = bool(p["ddimer_age_adjust"])
+    old = patient().where(m.years > above, f"aged over {above:g}")
+    age_cut = ref("patient").years * factor
+    for result, limit, words, value, positive, negative in limits:
+        over = result.where(m.v > limit, f"above {words}")
+        # a preliminary result supports only critical tiers (14.2)
+        final = result.where(m.prelim == 0, "(final)")
+        r.derive(
+            "dvt_ddimer_negative", final.where(m.v <= limit, f"not above {words}"), value=value, text=negative
+        )
+        if not adjusted or result.key == "d_dimer_ddu":  # DDU: the laboratory's limit only
+            r.derive("dvt_ddimer_positive", over, value=value, text=positive)
+            continue
+        r.derive(
+            "dvt_ddimer_positive",
+            patient().where(
+                m.years.missing() | (m.years <= above), f"aged {above:g} or less or of unknown age"
+            ),
+            over,
+            value=value,
+            text=positive,
+        )
+        r.derive(
+            "dvt_ddimer_positive",
+            old,
+            over.where(m.v > age_cut, f"and above age x {factor:g}"),
+            value=lambda f, value=value: max(value(f), f[0]["years"] * factor),
+            text="D-dimer above the age-adjusted cut-off {v:g} mg/L FEU",
+        )
+    if adjusted:
         r.derive(
             "dvt_ddimer_negative",
             old,
-            final(feu).where(m.v <= ref("patient").years * factor, f"not above age x {factor:g} mg/L FEU"),
+            feu.where(m.prelim == 0, "(final)").where(m.v <= age_cut, f"not above age x {factor:g} mg/L FEU"),
             value=lambda f: f[0]["years"] * factor,
             text="D-dimer not above the age-adjusted cut-off {v:g} mg/L FEU",
-        )
-        r.derive(
-            "dvt_ddimer_positive",
-            old,
-            (fixed(feu) > cut).where(m.v > ref("patient").years * factor, f"and above age x {factor:g}"),
-            value=lambda f: max(cut, f[0]["years"] * factor),
-            text="D-dimer above the age-adjusted cut-off {v:g} mg/L FEU",
-        )
-        r.derive(
-            "dvt_ddimer_positive",
-            old,
-            over_lab(feu).where(m.v > ref("patient").years * factor, f"and above age x {factor:g}"),
-            value=lambda f: max(f[1]["high"], f[0]["years"] * factor),
-            text="D-dimer above the age-adjusted cut-off {v:g} mg/L FEU",
-        )
-        for who in (
-            patient().where(m.years <= above, f"aged {above:g} or less"),
-            patient().where(m.years.missing(), "of unknown age"),
-        ):
-            r.derive(
-                "dvt_ddimer_positive",
-                who,
-                fixed(feu) > cut,
-                value=lambda _f: cut,
-                text="D-dimer above the cut-off {v:g} mg/L FEU",
-            )
-            r.derive(
-                "dvt_ddimer_positive",
-                who,
-                over_lab(feu),
-                value=high,
-                text="D-dimer above the laboratory limit {v:g} mg/L FEU",
-            )
-    else:
-        r.derive(
-            "dvt_ddimer_positive",
-            fixed(feu) > cut,
-            value=lambda _f: cut,
-            text="D-dimer above the cut-off {v:g} mg/L FEU",
-        )
-        r.derive(
-            "dvt_ddimer_positive",
-            over_lab(feu),
-            value=high,
-            text="D-dimer above the laboratory limit {v:g} mg/L FEU",
         )
 
 
