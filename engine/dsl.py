@@ -64,6 +64,7 @@ __all__ = [
     "Node",
     "Rules",
     "Spec",
+    "Test",
     "Unless",
     "has_number",
     "m",
@@ -100,8 +101,8 @@ class Cond:
 
     kind: str
     key: str | None
-    #: each test as compiled (``Test``); an expression given here is wrapped in one
-    tests: tuple[Test | Node, ...]
+    #: each test as compiled (``Test``)
+    tests: tuple[Test, ...]
     phrase: str
     #: matches only the newest result of its key (``latest``): older results need not be asserted
     latest_only: bool = False
@@ -111,11 +112,9 @@ class Cond:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        tests = tuple(Test(t) if isinstance(t, Node) else t for t in self.tests)
-        for test in tests:
+        for test in self.tests:
             if not isinstance(test, Test):
-                raise TypeError(f"{self.phrase}: write tests with m and ref from engine.dsl, not a function")
-        object.__setattr__(self, "tests", tests)
+                raise TypeError(f"{self.phrase}: write tests as Test(expression) or with .where()")
 
     def where(self, test: Node, phrase: str | None = None) -> Cond:
         """Add a test on this fact, or against an earlier condition's (``ref("name").x``).

@@ -31,7 +31,7 @@ entered-in-error MG; a cancelled FVC or one with dataAbsentReason (never becomes
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Cond, Rules, ever, fact, latest, m, new, present
+from engine.dsl import DAY, HOUR, Cond, Rules, Test, ever, fact, latest, m, new, present
 from rulesets.codes import APHERESIS, FVC, ICU_REFERRAL, IVIG, NEUROLOGY_REFERRAL, RESPIRATORY_FUNCTION
 from rulesets.meta import SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
@@ -150,7 +150,7 @@ def _ordered_within(key: str, seconds: float, days: float) -> Cond:
     return Cond(
         "medication",
         key,
-        (m.age <= seconds,),
+        (Test(m.age <= seconds),),
         f"{key.replace('_', ' ')} ordered or given within {days:g} days",
     )
 
