@@ -53,7 +53,7 @@ from rulesets.meta import SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="guillain_barre_syndrome",
-    version="1.2.0",
+    version="1.2.1",
     title="Guillain-Barré syndrome",
     tiers=(
         Tier("A", "critical", "respiratory or bulbar danger"),
@@ -236,6 +236,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
             episode.named("episode"),
             result("fvc")
             .first_since(getattr(ref("episode"), start), "the first FVC since the episode began")
+            .where(m.v > 0, "(> 0: a fall is measured from a volume)")
             .named("first"),
             latest("fvc", pressure).where(
                 (m.ts > ref("first").ts) & (m.v <= ref("first").v * (1 - drop)),

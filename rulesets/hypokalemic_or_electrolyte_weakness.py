@@ -51,7 +51,7 @@ Choices where the reference is open:
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Cond, Rules, Unless, fact, latest, m, present, ref, unless
+from engine.dsl import DAY, HOUR, Cond, Rules, Unless, fact, has_number, latest, m, present, ref, unless
 from rulesets.codes import ECG, IV_THERAPY, MAGNESIUM
 from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
@@ -64,7 +64,7 @@ HYPOPHOSPHATEMIA = Code(SNOMED, "4996001", "Hypophosphatemia")
 
 META = RuleMeta(
     id="hypokalemic_or_electrolyte_weakness",
-    version="1.0.0",
+    version="1.0.1",
     title="Electrolyte disturbance causing weakness",
     tiers=(
         Tier("A", "critical", "life-threatening electrolyte value"),
@@ -221,10 +221,15 @@ def define(r: Rules, p: dict[str, float]) -> None:
     weak = fact("electrolyte_weakness")
 
     # Corrected calcium (15.2), derived once; the uncorrected fallback only when no albumin.
-    calcium = latest("calcium_total", lab)
-    albumin = latest("albumin").where(
-        (m.ts >= ref("calcium_total").ts - pair) & (m.ts <= ref("calcium_total").ts + pair),
-        f"within {p['albumin_pair_h']:g} h of the calcium sample",
+    # A result that carries only an interpretation cannot be corrected, nor correct one (15.2).
+    calcium = latest("calcium_total", lab).where(has_number(m.v), "with a value")
+    albumin = (
+        latest("albumin")
+        .where(has_number(m.v), "with a value")
+        .where(
+            (m.ts >= ref("calcium_total").ts - pair) & (m.ts <= ref("calcium_total").ts + pair),
+            f"within {p['albumin_pair_h']:g} h of the calcium sample",
+        )
     )
     reference, factor = p["albumin_reference_g_l"], p["albumin_ca_factor"]
     no_albumin = unless(

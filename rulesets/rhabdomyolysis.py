@@ -44,7 +44,7 @@ from rulesets.meta import LOINC, SNOMED, SWITCH, Action, Code, ParamRange, RuleM
 
 META = RuleMeta(
     id="rhabdomyolysis",
-    version="1.2.0",
+    version="1.2.1",
     title="Rhabdomyolysis",
     tiers=(
         Tier("A", "critical", "muscle breakdown with kidney injury or high potassium"),
@@ -182,10 +182,12 @@ def define(r: Rules, p: dict[str, float]) -> None:
     # Acute kidney injury (KDIGO), from the latest creatinine and an earlier one.
     creatinine = latest("creatinine", p["creatinine_within_h"] * HOUR).named("latest")
     rise_window, rise = p["aki_rise_window_h"] * HOUR, p["aki_rise_umol_l"]
+    # an earlier creatinine of 0 (or below) is an erroneous value, not a baseline
+    earlier = result("creatinine").where(m.v > 0, "(> 0)")
     r.derive(
         "rhabdo_aki",
         creatinine,
-        result("creatinine").where(
+        earlier.where(
             (
                 (m.ts < ref("latest").ts)
                 & (m.ts >= ref("latest").ts - rise_window)
@@ -200,7 +202,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "rhabdo_aki",
         creatinine,
-        result("creatinine").where(
+        earlier.where(
             (
                 (m.ts < ref("latest").ts)
                 & (m.ts >= ref("latest").ts - baseline)

@@ -6,7 +6,10 @@ patients, values on and around every parameter, sides, sites and times that make
 fail). It was regenerated once, for deep_vein_thrombosis 1.2.0 only: its one-sided signs, now
 ``unless(...)`` instead of a count of sides, keep the suspected/preliminary flags, the dates and
 every record of the finding behind them (the count had dropped them); every other rule's alerts
-are byte-identical to the recording.
+are byte-identical to the recording. Then once more (guillain_barre_syndrome 1.2.1,
+rhabdomyolysis 1.2.1, hypokalemic_or_electrolyte_weakness 1.0.1): their version on every line;
+the five cases whose evaluation failed on a 0 FVC or creatinine or a calcium without a number
+now give alerts; in one GBS case two FVC-fall items are listed in the other order.
 """
 
 from __future__ import annotations
