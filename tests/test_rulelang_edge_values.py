@@ -1,4 +1,4 @@
-"""No value a hospital can send makes a rule's calculation fail (docs/engine.md#rule-language).
+"""No value a hospital can send makes a rule's calculation fail (docs/engine.md#cross-fact-joins).
 
 Every derivation's ``value=`` / ``side=`` function runs only on facts its conditions accepted,
 so a division or a read of ``v`` is safe only when the condition says "above 0" or "with a
