@@ -10,6 +10,7 @@ from itertools import count
 
 import orjson
 
+from engine.alert import Alert
 from engine.dsl import DAY
 from engine.prepare import prepare
 from fhir_adapters.identifiers import LATERALITY_EXTENSION
@@ -56,13 +57,18 @@ def condition(code: str, side: str, **dates: str) -> dict:
 
 def evaluate(pipeline: Pipeline, resources: list[dict]) -> dict[str, str]:
     """{rule: tier} of one patient; the evaluation must not fail."""
+    return {a.rule: a.tier for a in evaluate_alerts(pipeline, resources)}
+
+
+def evaluate_alerts(pipeline: Pipeline, resources: list[dict]) -> list[Alert]:
+    """The alerts of one patient made of ``resources``; the evaluation must not fail."""
     pid = f"bv{next(_ids)}"
     entries = [{"resource": {"resourceType": "Patient", "id": pid, "birthDate": "1955-01-01"}}]
     entries += [{"resource": {**r, "subject": {"reference": f"Patient/{pid}"}}} for r in resources]
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     (result,) = pipeline.evaluate(read_json(orjson.dumps(bundle), "test"), parse_now(NOW))
     assert [i for i in result.issues if i.severity == "error"] == []
-    return {a.rule: a.tier for a in result.alerts}
+    return result.alerts
 
 
 class TestUndatedRecordBesideADatedOne:

@@ -9,7 +9,10 @@ every record of the finding behind them (the count had dropped them); every othe
 are byte-identical to the recording. Then once more (guillain_barre_syndrome 1.2.1,
 rhabdomyolysis 1.2.1, hypokalemic_or_electrolyte_weakness 1.0.1): their version on every line;
 the five cases whose evaluation failed on a 0 FVC or creatinine or a calcium without a number
-now give alerts; in one GBS case two FVC-fall items are listed in the other order.
+now give alerts; in one GBS case two FVC-fall items are listed in the other order. And for
+peripheral_artery_disease 1.3.0 ("ABI missing for a leg" as unless() per leg): the same tiers on
+every line; where a leg has no ABI the rationale and card name that leg (9 cases), and one no
+longer cites the other leg's ABI as evidence of the missing one.
 """
 
 from __future__ import annotations
