@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from engine.alert import Alert
 from engine.collect import Match, collect
 from engine.describe import describe
 from engine.drive import Action, actions_of, run_actions
-from engine.dsl import Rules, Spec
+from engine.dsl import Rules, Spec, check_program
 from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
 from engine.expr import Node
 from engine.host import engine_thread, host
@@ -49,6 +50,8 @@ class _Context:
     derived: dict[bytes, int] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
     actions: int = 0
+    #: derivations whose value or side function raised (``Engine.evaluate(isolate=...)``)
+    failed: list[tuple[Spec, Exception]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,44 @@ class Evaluation:
     future: int  # records ignored because dated in the future
     derived: int = 0  # derived facts asserted (equal ones once, engine.lineage)
     actions: int = 0  # rule actions run: the combinations of facts durable-rules matched
+    #: rules left out because a calculation they depend on raised (``isolate=True`` only)
+    failed: tuple[str, ...] = ()
+
+
+def _finite(value: float) -> float:
+    """A derived value as stored: a number durable can compare (NaN and infinity cannot)."""
+    number = round(float(value), 4)
+    if not math.isfinite(number):
+        raise ValueError(f"the value is {number}, not a finite number")
+    return number
+
+
+def dependents(specs: Sequence[Spec]) -> dict[str, frozenset[str]]:
+    """Per derived key, the rules that read it, directly or through other derived keys (a
+    score's total reads its items): the rules a failed derivation of that key leaves unsure."""
+    readers: dict[str, set[str]] = {}
+    feeds: dict[str, set[str]] = {}
+    for spec in specs:
+        reads = {str(c.key) for c in spec.conds if c.kind == "derived"}
+        if spec.does == "score":
+            reads.add(f"{spec.key}_item")
+        for key in reads:
+            readers.setdefault(key, set()).add(spec.rule)
+            if spec.does in ("derive", "score"):
+                feeds.setdefault(key, set()).add(spec.key)
+    out: dict[str, frozenset[str]] = {}
+    for key in {s.key for s in specs if s.does in ("derive", "score")}:
+        rules: set[str] = set()
+        seen, todo = {key}, [key]
+        while todo:
+            current = todo.pop()
+            rules |= readers.get(current, set())
+            for nxt in feeds.get(current, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        out[key] = frozenset(rules)
+    return out
 
 
 #: Fact fields that name where a fact came from; no rule reads them.
@@ -280,6 +321,7 @@ class Engine:
                         )
                     self.censors[spec.key] = spec.after
                     self.censor_specs.append(spec)
+        check_program([*self.specs, *self.scores])  # a fact no rule derives, an unstratified score
         self._item_keys = {f"{s.key}_item" for s in self.scores}
         #: value keys some condition reads beyond the newest result (trends, earlier values);
         #: older results of every other key can match nothing and are not asserted
@@ -288,6 +330,8 @@ class Engine:
         )
         #: per derived key, what rules read of it: equal derived facts are asserted once
         self._reads = derived_reads(self.specs)
+        #: per derived key, the rules a failed derivation of it leaves unsure (``isolate``)
+        self._dependents = dependents([*self.specs, *self.scores])
         #: fire/block/note rules, checked after the session (``_Checked``)
         self._checked = [c for s in self.specs if (c := _checked(s)) is not None]
         #: (kind, key) of each checked rule's first condition -> the rules' indexes in _checked
@@ -421,16 +465,20 @@ class Engine:
         if spec.label:
             derived["label"] = spec.label
         sources = [f for f in facts if f["t"] != "patient"]
-        side = (
-            spec.side(facts)
-            if spec.side
-            else str(sources[0].get("side", "unknown"))
-            if sources
-            else "unknown"
-        )
+        try:  # the rule's own calculations: their failure is that rule's, not the patient's
+            side = (
+                spec.side(facts)
+                if spec.side
+                else str(sources[0].get("side", "unknown"))
+                if sources
+                else "unknown"
+            )
+            if spec.value:
+                derived["v"] = _finite(spec.value(facts))
+        except Exception as exc:
+            ctx.failed.append((spec, exc))
+            return
         derived["side"] = side
-        if spec.value:
-            derived["v"] = round(float(spec.value(facts)), 4)
         parts = "; ".join(describe(f, ctx.titles) for f in sources)
         if spec.text:
             v = derived.get("v", sources[0].get("v") if sources else None)
@@ -455,13 +503,19 @@ class Engine:
             raise FactRejectedError(f"durable-rules reported derived fact {derived['id']} as observed")
 
     # -- evaluation ------------------------------------------------------------------------------
-    def evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
-        """Evaluate one patient's facts at ``now``; raises EngineError instead of failing silently."""
-        return self._thread.run(lambda: self._evaluate(pid, facts, now))
+    def evaluate(self, pid: str, facts: Sequence[Fact], now: int, *, isolate: bool = False) -> Evaluation:
+        """Evaluate one patient's facts at ``now``; raises EngineError instead of failing silently.
 
-    def evaluate_many(self, batch: Sequence[tuple[str, Sequence[Fact]]], now: int) -> list[Evaluation]:
+        ``isolate``: a rule's value or side function that raises leaves out only the rules that
+        depend on that derivation (``Evaluation.failed`` names them); without it, it fails the
+        evaluation (``RuleActionError``), as every other error does."""
+        return self._thread.run(lambda: self._evaluate(pid, facts, now, isolate))
+
+    def evaluate_many(
+        self, batch: Sequence[tuple[str, Sequence[Fact]]], now: int, *, isolate: bool = False
+    ) -> list[Evaluation]:
         """Several patients in one hop to the engine thread (replay throughput)."""
-        return self._thread.run(lambda: [self._evaluate(pid, facts, now) for pid, facts in batch])
+        return self._thread.run(lambda: [self._evaluate(pid, facts, now, isolate) for pid, facts in batch])
 
     def _run_batch(self, facts: list[Fact], sid: str, ctx: _Context) -> None:
         """Assert facts into the session and run actions to the fixed point, failing loudly.
@@ -511,7 +565,7 @@ class Engine:
             )
         return totals
 
-    def _evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
+    def _evaluate(self, pid: str, facts: Sequence[Fact], now: int, isolate: bool = False) -> Evaluation:
         prepared = prepare(facts, now, self.censors)
         if prepared.censored:
             log.info(
@@ -562,7 +616,27 @@ class Engine:
             pid, now, ctx.matches, self.metas, self.titles, ctx.lineage, self.preliminary_supports
         )
         derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
-        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
+        failed = self._failed(ctx, isolate)
+        if failed:
+            alerts = [a for a in alerts if a.rule not in failed]
+        failures = tuple(f"{rule}: {why}" for rule, why in sorted(failed.items()))
+        return Evaluation(
+            pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions, failures
+        )
+
+    def _failed(self, ctx: _Context, isolate: bool) -> dict[str, str]:
+        """Rule -> why it is left out: it depends on a derivation whose calculation raised."""
+        if ctx.failed and not isolate:
+            spec, exc = ctx.failed[0]
+            raise RuleActionError(f"rule {spec.name} raised {type(exc).__name__}: {exc}") from exc
+        out: dict[str, str] = {}
+        for spec, exc in ctx.failed:
+            why = f"not evaluated: {spec.name} raised {type(exc).__name__}"
+            log.warning("rule_calculation_failed", derivation=spec.name, error=type(exc).__name__)
+            rules = {spec.rule, *self._dependents.get(spec.key, ())}
+            for rule in sorted(rules & self.metas.keys() or rules):  # not "common" beside its readers
+                out.setdefault(rule, why)
+        return out
 
 
 _sessions = itertools.count(1)

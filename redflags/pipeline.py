@@ -227,11 +227,17 @@ class Pipeline:
         """Every patient of the input in one hop to the engine (replay throughput)."""
         batch = list(self.facts(intake))
         kept = [bounded(pf.pid, pf.facts, self.max_facts) for pf in batch]
+        # a rule whose calculation raised is left out and named, the patient's other rules kept
         evaluations = self.engine.evaluate_many(
-            [(pf.pid, k[0]) for pf, k in zip(batch, kept, strict=True)], now
+            [(pf.pid, k[0]) for pf, k in zip(batch, kept, strict=True)], now, isolate=True
         )
         return [
-            PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over], evaluation.future)
+            PatientResult(
+                mapped.pid,
+                evaluation.alerts,
+                [*mapped.issues, *over, *(Issue("rules", f, "exception") for f in evaluation.failed)],
+                evaluation.future,
+            )
             for mapped, (_facts, over), evaluation in zip(batch, kept, evaluations, strict=True)
         ]
 
