@@ -1,16 +1,42 @@
-"""The small language ruleset modules are written in, compiled to durable-rules.
+"""The plain rule language ruleset modules are written in, compiled to durable-rules.
 
 A rule module reads like its page in docs/rules/::
 
     r.derive("ces_sphincter_or_saddle", new("saddle_anesthesia", within=p["window"]))
     r.fire("A", fact("ces_sphincter_or_saddle"), fact("ces_back_or_radicular"))
     r.block("A", procedure("spinal_decompression_done"), reason="decompression already done")
+    r.fire("B", present("dvt_dx", window), unless(medication("anticoagulant_active")))
+    r.derive("resp_fvc_fall", result("fvc").named("earlier"),
+             latest("fvc").where(m.ts > ref("earlier").ts, "taken after it"))
 
-Every condition is a positive pattern over one flat fact; ``derive`` asserts an intermediate
-fact that other rules join on (forward chaining); ``fire`` records a candidate alert at a tier;
-``block`` records a reason that removes a tier. Negation is applied after the session has
-reached its fixed point (stratified), because durable-rules' ``none()`` depends on the order
-in which facts arrive.
+- A condition matches one flat fact (``present``, ``new``, ``absent``, ``ever``, ``latest``,
+  ``result``, ``fact``, ``procedure``, ``medication``, ``patient``); ``.where(test, phrase)``
+  adds a test, written once as an expression over ``m`` (this fact) and ``ref("name")`` (the
+  fact of an earlier condition, named with ``.named`` or called by its key; the patient's is
+  ``ref("patient")``), with the phrase the rationale and ``rules --explain`` read beside it (or
+  spelled out from the test). ``.on("left", ...)`` is the side test; ``cond >= 3`` compares
+  ``v``. Arithmetic is written as read (``m.v - m.high``); presence is ``m.x.exists()``,
+  ``m.x.missing()``, ``has_number(m.v)``; ``m.x.one_of(a, b)`` is an "or" of equalities.
+- ``derive`` asserts an intermediate fact other rules read (forward chaining); ``fire`` records
+  a candidate alert at a tier; ``block`` removes a tier; ``note`` adds a card line;
+  ``score_item``/``score`` sum an additive score.
+- ``unless(a, b, text=...)`` holds when no fact matches ``a`` or ``b``: decided after the
+  session's first fixed point (stratified, see ``Unless``), because durable-rules' ``none()``
+  depends on the order in which facts arrive.
+- Checked when the engine is built (``check_program``): a ``fact("k")`` no rule derives, a
+  reference to no earlier condition, a score or ``unless`` reading a score total.
+
+Compiled shape (what the engine, and a plain evaluator of the rules, read): a ``Spec`` per rule
+with ``conds``; each ``Cond`` has ``kind``, ``key`` (None: any key) and ``tests``, each a
+``Test`` whose ``node`` is an ``engine.expr.Node`` tree over ``Attr(index, name)`` (index None:
+this fact; else the position of an earlier condition), ``Const``, ``Binary`` (comparisons,
+``& | + - * /``), ``Exists``/``Number``. ``Cond.compile`` splits a condition into the durable
+expression of its single-fact tests (``m.t == kind & m.key == key & ...``, "or" groups last)
+and the nodes checked in Python (those reading another condition, or that durable cannot
+express, e.g. arithmetic left of a comparison). An ``unless`` is ordinary specs: per
+alternative a ``derive`` of ``<rule>.unless.<n>_item`` (``label == UNLESS``), a ``score`` of
+``<rule>.unless.<n>`` (its ``text`` how the absence reads) and, in the rule, the condition
+``fact("<rule>.unless.<n>")`` with the test ``m.v < 1``.
 """
 
 from __future__ import annotations
@@ -20,7 +46,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.expr import Node, m, ref
+from engine.errors import RuleDefinitionError
+from engine.expr import AMBIGUOUS, Node, RuleReferenceError, has_number, m, ref
 from engine.vocabulary import Code
 
 HOUR = 3600
@@ -29,7 +56,21 @@ WEEK = 7 * DAY
 
 Expr = Any  # a durable-rules expression object
 
-__all__ = ["DAY", "HOUR", "WEEK", "Cond", "Rules", "Spec", "m", "ref"]
+__all__ = [
+    "DAY",
+    "HOUR",
+    "WEEK",
+    "Cond",
+    "Node",
+    "Rules",
+    "Spec",
+    "Test",
+    "Unless",
+    "has_number",
+    "m",
+    "ref",
+    "unless",
+]
 Prior = Sequence[str]  # aliases of the conditions before this one, in order
 
 
@@ -44,21 +85,62 @@ def _fmt_window(seconds: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Test:
+    """One test of a condition as compiled: called with the aliases of the conditions before it
+    (the shape the engine reads), it returns its expression, whose references are positions."""
+
+    node: Node
+
+    def __call__(self, _prior: Prior) -> Node:
+        return self.node
+
+
+@dataclass(frozen=True, slots=True)
 class Cond:
     """One pattern: a fact kind and key plus constraints; ``phrase`` documents it (``rules --explain``)."""
 
     kind: str
     key: str | None
-    tests: tuple[Callable[[Prior], Expr], ...]
+    #: each test as compiled (``Test``)
+    tests: tuple[Test, ...]
     phrase: str
     #: matches only the newest result of its key (``latest``): older results need not be asserted
     latest_only: bool = False
     #: how far back (seconds) a record can still match, when the condition has a window
     window: float | None = None
+    #: what a later condition of the rule calls this one's fact (``ref(name)``); default its key
+    name: str | None = None
 
-    def where(self, test: Callable[[Prior], Expr], phrase: str) -> Cond:
-        """Add a constraint, possibly a join on an earlier condition's fact (``ref(prior, i)``)."""
-        return replace(self, tests=(*self.tests, test), phrase=f"{self.phrase} {phrase}")
+    def __post_init__(self) -> None:
+        for test in self.tests:
+            if not isinstance(test, Test):
+                raise TypeError(f"{self.phrase}: write tests as Test(expression) or with .where()")
+
+    def where(self, test: Node, phrase: str | None = None) -> Cond:
+        """Add a test on this fact, or against an earlier condition's (``ref("name").x``).
+
+        ``phrase`` says it in words for the rationale and ``rules --explain``; without one the
+        test is spelled out (``side = left``)."""
+        if not isinstance(test, Node):
+            raise TypeError(
+                f"{self.phrase}: write tests with m and ref from engine.dsl, not {type(test).__name__}"
+            )
+        return replace(self, tests=(*self.tests, Test(test)), phrase=f"{self.phrase} {phrase or test.text()}")
+
+    def named(self, name: str) -> Cond:
+        """Call this condition's fact ``name`` in the tests of later conditions (``ref(name)``)."""
+        return replace(self, name=name)
+
+    def on(self, *sides: str) -> Cond:
+        """Recorded on one of ``sides`` (``left``, ``right``, ``bilateral``, ``unknown``)."""
+        test = m.side.one_of(*sides)
+        words = "on both sides" if sides == ("bilateral",) else f"on the {' or '.join(sides)}"
+        return self.where(test, words)
+
+    def resolved(self, names: dict[str, int], here: int) -> Cond:
+        """This condition with its named references made positions (at rule definition)."""
+        tests = tuple(Test(test([]).resolve(names, here)) for test in self.tests)
+        return replace(self, tests=tests)
 
     def compile(self, prior: Prior) -> tuple[Expr, tuple[Node, ...]]:
         """The durable expression of the single-fact tests, and the cross-fact tests to check
@@ -71,7 +153,7 @@ class Cond:
             if not isinstance(node, Node):
                 raise TypeError(f"{self.phrase}: write tests with m and ref from engine.dsl")
             for part in node.conjuncts():
-                (checks if part.refs() else local).append(part)
+                (checks if part.refs() or not part.compiles() else local).append(part)
         # durable-rules stops evaluating a condition's tests at the end of an "or" group, so
         # such groups go last (measured with valgrind on a debug build; see engine.expr).
         for node in sorted(local, key=lambda n: n.is_or()):
@@ -87,22 +169,22 @@ class Cond:
         where = " on that side" if on_side else ""
         cond = self
         if above is not None:
-            cond = cond.where(lambda _p: field > above, f"begun{where} more than {_fmt_window(above)} ago")
+            cond = cond.where(field > above, f"begun{where} more than {_fmt_window(above)} ago")
         if up_to is not None and up_to != float("inf"):
-            cond = cond.where(lambda _p: field <= up_to, f"begun{where} within {_fmt_window(up_to)}")
+            cond = cond.where(field <= up_to, f"begun{where} within {_fmt_window(up_to)}")
         return cond
 
-    def first_since(self, start_age: Callable[[Prior], Expr], phrase: str) -> Cond:
+    def first_since(self, start_age: Node, phrase: str) -> Cond:
         """The first result of its series taken at or after a point ``start_age`` seconds ago.
 
-        ``start_age`` usually reads an earlier condition (``lambda p_: ref(p_, 0).first_onset_age``
-        = the episode began with that finding): taken since then, and the previous result of its
-        series (engine.prepare ``prev_age``) before then. A positive test, no negation.
+        ``start_age`` usually reads an earlier condition (``ref("gbs_dx").first_onset_age`` = the
+        episode began with that finding): taken since then, and the previous result of its series
+        (engine.prepare ``prev_age``) before then. A positive test, no negation.
         """
-        return self.where(lambda p_: (m.age <= start_age(p_)) & (m.prev_age > start_age(p_)), phrase)
+        return self.where((m.age <= start_age) & (m.prev_age > start_age), phrase)
 
     def _compare(self, op: Callable[[Any, Any], Any], symbol: str, threshold: float) -> Cond:
-        return self.where(lambda _p: op(m.v, threshold), f"{symbol} {threshold:g}")
+        return self.where(op(m.v, threshold), f"{symbol} {threshold:g}")
 
     def __lt__(self, threshold: float) -> Cond:
         return self._compare(operator.lt, "<", threshold)
@@ -117,13 +199,13 @@ class Cond:
         return self._compare(operator.ge, "≥", threshold)
 
 
-def _within(seconds: float | None) -> tuple[Callable[[Prior], Expr], ...]:
-    return () if seconds is None else (lambda _p: m.age <= seconds,)
+def _within(seconds: float | None) -> tuple[Test, ...]:
+    return () if seconds is None else (Test(m.age <= seconds),)
 
 
 def present(key: str, within: float | None = None) -> Cond:
     """present(K, Δ): a current, qualifying record saying the finding is there, in the window."""
-    tests = (lambda _p: m.state == "present", lambda _p: m.cur == 1, *_within(within))
+    tests = (Test(m.state == "present"), Test(m.cur == 1), *_within(within))
     span = f" within {_fmt_window(within)}" if within is not None else ""
     return Cond("finding", key, tests, f"{key.replace('_', ' ')} present{span}", window=within)
 
@@ -138,7 +220,7 @@ def new(key: str, within: float, *, on_side: bool = False) -> Cond:
     where = " on that side" if on_side else ""
     return replace(
         base,
-        tests=(*base.tests, lambda _p: field <= within),
+        tests=(*base.tests, Test(field <= within)),
         phrase=f"new {key.replace('_', ' ')} (first onset{where} within {_fmt_window(within)})",
     )
 
@@ -146,13 +228,13 @@ def new(key: str, within: float, *, on_side: bool = False) -> Cond:
 def absent(key: str, within: float | None = None) -> Cond:
     """explicitly_absent(K, Δ): a record in the window says it was looked for and not found."""
     span = f" within {_fmt_window(within)}" if within is not None else ""
-    tests = (lambda _p: m.state == "absent", *_within(within))
+    tests = (Test(m.state == "absent"), *_within(within))
     return Cond("finding", key, tests, f"{key} explicitly absent{span}", window=within)
 
 
 def ever(key: str) -> Cond:
     """Any qualifying record, current or not (for history such as cancer or previous DVT)."""
-    return Cond("finding", key, (lambda _p: m.state == "present",), f"{key.replace('_', ' ')} ever recorded")
+    return Cond("finding", key, (Test(m.state == "present"),), f"{key.replace('_', ' ')} ever recorded")
 
 
 def latest(key: str, within: float | None = None) -> Cond:
@@ -161,7 +243,7 @@ def latest(key: str, within: float | None = None) -> Cond:
     return Cond(
         "value",
         key,
-        (lambda _p: m.latest == 1, *_within(within)),
+        (Test(m.latest == 1), *_within(within)),
         f"latest {key.replace('_', ' ')}{span}",
         latest_only=True,
         window=within,
@@ -185,11 +267,50 @@ def procedure(key: str) -> Cond:
 
 
 def medication(key: str) -> Cond:
-    return Cond("medication", key, (lambda _p: m.active == 1,), f"{key.replace('_', ' ')} active")
+    return Cond("medication", key, (Test(m.active == 1),), f"{key.replace('_', ' ')} active")
 
 
 def patient() -> Cond:
-    return Cond("patient", None, (), "patient")
+    return Cond("patient", None, (), "patient", name="patient")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Unless:
+    """``unless(a, b)``: no fact matches ``a`` or ``b`` once every positive fact is derived.
+
+    Stratified like the scores: the matches of the conditions are counted as items of a hidden
+    score, summed after the session's first fixed point, and the rule reads "that count is 0"
+    (a derived fact whose text is ``text``), so the outcome never depends on the order facts
+    arrive (durable's own ``none()`` does). A condition may read no other condition of the rule,
+    and no score or ``unless`` total (checked when the engine is built, ``check_program``)."""
+
+    #: each alternative: one condition, or conditions matched together (a joined pattern)
+    conds: tuple[Cond | tuple[Cond, ...], ...]
+    text: str
+
+    @property
+    def phrase(self) -> str:
+        words = (
+            "(" + " with ".join(c.phrase for c in alt) + ")" if isinstance(alt, tuple) else alt.phrase
+            for alt in self.conds
+        )
+        return f"no {' or '.join(words)}"
+
+
+def unless(*conds: Cond | tuple[Cond, ...], text: str | None = None) -> Unless:
+    """A condition that holds when no fact matches any of ``conds`` (see ``Unless``); a tuple
+    of conditions is one alternative matched together, its tests may join (``ref``) inside it.
+
+    ``text`` is how the absence reads in a derived fact or a rationale ("LKW not recorded");
+    by default the phrase "no ..." of the conditions."""
+    if not conds:
+        raise TypeError("unless() needs at least one condition")
+    made = Unless(conds, "")
+    return Unless(conds, text or made.phrase)
+
+
+#: ``Spec.label`` of the hidden score behind an ``unless``: its total reads as the absence.
+UNLESS = "unless"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,15 +339,65 @@ class Rules:
     rule: str
     tiers: tuple[str, ...] = ()
     specs: list[Spec] = field(default_factory=list)
+    #: each ``unless`` used, with the key of its hidden score (one score per Unless object)
+    negations: list[tuple[Unless, str]] = field(default_factory=list)
 
     def _name(self, does: str, label: str) -> str:
         n = sum(1 for s in self.specs if s.does == does and (s.key == label or label in s.tiers))
         return f"{self.rule}.{does}.{label}.{n}"
 
+    def _conds(self, conds: Sequence[Cond | Unless]) -> tuple[Cond, ...]:
+        """The rule's conditions as compiled: ``unless`` made a positive test on its hidden
+        score, named references (``ref("name")``) made positions; a reference to no earlier
+        condition is a ``RuleDefinitionError`` naming the rule."""
+        plain = [self._negation(c) if isinstance(c, Unless) else c for c in conds]
+        names: dict[str, int] = {}
+        out: list[Cond] = []
+        for i, cond in enumerate(plain):
+            try:
+                out.append(cond.resolved(names, i))
+            except RuleReferenceError as exc:
+                raise RuleDefinitionError(f"{self.rule}: {cond.phrase}: {exc}") from None
+            name = cond.name or cond.key
+            if name:
+                names[name] = AMBIGUOUS if name in names and not cond.name else i
+        return tuple(out)
+
+    def _negation(self, negation: Unless) -> Cond:
+        key = next((k for u, k in self.negations if u is negation), None)
+        if key is None:
+            key = f"{self.rule}.unless.{len(self.negations)}"
+            self.negations.append((negation, key))
+            item = f"{key}_item"
+            for alt in negation.conds:
+                self.specs.append(
+                    Spec(
+                        self.rule,
+                        self._name("derive", item),
+                        "derive",
+                        self._conds(alt if isinstance(alt, tuple) else (alt,)),
+                        key=item,
+                        value=lambda _f: 1,
+                        label=UNLESS,
+                    )
+                )
+            self.specs.append(
+                Spec(
+                    self.rule,
+                    f"{self.rule}.score.{key}",
+                    "score",
+                    (),
+                    key=key,
+                    text=negation.text,
+                    label=UNLESS,
+                )
+            )
+        return Cond("derived", key, (Test(m.v < 1),), negation.phrase)
+
     def derive(
         self,
         key: str,
-        *conds: Cond,
+        *conds: Cond | Unless,
         value: Callable[[list[dict[str, Any]]], float] | None = None,
         side: Callable[[list[dict[str, Any]]], str] | None = None,
         text: str = "",
@@ -236,7 +407,7 @@ class Rules:
                 self.rule,
                 self._name("derive", key),
                 "derive",
-                conds,
+                self._conds(conds),
                 key=key,
                 value=value,
                 side=side,
@@ -244,32 +415,35 @@ class Rules:
             )
         )
 
-    def fire(self, tier: str, *conds: Cond, disorder: Code | None = None) -> None:
+    def fire(self, tier: str, *conds: Cond | Unless, disorder: Code | None = None) -> None:
         """Record a candidate alert; ``disorder`` names the suspected disorder of this branch."""
         self._check((tier,))
+        compiled = self._conds(conds)
         self.specs.append(
-            Spec(self.rule, self._name("fire", tier), "fire", conds, tiers=(tier,), disorder=disorder)
+            Spec(self.rule, self._name("fire", tier), "fire", compiled, tiers=(tier,), disorder=disorder)
         )
 
-    def note(self, tiers: str | Sequence[str], *conds: Cond, text: str) -> None:
+    def note(self, tiers: str | Sequence[str], *conds: Cond | Unless, text: str) -> None:
         """A line for the card when the rule fires at one of ``tiers``; it never changes the tier.
 
         ``{facts}`` in ``text`` is replaced by the matched facts as they read in a rationale.
         """
         names = (tiers,) if isinstance(tiers, str) else tuple(tiers)
         self._check(names)
+        compiled = self._conds(conds)
         self.specs.append(
-            Spec(self.rule, self._name("note", names[0]), "note", conds, tiers=names, text=text)
+            Spec(self.rule, self._name("note", names[0]), "note", compiled, tiers=names, text=text)
         )
 
-    def score_item(self, score: str, points: float, *conds: Cond, label: str) -> None:
+    def score_item(self, score: str, points: float, *conds: Cond | Unless, label: str) -> None:
         """One item of an additive score (Wells): counted once, whichever rule derives it."""
+        compiled = self._conds(conds)
         self.specs.append(
             Spec(
                 self.rule,
                 self._name("derive", f"{score}_item"),
                 "derive",
-                conds,
+                compiled,
                 key=f"{score}_item",
                 value=lambda _f: points,
                 text=f"{label} {points:+g}",
@@ -298,9 +472,41 @@ class Rules:
             if self.tiers and tier not in self.tiers:
                 raise ValueError(f"{self.rule}: unknown tier {tier!r}")
 
-    def block(self, tiers: str | Sequence[str], *conds: Cond, reason: str) -> None:
+    def block(self, tiers: str | Sequence[str], *conds: Cond | Unless, reason: str) -> None:
         names = (tiers,) if isinstance(tiers, str) else tuple(tiers)
         self._check(names)
+        compiled = self._conds(conds)
         self.specs.append(
-            Spec(self.rule, self._name("block", names[0]), "block", conds, tiers=names, reason=reason)
+            Spec(self.rule, self._name("block", names[0]), "block", compiled, tiers=names, reason=reason)
         )
+
+
+def check_program(specs: Sequence[Spec]) -> None:
+    """Refuse, when the engine is built, a program that would silently never fire or depend on
+    fact order: a ``fact(k)`` that no rule derives (a misspelt key is a rule that never fires),
+    and a score or ``unless`` whose items read a score total (totals are summed once, after the
+    first fixed point: an item derived from a total would be missed)."""
+    derived = {s.key for s in specs if s.does in ("derive", "score")}
+    for spec in specs:
+        for cond in spec.conds:
+            if cond.kind == "derived" and cond.key not in derived:
+                raise RuleDefinitionError(f"{spec.name}: fact({cond.key!r}) is derived by no rule")
+    reads: dict[str, set[str]] = {}
+    for spec in specs:
+        if spec.does == "derive":
+            found = reads.setdefault(spec.key, set())
+            found.update(str(c.key) for c in spec.conds if c.kind == "derived")
+    totals = {s.key for s in specs if s.does == "score"}
+    for total in sorted(totals):
+        seen: set[str] = set()
+        todo = [f"{total}_item"]
+        while todo:
+            key = todo.pop()
+            for read in reads.get(key, ()):
+                if read in totals:
+                    raise RuleDefinitionError(
+                        f"{total}: an item reads the total {read!r}, summed only after the items"
+                    )
+                if read not in seen:
+                    seen.add(read)
+                    todo.append(read)

@@ -20,8 +20,8 @@ UPSTREAM_SDIST_SHA256 = "053b26f5e48d312d4fa27995243f954671be6eece477f150c059c36
 #: the patch set's number and digest (``patch_set_digest``): a change to engine/durable_patches/
 #: changes the digest (tests/test_engine_build_installed.py says the new one); record it and bump
 #: the number with it, and pyproject's pin, so one version always names one engine
-PATCH_SET = 2
-PATCH_SET_DIGEST = "aad01eff51eb9c95dc9b90e8acaea1f72d53f97d2f4e800035ed2e7df73d0cf8"
+PATCH_SET = 3
+PATCH_SET_DIGEST = "3459a91de7bb247136fa0160d100ee872d8f239e1b29fc71126ec65b64f0a930"
 BUILD_VERSION = f"{UPSTREAM_VERSION}+redflags.{PATCH_SET}"
 PATCH_GLOB = "[0-9][0-9][0-9][0-9]-*.patch"
 

@@ -8,7 +8,9 @@ computed here, deterministically, and handed to the rules as plain numbers and f
   onset_age        seconds from the record's onset to ``now``
   first_onset_age  for findings: onset_age of the earliest qualifying record of the same key
   side_onset_age   for findings: the same over the records of the same key and side (a deficit
-                   already recorded on that side is "stable", docs/rules/acute_stroke_or_tia.md)
+                   already recorded on that side is "stable", docs/rules/acute_stroke_or_tia.md);
+                   absent when no record of that side is dated (its onset is unknown, as
+                   first_onset_age is absent when no record of the key is dated)
   cur              findings: 1 unless a newer "absent" record for the key and side exists, or
                    the state (``span`` "state") is not current (inactive, abated before ``now``)
   latest           values: 1 on the newest result per key, side and site (a "series"); of two
@@ -119,7 +121,9 @@ def _findings(facts: Sequence[Fact], now: int) -> None:
     for f in findings:
         if f["state"] == "present" and f["key"] in first_onset:
             f["first_onset_age"] = first_onset[f["key"]]
-            f["side_onset_age"] = side_onset[(f["key"], f.get("side", "unknown"))]
+            on_side = side_onset.get((f["key"], f.get("side", "unknown")))
+            if on_side is not None:  # an undated record on a side no dated record has
+                f["side_onset_age"] = on_side
         if f.get("span") == "state":  # holds until it ends, not only at its time
             abated = _num(f, "abated")
             current = f.get("active") == 1 and (abated is None or abated > now)

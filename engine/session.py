@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-import durable.engine as durable_engine
 import durable.lang as durable_lang
 import durable_rules_engine as dre
 import orjson
@@ -18,7 +18,8 @@ import structlog
 from engine.alert import Alert
 from engine.collect import Match, collect
 from engine.describe import describe
-from engine.dsl import Rules, Spec
+from engine.drive import Action, actions_of, run_actions
+from engine.dsl import Rules, Spec, check_program
 from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, RuleDefinitionError
 from engine.expr import Node
 from engine.host import engine_thread, host
@@ -38,6 +39,7 @@ class _Context:
     """What the actions of one evaluation record; lives exactly as long as its session."""
 
     pid: str
+    sid: str
     next_id: Callable[[], int]
     titles: Mapping[str, str]
     matches: list[Match] = field(default_factory=list)
@@ -48,6 +50,8 @@ class _Context:
     derived: dict[bytes, int] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
     actions: int = 0
+    #: derivations whose value or side function raised (``Engine.evaluate(isolate=...)``)
+    failed: list[tuple[Spec, Exception]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +62,44 @@ class Evaluation:
     future: int  # records ignored because dated in the future
     derived: int = 0  # derived facts asserted (equal ones once, engine.lineage)
     actions: int = 0  # rule actions run: the combinations of facts durable-rules matched
+    #: rules left out because a calculation they depend on raised (``isolate=True`` only)
+    failed: tuple[str, ...] = ()
 
 
-def _content(closure: Any, alias: str) -> dict[str, Any]:
-    value = getattr(closure, alias)
-    return dict(value._d) if hasattr(value, "_d") else dict(value)
+def _finite(value: float) -> float:
+    """A derived value as stored: a number durable can compare (NaN and infinity cannot)."""
+    number = round(float(value), 4)
+    if not math.isfinite(number):
+        raise ValueError(f"the value is {number}, not a finite number")
+    return number
+
+
+def dependents(specs: Sequence[Spec]) -> dict[str, frozenset[str]]:
+    """Per derived key, the rules that read it, directly or through other derived keys (a
+    score's total reads its items): the rules a failed derivation of that key leaves unsure."""
+    readers: dict[str, set[str]] = {}
+    feeds: dict[str, set[str]] = {}
+    for spec in specs:
+        reads = {str(c.key) for c in spec.conds if c.kind == "derived"}
+        if spec.does == "score":
+            reads.add(f"{spec.key}_item")
+        for key in reads:
+            readers.setdefault(key, set()).add(spec.rule)
+            if spec.does in ("derive", "score"):
+                feeds.setdefault(key, set()).add(spec.key)
+    out: dict[str, frozenset[str]] = {}
+    for key in {s.key for s in specs if s.does in ("derive", "score")}:
+        rules: set[str] = set()
+        seen, todo = {key}, [key]
+        while todo:
+            current = todo.pop()
+            rules |= readers.get(current, set())
+            for nxt in feeds.get(current, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        out[key] = frozenset(rules)
+    return out
 
 
 #: Fact fields that name where a fact came from; no rule reads them.
@@ -219,6 +256,7 @@ class _Compiled:
     fingerprint: str
     name: str  # the durable ruleset's name, unique in the process
     ruleset: Any = None  # a durable.engine.Ruleset (durable ships no types)
+    actions: dict[str, Action] = field(default_factory=dict)  # by durable rule name (engine.drive)
     context: _Context | None = None
 
 
@@ -286,6 +324,7 @@ class Engine:
                         )
                     self.censors[spec.key] = spec.after
                     self.censor_specs.append(spec)
+        check_program([*self.specs, *self.scores])  # a fact no rule derives, an unstratified score
         self._item_keys = {f"{s.key}_item" for s in self.scores}
         #: value keys some condition reads beyond the newest result (trends, earlier values);
         #: older results of every other key can match nothing and are not asserted
@@ -294,8 +333,16 @@ class Engine:
         )
         #: per derived key, what rules read of it: equal derived facts are asserted once
         self._reads = derived_reads(self.specs)
+        #: per derived key, the rules a failed derivation of it leaves unsure (``isolate``)
+        self._dependents = dependents([*self.specs, *self.scores])
         #: fire/block/note rules, checked after the session (``_Checked``)
         self._checked = [c for s in self.specs if (c := _checked(s)) is not None]
+        #: (kind, key) of each checked rule's first condition -> the rules' indexes in _checked
+        #: (None: a rule without conditions, a candidate always)
+        self._checked_by_first: dict[tuple[object, object] | None, list[int]] = {}
+        for i, c in enumerate(self._checked):
+            first = (c.conds[0][0], c.conds[0][1]) if c.conds else None
+            self._checked_by_first.setdefault(first, []).append(i)
         #: what durable-rules' own rules (derivations) read, as (kind, key), key None: any key of
         #: that kind. Only those facts go to durable: the rest (4 in 10 of a replay's facts, the
         #: score totals always) matched nothing there and cost its matching and state; every fact
@@ -363,29 +410,28 @@ class Engine:
             # Every session opens with a fact this rule handles: durable-rules aborts the process
             # (free(): invalid pointer) when the first session of a process is deleted after no
             # rule matched any of its facts, e.g. a replay whose first patient has nothing relevant.
-            durable_lang.when_all(durable_lang.m.t == SESSION)(lambda _closure: None)
+            durable_lang.when_all(durable_lang.m.t == SESSION)(lambda _facts: None)
         definition = durable_lang._rulesets.pop(name)  # keep durable's global registry empty
         name, body = definition.define()
         host().register_rulesets({name: body})
         self._shared.ruleset = host().get_ruleset(name)
+        self._shared.actions = actions_of(self._shared.ruleset)
 
-    def _action(
-        self, spec: Spec, aliases: list[str], checks: tuple[tuple[int, Node], ...]
-    ) -> Callable[[object], None]:
-        def action(closure: Any) -> None:  # a durable Closure (durable ships no types)
+    def _action(self, spec: Spec, aliases: list[str], checks: tuple[tuple[int, Node], ...]) -> Action:
+        def action(matched: dict[str, Any]) -> None:  # alias -> fact (engine.drive)
             ctx = self._context
             if ctx is None:  # cannot happen: actions only run inside evaluate()
                 raise RuleActionError(f"{spec.name} fired outside an evaluation")
             ctx.actions += 1
             try:
-                facts = [_content(closure, a) for a in aliases]
+                facts = [matched[a] for a in aliases]
                 for f in facts:
                     if f.get("pid") != ctx.pid:
                         raise CrossTalkError(f"{spec.name} matched a fact of another patient")
                 if not all(node.holds(facts, i) for i, node in checks):
                     return  # a cross-fact test failed: no match (checked here, see engine.expr)
                 if spec.does == "derive":
-                    self._derive(closure, spec, facts, ctx)
+                    self._derive(spec, facts, ctx)
                 else:
                     ctx.matches.append(Match(spec, facts))
             except BaseException as exc:
@@ -394,12 +440,12 @@ class Engine:
         action.__name__ = spec.name.replace(".", "_")
         return action
 
-    def _derive(self, closure: Any, spec: Spec, facts: list[dict[str, Any]], ctx: _Context) -> None:
+    def _derive(self, spec: Spec, facts: list[dict[str, Any]], ctx: _Context) -> None:
         derived: Fact = {
             "t": "derived",
             "key": spec.key,
             "id": ctx.next_id(),
-            "sid": closure.s.sid,
+            "sid": ctx.sid,
             "refs": _refs(facts),
             "pid": ctx.pid,
             "age": max((int(f.get("age", 0)) for f in facts), default=0),
@@ -418,16 +464,20 @@ class Engine:
         if spec.label:
             derived["label"] = spec.label
         sources = [f for f in facts if f["t"] != "patient"]
-        side = (
-            spec.side(facts)
-            if spec.side
-            else str(sources[0].get("side", "unknown"))
-            if sources
-            else "unknown"
-        )
+        try:  # the rule's own calculations: their failure is that rule's, not the patient's
+            side = (
+                spec.side(facts)
+                if spec.side
+                else str(sources[0].get("side", "unknown"))
+                if sources
+                else "unknown"
+            )
+            if spec.value:
+                derived["v"] = _finite(spec.value(facts))
+        except Exception as exc:
+            ctx.failed.append((spec, exc))
+            return
         derived["side"] = side
-        if spec.value:
-            derived["v"] = round(float(spec.value(facts)), 4)
         parts = "; ".join(describe(f, ctx.titles) for f in sources)
         if spec.text:
             v = derived.get("v", sources[0].get("v") if sources else None)
@@ -446,19 +496,25 @@ class Engine:
         ctx.lineage.derived(int(derived["id"]), source_ids)  # type: ignore[call-overload]  # as above
         if spec.key in self._item_keys:
             ctx.items.setdefault(spec.key, []).append(derived)
-        try:
-            closure.assert_fact(derived)
-        except durable_engine.MessageNotHandledException:
-            pass  # no rule consumes this derived fact: normal
+        # code 1: no rule consumes this derived fact (normal); 2: already observed (ids are new)
+        code = dre.assert_fact(self._ruleset._handle, orjson.dumps(derived).decode())[0]
+        if code == 2:
+            raise FactRejectedError(f"durable-rules reported derived fact {derived['id']} as observed")
 
     # -- evaluation ------------------------------------------------------------------------------
-    def evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
-        """Evaluate one patient's facts at ``now``; raises EngineError instead of failing silently."""
-        return self._thread.run(lambda: self._evaluate(pid, facts, now))
+    def evaluate(self, pid: str, facts: Sequence[Fact], now: int, *, isolate: bool = False) -> Evaluation:
+        """Evaluate one patient's facts at ``now``; raises EngineError instead of failing silently.
 
-    def evaluate_many(self, batch: Sequence[tuple[str, Sequence[Fact]]], now: int) -> list[Evaluation]:
+        ``isolate``: a rule's value or side function that raises leaves out only the rules that
+        depend on that derivation (``Evaluation.failed`` names them); without it, it fails the
+        evaluation (``RuleActionError``), as every other error does."""
+        return self._thread.run(lambda: self._evaluate(pid, facts, now, isolate))
+
+    def evaluate_many(
+        self, batch: Sequence[tuple[str, Sequence[Fact]]], now: int, *, isolate: bool = False
+    ) -> list[Evaluation]:
         """Several patients in one hop to the engine thread (replay throughput)."""
-        return self._thread.run(lambda: [self._evaluate(pid, facts, now) for pid, facts in batch])
+        return self._thread.run(lambda: [self._evaluate(pid, facts, now, isolate) for pid, facts in batch])
 
     def _run_batch(self, facts: list[Fact], sid: str, ctx: _Context) -> None:
         """Assert facts into the session and run actions to the fixed point, failing loudly.
@@ -472,10 +528,10 @@ class Engine:
         code, state = dre.assert_facts(self._ruleset._handle, orjson.dumps(facts).decode())
         if code == 2:
             raise FactRejectedError("durable-rules reported a distinct fact as already observed")
-        outcome: list[BaseException | None] = [None]
-        self._ruleset.do_actions(state, lambda error, _state: outcome.__setitem__(0, error))
-        if outcome[0] is not None:
-            raise RuleActionError(f"durable-rules failed running actions: {outcome[0]}")
+        try:
+            run_actions(self._ruleset._handle, state, self._shared.actions)
+        except Exception as error:
+            raise RuleActionError(f"durable-rules failed running actions: {error}") from error
         swallowed = self._ruleset.get_state(sid).get("exception")
         if swallowed:
             raise RuleActionError(f"a rule action failed inside durable-rules: {swallowed}")
@@ -510,7 +566,7 @@ class Engine:
             )
         return totals
 
-    def _evaluate(self, pid: str, facts: Sequence[Fact], now: int) -> Evaluation:
+    def _evaluate(self, pid: str, facts: Sequence[Fact], now: int, isolate: bool = False) -> Evaluation:
         prepared = prepare(facts, now, self.censors)
         if prepared.censored:
             log.info(
@@ -535,7 +591,7 @@ class Engine:
                 raise CrossTalkError("a fact of another patient was handed to this evaluation")
             readable.append(fact)
         asserted.extend({**fact, "id": next(counter), "sid": sid} for fact in distinct(readable))
-        ctx = _Context(pid=pid, next_id=lambda: next(counter), titles=self.titles)
+        ctx = _Context(pid=pid, sid=sid, next_id=lambda: next(counter), titles=self.titles)
         ctx.lineage.add(asserted)
         self._context = ctx
         try:
@@ -552,13 +608,36 @@ class Engine:
             by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
             if fact.get("key") is not None:  # a condition without a key (patient()) reads any
                 by_kind.setdefault((fact.get("t"), None), []).append(fact)
-        for checked in self._checked:
-            ctx.matches.extend(checked.matches(by_kind))
+        # only rules whose first condition has a fact can match; in their order (collect reads it)
+        first = self._checked_by_first
+        candidates = sorted({i for key in (None, *by_kind) for i in first.get(key, ())})
+        for i in candidates:
+            ctx.matches.extend(self._checked[i].matches(by_kind))
         alerts = collect(
             pid, now, ctx.matches, self.metas, self.titles, ctx.lineage, self.preliminary_supports
         )
         derived = sum(1 for fid in ctx.lineage.derivations if fid in ctx.lineage.facts)
-        return Evaluation(pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions)
+        failed = self._failed(ctx, isolate)
+        if failed:
+            alerts = [a for a in alerts if a.rule not in failed]
+        failures = tuple(f"{rule}: {why}" for rule, why in sorted(failed.items()))
+        return Evaluation(
+            pid, alerts, len(asserted) - 1, len(prepared.future), derived, ctx.actions, failures
+        )
+
+    def _failed(self, ctx: _Context, isolate: bool) -> dict[str, str]:
+        """Rule -> why it is left out: it depends on a derivation whose calculation raised."""
+        if ctx.failed and not isolate:
+            spec, exc = ctx.failed[0]
+            raise RuleActionError(f"rule {spec.name} raised {type(exc).__name__}: {exc}") from exc
+        out: dict[str, str] = {}
+        for spec, exc in ctx.failed:
+            why = f"not evaluated: {spec.name} raised {type(exc).__name__}"
+            log.warning("rule_calculation_failed", derivation=spec.name, error=type(exc).__name__)
+            rules = {spec.rule, *self._dependents.get(spec.key, ())}
+            for rule in sorted(rules & self.metas.keys() or rules):  # not "common" beside its readers
+                out.setdefault(rule, why)
+        return out
 
 
 _sessions = itertools.count(1)

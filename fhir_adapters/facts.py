@@ -33,6 +33,7 @@ from typing import Any
 
 from fhir_adapters import medication_ref, plausibility, units
 from fhir_adapters.errors import IntakeError, shown
+from fhir_adapters.facts_cache import FactsCache
 from fhir_adapters.identifiers import LATERALITY_EXTENSION, SNOMED
 from fhir_adapters.intake import Entry, Issue, PatientGroup, local_reference, reference_of
 from fhir_adapters.terminology import Match, Terminology
@@ -677,8 +678,16 @@ def _patient(res: dict[str, Any], path: str, pid: str) -> list[Fact]:
     return [fact]
 
 
-def patient_facts(group: PatientGroup, term: Terminology) -> PatientFacts:
-    """Map one patient's resources; a resource that cannot be read is reported and skipped."""
+#: resource types whose facts depend on the resource alone (not on the patient's birth date, its
+#: encounters or medications): the ones a ``FactsCache`` may keep
+SELF_CONTAINED = frozenset({"Observation", "Procedure"})
+
+
+def patient_facts(group: PatientGroup, term: Terminology, cache: FactsCache | None = None) -> PatientFacts:
+    """Map one patient's resources; a resource that cannot be read is reported and skipped.
+
+    ``cache``: resources mapped before (a service's repeated calls) are not mapped again.
+    """
     out = PatientFacts(group.pid)
     born: date | None = None
     patients = [e for e in group.entries if e.resource.get("resourceType") == "Patient"]
@@ -696,10 +705,26 @@ def patient_facts(group: PatientGroup, term: Terminology) -> PatientFacts:
     meds = medication_ref.index(group.entries)
     for entry in group.entries:
         try:
-            out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods, meds))
+            if cache is not None and entry.resource.get("resourceType") in SELF_CONTAINED:
+                out.facts.extend(_cached_facts(entry, group.pid, term, out.issues, cache))
+            else:
+                out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods, meds))
         except IntakeError as exc:
             out.issues.append(Issue(exc.path, exc.message, exc.code))
     return out
+
+
+def _cached_facts(
+    entry: Entry, pid: str, term: Terminology, issues: list[Issue], cache: FactsCache
+) -> list[Fact]:
+    """``_resource_facts`` of a SELF_CONTAINED resource, through the cache."""
+    res, path = entry.resource, entry.path
+    ref = reference_of(res, entry.full_url)
+    if res["resourceType"] == "Observation":
+        return cache.facts(
+            res, pid, ref, path, issues, lambda own: _observation(res, path, pid, ref, term, own)
+        )
+    return cache.facts(res, pid, ref, path, issues, lambda _own: _procedure(res, path, pid, ref, term))
 
 
 def _resource_facts(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from engine.dsl import Spec
+from engine.dsl import UNLESS, Spec
 from engine.session import Engine
 from fhir_adapters.identifiers import ATC
 from fhir_adapters.output import ACTION_RESOURCE
@@ -56,6 +56,8 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
     meta = engine.metas[rule_id]
     everything = [*engine.specs, *engine.scores, *engine.censor_specs]
     own = [s for s in everything if s.rule == rule_id]
+    # the counts behind unless() are how the engine decides it; the rule's own line says "no ..."
+    shown = [s for s in own if s.label != UNLESS]
     # Building blocks from shared modules that this rule reads, followed transitively.
     wanted, shared, seen = _derived_used(own), [], set()
     while wanted - seen:
@@ -75,7 +77,7 @@ def explain(rule_id: str, engine: Engine, term: Terminology) -> str:
         f"Parameters (a site overrides them as [params.{rule_id}] in its --config file):",
         *_params(engine, rule_id),
         "Criteria:",
-        *(_line(s) for s in own),
+        *(_line(s) for s in shown),
     ]
     if meta.suppressed_by:
         out.append("Competing rules:")

@@ -18,6 +18,7 @@ from engine.alert import Alert
 from engine.session import Engine
 from fhir_adapters import terminology
 from fhir_adapters.facts import PatientFacts, patient_facts
+from fhir_adapters.facts_cache import FactsCache
 from fhir_adapters.intake import Intake, Issue, reference_of, resource_type
 from fhir_adapters.output import patient_transaction
 from fhir_adapters.validate import FhirValidationError, validate_resource
@@ -95,6 +96,7 @@ class Pipeline:
         valueset_dirs: Sequence[Path] = (),
         max_facts: int | None = DEFAULT_MAX_FACTS,
         memory: Callable[[], Memory] | None = None,
+        facts_cache: FactsCache | None = None,
     ) -> Pipeline:
         """The pipeline a site's configuration asks for (plus folders given on the command line).
 
@@ -106,6 +108,7 @@ class Pipeline:
             conceptmaps=site.conceptmaps,
             params=site.params,
             max_facts=max_facts,
+            facts_cache=facts_cache,
         )
         if memory is not None:
             pipeline.remember(memory())
@@ -120,9 +123,15 @@ class Pipeline:
         params: Mapping[str, Mapping[str, float]] | None = None,
         max_facts: int | None = DEFAULT_MAX_FACTS,
         memory: Memory | None = None,
+        facts_cache: FactsCache | None = None,
     ) -> None:
-        """``max_facts``: facts per patient handed to the engine (``bounded``; None: no limit)."""
+        """``max_facts``: facts per patient handed to the engine (``bounded``; None: no limit).
+
+        ``facts_cache``: keep the facts of mapped resources, for inputs that repeat them (the
+        service: a CDS client resends the whole prefetch); None (a replay): map each once.
+        """
         self.max_facts = max_facts
+        self.facts_cache = facts_cache
         self.term = terminology.load(VALUESET_DIR, valueset_dirs, conceptmaps)
         titles = {key: info.title for key, info in self.term.keys.items()}
         self.engine = Engine(MODULES, titles=titles, params=params)
@@ -154,7 +163,7 @@ class Pipeline:
                     group.entries = [e for e in group.entries if e.path not in {i.path for i in bad}]
             else:
                 bad = []
-            mapped = patient_facts(group, self.term)
+            mapped = patient_facts(group, self.term, self.facts_cache)
             mapped.issues[:0] = bad
             yield mapped
 
@@ -218,11 +227,17 @@ class Pipeline:
         """Every patient of the input in one hop to the engine (replay throughput)."""
         batch = list(self.facts(intake))
         kept = [bounded(pf.pid, pf.facts, self.max_facts) for pf in batch]
+        # a rule whose calculation raised is left out and named, the patient's other rules kept
         evaluations = self.engine.evaluate_many(
-            [(pf.pid, k[0]) for pf, k in zip(batch, kept, strict=True)], now
+            [(pf.pid, k[0]) for pf, k in zip(batch, kept, strict=True)], now, isolate=True
         )
         return [
-            PatientResult(mapped.pid, evaluation.alerts, [*mapped.issues, *over], evaluation.future)
+            PatientResult(
+                mapped.pid,
+                evaluation.alerts,
+                [*mapped.issues, *over, *(Issue("rules", f, "exception") for f in evaluation.failed)],
+                evaluation.future,
+            )
             for mapped, (_facts, over), evaluation in zip(batch, kept, evaluations, strict=True)
         ]
 

@@ -33,13 +33,13 @@ any other patient, with the same fallback to its first record when no LKW was re
 (recurrent strokes are common). A deficit's age is its own side's earliest onset
 (engine.prepare ``side_onset_age``), so a new weakness on the other side is new.
 
-Negations ("no nerve-root pain on that side", "LKW not recorded", "no Bell's palsy") are counts
-summed in the engine's second stratum (``score``), so they never depend on fact order.
+Negations ("no nerve-root pain on that side", "LKW not recorded", "no Bell's palsy") are
+``unless(...)``: decided once every positive fact is derived, so they never depend on fact order.
 """
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Cond, Rules, absent, ever, fact, latest, m, present, ref
+from engine.dsl import DAY, HOUR, Cond, Rules, Unless, absent, ever, fact, latest, m, present, ref, unless
 from rulesets.codes import ASPIRIN, CT_HEAD, NEUROLOGY_REFERRAL
 from rulesets.meta import LOINC, RXNORM, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
@@ -183,35 +183,40 @@ EXPLAINS_WEAK_LEG: dict[str, tuple[str, ...]] = {
     "back_pain": ("same", "bilateral", "unknown"),  # back pain with no side
 }
 
-#: Counts summed in the second stratum; the rule reads them as "== 0" (none on record).
-COUNTS = {
-    "stroke_lkw_recorded": "LKW not recorded",
-    **{f"stroke_leg_explained_{side}": f"weak {side} leg not explained by nerve-root pain" for side in SIDES},
-    "stroke_both_arms": "arms not both weak",
-    "stroke_face_explained": "no Bell's palsy, face not weak on both sides",
-}
+#: How an absence reads in a rationale (the engine appends "(no item recorded)").
+NOT_EXPLAINED = "weak {side} leg not explained by nerve-root pain"
 
 
-def _none(count: str) -> Cond:
-    """A second-stratum count that found nothing: the negation it stands for holds."""
-    return fact(count).where(lambda _p: m.v == 0, "= 0 (none on record)")
+def _guards(radicular: float) -> dict[str, Unless]:
+    """What must be absent for a deficit to count as focal (3.1/3.3), by deficit (and side)."""
+    guards = {
+        f"leg_weakness.{side}": unless(
+            *(
+                present(key, radicular).on(*(side if s == "same" else s for s in sides))
+                for key, sides in EXPLAINS_WEAK_LEG.items()
+            ),
+            fact("bilateral_leg_weakness"),
+            text=NOT_EXPLAINED.format(side=side),
+        )
+        for side in SIDES
+    }
+    guards["arm_weakness"] = unless(fact("bilateral_arm_weakness"), text="arms not both weak")
+    guards["facial_weakness"] = unless(
+        present("bells_palsy"),
+        fact("bilateral_facial_weakness"),
+        text="no Bell's palsy, face not weak on both sides",
+    )
+    return guards
 
 
-def _on(cond: Cond, sides: tuple[str, ...]) -> Cond:
-    test = m.side == sides[0]
-    for side in sides[1:]:
-        test = test | (m.side == side)
-    return cond.where(lambda _p: test, f"on the {' or '.join(sides)}")
-
-
-def _deficits(key: str, base: Cond) -> list[tuple[Cond, ...]]:
-    """A focal deficit of ``key`` with the guards of 3.1/3.3 ("none" counts joined as == 0)."""
+def _deficits(key: str, base: Cond, guards: dict[str, Unless]) -> list[tuple[Cond | Unless, ...]]:
+    """A focal deficit of ``key`` with the guards of 3.1/3.3."""
     if key == "leg_weakness":
-        return [(_on(base, (side,)), _none(f"stroke_leg_explained_{side}")) for side in SIDES]
+        return [(base.on(side), guards[f"{key}.{side}"]) for side in SIDES]
     if key == "arm_weakness":
-        return [(_on(base, SIDES), _none("stroke_both_arms"))]
+        return [(base.on(*SIDES), guards[key])]
     if key == "facial_weakness":
-        return [(base, _none("stroke_face_explained"))]
+        return [(base, guards[key])]
     return [(base,)]
 
 
@@ -221,29 +226,9 @@ def define(r: Rules, p: dict[str, float]) -> None:
     onset_max = p["onset_max_d"] * DAY
     tia_within = p["tia_within_d"] * DAY
 
-    # Negations, counted once every positive fact is derived (second stratum).
     lkw = latest("lkw_time", p["lkw_within_d"] * DAY)
-    r.score_item("stroke_lkw_recorded", 1, lkw, label="time last known well")
-    radicular = p["radicular_within_d"] * DAY
-    for side in SIDES:
-        for key, sides in EXPLAINS_WEAK_LEG.items():
-            explaining = tuple(side if s == "same" else s for s in sides)
-            r.score_item(
-                f"stroke_leg_explained_{side}",
-                1,
-                _on(present(key, radicular), explaining),
-                label=f"{key.replace('_', ' ')} explaining a weak {side} leg",
-            )
-        r.score_item(
-            f"stroke_leg_explained_{side}", 1, fact("bilateral_leg_weakness"), label="both legs weak"
-        )
-    r.score_item("stroke_both_arms", 1, fact("bilateral_arm_weakness"), label="both arms weak")
-    r.score_item("stroke_face_explained", 1, present("bells_palsy"), label="Bell's palsy")
-    r.score_item(
-        "stroke_face_explained", 1, fact("bilateral_facial_weakness"), label="facial weakness on both sides"
-    )
-    for score, text in COUNTS.items():
-        r.score(score, text)
+    lkw_unknown = unless(lkw, text="LKW not recorded")
+    guards = _guards(p["radicular_within_d"] * DAY)
 
     # Hours since last known well, from the recorded LKW (its time is the value).
     r.derive(
@@ -255,7 +240,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     # A focal deficit, valued in hours since it began on its side (a stable one never matches).
     for key in DEFICITS:
-        for conds in _deficits(key, present(key).begun(up_to=onset_max, on_side=True)):
+        for conds in _deficits(key, present(key).begun(up_to=onset_max, on_side=True), guards):
             r.derive(
                 "stroke_deficit",
                 *conds,
@@ -263,14 +248,12 @@ def define(r: Rules, p: dict[str, float]) -> None:
                 text="focal deficit begun {v:.1f} h ago",
             )
 
-    lkw_unknown = _none("stroke_lkw_recorded")
-
     r.fire("A", fact("stroke_deficit"), fact("stroke_lkw_h") <= acute_h)
     r.fire("A", fact("stroke_deficit") <= acute_h, lkw_unknown)
     r.fire(
         "A",
         present("stroke_dx").where(
-            lambda _p: m.onset_age <= p["dx_within_h"] * HOUR, f"begun within {p['dx_within_h']:g} h"
+            m.onset_age <= p["dx_within_h"] * HOUR, f"begun within {p['dx_within_h']:g} h"
         ),
     )
     # LKW unknown: the earliest deficit sets it, so one that began over 24 h ago rules out A.
@@ -289,26 +272,22 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.fire("B", fact("stroke_deficit") > acute_h, lkw_unknown)
     r.fire(
         "B",
-        ever("tia_dx").where(
-            lambda _p: m.onset_age <= tia_within, f"begun within {p['tia_within_d']:g} days"
-        ),
+        ever("tia_dx").where(m.onset_age <= tia_within, f"begun within {p['tia_within_d']:g} days"),
         disorder=TIA,
     )
     # A deficit recorded and explicitly absent within 24 h: symptoms resolved, a TIA picture.
     resolved = p["tia_resolved_h"] * HOUR
     for key in DEFICITS:
-        recorded = ever(key).where(
-            lambda _p: m.onset_age <= tia_within, f"begun within {p['tia_within_d']:g} days"
-        )
-        for conds in _deficits(key, recorded):
+        recorded = ever(key).where(m.onset_age <= tia_within, f"begun within {p['tia_within_d']:g} days")
+        for conds in _deficits(key, recorded, guards):
             r.derive(
                 "stroke_resolved_deficit",
                 *conds,
                 absent(key).where(
-                    lambda p_: (
-                        (m.ts > ref(p_, 0).ts)
-                        & (m.ts <= ref(p_, 0).ts + resolved)
-                        & ((m.side == ref(p_, 0).side) | (m.side == "bilateral"))
+                    (
+                        (m.ts > ref(key).ts)
+                        & (m.ts <= ref(key).ts + resolved)
+                        & ((m.side == ref(key).side) | (m.side == "bilateral"))
                     ),
                     f"within {p['tia_resolved_h']:g} h on the same side",
                 ),
@@ -329,28 +308,25 @@ def define(r: Rules, p: dict[str, float]) -> None:
         lkw_unknown,
         text="LKW not recorded: taken from the first deficit record; confirm it before thrombolysis",
     )
-    for key in DEFICITS:  # 4.5 h only when no deficit at all (even a discounted one) is older
-        r.score_item(
-            "stroke_older_deficit",
-            1,
-            present(key).begun(above=thrombolysis, up_to=onset_max, on_side=True),
-            label="a deficit begun more than 4.5 h ago",
-        )
-    r.score("stroke_older_deficit", "no deficit begun more than 4.5 h ago")
+    # 4.5 h only when no deficit at all (even a discounted one) is older
+    no_older_deficit = unless(
+        *(present(key).begun(above=thrombolysis, up_to=onset_max, on_side=True) for key in DEFICITS),
+        text="no deficit begun more than 4.5 h ago",
+    )
     r.note(
         "A",
         fact("stroke_deficit") <= p["thrombolysis_h"],
         lkw_unknown,
-        _none("stroke_older_deficit"),
+        no_older_deficit,
         text=window_tag,
     )
-    dx_since = present("stroke_dx").where(lambda _p: m.onset_age <= acute, "begun within 24 h")
+    dx_since = present("stroke_dx").where(m.onset_age <= acute, "begun within 24 h")
     r.note("A", dx_since, lkw_unknown, text=late_tag)
     r.note(
         "A",
-        present("stroke_dx").where(lambda _p: m.onset_age <= thrombolysis, "begun within 4.5 h"),
+        present("stroke_dx").where(m.onset_age <= thrombolysis, "begun within 4.5 h"),
         lkw_unknown,
-        _none("stroke_older_deficit"),
+        no_older_deficit,
         text=window_tag,
     )
     r.note(

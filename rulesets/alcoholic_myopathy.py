@@ -118,13 +118,7 @@ THIGH = "68367000"
 
 
 def _proximal_group(cond: Cond) -> Cond:
-    def test(_p: object) -> object:
-        found = m.site == PROXIMAL_GROUPS[0]
-        for group in PROXIMAL_GROUPS[1:]:
-            found = found | (m.site == group)
-        return found
-
-    return cond.where(test, "in hip flexors, hip extensors or knee extensors")
+    return cond.where(m.site.one_of(*PROXIMAL_GROUPS), "in hip flexors, hip extensors or knee extensors")
 
 
 def define(r: Rules, p: dict[str, float]) -> None:
@@ -135,20 +129,23 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     for key in PROXIMAL_FINDINGS:
         r.derive("alcohol_proximal_weakness", present(key))
-    thigh = present("muscle_atrophy").where(lambda _p: m.site == THIGH, "of the thigh")
+    thigh = present("muscle_atrophy").where(m.site == THIGH, "of the thigh")
     r.derive("alcohol_proximal_weakness", thigh)
     weak = _proximal_group(latest("mrc_grade") <= p["mrc_weak_max"])
-    left = weak.where(lambda _p: m.side == "left", "on the left")
-    right = weak.where(lambda _p: m.side == "right", "on the right")
-    bilateral = weak.where(lambda _p: m.side == "bilateral", "on both sides")
-    both = lambda _f: "bilateral"  # noqa: E731
+    left, right, bilateral = weak.on("left"), weak.on("right"), weak.on("bilateral")
     duration = p["duration_min_d"] * DAY
     # An earlier weak proximal grade old enough to date the weakness (duration = earliest onset).
     earlier = _proximal_group(result("mrc_grade") <= p["mrc_weak_max"]).where(
-        lambda _p: m.age >= duration, f"recorded at least {p['duration_min_d']:g} days ago"
+        m.age >= duration, f"recorded at least {p['duration_min_d']:g} days ago"
     )
     text = "MRC grade {v:g} or less in proximal leg muscles on both sides"
-    grade = lambda f: max(x["v"] for x in f)  # noqa: E731
+
+    def grade(facts: list[dict]) -> float:
+        return max(f["v"] for f in facts)
+
+    def both(_facts: list[dict]) -> str:
+        return "bilateral"
+
     r.derive("alcohol_proximal_weakness", bilateral, value=grade, text=text)
     r.derive("alcohol_proximal_weakness", left, right, side=both, value=grade, text=text)
     r.derive("alcohol_proximal_weakness", bilateral, earlier, value=grade, text=text)
@@ -158,16 +155,14 @@ def define(r: Rules, p: dict[str, float]) -> None:
         "A",
         fact("heavy_alcohol"),
         fact("alcohol_proximal_weakness").where(
-            lambda _p: m.first_onset_age >= duration, f"begun at least {p['duration_min_d']:g} days ago"
+            m.first_onset_age >= duration, f"begun at least {p['duration_min_d']:g} days ago"
         ),
     )
 
     support = p["supporting_within_d"] * DAY
     lab = p["lab_within_h"] * HOUR
     supporting = (
-        latest("ggt", support).where(
-            lambda _p: (m.has_high == 1) & (m.v > m.high), "above the laboratory upper limit"
-        ),
+        latest("ggt", support).where((m.has_high == 1) & (m.v > m.high), "above the laboratory upper limit"),
         latest("mcv", support) > p["mcv_high_fl"],
         latest("potassium", lab) < p["k_low"],
         latest("magnesium", lab) < p["mg_low"],

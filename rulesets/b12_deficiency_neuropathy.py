@@ -162,7 +162,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "b12_mma_high",
         latest("mma", p["mma_within_days"] * DAY).where(
-            lambda _p: (m.has_high == 1) & (m.v > m.high), "above the laboratory's upper limit"
+            (m.has_high == 1) & (m.v > m.high), "above the laboratory's upper limit"
         ),
         text="MMA above the laboratory's upper limit ({v:g} umol/L)",
     )
@@ -175,7 +175,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     for key in WORSENING:
         r.derive("b12_worsening", present(key, worsening))
 
-    older = patient().where(lambda _p: m.years > p["b12_min_age"], f"older than {p['b12_min_age']:g} years")
+    older = patient().where(m.years > p["b12_min_age"], f"older than {p['b12_min_age']:g} years")
     r.fire("B", older, fact("b12_neuro"), fact("b12_low"))
     r.fire("A", older, fact("b12_neuro"), fact("b12_low"), fact("b12_worsening"))
 
@@ -194,14 +194,12 @@ def define(r: Rules, p: dict[str, float]) -> None:
     homocysteine = latest("homocysteine", p["homocysteine_within_days"] * DAY)
     r.note(
         ("A", "B"),
-        homocysteine.where(
-            lambda _p: (m.has_high == 1) & (m.v > m.high), "above the laboratory's upper limit"
-        ),
+        homocysteine.where((m.has_high == 1) & (m.v > m.high), "above the laboratory's upper limit"),
         text="supporting: homocysteine above the laboratory's upper limit ({facts})",
     )
     hcy = p["homocysteine_high_umol_l"]
     r.note(
         ("A", "B"),
-        homocysteine.where(lambda _p: m.has_high == 0, "without a laboratory upper limit") > hcy,
+        homocysteine.where(m.has_high == 0, "without a laboratory upper limit") > hcy,
         text=f"supporting: homocysteine above {hcy:g} umol/L ({{facts}})",
     )

@@ -25,7 +25,7 @@ emergency and tier A still fires.
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Rules, fact, latest, m, new, present, procedure, ref
+from engine.dsl import DAY, HOUR, Cond, Rules, fact, latest, m, new, present, procedure, ref
 from rulesets.codes import MRI_SPINE, NEUROSURGERY_REFERRAL, SPINAL_DECOMPRESSION, ULTRASOUND
 from rulesets.meta import LOINC, SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
@@ -113,6 +113,11 @@ BACK_OR_RADICULAR = ("back_pain", "sciatica", "leg_pain", "leg_numbness")
 BILATERAL_RADICULAR = ("bilateral_sciatica", "bilateral_leg_numbness", "bilateral_leg_weakness")
 
 
+def decompressed_after(finding: str) -> Cond:
+    """Spinal decompression done at or after the onset of the earlier condition ``finding``."""
+    return procedure("spinal_decompression_done").where(m.ts >= ref(finding).onset, "after it")
+
+
 def define(r: Rules, p: dict[str, float]) -> None:
     window = p["window_days"] * DAY
 
@@ -132,14 +137,14 @@ def define(r: Rules, p: dict[str, float]) -> None:
 
     r.block(
         "A",
-        fact("ces_sphincter_or_saddle").where(lambda _p: m.onset >= 0, "dated"),
-        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
+        fact("ces_sphincter_or_saddle").where(m.onset >= 0, "dated"),
+        decompressed_after("ces_sphincter_or_saddle"),
         reason="spinal decompression already performed after the triggering finding",
     )
     r.block(
         "A",
         new("ces_dx", window),
-        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
+        decompressed_after("ces_dx"),
         reason="spinal decompression already performed after the diagnosis",
     )
 
@@ -147,7 +152,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.fire("B", fact("ces_bilateral_radicular"), present(key, window))
     r.block(
         "B",
-        fact("ces_bilateral_radicular").where(lambda _p: m.onset >= 0, "dated"),
-        procedure("spinal_decompression_done").where(lambda p_: m.ts >= ref(p_, 0).onset, "after it"),
+        fact("ces_bilateral_radicular").where(m.onset >= 0, "dated"),
+        decompressed_after("ces_bilateral_radicular"),
         reason="spinal decompression already performed after the bilateral symptoms began",
     )

@@ -22,7 +22,7 @@
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Rules, ever, fact, latest, m, present, ref, result
+from engine.dsl import DAY, HOUR, Rules, ever, fact, has_number, latest, m, present, ref, result
 from rulesets.meta import ParamRange
 
 #: The engine reads this module attribute (policy shared by every rule; every configuration of
@@ -69,14 +69,6 @@ CANCER = ("cancer_any", "bone_mets")
 BILATERAL = ("leg_weakness", "sciatica", "leg_numbness", "facial_weakness", "arm_weakness")
 
 
-def _valued(_p: object) -> object:
-    """A result that carries a number (a value fact may hold only an interpretation flag).
-
-    Only for single-fact patterns: durable-rules mis-evaluates ``|`` in a pattern that also
-    joins on an earlier fact."""
-    return (m.v < 0) | (m.v >= 0)
-
-
 def _began(facts: list[dict]) -> float:
     """Seconds since the bilateral finding began: the earliest onset on the sides it is made of
     (a record saying "both sides" dates from the first such record, not from an older record of
@@ -88,50 +80,50 @@ def _began(facts: list[dict]) -> float:
 def define(r: Rules, p: dict[str, float]) -> None:
     for key in ("leg_weakness", "paraplegia_paraparesis", "hemiparesis"):
         r.derive("any_leg_weakness", present(key))
-    weak_mrc = (latest("mrc_grade") <= p["mrc_weak_max"]).where(lambda _p: m.limb == "leg", "in a leg group")
+    weak_mrc = (latest("mrc_grade") <= p["mrc_weak_max"]).where(m.limb == "leg", "in a leg group")
     r.derive("any_leg_weakness", weak_mrc, text="MRC grade {v:g}")
 
     for key in BILATERAL:
         r.derive(
             f"bilateral_{key}",
-            present(key).where(lambda _p: m.side == "bilateral", "on both sides"),
+            present(key).on("bilateral"),
             value=_began,
         )
         r.derive(
             f"bilateral_{key}",
-            present(key).where(lambda _p: m.side == "left", "on the left"),
-            present(key).where(lambda _p: m.side == "right", "on the right"),
+            present(key).on("left"),
+            present(key).on("right"),
             side=lambda _f: "bilateral",
             value=_began,
         )
     # MRC weakness on both legs is bilateral leg weakness too.
     r.derive(
         "bilateral_leg_weakness",
-        weak_mrc.where(lambda _p: m.side == "left", "on the left"),
-        weak_mrc.where(lambda _p: m.side == "right", "on the right"),
+        weak_mrc.on("left"),
+        weak_mrc.on("right"),
         side=lambda _f: "bilateral",
         value=_began,
     )
     # a volume is never negative: ">= 0" also drops a result that carries no number
-    fvc = latest("fvc", p["fvc_within_h"] * HOUR).where(lambda _p: m.v >= 0, "with a value")
+    fvc = latest("fvc", p["fvc_within_h"] * HOUR).where(m.v >= 0, "with a value")
     r.derive(
         "fvc_per_kg",
         fvc,
-        latest("body_weight", p["weight_within_d"] * DAY).where(lambda _p: m.v > 0, "(weight > 0)"),
+        latest("body_weight", p["weight_within_d"] * DAY).where(m.v > 0, "(weight > 0)"),
         value=lambda f: f[0]["v"] / f[1]["v"],
         text="FVC {v:.1f} mL/kg",
     )
     # Respiratory red flags shared by guillain_barre_syndrome and myasthenic_crisis_risk.
     r.derive(
         "resp_fvc_fall",
-        result("fvc").where(lambda _p: m.v > 0, "(> 0)"),
-        fvc.where(lambda p_: m.ts > ref(p_, 0).ts, "taken after it"),
+        result("fvc").where(m.v > 0, "(> 0)").named("earlier"),
+        fvc.where(m.ts > ref("earlier").ts, "taken after it"),
         value=lambda f: 100 * (1 - f[1]["v"] / f[0]["v"]),
         text="FVC fell {v:.0f} %",
     )
     r.derive(
         "resp_mip_abs",
-        latest("mip", p["mip_within_h"] * HOUR).where(_valued, "with a value"),
+        latest("mip", p["mip_within_h"] * HOUR).where(has_number(m.v), "with a value"),
         value=lambda f: abs(f[0]["v"]),
         text="MIP magnitude {v:g} cmH2O",
     )
@@ -145,13 +137,13 @@ def define(r: Rules, p: dict[str, float]) -> None:
     gap, drop = p["progression_gap_h"] * HOUR, p["progression_drop"]
     r.derive(
         "weakness_progression",
-        result("mrc_grade").where(lambda _p: (m.site != "") & (m.v >= 0), "of a muscle group"),
+        result("mrc_grade").where((m.site != "") & (m.v >= 0), "of a muscle group").named("before"),
         result("mrc_grade").where(
-            lambda p_: (
-                (m.site == ref(p_, 0).site)
-                & (m.side == ref(p_, 0).side)
-                & (m.ts >= ref(p_, 0).ts + gap)
-                & (m.v <= ref(p_, 0).v - drop)
+            (
+                (m.site == ref("before").site)
+                & (m.side == ref("before").side)
+                & (m.ts >= ref("before").ts + gap)
+                & (m.v <= ref("before").v - drop)
             ),
             f"fallen by {drop:g} grade or more in the same muscle group and side "
             f"at least {p['progression_gap_h']:g} h later",
@@ -161,16 +153,16 @@ def define(r: Rules, p: dict[str, float]) -> None:
     for key in ASCENDING:
         r.derive(
             "weakness_ascending",
-            fact("any_leg_weakness").where(lambda _p: m.onset >= 0, "dated"),
-            present(key).where(lambda p_: m.onset > ref(p_, 0).onset, "begun after the leg weakness"),
+            fact("any_leg_weakness").where(m.onset >= 0, "dated"),
+            present(key).where(m.onset > ref("any_leg_weakness").onset, "begun after the leg weakness"),
             text="weakness ascending",
         )
     r.derive("weakness_progression", fact("weakness_ascending"))
     r.derive(
         "weakness_progression",
-        present("leg_weakness").where(lambda _p: m.onset >= 0, "dated"),
+        present("leg_weakness").where(m.onset >= 0, "dated"),
         present("paraplegia_paraparesis").where(
-            lambda p_: m.onset > ref(p_, 0).onset, "recorded after the leg weakness began"
+            m.onset > ref("leg_weakness").onset, "recorded after the leg weakness began"
         ),
         text="leg weakness progressed to paraplegia/paraparesis",
     )

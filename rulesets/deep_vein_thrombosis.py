@@ -36,8 +36,8 @@ for more than 3 months; a resolved, refuted or entered-in-error DVT Condition (r
 entered-in-error never become facts; resolved is not current); a DVT already anticoagulated does
 not reach tier B by itself; tier C once a negative D-dimer is available.
 
-"No anticoagulant" and "one side only" are counts summed in the engine's second stratum (score
-totals), so they never depend on the order in which facts arrive.
+"No active anticoagulant" and "not on the other leg" are ``unless(...)``: decided once every
+positive fact is derived, so they never depend on the order in which facts arrive.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from engine.dsl import (
     DAY,
     HOUR,
     WEEK,
-    Cond,
     Rules,
     ever,
     fact,
@@ -57,6 +56,7 @@ from engine.dsl import (
     present,
     procedure,
     ref,
+    unless,
 )
 from rulesets.codes import ENOXAPARIN, ULTRASOUND
 from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
@@ -65,7 +65,7 @@ D_DIMER_FEU = Code(LOINC, "48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platel
 
 META = RuleMeta(
     id="deep_vein_thrombosis",
-    version="1.1.0",
+    version="1.2.0",
     title="Deep vein thrombosis",
     tiers=(
         Tier("A", "critical", "leg signs with signs of pulmonary embolism: emergency assessment"),
@@ -188,120 +188,93 @@ WELLS_FINDINGS = (
     ("alt_dx_as_likely", -2, "alternative diagnosis at least as likely"),
 )
 #: One-sided signs: a finding on the left or on the right, never both (13.2).
-ONE_SIDED = (
-    ("leg_swelling", "dvt_swelling_sides", "leg swelling"),
-    ("calf_pain", "dvt_calf_pain_sides", "calf pain"),
-)
+ONE_SIDED = (("leg_swelling", "leg swelling"), ("calf_pain", "calf pain"))
+OTHER_LEG = {"left": "right", "right": "left"}
 PE_FINDINGS = (("dyspnea", "dyspnoea_within_h"), ("chest_pain_pleuritic", "chest_pain_within_h"))
 WHOLE_LEG = "61685007"  # SNOMED Lower limb structure: "whole leg swollen"
 
 
-def _side(cond: Cond, *sides: str) -> Cond:
-    if sides == ("bilateral",):
-        return cond.where(lambda _p: m.side == "bilateral", "on both sides")
-    if len(sides) == 1:
-        return cond.where(lambda _p: m.side == sides[0], f"on the {sides[0]}")
-    return cond.where(lambda _p: (m.side == sides[0]) | (m.side == sides[1]), f"on the {' or '.join(sides)}")
-
-
 def _ddimer(r: Rules, p: dict[str, float]) -> None:
-    """dvt_ddimer_positive / dvt_ddimer_negative from the latest D-dimer (24 h)."""
+    """5.1 D-dimer: the latest result (24 h) against its cut-off.
+
+    The cut-off: FEU, the laboratory's referenceRange.high if sent, else 0.5 mg/L FEU; above 50
+    years (age adjustment on) age x 0.01 mg/L FEU when that is higher; DDU, the laboratory's
+    limit only. Positive above the cut-off; negative (a final result) not above it.
+    """
     within = p["ddimer_within_h"] * HOUR
     cut, above, factor = p["ddimer_cutoff_feu"], p["ddimer_age_above"], p["ddimer_age_factor"]
     feu, ddu = latest("d_dimer", within), latest("d_dimer_ddu", within)
-
-    def lab(cond: Cond) -> Cond:
-        return cond.where(lambda _p: m.has_high == 1, "with a laboratory upper reference limit")
-
-    def fixed(cond: Cond) -> Cond:
-        return cond.where(lambda _p: m.has_high == 0, "without a laboratory range")
-
-    def final(cond: Cond) -> Cond:  # a preliminary result supports only critical tiers (14.2)
-        return cond.where(lambda _p: m.prelim == 0, "(final)")
-
-    def over_lab(cond: Cond) -> Cond:
-        return lab(cond).where(lambda _p: m.v > m.high, "above it")
+    lab = "with a laboratory upper reference limit"
 
     def high(f: list[dict]) -> float:
         return f[-1]["high"]
 
-    # Negative: not above the laboratory limit, or (FEU, no range) not above 0.5 mg/L FEU.
-    for cond in (feu, ddu):
-        r.derive(
-            "dvt_ddimer_negative",
-            final(lab(cond)).where(lambda _p: m.v <= m.high, "not above it"),
-            value=high,
-            text="D-dimer not above the laboratory limit {v:g} mg/L",
-        )
-    r.derive(
-        "dvt_ddimer_negative",
-        final(fixed(feu)) <= cut,
-        value=lambda _f: cut,
-        text="D-dimer not above the cut-off {v:g} mg/L FEU",
-    )
-    # DDU: only the laboratory's own limit decides.
-    r.derive(
-        "dvt_ddimer_positive", over_lab(ddu), value=high, text="D-dimer above the laboratory limit {v:g} mg/L"
-    )
+    def fixed(_f: list[dict]) -> float:
+        return cut
 
-    if p["ddimer_age_adjust"]:
-        # Age-adjusted: the cut-off is the higher of (lab limit or 0.5) and age x 0.01.
-        old = patient().where(lambda _p: m.years > above, f"aged over {above:g}")
+    # (result, its cut-off, in words, its value, how a positive and a negative result read)
+    limits = (
+        (
+            feu.where(m.has_high == 1, lab),
+            m.high,
+            "it",
+            high,
+            "D-dimer above the laboratory limit {v:g} mg/L FEU",
+            "D-dimer not above the laboratory limit {v:g} mg/L",
+        ),
+        (
+            feu.where(m.has_high == 0, "without a laboratory range"),
+            cut,
+            f"{cut:g} mg/L FEU",
+            fixed,
+            "D-dimer above the cut-off {v:g} mg/L FEU",
+            "D-dimer not above the cut-off {v:g} mg/L FEU",
+        ),
+        (
+            ddu.where(m.has_high == 1, lab),
+            m.high,
+            "it",
+            high,
+            "D-dimer above the laboratory limit {v:g} mg/L",
+            "D-dimer not above the laboratory limit {v:g} mg/L",
+        ),
+    )
+    adjusted = bool(p["ddimer_age_adjust"])
+    old = patient().where(m.years > above, f"aged over {above:g}")
+    age_cut = ref("patient").years * factor
+    for result, limit, words, value, positive, negative in limits:
+        over = result.where(m.v > limit, f"above {words}")
+        # a preliminary result supports only critical tiers (14.2)
+        final = result.where(m.prelim == 0, "(final)")
+        r.derive(
+            "dvt_ddimer_negative", final.where(m.v <= limit, f"not above {words}"), value=value, text=negative
+        )
+        if not adjusted or result.key == "d_dimer_ddu":  # DDU: the laboratory's limit only
+            r.derive("dvt_ddimer_positive", over, value=value, text=positive)
+            continue
+        r.derive(
+            "dvt_ddimer_positive",
+            patient().where(
+                m.years.missing() | (m.years <= above), f"aged {above:g} or less or of unknown age"
+            ),
+            over,
+            value=value,
+            text=positive,
+        )
+        r.derive(
+            "dvt_ddimer_positive",
+            old,
+            over.where(m.v > age_cut, f"and above age x {factor:g}"),
+            value=lambda f, value=value: max(value(f), f[0]["years"] * factor),
+            text="D-dimer above the age-adjusted cut-off {v:g} mg/L FEU",
+        )
+    if adjusted:
         r.derive(
             "dvt_ddimer_negative",
             old,
-            final(feu).where(
-                lambda p_: m.v <= ref(p_, 0).years * factor, f"not above age x {factor:g} mg/L FEU"
-            ),
+            feu.where(m.prelim == 0, "(final)").where(m.v <= age_cut, f"not above age x {factor:g} mg/L FEU"),
             value=lambda f: f[0]["years"] * factor,
             text="D-dimer not above the age-adjusted cut-off {v:g} mg/L FEU",
-        )
-        r.derive(
-            "dvt_ddimer_positive",
-            old,
-            (fixed(feu) > cut).where(
-                lambda p_: m.v > ref(p_, 0).years * factor, f"and above age x {factor:g}"
-            ),
-            value=lambda f: max(cut, f[0]["years"] * factor),
-            text="D-dimer above the age-adjusted cut-off {v:g} mg/L FEU",
-        )
-        r.derive(
-            "dvt_ddimer_positive",
-            old,
-            over_lab(feu).where(lambda p_: m.v > ref(p_, 0).years * factor, f"and above age x {factor:g}"),
-            value=lambda f: max(f[1]["high"], f[0]["years"] * factor),
-            text="D-dimer above the age-adjusted cut-off {v:g} mg/L FEU",
-        )
-        for who in (
-            patient().where(lambda _p: m.years <= above, f"aged {above:g} or less"),
-            patient().where(lambda _p: -m.years, "of unknown age"),
-        ):
-            r.derive(
-                "dvt_ddimer_positive",
-                who,
-                fixed(feu) > cut,
-                value=lambda _f: cut,
-                text="D-dimer above the cut-off {v:g} mg/L FEU",
-            )
-            r.derive(
-                "dvt_ddimer_positive",
-                who,
-                over_lab(feu),
-                value=high,
-                text="D-dimer above the laboratory limit {v:g} mg/L FEU",
-            )
-    else:
-        r.derive(
-            "dvt_ddimer_positive",
-            fixed(feu) > cut,
-            value=lambda _f: cut,
-            text="D-dimer above the cut-off {v:g} mg/L FEU",
-        )
-        r.derive(
-            "dvt_ddimer_positive",
-            over_lab(feu),
-            value=high,
-            text="D-dimer above the laboratory limit {v:g} mg/L FEU",
         )
 
 
@@ -310,16 +283,14 @@ def define(r: Rules, p: dict[str, float]) -> None:
     chronic = p["chronic_days"] * DAY
     recent = p["recent_weeks"] * WEEK
 
-    # -- one-sided leg signs (5.1) -------------------------------------------------------------
-    for key, sides, words in ONE_SIDED:
+    # -- one-sided leg signs (5.1): on one leg, unless on the other or on both (13.2) -------------
+    for key, words in ONE_SIDED:
         # begun within 3 months on its side: chronic swelling of one leg (or both) hides no new
         # swelling of the other (5.3 "unchanged" is per leg)
         acute = present(key, window).begun(up_to=chronic, on_side=True)
-        r.score_item(sides, 1, _side(acute, "left"), label="left")
-        r.score_item(sides, 1, _side(acute, "right"), label="right")
-        r.score_item(sides, 2, _side(acute, "bilateral"), label="both")
-        r.score(sides, f"{words} on {{v:g}} leg(s)")
-        r.derive("dvt_leg_sign", fact(sides).where(lambda _p: m.v == 1, "on one leg only"))
+        for side, other in OTHER_LEG.items():
+            elsewhere = unless(acute.on(other, "bilateral"), text=f"no {words} on the {other} leg or both")
+            r.derive("dvt_leg_sign", acute.on(side), elsewhere)
     r.derive("dvt_leg_sign", latest("calf_circumference_diff", window) >= p["calf_diff_cm"])
 
     # -- two-level Wells score (5.2) -----------------------------------------------------------
@@ -333,7 +304,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         "wells",
         1,
         procedure("bedridden_or_recent_surgery").where(
-            lambda _p: m.age <= recent, f"within {p['recent_weeks']:g} weeks"
+            m.age <= recent, f"within {p['recent_weeks']:g} weeks"
         ),
         label=surgery,
     )
@@ -341,7 +312,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         "wells",
         1,
         present("leg_swelling", window).where(
-            lambda _p: (m.site == WHOLE_LEG) & (m.side != "bilateral"), "of the whole leg"
+            (m.site == WHOLE_LEG) & (m.side != "bilateral"), "of the whole leg"
         ),
         label="whole leg swollen",
     )
@@ -351,14 +322,12 @@ def define(r: Rules, p: dict[str, float]) -> None:
         latest("calf_circumference_diff", window) >= p["calf_diff_cm"],
         label=f"calf swelling ≥ {p['calf_diff_cm']:g} cm",
     )
-    r.score_item("wells", 1, _side(present("pitting_edema", window), "left", "right"), label="pitting oedema")
+    r.score_item("wells", 1, present("pitting_edema", window).on("left", "right"), label="pitting oedema")
     r.score_item("wells", 1, ever("dvt_history"), label="previous DVT")
     r.score_item(
         "wells",
         1,
-        ever("dvt_dx").where(
-            lambda _p: (m.cur == 0) | (m.onset_age > window), "resolved or begun before the window"
-        ),
+        ever("dvt_dx").where((m.cur == 0) | (m.onset_age > window), "resolved or begun before the window"),
         label="previous DVT",
     )
     for key, points, label in WELLS_FINDINGS:
@@ -376,16 +345,13 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive("dvt_suspected", fact("dvt_leg_sign"))
     r.derive("dvt_suspected", present("dvt_dx", window))
 
-    # -- anticoagulation: counted, so "none active" is a positive fact (second stratum) -----------
-    r.score_item("dvt_anticoagulants", 1, medication("anticoagulant_active"), label="anticoagulant")
-    r.score("dvt_anticoagulants", "active anticoagulants: {v:g}")
-
     _ddimer(r, p)
 
     likely = p["wells_likely"]
     r.fire("A", fact("dvt_suspected"), fact("dvt_pe_sign"))
     r.fire("B", fact("dvt_leg_sign"), fact("wells") >= likely)
-    r.fire("B", present("dvt_dx", window), fact("dvt_anticoagulants") < 1)
+    not_anticoagulated = unless(medication("anticoagulant_active"), text="active anticoagulants: 0")
+    r.fire("B", present("dvt_dx", window), not_anticoagulated)
     r.fire("B", fact("dvt_leg_sign"), fact("wells") < likely, fact("dvt_ddimer_positive"))
     r.fire("C", fact("dvt_leg_sign"), fact("wells") < likely)
     r.block(
@@ -396,9 +362,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.note(("A", "B", "C"), fact("wells"), text="{facts}")
     r.note(
         ("B", "C"),
-        latest("d_dimer_ddu", p["ddimer_within_h"] * HOUR).where(
-            lambda _p: m.has_high == 0, "without a range"
-        ),
+        latest("d_dimer_ddu", p["ddimer_within_h"] * HOUR).where(m.has_high == 0, "without a range"),
         text="D-dimer in DDU without a laboratory reference range is not interpreted (never compared with an "
         "FEU cut-off): {facts}",
     )

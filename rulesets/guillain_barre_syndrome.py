@@ -53,7 +53,7 @@ from rulesets.meta import SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="guillain_barre_syndrome",
-    version="1.2.0",
+    version="1.2.1",
     title="Guillain-Barré syndrome",
     tiers=(
         Tier("A", "critical", "respiratory or bulbar danger"),
@@ -205,14 +205,14 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive(
             "gbs_core",
             fact("gbs_weakness").where(
-                lambda _p: (m.v >= tempo_lo) & (m.v <= tempo_hi),
+                (m.v >= tempo_lo) & (m.v <= tempo_hi),
                 f"begun {p['onset_min_h']:g} h to {p['onset_max_d']:g} days ago",
             ),
             present(reflex, tempo_hi),
         )
     r.derive(
         "gbs_core",
-        present("gbs_dx").where(lambda _p: m.onset_age <= p["dx_within_d"] * DAY, "diagnosed within 28 days"),
+        present("gbs_dx").where(m.onset_age <= p["dx_within_d"] * DAY, "diagnosed within 28 days"),
     )
 
     # Respiratory red flags (any one).
@@ -222,25 +222,24 @@ def define(r: Rules, p: dict[str, float]) -> None:
     drop = p["fvc_drop_fraction"]
     episodes = (
         (
-            fact("gbs_weakness").where(lambda _p: m.v <= tempo_hi, "begun within 28 days"),
+            fact("gbs_weakness").where(m.v <= tempo_hi, "begun within 28 days"),
             "v",
         ),
         (
-            present("gbs_dx").where(
-                lambda _p: m.onset_age <= p["dx_within_d"] * DAY, "diagnosed within 28 days"
-            ),
+            present("gbs_dx").where(m.onset_age <= p["dx_within_d"] * DAY, "diagnosed within 28 days"),
             "onset_age",
         ),
     )
     for episode, start in episodes:
         r.derive(
             "gbs_respiratory",
-            episode,
-            result("fvc").first_since(
-                lambda p_, start=start: getattr(ref(p_, 0), start), "the first FVC since the episode began"
-            ),
+            episode.named("episode"),
+            result("fvc")
+            .first_since(getattr(ref("episode"), start), "the first FVC since the episode began")
+            .where(m.v > 0, "(> 0: a fall is measured from a volume)")
+            .named("first"),
             latest("fvc", pressure).where(
-                lambda p_: (m.ts > ref(p_, 1).ts) & (m.v <= ref(p_, 1).v * (1 - drop)),
+                (m.ts > ref("first").ts) & (m.v <= ref("first").v * (1 - drop)),
                 f"fallen by {drop:.0%} or more from it",
             ),
             value=lambda f: 100 * (1 - f[2]["v"] / f[1]["v"]),
@@ -257,7 +256,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive(
             "gbs_egris_onset",
             fact("gbs_weakness").where(
-                lambda _p, lo=lo, hi=hi: (m.v > lo * DAY) & (m.v <= hi * DAY),
+                (m.v > lo * DAY) & (m.v <= hi * DAY),
                 f"onset {lo}-{hi} days ago",
             ),
             value=lambda _f, points=points: points,
@@ -267,7 +266,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive(
             "gbs_egris_mrc",
             latest("mrc_sum", p["mrc_sum_within_h"] * HOUR).where(
-                lambda _p, lo=lo, hi=hi: (m.v >= lo) & (m.v <= hi), f"MRC sum {lo}-{hi}"
+                (m.v >= lo) & (m.v <= hi), f"MRC sum {lo}-{hi}"
             ),
             value=lambda _f, points=points: points,
             text=f"EGRIS MRC-sum points {points}",
@@ -280,7 +279,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         fact("gbs_egris_onset"),
         fact("gbs_egris_mrc"),
         fact("gbs_egris_bulbar").where(
-            lambda p_: m.v >= (ref(p_, 0).v + ref(p_, 1).v) * -1 + p["egris_high"], "EGRIS total ≥ 5"
+            ref("gbs_egris_onset").v + ref("gbs_egris_mrc").v + m.v >= p["egris_high"], "EGRIS total ≥ 5"
         ),
         value=lambda f: f[0]["v"] + f[1]["v"] + f[2]["v"],
         text="EGRIS {v:g}",
@@ -296,9 +295,9 @@ def define(r: Rules, p: dict[str, float]) -> None:
     before = p["infection_before_onset_weeks"] * WEEK
     r.note(
         both,
-        fact("gbs_weakness").where(lambda _p: m.v >= 0, "dated"),
+        fact("gbs_weakness").where(m.v >= 0, "dated"),
         ever("recent_infection").where(
-            lambda p_: (m.onset_age >= ref(p_, 0).v) & (m.onset_age <= ref(p_, 0).v + before),
+            (m.onset_age >= ref("gbs_weakness").v) & (m.onset_age <= ref("gbs_weakness").v + before),
             f"begun in the {p['infection_before_onset_weeks']:g} weeks before the weakness",
         ),
         text="Supportive: preceding infection ({facts})",

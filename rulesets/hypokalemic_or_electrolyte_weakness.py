@@ -26,13 +26,11 @@ Corrected calcium is derived once, as ``calcium_corrected``:
   - with an albumin result within 72 h of the calcium sample:
     Ca + 0.02 x (40 - albumin g/L) (15.2);
   - without one, the total calcium itself (7.1: "if albumin missing use total Ca"). "No albumin"
-    is a negation, so it is read from a second stratum: the score ``calcium_albumin_paired``
-    counts the albumin results paired with the calcium (1 or 0, summed after every positive
-    fact is derived) and the uncorrected value is derived only when that count is 0. The two
-    derivations are therefore exclusive whatever order the facts arrive in.
+    is ``unless(calcium with a paired albumin)``, decided once every positive fact is derived,
+    so the two derivations are exclusive whatever order the facts arrive in.
 Ionised calcium, when present, is preferred over the corrected value for the hypocalcaemia
-branches (15.2): the corrected-calcium hypocalcaemia branches need the score
-``calcium_ionized_present`` (same mechanism) to be 0.
+branches (15.2): the corrected-calcium hypocalcaemia branches hold ``unless`` an ionised
+calcium is there.
 
 Must not fire (7.2): a newer normal value supersedes an older abnormal one (``latest``);
 preliminary results support tier A only (the engine's rule, with a card note); registered,
@@ -53,7 +51,7 @@ Choices where the reference is open:
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Cond, Rules, fact, latest, m, present, ref
+from engine.dsl import DAY, HOUR, Cond, Rules, Unless, fact, has_number, latest, m, present, ref, unless
 from rulesets.codes import ECG, IV_THERAPY, MAGNESIUM
 from rulesets.meta import LOINC, RXNORM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
@@ -66,7 +64,7 @@ HYPOPHOSPHATEMIA = Code(SNOMED, "4996001", "Hypophosphatemia")
 
 META = RuleMeta(
     id="hypokalemic_or_electrolyte_weakness",
-    version="1.0.0",
+    version="1.0.1",
     title="Electrolyte disturbance causing weakness",
     tiers=(
         Tier("A", "critical", "life-threatening electrolyte value"),
@@ -204,11 +202,11 @@ def _between(cond: Cond, low: float, high: float) -> Cond:
 
 
 def _not_hemolysed(cond: Cond) -> Cond:
-    return cond.where(lambda _p: m.hemolysed == 0, "on a sample not marked haemolysed")
+    return cond.where(m.hemolysed == 0, "on a sample not marked haemolysed")
 
 
 def _preliminary(cond: Cond) -> Cond:
-    return cond.where(lambda _p: m.prelim == 1, "(preliminary)")
+    return cond.where(m.prelim == 1, "(preliminary)")
 
 
 def define(r: Rules, p: dict[str, float]) -> None:
@@ -223,16 +221,19 @@ def define(r: Rules, p: dict[str, float]) -> None:
     weak = fact("electrolyte_weakness")
 
     # Corrected calcium (15.2), derived once; the uncorrected fallback only when no albumin.
-    calcium = latest("calcium_total", lab)
-    albumin = latest("albumin").where(
-        lambda p_: (m.ts >= ref(p_, 0).ts + (-pair)) & (m.ts <= ref(p_, 0).ts + pair),
-        f"within {p['albumin_pair_h']:g} h of the calcium sample",
+    # A result that carries only an interpretation cannot be corrected, nor correct one (15.2).
+    calcium = latest("calcium_total", lab).where(has_number(m.v), "with a value")
+    albumin = (
+        latest("albumin")
+        .where(has_number(m.v), "with a value")
+        .where(
+            (m.ts >= ref("calcium_total").ts - pair) & (m.ts <= ref("calcium_total").ts + pair),
+            f"within {p['albumin_pair_h']:g} h of the calcium sample",
+        )
     )
     reference, factor = p["albumin_reference_g_l"], p["albumin_ca_factor"]
-    r.score_item("calcium_albumin_paired", 1, calcium, albumin, label="albumin paired with the calcium")
-    r.score(
-        "calcium_albumin_paired",
-        text=f"albumin within {p['albumin_pair_h']:g} h of the calcium: {{v:g}} result(s)",
+    no_albumin = unless(
+        (calcium, albumin), text=f"albumin within {p['albumin_pair_h']:g} h of the calcium: 0 result(s)"
     )
     r.derive(
         "calcium_corrected",
@@ -244,21 +245,17 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "calcium_corrected",
         calcium,
-        fact("calcium_albumin_paired") < 1,
+        no_albumin,
         value=lambda f: f[0]["v"],
         text="calcium {v:.2f} mmol/L, not corrected (no albumin)",
     )
     ca = fact("calcium_corrected")
     # Ionised calcium, when present, decides hypocalcaemia instead of the corrected value.
     ionized = latest("calcium_ionized", lab)
-    r.score_item("calcium_ionized_present", 1, ionized, label="ionised calcium")
-    r.score(
-        "calcium_ionized_present", text=f"ionised calcium within {p['lab_within_h']:g} h: {{v:g}} result(s)"
-    )
-    no_ionized = fact("calcium_ionized_present") < 1
+    no_ionized = unless(ionized, text=f"ionised calcium within {p['lab_within_h']:g} h: 0 result(s)")
 
     potassium = latest("potassium", lab)
-    critical: list[tuple[tuple[Cond, ...], Code]] = [
+    critical: list[tuple[tuple[Cond | Unless, ...], Code]] = [
         ((potassium < p["k_critical_low"],), HYPOKALEMIA),
         ((_not_hemolysed(potassium >= p["k_critical_high"]),), HYPERKALEMIA),
         ((ca >= p["ca_critical_high"],), HYPERCALCEMIA),
@@ -295,6 +292,6 @@ def define(r: Rules, p: dict[str, float]) -> None:
     if p["hemolysed_note"]:
         r.note(
             ("A", "B", "C"),
-            (potassium >= p["k_urgent_high"]).where(lambda _p: m.hemolysed == 1, "on a haemolysed sample"),
+            (potassium >= p["k_urgent_high"]).where(m.hemolysed == 1, "on a haemolysed sample"),
             text="high potassium on a haemolysed sample was not used, repeat the sample: {facts}",
         )

@@ -100,16 +100,14 @@ POSITIVE = ("POS", "H", "HH")
 def _positive(r: Rules, key: str, derived: str, within: float | None = None) -> None:
     """Derive ``derived`` from a positive latest ``key`` result (qualitative test, 14.2): the
     interpretation decides; a bare value is compared with the laboratory's cut-off
-    (referenceRange.high). One pattern per way of being positive, none of them a join:
-    durable-rules mis-evaluates ``|`` and ``-m.x`` in a pattern that also joins."""
-    for code in POSITIVE:
-        r.derive(
-            derived, latest(key, within).where(lambda _p, code=code: m.interp == code, f"flagged {code}")
-        )
+    (referenceRange.high)."""
+    r.derive(
+        derived, latest(key, within).where(m.interp.one_of(*POSITIVE), f"flagged {' or '.join(POSITIVE)}")
+    )
     r.derive(
         derived,
         latest(key, within).where(
-            lambda _p: (-m.interp) & (m.has_high == 1) & (m.v >= m.high),
+            m.interp.missing() & (m.has_high == 1) & (m.v >= m.high),
             "without a flag, at or above the laboratory cut-off",
         ),
     )
@@ -121,19 +119,15 @@ def define(r: Rules, p: dict[str, float]) -> None:
     lookback = p["exposure_before_onset_d"] * DAY
     csf_w = p["csf_within_d"] * DAY
 
-    def subacute(_p: object) -> object:
-        return (m.first_onset_age >= lo) & (m.first_onset_age <= hi)
+    subacute = (m.first_onset_age >= lo) & (m.first_onset_age <= hi)
 
     tempo = f"begun {p['onset_min_h']:g} h to {p['onset_max_w']:g} weeks ago (subacute)"
     for key in NEURO:
         r.derive("lyme_neuro", present(key, within).where(subacute, tempo))
     r.derive("lyme_neuro", fact("any_leg_weakness", within).where(subacute, tempo))
 
-    def before_onset(p_: list[str]) -> object:
-        return m.onset_age <= ref(p_, 0).first_onset_age + lookback
-
-    def not_after_onset(p_: list[str]) -> object:
-        return m.onset_age >= ref(p_, 0).first_onset_age
+    before_onset = m.onset_age <= ref("lyme_neuro").first_onset_age + lookback
+    not_after_onset = m.onset_age >= ref("lyme_neuro").first_onset_age
 
     joined = f"dated no earlier than {p['exposure_before_onset_d']:g} days before its onset"
     for key, precedes in EXPOSURE_EVENTS.items():
@@ -146,7 +140,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         "A",
         fact("lyme_neuro"),
         fact("lyme_serology_positive").where(
-            lambda p_: m.first_onset_age <= ref(p_, 0).first_onset_age + lookback, joined
+            m.first_onset_age <= ref("lyme_neuro").first_onset_age + lookback, joined
         ),
     )
 
@@ -161,7 +155,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.note("A", fact("lyme_efns") >= 3, text="EFNS grading definite Lyme neuroborreliosis: {facts}")
     r.note(
         "A",
-        fact("lyme_efns").where(lambda _p: m.v == 2, "= 2"),
+        fact("lyme_efns").where(m.v == 2, "= 2"),
         text="EFNS grading possible Lyme neuroborreliosis: {facts}",
     )
     r.note(

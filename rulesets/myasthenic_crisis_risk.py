@@ -31,7 +31,7 @@ entered-in-error MG; a cancelled FVC or one with dataAbsentReason (never becomes
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Cond, Rules, ever, fact, latest, m, new, present
+from engine.dsl import DAY, HOUR, Cond, Rules, Test, ever, fact, latest, m, new, present
 from rulesets.codes import APHERESIS, FVC, ICU_REFERRAL, IVIG, NEUROLOGY_REFERRAL, RESPIRATORY_FUNCTION
 from rulesets.meta import SNOMED, Action, Code, ParamRange, RuleMeta, Tier
 
@@ -150,7 +150,7 @@ def _ordered_within(key: str, seconds: float, days: float) -> Cond:
     return Cond(
         "medication",
         key,
-        (lambda _p: m.age <= seconds,),
+        (Test(m.age <= seconds),),
         f"{key.replace('_', ' ')} ordered or given within {days:g} days",
     )
 
@@ -166,7 +166,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "mg_known",
         latest("achr_ab").where(
-            lambda _p: (m.has_high == 1) & (m.v > m.high),
+            (m.has_high == 1) & (m.v > m.high),
             "above the laboratory's upper limit",
         ),
         text="AChR antibodies above the laboratory upper limit",
@@ -174,7 +174,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "mg_known",
         latest("achr_ab").where(
-            lambda _p: (m.has_high == 0) & (m.v > p["achr_ab_uln_nmol_l"]),
+            (m.has_high == 0) & (m.v > p["achr_ab_uln_nmol_l"]),
             f"above {p['achr_ab_uln_nmol_l']:g} nmol/L (no laboratory range sent)",
         ),
         text=f"AChR antibodies above {p['achr_ab_uln_nmol_l']:g} nmol/L",
@@ -185,7 +185,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "mg_worsening",
         present("mg_exacerbation_dx").where(
-            lambda _p: m.onset_age <= worsening_w,
+            m.onset_age <= worsening_w,
             f"with onset or recording within {p['worsening_within_d']:g} days",
         ),
     )
@@ -210,7 +210,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.fire(
         "A",
         present("mg_crisis_dx").where(
-            lambda _p: m.onset_age <= p["crisis_dx_within_d"] * DAY,
+            m.onset_age <= p["crisis_dx_within_d"] * DAY,
             f"with onset or recording within {p['crisis_dx_within_d']:g} days",
         ),
     )
@@ -220,7 +220,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     for key in INFECTION:  # current, or resolved within the window (0.2 present for a state)
         r.note(
             ("A", "B"),
-            ever(key).where(lambda _p: m.age <= trigger_w, f"within {p['trigger_within_d']:g} days"),
+            ever(key).where(m.age <= trigger_w, f"within {p['trigger_within_d']:g} days"),
             text="possible trigger, infection: {facts}",
         )
     for key in TRIGGER_DRUG_CLASSES:

@@ -34,12 +34,13 @@ any age); ABI 0.91-1.40 in both legs; calf pain at rest with a swollen leg (no P
 calf pain or swelling: that is deep_vein_thrombosis); a resolved, refuted or entered-in-error PAD
 Condition; an ABI older than 24 months.
 
-"ABI missing for a leg" is a count of legs with an ABI, summed in the engine's second stratum.
+"ABI missing for a leg" is ``unless(latest ABI of that leg)``, one per leg, decided once every
+positive fact is derived; the card asks for the ABI of the leg that has none.
 """
 
 from __future__ import annotations
 
-from engine.dsl import DAY, Rules, fact, latest, m, new, patient, present
+from engine.dsl import DAY, Rules, fact, latest, m, new, patient, present, unless
 from rulesets.codes import ASPIRIN
 from rulesets.meta import FINDING_SYSTEM, SNOMED, SWITCH, Action, Code, ParamOrder, ParamRange, RuleMeta, Tier
 
@@ -48,7 +49,7 @@ VASCULAR_REFERRAL = Code(SNOMED, "307777008", "Referral to vascular surgeon")
 
 META = RuleMeta(
     id="peripheral_artery_disease",
-    version="1.2.0",
+    version="1.3.0",
     title="Peripheral artery disease",
     tiers=(
         Tier("A", "critical", "acute limb ischaemia: emergency vascular assessment"),
@@ -147,7 +148,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     age = p["age_above"]
     r.derive(
         "pad_age_gate",
-        patient().where(lambda _p: m.years > age, f"aged over {age:g}"),
+        patient().where(m.years > age, f"aged over {age:g}"),
         value=lambda f: f[0]["years"],
         text="age {v:g}",
     )
@@ -161,7 +162,6 @@ def define(r: Rules, p: dict[str, float]) -> None:
         leg = latest(key, abi_window)
         r.derive("pad_abi_not_normal", leg <= p["abi_abnormal_max"])
         r.derive("pad_abi_not_normal", leg > p["abi_noncompressible_above"])
-        r.score_item("pad_abi_legs", 1, leg, label=f"{key[4:]} leg")
         r.fire("B", leg < p["abi_severe_below"])
         r.note(
             ("A", "B", "C"),
@@ -169,19 +169,21 @@ def define(r: Rules, p: dict[str, float]) -> None:
             text=f"ABI above {p['abi_noncompressible_above']:g} (non-compressible arteries, unreliable): "
             "request a toe-brachial index ({facts})",
         )
-    r.score("pad_abi_legs", f"legs with an ABI in the last {months}: {{v:g}} of 2")
 
     # Routine: exertional symptoms over the age gate with an abnormal, missing or unreliable ABI,
     # or with PAD already diagnosed.
     r.fire("C", fact("pad_age_gate"), fact("pad_exertional"), fact("pad_abi_not_normal"))
-    r.fire("C", fact("pad_age_gate"), fact("pad_exertional"), fact("pad_abi_legs") < 2)
+    for key in ABI:
+        side = key[4:]
+        no_abi = unless(latest(key, abi_window), text=f"no ABI of the {side} leg in the last {months}")
+        r.fire("C", fact("pad_age_gate"), fact("pad_exertional"), no_abi)
+        r.note(
+            "C",
+            no_abi,
+            text=f"Ankle-brachial index of the {side} leg missing (none in the last {months}): "
+            "request a resting ABI",
+        )
     r.fire("C", fact("pad_age_gate"), fact("pad_exertional"), present("pad_dx"))
-    r.note(
-        "C",
-        fact("pad_abi_legs") < 2,
-        text=f"Ankle-brachial index missing for a leg (none in the last {months}): request a resting ABI "
-        "of both legs ({facts})",
-    )
 
     # Urgent: chronic limb-threatening ischaemia (ABI < 0.40 above).
     r.fire("B", present("rest_pain_pad", p["rest_pain_within_d"] * DAY))

@@ -38,13 +38,13 @@ Choices where the reference is open:
 
 from __future__ import annotations
 
-from engine.dsl import DAY, HOUR, Prior, Rules, fact, latest, m, present, ref, result
+from engine.dsl import DAY, HOUR, Node, Rules, fact, latest, m, present, ref, result
 from rulesets.codes import CREATINE_KINASE, ECG, IV_THERAPY, POTASSIUM
 from rulesets.meta import LOINC, SNOMED, SWITCH, Action, Code, ParamRange, RuleMeta, Tier
 
 META = RuleMeta(
     id="rhabdomyolysis",
-    version="1.2.0",
+    version="1.2.1",
     title="Rhabdomyolysis",
     tiers=(
         Tier("A", "critical", "muscle breakdown with kidney injury or high potassium"),
@@ -149,7 +149,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "rhabdo_ck_high",
         ck.where(
-            lambda _p: (m.has_high == 1) & (m.high > 0) & (m.v >= m.high * mult),
+            (m.has_high == 1) & (m.high > 0) & (m.v >= m.high * mult),
             f"≥ {mult:g} times the laboratory upper limit",
         ),
         value=lambda f: f[0]["v"] / f[0]["high"],
@@ -157,7 +157,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     )
     r.derive(
         "rhabdo_ck_high",
-        ck.where(lambda _p: m.has_high == 0, "without a laboratory upper limit") >= mult * uln,
+        ck.where(m.has_high == 0, "without a laboratory upper limit") >= mult * uln,
         value=lambda f: f[0]["v"] / uln,
         text=f"CK {{v:.1f}} times the default upper limit {uln:g} U/L",
     )
@@ -168,30 +168,30 @@ def define(r: Rules, p: dict[str, float]) -> None:
         r.derive("rhabdo_muscle", present(key, muscle_window))
     r.derive(
         "rhabdo_muscle",
-        latest("urine_myoglobin", p["ck_within_h"] * HOUR).where(
-            lambda _p: _any_of(m.interp, POSITIVE), "positive"
-        ),
+        latest("urine_myoglobin", p["ck_within_h"] * HOUR).where(m.interp.one_of(*POSITIVE), "positive"),
     )
 
     r.derive("rhabdo_urgent", fact("rhabdo_ck_high"), fact("rhabdo_muscle"))
     r.derive(
         "rhabdo_urgent",
         present("rhabdo_dx").where(
-            lambda _p: m.onset_age <= p["dx_within_d"] * DAY, f"diagnosed within {p['dx_within_d']:g} days"
+            m.onset_age <= p["dx_within_d"] * DAY, f"diagnosed within {p['dx_within_d']:g} days"
         ),
     )
 
     # Acute kidney injury (KDIGO), from the latest creatinine and an earlier one.
-    creatinine = latest("creatinine", p["creatinine_within_h"] * HOUR)
+    creatinine = latest("creatinine", p["creatinine_within_h"] * HOUR).named("latest")
     rise_window, rise = p["aki_rise_window_h"] * HOUR, p["aki_rise_umol_l"]
+    # an earlier creatinine of 0 (or below) is an erroneous value, not a baseline
+    earlier = result("creatinine").where(m.v > 0, "(> 0)")
     r.derive(
         "rhabdo_aki",
         creatinine,
-        result("creatinine").where(
-            lambda p_: (
-                (m.ts < ref(p_, 0).ts)
-                & (m.ts >= ref(p_, 0).ts + (-rise_window))
-                & (m.v <= ref(p_, 0).v * (1 + _EPS) + (-rise))
+        earlier.where(
+            (
+                (m.ts < ref("latest").ts)
+                & (m.ts >= ref("latest").ts - rise_window)
+                & (m.v <= ref("latest").v * (1 + _EPS) - rise)
             ),
             f"at least {rise:g} umol/L lower within the {p['aki_rise_window_h']:g} h before it",
         ),
@@ -202,11 +202,11 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "rhabdo_aki",
         creatinine,
-        result("creatinine").where(
-            lambda p_: (
-                (m.ts < ref(p_, 0).ts)
-                & (m.ts >= ref(p_, 0).ts + (-baseline))
-                & (m.v <= ref(p_, 0).v * ((1 + _EPS) / ratio))
+        earlier.where(
+            (
+                (m.ts < ref("latest").ts)
+                & (m.ts >= ref("latest").ts - baseline)
+                & (m.v <= ref("latest").v * ((1 + _EPS) / ratio))
             ),
             f"{ratio:g} times lower or less within the {p['aki_baseline_d']:g} days before it",
         ),
@@ -220,7 +220,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
         "A",
         fact("rhabdo_urgent"),
         (latest("potassium", p["k_within_h"] * HOUR) >= p["k_critical"]).where(
-            lambda _p: m.hemolysed == 0, "on a sample not marked haemolysed"
+            m.hemolysed == 0, "on a sample not marked haemolysed"
         ),
     )
 
@@ -229,18 +229,17 @@ def define(r: Rules, p: dict[str, float]) -> None:
         span = f"within {p['cardiac_within_h']:g} h of the CK sample"
         reason = "the CK rise is cardiac (myocardial infarction or raised troponin), not rhabdomyolysis"
 
-        def near_ck(p_: Prior, when: object) -> object:
-            return (when >= ref(p_, 0).ts + (-near)) & (when <= ref(p_, 0).ts + near)
+        def near_ck(when: Node) -> Node:
+            ck_time = ref("rhabdo_ck_high").ts
+            return (when >= ck_time - near) & (when <= ck_time + near)
 
         cardiac = (
-            present("myocardial_infarction").where(lambda p_: near_ck(p_, m.onset), f"with its onset {span}"),
+            present("myocardial_infarction").where(near_ck(m.onset), f"with its onset {span}"),
             result("troponin").where(
-                lambda p_: (m.has_high == 1) & (m.v > m.high) & near_ck(p_, m.ts),
+                (m.has_high == 1) & (m.v > m.high) & near_ck(m.ts),
                 f"above its 99th percentile (laboratory upper limit) {span}",
             ),
-            result("troponin").where(
-                lambda p_: _any_of(m.interp, RAISED) & near_ck(p_, m.ts), f"flagged high {span}"
-            ),
+            result("troponin").where(m.interp.one_of(*RAISED) & near_ck(m.ts), f"flagged high {span}"),
         )
         for cond in cardiac:
             r.block(("A", "B"), fact("rhabdo_ck_high"), cond, reason=reason)
@@ -250,10 +249,10 @@ def define(r: Rules, p: dict[str, float]) -> None:
     raised = "supporting: serum myoglobin raised ({facts})"
     r.note(
         ("A", "B"),
-        myoglobin.where(lambda _p: (m.has_high == 1) & (m.v > m.high), "above the laboratory upper limit"),
+        myoglobin.where((m.has_high == 1) & (m.v > m.high), "above the laboratory upper limit"),
         text=raised,
     )
-    flagged = myoglobin.where(lambda _p: _any_of(m.interp, MYOGLOBIN_RAISED), "flagged H, HH or POS")
+    flagged = myoglobin.where(m.interp.one_of(*MYOGLOBIN_RAISED), "flagged H, HH or POS")
     r.note(("A", "B"), flagged, text=raised)
 
     old, tolerance = p["chronic_older_than_d"] * DAY, p["chronic_tolerance"]
@@ -262,18 +261,11 @@ def define(r: Rules, p: dict[str, float]) -> None:
         fact("rhabdo_ck_high"),
         ck,
         result("ck")
-        .where(lambda _p: m.age > old, f"recorded more than {p['chronic_older_than_d']:g} days ago,")
-        .where(lambda p_: m.v >= ref(p_, 1).v * ((1 - _EPS) / (1 + tolerance)), "today's CK within")
+        .where(m.age > old, f"recorded more than {p['chronic_older_than_d']:g} days ago,")
+        .where(m.v >= ref("ck").v * ((1 - _EPS) / (1 + tolerance)), "today's CK within")
         .where(
-            lambda p_: m.v <= ref(p_, 1).v * ((1 + _EPS) / (1 - tolerance)),
+            m.v <= ref("ck").v * ((1 + _EPS) / (1 - tolerance)),
             f"±{tolerance * 100:g} % of it",
         ),
         reason="long-standing stable CK elevation (muscular dystrophy, statin myopathy), not acute",
     )
-
-
-def _any_of(attribute: object, codes: tuple[str, ...]) -> object:
-    test = attribute == codes[0]
-    for code in codes[1:]:
-        test = test | (attribute == code)
-    return test

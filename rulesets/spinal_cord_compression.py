@@ -200,12 +200,12 @@ def define(r: Rules, p: dict[str, float]) -> None:
     # New weakness of both legs (A5).
     r.derive(
         "scc_bilateral_weakness",
-        new("leg_weakness", window, on_side=True).where(lambda _p: m.side == "bilateral", "on both sides"),
+        new("leg_weakness", window, on_side=True).on("bilateral"),
     )
     r.derive(
         "scc_bilateral_weakness",
-        new("leg_weakness", window, on_side=True).where(lambda _p: m.side == "left", "on the left"),
-        new("leg_weakness", window, on_side=True).where(lambda _p: m.side == "right", "on the right"),
+        new("leg_weakness", window, on_side=True).on("left"),
+        new("leg_weakness", window, on_side=True).on("right"),
         side=lambda _f: "bilateral",
     )
     r.derive("scc_bilateral_weakness", new("paraplegia_paraparesis", window, on_side=True))
@@ -232,7 +232,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
             "scc_a",
             present(injury, p["injury_within_d"] * DAY),
             fact("weakness_progression")
-            .where(lambda p_: m.onset >= ref(p_, 0).onset, "all after the injury")
+            .where(m.onset >= ref(injury).onset, "all after the injury")
             .begun(up_to=p["progression_within_d"] * DAY),
             value=lambda f: f[1].get("ts", _UNKNOWN_TIME),  # the progression's newest evidence
             text="A2 weakness progressing after a spinal injury",
@@ -256,7 +256,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
     r.derive(
         "scc_a",
         present("cord_compression_dx").where(
-            lambda _p: m.onset_age <= p["dx_within_d"] * DAY, f"diagnosed within {p['dx_within_d']:g} days"
+            m.onset_age <= p["dx_within_d"] * DAY, f"diagnosed within {p['dx_within_d']:g} days"
         ),
         value=_newest_onset(0),
         text="A4 cord compression diagnosed",
@@ -290,7 +290,7 @@ def define(r: Rules, p: dict[str, float]) -> None:
             r.block(
                 tier,
                 fact(trigger),
-                procedure(done).where(lambda p_: m.ts >= ref(p_, 0).v, "on or after the findings"),
+                procedure(done).where(m.ts >= ref(trigger).v, "on or after the findings"),
                 reason=f"{done.replace('_', ' ')} already completed after the findings",
             )
         # A resolved cord compression that began or abated after the branch's newest finding.
@@ -298,9 +298,9 @@ def define(r: Rules, p: dict[str, float]) -> None:
             tier,
             fact(trigger),
             ever("cord_compression_dx")
-            .where(lambda _p: m.cur == 0, "resolved")
+            .where(m.cur == 0, "resolved")
             .where(
-                lambda p_: (m.onset >= ref(p_, 0).v) | (m.abated >= ref(p_, 0).v),
+                (m.onset >= ref(trigger).v) | (m.abated >= ref(trigger).v),
                 "begun or abated after the findings",
             ),
             reason="cord compression of this episode already resolved",

@@ -303,7 +303,7 @@ def test_explain_lists_tiers_parameters_value_sets_and_actions() -> None:
         "  - glucose_low_mmol_l = 3.33333",
         "fires tier A when: [stroke_deficit] AND [stroke_lkw_h] ≤ 24",
         "fires tier B when: [stroke_resolved_deficit] [suggests Transient ischemic attack]",
-        "sums [stroke_leg_explained_left] from its items, each counted once, missing items 0",
+        "fires tier A when: [stroke_deficit] ≤ 24 AND no latest lkw time within 7 days",
     ):
         assert line in text, line
     for key in ("lkw_time", "hemiparesis", "bells_palsy", "stroke_sequela", "tia_dx", "glucose", "sciatica"):

@@ -48,7 +48,7 @@ class TestJoins:
             + textwrap.dedent("""
             def define(r, _p):
                 r.fire("A", latest("potassium"), result("creatinine").where(
-                    lambda p_: m.v <= ref(p_, 0).v, "not above the potassium"))
+                    m.v <= ref("potassium").v, "not above the potassium"))
             engine = Engine([module(define)])
             print(tiers("Patient/1", 3.0, 4.0))
             print(tiers("Patient/2", 3.0, 2.0))
@@ -63,7 +63,7 @@ class TestJoins:
             + textwrap.dedent("""
             def define(r, _p):
                 r.fire("A", latest("potassium"), result("creatinine").where(
-                    lambda p_: ((m.interp == "H") | (m.interp == "HH")) & (m.v > ref(p_, 0).v * 1000),
+                    ((m.interp == "H") | (m.interp == "HH")) & (m.v > ref("potassium").v * 1000),
                     "flagged high and 1000 times the potassium"))
             engine = Engine([module(define)])
             print(tiers("Patient/1", 3.0, 4.0, "H"))
@@ -81,21 +81,19 @@ def _pattern(cond, prior=()) -> tuple[list, tuple]:
 
 class TestPatternShape:
     def test_cross_fact_tests_never_reach_durable(self) -> None:
-        cond = result("creatinine").where(
-            lambda p_: (m.ts < ref(p_, 0).ts) & ((m.v > 1) & (m.v < ref(p_, 0).v)), "joined"
-        )
+        cond = result("creatinine").where((m.ts < ref(0).ts) & ((m.v > 1) & (m.v < ref(0).v)), "joined")
         parts, checks = _pattern(cond, ["f0"])
         assert not any("$and" in part for part in parts)  # nested "and" groups are flattened
         assert not any('"f0"' in json.dumps(part) for part in parts)
         assert len(parts) == 2 + 1 and len(checks) == 2  # kind, key, v > 1; two Python checks
 
     def test_or_groups_go_last(self) -> None:
-        cond = present("myalgia").where(lambda _p: (m.side == "left") | (m.side == "right"), "one side")
-        parts, checks = _pattern(cond.where(lambda _p: m.age <= 10, "recent"))
+        cond = present("myalgia").where((m.side == "left") | (m.side == "right"), "one side")
+        parts, checks = _pattern(cond.where(m.age <= 10, "recent"))
         assert "$or" in parts[-1] and parts[-2] == {"$lte": {"age": 10}} and checks == ()
 
     def test_an_or_group_that_joins_is_checked_in_python(self) -> None:
-        cond = result("ck").where(lambda p_: (m.v > ref(p_, 0).v) | (m.v < 1), "either")
+        cond = result("ck").where((m.v > ref(0).v) | (m.v < 1), "either")
         parts, checks = _pattern(cond, ["f0"])
         assert len(parts) == 2 and len(checks) == 1
         assert checks[0].holds([{"v": 2}, {"v": 0.5}], 1) and not checks[0].holds([{"v": 2}, {"v": 1.5}], 1)

@@ -164,8 +164,8 @@ def test_explain_lists_the_new_parameters_and_the_episode_baseline(pipeline: Pip
     for name in ("mrc_sum_within_h = 72", "infection_before_onset_weeks = 6", "csf_wbc_max_per_ul = 50"):
         assert name in text
     assert (
-        "any fvc result the first FVC since the episode began AND latest fvc within 1 day fallen by 30%"
-        in text
+        "any fvc result the first FVC since the episode began (> 0: a fall is measured from a volume) "
+        "AND latest fvc within 1 day fallen by 30%" in text
     )
     assert pipeline.engine.params[RULE]["pressure_within_h"] * HOUR == DAY
 

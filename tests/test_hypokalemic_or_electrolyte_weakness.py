@@ -167,7 +167,10 @@ def test_explain_lists_tiers_parameters_value_sets_and_actions() -> None:
     assert "  - C: routine - mild electrolyte disturbance with weakness" in text
     for name, value in rule.PARAMS.items():
         assert f"  - {name} = {value:g}" in text
-    assert "sums [calcium_albumin_paired] from its items" in text
+    assert (
+        "AND no (latest calcium total within 3 days with a value with latest albumin with a value "
+        "within 72 h of the" in text
+    )
     potassium = (
         "<https://redflags.dev/fhir/ValueSet/potassium>: leg-weakness-finding potassium, loinc.org 2823-3"
     )

@@ -29,12 +29,15 @@ class TestAbi:
     def test_missing_abi_fires_and_asks_for_one(self, pipeline: Pipeline) -> None:
         alert = alert_of(pipeline, RULE, "tierC-exertional-weakness-abi-missing")
         assert alert.severity == "routine"
-        assert "legs with an ABI in the last 24 months: 0 of 2" in alert.rationale
-        assert alert.notes and alert.notes[0].startswith("Ankle-brachial index missing for a leg")
+        for side in ("left", "right"):
+            assert f"no ABI of the {side} leg in the last 24 months" in alert.rationale
+        missing = "leg missing (none in the last 24 months): request a resting ABI"
+        legs = ("left", "right")
+        assert alert.notes == tuple(f"Ankle-brachial index of the {leg} {missing}" for leg in legs)
 
     def test_abi_older_than_24_months_is_missing_not_normal(self, pipeline: Pipeline) -> None:
         alert = alert_of(pipeline, RULE, "tierC-old-abi-counts-as-missing")
-        assert "0 of 2" in alert.rationale and "2023-01-10" not in alert.rationale
+        assert "no ABI of the left leg" in alert.rationale and "2023-01-10" not in alert.rationale
         assert alerts_of(pipeline, RULE, "nearmiss-abi-older-than-24-months") == []
 
     def test_non_compressible_abi_asks_for_a_toe_brachial_index(self, pipeline: Pipeline) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from engine.errors import RuleDefinitionError
 from fhir_adapters.errors import IntakeError
@@ -16,6 +16,9 @@ from fhir_adapters.times import parse_now
 from redflags import config
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 from redflags.stateful import Memory
+
+if TYPE_CHECKING:  # rich is imported when a table is printed, not by every replay
+    from rich.console import Console
 
 
 def config_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -61,5 +64,7 @@ def now_option(value: str | None) -> int:
 
 def wide_console() -> Console:
     """Wide enough off a terminal (pipes, CI logs) that ids are never cut."""
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=200)

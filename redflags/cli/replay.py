@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable
-from contextlib import closing, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 import structlog
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from fhir_adapters.times import iso
 from redflags import logs
@@ -28,7 +26,6 @@ from redflags.cli.state_options import (
     state_option,
     tenant_option,
 )
-from redflags.delivery.target import FhirTarget, deliver
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
 from redflags.replay.corpus import COUNTS, Report, replay_expected
 from redflags.replay.partition import (
@@ -45,6 +42,11 @@ from redflags.replay.progress import NO_PROGRESS, TerminalProgress, summary_coun
 from redflags.replay.render import TOLD_BY_REPLAY, renderer, stderr_line, teller, write_bundles
 from redflags.state.model import StateStore
 from redflags.stateful import Memory
+
+if TYPE_CHECKING:  # rich and the delivery (requests) are imported when used, not by every replay
+    from rich.table import Table
+
+    from redflags.delivery.target import FhirTarget
 
 log = structlog.get_logger("redflags.cli")
 
@@ -228,15 +230,7 @@ def replay_command(
         sys.exit(1 if failed else 0)
     report = Report(rules=pipeline.rules)
     log.info("replay_started", inputs=len(files), now=iso(now), strict=strict)
-    with Progress(
-        TextColumn("replay"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not (show_bar and expect),  # the data-set replay shows its stages itself
-        transient=True,
-    ) as bar:
+    with _file_bar(show_bar and expect) as bar:  # the data-set replay shows its stages itself
         task = bar.add_task("replay", total=len(files))
         if expect:
             tell = teller(stderr_line)
@@ -276,6 +270,8 @@ def replay_command(
     if table is not None:
         wide_console().print(table)
     if store is not None:
+        from redflags.delivery.target import FhirTarget
+
         target = (
             FhirTarget(fhir_server, fhir_token, fhir_smart, fhir_timeout, delivery_wait)
             if fhir_server
@@ -423,6 +419,8 @@ def _worker_setup(
 
 def _finish_state(store: StateStore, target: FhirTarget | None) -> bool:
     """Deliver the outbox when a server is given; True when items failed or are left pending."""
+    from redflags.delivery.target import deliver
+
     try:
         done = deliver(store, target) if target else None
         click.echo(outbox_line(store, done), err=True)
@@ -432,7 +430,33 @@ def _finish_state(store: StateStore, target: FhirTarget | None) -> bool:
     return target is not None and bool(counts["pending"] or (done and done.failed))
 
 
+class _NoBar:
+    """The per-file bar when none is drawn: rich is not imported for it."""
+
+    def add_task(self, *_args: Any, **_kwargs: Any) -> int:
+        return 0
+
+    def advance(self, *_args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _file_bar(enabled: bool) -> Iterator[Any]:
+    """A transient per-file progress bar on stderr, or a silent stand-in."""
+    if not enabled:
+        yield _NoBar()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        yield bar
+
+
 def _table(now: int) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"redflags replay at {iso(now)}", show_lines=False)
     for column in ("input", "patient", "alerts"):
         table.add_column(column, overflow="fold")
@@ -447,6 +471,8 @@ def _print_corpus(report: Report, fmt: str) -> None:
         if report.nothing_expected:
             click.echo(f"replay: {report.nothing_expected_line()}", err=True)
         return
+    from rich.table import Table
+
     table = Table(
         title=f"redflags corpus: {report.files} files, {report.compared_patients} patients compared",
         show_footer=True,

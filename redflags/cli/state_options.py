@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
-from redflags.delivery.sender import Round
 from redflags.state import stores
 from redflags.state.location import UnsupportedLocation, check_file, check_location, is_database_url, redact
 from redflags.state.model import DEFAULT_TENANT, NoStateStore, StateStore
@@ -31,7 +30,7 @@ from redflags.state.sqlite_store import StateStoreError
 from redflags.state.tenant_view import TenantView
 
 if TYPE_CHECKING:  # requests and jwt are imported when a server is named, not by every replay
-    pass
+    from redflags.delivery.sender import Round
 
 
 STATE_ENV = "REDFLAGS_STATE"

@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from threading import Lock
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when a terminal shows the progress, not by every replay
+    from rich.console import Console
+    from rich.progress import TaskID
 
 #: Read size of a counted input: one progress tick per MiB, not per line.
 _CHUNK = 1024 * 1024
@@ -133,6 +133,9 @@ class TerminalProgress(ReplayProgress):
     """
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
         self._bar = Progress(
             TextColumn("{task.description:<10}"),
             BarColumn(),
@@ -194,6 +197,8 @@ class TerminalProgress(ReplayProgress):
     def message(self, line: str) -> None:
         """One stderr line above the display (as is: no markup, no inserted line breaks); the
         display is redrawn below it. Thread-safe (rich's console lock)."""
+        from rich.text import Text
+
         self._bar.console.print(Text(line), soft_wrap=True)
 
     def _eval_detail(self) -> str:

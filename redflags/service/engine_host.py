@@ -16,6 +16,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import structlog
 
 from engine.host import run_engine_here
+from fhir_adapters.facts_cache import FactsCache
 from redflags import config, metrics
 from redflags.pipeline import Pipeline
 from redflags.service import sites
@@ -82,12 +83,14 @@ def start_here(
         config.load(Path(config_path) if config_path else None),
         max_facts=call_limits().max_facts_per_patient,  # redflags serve --max-facts-per-patient
         memory=memory,
+        facts_cache=FactsCache(),  # a CDS client resends the prefetch: map only what changed
     )
     for name, path in (site_configs or {}).items():
         _pipelines[name] = Pipeline.from_config(
             config.load(Path(path)),
             max_facts=call_limits().max_facts_per_patient,
             memory=partial(_site_memory, name, state, retention, queue) if state else None,
+            facts_cache=FactsCache(),  # its own: a site's value sets make its own facts
         )
     quiet_gc()
     return _pipeline
