@@ -122,7 +122,10 @@ def vocabulary(compiled: Compiled) -> Vocabulary:
                 _walk_node(node, found)
     numbers = {float(c) for r in reads.values() for c in r.get("v", ()) if isinstance(c, int | float)}
     ages = {int(c) for r in reads.values() for a in _AGES for c in r.get(a, ()) if isinstance(c, int | float)}
-    return Vocabulary(reads, tuple(sorted(numbers)), tuple(sorted(a for a in ages if a >= 0)))
+    # properties in a fixed order: the set walks above follow string hashes, which differ per
+    # process (PYTHONHASHSEED), and the draws follow this order: a seed must give the same cases
+    fixed = {k: {name: found[name] for name in sorted(found)} for k, found in reads.items()}
+    return Vocabulary(fixed, tuple(sorted(numbers)), tuple(sorted(a for a in ages if a >= 0)))
 
 
 # -- seeds: the fixture corpus' patients --------------------------------------------------------

@@ -128,3 +128,27 @@ def test_a_score_cites_every_record_behind_its_items() -> None:
     cited = {"Observation/calf", "Condition/h1", "Condition/h2"}
     assert fuzz_engine._outcome(result) == {("deep_vein_thrombosis", "B", frozenset(cited))}
     assert Reference(compile_rules(MODULES)).evaluate(pid, case[1], NOW) == fuzz_engine._outcome(result)
+
+
+def test_one_seed_draws_the_same_cases_in_every_process() -> None:
+    """The vocabulary the strategies draw from is in one order whatever the string hashes
+    (PYTHONHASHSEED): otherwise a seed gives other cases in CI than here, and a finding could
+    not be reproduced."""
+    import subprocess
+
+    probe = (
+        "from bench import fuzz_engine as f\n"
+        "v = f.vocabulary(f.compile_rules(f._modules()))\n"
+        "print(repr([(k, list(d)) for k, d in v.reads.items()]), v.numbers, v.ages)\n"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, "PYTHONHASHSEED": str(h)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for h in (1, 2, 3)
+    }
+    assert len(outs) == 1

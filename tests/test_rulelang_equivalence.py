@@ -12,7 +12,9 @@ the five cases whose evaluation failed on a 0 FVC or creatinine or a calcium wit
 now give alerts; in one GBS case two FVC-fall items are listed in the other order. And for
 peripheral_artery_disease 1.3.0 ("ABI missing for a leg" as unless() per leg): the same tiers on
 every line; where a leg has no ABI the rationale and card name that leg (9 cases), and one no
-longer cites the other leg's ABI as evidence of the missing one.
+longer cites the other leg's ABI as evidence of the missing one. And for the engine fix the
+differential fuzz test found (a score total cites every record behind its items, not the first
+durable derived): two DVT cases cite one more record of a Wells item, nothing else changed.
 """
 
 from __future__ import annotations
