@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import orjson
 import requests
 
+from bench.closed_loop import Floor, children, cpu_seconds
 from bench.synthetic import DAY, _Patient
 
 if TYPE_CHECKING:
@@ -301,6 +302,28 @@ def load(urls: str | list[str], bodies: list[bytes], clients: int, seconds: floa
     return latencies, errors
 
 
+def _load_with_cpu(
+    serve_pid: int, url: str, bodies: list[bytes], clients: int, seconds: float
+) -> tuple[list[float], int, dict[str, float] | None]:
+    """``load``, with the CPU seconds it cost each side: the HTTP process, the engine processes
+    (its children) and this process (the load generator); None where /proc cannot tell."""
+    engines = children(serve_pid)
+    pids = {"HTTP process": [serve_pid], "engines": engines}
+
+    def sample() -> dict[str, float] | None:
+        got = {name: [cpu_seconds(pid) for pid in group] for name, group in pids.items()}
+        if not engines or any(v is None for values in got.values() for v in values):
+            return None
+        return {name: sum(v or 0.0 for v in values) for name, values in got.items()}
+
+    before, mine = sample(), time.process_time()
+    latencies, errors = load(url, bodies, clients, seconds)
+    after, mine = sample(), time.process_time() - mine
+    if before is None or after is None:
+        return latencies, errors, None
+    return latencies, errors, {**{k: after[k] - before[k] for k in after}, "load generator": mine}
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -425,7 +448,7 @@ def main() -> None:
         proc, url = _start(args.workers, Path(tmp), state=not args.no_state)
         try:
             load(url, bodies, args.clients, 2.0)  # warm-up: every worker has compiled its rules
-            latencies, errors = load(url, bodies, args.clients, args.seconds)
+            latencies, errors, cpu = _load_with_cpu(proc.pid, url, bodies, args.clients, args.seconds)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
@@ -452,6 +475,14 @@ def main() -> None:
         f"target p99 / in-process <= {P99_INPROC_TARGET:g}x at {args.clients} clients, "
         f"{args.workers} engines: {p99:.1f} / {inproc:.1f} ms = {ratio:.1f}x {verdict}"
     )
+    if cpu is not None:  # where the CPU of a call goes, and what the ratio target allows
+        per_call = {name: 1000 * seconds / len(latencies) for name, seconds in cpu.items()}
+        print("CPU ms per call: " + ", ".join(f"{name} {ms:.2f}" for name, ms in per_call.items())
+              + f", total {sum(per_call.values()):.2f} (in-process {inproc:.2f})")  # fmt: skip
+        floor = Floor(args.clients, os.cpu_count() or 1, len(latencies) / args.seconds,
+                      sum(per_call.values()), inproc, P99_INPROC_TARGET)  # fmt: skip
+        for line in floor.lines():
+            print(line)
     verdict = "PASS" if p99 <= P99_TARGET_MS and errors == 0 else "FAIL"
     print(f"target p99 <= {P99_TARGET_MS:g} ms at {args.clients} clients: {p99:.1f} ms {verdict}")
 
