@@ -9,6 +9,10 @@ connection, send calls back to back for a fixed time.
 Printed: calls/s, latency p50/p95/p99, and the ratio of the service p50 to the time of an engine
 process's work on the same call (decode, read the prefetch, map, evaluate, render the cards)
 measured in this process. Target: p99 <= 50 ms at 8 concurrent clients on a 2-core machine.
+Also the CPU one call costs each process under load (HTTP process, engine processes, this
+load generator; Linux) and the floor Little's law sets from it (``bench.closed_loop``): in a
+closed loop the mean latency is clients / calls/s, so a latency target is a bound on the total
+CPU per call, printed next to the CPU measured.
 
 ``--replicas N --state URL``: N ``serve`` processes (each from its own working directory) share
 the state at URL (``postgresql://...``, or a SQLite file several processes share), the clients
