@@ -9,6 +9,10 @@ connection, send calls back to back for a fixed time.
 Printed: calls/s, latency p50/p95/p99, and the ratio of the service p50 to the time of an engine
 process's work on the same call (decode, read the prefetch, map, evaluate, render the cards)
 measured in this process. Target: p99 <= 50 ms at 8 concurrent clients on a 2-core machine.
+Also the CPU one call costs each process under load (HTTP process, engine processes, this
+load generator; Linux) and the floor Little's law sets from it (``bench.closed_loop``): in a
+closed loop the mean latency is clients / calls/s, so a latency target is a bound on the total
+CPU per call, printed next to the CPU measured.
 
 ``--replicas N --state URL``: N ``serve`` processes (each from its own working directory) share
 the state at URL (``postgresql://...``, or a SQLite file several processes share), the clients
@@ -43,6 +47,7 @@ from typing import TYPE_CHECKING
 import orjson
 import requests
 
+from bench.closed_loop import Floor, children, cpu_seconds
 from bench.synthetic import DAY, _Patient
 
 if TYPE_CHECKING:
@@ -301,6 +306,28 @@ def load(urls: str | list[str], bodies: list[bytes], clients: int, seconds: floa
     return latencies, errors
 
 
+def _load_with_cpu(
+    serve_pid: int, url: str, bodies: list[bytes], clients: int, seconds: float
+) -> tuple[list[float], int, dict[str, float] | None]:
+    """``load``, with the CPU seconds it cost each side: the HTTP process, the engine processes
+    (its children) and this process (the load generator); None where /proc cannot tell."""
+    engines = children(serve_pid)
+    pids = {"HTTP process": [serve_pid], "engines": engines}
+
+    def sample() -> dict[str, float] | None:
+        got = {name: [cpu_seconds(pid) for pid in group] for name, group in pids.items()}
+        if not engines or any(v is None for values in got.values() for v in values):
+            return None
+        return {name: sum(v or 0.0 for v in values) for name, values in got.items()}
+
+    before, mine = sample(), time.process_time()
+    latencies, errors = load(url, bodies, clients, seconds)
+    after, mine = sample(), time.process_time() - mine
+    if before is None or after is None:
+        return latencies, errors, None
+    return latencies, errors, {**{k: after[k] - before[k] for k in after}, "load generator": mine}
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -425,7 +452,7 @@ def main() -> None:
         proc, url = _start(args.workers, Path(tmp), state=not args.no_state)
         try:
             load(url, bodies, args.clients, 2.0)  # warm-up: every worker has compiled its rules
-            latencies, errors = load(url, bodies, args.clients, args.seconds)
+            latencies, errors, cpu = _load_with_cpu(proc.pid, url, bodies, args.clients, args.seconds)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
@@ -452,6 +479,21 @@ def main() -> None:
         f"target p99 / in-process <= {P99_INPROC_TARGET:g}x at {args.clients} clients, "
         f"{args.workers} engines: {p99:.1f} / {inproc:.1f} ms = {ratio:.1f}x {verdict}"
     )
+    if cpu is not None:  # where the CPU of a call goes, and what the ratio target allows
+        per_call = {name: 1000 * seconds / len(latencies) for name, seconds in cpu.items()}
+        print("CPU ms per call: " + ", ".join(f"{name} {ms:.2f}" for name, ms in per_call.items())
+              + f", total {sum(per_call.values()):.2f} (in-process {inproc:.2f})")  # fmt: skip
+        floor = Floor(args.clients, os.cpu_count() or 1, len(latencies) / args.seconds,
+                      sum(per_call.values()), inproc, P99_INPROC_TARGET)  # fmt: skip
+        for line in floor.lines():
+            print(line)
+    if not args.no_state:  # the service keeps history; the in-process figure above does not
+        with tempfile.TemporaryDirectory() as tmp:
+            by_store = in_process_by_store(bodies, 3, {"none": None, "sqlite": str(Path(tmp) / "s.sqlite")})
+        store_ms = by_store["sqlite"] - by_store["none"]
+        print(f"the state store adds {store_ms:.2f} ms to a call in-process (wall, medians): "
+              f"p99 / (in-process + store) = {p99:.1f} / {inproc + store_ms:.1f} ms = "
+              f"{p99 / (inproc + store_ms):.1f}x")  # fmt: skip
     verdict = "PASS" if p99 <= P99_TARGET_MS and errors == 0 else "FAIL"
     print(f"target p99 <= {P99_TARGET_MS:g} ms at {args.clients} clients: {p99:.1f} ms {verdict}")
 
