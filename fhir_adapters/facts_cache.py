@@ -52,9 +52,15 @@ class FactsCache:
         path: str,
         issues: list[Issue],
         map_: Callable[[list[Issue]], list[Fact]],
+        text: bytes | None = None,
     ) -> list[Fact]:
-        """The facts of ``res`` (``map_`` called only when unseen), its issues appended to ``issues``."""
-        key = (pid, ref, path, orjson.dumps(res))
+        """The facts of ``res`` (``map_`` called only when unseen), its issues appended to ``issues``.
+
+        ``text``: the JSON ``res`` was decoded from, when the caller kept it (``Entry.text``); it is
+        the key as it is, else ``res`` is encoded for one. Either way the key is the resource's
+        whole content: equal texts decode to equal resources.
+        """
+        key = (pid, ref, path, orjson.dumps(res) if text is None else text)
         found = self._kept.get(key)
         if found is None:
             self.misses += 1

@@ -7,7 +7,7 @@ resources with the element path each came from, so every later error can name th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,6 +76,7 @@ class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     path: str  # e.g. "Bundle.entry[3].resource"
     resource: dict[str, Any]
     full_url: str | None = None  # the Bundle entry's fullUrl, the reference of an id-less resource
+    text: bytes | None = None  # the resource's JSON as it arrived, when kept (a CDS call's record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,18 +217,20 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
     return None
 
 
-def group(source: str, resources: list[tuple[str, dict[str, Any], str | None]]) -> Intake:
-    """Assign every mapped resource to its patient; report those that name none."""
+def group(source: str, resources: Sequence[tuple[str, dict[str, Any], str | None] | Entry]) -> Intake:
+    """Assign every mapped resource to its patient; report those that name none.
+
+    ``resources``: (path, resource, fullUrl), or ``Entry``s that keep their JSON text."""
     intake = Intake(source=source)
     aliases: dict[str, str] = {}
-    for _path, res, url in resources:
+    for _path, res, url, *_text in resources:
         if res.get("resourceType") == "Patient" and (pid := _patient_id(res, url)) is not None:
             if url:
                 aliases[url] = pid
             intake.patients.setdefault(pid, PatientGroup(pid))
     context: ContextIndex = {}  # reference -> (its patient, entry)
     read: list[tuple[str | None, Entry]] = []  # every context resource, input order
-    for path, res, url in resources:
+    for path, res, url, *text in resources:
         rtype = res.get("resourceType")
         if not isinstance(rtype, str):  # a prefetched entry that is no resource
             intake.issues.append(Issue(path, "not a FHIR resource (no resourceType); skipped", "structure"))
@@ -236,7 +239,7 @@ def group(source: str, resources: list[tuple[str, dict[str, Any], str | None]]) 
             continue
         if rtype in CONTEXT_TYPES:
             owner = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
-            read.append((owner, Entry(path, res, url)))
+            read.append((owner, Entry(path, res, url, *text)))
             index_context(context, owner, read[-1][1])
             continue
         bad_id = "id" in res and not is_fhir_id(res["id"])
@@ -262,7 +265,7 @@ def group(source: str, resources: list[tuple[str, dict[str, Any], str | None]]) 
                     )
                 )
                 continue
-        intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res, url))
+        intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res, url, *text))
     if context:
         used: set[int] = set()
         for patient in intake.patients.values():
