@@ -79,6 +79,10 @@ class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     text: bytes | None = None  # the resource's JSON as it arrived, when kept (a CDS call's record)
 
 
+#: (path, resource, fullUrl, the resource's JSON text): what ``group`` reads into an ``Entry``
+WithText = tuple[str, dict[str, Any], str | None, bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
     """Something in the input that was skipped or could not be read (never silently lost)."""
@@ -217,10 +221,13 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
     return None
 
 
-def group(source: str, resources: Sequence[tuple[str, dict[str, Any], str | None] | Entry]) -> Intake:
+def group(
+    source: str,
+    resources: Sequence[tuple[str, dict[str, Any], str | None] | WithText],
+) -> Intake:
     """Assign every mapped resource to its patient; report those that name none.
 
-    ``resources``: (path, resource, fullUrl), or ``Entry``s that keep their JSON text."""
+    ``resources``: (path, resource, fullUrl), or with the resource's JSON text (``Entry.text``)."""
     intake = Intake(source=source)
     aliases: dict[str, str] = {}
     for _path, res, url, *_text in resources:
@@ -265,7 +272,8 @@ def group(source: str, resources: Sequence[tuple[str, dict[str, Any], str | None
                     )
                 )
                 continue
-        intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res, url, *text))
+        patient = intake.patients.get(pid) or intake.patients.setdefault(pid, PatientGroup(pid))
+        patient.entries.append(Entry(path, res, url, *text))
     if context:
         used: set[int] = set()
         for patient in intake.patients.values():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from fhir_adapters.intake import Entry, group
+from fhir_adapters.intake import WithText, group
 from redflags.logs import patient_token
 from redflags.pipeline import Pipeline
 from redflags.service.cds.cards import IssuedCard, cds_response
@@ -88,15 +88,15 @@ def pack(resources: list[Found]) -> bytes:
     return b"".join((head, b"\n[", b",".join(texts), b"]"))
 
 
-def unpack(record: bytes) -> list[Entry]:
+def unpack(record: bytes) -> list[WithText]:
     """The resources ``pack`` encoded (in the engine process), each with its own JSON text."""
     cut = record.index(b"\n")  # the head is compact JSON: no raw newline in it
     head = orjson.loads(record[:cut])
     resources = orjson.loads(memoryview(record)[cut + 1 :])
-    entries: list[Entry] = []
+    entries: list[WithText] = []  # ``group`` makes the Entry
     start = cut + 2  # past the newline and the array's "["
     for (path, url, length), resource in zip(head, resources, strict=True):
-        entries.append(Entry(path, resource, url, record[start : start + length]))
+        entries.append((path, resource, url, record[start : start + length]))
         start += length + 1  # and the ","
     return entries
 
