@@ -70,14 +70,14 @@ class FactsCache:
                 mapped = map_(own)
             except IntakeError as exc:
                 mapped, raised = [], exc
-            self._kept[key] = ([dict(f) for f in mapped], own, raised)  # copies: the caller owns these
+            self._kept[key] = ([f.copy() for f in mapped], own, raised)  # copies: the caller owns these
             if len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         else:
             self.hits += 1
             self._kept.move_to_end(key)
             kept, own, raised = found
-            mapped = [dict(f) for f in kept]
+            mapped = [f.copy() for f in kept]
         issues.extend(own)
         if raised is not None:
             raise raised
