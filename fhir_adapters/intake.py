@@ -6,6 +6,7 @@ resources with the element path each came from, so every later error can name th
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +214,12 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
         return None
     if target in aliases:  # urn:uuid: or absolute fullUrl of a Patient in this input
         return aliases[target]
+    return _patient_target(target)
+
+
+@functools.lru_cache(maxsize=4096)
+def _patient_target(target: str) -> str | None:
+    """ "Patient/<id>" a reference names, if any: kept, as an input's resources name one patient."""
     if target.startswith("Patient/") and target.count("/") == 1 and is_fhir_id(target[8:]):
         return target  # the usual relative reference
     parts = _segments(target)
