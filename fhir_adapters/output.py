@@ -99,7 +99,7 @@ def prune_empty(value: Any) -> Any:
 
 
 #: what ``prune_empty`` drops (compared by ==); a scalar is not descended into
-_EMPTY = (None, "", [], {})
+_EMPTY: tuple[object, ...] = (None, "", [], {})
 
 
 def _full_url(system: str, value: str) -> str:
