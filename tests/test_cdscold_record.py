@@ -9,11 +9,13 @@ ones mapped without a cache. Dates are parsed once per string, errors still name
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 
 import orjson
 import pytest
 
+from engine import describe
 from fhir_adapters import facts_cache, terminology, times
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.facts import patient_facts
@@ -127,3 +129,23 @@ def test_a_date_parsed_again_gives_the_same_instant() -> None:
     first = times.to_epoch("2025-03-10T12:00:00+01:00", "a")
     assert times.to_epoch("2025-03-10T12:00:00+01:00", "b") == first == 1741604400
     assert times.to_epoch("2025-03", "c") == 1740787200
+
+
+def _split_walked(text: str) -> list[str]:
+    """``engine.describe._split`` as it was: every character walked."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth <= 0 and text.startswith("; ", i):
+            parts.append(text[start:i])
+            start = i + 2
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def test_a_rationale_is_cut_into_criteria_as_before() -> None:
+    rng = random.Random(15)
+    texts = ["", " ", "a", "a; b", "a (b; c); d", ";", "; ", "a;b", ")); a; (b"]
+    texts += ["".join(rng.choice("ab ();;") for _ in range(rng.randrange(12))) for _ in range(3000)]
+    for text in texts:
+        assert describe._split(text) == _split_walked(text), repr(text)
