@@ -52,11 +52,17 @@ def describe(fact: Mapping[str, object], titles: Mapping[str, str]) -> str:
     return f"{title} on {day(fact.get('ts'))}"
 
 
+#: how a character changes the depth of parentheses (``_split``)
+_DEPTH = {"(": 1, ")": -1}
+
+
 def _split(text: str) -> list[str]:
     """``text`` cut at each "; " outside parentheses (the criteria a phrase joins)."""
+    if "; " not in text:  # one criterion: no need to walk it (most texts, each alert rendered)
+        return [text.strip()] if text.strip() else []
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(ch, 0)
+        depth += _DEPTH.get(ch, 0)
         if depth <= 0 and text.startswith("; ", i):
             parts.append(text[start:i])
             start = i + 2

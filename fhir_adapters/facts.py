@@ -722,9 +722,11 @@ def _cached_facts(
     ref = reference_of(res, entry.full_url)
     if res["resourceType"] == "Observation":
         return cache.facts(
-            res, pid, ref, path, issues, lambda own: _observation(res, path, pid, ref, term, own)
+            res, pid, ref, path, issues, lambda own: _observation(res, path, pid, ref, term, own), entry.text
         )
-    return cache.facts(res, pid, ref, path, issues, lambda _own: _procedure(res, path, pid, ref, term))
+    return cache.facts(
+        res, pid, ref, path, issues, lambda _own: _procedure(res, path, pid, ref, term), entry.text
+    )
 
 
 def _resource_facts(

@@ -52,9 +52,15 @@ class FactsCache:
         path: str,
         issues: list[Issue],
         map_: Callable[[list[Issue]], list[Fact]],
+        text: bytes | None = None,
     ) -> list[Fact]:
-        """The facts of ``res`` (``map_`` called only when unseen), its issues appended to ``issues``."""
-        key = (pid, ref, path, orjson.dumps(res))
+        """The facts of ``res`` (``map_`` called only when unseen), its issues appended to ``issues``.
+
+        ``text``: the JSON ``res`` was decoded from, when the caller kept it (``Entry.text``); it is
+        the key as it is, else ``res`` is encoded for one. Either way the key is the resource's
+        whole content: equal texts decode to equal resources.
+        """
+        key = (pid, ref, path, orjson.dumps(res) if text is None else text)
         found = self._kept.get(key)
         if found is None:
             self.misses += 1
@@ -64,14 +70,14 @@ class FactsCache:
                 mapped = map_(own)
             except IntakeError as exc:
                 mapped, raised = [], exc
-            self._kept[key] = ([dict(f) for f in mapped], own, raised)  # copies: the caller owns these
+            self._kept[key] = ([f.copy() for f in mapped], own, raised)  # copies: the caller owns these
             if len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         else:
             self.hits += 1
             self._kept.move_to_end(key)
             kept, own, raised = found
-            mapped = [dict(f) for f in kept]
+            mapped = [f.copy() for f in kept]
         issues.extend(own)
         if raised is not None:
             raise raised

@@ -6,11 +6,12 @@ resources with the element path each came from, so every later error can name th
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -76,6 +77,13 @@ class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     path: str  # e.g. "Bundle.entry[3].resource"
     resource: dict[str, Any]
     full_url: str | None = None  # the Bundle entry's fullUrl, the reference of an id-less resource
+    text: bytes | None = None  # the resource's JSON as it arrived, when kept (a CDS call's record)
+
+
+#: (path, resource, fullUrl): a resource as read, what ``group`` reads into an ``Entry``
+Found = tuple[str, dict[str, Any], str | None]
+#: the same with the resource's JSON text (``Entry.text``)
+WithText = tuple[str, dict[str, Any], str | None, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +216,12 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
         return None
     if target in aliases:  # urn:uuid: or absolute fullUrl of a Patient in this input
         return aliases[target]
+    return _patient_target(target)
+
+
+@functools.lru_cache(maxsize=4096)
+def _patient_target(target: str) -> str | None:
+    """ "Patient/<id>" a reference names, if any: kept, as an input's resources name one patient."""
     if target.startswith("Patient/") and target.count("/") == 1 and is_fhir_id(target[8:]):
         return target  # the usual relative reference
     parts = _segments(target)
@@ -216,18 +230,28 @@ def _patient_ref(ref: object, aliases: dict[str, str]) -> str | None:
     return None
 
 
-def group(source: str, resources: list[tuple[str, dict[str, Any], str | None]]) -> Intake:
-    """Assign every mapped resource to its patient; report those that name none."""
+def group(
+    source: str,
+    resources: Sequence[tuple[str, dict[str, Any], str | None]] | Sequence[WithText],
+) -> Intake:
+    """Assign every mapped resource to its patient; report those that name none.
+
+    ``resources``: (path, resource, fullUrl), or each with its JSON text (``Entry.text``)."""
+    rows: Sequence[tuple[str, dict[str, Any], str | None, bytes | None]]
+    if resources and len(resources[0]) == 4:
+        rows = cast("Sequence[WithText]", resources)
+    else:  # four columns: unpacking a row of either length with * costs more than this copy
+        rows = [(path, res, url, None) for path, res, url in cast("Sequence[Found]", resources)]
     intake = Intake(source=source)
     aliases: dict[str, str] = {}
-    for _path, res, url in resources:
+    for _path, res, url, _text in rows:
         if res.get("resourceType") == "Patient" and (pid := _patient_id(res, url)) is not None:
             if url:
                 aliases[url] = pid
             intake.patients.setdefault(pid, PatientGroup(pid))
     context: ContextIndex = {}  # reference -> (its patient, entry)
     read: list[tuple[str | None, Entry]] = []  # every context resource, input order
-    for path, res, url in resources:
+    for path, res, url, text in rows:
         rtype = res.get("resourceType")
         if not isinstance(rtype, str):  # a prefetched entry that is no resource
             intake.issues.append(Issue(path, "not a FHIR resource (no resourceType); skipped", "structure"))
@@ -236,7 +260,7 @@ def group(source: str, resources: list[tuple[str, dict[str, Any], str | None]]) 
             continue
         if rtype in CONTEXT_TYPES:
             owner = _patient_ref(res.get("subject"), aliases) or _patient_ref(res.get("patient"), aliases)
-            read.append((owner, Entry(path, res, url)))
+            read.append((owner, Entry(path, res, url, text)))
             index_context(context, owner, read[-1][1])
             continue
         bad_id = "id" in res and not is_fhir_id(res["id"])
@@ -262,7 +286,8 @@ def group(source: str, resources: list[tuple[str, dict[str, Any], str | None]]) 
                     )
                 )
                 continue
-        intake.patients.setdefault(pid, PatientGroup(pid)).entries.append(Entry(path, res, url))
+        patient = intake.patients.get(pid) or intake.patients.setdefault(pid, PatientGroup(pid))
+        patient.entries.append(Entry(path, res, url, text))
     if context:
         used: set[int] = set()
         for patient in intake.patients.values():

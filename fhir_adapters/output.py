@@ -90,11 +90,16 @@ def prune_empty(value: Any) -> Any:
     """Drop None, "", [] and {} recursively: FHIR forbids empty elements, CDS Hooks null and
     empty values."""
     if isinstance(value, dict):
-        pruned = {k: prune_empty(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+        pruned = {k: prune_empty(v) if isinstance(v, dict | list) else v for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in _EMPTY}
     if isinstance(value, list):
-        return [v for v in (prune_empty(v) for v in value) if v not in (None, "", [], {})]
+        pruned_list = (prune_empty(v) if isinstance(v, dict | list) else v for v in value)
+        return [v for v in pruned_list if v not in _EMPTY]
     return value
+
+
+#: what ``prune_empty`` drops (compared by ==); a scalar is not descended into
+_EMPTY: tuple[object, ...] = (None, "", [], {})
 
 
 def _full_url(system: str, value: str) -> str:

@@ -103,6 +103,8 @@ class Terminology:
     keys: dict[str, KeyInfo] = field(default_factory=dict)
     codes: dict[tuple[str, str], list[Match]] = field(default_factory=dict)
     patterns: list[tuple[str, re.Pattern[str], Match]] = field(default_factory=list)
+    #: ``patterns`` by system (what ``matches`` tries: a LOINC code is not held against ICD-10's)
+    system_patterns: dict[str, list[tuple[re.Pattern[str], Match]]] = field(default_factory=dict)
     sets: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # url -> codes
     set_sides: dict[tuple[str, str], str] = field(default_factory=dict)  # laterality codes
     kinds: dict[str, str] = field(default_factory=dict)  # url -> finding-kind
@@ -114,8 +116,8 @@ class Terminology:
     def matches(self, system: str, code: str) -> list[Match]:
         code = normal_code(system, code)
         found = list(self.codes.get((system, code), ()))
-        for pattern_system, pattern, match in self.patterns:
-            if pattern_system == system and pattern.fullmatch(code):  # the whole code, no trailing newline
+        for pattern, match in self.system_patterns.get(system, ()):
+            if pattern.fullmatch(code):  # the whole code, no trailing newline
                 found.append(match)
         return found
 
@@ -181,7 +183,9 @@ def _load_one(term: Terminology, vs: dict[str, Any], source: str) -> None:
         for flt in include.get("filter", ()):
             pattern = _filter_pattern(system, flt, source)
             if isinstance(key, str):
-                term.patterns.append((system, pattern, Match(key=key)))
+                match = Match(key=key)
+                term.patterns.append((system, pattern, match))
+                term.system_patterns.setdefault(system, []).append((pattern, match))
                 term.filters.setdefault(key, []).append((system, str(flt.get("op")), flt["value"]))
     term.sources.append(source)
 
