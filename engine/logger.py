@@ -50,13 +50,12 @@ def _loaded() -> ModuleType | None:
 def _structlog() -> ModuleType:
     """Import structlog; apply the configuration chosen before it was loaded."""
     global _pending_configuration
-    module = _loaded()
-    if module is None:
-        import structlog as module
+    import structlog  # a dictionary look-up once loaded
+
     if _pending_configuration is not None:
         apply, _pending_configuration = _pending_configuration, None
-        apply(module)
-    return module
+        apply(structlog)
+    return structlog
 
 
 def configure(apply: Callable[[ModuleType], None], threshold: int = 0) -> None:
