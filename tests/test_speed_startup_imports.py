@@ -12,11 +12,13 @@ from pathlib import Path
 
 import orjson
 
+from engine.engine_build import BUILD_VERSION
+
 ROOT = Path(__file__).resolve().parents[1]
 ONE_FILE = ROOT / "fixtures" / "hypokalemic_or_electrolyte_weakness" / "tierB-potassium-6.2-weakness.json"
 UNUSED = (
     *("requests", "urllib3", "fhir.resources", "jwt", "rich", "redflags.delivery.sender"),
-    *("structlog", "asyncio"),
+    *("structlog", "asyncio", "importlib.metadata"),
 )
 #: the one module that imports structlog for the others (engine/logger.py)
 LAZY_LOGGER = Path("engine") / "logger.py"
@@ -172,3 +174,26 @@ def test_every_module_takes_its_logger_from_the_lazy_helper() -> None:
                 and ast.unparse(node.value) == "structlog"
             ]
     assert found == []
+
+
+def test_the_engine_build_is_read_as_importlib_metadata_reads_it_without_importing_it() -> None:
+    out, _err = _fresh(
+        "import sys\n"
+        "from engine.engine_build import installed_engine_version\n"
+        "found = installed_engine_version()\n"
+        "print('importlib.metadata' in sys.modules)\n"
+        "from importlib.metadata import version\n"
+        "print(found == version('durable-rules'))\n"
+    )
+    assert out == ["False", "True"]
+
+
+def test_the_engine_device_is_built_when_first_rendered_and_is_one_dict() -> None:
+    out, _err = _fresh(
+        "import sys\n"
+        "import fhir_adapters.output as output\n"
+        "print('importlib.metadata' in sys.modules)\n"
+        "from fhir_adapters.output import ENGINE_DEVICE\n"
+        "print(ENGINE_DEVICE is output.engine_device(), ENGINE_DEVICE['version'][1]['value'])\n"
+    )
+    assert out == ["False", f"True {BUILD_VERSION}"]
