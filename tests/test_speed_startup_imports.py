@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ONE_FILE = ROOT / "fixtures" / "hypokalemic_or_electrolyte_weakness" / "tierB-potassium-6.2-weakness.json"
 UNUSED = (
     *("requests", "urllib3", "fhir.resources", "jwt", "rich", "redflags.delivery.sender"),
-    *("structlog", "asyncio", "importlib.metadata"),
+    *("structlog", "asyncio", "importlib.metadata", "multiprocessing", "platformdirs"),
 )
 #: the one module that imports structlog for the others (engine/logger.py)
 LAZY_LOGGER = Path("engine") / "logger.py"
