@@ -47,10 +47,12 @@ MEMORY_RSS_TARGET = 1.5  # --memory: peak RSS at 1,000,000 / at 1,000
 MEMORY_SIZES = (1000, 100_000, 1_000_000)
 #: start-up: ``redflags replay`` of one small fixture, CPU seconds (user+sys, the child's), median
 STARTUP_FILE = ROOT / "fixtures" / "hypokalemic_or_electrolyte_weakness" / "tierB-potassium-6.2-weakness.json"
-#: the same measured at a235a22 (engine build 2, before issue 15 item 6) on the 2-core VM, bytecode
-#: cached; issue 15 asks for at least 3x less
-STARTUP_BASELINE_CPU_S = 0.33
+#: the same measured at 30fb331 (the commit issue 15 was filed against; PyPI durable-rules 2.0.28)
+#: on the 2-core VM, bytecode cached, trees interleaved in one run; issue 15 asks for 3x less
+STARTUP_BASELINE_CPU_S = 0.50
 STARTUP_SPEEDUP_TARGET = 3.0
+#: and at a235a22 (engine build 2, before issue 15 item 6's lazy imports): a second ratio, no target
+STARTUP_A235A22_CPU_S = 0.31
 
 
 def _rss_mib() -> float:
@@ -316,14 +318,16 @@ def startup(rounds: int = 5) -> tuple[float, float]:
     return statistics.median(cpu), statistics.median(wall)
 
 
-def report_startup(cpu_s: float, wall_s: float) -> None:
+def report_startup(cpu_s: float, wall_s: float) -> bool:
     speedup = STARTUP_BASELINE_CPU_S / cpu_s
     verdict = "PASS" if speedup >= STARTUP_SPEEDUP_TARGET else "MISS"
     print(
         f"start-up (redflags replay of one small file): {cpu_s:.3f} s CPU, {wall_s:.3f} s wall; "
-        f"{speedup:.2f}x faster than {STARTUP_BASELINE_CPU_S:g} s CPU at a235a22 "
-        f"(target >= {STARTUP_SPEEDUP_TARGET:g}x) {verdict}"
+        f"{speedup:.2f}x faster than {STARTUP_BASELINE_CPU_S:g} s CPU at 30fb331 "
+        f"(target >= {STARTUP_SPEEDUP_TARGET:g}x) {verdict}; "
+        f"{STARTUP_A235A22_CPU_S / cpu_s:.2f}x vs {STARTUP_A235A22_CPU_S:g} s at a235a22"
     )
+    return verdict == "PASS"
 
 
 def floor(folder: Path) -> tuple[float, float, int, float]:
@@ -466,11 +470,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="bundles: cProfile the replay loop into this file (last N)"
     )
+    parser.add_argument(
+        "--startup", type=int, metavar="ROUNDS", help="only the start-up figure, median of ROUNDS runs"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--expect", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, args.now, json.loads(args.expect), args.profile)
+    if args.startup:
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+        return 0 if report_startup(*startup(args.startup)) else 1
     if args.memory:
         sizes = list(MEMORY_SIZES)
     elif args.quick:

@@ -13,7 +13,6 @@ from typing import Any
 import durable.lang as durable_lang
 import durable_rules_engine as dre
 import orjson
-import structlog
 
 from engine.alert import Alert
 from engine.collect import Match, collect
@@ -24,10 +23,11 @@ from engine.errors import CrossTalkError, FactRejectedError, RuleActionError, Ru
 from engine.expr import Node
 from engine.host import engine_thread, host
 from engine.lineage import Lineage, derived_reads, signature
+from engine.logger import get_logger
 from engine.prepare import prepare
 from engine.vocabulary import Code, RuleMeta
 
-log = structlog.get_logger("redflags.engine")
+log = get_logger("redflags.engine")
 Fact = dict[str, object]
 
 #: Kind of the fact that opens every session (see ``_register``).

@@ -65,19 +65,19 @@ from urllib.parse import urljoin, urlsplit
 import certifi
 import orjson
 import requests
-import structlog
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import Url, connection
 
+from engine.logger import get_logger
 from fhir_adapters import safe_url
 from fhir_adapters.call_deadline import Deadline, mount_deadlines
 from fhir_adapters.prefetch_read import next_link
 from fhir_adapters.safe_url import Origin, UnsafeUrl, address, loopback_name
 
-log = structlog.get_logger("redflags.fhir_client")
+log = get_logger("redflags.fhir_client")
 
 FHIR_JSON = "application/fhir+json"
 #: Characters of a response body kept on an error (enough for an OperationOutcome).

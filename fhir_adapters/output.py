@@ -11,8 +11,8 @@ import copy
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any, overload
+from functools import cache
+from typing import TYPE_CHECKING, Any, overload
 
 from engine.alert import Alert
 from engine.engine_build import installed_engine_version
@@ -33,6 +33,7 @@ __all__ = [
     "alert_resources",
     "alert_transaction",
     "careplan_for",
+    "engine_device",
     "episode_identifier",
     "fhir_instant",
     "flag_for",
@@ -108,24 +109,44 @@ def _full_url(system: str, value: str) -> str:
 
 
 def _engine_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # ~10 ms: only when rendered
+
     try:
         return version("redflags")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "0.0.0"
 
 
-#: The rules engine as the author of every Flag and CarePlan (docs/clinical-policy.md#write-back). Treat as
-#: read-only: transactions embed a copy.
-ENGINE_DEVICE: dict[str, Any] = {
-    "resourceType": "Device",
-    "identifier": [{"system": DEVICE_SYSTEM, "value": DEVICE_VALUE}],
-    "deviceName": [{"name": _ENGINE_NAME, "type": "user-friendly-name"}],
-    # both builds that decide a Flag: redflags and its patched durable-rules (engine/engine_build.py)
-    "version": [
-        {"type": {"text": "redflags"}, "value": _engine_version()},
-        {"type": {"text": "durable-rules"}, "value": installed_engine_version() or "unknown"},
-    ],
-}
+@cache
+def engine_device() -> dict[str, Any]:
+    """The rules engine as the author of every Flag and CarePlan (docs/clinical-policy.md#write-back).
+
+    Treat as read-only: transactions embed a copy. Built when first rendered, not at import:
+    reading the installed versions is a start-up cost every replay would pay otherwise.
+    """
+    return {
+        "resourceType": "Device",
+        "identifier": [{"system": DEVICE_SYSTEM, "value": DEVICE_VALUE}],
+        "deviceName": [{"name": _ENGINE_NAME, "type": "user-friendly-name"}],
+        # both builds that decide a Flag: redflags and its patched durable-rules (engine/engine_build.py)
+        "version": [
+            {"type": {"text": "redflags"}, "value": _engine_version()},
+            {"type": {"text": "durable-rules"}, "value": installed_engine_version() or "unknown"},
+        ],
+    }
+
+
+if TYPE_CHECKING:
+    ENGINE_DEVICE: dict[str, Any]  # engine_device(), looked up through the module's __getattr__
+
+
+def __getattr__(name: str) -> Any:
+    """``ENGINE_DEVICE`` is ``engine_device()``: the name importers know, built on first use."""
+    if name == "ENGINE_DEVICE":
+        return engine_device()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 ENGINE_DEVICE_URL = _full_url(DEVICE_SYSTEM, DEVICE_VALUE)
 
 
@@ -365,7 +386,7 @@ def alert_transaction(flag: dict[str, Any], careplan: dict[str, Any], *, create:
     """One alert's change as a validated transaction: the engine Device (conditional create),
     then the Flag and CarePlan as conditional creates (new) or conditional updates."""
     entry = _post_entry if create else _put_entry
-    entries = [_post_entry(copy.deepcopy(ENGINE_DEVICE)), entry(flag), entry(careplan)]
+    entries = [_post_entry(copy.deepcopy(engine_device())), entry(flag), entry(careplan)]
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     validate(bundle)
     return bundle
@@ -395,7 +416,7 @@ def patient_transaction(
     missing = sorted({a.rule for a in alerts} - by_id.keys())
     if missing:
         raise ValueError(f"no rule metadata for {missing}")
-    entries = [_post_entry(copy.deepcopy(ENGINE_DEVICE))]
+    entries = [_post_entry(copy.deepcopy(engine_device()))]
     for alert in alerts:
         entries += _alert_entries(alert, by_id[alert.rule])
     urls = [e["fullUrl"] for e in entries]

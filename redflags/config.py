@@ -29,8 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import structlog
-
+from engine.logger import get_logger
 from rulesets import MODULES
 from rulesets.meta import SWITCH, ParamOrder, ParamRange
 
@@ -108,9 +107,7 @@ def log_overrides(site: SiteConfig) -> None:
     """One structlog event at start naming every non-default clinical setting (no patient data)."""
     changed = overrides(site)
     if changed:
-        structlog.get_logger("redflags.config").info(
-            "site_parameters", config=str(site.source), non_default=changed
-        )
+        get_logger("redflags.config").info("site_parameters", config=str(site.source), non_default=changed)
 
 
 def resolve(option: Path | None) -> Path | None:

@@ -15,9 +15,13 @@ import hashlib
 import logging
 import os
 import sys
-from typing import TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, TextIO
 
-import structlog
+from engine import logger
+
+if TYPE_CHECKING:
+    import structlog
 
 _SALT = os.urandom(16)
 
@@ -67,7 +71,9 @@ def readable(stream: TextIO | None = None) -> bool:
 def _told(events: frozenset[str]) -> structlog.types.Processor:
     def drop(_logger: object, _method: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
         if event.get("event") in events:
-            raise structlog.DropEvent
+            from structlog import DropEvent  # loaded: this runs inside a log call
+
+            raise DropEvent
         return event
 
     return drop
@@ -95,22 +101,30 @@ def configure(
 
     ``told``: events the command itself reports in words on a terminal (naming the file, which
     the engine cannot), left out of the console rendering only; JSON logs keep every event.
+    Applied when the process first logs (engine/logger.py): a run that logs nothing never
+    imports structlog; the stream and format are decided now all the same.
     """
     out = stream or sys.stderr
     for_a_person = readable(out) if console is None else console
-    renderer: list[structlog.types.Processor] = (
-        [_told(told), _readable] if for_a_person else [structlog.processors.JSONRenderer()]
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            *renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        # one write per line: the service's engine processes share the HTTP process's stderr
-        logger_factory=structlog.WriteLoggerFactory(out),
-        cache_logger_on_first_use=False,
-    )
+    threshold = getattr(logging, level.upper())
+
+    def apply(structlog: ModuleType) -> None:
+        renderer: list[structlog.types.Processor] = (
+            [_told(told), _readable] if for_a_person else [structlog.processors.JSONRenderer()]
+        )
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                logger.merge_pending_context,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                *renderer,
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(threshold),
+            # one write per line: the service's engine processes share the HTTP process's stderr
+            logger_factory=structlog.WriteLoggerFactory(out),
+            cache_logger_on_first_use=False,
+        )
+
+    logger.configure(apply, threshold)

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from engine.alert import Alert
+from engine.logger import get_logger
 from engine.session import Engine
 from fhir_adapters import terminology
 from fhir_adapters.facts import PatientFacts, patient_facts
@@ -28,7 +27,7 @@ from redflags.stateful import Memory, default_retention
 from rulesets import MODULES, VALUESET_DIR
 from rulesets.meta import RuleMeta
 
-log = structlog.get_logger("redflags.pipeline")
+log = get_logger("redflags.pipeline")
 
 #: Resource types checked in --strict mode (the ones whose elements the rules read).
 STRICT_TYPES = frozenset({"Patient", "Condition", "Observation"})

@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-import structlog
 
 from engine.alert import Alert
+from engine.logger import get_logger
 from fhir_adapters.facts import PatientFacts, upgraded
 from redflags import lifecycle, metrics
 from redflags.logs import patient_token
@@ -43,7 +43,7 @@ from redflags.state.model import (
 )
 from rulesets.meta import RuleMeta
 
-log = structlog.get_logger("redflags.stateful")
+log = get_logger("redflags.stateful")
 
 DAY = 86_400
 #: History is kept this long beyond the longest window any rule looks back over.

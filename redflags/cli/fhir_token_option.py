@@ -16,10 +16,11 @@ import stat
 from pathlib import Path
 
 import click
-import structlog
 from click.core import ParameterSource
 
-log = structlog.get_logger("redflags.cli")
+from engine.logger import get_logger
+
+log = get_logger("redflags.cli")
 
 _META = "redflags.fhir_token_file"
 #: What may follow "Bearer " (RFC 6750 b64token): no spaces, no control characters.

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-import structlog
 
+from engine.logger import bind_contextvars, get_logger
 from fhir_adapters.times import iso
 from redflags import logs
 from redflags.cli.compare import compare_option, replay_compare
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # rich and the delivery (requests) are imported when used, no
 
     from redflags.delivery.target import FhirTarget
 
-log = structlog.get_logger("redflags.cli")
+log = get_logger("redflags.cli")
 
 
 @click.command("replay")
@@ -176,7 +176,7 @@ def replay_command(
     root_level = click.get_current_context().find_root().params.get("log_level") or "warning"
     logs.configure(root_level, told=TOLD_BY_REPLAY)
     replay_id = uuid.uuid4().hex[:12]
-    structlog.contextvars.bind_contextvars(replay_id=replay_id)
+    bind_contextvars(replay_id=replay_id)
     if fhir_server and not state_path:
         raise click.UsageError("--fhir-server needs --state (the outbox it delivers from)")
     if expect and state_path:
@@ -411,7 +411,7 @@ def _worker_setup(
 ) -> tuple[Pipeline, Render, Callable[[], bool]]:
     """In a spawned --jobs worker: the parent's pipeline rebuilt from the same options."""
     logs.configure(log_level, told=TOLD_BY_REPLAY)
-    structlog.contextvars.bind_contextvars(replay_id=replay_id)
+    bind_contextvars(replay_id=replay_id)
     pipeline = site_pipeline(config_path, strict=strict, valueset_dirs=valueset_dirs, max_facts=max_facts)
     render, invalid = renderer(pipeline, fmt, out)
     return pipeline, render, invalid

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-import structlog
 
+from engine.logger import get_logger
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
@@ -36,7 +36,7 @@ from redflags.state.location import (
 from redflags.state.model import StateStoreError
 from redflags.state.stores import open_stores
 
-log = structlog.get_logger("redflags.serve")
+log = get_logger("redflags.serve")
 
 
 class SetupRefused(click.ClickException):

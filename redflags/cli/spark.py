@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import click
 import orjson
-import structlog
 
+from engine.logger import get_logger
 from redflags.pipeline import DEFAULT_MAX_FACTS
 from redflags.replay.partition import SpillError, private_dir
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from rich.table import Table
 
-log = structlog.get_logger("redflags.spark")
+log = get_logger("redflags.spark")
 MISSING = "replay: --executor spark needs PySpark: pip install 'redflags[spark]'"
 
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-import structlog
 from anyio import to_thread
 
+from engine.logger import get_logger
 from fhir_adapters.fhir_client import Auth, FhirClient
 from fhir_adapters.smart_auth import server_auth
 from redflags import metrics
@@ -25,7 +25,7 @@ from redflags.delivery.sender import DELIVERED_KEEP_S, deliver_due, purge
 from redflags.state.model import StateStore, StateStoreError
 from redflags.state.stores import open_state
 
-log = structlog.get_logger("redflags.service.outbox")
+log = get_logger("redflags.service.outbox")
 
 #: ``FhirError.reason`` of a configuration error (logged on its own line, not among the reasons).
 CONFIG_REASON = "configuration error"

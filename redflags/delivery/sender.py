@@ -33,8 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import structlog
-
+from engine.logger import get_logger
 from fhir_adapters.evidence_fallback import (
     alert_resources_of,
     downgrade_note,
@@ -51,7 +50,7 @@ from fhir_adapters.fhir_client import (
 from redflags.logs import patient_token
 from redflags.state.model import Delivery, StateStore
 
-log = structlog.get_logger("redflags.delivery")
+log = get_logger("redflags.delivery")
 
 #: Delay before the n-th retry of an item (seconds): doubles from 5 s, at most 15 minutes; a
 #: longer Retry-After is cut to the same bound.

@@ -32,7 +32,6 @@ import gzip
 import heapq
 import io
 import math
-import multiprocessing
 import os
 import resource
 import shutil
@@ -42,14 +41,13 @@ import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from contextlib import contextmanager, redirect_stderr, suppress
 from dataclasses import dataclass, field
-from multiprocessing.queues import Queue
 from pathlib import Path
 from queue import Empty
 from threading import Condition, Event, Lock, Thread
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -74,6 +72,10 @@ from fhir_adapters.intake import (
 from redflags.pipeline import PatientResult, Pipeline
 from redflags.replay.context_index import ContextReader, ContextWriter, IndexFull
 from redflags.replay.progress import NO_PROGRESS, ReplayProgress, counted_open
+
+if TYPE_CHECKING:  # multiprocessing (~19 ms) is imported when --jobs starts workers
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.queues import Queue
 
 SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 SKIPPED_SUFFIX = ".expected.json"
@@ -901,6 +903,9 @@ def _evaluate_in_workers(
     context_index: Path | None = None,
 ) -> list[Path]:
     """Partitions spread over ``workers`` spawned processes; the outputs are the same files."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     context = multiprocessing.get_context("spawn")
     ticks = None if progress is NO_PROGRESS else context.Queue()
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(ticks,))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 import orjson
-import structlog
 
+from engine.logger import get_logger
 from redflags import logs
 from redflags.pipeline import Pipeline
 from redflags.replay.partition import (
@@ -22,7 +22,7 @@ from redflags.replay.partition import (
 )
 from redflags.replay.per_file import InputResult
 
-log = structlog.get_logger("redflags.cli")
+log = get_logger("redflags.cli")
 #: Engine events replay reports itself on a terminal, naming the input files (the engine cannot).
 TOLD_BY_REPLAY = frozenset({"future_records_ignored"})
 #: Such lines per process; past it, one line says more were left out.

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from engine.logger import get_logger
 from redflags import logs
 from redflags.delivery.outbox_loop import OutboxWorker
 from redflags.service.auth.callers import Authenticator
@@ -35,7 +35,7 @@ from redflags.state.stores import open_state
 from redflags.workers.pool import quiet_gc
 from rulesets import RULES
 
-log = structlog.get_logger("redflags.service")
+log = get_logger("redflags.service")
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:

@@ -13,9 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-import structlog
-
 from engine.host import run_engine_here
+from engine.logger import bound_contextvars, get_contextvars
 from fhir_adapters.facts_cache import FactsCache
 from redflags import config, metrics
 from redflags.pipeline import Pipeline
@@ -45,7 +44,7 @@ def hosted_at(site: str, fn: Callable[Concatenate[Pipeline, P], T], *args: P.arg
     pipeline = _pipelines.get(site)
     if pipeline is None:
         raise RuntimeError(f"this engine process serves no site {site!r}")
-    with structlog.contextvars.bound_contextvars(site=site):
+    with bound_contextvars(site=site):
         return fn(pipeline, *args, **kwargs)
 
 
@@ -60,7 +59,7 @@ async def call(engines: EnginePool, fn: Callable[Concatenate[Pipeline, P], T], *
 
 def actor() -> str:
     """Who the ledger names for this evaluation: the service and the request's id."""
-    return f"service:{structlog.contextvars.get_contextvars().get('request_id')}"
+    return f"service:{get_contextvars().get('request_id')}"
 
 
 def start_here(

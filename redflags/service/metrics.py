@@ -16,18 +16,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.logger import get_logger
 from redflags import metrics
 from redflags.service.cds.services import SERVICES
 from redflags.service.http.outcome import outcome_response
 from redflags.state.model import StateStore, StateStoreError
 
-log = structlog.get_logger("redflags.service.metrics")
+log = get_logger("redflags.service.metrics")
 
 router = APIRouter(tags=["operations"])
 

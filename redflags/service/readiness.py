@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from engine.logger import get_logger
 from redflags import metrics
 from redflags.service.http.outcome import outcome
 
-log = structlog.get_logger("redflags.service.readiness")
+log = get_logger("redflags.service.readiness")
 
 router = APIRouter(tags=["operations"])
 

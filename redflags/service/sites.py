@@ -19,10 +19,10 @@ import re
 from collections.abc import Sequence
 from contextvars import ContextVar
 
-import structlog
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.logger import bound_contextvars
 from redflags.service.http.outcome import media_type_for, outcome
 from redflags.state.model import StateStore
 from redflags.stateful import Memory
@@ -121,7 +121,7 @@ class SitePrefix:
             return
         token = _site.set(name)
         try:
-            with structlog.contextvars.bound_contextvars(site=name):
+            with bound_contextvars(site=name):
                 # as a mounted app: the routes match the path after root_path; the URL (and so
                 # the JWT audience) stays the one called
                 await self.app({**scope, "root_path": f"{root}{PREFIX}/{name}"}, receive, send)

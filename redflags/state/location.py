@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from platformdirs import user_state_path
-
 from redflags.state.model import StateStoreError
 
 STATE_FILE = "redflags-state.sqlite"
@@ -67,6 +65,8 @@ def check_file(text: str | Path, what: str = "store") -> None:
 def default_folder() -> Path:
     """The user's state directory for redflags: ``$XDG_STATE_HOME/redflags`` (by default
     ``~/.local/state/redflags``) on Linux, the platform's equivalent elsewhere."""
+    from platformdirs import user_state_path  # ~7 ms: imported only where a default is needed
+
     return user_state_path("redflags", appauthor=False)
 
 

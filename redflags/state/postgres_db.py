@@ -27,11 +27,11 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-import structlog
 
+from engine.logger import get_logger
 from redflags.state.location import redact
 
-log = structlog.get_logger("redflags.state")
+log = get_logger("redflags.state")
 
 CONNECT_TIMEOUT_S = 5
 #: Longest wait for a free (or new) pooled connection before the call is refused as unavailable.

@@ -30,8 +30,8 @@ from typing import Any, cast
 
 import orjson
 import psycopg
-import structlog
 
+from engine.logger import get_logger
 from redflags.state.keyed_lock import KeyedLocks
 from redflags.state.model import (
     DEFAULT_TENANT,
@@ -51,7 +51,7 @@ from redflags.state.model import (
 from redflags.state.postgres_db import Database, Schema
 from redflags.state.sqlite_store import _alert, _alert_json, _check, _delivery, _fact_ts, _one_line
 
-log = structlog.get_logger("redflags.state")
+log = get_logger("redflags.state")
 
 _STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed")
 _CHANGE = "CHECK (change IN ('raised', 'updated', 'withdrawn'))"

@@ -40,8 +40,8 @@ from types import TracebackType
 from typing import Any, cast
 
 import orjson
-import structlog
 
+from engine.logger import get_logger
 from redflags.state import sqlite_file
 from redflags.state.keyed_lock import KeyedLocks
 from redflags.state.model import (
@@ -62,7 +62,7 @@ from redflags.state.model import (
 
 __all__ = ["SCHEMA_VERSION", "NoStateStore", "SqliteStateStore", "StateStoreError"]
 
-log = structlog.get_logger("redflags.state")
+log = get_logger("redflags.state")
 
 SCHEMA_VERSION = 3  # the last key of _MIGRATIONS
 _STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed")

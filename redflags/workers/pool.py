@@ -36,12 +36,11 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
-import structlog
-
+from engine.logger import bind_contextvars, clear_contextvars, get_contextvars, get_logger
 from redflags import logs, metrics
 
 T = TypeVar("T")
-log = structlog.get_logger("redflags.service.engine")
+log = get_logger("redflags.service.engine")
 
 _FRAME = struct.Struct("!Q")  # length of the pickle that follows
 
@@ -153,13 +152,13 @@ def _call(data: bytes) -> tuple[str, object]:
         fn, request_id, args = pickle.loads(data)
     except Exception as exc:  # a message this process cannot rebuild: answered, not fatal
         return "error", EngineError(f"message not readable in the engine: {type(exc).__name__}")
-    structlog.contextvars.bind_contextvars(engine=os.getpid(), request_id=request_id)
+    bind_contextvars(engine=os.getpid(), request_id=request_id)
     try:
         return "ok", fn(*args)
     except Exception as exc:  # the caller gets it back, as from a local call
         return "error", exc
     finally:
-        structlog.contextvars.clear_contextvars()
+        clear_contextvars()
 
 
 def serve_engine() -> None:
@@ -268,7 +267,7 @@ class EnginePool:
         ``EngineBusy`` if no engine is free within the deadline; ``EngineUnavailable`` if the
         engine fails or overruns the deadline (it is then killed and replaced).
         """
-        rid = structlog.contextvars.get_contextvars().get("request_id")
+        rid = get_contextvars().get("request_id")
         data = _message(fn, rid, args)  # before an engine is taken: a failure here costs none
         engine = await self._take()
         try:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import structlog
 from anyio import to_thread
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from engine.logger import get_logger
 from redflags import metrics
 from redflags.service.auth.client_jwt import ClientVerifier, Refused
 from redflags.service.auth.static_tokens import TOKEN_RE, StaticTokens, TokensError
@@ -35,7 +35,7 @@ from redflags.state.jti import JtiStoreError
 from redflags.state.model import StoreUnavailable
 from redflags.state.stores import UnsupportedLocation, open_jti
 
-log = structlog.get_logger("redflags.service.auth")
+log = get_logger("redflags.service.auth")
 
 #: OpenAPI security schemes, declared by ``cds_client``/``engine_client`` (the ``_`` parameters) so
 #: Swagger UI's "Authorize" sends a token; they never refuse anything themselves.

@@ -38,14 +38,14 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
-import structlog
 import urllib3
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from engine.logger import get_logger
 from fhir_adapters.safe_url import Origin, UnsafeUrl, parse_origin
 
-log = structlog.get_logger("redflags.service.auth")
+log = get_logger("redflags.service.auth")
 
 #: The signature algorithms we accept (CDS Hooks 2.0 recommends exactly these two).
 ALGORITHMS = ("ES384", "RS384")

@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, ValidationError, model_validator
 
+from engine.logger import get_logger
 from redflags import metrics
 from redflags.service.auth.callers import cds_client
 from redflags.service.cds.services import SERVICES
@@ -37,7 +37,7 @@ from redflags.state.feedback import (
 )
 from redflags.state.stores import open_feedback
 
-log = structlog.get_logger("redflags.service.feedback")
+log = get_logger("redflags.service.feedback")
 
 
 def service_exists(service_id: str) -> bool:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import structlog
 from anyio import CapacityLimiter
 
+from engine.logger import get_logger
 from fhir_adapters import prefetch_read
 from fhir_adapters.fhir_client import (
     MAX_PAGES,
@@ -51,7 +51,7 @@ _MISSING = object()
 UNAVAILABLE = (
     "the data this service needs could not be read from fhirServer (the reason is in the service log)"
 )
-log = structlog.get_logger("redflags.service.prefetch")
+log = get_logger("redflags.service.prefetch")
 #: Keys that only refine what the others give (an Encounter dates a diagnosis of its own; a
 #: Medication names the drug of an order): absent from prefetch they are read from fhirServer
 #: when the request gives one; without one, or when it cannot be read, the call goes on without

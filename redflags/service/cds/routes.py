@@ -14,10 +14,10 @@ from typing import Any
 
 import anyio
 import orjson
-import structlog
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
+from engine.logger import get_logger
 from fhir_adapters.intake import TooManyResources, check_resources
 from fhir_adapters.times import parse_now
 from redflags.service.auth.callers import cds_client
@@ -46,7 +46,7 @@ from redflags.service.settings import ServiceSettings
 from redflags.state.feedback import ShownCard
 from redflags.workers.pool import EnginePool
 
-log = structlog.get_logger("redflags.service.cds")
+log = get_logger("redflags.service.cds")
 router = APIRouter(tags=["CDS Hooks 2.0"])
 
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
+from engine.logger import get_logger
 from fhir_adapters.evaluation_answer import WHAT_IF, answer
 from fhir_adapters.times import parse_now
 from redflags import logs
@@ -49,7 +49,7 @@ from redflags.workers.pool import EnginePool
 
 __all__ = ["WHAT_IF", "evaluate_body", "router"]
 
-log = structlog.get_logger("redflags.service.fhir")
+log = get_logger("redflags.service.fhir")
 
 #: OperationOutcome issue type for an HTTP error status.
 _STATUS_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 415: "not-supported"}

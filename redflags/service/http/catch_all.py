@@ -14,16 +14,16 @@ import asyncio
 import traceback
 from pathlib import Path
 
-import structlog
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.logger import get_logger
 from redflags.service.http.outcome import FHIR_JSON, media_type_for, outcome
 from redflags.state.model import PatientBusy, StoreUnavailable
 from redflags.workers.pool import EngineBusy, EngineUnavailable, UnsendableInput
 
-log = structlog.get_logger("redflags.service")
+log = get_logger("redflags.service")
 
 #: (exception type, status, issue code, message or None for the exception's own); first match wins.
 ANSWERS: tuple[tuple[type[BaseException], int, str, str | None], ...] = (

@@ -14,10 +14,11 @@ import errno
 import socket
 
 import click
-import structlog
 import uvicorn
 
-log = structlog.get_logger("redflags.serve")
+from engine.logger import get_logger
+
+log = get_logger("redflags.serve")
 
 #: errno -> what to say (anything else: the system's own words).
 ADVICE = {

@@ -24,13 +24,13 @@ from collections import OrderedDict
 from typing import ClassVar
 
 import orjson
-import structlog
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from engine.logger import get_logger
 from redflags.service.http.outcome import outcome
 
-log = structlog.get_logger("redflags.service.http")
+log = get_logger("redflags.service.http")
 
 #: Seconds past the body deadline before the connection itself is closed (the 408 goes first).
 BODY_BACKSTOP_MARGIN_S = 5.0

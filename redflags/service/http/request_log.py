@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 import uuid
 
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = structlog.get_logger("redflags.service")
+from engine.logger import bind_contextvars, get_logger, unbind_contextvars
+
+log = get_logger("redflags.service")
 
 
 class RequestLog:
@@ -47,10 +48,10 @@ class RequestLog:
                 log_request(message["status"])  # before the answer leaves: a client never outruns it
             await send(message)
 
-        structlog.contextvars.bind_contextvars(request_id=rid)
+        bind_contextvars(request_id=rid)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             if not logged:  # the app failed before answering (the server answers 500)
                 log_request(500)
-            structlog.contextvars.unbind_contextvars("request_id")
+            unbind_contextvars("request_id")
