@@ -7,7 +7,7 @@ only by a process that logs. The configuration a command chooses (``configure``)
 run id it binds (``bind_contextvars``) are kept until then; once structlog is loaded they go
 to it directly, so a logger made before the configuration still logs as configured.
 
-A neutral leaf (neither FHIR nor redflags): engine/ and everything above may import it.
+A neutral leaf that knows no data formats and imports nothing of this project: every layer may import it.
 """
 
 from __future__ import annotations
