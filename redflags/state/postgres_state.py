@@ -32,11 +32,11 @@ import orjson
 import psycopg
 import structlog
 
+from redflags.state import sql_rows as rows
 from redflags.state.keyed_lock import KeyedLocks
 from redflags.state.model import (
     DEFAULT_TENANT,
     ActiveAlert,
-    Change,
     Delivery,
     Evaluated,
     Fact,
@@ -49,11 +49,9 @@ from redflags.state.model import (
     Transition,
 )
 from redflags.state.postgres_db import Database, Schema
-from redflags.state.sqlite_store import _alert, _alert_json, _check, _delivery, _fact_ts, _one_line
 
 log = structlog.get_logger("redflags.state")
 
-_STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed")
 _CHANGE = "CHECK (change IN ('raised', 'updated', 'withdrawn'))"
 #: Version 1 is the SQLite store's version 3 (the first release on PostgreSQL has tenants and
 #: the outbox's audit trail); later steps are added here as ``2: (...)``, never edited.
@@ -90,42 +88,15 @@ SCHEMA = Schema(
     },
 )
 SCHEMA_VERSION = SCHEMA.version
-_PATIENT_TABLES = ("fact", "active_alert", "transition", "outbox", "patient_seq", "outbox_event")
-_BOOKKEEPING = frozenset({"patient_seq", "outbox_event"})
-_OUTBOX_COLUMNS = (
-    "id, patient, rule, change, bundle, status, attempts, next_attempt, created, delivered, "
-    "last_error, outcome, tenant, last_status"
-)
-#: As ``sqlite_store._DUE_WHERE``: the oldest pending item of each (tenant, patient, rule) only.
-_DUE_WHERE = """
-WHERE o.status = 'pending' AND o.next_attempt <= %(now)s{tenant}
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox e
-      WHERE e.tenant = o.tenant AND e.patient = o.patient AND e.rule = o.rule
-        AND e.status = 'pending' AND e.id < o.id
-  )
-ORDER BY o.id LIMIT %(limit)s
-"""
-_OF_TENANT = " AND o.tenant = %(tenant)s"
-_NOT_SUPERSEDED = (
-    " AND NOT EXISTS (SELECT 1 FROM outbox l WHERE l.tenant = o.tenant AND l.patient = o.patient"
-    " AND l.rule = o.rule AND l.id > o.id)"
-)
-_FOREVER = 2**62
+_SQL = rows.POSTGRES
 #: The advisory lock of one tenant's patient (both the session and the transaction form).
 _PATIENT_KEY = "hashtextextended(%s || chr(31) || %s, 7)"
 
 
 def _due_sql(columns: str, tenant: str | None, *, claim: bool = False) -> str:
-    sql = f"SELECT {columns} FROM outbox o" + _DUE_WHERE.format(tenant=_OF_TENANT if tenant else "")
+    """``sql_rows.due_sql``; a claim locks the rows it takes, passing over another claimer's."""
+    sql = _SQL.sql(rows.due_sql(columns, of_tenant=tenant is not None))
     return sql + (" FOR UPDATE OF o SKIP LOCKED" if claim else "")
-
-
-def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
-    given = [(column, value) for column, value in conditions if value is not None]
-    if not given:
-        return "", ()
-    return " WHERE " + " AND ".join(f"{column} = %s" for column, _ in given), tuple(v for _, v in given)
 
 
 class PostgresStateStore:
@@ -168,7 +139,7 @@ class PostgresStateStore:
                         conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
                     yield conn
             except (orjson.JSONEncodeError, orjson.JSONDecodeError) as exc:
-                why = _one_line(exc)
+                why = rows.one_line(exc)
                 raise StateStoreError(f"{self.path}: state database {what} failed: {why}") from None
 
     def _read(self) -> AbstractContextManager[psycopg.Connection[Any]]:
@@ -215,42 +186,32 @@ class PostgresStateStore:
                 facts = conn.execute(_FACTS, (tenant, patient))
                 active = conn.execute(_ACTIVE, (tenant, patient))
                 seq = conn.execute(_SEQ, (tenant, patient))
-            stored, ledger = _facts_of(facts.fetchall()), _active_of(active.fetchall())
-            return Snapshot(stored, ledger, _seq_of(seq.fetchone()))
+            stored, ledger = rows.facts_of(facts.fetchall()), rows.active_of(active.fetchall())
+            return Snapshot(stored, ledger, rows.seq_of(seq.fetchone()))
 
     def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> int:
         with self._write() as conn:
             conn.execute(f"SELECT pg_advisory_xact_lock({_PATIENT_KEY})", (tenant, patient))
             removed = 0
-            for table in _PATIENT_TABLES:
+            for table in rows.PATIENT_TABLES:
                 deleted = conn.execute(
                     f"DELETE FROM {table} WHERE tenant = %s AND patient = %s",
                     (tenant, patient),
                 )
-                removed += deleted.rowcount if table not in _BOOKKEEPING else 0
+                removed += deleted.rowcount if table not in rows.BOOKKEEPING else 0
         log.info("state.forget", rows=removed)
         return removed
 
     def tenants(self, patient: str | None = None) -> dict[str, int]:
-        where, args = _where(("patient", patient))
+        where, args = _SQL.where(("patient", patient))
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT tenant, COUNT(DISTINCT patient) FROM ("
-                "SELECT tenant, patient FROM fact UNION SELECT tenant, patient FROM active_alert "
-                "UNION SELECT tenant, patient FROM transition "
-                f"UNION SELECT tenant, patient FROM outbox) AS p{where} "
-                'GROUP BY tenant ORDER BY tenant COLLATE "C"',
-                args,
-            ).fetchall()
-        return {tenant: int(n) for tenant, n in rows}
+            found = conn.execute(_SQL.sql(rows.TENANTS.replace("{where}", where)), args).fetchall()
+        return {tenant: int(n) for tenant, n in found}
 
     def prune(self, before: int, *, tenant: str | None = None) -> int:
-        where, args = _where(("tenant", tenant))
+        where, args = _SQL.and_where(("tenant", tenant))
         with self._write() as conn:
-            removed = conn.execute(
-                "DELETE FROM fact WHERE ts < %s" + where.replace(" WHERE ", " AND "),
-                (before, *args),
-            ).rowcount
+            removed = conn.execute(_SQL.sql(rows.PRUNE) + where, (before, *args)).rowcount
         log.info("state.prune", before=before, facts=removed)
         return removed
 
@@ -260,44 +221,16 @@ class PostgresStateStore:
             return _active(conn, tenant, patient)
 
     def transitions(self, patient: str | None = None, *, tenant: str | None = None) -> list[Transition]:
-        sql = "SELECT patient, rule, change, tier, at, actor, evidence, reason, tenant FROM transition"
-        where, args = _where(("tenant", tenant), ("patient", patient))
+        where, args = _SQL.where(("tenant", tenant), ("patient", patient))
         with self._read() as conn:
-            rows = conn.execute(sql + where + " ORDER BY id", args).fetchall()
-        return [
-            Transition(
-                patient=p,
-                rule=rule,
-                change=cast(Change, change),
-                tier=tier,
-                at=at,
-                actor=actor,
-                evidence=tuple(orjson.loads(evidence)),
-                reason=reason,
-                tenant=t,
-            )
-            for p, rule, change, tier, at, actor, evidence, reason, t in rows
-        ]
+            found = conn.execute(rows.TRANSITIONS + where + " ORDER BY id", args).fetchall()
+        return rows.transitions_of(found)
 
     # -- one evaluation -------------------------------------------------------------------
     def commit(self, evaluated: Evaluated) -> list[int]:
         """All or nothing; the new outbox ids in the order of ``evaluated.deliveries``."""
-        _check(evaluated)
-        patient, now, tenant = evaluated.patient, evaluated.now, evaluated.tenant
-        try:
-            facts = [
-                (ref, [(_fact_ts(f, now), orjson.dumps(f)) for f in items])
-                for ref, items in evaluated.facts.items()
-            ]
-            active = [(rule, _alert_json(alert)) for rule, alert in evaluated.active.items()]
-            transitions = [
-                (t.rule, t.change, t.tier, t.at, t.actor, orjson.dumps(list(t.evidence)), t.reason)
-                for t in evaluated.transitions
-            ]
-            deliveries = [(d.rule, d.change, orjson.dumps(d.bundle)) for d in evaluated.deliveries]
-        except orjson.JSONEncodeError as exc:
-            raise StateStoreError(f"{self.path}: cannot store evaluation: {_one_line(exc)}") from None
-        key = (tenant, patient)
+        encoded = rows.encode(evaluated, self.path)
+        key = (evaluated.tenant, evaluated.patient)
         with self._write() as conn:
             # one round trip: every statement is sent at once (pipeline), the sequence number
             # checked after; a stale read then rolls the whole transaction back
@@ -308,32 +241,15 @@ class PostgresStateStore:
                     "ON CONFLICT (tenant, patient) DO UPDATE SET seq = patient_seq.seq + 1 RETURNING seq",
                     key,
                 )
-                for ref, rows in facts:
-                    cur.execute(
-                        "DELETE FROM fact WHERE tenant = %s AND patient = %s AND ref = %s", (*key, ref)
-                    )
-                    cur.executemany(
-                        "INSERT INTO fact (tenant, patient, ref, ts, body) VALUES (%s, %s, %s, %s, %s)",
-                        [(*key, ref, ts, body) for ts, body in rows],
-                    )
-                cur.execute("DELETE FROM active_alert WHERE tenant = %s AND patient = %s", key)
-                cur.executemany(
-                    "INSERT INTO active_alert (tenant, patient, rule, body) VALUES (%s, %s, %s, %s)",
-                    [(*key, rule, body) for rule, body in active],
-                )
-                cur.executemany(
-                    "INSERT INTO transition (tenant, patient, rule, change, tier, at, actor, evidence, "
-                    "reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(*key, *row) for row in transitions],
-                )
+                for ref, facts in encoded.facts:
+                    cur.execute(_DELETE_FACTS, (*key, ref))
+                    cur.executemany(_INSERT_FACT, [(*key, ref, ts, body) for ts, body in facts])
+                cur.execute(_DELETE_ACTIVE, key)
+                cur.executemany(_INSERT_ACTIVE, [(*key, rule, body) for rule, body in encoded.active])
+                cur.executemany(_INSERT_TRANSITION, [(*key, *row) for row in encoded.transitions])
                 added = [
-                    conn.execute(
-                        "INSERT INTO outbox (tenant, patient, rule, change, bundle, status, attempts, "
-                        "next_attempt, created) VALUES (%s, %s, %s, %s, %s, 'pending', 0, 0, %s) "
-                        "RETURNING id",
-                        (*key, rule, change, bundle, now),
-                    )
-                    for rule, change, bundle in deliveries
+                    conn.execute(_INSERT_OUTBOX, (*key, rule, change, bundle, evaluated.now))
+                    for rule, change, bundle in encoded.deliveries
                 ]
             row = bumped.fetchone()
             if evaluated.seen is not None and (row is None or int(row[0]) != evaluated.seen + 1):
@@ -343,11 +259,8 @@ class PostgresStateStore:
     # -- outbox ---------------------------------------------------------------------------
     def due(self, now: int, limit: int = 100, *, tenant: str | None = None) -> list[Delivery]:
         with self._read() as conn:
-            rows = conn.execute(
-                _due_sql(_OUTBOX_COLUMNS, tenant),
-                {"now": now, "limit": limit, "tenant": tenant},
-            ).fetchall()
-        return [_delivery(tuple(row)) for row in rows]
+            found = conn.execute(_due_sql(rows.OUTBOX_COLUMNS, tenant), rows.due_args(now, limit, tenant))
+            return [rows.delivery(row) for row in found.fetchall()]
 
     def claim(
         self, now: int, limit: int = 100, lease: int = 60, *, tenant: str | None = None
@@ -355,11 +268,8 @@ class PostgresStateStore:
         """``due``, locked (``SKIP LOCKED``: another claimer's rows are passed over, not waited
         for) and postponed by ``lease`` seconds in the same transaction."""
         with self._write() as conn:
-            rows = conn.execute(
-                _due_sql(_OUTBOX_COLUMNS, tenant, claim=True),
-                {"now": now, "limit": limit, "tenant": tenant},
-            ).fetchall()
-            items = [_delivery(tuple(row)) for row in rows]
+            sql = _due_sql(rows.OUTBOX_COLUMNS, tenant, claim=True)
+            items = [rows.delivery(row) for row in conn.execute(sql, rows.due_args(now, limit, tenant))]
             _postpone(conn, [item.id for item in items], now + lease)
         return items
 
@@ -367,8 +277,7 @@ class PostgresStateStore:
         self._mark(
             item,
             "delivered",
-            "UPDATE outbox SET status = 'delivered', delivered = %s, attempts = attempts + 1, "
-            "last_error = NULL, last_status = %s WHERE id = %s AND status = 'pending'",
+            _MARK_DELIVERED,
             (now, last_status, item),
             event=("pending", "delivered", "delivery", ""),
         )
@@ -379,8 +288,7 @@ class PostgresStateStore:
         self._mark(
             item,
             "retry",
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt = %s, last_error = %s, last_status = %s "
-            "WHERE id = %s AND status = 'pending'",
+            _MARK_RETRY,
             (next_attempt, error, last_status, item),
             event=("pending", "pending", "delivery", error) if audited else None,
         )
@@ -391,9 +299,8 @@ class PostgresStateStore:
         self._mark(
             item,
             "failed",
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = %s, outcome = %s, "
-            "last_status = %s WHERE id = %s AND status = 'pending'",
-            (error, orjson.dumps(outcome) if outcome is not None else None, last_status, item),
+            _MARK_FAILED,
+            (error, rows.dumps(outcome) if outcome is not None else None, last_status, item),
             event=("pending", "failed", "delivery", error),
         )
 
@@ -413,36 +320,29 @@ class PostgresStateStore:
             log.warning("state.outbox.mark_ignored", item=item, mark=what, reason="not a pending item")
 
     def retry_now(self, now: int, *, tenant: str | None = None) -> int:
-        where, args = _where(("tenant", tenant))
+        where, args = _SQL.and_where(("tenant", tenant))
         with self._write() as conn:
-            return conn.execute(
-                "UPDATE outbox SET next_attempt = %s WHERE status = 'pending' AND next_attempt > %s"
-                + where.replace(" WHERE ", " AND "),
-                (now, now, *args),
-            ).rowcount
+            return conn.execute(_SQL.sql(rows.RETRY_NOW) + where, (now, now, *args)).rowcount
 
     def counts(self, *, tenant: str | None = None) -> dict[Status, int]:
-        where, args = _where(("tenant", tenant))
+        where, args = _SQL.where(("tenant", tenant))
         with self._read() as conn:
-            sql = f"SELECT status, COUNT(*) FROM outbox{where} GROUP BY status"
-            rows = conn.execute(sql, args).fetchall()
-        found = {status: int(n) for status, n in rows}
-        return {status: found.get(status, 0) for status in _STATUSES}
+            found = conn.execute(rows.COUNTS.replace("{where}", where), args).fetchall()
+        return rows.counts_of(found)
 
     def deliveries(self, status: Status | None = None, *, tenant: str | None = None) -> list[Delivery]:
-        where, args = _where(("tenant", tenant), ("status", status))
+        where, args = _SQL.where(("tenant", tenant), ("status", status))
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox{where} ORDER BY id", args).fetchall()
-        return [_delivery(tuple(row)) for row in rows]
+            sql = f"SELECT {rows.OUTBOX_COLUMNS} FROM outbox{where} ORDER BY id"
+            found = conn.execute(sql, args).fetchall()
+        return [rows.delivery(row) for row in found]
 
     def ping(self) -> None:
         self._db.ping()
 
     def oldest_pending(self) -> int | None:
         with self._read() as conn:  # outbox_status (status, id): the first pending row, no scan
-            row = conn.execute(
-                "SELECT created FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1"
-            ).fetchone()
+            row = conn.execute(rows.OLDEST_PENDING).fetchone()
         return int(row[0]) if row else None
 
     def close(self) -> None:
@@ -459,72 +359,43 @@ class PostgresStateStore:
     # -- delivery ---------------------------------------------------------------------------
     def due_ids(self, now: int, limit: int = 100) -> list[int]:
         with self._read() as conn:
-            rows = conn.execute(_due_sql("o.id", None), {"now": now, "limit": limit}).fetchall()
-        return [int(row[0]) for row in rows]
+            found = conn.execute(_due_sql("o.id", None), (now, limit)).fetchall()
+        return [int(row[0]) for row in found]
 
     def claim_ids(self, now: int, limit: int = 100, lease: int = 60) -> list[int]:
         with self._write() as conn:
-            rows = conn.execute(
-                _due_sql("o.id", None, claim=True),
-                {"now": now, "limit": limit},
-            ).fetchall()
-            ids = [int(row[0]) for row in rows]
+            found = conn.execute(_due_sql("o.id", None, claim=True), (now, limit)).fetchall()
+            ids = [int(row[0]) for row in found]
             _postpone(conn, ids, now + lease)
         return ids
 
     def delivery(self, item: int) -> Delivery | None:
         with self._read() as conn:
-            row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = %s", (item,)).fetchone()
-        return _delivery(tuple(row)) if row is not None else None
+            row = conn.execute(_DELIVERY, (item,)).fetchone()
+        return rows.delivery(row) if row is not None else None
 
     def next_due(self) -> int | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT MIN(next_attempt) FROM ({_due_sql('o.next_attempt', None)}) AS d",
-                {"now": _FOREVER, "limit": None},
-            ).fetchone()
+            sql = f"SELECT MIN(next_attempt) FROM ({_due_sql('o.next_attempt', None)}) AS d"
+            row = conn.execute(sql, (rows.FOREVER, None)).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
     def revise(self, item: int, bundle: dict[str, Any], note: dict[str, Any]) -> bool:
         with self._write() as conn:
-            changed = conn.execute(
-                "UPDATE outbox SET bundle = %s, outcome = %s WHERE id = %s AND status = 'pending'",
-                (orjson.dumps(bundle), orjson.dumps(note), item),
-            ).rowcount
+            changed = conn.execute(_REVISE, (rows.dumps(bundle), rows.dumps(note), item)).rowcount
         return bool(changed)
 
     def revise_active(
         self, item: int, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
     ) -> bool:
         with self._write() as conn:
-            row = conn.execute("SELECT tenant, patient, rule FROM outbox WHERE id = %s", (item,)).fetchone()
-            if row is None:
-                return False
-            body = conn.execute(
-                "SELECT body FROM active_alert WHERE tenant = %s AND patient = %s AND rule = %s FOR UPDATE",
-                tuple(row),
-            ).fetchone()
-            if body is None:
-                return False
-            alert = orjson.loads(body[0])
-            if alert["flag"] != before.get("Flag") or alert["careplan"] != before.get("CarePlan"):
-                return False
-            alert["flag"], alert["careplan"] = after["Flag"], after["CarePlan"]
-            conn.execute(
-                "UPDATE active_alert SET body = %s WHERE tenant = %s AND patient = %s AND rule = %s",
-                (orjson.dumps(alert), *row),
-            )
-        return True
+            return rows.revise_alert(conn, _SQL, item, before, after, lock=" FOR UPDATE")
 
     def purge_delivered(self, before: int) -> int:
         with self._write() as conn:
-            removed = conn.execute(
-                "DELETE FROM outbox WHERE status = 'delivered' AND delivered < %s", (before,)
-            ).rowcount
+            removed = conn.execute(_SQL.sql(rows.PURGE_DELIVERED), (before,)).rowcount
             if removed:
-                conn.execute(
-                    "DELETE FROM outbox_event e WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = e.item)"
-                )
+                conn.execute(rows.PURGE_EVENTS)
         if removed:
             log.info("state.outbox.purged", before=before, items=removed)
         return removed
@@ -538,41 +409,24 @@ class PostgresStateStore:
         *,
         tenant: str | None = None,
     ) -> list[int]:
-        where, args = _where(("tenant", tenant))
+        where, args = _SQL.and_where(("tenant", tenant))
         chosen = " AND id = ANY(%s)" if items is not None else ""
         picked = (*args, list(items)) if items is not None else args
         with self._write() as conn:
-            ids = [
-                int(row[0])
-                for row in conn.execute(
-                    "SELECT id FROM outbox o WHERE status = 'failed'"
-                    + _NOT_SUPERSEDED
-                    + where.replace(" WHERE ", " AND ")
-                    + chosen
-                    + " ORDER BY id FOR UPDATE",
-                    picked,
-                ).fetchall()
-            ]
+            sql = rows.FAILED + where + chosen + " ORDER BY id FOR UPDATE"
+            ids = [int(row[0]) for row in conn.execute(sql, picked).fetchall()]
             with conn.cursor() as cur:
-                cur.executemany(
-                    "UPDATE outbox SET status = 'pending', next_attempt = %s "
-                    "WHERE id = %s AND status = 'failed'",
-                    [(now, item) for item in ids],
-                )
+                cur.executemany(_SQL.sql(rows.UNFAIL), [(now, item) for item in ids])
             _record_events(conn, ids, now, "failed", "pending", actor, "retry by operator")
         if ids:
             log.info("state.outbox.retried", items=len(ids), actor=actor)
         return ids
 
     def outbox_events(self, item: int | None = None, *, tenant: str | None = None) -> list[OutboxEvent]:
-        where, args = _where(("item", item), ("tenant", tenant))
+        where, args = _SQL.where(("item", item), ("tenant", tenant))
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT item, tenant, patient, rule, at, from_status, to_status, actor, reason "
-                f"FROM outbox_event{where} ORDER BY id",
-                args,
-            ).fetchall()
-        return [OutboxEvent(*row) for row in rows]
+            found = conn.execute(rows.OUTBOX_EVENTS + where + " ORDER BY id", args).fetchall()
+        return rows.events_of(found)
 
 
 def _postpone(conn: psycopg.Connection[Any], ids: list[int], until: int) -> None:
@@ -591,38 +445,34 @@ def _record_events(
     actor: str,
     reason: str,
 ) -> None:
+    """One audit row per item (``sql_rows.RECORD_EVENTS``), in one statement."""
     if not items:
         return
     conn.execute(
-        "INSERT INTO outbox_event (item, tenant, patient, rule, at, from_status, to_status, actor, reason) "
-        "SELECT id, tenant, patient, rule, %s, %s, %s, %s, %s FROM outbox WHERE id = ANY(%s) ORDER BY id",
+        _SQL.sql(rows.RECORD_EVENTS) + "id = ANY(%s) ORDER BY id",
         (at, before, after, actor, reason, list(items)),
     )
 
 
-_FACTS = "SELECT ref, body FROM fact WHERE tenant = %s AND patient = %s ORDER BY id"
-_ACTIVE = 'SELECT rule, body FROM active_alert WHERE tenant = %s AND patient = %s ORDER BY rule COLLATE "C"'
-_SEQ = "SELECT seq FROM patient_seq WHERE tenant = %s AND patient = %s"
-
-
-def _facts_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Fact]]:
-    found: dict[str, list[Fact]] = {}
-    for ref, body in rows:
-        found.setdefault(ref, []).append(orjson.loads(body))
-    return found
-
-
-def _active_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, ActiveAlert]:
-    return {rule: _alert(bytes(body)) for rule, body in rows}
-
-
-def _seq_of(row: tuple[Any, ...] | None) -> int:
-    return int(row[0]) if row else 0
+_FACTS = _SQL.sql(rows.FACTS)
+_ACTIVE = _SQL.sql(rows.ACTIVE)
+_SEQ = _SQL.sql(rows.SEQ)
+_DELETE_FACTS = _SQL.sql(rows.DELETE_FACTS)
+_INSERT_FACT = _SQL.sql(rows.INSERT_FACT)
+_DELETE_ACTIVE = _SQL.sql(rows.DELETE_ACTIVE)
+_INSERT_ACTIVE = _SQL.sql(rows.INSERT_ACTIVE)
+_INSERT_TRANSITION = _SQL.sql(rows.INSERT_TRANSITION)
+_INSERT_OUTBOX = _SQL.sql(rows.INSERT_OUTBOX) + " RETURNING id"
+_MARK_DELIVERED = _SQL.sql(rows.MARK_DELIVERED)
+_MARK_RETRY = _SQL.sql(rows.MARK_RETRY)
+_MARK_FAILED = _SQL.sql(rows.MARK_FAILED)
+_DELIVERY = _SQL.sql(rows.DELIVERY)
+_REVISE = _SQL.sql(rows.REVISE)
 
 
 def _facts(conn: psycopg.Connection[Any], tenant: str, patient: str) -> dict[str, list[Fact]]:
-    return _facts_of(conn.execute(_FACTS, (tenant, patient)).fetchall())
+    return rows.facts_of(conn.execute(_FACTS, (tenant, patient)).fetchall())
 
 
 def _active(conn: psycopg.Connection[Any], tenant: str, patient: str) -> dict[str, ActiveAlert]:
-    return _active_of(conn.execute(_ACTIVE, (tenant, patient)).fetchall())
+    return rows.active_of(conn.execute(_ACTIVE, (tenant, patient)).fetchall())
