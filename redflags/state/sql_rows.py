@@ -10,6 +10,7 @@ default; ``POSTGRES``: ``%s`` and ``COLLATE "C"``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,7 +39,7 @@ class Dialect:
 
     def sql(self, text: str) -> str:
         """``text`` (``?`` placeholders, ``{collate}``) in this dialect; texts hold no literal ``?``."""
-        return text.replace("?", self.param).replace("{collate}", self.collate)
+        return _spell(text, self.param, self.collate)
 
     def where(self, *conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
         """`` WHERE a = ? AND b = ?`` for the conditions whose value is not None (column names are ours)."""
@@ -52,6 +53,12 @@ class Dialect:
         """``where``, to follow a WHERE clause already written."""
         where, args = self.where(*conditions)
         return where.replace(" WHERE ", " AND ", 1), args
+
+
+@functools.cache
+def _spell(text: str, param: str, collate: str) -> str:
+    """``Dialect.sql``, once per text (the stores spell the same few texts on every call)."""
+    return text.replace("?", param).replace("{collate}", collate)
 
 
 SQLITE = Dialect(param="?", collate="")
