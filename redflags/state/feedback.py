@@ -32,19 +32,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from fhir_adapters.times import iso
+from redflags.state import feedback_sql as sql
 from redflags.state import sqlite_file
-from redflags.state.feedback_sql import (
-    INSERT_CARD,
-    INSERT_FEEDBACK,
-    PER_RULE,
-    PURGE_CARDS,
-    PURGE_FEEDBACK,
-    REASONS,
-    UNKNOWN,
-    card_rows,
-    feedback_rows,
-    report_of,
-)
 from redflags.state.model import (
     Feedback,
     FeedbackReport,
@@ -180,13 +169,13 @@ class SqliteFeedbackStore:
         if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
             self._purged_at = shown_at
             self.purge(shown_at - self.keep_s)
-        self._write(_SQL.sql(INSERT_CARD), card_rows(service_id, cards, shown_at), sync="NORMAL")
+        self._write(_SQL.sql(sql.INSERT_CARD), sql.card_rows(service_id, cards, shown_at), sync="NORMAL")
 
     def record_feedback(
         self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
     ) -> None:
         """Store every item of one request in one transaction (all or nothing)."""
-        self._write(_SQL.sql(INSERT_FEEDBACK), feedback_rows(service_id, items, client, received_at))
+        self._write(_SQL.sql(sql.INSERT_FEEDBACK), sql.feedback_rows(service_id, items, client, received_at))
 
     def report(self) -> FeedbackReport:
         try:
@@ -197,9 +186,9 @@ class SqliteFeedbackStore:
 
     def _report(self) -> FeedbackReport:
         conn = self._conn
-        per_rule = conn.execute(_SQL.sql(PER_RULE)).fetchall()
-        reasons = conn.execute(_SQL.sql(REASONS)).fetchall()
-        return report_of(per_rule, reasons, conn.execute(UNKNOWN).fetchone())
+        per_rule = conn.execute(_SQL.sql(sql.PER_RULE)).fetchall()
+        reasons = conn.execute(_SQL.sql(sql.REASONS)).fetchall()
+        return sql.report_of(per_rule, reasons, conn.execute(sql.UNKNOWN).fetchone())
 
     def ping(self) -> None:
         if problem := sqlite_file.ping(self._conn, self._lock, self.path, self._identity):
@@ -216,8 +205,8 @@ class SqliteFeedbackStore:
         cutoff = iso(max(before, 0))
         try:
             with self._lock, self._transaction() as conn:
-                feedback = conn.execute(_SQL.sql(PURGE_FEEDBACK), (cutoff, cutoff)).rowcount
-                cards = conn.execute(_SQL.sql(PURGE_CARDS), (cutoff,)).rowcount
+                feedback = conn.execute(_SQL.sql(sql.PURGE_FEEDBACK), (cutoff, cutoff)).rowcount
+                cards = conn.execute(_SQL.sql(sql.PURGE_CARDS), (cutoff,)).rowcount
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"{self.path}: feedback database purge failed: {exc}") from None
         return feedback + cards

@@ -10,19 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from fhir_adapters.times import iso
+from redflags.state import feedback_sql as sql
 from redflags.state.feedback import KEEP_S, PURGE_EVERY_S
-from redflags.state.feedback_sql import (
-    INSERT_CARD,
-    INSERT_FEEDBACK,
-    PER_RULE,
-    PURGE_CARDS,
-    PURGE_FEEDBACK,
-    REASONS,
-    UNKNOWN,
-    card_rows,
-    feedback_rows,
-    report_of,
-)
 from redflags.state.model import (
     Feedback,
     FeedbackReport,
@@ -71,31 +60,31 @@ class PostgresFeedbackStore:
         if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
             self._purged_at = shown_at
             self.purge(shown_at - self.keep_s)
-        rows = card_rows(service_id, cards, shown_at)
+        rows = sql.card_rows(service_id, cards, shown_at)
         if rows:
             with self._db.transaction("write") as conn, conn.cursor() as cur:
-                cur.executemany(_SQL.sql(INSERT_CARD), rows)
+                cur.executemany(_SQL.sql(sql.INSERT_CARD), rows)
 
     def record_feedback(
         self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
     ) -> None:
-        rows = feedback_rows(service_id, items, client, received_at)
+        rows = sql.feedback_rows(service_id, items, client, received_at)
         if rows:
             with self._db.transaction("write") as conn, conn.cursor() as cur:
-                cur.executemany(_SQL.sql(INSERT_FEEDBACK), rows)
+                cur.executemany(_SQL.sql(sql.INSERT_FEEDBACK), rows)
 
     def report(self) -> FeedbackReport:
         with self._db.transaction("read") as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            per_rule = conn.execute(_SQL.sql(PER_RULE)).fetchall()
-            reasons = conn.execute(_SQL.sql(REASONS)).fetchall()
-            return report_of(per_rule, reasons, conn.execute(UNKNOWN).fetchone())
+            per_rule = conn.execute(_SQL.sql(sql.PER_RULE)).fetchall()
+            reasons = conn.execute(_SQL.sql(sql.REASONS)).fetchall()
+            return sql.report_of(per_rule, reasons, conn.execute(sql.UNKNOWN).fetchone())
 
     def purge(self, before: int) -> int:
         cutoff = iso(max(before, 0))
         with self._db.transaction("purge") as conn:
-            feedback = conn.execute(_SQL.sql(PURGE_FEEDBACK), (cutoff, cutoff)).rowcount
-            cards = conn.execute(_SQL.sql(PURGE_CARDS), (cutoff,)).rowcount
+            feedback = conn.execute(_SQL.sql(sql.PURGE_FEEDBACK), (cutoff, cutoff)).rowcount
+            cards = conn.execute(_SQL.sql(sql.PURGE_CARDS), (cutoff,)).rowcount
         return feedback + cards
 
     def ping(self) -> None:

@@ -221,20 +221,13 @@ class PostgresStateStore(SqlStateStore):
             )
 
     def _record_events(
-        self,
-        conn: psycopg.Connection[Any],
-        items: Sequence[int],
-        at: int,
-        before: str,
-        after: str,
-        actor: str,
-        reason: str,
+        self, conn: psycopg.Connection[Any], items: Sequence[int], audit: tuple[object, ...]
     ) -> None:
         """One audit row per item, in one statement."""
         if items:
             conn.execute(
                 _SQL.sql(rows.RECORD_EVENTS) + "id = ANY(%s) ORDER BY id",
-                (at, before, after, actor, reason, list(items)),
+                (*audit, list(items)),
             )
 
     def _chosen(self, items: Sequence[int]) -> tuple[str, object]:

@@ -62,10 +62,8 @@ class SqlStateStore:
         """Make pending items ``ids`` due at ``until`` (a claim's lease)."""
         raise NotImplementedError
 
-    def _record_events(
-        self, conn: Any, items: Sequence[int], at: int, before: str, after: str, actor: str, reason: str
-    ) -> None:
-        """One audit row per item (``sql_rows.RECORD_EVENTS``)."""
+    def _record_events(self, conn: Any, items: Sequence[int], audit: tuple[object, ...]) -> None:
+        """One audit row per item; ``audit``: (at, from, to, actor, reason), ``sql_rows.RECORD_EVENTS``."""
         raise NotImplementedError
 
     def _chosen(self, items: Sequence[int]) -> tuple[str, object]:
@@ -208,7 +206,7 @@ class SqlStateStore:
         with self._write() as conn:
             changed = conn.execute(self._SQL.sql(sql), args).rowcount
             if changed and event is not None:
-                self._record_events(conn, [item], int(time.time()), *event)
+                self._record_events(conn, [item], (int(time.time()), *event))
         if not changed:
             log.warning("state.outbox.mark_ignored", item=item, mark=what, reason="not a pending item")
 
@@ -325,7 +323,7 @@ class SqlStateStore:
             sql = rows.FAILED + where + " ORDER BY id" + self._FOR_UPDATE
             ids = [int(row[0]) for row in conn.execute(sql, args).fetchall()]
             self._executemany(conn, self._SQL.sql(rows.UNFAIL), [(now, item) for item in ids])
-            self._record_events(conn, ids, now, "failed", "pending", actor, "retry by operator")
+            self._record_events(conn, ids, (now, "failed", "pending", actor, "retry by operator"))
         if ids:
             log.info("state.outbox.retried", items=len(ids), actor=actor)
         return ids

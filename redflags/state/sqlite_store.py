@@ -284,18 +284,9 @@ class SqliteStateStore(SqlStateStore):
         )
 
     def _record_events(
-        self,
-        conn: sqlite3.Connection,
-        items: Sequence[int],
-        at: int,
-        before: str,
-        after: str,
-        actor: str,
-        reason: str,
+        self, conn: sqlite3.Connection, items: Sequence[int], audit: tuple[object, ...]
     ) -> None:
-        conn.executemany(
-            rows.RECORD_EVENTS + "id = ?", [(at, before, after, actor, reason, item) for item in items]
-        )
+        conn.executemany(rows.RECORD_EVENTS + "id = ?", [(*audit, item) for item in items])
 
     def _chosen(self, items: Sequence[int]) -> tuple[str, object]:
         return " AND id IN (SELECT value FROM json_each(?))", rows.dumps(list(items))
