@@ -31,9 +31,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-import orjson
-
 from fhir_adapters.times import iso
+from redflags.state import feedback_sql as sql
 from redflags.state import sqlite_file
 from redflags.state.model import (
     Feedback,
@@ -47,6 +46,7 @@ from redflags.state.model import (
     ShownCard,
     UnknownCards,
 )
+from redflags.state.sql_rows import SQLITE
 
 __all__ = [  # the records and the interface live in ``model``; importable from here as before
     "Feedback",
@@ -102,8 +102,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE card_shown ADD COLUMN client TEXT NOT NULL DEFAULT ''",),
 }
 _SCHEMA_SPEC = sqlite_file.Schema(kind="feedback", v1=_SCHEMA, tables=_TABLES, migrations=_MIGRATIONS)
-#: Feedback counts for a shown card when it comes from the client the card was shown to.
-_SAME_CARD = "s.card = f.card AND s.client IN ('', f.client)"
+_SQL = SQLITE
 
 
 class SqliteFeedbackStore:
@@ -170,40 +169,13 @@ class SqliteFeedbackStore:
         if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
             self._purged_at = shown_at
             self.purge(shown_at - self.keep_s)
-        when = iso(shown_at)
-        self._write(
-            "INSERT INTO card_shown (card, service, rule, tier, indicator, shown_at, client) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card) DO NOTHING",
-            [(c.card, service_id, c.rule, c.tier, c.indicator, when, c.client) for c in cards],
-            sync="NORMAL",
-        )
+        self._write(_SQL.sql(sql.INSERT_CARD), sql.card_rows(service_id, cards, shown_at), sync="NORMAL")
 
     def record_feedback(
         self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
     ) -> None:
         """Store every item of one request in one transaction (all or nothing)."""
-        when = iso(received_at)
-        self._write(
-            "INSERT INTO feedback (service, card, outcome, accepted_suggestions, reason_system, reason_code, "
-            "reason_display, user_comment, outcome_at, received_at, client) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    service_id,
-                    f.card,
-                    f.outcome,
-                    orjson.dumps(list(f.accepted_suggestions)).decode() if f.accepted_suggestions else None,
-                    f.reason.system if f.reason else None,
-                    f.reason.code if f.reason else None,
-                    f.reason.display if f.reason else None,
-                    f.comment,
-                    f.outcome_at,
-                    when,
-                    client,
-                )
-                for f in items
-            ],
-        )
+        self._write(_SQL.sql(sql.INSERT_FEEDBACK), sql.feedback_rows(service_id, items, client, received_at))
 
     def report(self) -> FeedbackReport:
         try:
@@ -214,54 +186,9 @@ class SqliteFeedbackStore:
 
     def _report(self) -> FeedbackReport:
         conn = self._conn
-        rows = conn.execute(
-            f"""
-            WITH per_card AS (
-                SELECT s.rule,
-                       COUNT(f.id) AS items,
-                       COALESCE(MAX(f.outcome = 'accepted'), 0) AS accepted,
-                       COALESCE(MAX(f.outcome = 'overridden'), 0) AS overridden,
-                       COALESCE(MAX(f.outcome = 'overridden' AND f.reason_code IS NULL), 0) AS no_reason
-                FROM card_shown s LEFT JOIN feedback f ON {_SAME_CARD}
-                GROUP BY s.card
-            )
-            SELECT rule, COUNT(*), SUM(accepted), SUM(overridden), SUM(items = 0), SUM(items), SUM(no_reason)
-            FROM per_card GROUP BY rule ORDER BY rule
-            """
-        ).fetchall()
-        reasons: dict[str, list[ReasonCount]] = {}
-        for rule, system, code, display, cards in conn.execute(
-            f"""
-            SELECT s.rule, f.reason_system, f.reason_code, MAX(f.reason_display), COUNT(DISTINCT f.card)
-            FROM feedback f JOIN card_shown s ON {_SAME_CARD}
-            WHERE f.outcome = 'overridden' AND f.reason_code IS NOT NULL
-            GROUP BY s.rule, f.reason_system, f.reason_code
-            ORDER BY s.rule, COUNT(DISTINCT f.card) DESC, f.reason_system, f.reason_code
-            """
-        ):
-            reasons.setdefault(rule, []).append(ReasonCount(system, code, display, cards))
-        summaries = tuple(
-            RuleSummary(
-                rule=rule,
-                shown=shown,
-                accepted=accepted,
-                overridden=overridden,
-                no_feedback=silent,
-                feedback_items=items,
-                overridden_without_reason=no_reason,
-                override_reasons=tuple(reasons.get(rule, ())),
-            )
-            for rule, shown, accepted, overridden, silent, items, no_reason in rows
-        )
-        unknown = conn.execute(
-            f"""
-            SELECT COUNT(*), COUNT(DISTINCT f.card),
-                   COUNT(DISTINCT CASE WHEN f.outcome = 'accepted' THEN f.card END),
-                   COUNT(DISTINCT CASE WHEN f.outcome = 'overridden' THEN f.card END)
-            FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM card_shown s WHERE {_SAME_CARD})
-            """
-        ).fetchone()
-        return FeedbackReport(rules=summaries, unknown_cards=UnknownCards(*unknown))
+        per_rule = conn.execute(_SQL.sql(sql.PER_RULE)).fetchall()
+        reasons = conn.execute(_SQL.sql(sql.REASONS)).fetchall()
+        return sql.report_of(per_rule, reasons, conn.execute(sql.UNKNOWN).fetchone())
 
     def ping(self) -> None:
         if problem := sqlite_file.ping(self._conn, self._lock, self.path, self._identity):
@@ -278,12 +205,8 @@ class SqliteFeedbackStore:
         cutoff = iso(max(before, 0))
         try:
             with self._lock, self._transaction() as conn:
-                feedback = conn.execute(
-                    "DELETE FROM feedback WHERE received_at < ? OR card IN "
-                    "(SELECT card FROM card_shown WHERE shown_at < ?)",
-                    (cutoff, cutoff),
-                ).rowcount
-                cards = conn.execute("DELETE FROM card_shown WHERE shown_at < ?", (cutoff,)).rowcount
+                feedback = conn.execute(_SQL.sql(sql.PURGE_FEEDBACK), (cutoff, cutoff)).rowcount
+                cards = conn.execute(_SQL.sql(sql.PURGE_CARDS), (cutoff,)).rowcount
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"{self.path}: feedback database purge failed: {exc}") from None
         return feedback + cards

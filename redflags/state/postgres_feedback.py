@@ -2,29 +2,25 @@
 PostgreSQL database, so one ``redflags feedback report --state URL`` counts them all.
 
 Same records, retention and report as ``feedback.SqliteFeedbackStore`` (its docstring says what
-is kept and why); the report's SQL differs only where PostgreSQL spells it otherwise (no boolean
-``MAX``, ``SUM`` of integers cast back to integers).
+is kept and why): the SQL texts, rows and report shaping are ``feedback_sql``'s, shared with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import orjson
-
 from fhir_adapters.times import iso
+from redflags.state import feedback_sql as sql
 from redflags.state.feedback import KEEP_S, PURGE_EVERY_S
 from redflags.state.model import (
     Feedback,
     FeedbackReport,
     FeedbackStoreError,
     FeedbackStoreUnavailable,
-    ReasonCount,
-    RuleSummary,
     ShownCard,
-    UnknownCards,
 )
 from redflags.state.postgres_db import Database, Schema
+from redflags.state.sql_rows import POSTGRES
 
 SCHEMA = Schema(
     kind="feedback",
@@ -42,36 +38,7 @@ SCHEMA = Schema(
         ),
     },
 )
-_SAME_CARD = "s.card = f.card AND s.client IN ('', f.client)"
-_ONE = "CASE WHEN {} THEN 1 ELSE 0 END"
-_PER_RULE = f"""
-WITH per_card AS (
-    SELECT s.rule,
-           COUNT(f.id) AS items,
-           COALESCE(MAX({_ONE.format("f.outcome = 'accepted'")}), 0) AS accepted,
-           COALESCE(MAX({_ONE.format("f.outcome = 'overridden'")}), 0) AS overridden,
-           COALESCE(MAX({_ONE.format("f.outcome = 'overridden' AND f.reason_code IS NULL")}), 0) AS no_reason
-    FROM card_shown s LEFT JOIN feedback f ON {_SAME_CARD}
-    GROUP BY s.card, s.rule
-)
-SELECT rule, COUNT(*)::bigint, SUM(accepted)::bigint, SUM(overridden)::bigint,
-       SUM({_ONE.format("items = 0")})::bigint, SUM(items)::bigint, SUM(no_reason)::bigint
-FROM per_card GROUP BY rule ORDER BY rule COLLATE "C"
-"""
-_REASONS = f"""
-SELECT s.rule, f.reason_system, f.reason_code, MAX(f.reason_display), COUNT(DISTINCT f.card)
-FROM feedback f JOIN card_shown s ON {_SAME_CARD}
-WHERE f.outcome = 'overridden' AND f.reason_code IS NOT NULL
-GROUP BY s.rule, f.reason_system, f.reason_code
-ORDER BY s.rule COLLATE "C", COUNT(DISTINCT f.card) DESC,
-         f.reason_system COLLATE "C", f.reason_code COLLATE "C"
-"""
-_UNKNOWN = f"""
-SELECT COUNT(*), COUNT(DISTINCT f.card),
-       COUNT(DISTINCT CASE WHEN f.outcome = 'accepted' THEN f.card END),
-       COUNT(DISTINCT CASE WHEN f.outcome = 'overridden' THEN f.card END)
-FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM card_shown s WHERE {_SAME_CARD})
-"""
+_SQL = POSTGRES
 
 
 class PostgresFeedbackStore:
@@ -93,77 +60,31 @@ class PostgresFeedbackStore:
         if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
             self._purged_at = shown_at
             self.purge(shown_at - self.keep_s)
-        when = iso(shown_at)
-        rows = [(c.card, service_id, c.rule, c.tier, c.indicator, when, c.client) for c in cards]
+        rows = sql.card_rows(service_id, cards, shown_at)
         if rows:
             with self._db.transaction("write") as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO card_shown (card, service, rule, tier, indicator, shown_at, client) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (card) DO NOTHING",
-                    rows,
-                )
+                cur.executemany(_SQL.sql(sql.INSERT_CARD), rows)
 
     def record_feedback(
         self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
     ) -> None:
-        when = iso(received_at)
-        rows = [
-            (
-                service_id,
-                f.card,
-                f.outcome,
-                orjson.dumps(list(f.accepted_suggestions)).decode() if f.accepted_suggestions else None,
-                f.reason.system if f.reason else None,
-                f.reason.code if f.reason else None,
-                f.reason.display if f.reason else None,
-                f.comment,
-                f.outcome_at,
-                when,
-                client,
-            )
-            for f in items
-        ]
+        rows = sql.feedback_rows(service_id, items, client, received_at)
         if rows:
             with self._db.transaction("write") as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO feedback (service, card, outcome, accepted_suggestions, reason_system, "
-                    "reason_code, reason_display, user_comment, outcome_at, received_at, client) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
+                cur.executemany(_SQL.sql(sql.INSERT_FEEDBACK), rows)
 
     def report(self) -> FeedbackReport:
         with self._db.transaction("read") as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            rows = conn.execute(_PER_RULE).fetchall()
-            reasons: dict[str, list[ReasonCount]] = {}
-            for rule, system, code, display, cards in conn.execute(_REASONS).fetchall():
-                reasons.setdefault(rule, []).append(ReasonCount(system, code, display, int(cards)))
-            unknown = conn.execute(_UNKNOWN).fetchone()
-        summaries = tuple(
-            RuleSummary(
-                rule=rule,
-                shown=int(shown),
-                accepted=int(accepted),
-                overridden=int(overridden),
-                no_feedback=int(silent),
-                feedback_items=int(items),
-                overridden_without_reason=int(no_reason),
-                override_reasons=tuple(reasons.get(rule, ())),
-            )
-            for rule, shown, accepted, overridden, silent, items, no_reason in rows
-        )
-        return FeedbackReport(rules=summaries, unknown_cards=UnknownCards(*(int(n) for n in unknown or ())))
+            per_rule = conn.execute(_SQL.sql(sql.PER_RULE)).fetchall()
+            reasons = conn.execute(_SQL.sql(sql.REASONS)).fetchall()
+            return sql.report_of(per_rule, reasons, conn.execute(sql.UNKNOWN).fetchone())
 
     def purge(self, before: int) -> int:
         cutoff = iso(max(before, 0))
         with self._db.transaction("purge") as conn:
-            feedback = conn.execute(
-                "DELETE FROM feedback WHERE received_at < %s OR card IN "
-                "(SELECT card FROM card_shown WHERE shown_at < %s)",
-                (cutoff, cutoff),
-            ).rowcount
-            cards = conn.execute("DELETE FROM card_shown WHERE shown_at < %s", (cutoff,)).rowcount
+            feedback = conn.execute(_SQL.sql(sql.PURGE_FEEDBACK), (cutoff, cutoff)).rowcount
+            cards = conn.execute(_SQL.sql(sql.PURGE_CARDS), (cutoff,)).rowcount
         return feedback + cards
 
     def ping(self) -> None:
