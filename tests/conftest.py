@@ -9,12 +9,27 @@ from pathlib import Path
 import pytest
 import structlog
 
+from fhir_adapters.intake import PatientGroup, read_path
 from redflags.pipeline import Pipeline
 
 from .pg_server import pg_server, pg_url  # noqa: F401  (fixtures: a test PostgreSQL, tests/pg_server.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+
+
+def fixture_patients() -> list[PatientGroup]:
+    """Every patient of every fixture file that reads (the files that test bad input are left out)."""
+    found: list[PatientGroup] = []
+    for path in sorted(FIXTURES.rglob("*.json")):
+        if path.name.endswith(".expected.json"):
+            continue
+        try:
+            intake = read_path(path)
+        except Exception:  # files that test bad input: not what the callers are about
+            continue
+        found.extend(intake.patients.values())
+    return found
 
 
 def slow_n(default: int = 100_000) -> int:

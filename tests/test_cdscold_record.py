@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import random
-from pathlib import Path
 
 import orjson
 import pytest
@@ -20,12 +19,12 @@ from fhir_adapters import facts_cache, terminology, times
 from fhir_adapters.errors import IntakeError
 from fhir_adapters.facts import patient_facts
 from fhir_adapters.facts_cache import FactsCache
-from fhir_adapters.intake import group, read_path
+from fhir_adapters.intake import group
 from fhir_adapters.terminology import Terminology
 from redflags.service.cds.answer import pack, unpack
 from rulesets import VALUESET_DIR
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+from .conftest import fixture_patients
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +39,9 @@ def _valued(found: list[tuple[str, dict, str | None]]) -> int:
 def _found() -> list[tuple[str, dict, str | None]]:
     """The resources of the fixture patient with the most measured Observations, as a prefetch is read."""
     best: list[tuple[str, dict, str | None]] = []
-    for path in sorted(FIXTURES.rglob("*.json")):
-        if path.name.endswith(".expected.json"):
-            continue
-        try:
-            intake = read_path(path)
-        except Exception:  # files that test bad input: not what this is about
-            continue
-        for patient in intake.patients.values():
-            found = [(e.path, e.resource, e.full_url) for e in patient.entries]
-            best = found if _valued(found) > _valued(best) else best
+    for patient in fixture_patients():
+        found = [(e.path, e.resource, e.full_url) for e in patient.entries]
+        best = found if _valued(found) > _valued(best) else best
     return best
 
 

@@ -7,7 +7,6 @@ patient, reference, path and the resource's JSON compared in full; a replay keep
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,8 @@ from fhir_adapters.terminology import Terminology
 from redflags.pipeline import Pipeline
 from rulesets import VALUESET_DIR
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+from .conftest import FIXTURES, fixture_patients
+
 NOW = 1741608000  # 2025-03-10T12:00:00Z, the fixtures' evaluation time
 
 
@@ -30,16 +30,7 @@ def term() -> Terminology:
 
 def _groups() -> list[PatientGroup]:
     """Every fixture patient with more than one resource, as read from its file."""
-    found = []
-    for path in sorted(FIXTURES.rglob("*.json")):
-        if path.name.endswith(".expected.json"):
-            continue
-        try:
-            intake = read_path(path)
-        except Exception:  # files that test bad input: not what this is about
-            continue
-        found.extend(g for g in intake.patients.values() if len(g.entries) > 1)
-    return found
+    return [g for g in fixture_patients() if len(g.entries) > 1]
 
 
 GROUPS = _groups()
