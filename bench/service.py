@@ -52,6 +52,7 @@ from bench.synthetic import DAY, _Patient
 
 if TYPE_CHECKING:
     from redflags.pipeline import Pipeline
+    from redflags.service.cds.answer import CdsWork
 
 ROOT = Path(__file__).resolve().parents[1]
 VIGNETTES = ROOT / "fixtures" / "vignettes"
@@ -110,6 +111,18 @@ def requests_bodies() -> tuple[list[bytes], int]:
     return bodies, round(statistics.mean(sizes))
 
 
+def _work(body: bytes) -> CdsWork:
+    """The HTTP process's part of one call (decode, read the prefetch, pack): what crosses."""
+    from redflags.service.cds.answer import CdsWork, decode, pack
+    from redflags.service.cds.prefetch import read_prefetch
+    from redflags.service.cds.services import SERVICES
+
+    call = decode(SERVICE, body)
+    given = read_prefetch(SERVICES[SERVICE].prefetch, call)
+    assert given.complete, "the bench prefetches everything"
+    return CdsWork(call.hook_instance, call.patient_id, pack(given.found), False, "bench", NOW, False)
+
+
 def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
     """Median time of an engine process's work for one call (decode, map, evaluate, render)."""
     return in_process(bodies, rounds)["warm"]
@@ -125,12 +138,9 @@ def in_process(bodies: list[bytes], rounds: int = 20) -> dict[str, float]:
     CPU time of this process: on a shared machine wall time measures the other processes too.
     """
     from fhir_adapters import times as times_parsed
-    from redflags.service.cds.answer import CdsWork, answer, decode, pack
-    from redflags.service.cds.prefetch import read_prefetch
-    from redflags.service.cds.services import SERVICES
+    from redflags.service.cds.answer import answer
 
     pipeline = _engine_pipeline()
-    templates = SERVICES[SERVICE].prefetch
     times: dict[str, list[float]] = {"parse": [], "decode": [], "cold": [], "warm": []}
     for _ in range(rounds):
         for body in bodies:
@@ -138,10 +148,7 @@ def in_process(bodies: list[bytes], rounds: int = 20) -> dict[str, float]:
             orjson.loads(body)
             times["parse"].append(time.process_time() - started)
             started = time.process_time()
-            call = decode(SERVICE, body)  # the HTTP process's part, then the engine's
-            given = read_prefetch(templates, call)
-            assert given.complete, "the bench prefetches everything"
-            work = CdsWork(call.hook_instance, call.patient_id, pack(given.found), False, "bench", NOW, False)
+            work = _work(body)  # the HTTP process's part, then the engine's
             times["decode"].append(time.process_time() - started)
             if pipeline.facts_cache is not None:
                 pipeline.facts_cache.clear()
@@ -157,9 +164,7 @@ def in_process_by_store(bodies: list[bytes], rounds: int, stores: dict[str, str 
     """``in_process_ms`` with each of ``stores`` (name -> location, None: no store), the call
     with history read and the evaluation committed; the stores take turns call by call, so a
     change of the machine's load weighs on all of them alike."""
-    from redflags.service.cds.answer import CdsWork, answer, decode, pack
-    from redflags.service.cds.prefetch import read_prefetch
-    from redflags.service.cds.services import SERVICES
+    from redflags.service.cds.answer import answer
     from redflags.state.stores import open_state
     from redflags.stateful import Memory
 
@@ -167,7 +172,6 @@ def in_process_by_store(bodies: list[bytes], rounds: int, stores: dict[str, str 
     memories = {
         name: Memory(open_state(where), actor="bench") if where else None for name, where in stores.items()
     }
-    templates = SERVICES[SERVICE].prefetch
     times: dict[str, list[float]] = {name: [] for name in stores}
     try:
         for _ in range(rounds):
@@ -177,13 +181,7 @@ def in_process_by_store(bodies: list[bytes], rounds: int, stores: dict[str, str 
                     if memory is not None:
                         pipeline.remember(memory)
                     started = time.perf_counter()
-                    call = decode(SERVICE, body)  # the HTTP process's part, then the engine's
-                    given = read_prefetch(templates, call)
-                    assert given.complete, "the bench prefetches everything"
-                    work = CdsWork(
-                        call.hook_instance, call.patient_id, pack(given.found), False, "bench", NOW, False
-                    )
-                    answer(pipeline, work)
+                    answer(pipeline, _work(body))  # the HTTP process's part, then the engine's
                     times[name].append(time.perf_counter() - started)
     finally:
         pipeline.memory = None
