@@ -123,11 +123,6 @@ def _work(body: bytes) -> CdsWork:
     return CdsWork(call.hook_instance, call.patient_id, pack(given.found), False, "bench", NOW, False)
 
 
-def in_process_ms(bodies: list[bytes], rounds: int = 20) -> float:
-    """Median time of an engine process's work for one call (decode, map, evaluate, render)."""
-    return in_process(bodies, rounds)["warm"]
-
-
 def in_process(bodies: list[bytes], rounds: int = 20) -> dict[str, float]:
     """Medians (ms) of one call's parts, each body in turn, as an engine process does them.
 
@@ -161,9 +156,9 @@ def in_process(bodies: list[bytes], rounds: int = 20) -> dict[str, float]:
 
 
 def in_process_by_store(bodies: list[bytes], rounds: int, stores: dict[str, str | None]) -> dict[str, float]:
-    """``in_process_ms`` with each of ``stores`` (name -> location, None: no store), the call
-    with history read and the evaluation committed; the stores take turns call by call, so a
-    change of the machine's load weighs on all of them alike."""
+    """Median ms of one whole call (decode to answer) with each of ``stores`` (name -> location,
+    None: no store), the call with history read and the evaluation committed; the stores take
+    turns call by call, so a change of the machine's load weighs on all of them alike."""
     from redflags.service.cds.answer import answer
     from redflags.state.stores import open_state
     from redflags.stateful import Memory
