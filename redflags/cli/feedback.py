@@ -65,6 +65,8 @@ def report_command(db_path: Path | str | None, state: Path | str | None, fmt: st
             report = store.report()
         finally:
             store.close()
+    except UnsupportedLocation as exc:  # a login the database refused: fix the URL (exit 2)
+        raise LocationRefused(redact(" ".join(str(exc).split()))) from None
     except FeedbackStoreError as exc:
         raise click.ClickException(redact(" ".join(str(exc).split()))) from None
     if fmt == "json":

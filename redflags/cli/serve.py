@@ -325,6 +325,8 @@ def serve_command(
         raise LocationRefused(str(exc)) from None
     try:  # create the databases (and their schemas) once, before the engines race for them
         open_stores(paths, stateless=no_state).close()
+    except UnsupportedLocation as exc:  # a login the database refused: fix the URL (exit 2)
+        raise LocationRefused(redact(str(exc))) from None
     except StateStoreError as exc:
         raise click.ClickException(redact(str(exc))) from None
     log.info(

@@ -139,6 +139,8 @@ def open_state(path: Path | str, *, create: bool = False) -> StateStore:
         store = stores.open_state(path, create=create)
     except NoStateStore as exc:
         raise MissingStore(str(exc)) from None
+    except UnsupportedLocation as exc:  # bad pool_* parameters, a login the database refused
+        raise LocationRefused(redact(" ".join(str(exc).split()))) from None
     except StateStoreError as exc:
         raise click.ClickException(redact(" ".join(str(exc).split()))) from None
     if new:

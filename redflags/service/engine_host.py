@@ -8,6 +8,7 @@ handed the pipeline (its ``evaluate`` and its rules' metadata) instead of lookin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from redflags import config, metrics
 from redflags.pipeline import Pipeline
 from redflags.service import sites
 from redflags.service.http.limits import call_limits
+from redflags.state import call_deadline
 from redflags.state.stores import open_state
 from redflags.stateful import Memory
 from redflags.workers.pool import EnginePool, quiet_gc
@@ -52,9 +54,16 @@ async def call(engines: EnginePool, fn: Callable[Concatenate[Pipeline, P], T], *
     """``fn(pipeline, *args)`` in the next free engine process (one crossing), with the pipeline
     of the request's site (``sites.current``; none: the ``--config`` one)."""
     site = sites.current()
+    deadline = time.monotonic() + engines.deadline_s  # no later than the pool's own
     if site is None:
-        return await engines.run(hosted, fn, *args)
-    return await engines.run(hosted_at, site, fn, *args)
+        return await engines.run(_until, deadline, hosted, fn, *args)
+    return await engines.run(_until, deadline, hosted_at, site, fn, *args)
+
+
+def _until(deadline: float, host: Callable[..., T], *args: object) -> T:
+    """``host(*args)`` with the store's waits bounded by the call's deadline (``call_deadline``)."""
+    with call_deadline.until(deadline):
+        return host(*args)
 
 
 def actor() -> str:

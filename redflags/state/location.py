@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redflags.state.model import StateStoreError
+from redflags.state.postgres_url import InvalidPoolSetting, split
 
 STATE_FILE = "redflags-state.sqlite"
 JTI_FILE = "redflags-jti.sqlite"
@@ -30,6 +31,11 @@ class UnsupportedLocation(StateStoreError):
     """A store location this version cannot open (a URL of another kind): one line."""
 
 
+class DatabaseRefused(UnsupportedLocation):
+    """The database named by a URL refused it for good: a wrong password, or no such role or
+    database (fix the URL; calling again cannot help): one line, never the password."""
+
+
 def looks_like_url(text: str | Path) -> bool:
     return isinstance(text, str) and _URL.match(text) is not None
 
@@ -46,9 +52,19 @@ def redact(url: str) -> str:
 
 def check_location(text: str | Path, what: str = "store") -> None:
     """Refuse a URL that is not a database URL before anything could take it for a file name
-    (and create ``sqlite:/``)."""
-    if looks_like_url(text) and not is_database_url(text):
+    (and create ``sqlite:/``); refuse a database URL whose ``pool_*`` parameters are wrong."""
+    if is_database_url(text):
+        check_database_url(str(text), what)
+    elif looks_like_url(text):
         check_file(text, what)
+
+
+def check_database_url(url: str, what: str = "store") -> None:
+    """Refuse bad ``pool_*`` parameters (``postgres_url``) before anything connects."""
+    try:
+        split(url)
+    except InvalidPoolSetting as exc:
+        raise UnsupportedLocation(f"{what} {redact(url)!r}: {exc}") from None
 
 
 def check_file(text: str | Path, what: str = "store") -> None:
@@ -104,6 +120,7 @@ class StorePaths:
                         "in that database; drop it"
                     )
             url = str(state)
+            check_database_url(url, "state store")
             return cls(state=url, feedback=url, jti=url)
         for text, what in ((state, "state store"), (feedback, "feedback store"), (jti, "jti store")):
             if text is not None:

@@ -3,23 +3,30 @@
 Imported only when a store is named by a ``postgresql://`` URL (``redflags.state.stores``), so
 the embedded default never loads psycopg.
 
-- One bounded ``psycopg_pool.ConnectionPool`` per store: a call waits at most ``WAIT_S`` for a
-  connection, a new connection at most ``CONNECT_TIMEOUT_S``, a statement at most
-  ``STATEMENT_TIMEOUT_MS`` (server side): no call hangs past its deadline. Each connection is
-  checked when handed out, so after the server restarted the dead ones are replaced without
-  anyone noticing (the pool recovers by itself); connections are in autocommit and every
-  store call opens its own transaction.
+- One bounded ``psycopg_pool.ConnectionPool`` per store, sized by the URL's ``pool_min`` and
+  ``pool_max`` (``postgres_url``; default 1 and the store's own maximum): a call waits at most
+  ``pool_wait`` (``WAIT_S``) for a connection, and never past the deadline of the call it works
+  for (``call_deadline``: the service's ``--call-deadline``), a new connection at most
+  ``CONNECT_TIMEOUT_S``, a statement at most ``STATEMENT_TIMEOUT_MS`` (server side): no call
+  hangs past its deadline. Each connection is checked when handed out, so after the server
+  restarted the dead ones are replaced without anyone noticing (the pool recovers by itself);
+  connections are in autocommit and every store call opens its own transaction. The URL's
+  own ``options`` (a ``search_path``) and ``application_name`` are kept: ours only add to them.
 - Schema: one ``schema_version`` row per kind of store (``state``, ``feedback``, ``jti``) in
   the one database; forward-only migrations run in one transaction under an advisory lock
   (replicas starting together migrate once); a newer version than the code is refused with
   one line, nothing changed.
 - Errors: the database unreachable, restarting or too slow is ``unavailable`` (the caller's
-  ``...Unavailable`` class: the service answers 503); anything else is the store's error.
-  Every message is one line naming host and database, never the password.
+  ``...Unavailable`` class: the service answers 503), with ``connection_lost`` set when the
+  server dropped the connection mid-statement (a read may then be tried again on a fresh one);
+  a login the server refuses at start (wrong password, no such role or database) is
+  ``refused`` (``location.DatabaseRefused``: the CLI exits 2); anything else is the store's
+  error. Every message is one line naming host and database, never the password.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,13 +36,20 @@ import psycopg
 import psycopg_pool
 
 from engine.logger import get_logger
-from redflags.state.location import redact
+from redflags.state import call_deadline, postgres_url
+from redflags.state.location import DatabaseRefused, UnsupportedLocation, redact
 
 log = get_logger("redflags.state")
 
 CONNECT_TIMEOUT_S = 5
-#: Longest wait for a free (or new) pooled connection before the call is refused as unavailable.
+#: Longest wait for a free (or new) pooled connection before the call is refused as unavailable
+#: (``?pool_wait=``); shorter when the call's deadline is nearer.
 WAIT_S = 10.0
+#: Seconds of a call's deadline left to the caller after the store gave up waiting (it still
+#: has to answer 503 before the engine pool's own deadline kills the process).
+DEADLINE_MARGIN_S = 0.5
+#: Longest wait of a readiness ping: below ``/readyz``'s own 5 s, so it names the problem.
+PING_WAIT_S = 3.0
 #: Longest statement, server side; the patient lock waits this long at most too.
 STATEMENT_TIMEOUT_MS = 15_000
 #: SQLSTATE classes of a server that is gone, going or not there yet (08: connection, 57: operator
@@ -79,6 +93,43 @@ def one_line(exc: BaseException) -> str:
     return text[:300]
 
 
+#: What a server says when it refuses a login for good (libpq gives no SQLSTATE for a failed
+#: connection: the server's message is all there is) -> what the operator should fix.
+_REFUSALS = tuple(
+    (re.compile(pattern), problem)
+    for pattern, problem in (
+        (r"password authentication failed", "wrong password or user"),
+        (r"no password supplied", "the server asks for a password and the URL gives none"),
+        (r'FATAL:\s+database ".*" does not exist', "no such database"),
+        (r'FATAL:\s+role ".*" does not exist', "no such role (user)"),
+        (r"no pg_hba\.conf entry", "the server's pg_hba.conf refuses this host, user or database"),
+        (r"permission denied for database", "this role may not connect to this database"),
+    )
+)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """What to fix when ``exc`` is a login the server refused for good (None: it is not)."""
+    text = str(exc)
+    return next((problem for pattern, problem in _REFUSALS if pattern.search(text)), None)
+
+
+class _Pool(psycopg_pool.ConnectionPool):
+    """The pool, remembering why its last new connection failed (the pool only logs it), so a
+    call refused for want of a connection can say why (a changed password, too many clients)."""
+
+    last_error: BaseException | None = None
+
+    def _connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        try:
+            conn = super()._connect(timeout)
+        except Exception as exc:
+            self.last_error = exc
+            raise
+        self.last_error = None
+        return conn
+
+
 class Database:
     """A pool on one URL and the store kind using it; raises the kind's error classes."""
 
@@ -90,24 +141,32 @@ class Database:
         unavailable: type[Exception],
         *,
         max_size: int = 8,
+        refused: type[Exception] = DatabaseRefused,
     ) -> None:
-        self.url = url
+        try:
+            url, settings = postgres_url.split(url)
+        except postgres_url.InvalidPoolSetting as exc:
+            raise UnsupportedLocation(f"{kind} store {redact(url)!r}: {exc}") from None
+        self.url = url  # what libpq reads: without redflags' own pool_* parameters
         self.kind = kind
         self.where = where(url)
         self._error = error
         self._unavailable = unavailable
-        self._pool = psycopg_pool.ConnectionPool(
+        self._refused = refused
+        self.wait_s = settings.wait_s if settings.wait_s is not None else WAIT_S
+        min_size, max_size = settings.sizes(max_size)
+        self._pool = _Pool(
             url,
-            min_size=1,
+            min_size=min_size,
             max_size=max_size,
-            timeout=WAIT_S,
+            timeout=self.wait_s,
             open=False,
             check=psycopg_pool.ConnectionPool.check_connection,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT_S,
-                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                "application_name": f"redflags-{kind}",
+                "options": _options(url, f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"),
+                "fallback_application_name": f"redflags-{kind}",  # the URL's application_name wins
             },
             # a failed connection is not retried in the background with a growing backoff: the
             # next call that needs one connects, so calls work again as soon as the server is back
@@ -121,9 +180,17 @@ class Database:
         version migrated from (None: not migrated)."""
         try:
             conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="redflags"
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                fallback_application_name="redflags",
             )
         except psycopg.Error as exc:
+            if problem := refusal(exc):
+                raise self._refused(
+                    f"PostgreSQL at {self.where} refused the {self.kind} store's login ({problem}): "
+                    f"{one_line(exc)}"
+                ) from None
             raise self._unavailable(
                 f"cannot connect to PostgreSQL at {self.where} ({self.kind} store): {one_line(exc)}"
             ) from None
@@ -135,19 +202,39 @@ class Database:
         self._pool.open(wait=False)
         return migrated
 
-    def failure(self, exc: BaseException, what: str) -> Exception:
-        """The one-line error of a failed call (unavailable or not)."""
+    def failure(self, exc: BaseException, what: str, *, lost: bool = False) -> Exception:
+        """The one-line error of a failed call (unavailable or not); ``lost``: the server
+        dropped the connection (``connection_lost`` on the error)."""
         kind = self._unavailable if is_unavailable(exc) else self._error
-        return kind(f"PostgreSQL {self.kind} store at {self.where}: {what} failed: {one_line(exc)}")
+        why = one_line(exc)
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            why = f"no free connection in the pool ({why})"
+            if (last := self._pool.last_error) is not None:
+                why += f"; its last new connection failed: {one_line(last)}"
+        error = kind(f"PostgreSQL {self.kind} store at {self.where}: {what} failed: {why}")
+        error.connection_lost = lost  # type: ignore[attr-defined]
+        return error
+
+    def wait_now(self, most: float | None = None) -> float:
+        """Seconds this call may wait for a connection: ``pool_wait`` (or ``most``), and less
+        when the call's deadline is nearer (``call_deadline``)."""
+        wait = self.wait_s if most is None else min(most, self.wait_s)
+        left = call_deadline.remaining()
+        if left is not None:
+            wait = min(wait, left - DEADLINE_MARGIN_S)
+        return max(wait, 0.01)
 
     @contextmanager
-    def connection(self, what: str = "call") -> Iterator[psycopg.Connection[Any]]:
+    def connection(
+        self, what: str = "call", *, wait: float | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection (no transaction); psycopg and pool errors become one line."""
+        conn: psycopg.Connection[Any] | None = None
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=self.wait_now(wait)) as conn:
                 yield conn
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
-            raise self.failure(exc, what) from None
+            raise self.failure(exc, what, lost=conn is not None and conn.broken) from None
 
     @contextmanager
     def transaction(self, what: str = "write") -> Iterator[psycopg.Connection[Any]]:
@@ -156,11 +243,20 @@ class Database:
 
     def ping(self) -> None:
         """A round trip on a pooled connection: the readiness probe (raises the kind's errors)."""
-        with self.connection("ping") as conn:
+        with self.connection("ping", wait=PING_WAIT_S) as conn:
             conn.execute("SELECT 1")
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _options(url: str, ours: str) -> str:
+    """The URL's own ``options`` (``-c search_path=...``) after ours, so the URL's win."""
+    try:
+        theirs = psycopg.conninfo.conninfo_to_dict(url).get("options") or ""
+    except psycopg.ProgrammingError:
+        theirs = ""
+    return f"{ours} {theirs}".strip()
 
 
 def migrate(
@@ -193,4 +289,4 @@ def migrate(
     return None
 
 
-__all__ = ["Database", "Schema", "is_unavailable", "migrate", "one_line", "where"]
+__all__ = ["Database", "Schema", "is_unavailable", "migrate", "one_line", "refusal", "where"]

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from fhir_adapters.times import iso
 from redflags.state import feedback_sql as sql
 from redflags.state.feedback import KEEP_S, PURGE_EVERY_S
+from redflags.state.location import DatabaseRefused
 from redflags.state.model import (
     Feedback,
     FeedbackReport,
@@ -41,6 +42,10 @@ SCHEMA = Schema(
 _SQL = POSTGRES
 
 
+class FeedbackDatabaseRefused(DatabaseRefused, FeedbackStoreError):
+    """The database refused the feedback store's login (wrong password, no such role or database)."""
+
+
 class PostgresFeedbackStore:
     """``FeedbackStore`` on PostgreSQL; every write is one transaction, durable at commit."""
 
@@ -52,7 +57,14 @@ class PostgresFeedbackStore:
 
     @classmethod
     def open(cls, url: str, *, create: bool = True, max_size: int = 4) -> PostgresFeedbackStore:
-        db = Database(url, "feedback", FeedbackStoreError, FeedbackStoreUnavailable, max_size=max_size)
+        db = Database(
+            url,
+            "feedback",
+            FeedbackStoreError,
+            FeedbackStoreUnavailable,
+            max_size=max_size,
+            refused=FeedbackDatabaseRefused,
+        )
         db.open(SCHEMA)
         return cls(db)
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from redflags.state.jti import JtiStoreError
+from redflags.state.location import DatabaseRefused
 from redflags.state.model import StoreUnavailable
 from redflags.state.postgres_db import Database, Schema
 
@@ -32,6 +33,10 @@ class JtiStoreUnavailable(JtiStoreError, StoreUnavailable):
     """The jti store's database is unreachable for now: the call is refused with a 503."""
 
 
+class JtiDatabaseRefused(DatabaseRefused, JtiStoreError):
+    """The database refused the jti store's login (wrong password, no such role or database)."""
+
+
 class PostgresJtiStore:
     PURGE_EVERY_S = 60.0
 
@@ -44,7 +49,9 @@ class PostgresJtiStore:
 
     @classmethod
     def open(cls, url: str, clock: Callable[[], float] = time.time, *, max_size: int = 4) -> PostgresJtiStore:
-        db = Database(url, "jti", JtiStoreError, JtiStoreUnavailable, max_size=max_size)
+        db = Database(
+            url, "jti", JtiStoreError, JtiStoreUnavailable, max_size=max_size, refused=JtiDatabaseRefused
+        )
         db.open(SCHEMA)
         return cls(db, clock)
 

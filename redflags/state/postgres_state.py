@@ -15,16 +15,22 @@ and ``redflags outbox`` processes share. What differs, and why:
   each other, and an item whose deliverer died comes back when its lease ends.
 - Reads run in one ``REPEATABLE READ`` transaction (the facts, ledger and sequence number of a
   snapshot belong together).
+- A connection the server drops mid-statement (a restart, ``pg_terminate_backend``, a proxy's
+  idle cut): a read is tried once more on a fresh connection (reads change nothing, so twice
+  is safe), unless it ran on the connection holding the patient lock (the lock went with it);
+  a write is not (its transaction was rolled back with the connection; the caller sees
+  ``StateStoreUnavailable`` and calls again).
 - Errors: ``StateStoreUnavailable`` when the database is unreachable or restarting (503),
   ``StateStoreError`` otherwise; one line naming host and database.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 import psycopg
@@ -82,6 +88,25 @@ SCHEMA = Schema(
 )
 SCHEMA_VERSION = SCHEMA.version
 _SQL = rows.POSTGRES
+P = ParamSpec("P")
+T = TypeVar("T")
+#: The reads (one read-only transaction each) tried again once on a fresh connection when the
+#: server dropped theirs mid-statement.
+RETRIED_READS = (
+    "snapshot",
+    "facts_by_resource",
+    "active",
+    "transitions",
+    "tenants",
+    "due",
+    "due_ids",
+    "delivery",
+    "next_due",
+    "counts",
+    "deliveries",
+    "oldest_pending",
+    "outbox_events",
+)
 #: The advisory lock of one tenant's patient (both the session and the transaction form).
 _PATIENT_KEY = "hashtextextended(%s || chr(31) || %s, 7)"
 
@@ -232,6 +257,28 @@ class PostgresStateStore(SqlStateStore):
 
     def _chosen(self, items: Sequence[int]) -> tuple[str, object]:
         return " AND id = ANY(%s)", list(items)
+
+
+def _read_again_once(read: Callable[P, T]) -> Callable[P, T]:
+    """``read``, called once more when the server dropped its connection mid-statement (not
+    under the patient lock: that connection held the lock, which is gone with it)."""
+
+    @functools.wraps(read)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return read(*args, **kwargs)
+        except StateStoreUnavailable as exc:
+            store = cast(PostgresStateStore, args[0])
+            if not getattr(exc, "connection_lost", False) or getattr(store._held, "conn", None) is not None:
+                raise
+            log.warning("state.read_retried", read=read.__name__, reason="connection lost")
+            return read(*args, **kwargs)
+
+    return run
+
+
+for _name in RETRIED_READS:
+    setattr(PostgresStateStore, _name, _read_again_once(getattr(PostgresStateStore, _name)))
 
 
 _FACTS = _SQL.sql(rows.FACTS)

@@ -30,6 +30,7 @@ from redflags.state.location import (
     FEEDBACK_FILE,
     JTI_FILE,
     STATE_FILE,
+    DatabaseRefused,
     StorePaths,
     UnsupportedLocation,
     check_location,
@@ -126,7 +127,8 @@ def open_stores(location: str | Path | StorePaths | None = None, *, stateless: b
     (``default_folder()``, made owner-only).
 
     Anything wrong is one ``StateStoreError`` line (a URL of another kind:
-    ``UnsupportedLocation``; a database that cannot be reached: ``StateStoreUnavailable``);
+    ``UnsupportedLocation``; a database that refuses the login: ``DatabaseRefused``; one that
+    cannot be reached: ``StateStoreUnavailable``);
     nothing stays open when one of the three fails.
     """
     paths = location if isinstance(location, StorePaths) else StorePaths.resolve(location)
@@ -143,7 +145,8 @@ def open_stores(location: str | Path | StorePaths | None = None, *, stateless: b
     except (FeedbackStoreError, JtiStoreError) as exc:
         for store in opened:
             getattr(store, "close", lambda: None)()
-        kind = StateStoreUnavailable if isinstance(exc, StoreUnavailable) else StateStoreError
+        kinds = ((DatabaseRefused, DatabaseRefused), (StoreUnavailable, StateStoreUnavailable))
+        kind = next((ours for theirs, ours in kinds if isinstance(exc, theirs)), StateStoreError)
         raise kind(" ".join(str(exc).split())) from None
     except StateStoreError:
         for store in opened:
