@@ -275,6 +275,8 @@ def migrate(
                 f"PostgreSQL {schema.kind} store at {where}: schema version {found} is newer than this "
                 f"redflags reads ({schema.version}); upgrade redflags"
             )
+        if found < schema.version:  # a migration runs to its end, whatever the role's default timeout
+            conn.execute("SET LOCAL statement_timeout = 0")
         for target in range(found + 1, schema.version + 1):
             for statement in schema.migrations[target]:
                 conn.execute(statement)  # our own constant SQL
