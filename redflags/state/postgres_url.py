@@ -7,6 +7,7 @@ it does not know); every other parameter (``sslmode``, ``sslrootcert``, ``option
 ``application_name``, ...) is passed through as written. A bad value, or an unknown
 ``pool_...`` name (a typo would silently keep the default), is one line naming the parameter
 (``InvalidPoolSetting``; the CLI exits 2). No psycopg here: ``location`` checks a URL with it.
+The operator's page: ``docs/postgresql.md#pool-settings``.
 """
 
 from __future__ import annotations
