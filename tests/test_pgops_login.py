@@ -5,6 +5,7 @@ role logs in with scram-sha-256 on loopback TCP, every other role is trusted).""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from .pg_server import PgServer
 from .service_harness import free_port, running_service
 
 ROLE, PASSWORD = "rf_login", "right-pw-1"
+_DATABASES = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def login_db(pg_server: PgServer) -> str:
         hba.write_text(line + text)  # first line that matches wins
         pg_server.execute("SELECT pg_reload_conf()")
         pg_server.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
-    name = f"login{os.getpid()}"
+    name = f"login{os.getpid()}_{next(_DATABASES)}"  # one per module that uses the fixture
     pg_server.execute(f"CREATE DATABASE {name} OWNER {ROLE} TEMPLATE template0")
     return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{pg_server.port}/{name}"
 
