@@ -159,3 +159,25 @@ def test_pool_wait_bounds_a_call_without_a_deadline(pg_url: str) -> None:
         assert isinstance(raised, StateStoreUnavailable), raised
     finally:
         store.close()
+
+
+def test_a_patient_locked_at_another_replica_is_waited_for_only_until_the_deadline(pg_url: str) -> None:
+    """The other replica's evaluation holds the patient: a call with 1 s left gives up by then
+    (the lock's own bound is the 15 s statement timeout), and the lock works after."""
+    other, store = open_state(pg_url), open_state(pg_url)
+    try:
+
+        def late_lock() -> None:
+            with call_deadline.within(1.0), store.patient_lock("Patient/1"):
+                pass
+
+        with other.patient_lock("Patient/1"):
+            raised = _bounded(late_lock)
+        assert isinstance(raised, StateStoreUnavailable), raised
+        with call_deadline.within(5.0), store.patient_lock("Patient/1"):
+            assert store.snapshot("Patient/1").seq == 0  # the bounded wait left a usable connection
+        with store.patient_lock("Patient/2"):  # and without a deadline as before
+            pass
+    finally:
+        other.close()
+        store.close()

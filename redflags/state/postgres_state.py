@@ -36,6 +36,7 @@ import orjson
 import psycopg
 
 from engine.logger import get_logger
+from redflags.state import call_deadline
 from redflags.state import sql_rows as rows
 from redflags.state.keyed_lock import KeyedLocks
 from redflags.state.model import (
@@ -46,7 +47,7 @@ from redflags.state.model import (
     StateStoreError,
     StateStoreUnavailable,
 )
-from redflags.state.postgres_db import Database, Schema
+from redflags.state.postgres_db import DEADLINE_MARGIN_S, STATEMENT_TIMEOUT_MS, Database, Schema
 from redflags.state.sql_store import SqlStateStore
 
 log = get_logger("redflags.state")
@@ -173,7 +174,7 @@ class PostgresStateStore(SqlStateStore):
         if getattr(self._held, "conn", None) is not None:
             raise StateStoreError("patient_lock is not reentrant")
         with self._patients.hold((tenant, patient)), self._db.connection("lock") as conn:
-            conn.execute(f"SELECT pg_advisory_lock({_PATIENT_KEY})", (tenant, patient))
+            _wait_for_lock(conn, (tenant, patient))
             self._held.conn = conn
             try:
                 yield
@@ -257,6 +258,20 @@ class PostgresStateStore(SqlStateStore):
 
     def _chosen(self, items: Sequence[int]) -> tuple[str, object]:
         return " AND id = ANY(%s)", list(items)
+
+
+def _wait_for_lock(conn: psycopg.Connection[Any], key: tuple[str, str]) -> None:
+    """Take the patient's session lock, waiting for another replica's evaluation of the patient
+    at most the statement timeout, or less when the call's deadline is nearer (then the wait is
+    bounded in a transaction of its own: the session lock outlives it)."""
+    left = call_deadline.remaining()
+    if left is None or left - DEADLINE_MARGIN_S >= STATEMENT_TIMEOUT_MS / 1000:
+        conn.execute(f"SELECT pg_advisory_lock({_PATIENT_KEY})", key)
+        return
+    wait_ms = max(int((left - DEADLINE_MARGIN_S) * 1000), 1)
+    with conn.transaction():
+        conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(wait_ms),))
+        conn.execute(f"SELECT pg_advisory_lock({_PATIENT_KEY})", key)
 
 
 def _read_again_once(read: Callable[P, T]) -> Callable[P, T]:
