@@ -17,6 +17,7 @@ import pytest
 from redflags.state import call_deadline
 from redflags.state.location import UnsupportedLocation
 from redflags.state.model import StateStoreUnavailable
+from redflags.state.postgres_db import where
 from redflags.state.postgres_url import InvalidPoolSetting, PoolSettings, split
 from redflags.state.stores import open_feedback, open_state
 
@@ -45,6 +46,7 @@ def test_pool_parameters_are_read_and_taken_out_of_the_url() -> None:
     )
     assert split("postgresql://db/site?pool_wait=2.5") == ("postgresql://db/site", PoolSettings(wait_s=2.5))
     assert split("postgresql://db/site") == ("postgresql://db/site", PoolSettings())
+    assert where("postgresql://rf:pw@db:6432/site?pool_max=4&sslmode=require") == "db:6432/site"
     assert PoolSettings(max_size=2).sizes(8) == (1, 2)
     assert PoolSettings(min_size=3).sizes(2) == (2, 2)  # a store with a smaller default is not grown
 

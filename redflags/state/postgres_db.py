@@ -72,8 +72,8 @@ class Schema:
 def where(url: str) -> str:
     """``host:port/dbname`` of a URL, for messages (never user or password)."""
     try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
+        info = psycopg.conninfo.conninfo_to_dict(postgres_url.split(url)[0])
+    except (psycopg.ProgrammingError, postgres_url.InvalidPoolSetting):
         return redact(url)
     host = info.get("host") or "localhost"
     port = info.get("port") or "5432"
