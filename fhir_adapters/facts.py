@@ -77,6 +77,8 @@ MAX_AGE_YEARS = 150  # an onset or abatement age past this is a data error, not 
 _HEMOLYSIS = re.compile(r"\b(non-?|not\s+|no\s+)?ha?emoly[sz]", re.IGNORECASE)
 #: HL7 v2 table 0493 (Specimen.condition): HEM = haemolysed.
 _HEMOLYSED_CONDITION = ("http://terminology.hl7.org/CodeSystem/v2-0493", "HEM")
+#: the elements ``_hemolysed`` reads
+_HEMOLYSIS_FIELDS = frozenset({"interpretation", "note", "specimen", "contained"})
 
 
 @dataclass(slots=True)
@@ -160,6 +162,8 @@ def _side_from_sites(sites: list[dict[str, Any]], term: Terminology) -> str | No
 
 def _site_info(sites: list[dict[str, Any]], term: Terminology, path: str) -> tuple[str | None, str | None]:
     """(site code, limb) where limb is "leg"/"arm" when the site is in a limb value set."""
+    if not sites:  # most records: no body site
+        return None, None
     lower, upper = term.set_url("body-site-lower-limb"), term.set_url("body-site-upper-limb")
     for site in sites:
         for system, code in _codings(site, path):
@@ -383,15 +387,14 @@ def _presence(res: dict[str, Any], path: str) -> str | None:
 def _number(res: dict[str, Any], path: str) -> tuple[float, str | None] | None:
     if "valueQuantity" in res:
         qty = res["valueQuantity"]
-        qpath = f"{path}.valueQuantity"
         if not isinstance(qty, dict):
-            raise IntakeError(qpath, "expected a Quantity object")
+            raise IntakeError(f"{path}.valueQuantity", "expected a Quantity object")
         value = qty.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise IntakeError(f"{qpath}.value", f"expected a number, got {shown(value)}")
+            raise IntakeError(f"{path}.valueQuantity.value", f"expected a number, got {shown(value)}")
         if qty.get("comparator") is not None:
             raise IntakeError(
-                f"{qpath}.comparator",
+                f"{path}.valueQuantity.comparator",
                 "a bounded value (<, >) cannot be compared with thresholds",
                 "value",
             )
@@ -439,6 +442,8 @@ def _hemolysed(res: dict[str, Any]) -> bool:
 
     Only a Specimen contained in the Observation is read (intake does not map Specimen).
     """
+    if _HEMOLYSIS_FIELDS.isdisjoint(res.keys()):  # most results: none of them, nothing to read
+        return False
     texts: list[str] = []
     for concept in _list(res.get("interpretation")):
         texts += _concept_texts(concept)
@@ -462,6 +467,10 @@ def _hemolysed(res: dict[str, Any]) -> bool:
                     return True
             texts += _concept_texts(concept)
     return any(not found.group(1) for text in texts for found in _HEMOLYSIS.finditer(text))
+
+
+#: key kinds an Observation gives a ``value`` fact for
+_VALUE_KINDS = frozenset({"quantity", "score", "qualitative", "datetime"})
 
 
 def _observation(
@@ -509,24 +518,34 @@ def _observation(
         "suspected": 0,
         "prelim": 1 if status == "preliminary" else 0,
     }
+    # a value fact: the finding's fields in the same order, less span, active and suspected
+    value_base: Fact = {
+        "t": "value",
+        "pid": pid,
+        "ref": ref,
+        "ts": ts,
+        "onset": onset,
+        "prelim": base["prelim"],
+    }
     if site:
-        base["site"] = site
+        base["site"] = value_base["site"] = site
     if limb:
-        base["limb"] = limb
+        base["limb"] = value_base["limb"] = limb
     facts: list[Fact] = []
     for match in matches:
         info = term.keys[match.key]
-        fact = dict(base, key=match.key, side=match.side or side or "unknown")
-        if info.kind == "finding":
+        kind = info.kind
+        fact = dict(
+            value_base if kind in _VALUE_KINDS else base, key=match.key, side=match.side or side or "unknown"
+        )
+        if kind == "finding":
             # a non-specific code counts only through its text (R29.2 + "absent"): that text names
             # the finding, it does not negate it (14.3 reads the value of a finding code)
             state = "present" if match.restriction == "value-must-confirm" else _presence(res, path)
             if state is None:
                 continue
             fact["state"] = state
-        elif info.kind in ("quantity", "score", "qualitative"):
-            fact["t"] = "value"
-            del fact["active"], fact["suspected"], fact["span"]
+        elif kind in ("quantity", "score", "qualitative"):
             fact["hemolysed"] = 1 if _hemolysed(res) else 0
             if issued is not None:
                 fact["issued"] = issued  # breaks a tie of effective times (14.2)
@@ -570,11 +589,9 @@ def _observation(
                         fact[bound] = limit
             elif not interp:
                 continue
-        elif info.kind == "datetime":
+        elif kind == "datetime":
             if "valueDateTime" not in res:
                 continue
-            fact["t"] = "value"
-            del fact["active"], fact["suspected"], fact["span"]
             fact["v"] = to_epoch(res["valueDateTime"], f"{path}.valueDateTime")
             fact["unit"] = "s"
             fact["hemolysed"] = 0
