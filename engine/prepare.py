@@ -183,14 +183,16 @@ def _latest(facts: Sequence[Fact], now: int) -> None:
             results[0][1]["prev_age"] = now
             continue
         times = sorted({ts for ts, _f in results})
-        newest = [f for ts, f in results if ts == times[-1]]
-        issued = [i for f in newest if (i := _num(f, "issued")) is not None]
+        newest = times[-1]
+        issued = [i for ts, f in results if ts == newest and (i := _num(f, "issued")) is not None]
         last_issued = max(issued, default=None)
-        tied = {id(f) for f in newest}
         before = dict(zip(times[1:], times, strict=False))  # each time -> the time before it
         for ts, f in results:
-            mine = _num(f, "issued")
-            f["latest"] = 1 if id(f) in tied and (mine is None or mine == last_issued) else 0
+            if ts == newest:  # tied on the newest time: latest unless another was issued later
+                mine = f.get("issued")
+                f["latest"] = 1 if not isinstance(mine, int) or mine == last_issued else 0
+            else:
+                f["latest"] = 0
             # The first result has no previous one: as if it were at the epoch (age = now), so
             # "prev_age > T" alone says "first since T". Always present: durable-rules fails a
             # join on a missing property (error 311) and ignores an OR that joins.

@@ -441,6 +441,29 @@ class Engine:
         return action
 
     def _derive(self, spec: Spec, facts: list[dict[str, Any]], ctx: _Context) -> None:
+        # one pass over the matched facts (an action per match: this runs often)
+        age = prelim = suspected = 0  # each the greatest over the facts (none: 0)
+        first: int | None = None  # the greatest first_onset_age (else onset_age, else -1)
+        onset: int | None = None  # the earliest onset
+        ts: int | None = None  # the newest time
+        sources: list[dict[str, Any]] = []
+        for i, f in enumerate(facts):
+            mine = int(f.get("age", 0))
+            age = mine if i == 0 or mine > age else age
+            mine = int(f.get("prelim", 0))
+            prelim = mine if i == 0 or mine > prelim else prelim
+            mine = int(f.get("suspected", 0))
+            suspected = mine if i == 0 or mine > suspected else suspected
+            if f["t"] != "patient":
+                sources.append(f)
+                mine = int(f.get("first_onset_age", f.get("onset_age", -1)))
+                first = mine if first is None else max(first, mine)
+            when = f.get("onset")
+            if isinstance(when, int):
+                onset = int(when) if onset is None else min(onset, int(when))
+            when = f.get("ts")
+            if isinstance(when, int):
+                ts = int(when) if ts is None else max(ts, int(when))
         derived: Fact = {
             "t": "derived",
             "key": spec.key,
@@ -448,22 +471,18 @@ class Engine:
             "sid": ctx.sid,
             "refs": _refs(facts),
             "pid": ctx.pid,
-            "age": max((int(f.get("age", 0)) for f in facts), default=0),
-            "prelim": max((int(f.get("prelim", 0)) for f in facts), default=0),
-            "suspected": max((int(f.get("suspected", 0)) for f in facts), default=0),
+            "age": age,
+            "prelim": prelim,
+            "suspected": suspected,
         }
-        firsts = [int(f.get("first_onset_age", f.get("onset_age", -1))) for f in facts if f["t"] != "patient"]
-        if firsts and max(firsts) >= 0:
-            derived["first_onset_age"] = max(firsts)
-        onsets = [int(f["onset"]) for f in facts if isinstance(f.get("onset"), int)]
-        if onsets:
-            derived["onset"] = min(onsets)
-        stamps = [int(f["ts"]) for f in facts if isinstance(f.get("ts"), int)]
-        if stamps:
-            derived["ts"] = max(stamps)  # the newest evidence (progression "after" comparisons)
+        if first is not None and first >= 0:
+            derived["first_onset_age"] = first
+        if onset is not None:
+            derived["onset"] = onset
+        if ts is not None:
+            derived["ts"] = ts  # the newest evidence (progression "after" comparisons)
         if spec.label:
             derived["label"] = spec.label
-        sources = [f for f in facts if f["t"] != "patient"]
         try:  # the rule's own calculations: their failure is that rule's, not the patient's
             side = (
                 spec.side(facts)

@@ -234,7 +234,7 @@ def _keys(
             prior = found.get(match.key)
             if prior is None or (prior.side is None and match.side):
                 found[match.key] = match
-    return list(found.values())
+    return list(found.values()) if found else []
 
 
 def _time(resource: dict[str, Any], names: Iterable[str], path: str) -> int | None:
@@ -469,6 +469,8 @@ def _hemolysed(res: dict[str, Any]) -> bool:
     return any(not found.group(1) for text in texts for found in _HEMOLYSIS.finditer(text))
 
 
+#: where an Observation's time is, first found first (``effectivePeriod`` is read apart)
+_EFFECTIVE = ("effectiveDateTime", "effectiveInstant")
 #: key kinds an Observation gives a ``value`` fact for
 _VALUE_KINDS = frozenset({"quantity", "score", "qualitative", "datetime"})
 
@@ -490,12 +492,15 @@ def _observation(
     if "dataAbsentReason" in res:
         issues.append(Issue(path, "dataAbsentReason: value missing", "informational", "information"))
         return []
-    ts = _time(res, ("effectiveDateTime", "effectiveInstant"), path)
-    start = _time(res, ("effectivePeriod",), path)
-    end = _period_end(res, "effectivePeriod", path)
+    ts = _time(res, _EFFECTIVE, path)
+    start = end = None
+    if res.get("effectivePeriod") is not None:  # most results: a dateTime only
+        start = _time(res, ("effectivePeriod",), path)
+        end = _period_end(res, "effectivePeriod", path)
     if ts is None:
         ts = end if end is not None else start
-    issued = _time(res, ("issued",), path)
+    sent = res.get("issued")
+    issued = None if sent is None else to_epoch(sent, f"{path}.issued")
     if ts is None:
         ts = issued
     if ts is None:
@@ -505,7 +510,7 @@ def _observation(
             "required",
         )
     onset = start if start is not None else ts
-    site, limb = _site_info(sites, term, f"{path}.bodySite")
+    site, limb = _site_info(sites, term, f"{path}.bodySite") if sites else (None, None)
     side = _side_from_sites(sites, term)
     base: Fact = {
         "t": "finding",
