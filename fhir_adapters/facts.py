@@ -97,9 +97,9 @@ def _codings(concept: object, path: str) -> list[tuple[str, str]]:
     if not isinstance(codings, list):
         raise IntakeError(f"{path}.coding", "expected an array")
     out = []
-    for i, coding in enumerate(codings):
-        if not isinstance(coding, dict):
-            raise IntakeError(f"{path}.coding[{i}]", "expected a Coding object")
+    for coding in codings:
+        if not isinstance(coding, dict):  # the first that is none: ``index`` finds its position
+            raise IntakeError(f"{path}.coding[{codings.index(coding)}]", "expected a Coding object")
         system, code = coding.get("system"), coding.get("code")
         if isinstance(system, str) and isinstance(code, str):
             out.append((system, code))
@@ -588,7 +588,7 @@ def _observation(
                 # not rounded: a value on a cut-off stays on it (units.convert is exact)
                 fact["v"] = value
                 fact["unit"] = info.unit or "1"
-                for bound in ("high", "low"):
+                for bound in ("high", "low") if "referenceRange" in res else ():
                     limit = _range_bound(res, bound, match.key, info.unit, path)
                     if limit is not None:
                         fact[bound] = limit

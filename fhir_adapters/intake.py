@@ -80,6 +80,10 @@ class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     text: bytes | None = None  # the resource's JSON as it arrived, when kept (a CDS call's record)
 
 
+#: ``Entry`` from its four fields without the generated ``__new__`` (a Python call per resource)
+_entry = tuple.__new__
+
+
 #: (path, resource, fullUrl): a resource as read, what ``group`` reads into an ``Entry``
 Found = tuple[str, dict[str, Any], str | None]
 #: the same with the resource's JSON text (``Entry.text``)
@@ -287,7 +291,7 @@ def group(
                 )
                 continue
         patient = intake.patients.get(pid) or intake.patients.setdefault(pid, PatientGroup(pid))
-        patient.entries.append(Entry(path, res, url, text))
+        patient.entries.append(_entry(Entry, (path, res, url, text)))
     if context:
         used: set[int] = set()
         for patient in intake.patients.values():
