@@ -204,18 +204,33 @@ def _keys(
     term: Terminology,
     rtype: str,
     routes: Sequence[tuple[str, str]] = (),
+    memo: KeysMemo | None = None,
 ) -> list[Match]:
-    """Finding keys a code means here, honouring body-site and route qualifiers and resource types."""
+    """Finding keys a code means here, honouring body-site and route qualifiers and resource types.
+
+    ``memo``: the keys of codings worked out before in the same mapping (``KeysMemo``).
+    """
+    codings = _codings(concept, path)
+    said = (rtype, *codings)
+    if memo is not None:
+        known = memo.get(said)
+        if known is not None:
+            return known
     found: dict[str, Match] = {}
     res_text: str | None = None  # both read only when a match needs them (most codes match nothing)
     site_codes: list[tuple[str, str]] | None = None
-    for system, code in _codings(concept, path):
+    alone = not routes  # the keys follow from the codings alone (no qualifier was read)
+    for system, code in codings:
         for match in term.matches(system, code):
             info = term.keys.get(match.key)
             if info and info.resource_types and rtype not in info.resource_types:
                 continue
             if match.restriction == "proxy-only":
                 continue  # a diagnosis proxy never stands in for the measured value
+            if match.requires_no_site or match.requires_site or match.requires_route:
+                alone = False
+            if match.restriction == "value-must-confirm":
+                alone = False
             if site_codes is None and (match.requires_no_site or match.requires_site):
                 site_path = path.rsplit(".", 1)[0] + ".bodySite"
                 site_codes = [c for s in sites for c in _codings(s, site_path)]
@@ -234,7 +249,16 @@ def _keys(
             prior = found.get(match.key)
             if prior is None or (prior.side is None and match.side):
                 found[match.key] = match
-    return list(found.values()) if found else []
+    keys = list(found.values()) if found else []
+    if memo is not None and alone:
+        memo[said] = keys
+    return keys
+
+
+#: (resource type, its codings) -> finding keys, for codings whose keys depend on nothing else
+#: (no body-site, route or text qualifier): one mapping's, made afresh by each ``patient_facts``
+#: (a call's results repeat a few codes: weekly vitals and labs), so it holds no older terminology
+KeysMemo = dict[tuple[object, ...], list[Match]]
 
 
 def _time(resource: dict[str, Any], names: Iterable[str], path: str) -> int | None:
@@ -476,7 +500,13 @@ _VALUE_KINDS = frozenset({"quantity", "score", "qualitative", "datetime"})
 
 
 def _observation(
-    res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology, issues: list[Issue]
+    res: dict[str, Any],
+    path: str,
+    pid: str,
+    ref: str,
+    term: Terminology,
+    issues: list[Issue],
+    memo: KeysMemo | None = None,
 ) -> list[Fact]:
     status = res.get("status")
     if not isinstance(status, str):
@@ -486,7 +516,7 @@ def _observation(
     if status not in _COUNTED_RESULT:
         raise IntakeError(f"{path}.status", f"unknown observation status {shown(status)}", "code-invalid")
     sites = _sites(res, path)
-    matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation")
+    matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation", (), memo)
     if not matches:
         return []
     if "dataAbsentReason" in res:
@@ -606,11 +636,13 @@ def _observation(
     return facts
 
 
-def _procedure(res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
+def _procedure(
+    res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology, memo: KeysMemo | None = None
+) -> list[Fact]:
     if _code(res.get("status")) not in _PROCEDURE_DONE:
         return []
     ts = _time(res, ("performedDateTime", "performedPeriod"), path)  # 14.4: the start
-    matches = _keys(res, res.get("code"), f"{path}.code", [], term, "Procedure")
+    matches = _keys(res, res.get("code"), f"{path}.code", [], term, "Procedure", (), memo)
     return [
         {"t": "procedure", "pid": pid, "ref": ref, "key": m.key, **({"ts": ts} if ts else {})}
         for m in matches
@@ -725,29 +757,37 @@ def patient_facts(group: PatientGroup, term: Terminology, cache: FactsCache | No
                 born = date.fromisoformat(str(facts[0]["birth"]))
     periods = _encounter_periods(group.entries, out.issues)
     meds = medication_ref.index(group.entries)
+    memo: KeysMemo = {}  # this mapping's only: see KeysMemo
     for entry in group.entries:
         try:
             if cache is not None and entry.resource.get("resourceType") in SELF_CONTAINED:
-                out.facts.extend(_cached_facts(entry, group.pid, term, out.issues, cache))
+                out.facts.extend(_cached_facts(entry, group.pid, term, out.issues, cache, memo))
             else:
-                out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods, meds))
+                facts = _resource_facts(entry, group.pid, term, born, out.issues, periods, meds, memo)
+                out.facts.extend(facts)
         except IntakeError as exc:
             out.issues.append(Issue(exc.path, exc.message, exc.code))
     return out
 
 
 def _cached_facts(
-    entry: Entry, pid: str, term: Terminology, issues: list[Issue], cache: FactsCache
+    entry: Entry, pid: str, term: Terminology, issues: list[Issue], cache: FactsCache, memo: KeysMemo
 ) -> list[Fact]:
     """``_resource_facts`` of a SELF_CONTAINED resource, through the cache."""
     res, path = entry.resource, entry.path
     ref = reference_of(res, entry.full_url)
     if res["resourceType"] == "Observation":
         return cache.facts(
-            res, pid, ref, path, issues, lambda own: _observation(res, path, pid, ref, term, own), entry.text
+            res,
+            pid,
+            ref,
+            path,
+            issues,
+            lambda own: _observation(res, path, pid, ref, term, own, memo),
+            entry.text,
         )
     return cache.facts(
-        res, pid, ref, path, issues, lambda _own: _procedure(res, path, pid, ref, term), entry.text
+        res, pid, ref, path, issues, lambda _own: _procedure(res, path, pid, ref, term, memo), entry.text
     )
 
 
@@ -759,6 +799,7 @@ def _resource_facts(
     issues: list[Issue],
     periods: Periods,
     meds: medication_ref.MedicationIndex,
+    memo: KeysMemo | None = None,
 ) -> list[Fact]:
     res, path = entry.resource, entry.path
     rtype = res["resourceType"]
@@ -766,9 +807,9 @@ def _resource_facts(
     if rtype == "Condition":
         return _condition(res, path, pid, ref, term, born, periods)
     if rtype == "Observation":
-        return _observation(res, path, pid, ref, term, issues)
+        return _observation(res, path, pid, ref, term, issues, memo)
     if rtype == "Procedure":
-        return _procedure(res, path, pid, ref, term)
+        return _procedure(res, path, pid, ref, term, memo)
     if rtype in _MED_ACTIVE:  # not Medication itself: only the drug a record references
         return _medication(res, path, pid, ref, term, meds, issues)
     return []
