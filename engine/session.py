@@ -326,6 +326,7 @@ class Engine:
                     self.censor_specs.append(spec)
         check_program([*self.specs, *self.scores])  # a fact no rule derives, an unstratified score
         self._item_keys = {f"{s.key}_item" for s in self.scores}
+        self._no_item_texts: dict[str, str] = {}  # a score's text -> its total's text without items
         #: value keys some condition reads beyond the newest result (trends, earlier values);
         #: older results of every other key can match nothing and are not asserted
         self._history_keys = frozenset(
@@ -558,13 +559,37 @@ class Engine:
             name, exc = ctx.errors[0]
             raise RuleActionError(f"rule {name} raised {type(exc).__name__}: {exc}") from exc
 
+    def _no_item_text(self, spec: Spec) -> str:
+        """The text of ``spec``'s total when no item was derived (worked out once per score)."""
+        text = self._no_item_texts.get(spec.text)
+        if text is None:  # the total of no item is the int 0 (``round(sum(()), 4)``)
+            text = self._no_item_texts[spec.text] = f"{spec.text.format(v=0)} (no item recorded)"
+        return text
+
     def _totals(self, ctx: _Context, pid: str, sid: str, counter: Iterator[int]) -> list[Fact]:
         """One derived fact per score: each labelled item counted once (its first derivation)."""
         totals: list[Fact] = []
         for spec in self.scores:
+            found = ctx.items.get(f"{spec.key}_item")
+            if not found:  # most scores of most patients: no item, the same total every time
+                totals.append(
+                    {
+                        "t": "derived",
+                        "key": spec.key,
+                        "v": 0,
+                        "pid": pid,
+                        "id": next(counter),
+                        "sid": sid,
+                        "age": 0,
+                        "side": "unknown",
+                        "refs": "",
+                        "text": self._no_item_text(spec),
+                    }
+                )
+                continue
             items: dict[str, dict[str, Any]] = {}  # derived facts: ``v`` is the float _derive stored
             cited: dict[str, None] = {}  # every record behind every item, equal ones too (lineage)
-            for item in ctx.items.get(f"{spec.key}_item", []):
+            for item in found:
                 items.setdefault(str(item["label"]), item)
                 cited.update(ctx.lineage.refs(int(item["id"])))  # type: ignore[call-overload]  # ids are ints (next_id)
             total = round(sum(float(i["v"]) for i in items.values()), 4)
