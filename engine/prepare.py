@@ -65,6 +65,8 @@ def prepare(facts: Iterable[Fact], now: int, censor: Mapping[str, str] | None = 
     """
     kept: list[Fact] = []
     future: list[Fact] = []
+    findings: list[Fact] = []
+    series: Series = {}  # the results by series, for ``_latest``, grouped on the way
     horizon = now + FUTURE_TOLERANCE
     for original in facts:
         fact = dict(original)
@@ -81,12 +83,18 @@ def prepare(facts: Iterable[Fact], now: int, censor: Mapping[str, str] | None = 
         kind = fact["t"]
         if kind == "value":
             fact["has_high"] = 1 if isinstance(fact.get("high"), int | float) else 0
+            key = (fact["key"], fact.get("side", "unknown"), fact.get("site"))
+            series.setdefault(key, []).append((ts or 0, fact))
+        elif kind == "finding":
+            findings.append(fact)
         elif kind == "patient" and isinstance(fact.get("birth"), str):
             fact["years"] = _years(str(fact["birth"]), now)
         kept.append(fact)
     kept, censored = _censor(kept, censor or {})
-    _findings(kept, now)
-    _latest(kept, now)
+    if censored:  # results left out: the series without them
+        series = _series(kept)
+    _findings(findings, now)
+    _latest(series, now)
     return Prepared(kept, future, censored)
 
 
@@ -116,8 +124,8 @@ def _censor(facts: list[Fact], censor: Mapping[str, str]) -> tuple[list[Fact], l
     return kept, dropped
 
 
-def _findings(facts: Sequence[Fact], now: int) -> None:
-    findings = [f for f in facts if f["t"] == "finding"]
+def _findings(findings: Sequence[Fact], now: int) -> None:
+    """first_onset_age, side_onset_age, cur (and a state's age) of each finding."""
     if not findings:
         return
     newest_absent: dict[tuple[object, object], int] = {}
@@ -162,7 +170,21 @@ def _sides(fact: Fact) -> tuple[object, ...]:
     return ("left", "right", "bilateral", "unknown") if side == "bilateral" else (side,)
 
 
-def _latest(facts: Sequence[Fact], now: int) -> None:
+#: the results of each series (key, side, site), each with its time (``_num(f, "ts") or 0``)
+Series = dict[tuple[object, object, object], list[tuple[int, Fact]]]
+
+
+def _series(facts: Sequence[Fact]) -> Series:
+    series: Series = {}
+    for f in facts:
+        if f["t"] == "value":
+            ts = f.get("ts")
+            key = (f["key"], f.get("side", "unknown"), f.get("site"))
+            series.setdefault(key, []).append(((ts or 0) if isinstance(ts, int) else 0, f))
+    return series
+
+
+def _latest(series: Series, now: int) -> None:
     """latest / prev_age of every result within its series (key, side, site).
 
     The latest result is the one with the newest time; of results with the same time, the one
@@ -171,12 +193,6 @@ def _latest(facts: Sequence[Fact], now: int) -> None:
     ``prev_age`` reads the newest result taken strictly before, so results taken at the same
     time are each "the first since" any earlier point.
     """
-    series: dict[tuple[object, object, object], list[tuple[int, Fact]]] = {}
-    for f in facts:
-        if f["t"] == "value":
-            ts = f.get("ts")  # ``_num(f, "ts") or 0``, read once per result
-            key = (f["key"], f.get("side", "unknown"), f.get("site"))
-            series.setdefault(key, []).append(((ts or 0) if isinstance(ts, int) else 0, f))
     for results in series.values():
         if len(results) == 1:  # most series: the one result is latest, with none before it
             results[0][1]["latest"] = 1

@@ -110,7 +110,9 @@ MAX_REFS = 20
 
 def _signature(fact: Mapping[str, object]) -> bytes:
     """What the rules can read of a fact: everything but its identity and evidence."""
-    read = {k: v for k, v in fact.items() if k not in SOURCE_FIELDS}
+    read = dict(fact)  # then the few source fields out: cheaper than a comprehension over all
+    for name in SOURCE_FIELDS:
+        read.pop(name, None)
     return orjson.dumps(read, option=orjson.OPT_SORT_KEYS)
 
 

@@ -515,7 +515,7 @@ def _observation(
         return []
     if status not in _COUNTED_RESULT:
         raise IntakeError(f"{path}.status", f"unknown observation status {shown(status)}", "code-invalid")
-    sites = _sites(res, path)
+    sites = _sites(res, path) if "bodySite" in res else []
     matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation", (), memo)
     if not matches:
         return []
@@ -743,6 +743,7 @@ def patient_facts(group: PatientGroup, term: Terminology, cache: FactsCache | No
     ``cache``: resources mapped before (a service's repeated calls) are not mapped again.
     """
     out = PatientFacts(group.pid)
+    pid, found, issues = group.pid, out.facts, out.issues
     born: date | None = None
     patients = [e for e in group.entries if e.resource.get("resourceType") == "Patient"]
     for entry in patients:
@@ -761,12 +762,11 @@ def patient_facts(group: PatientGroup, term: Terminology, cache: FactsCache | No
     for entry in group.entries:
         try:
             if cache is not None and entry.resource.get("resourceType") in SELF_CONTAINED:
-                out.facts.extend(_cached_facts(entry, group.pid, term, out.issues, cache, memo))
+                found.extend(_cached_facts(entry, pid, term, issues, cache, memo))
             else:
-                facts = _resource_facts(entry, group.pid, term, born, out.issues, periods, meds, memo)
-                out.facts.extend(facts)
+                found.extend(_resource_facts(entry, pid, term, born, issues, periods, meds, memo))
         except IntakeError as exc:
-            out.issues.append(Issue(exc.path, exc.message, exc.code))
+            issues.append(Issue(exc.path, exc.message, exc.code))
     return out
 
 
