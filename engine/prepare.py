@@ -76,10 +76,10 @@ def prepare(facts: Iterable[Fact], now: int, censor: Mapping[str, str] | None = 
         if (ts is not None and ts > horizon) or (onset is not None and onset > horizon):
             future.append(fact)
             continue
-        if ts is not None:
-            fact["age"] = max(0, now - ts)
+        if ts is not None:  # max(0, now - ts), without the call
+            fact["age"] = now - ts if ts < now else 0
         if onset is not None:
-            fact["onset_age"] = max(0, now - onset)
+            fact["onset_age"] = now - onset if onset < now else 0
         kind = fact["t"]
         if kind == "value":
             fact["has_high"] = 1 if isinstance(fact.get("high"), int | float) else 0

@@ -651,9 +651,10 @@ class Engine:
             self._ruleset.delete_state(sid)
         by_kind: dict[tuple[object, object], list[Fact]] = {}
         for fact in ctx.lineage.facts.values():  # every fact of the session, derived ones too
-            by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
-            if fact.get("key") is not None:  # a condition without a key (patient()) reads any
-                by_kind.setdefault((fact.get("t"), None), []).append(fact)
+            kind, key = fact.get("t"), fact.get("key")
+            by_kind.setdefault((kind, key), []).append(fact)
+            if key is not None:  # a condition without a key (patient()) reads any
+                by_kind.setdefault((kind, None), []).append(fact)
         # only rules whose first condition has a fact can match; in their order (collect reads it)
         first = self._checked_by_first
         candidates = sorted({i for key in (None, *by_kind) for i in first.get(key, ())})
