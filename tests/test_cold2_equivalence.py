@@ -12,8 +12,10 @@ import itertools
 import random
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
+from engine import session
 from engine.prepare import prepare
 from fhir_adapters import terminology, times, units
 from fhir_adapters.errors import shown
@@ -189,3 +191,14 @@ def test_a_coding_whose_keys_depend_on_the_record_is_worked_out_for_each_record(
     for cache in (None, FactsCache()):
         together = patient_facts(group("t", found).patients[pid], term, cache)
         assert [f for f in together.facts if f["t"] != "patient"] == expected
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_a_facts_signature_leaves_out_only_its_source_fields(seed: int) -> None:
+    rng = random.Random(seed)
+    fact = _random_fact(rng)
+    fact.update({name: rng.choice(["x", 3]) for name in ("id", "sid", "refs") if rng.random() < 0.7})
+    before = dict(fact)
+    read = {k: v for k, v in fact.items() if k not in session.SOURCE_FIELDS}  # as it was worked out
+    assert session._signature(fact) == orjson.dumps(read, option=orjson.OPT_SORT_KEYS)
+    assert fact == before  # the fact itself left as it was
