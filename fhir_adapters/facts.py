@@ -522,7 +522,8 @@ def _observation(
     if "dataAbsentReason" in res:
         issues.append(Issue(path, "dataAbsentReason: value missing", "informational", "information"))
         return []
-    ts = _time(res, _EFFECTIVE, path)
+    when = res.get("effectiveDateTime")  # most results: ``_time(res, _EFFECTIVE, path)`` in short
+    ts = to_epoch(when, f"{path}.effectiveDateTime") if when is not None else _time(res, _EFFECTIVE, path)
     start = end = None
     if res.get("effectivePeriod") is not None:  # most results: a dateTime only
         start = _time(res, ("effectivePeriod",), path)
@@ -541,7 +542,7 @@ def _observation(
         )
     onset = start if start is not None else ts
     site, limb = _site_info(sites, term, f"{path}.bodySite") if sites else (None, None)
-    side = _side_from_sites(sites, term)
+    side = _side_from_sites(sites, term) if sites else None
     base: Fact = {
         "t": "finding",
         "pid": pid,
