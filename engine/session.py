@@ -110,7 +110,9 @@ MAX_REFS = 20
 
 def _signature(fact: Mapping[str, object]) -> bytes:
     """What the rules can read of a fact: everything but its identity and evidence."""
-    read = {k: v for k, v in fact.items() if k not in SOURCE_FIELDS}
+    read = dict(fact)  # then the few source fields out: cheaper than a comprehension over all
+    for name in SOURCE_FIELDS:
+        read.pop(name, None)
     return orjson.dumps(read, option=orjson.OPT_SORT_KEYS)
 
 
@@ -326,6 +328,7 @@ class Engine:
                     self.censor_specs.append(spec)
         check_program([*self.specs, *self.scores])  # a fact no rule derives, an unstratified score
         self._item_keys = {f"{s.key}_item" for s in self.scores}
+        self._no_item_texts: dict[str, str] = {}  # a score's text -> its total's text without items
         #: value keys some condition reads beyond the newest result (trends, earlier values);
         #: older results of every other key can match nothing and are not asserted
         self._history_keys = frozenset(
@@ -441,6 +444,29 @@ class Engine:
         return action
 
     def _derive(self, spec: Spec, facts: list[dict[str, Any]], ctx: _Context) -> None:
+        # one pass over the matched facts (an action per match: this runs often)
+        age = prelim = suspected = 0  # each the greatest over the facts (none: 0)
+        first: int | None = None  # the greatest first_onset_age (else onset_age, else -1)
+        onset: int | None = None  # the earliest onset
+        ts: int | None = None  # the newest time
+        sources: list[dict[str, Any]] = []
+        for i, f in enumerate(facts):
+            mine = int(f.get("age", 0))
+            age = mine if i == 0 or mine > age else age
+            mine = int(f.get("prelim", 0))
+            prelim = mine if i == 0 or mine > prelim else prelim
+            mine = int(f.get("suspected", 0))
+            suspected = mine if i == 0 or mine > suspected else suspected
+            if f["t"] != "patient":
+                sources.append(f)
+                mine = int(f.get("first_onset_age", f.get("onset_age", -1)))
+                first = mine if first is None else max(first, mine)
+            when = f.get("onset")
+            if isinstance(when, int):
+                onset = int(when) if onset is None else min(onset, int(when))
+            when = f.get("ts")
+            if isinstance(when, int):
+                ts = int(when) if ts is None else max(ts, int(when))
         derived: Fact = {
             "t": "derived",
             "key": spec.key,
@@ -448,22 +474,18 @@ class Engine:
             "sid": ctx.sid,
             "refs": _refs(facts),
             "pid": ctx.pid,
-            "age": max((int(f.get("age", 0)) for f in facts), default=0),
-            "prelim": max((int(f.get("prelim", 0)) for f in facts), default=0),
-            "suspected": max((int(f.get("suspected", 0)) for f in facts), default=0),
+            "age": age,
+            "prelim": prelim,
+            "suspected": suspected,
         }
-        firsts = [int(f.get("first_onset_age", f.get("onset_age", -1))) for f in facts if f["t"] != "patient"]
-        if firsts and max(firsts) >= 0:
-            derived["first_onset_age"] = max(firsts)
-        onsets = [int(f["onset"]) for f in facts if isinstance(f.get("onset"), int)]
-        if onsets:
-            derived["onset"] = min(onsets)
-        stamps = [int(f["ts"]) for f in facts if isinstance(f.get("ts"), int)]
-        if stamps:
-            derived["ts"] = max(stamps)  # the newest evidence (progression "after" comparisons)
+        if first is not None and first >= 0:
+            derived["first_onset_age"] = first
+        if onset is not None:
+            derived["onset"] = onset
+        if ts is not None:
+            derived["ts"] = ts  # the newest evidence (progression "after" comparisons)
         if spec.label:
             derived["label"] = spec.label
-        sources = [f for f in facts if f["t"] != "patient"]
         try:  # the rule's own calculations: their failure is that rule's, not the patient's
             side = (
                 spec.side(facts)
@@ -539,13 +561,37 @@ class Engine:
             name, exc = ctx.errors[0]
             raise RuleActionError(f"rule {name} raised {type(exc).__name__}: {exc}") from exc
 
+    def _no_item_text(self, spec: Spec) -> str:
+        """The text of ``spec``'s total when no item was derived (worked out once per score)."""
+        text = self._no_item_texts.get(spec.text)
+        if text is None:  # the total of no item is the int 0 (``round(sum(()), 4)``)
+            text = self._no_item_texts[spec.text] = f"{spec.text.format(v=0)} (no item recorded)"
+        return text
+
     def _totals(self, ctx: _Context, pid: str, sid: str, counter: Iterator[int]) -> list[Fact]:
         """One derived fact per score: each labelled item counted once (its first derivation)."""
         totals: list[Fact] = []
         for spec in self.scores:
+            found = ctx.items.get(f"{spec.key}_item")
+            if not found:  # most scores of most patients: no item, the same total every time
+                totals.append(
+                    {
+                        "t": "derived",
+                        "key": spec.key,
+                        "v": 0,
+                        "pid": pid,
+                        "id": next(counter),
+                        "sid": sid,
+                        "age": 0,
+                        "side": "unknown",
+                        "refs": "",
+                        "text": self._no_item_text(spec),
+                    }
+                )
+                continue
             items: dict[str, dict[str, Any]] = {}  # derived facts: ``v`` is the float _derive stored
             cited: dict[str, None] = {}  # every record behind every item, equal ones too (lineage)
-            for item in ctx.items.get(f"{spec.key}_item", []):
+            for item in found:
                 items.setdefault(str(item["label"]), item)
                 cited.update(ctx.lineage.refs(int(item["id"])))  # type: ignore[call-overload]  # ids are ints (next_id)
             total = round(sum(float(i["v"]) for i in items.values()), 4)
@@ -605,9 +651,10 @@ class Engine:
             self._ruleset.delete_state(sid)
         by_kind: dict[tuple[object, object], list[Fact]] = {}
         for fact in ctx.lineage.facts.values():  # every fact of the session, derived ones too
-            by_kind.setdefault((fact.get("t"), fact.get("key")), []).append(fact)
-            if fact.get("key") is not None:  # a condition without a key (patient()) reads any
-                by_kind.setdefault((fact.get("t"), None), []).append(fact)
+            kind, key = fact.get("t"), fact.get("key")
+            by_kind.setdefault((kind, key), []).append(fact)
+            if key is not None:  # a condition without a key (patient()) reads any
+                by_kind.setdefault((kind, None), []).append(fact)
         # only rules whose first condition has a fact can match; in their order (collect reads it)
         first = self._checked_by_first
         candidates = sorted({i for key in (None, *by_kind) for i in first.get(key, ())})

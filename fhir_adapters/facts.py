@@ -77,6 +77,8 @@ MAX_AGE_YEARS = 150  # an onset or abatement age past this is a data error, not 
 _HEMOLYSIS = re.compile(r"\b(non-?|not\s+|no\s+)?ha?emoly[sz]", re.IGNORECASE)
 #: HL7 v2 table 0493 (Specimen.condition): HEM = haemolysed.
 _HEMOLYSED_CONDITION = ("http://terminology.hl7.org/CodeSystem/v2-0493", "HEM")
+#: the elements ``_hemolysed`` reads
+_HEMOLYSIS_FIELDS = frozenset({"interpretation", "note", "specimen", "contained"})
 
 
 @dataclass(slots=True)
@@ -95,9 +97,9 @@ def _codings(concept: object, path: str) -> list[tuple[str, str]]:
     if not isinstance(codings, list):
         raise IntakeError(f"{path}.coding", "expected an array")
     out = []
-    for i, coding in enumerate(codings):
-        if not isinstance(coding, dict):
-            raise IntakeError(f"{path}.coding[{i}]", "expected a Coding object")
+    for coding in codings:
+        if not isinstance(coding, dict):  # the first that is none: ``index`` finds its position
+            raise IntakeError(f"{path}.coding[{codings.index(coding)}]", "expected a Coding object")
         system, code = coding.get("system"), coding.get("code")
         if isinstance(system, str) and isinstance(code, str):
             out.append((system, code))
@@ -160,6 +162,8 @@ def _side_from_sites(sites: list[dict[str, Any]], term: Terminology) -> str | No
 
 def _site_info(sites: list[dict[str, Any]], term: Terminology, path: str) -> tuple[str | None, str | None]:
     """(site code, limb) where limb is "leg"/"arm" when the site is in a limb value set."""
+    if not sites:  # most records: no body site
+        return None, None
     lower, upper = term.set_url("body-site-lower-limb"), term.set_url("body-site-upper-limb")
     for site in sites:
         for system, code in _codings(site, path):
@@ -200,18 +204,33 @@ def _keys(
     term: Terminology,
     rtype: str,
     routes: Sequence[tuple[str, str]] = (),
+    memo: KeysMemo | None = None,
 ) -> list[Match]:
-    """Finding keys a code means here, honouring body-site and route qualifiers and resource types."""
+    """Finding keys a code means here, honouring body-site and route qualifiers and resource types.
+
+    ``memo``: the keys of codings worked out before in the same mapping (``KeysMemo``).
+    """
+    codings = _codings(concept, path)
+    said = (rtype, *codings)
+    if memo is not None:
+        known = memo.get(said)
+        if known is not None:
+            return known
     found: dict[str, Match] = {}
     res_text: str | None = None  # both read only when a match needs them (most codes match nothing)
     site_codes: list[tuple[str, str]] | None = None
-    for system, code in _codings(concept, path):
+    alone = not routes  # the keys follow from the codings alone (no qualifier was read)
+    for system, code in codings:
         for match in term.matches(system, code):
             info = term.keys.get(match.key)
             if info and info.resource_types and rtype not in info.resource_types:
                 continue
             if match.restriction == "proxy-only":
                 continue  # a diagnosis proxy never stands in for the measured value
+            if match.requires_no_site or match.requires_site or match.requires_route:
+                alone = False
+            if match.restriction == "value-must-confirm":
+                alone = False
             if site_codes is None and (match.requires_no_site or match.requires_site):
                 site_path = path.rsplit(".", 1)[0] + ".bodySite"
                 site_codes = [c for s in sites for c in _codings(s, site_path)]
@@ -230,7 +249,16 @@ def _keys(
             prior = found.get(match.key)
             if prior is None or (prior.side is None and match.side):
                 found[match.key] = match
-    return list(found.values())
+    keys = list(found.values()) if found else []
+    if memo is not None and alone:
+        memo[said] = keys
+    return keys
+
+
+#: (resource type, its codings) -> finding keys, for codings whose keys depend on nothing else
+#: (no body-site, route or text qualifier): one mapping's, made afresh by each ``patient_facts``
+#: (a call's results repeat a few codes: weekly vitals and labs), so it holds no older terminology
+KeysMemo = dict[tuple[object, ...], list[Match]]
 
 
 def _time(resource: dict[str, Any], names: Iterable[str], path: str) -> int | None:
@@ -383,15 +411,14 @@ def _presence(res: dict[str, Any], path: str) -> str | None:
 def _number(res: dict[str, Any], path: str) -> tuple[float, str | None] | None:
     if "valueQuantity" in res:
         qty = res["valueQuantity"]
-        qpath = f"{path}.valueQuantity"
         if not isinstance(qty, dict):
-            raise IntakeError(qpath, "expected a Quantity object")
+            raise IntakeError(f"{path}.valueQuantity", "expected a Quantity object")
         value = qty.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise IntakeError(f"{qpath}.value", f"expected a number, got {shown(value)}")
+            raise IntakeError(f"{path}.valueQuantity.value", f"expected a number, got {shown(value)}")
         if qty.get("comparator") is not None:
             raise IntakeError(
-                f"{qpath}.comparator",
+                f"{path}.valueQuantity.comparator",
                 "a bounded value (<, >) cannot be compared with thresholds",
                 "value",
             )
@@ -439,6 +466,8 @@ def _hemolysed(res: dict[str, Any]) -> bool:
 
     Only a Specimen contained in the Observation is read (intake does not map Specimen).
     """
+    if _HEMOLYSIS_FIELDS.isdisjoint(res.keys()):  # most results: none of them, nothing to read
+        return False
     texts: list[str] = []
     for concept in _list(res.get("interpretation")):
         texts += _concept_texts(concept)
@@ -464,8 +493,20 @@ def _hemolysed(res: dict[str, Any]) -> bool:
     return any(not found.group(1) for text in texts for found in _HEMOLYSIS.finditer(text))
 
 
+#: where an Observation's time is, first found first (``effectivePeriod`` is read apart)
+_EFFECTIVE = ("effectiveDateTime", "effectiveInstant")
+#: key kinds an Observation gives a ``value`` fact for
+_VALUE_KINDS = frozenset({"quantity", "score", "qualitative", "datetime"})
+
+
 def _observation(
-    res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology, issues: list[Issue]
+    res: dict[str, Any],
+    path: str,
+    pid: str,
+    ref: str,
+    term: Terminology,
+    issues: list[Issue],
+    memo: KeysMemo | None = None,
 ) -> list[Fact]:
     status = res.get("status")
     if not isinstance(status, str):
@@ -474,19 +515,23 @@ def _observation(
         return []
     if status not in _COUNTED_RESULT:
         raise IntakeError(f"{path}.status", f"unknown observation status {shown(status)}", "code-invalid")
-    sites = _sites(res, path)
-    matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation")
+    sites = _sites(res, path) if "bodySite" in res else []
+    matches = _keys(res, res.get("code"), f"{path}.code", sites, term, "Observation", (), memo)
     if not matches:
         return []
     if "dataAbsentReason" in res:
         issues.append(Issue(path, "dataAbsentReason: value missing", "informational", "information"))
         return []
-    ts = _time(res, ("effectiveDateTime", "effectiveInstant"), path)
-    start = _time(res, ("effectivePeriod",), path)
-    end = _period_end(res, "effectivePeriod", path)
+    when = res.get("effectiveDateTime")  # most results: ``_time(res, _EFFECTIVE, path)`` in short
+    ts = to_epoch(when, f"{path}.effectiveDateTime") if when is not None else _time(res, _EFFECTIVE, path)
+    start = end = None
+    if res.get("effectivePeriod") is not None:  # most results: a dateTime only
+        start = _time(res, ("effectivePeriod",), path)
+        end = _period_end(res, "effectivePeriod", path)
     if ts is None:
         ts = end if end is not None else start
-    issued = _time(res, ("issued",), path)
+    sent = res.get("issued")
+    issued = None if sent is None else to_epoch(sent, f"{path}.issued")
     if ts is None:
         ts = issued
     if ts is None:
@@ -496,8 +541,8 @@ def _observation(
             "required",
         )
     onset = start if start is not None else ts
-    site, limb = _site_info(sites, term, f"{path}.bodySite")
-    side = _side_from_sites(sites, term)
+    site, limb = _site_info(sites, term, f"{path}.bodySite") if sites else (None, None)
+    side = _side_from_sites(sites, term) if sites else None
     base: Fact = {
         "t": "finding",
         "pid": pid,
@@ -509,24 +554,34 @@ def _observation(
         "suspected": 0,
         "prelim": 1 if status == "preliminary" else 0,
     }
+    # a value fact: the finding's fields in the same order, less span, active and suspected
+    value_base: Fact = {
+        "t": "value",
+        "pid": pid,
+        "ref": ref,
+        "ts": ts,
+        "onset": onset,
+        "prelim": base["prelim"],
+    }
     if site:
-        base["site"] = site
+        base["site"] = value_base["site"] = site
     if limb:
-        base["limb"] = limb
+        base["limb"] = value_base["limb"] = limb
     facts: list[Fact] = []
     for match in matches:
         info = term.keys[match.key]
-        fact = dict(base, key=match.key, side=match.side or side or "unknown")
-        if info.kind == "finding":
+        kind = info.kind
+        fact = dict(
+            value_base if kind in _VALUE_KINDS else base, key=match.key, side=match.side or side or "unknown"
+        )
+        if kind == "finding":
             # a non-specific code counts only through its text (R29.2 + "absent"): that text names
             # the finding, it does not negate it (14.3 reads the value of a finding code)
             state = "present" if match.restriction == "value-must-confirm" else _presence(res, path)
             if state is None:
                 continue
             fact["state"] = state
-        elif info.kind in ("quantity", "score", "qualitative"):
-            fact["t"] = "value"
-            del fact["active"], fact["suspected"], fact["span"]
+        elif kind in ("quantity", "score", "qualitative"):
             fact["hemolysed"] = 1 if _hemolysed(res) else 0
             if issued is not None:
                 fact["issued"] = issued  # breaks a tie of effective times (14.2)
@@ -564,17 +619,15 @@ def _observation(
                 # not rounded: a value on a cut-off stays on it (units.convert is exact)
                 fact["v"] = value
                 fact["unit"] = info.unit or "1"
-                for bound in ("high", "low"):
+                for bound in ("high", "low") if "referenceRange" in res else ():
                     limit = _range_bound(res, bound, match.key, info.unit, path)
                     if limit is not None:
                         fact[bound] = limit
             elif not interp:
                 continue
-        elif info.kind == "datetime":
+        elif kind == "datetime":
             if "valueDateTime" not in res:
                 continue
-            fact["t"] = "value"
-            del fact["active"], fact["suspected"], fact["span"]
             fact["v"] = to_epoch(res["valueDateTime"], f"{path}.valueDateTime")
             fact["unit"] = "s"
             fact["hemolysed"] = 0
@@ -584,11 +637,13 @@ def _observation(
     return facts
 
 
-def _procedure(res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology) -> list[Fact]:
+def _procedure(
+    res: dict[str, Any], path: str, pid: str, ref: str, term: Terminology, memo: KeysMemo | None = None
+) -> list[Fact]:
     if _code(res.get("status")) not in _PROCEDURE_DONE:
         return []
     ts = _time(res, ("performedDateTime", "performedPeriod"), path)  # 14.4: the start
-    matches = _keys(res, res.get("code"), f"{path}.code", [], term, "Procedure")
+    matches = _keys(res, res.get("code"), f"{path}.code", [], term, "Procedure", (), memo)
     return [
         {"t": "procedure", "pid": pid, "ref": ref, "key": m.key, **({"ts": ts} if ts else {})}
         for m in matches
@@ -689,6 +744,7 @@ def patient_facts(group: PatientGroup, term: Terminology, cache: FactsCache | No
     ``cache``: resources mapped before (a service's repeated calls) are not mapped again.
     """
     out = PatientFacts(group.pid)
+    pid, found, issues = group.pid, out.facts, out.issues
     born: date | None = None
     patients = [e for e in group.entries if e.resource.get("resourceType") == "Patient"]
     for entry in patients:
@@ -703,29 +759,36 @@ def patient_facts(group: PatientGroup, term: Terminology, cache: FactsCache | No
                 born = date.fromisoformat(str(facts[0]["birth"]))
     periods = _encounter_periods(group.entries, out.issues)
     meds = medication_ref.index(group.entries)
+    memo: KeysMemo = {}  # this mapping's only: see KeysMemo
     for entry in group.entries:
         try:
             if cache is not None and entry.resource.get("resourceType") in SELF_CONTAINED:
-                out.facts.extend(_cached_facts(entry, group.pid, term, out.issues, cache))
+                found.extend(_cached_facts(entry, pid, term, issues, cache, memo))
             else:
-                out.facts.extend(_resource_facts(entry, group.pid, term, born, out.issues, periods, meds))
+                found.extend(_resource_facts(entry, pid, term, born, issues, periods, meds, memo))
         except IntakeError as exc:
-            out.issues.append(Issue(exc.path, exc.message, exc.code))
+            issues.append(Issue(exc.path, exc.message, exc.code))
     return out
 
 
 def _cached_facts(
-    entry: Entry, pid: str, term: Terminology, issues: list[Issue], cache: FactsCache
+    entry: Entry, pid: str, term: Terminology, issues: list[Issue], cache: FactsCache, memo: KeysMemo
 ) -> list[Fact]:
     """``_resource_facts`` of a SELF_CONTAINED resource, through the cache."""
     res, path = entry.resource, entry.path
     ref = reference_of(res, entry.full_url)
     if res["resourceType"] == "Observation":
         return cache.facts(
-            res, pid, ref, path, issues, lambda own: _observation(res, path, pid, ref, term, own), entry.text
+            res,
+            pid,
+            ref,
+            path,
+            issues,
+            lambda own: _observation(res, path, pid, ref, term, own, memo),
+            entry.text,
         )
     return cache.facts(
-        res, pid, ref, path, issues, lambda _own: _procedure(res, path, pid, ref, term), entry.text
+        res, pid, ref, path, issues, lambda _own: _procedure(res, path, pid, ref, term, memo), entry.text
     )
 
 
@@ -737,6 +800,7 @@ def _resource_facts(
     issues: list[Issue],
     periods: Periods,
     meds: medication_ref.MedicationIndex,
+    memo: KeysMemo | None = None,
 ) -> list[Fact]:
     res, path = entry.resource, entry.path
     rtype = res["resourceType"]
@@ -744,9 +808,9 @@ def _resource_facts(
     if rtype == "Condition":
         return _condition(res, path, pid, ref, term, born, periods)
     if rtype == "Observation":
-        return _observation(res, path, pid, ref, term, issues)
+        return _observation(res, path, pid, ref, term, issues, memo)
     if rtype == "Procedure":
-        return _procedure(res, path, pid, ref, term)
+        return _procedure(res, path, pid, ref, term, memo)
     if rtype in _MED_ACTIVE:  # not Medication itself: only the drug a record references
         return _medication(res, path, pid, ref, term, meds, issues)
     return []

@@ -61,7 +61,8 @@ class FactsCache:
         whole content: equal texts decode to equal resources.
         """
         key = (pid, ref, path, orjson.dumps(res) if text is None else text)
-        found = self._kept.get(key)
+        kept = self._kept
+        found = kept.get(key)
         if found is None:
             self.misses += 1
             raised: IntakeError | None = None
@@ -70,15 +71,17 @@ class FactsCache:
                 mapped = map_(own)
             except IntakeError as exc:
                 mapped, raised = [], exc
-            self._kept[key] = ([f.copy() for f in mapped], own, raised)  # copies: the caller owns these
-            if len(self._kept) > self.size:
-                self._kept.popitem(last=False)
+            # copies: the caller owns these (``map(dict.copy)``: no comprehension frame per resource)
+            kept[key] = ([*map(dict.copy, mapped)] if mapped else mapped, own, raised)
+            if len(kept) > self.size:
+                kept.popitem(last=False)
         else:
             self.hits += 1
-            self._kept.move_to_end(key)
-            kept, own, raised = found
-            mapped = [f.copy() for f in kept]
-        issues.extend(own)
+            kept.move_to_end(key)
+            facts, own, raised = found
+            mapped = [*map(dict.copy, facts)] if facts else []
+        if own:
+            issues.extend(own)
         if raised is not None:
             raise raised
         return mapped

@@ -47,6 +47,7 @@ CONTEXT_ELEMENT = {
 #: FHIR id (R4 datatypes: id): what ``Type/<id>`` references and URLs built from ids may hold.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 FHIR_ID_TEXT = "1-64 of A-Z a-z 0-9 - ."
+_is_id = FHIR_ID.fullmatch  # ``is_fhir_id`` where it runs per resource
 #: A fullUrl that may stand for an id-less resource: a urn, or an absolute URL with no space or control.
 _FULL_URL = re.compile(r"urn:(uuid|oid):[A-Za-z0-9.\-]{1,64}|https?://[!-~]{1,2000}")
 
@@ -78,6 +79,10 @@ class Entry(NamedTuple):  # a tuple: one is made per resource of every input
     resource: dict[str, Any]
     full_url: str | None = None  # the Bundle entry's fullUrl, the reference of an id-less resource
     text: bytes | None = None  # the resource's JSON as it arrived, when kept (a CDS call's record)
+
+
+#: ``Entry`` from its four fields without the generated ``__new__`` (a Python call per resource)
+_entry = tuple.__new__
 
 
 #: (path, resource, fullUrl): a resource as read, what ``group`` reads into an ``Entry``
@@ -153,7 +158,7 @@ def reference_of(resource: dict[str, Any], full_url: str | None) -> str:
     """ "Type/id" when the resource has a FHIR id, else its fullUrl (a urn or an absolute URL
     without spaces), else a placeholder: what evidence references and cards name it by."""
     rid = resource.get("id")
-    if is_fhir_id(rid):
+    if isinstance(rid, str) and _is_id(rid) is not None:  # ``is_fhir_id``, once per resource
         return f"{resource['resourceType']}/{rid}"
     if full_url and _FULL_URL.fullmatch(full_url):
         return full_url
@@ -263,7 +268,7 @@ def group(
             read.append((owner, Entry(path, res, url, text)))
             index_context(context, owner, read[-1][1])
             continue
-        bad_id = "id" in res and not is_fhir_id(res["id"])
+        bad_id = "id" in res and not (isinstance(rid := res["id"], str) and _is_id(rid) is not None)
         if rtype == "Patient":
             pid = _patient_id(res, url)
             if pid is None:  # every Flag, card and stored fact names the patient by it
@@ -287,7 +292,7 @@ def group(
                 )
                 continue
         patient = intake.patients.get(pid) or intake.patients.setdefault(pid, PatientGroup(pid))
-        patient.entries.append(Entry(path, res, url, text))
+        patient.entries.append(_entry(Entry, (path, res, url, text)))
     if context:
         used: set[int] = set()
         for patient in intake.patients.values():

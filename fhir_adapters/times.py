@@ -20,6 +20,7 @@ _DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")
 #: end, so that the rules' windows (days to years) added or taken away stay representable.
 EARLIEST = int(datetime(101, 1, 1, tzinfo=UTC).timestamp())
 LATEST = int(datetime(9899, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
 def to_epoch(text: object, path: str) -> int:
@@ -48,23 +49,20 @@ def _epoch(text: str) -> int | str:
     match = _DATETIME.fullmatch(text)
     if not match:
         return f"not a FHIR date/dateTime: {shown(text)}"
-    parts = match.groupdict()
-    if parts["h"] is not None and parts["tz"] is None:
+    y, mo, d, h, mi, s, tz = match.group("y", "mo", "d", "h", "mi", "s", "tz")
+    if h is not None and tz is None:
         return f"dateTime with a time but no time zone: {shown(text)}"
+    year, month, day = int(y), int(mo or 1), int(d or 1)
+    hour, minute, second = int(h or 0), int(mi or 0), int(s or 0)
     try:
-        moment = datetime(
-            int(parts["y"]),
-            int(parts["mo"] or 1),
-            int(parts["d"] or 1),
-            int(parts["h"] or 0),
-            int(parts["mi"] or 0),
-            int(parts["s"] or 0),
-            tzinfo=UTC,
-        )
+        if hour > 23 or minute > 59 or second > 59:  # datetime says what is wrong, as it would
+            datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        # the day's number and the time of day: what ``datetime(...).timestamp()`` gives, exactly
+        # (``date`` checks the date as ``datetime`` does, with the same messages)
+        days = date(year, month, day).toordinal() - _EPOCH_DAY
     except ValueError as exc:
         return f"impossible date {shown(text)}: {exc}"
-    seconds = int(moment.timestamp())
-    tz = parts["tz"]
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
         seconds -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)

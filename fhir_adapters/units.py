@@ -200,4 +200,6 @@ def normalise(key: str, value: float, unit: str | None, canonical: str | None) -
         return value if unit in (None, "") else convert(key, value, unit, "1")
     if unit is None or unit == "":
         return None
+    if unit == canonical and unit in UNITS:  # most results: sent in the unit the rules read
+        return value  # what ``convert`` gives: the factor of a unit to itself is exactly 1
     return convert(key, value, unit, canonical)
