@@ -23,8 +23,8 @@ from fhir_adapters.times import parse_now
 from redflags.service.auth.callers import cds_client
 from redflags.service.auth.tenant_dependency import cds_principal
 from redflags.service.auth.tenants import cds_tenant
-from redflags.service.cds import feedback
 from redflags.service.cds.answer import CdsWork, answer, decode, pack
+from redflags.service.cds.card_writer import CardWriter
 from redflags.service.cds.cards import IssuedCard
 from redflags.service.cds.fhir_policy import FhirPolicy
 from redflags.service.cds.prefetch import (
@@ -67,7 +67,8 @@ async def _record_shown(request: Request, service: str, issued: list[IssuedCard]
     """Remember which rule each card came from, so feedback on it (from ``client``) counts for that rule."""
     if issued:
         shown = [ShownCard(c.card, c.rule, c.tier, c.indicator, client) for c in issued]
-        await feedback.record_shown(request, service, shown, int(time.time()))
+        writer: CardWriter = request.app.state.card_writer  # queued: written after the answer
+        await writer.record(service, shown, int(time.time()))
 
 
 def _gather(

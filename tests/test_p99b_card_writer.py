@@ -1,0 +1,94 @@
+"""The cards shown are written by one writer task (``redflags.service.cds.card_writer``): every
+card queued is in the feedback database once the writer closes, a failed write costs only its
+own call's statistics, and a card recorded after the close is written at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from redflags.service.cds.card_writer import CardWriter
+from redflags.state.feedback import FeedbackStoreError, ShownCard, SqliteFeedbackStore
+
+SHOWN_AT = 1_765_000_000
+GBS = "guillain_barre_syndrome"
+
+
+class _Held(SqliteFeedbackStore):
+    """A store whose first write waits for ``gate`` (the writer busy while more calls queue),
+    and which fails the writes of the services named in ``failing``."""
+
+    gate: threading.Event
+    failing: frozenset[str] = frozenset()
+    threads: set[int]
+
+    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
+        self.threads.add(threading.get_ident())
+        self.gate.wait(30)
+        if service_id in self.failing:
+            raise FeedbackStoreError("the disk is full")
+        super().record_cards(service_id, cards, shown_at)
+
+
+def _store(tmp_path: Path, failing: frozenset[str] = frozenset()) -> _Held:
+    store = _Held.open(tmp_path / "feedback.sqlite")
+    store.gate, store.failing, store.threads = threading.Event(), failing, set()
+    return store
+
+
+def _card(n: int) -> list[ShownCard]:
+    return [ShownCard(f"card-{n}", GBS, "A", "critical")]
+
+
+def _shown(store: SqliteFeedbackStore) -> int:
+    return sum(rule.shown for rule in store.report().rules)
+
+
+def test_every_card_queued_is_written_when_the_writer_closes(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    async def calls() -> None:
+        writer = CardWriter(store)
+        writer.start()
+        for n in range(50):  # answered at once: none waits for its write
+            await writer.record("redflags-patient-view", _card(n), SHOWN_AT)
+        store.gate.set()
+        await writer.close()
+
+    asyncio.run(calls())
+    assert _shown(store) == 50
+    assert len(store.threads) <= 2  # one hop per batch, not a thread per call
+    store.close()
+
+
+def test_a_failed_write_costs_only_its_own_cards(tmp_path: Path) -> None:
+    store = _store(tmp_path, failing=frozenset({"broken"}))
+    store.gate.set()
+
+    async def calls() -> None:
+        writer = CardWriter(store)
+        writer.start()
+        await writer.record("broken", _card(1), SHOWN_AT)
+        await writer.record("redflags-patient-view", _card(2), SHOWN_AT)
+        await writer.close()
+
+    asyncio.run(calls())
+    assert [(r.rule, r.shown) for r in store.report().rules] == [(GBS, 1)]
+    store.close()
+
+
+def test_a_card_recorded_after_the_close_is_written_at_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.gate.set()
+
+    async def calls() -> None:
+        writer = CardWriter(store)
+        writer.start()
+        await writer.close()
+        await writer.record("redflags-patient-view", _card(1), SHOWN_AT)
+        assert _shown(store) == 1  # not left in a queue nobody drains
+
+    asyncio.run(calls())
+    store.close()
