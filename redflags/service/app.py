@@ -103,6 +103,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestLog)  # outermost: every answer, CORS and 413 included, is logged
 
+    app.router.routes.insert(0, cds.call_route)  # served here; cds.router documents it
     app.include_router(cds.router)
     app.include_router(feedback.router)
 
