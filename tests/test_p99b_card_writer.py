@@ -92,3 +92,24 @@ def test_a_card_recorded_after_the_close_is_written_at_once(tmp_path: Path) -> N
 
     asyncio.run(calls())
     store.close()
+
+
+def test_a_served_call_s_cards_are_in_the_database_once_serve_stops(tmp_path: Path) -> None:
+    """Answered before written: SIGTERM (the lifespan's end) writes every card queued."""
+    from .cds_helpers import NOW, call, vignette_request
+    from .service_harness import running_service
+
+    db = tmp_path / "feedback.sqlite"
+    uuids: list[str] = []
+    args = ("--allow-unauthenticated", "--now", NOW, "--feedback-db", str(db))
+    with running_service(tmp_path, *args) as service:
+        for _ in range(5):
+            answer = call(service, "redflags-patient-view", vignette_request("V01-ces-positive"))
+            assert answer.status_code == 200, answer.text
+            uuids += [card["uuid"] for card in answer.json()["cards"]]
+    assert uuids
+    store = SqliteFeedbackStore.open(db, create=False)
+    try:
+        assert _shown(store) == len(uuids)
+    finally:
+        store.close()
