@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import orjson
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from engine.logger import get_logger
 from redflags.service.http.outcome import outcome
@@ -86,10 +86,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if over:
             log.warning("connection_limit", connections=len(self.connections), requests=len(self.tasks))
         self.app = _too_many if over else self.config.loaded_app
-        before = self.cycle
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:
-            _one_write(self.cycle)
 
     def send_400_response(self, msg: str) -> None:
         """A request that cannot be parsed: a JSON OperationOutcome, then close."""
@@ -131,57 +128,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # a request in progress: no further one on this socket
         if not self.transport.is_closing():
             self.transport.close()
-
-
-class HeadWithBody:
-    """The transport as one response cycle sees it: the status line and headers are held and
-    leave with the first body write, one send instead of two (uvicorn writes them apart): one
-    segment, one wake-up of the client. An interim ``100 Continue`` goes at once; a response
-    with no body write (HEAD) sends its head when it completes, or when the cycle closes."""
-
-    __slots__ = ("_first", "_head", "transport")
-
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
-        self._head: bytes | None = None  # the head, while held
-        self._first = True  # nothing of the response written yet
-
-    def write(self, data: bytes) -> None:
-        if self._first and not data.startswith(b"HTTP/1.1 100 "):
-            self._first = False  # the first write of a cycle is its head (its one interim: 100)
-            self._head = data
-            return
-        if self._head is not None:
-            data, self._head = self._head + data, None
-        self.transport.write(data)
-
-    def flush(self) -> None:
-        if self._head is not None:
-            head, self._head = self._head, None
-            self.transport.write(head)
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.transport, name)
-
-
-def _one_write(cycle: RequestResponseCycle) -> None:
-    """Give ``cycle`` a ``HeadWithBody`` transport, its head sent at the latest when it completes."""
-    held = HeadWithBody(cycle.transport)
-    cycle.transport = held  # type: ignore[assignment]  # a Transport by what the cycle calls
-    completed = cycle.on_response
-
-    def on_response() -> None:
-        held.flush()
-        completed()
-
-    cycle.on_response = on_response
 
 
 def guarded_protocol(
