@@ -1,5 +1,6 @@
-"""The cards shown are written by one writer task (``redflags.service.cds.card_writer``): every
-card queued is in the feedback database once the writer closes, a failed write costs only its
+"""The cards shown are written by one writer task (``redflags.service.cds.card_writer``): a call
+returns once its cards are in the feedback database (a killed process loses none it answered),
+calls queued while a write runs are written together in one hop, a failed write costs only its
 own call's statistics, and a card recorded after the close is written at once."""
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ class _Held(SqliteFeedbackStore):
     and which fails the writes of the services named in ``failing``."""
 
     gate: threading.Event
+    entered: threading.Event
     failing: frozenset[str] = frozenset()
     threads: set[int]
 
     def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
         self.threads.add(threading.get_ident())
+        self.entered.set()
         self.gate.wait(30)
         if service_id in self.failing:
             raise FeedbackStoreError("the disk is full")
@@ -34,7 +37,12 @@ class _Held(SqliteFeedbackStore):
 
 def _store(tmp_path: Path, failing: frozenset[str] = frozenset()) -> _Held:
     store = _Held.open(tmp_path / "feedback.sqlite")
-    store.gate, store.failing, store.threads = threading.Event(), failing, set()
+    store.gate, store.entered, store.failing, store.threads = (
+        threading.Event(),
+        threading.Event(),
+        failing,
+        set(),
+    )
     return store
 
 
@@ -46,20 +54,40 @@ def _shown(store: SqliteFeedbackStore) -> int:
     return sum(rule.shown for rule in store.report().rules)
 
 
-def test_every_card_queued_is_written_when_the_writer_closes(tmp_path: Path) -> None:
+def test_calls_wait_for_their_cards_and_those_queued_meanwhile_are_written_in_one_hop(tmp_path: Path) -> None:
     store = _store(tmp_path)
 
     async def calls() -> None:
         writer = CardWriter(store)
         writer.start()
-        for n in range(50):  # answered at once: none waits for its write
-            await writer.record("redflags-patient-view", _card(n), SHOWN_AT)
+        pending = [
+            asyncio.create_task(writer.record("redflags-patient-view", _card(n), SHOWN_AT)) for n in range(50)
+        ]
+        await asyncio.to_thread(store.entered.wait, 30)  # the first write is under way, held
+        assert not any(call.done() for call in pending)  # no call answered before its cards are written
         store.gate.set()
+        await asyncio.gather(*pending)
+        assert _shown(store) == 50  # every call that returned has its cards in the database
         await writer.close()
 
     asyncio.run(calls())
-    assert _shown(store) == 50
     assert len(store.threads) <= 2  # one hop per batch, not a thread per call
+    store.close()
+
+
+def test_a_call_returns_with_its_cards_already_written(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.gate.set()
+
+    async def calls() -> None:
+        writer = CardWriter(store)
+        writer.start()
+        for n in range(3):
+            await writer.record("redflags-patient-view", _card(n), SHOWN_AT)
+            assert _shown(store) == n + 1  # written before the answer could leave
+        await writer.close()
+
+    asyncio.run(calls())
     store.close()
 
 
@@ -95,7 +123,7 @@ def test_a_card_recorded_after_the_close_is_written_at_once(tmp_path: Path) -> N
 
 
 def test_a_served_call_s_cards_are_in_the_database_once_serve_stops(tmp_path: Path) -> None:
-    """Answered before written: SIGTERM (the lifespan's end) writes every card queued."""
+    """Every card answered is in the database after serve stops."""
     from .cds_helpers import NOW, call, vignette_request
     from .service_harness import running_service
 

@@ -1,17 +1,15 @@
 """The cards a CDS call returned, recorded by one writer task instead of a thread hop per call.
 
 Feedback on a card is attributed to its rule by the card's uuid (``redflags.state.feedback``),
-so every card shown is recorded. The write itself costs ~0.03 ms; the hop to a worker thread
-that kept it off the event loop cost more than that, and under load (the engines busy on the
-same cores) ~0.3 ms of the HTTP process's CPU per call. Here a call queues its cards and
-answers; one task takes whatever is queued when it wakes and writes it in one hop.
+so every card shown is recorded before its answer leaves: a card answered and then lost to a
+killed process would make its feedback an "unknown card". The write itself costs ~0.03 ms; the
+hop to a worker thread that kept it off the event loop cost more than that, and under load (the
+engines busy on the same cores) ~0.3 ms of the HTTP process's CPU per call. Here a call queues
+its cards and waits; one task takes whatever is queued when it wakes, writes it in one hop (each
+call's cards in its own transaction) and releases those calls together.
 
-Nothing accepted is lost on shutdown: ``close`` (the end of the app's lifespan, before the
-store closes) waits until the queue is written. A full queue (the store slower than the calls)
-makes a call wait for room, never drops its cards. Feedback is joined to the cards when the
-report is read, not when the feedback is stored, so a card written a moment after its answer
-still counts; what a killed process (SIGKILL, power cut) had not yet written is reported as
-feedback on an "unknown card", as before for a card whose recording failed.
+A full queue (the store slower than the calls) makes a call wait for room, never drops its
+cards; ``close`` (the end of the app's lifespan, before the store closes) writes what is queued.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ log = get_logger("redflags.service.feedback")
 #: Calls whose cards may wait to be written; past it a call waits for room.
 CAPACITY = 4096
 
-_Shown = tuple[str, list[ShownCard], int]
+_Shown = tuple[str, list[ShownCard], int, asyncio.Future[None]]
 
 
 class CardWriter:
@@ -46,12 +44,14 @@ class CardWriter:
         self._task = asyncio.get_running_loop().create_task(self._drain(), name="card-writer")
 
     async def record(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
-        """Queue the cards of one answer (written soon after; waits only while the queue is full)."""
-        shown = (service_id, list(cards), shown_at)
+        """Return once the cards of one answer are written (or their write failed and was logged)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        shown = (service_id, list(cards), shown_at, done)
         if self._task is None or self._task.done():  # not started, or closed: write now
             await to_thread.run_sync(self._write, [shown])
             return
         await self._queue.put(shown)
+        await asyncio.shield(done)  # a cancelled call still has its cards written
 
     async def close(self) -> None:
         """Write everything queued, then stop the writer task."""
@@ -70,12 +70,14 @@ class CardWriter:
             try:  # shielded by anyio: a cancel lands once the batch is written
                 await to_thread.run_sync(self._write, batch)
             finally:
-                for _ in batch:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
                     self._queue.task_done()
 
     def _write(self, batch: list[_Shown]) -> None:
         """Each call's cards in its own transaction, as before; a failure costs only its statistics."""
-        for service_id, cards, shown_at in batch:
+        for service_id, cards, shown_at, _ in batch:
             try:
                 self.store.record_cards(service_id, cards, shown_at)
             except Exception as exc:  # the writer must outlive any one bad write
