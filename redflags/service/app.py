@@ -18,6 +18,7 @@ from redflags.delivery.outbox_loop import OutboxWorker
 from redflags.service.auth.callers import Authenticator
 from redflags.service.cds import feedback
 from redflags.service.cds import routes as cds
+from redflags.service.cds.card_writer import CardWriter
 from redflags.service.engine_host import engine_pool
 from redflags.service.evaluate import routes as fhir_evaluate
 from redflags.service.http import api_docs
@@ -54,11 +55,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             site_configs=settings.sites,
         )
         app.state.feedback_store = feedback.open_store(settings)
+        app.state.card_writer = CardWriter(app.state.feedback_store)  # the cards shown, one writer task
         # this process's own handle: /readyz pings it, /metrics reads the outbox's counts
         app.state.state_store = open_state(settings.state) if settings.state else None
         outbox = OutboxWorker.start(settings)
         try:
             await app.state.engines.start()
+            app.state.card_writer.start()
             quiet_gc()
             log.info("service_ready", rules=len(RULES), engine_processes=settings.engine_processes)
             yield
@@ -66,6 +69,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             if outbox is not None:  # bounded: a delivery in progress is abandoned (it stays pending)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outbox.stop(), settings.shutdown_grace_s)
+            await app.state.card_writer.close()  # every card queued is written before the store closes
             app.state.feedback_store.close()
             if app.state.state_store is not None:
                 app.state.state_store.close()
@@ -99,6 +103,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestLog)  # outermost: every answer, CORS and 413 included, is logged
 
+    app.router.routes.insert(0, cds.call_route)  # served here; cds.router documents it
     app.include_router(cds.router)
     app.include_router(feedback.router)
 

@@ -2,8 +2,9 @@
 
 Each request is validated as a whole, stored in one transaction, and answered 200 with an
 empty body only once it is durable (the specification defines no response body and forbids
-empty JSON objects). The card producer records every card it returns with ``record_shown`` so
-that feedback naming a ``card.uuid`` can be attributed to a rule (see redflags.state.feedback).
+empty JSON objects). The card producer records every card it returns (``card_writer``, or
+``record_shown`` awaited) so that feedback naming a ``card.uuid`` can be attributed to a rule
+(see redflags.state.feedback).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import anyio
 import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from engine.logger import get_logger
 from fhir_adapters.intake import TooManyResources, check_resources
@@ -23,8 +25,8 @@ from fhir_adapters.times import parse_now
 from redflags.service.auth.callers import cds_client
 from redflags.service.auth.tenant_dependency import cds_principal
 from redflags.service.auth.tenants import cds_tenant
-from redflags.service.cds import feedback
 from redflags.service.cds.answer import CdsWork, answer, decode, pack
+from redflags.service.cds.card_writer import CardWriter
 from redflags.service.cds.cards import IssuedCard
 from redflags.service.cds.fhir_policy import FhirPolicy
 from redflags.service.cds.prefetch import (
@@ -67,7 +69,8 @@ async def _record_shown(request: Request, service: str, issued: list[IssuedCard]
     """Remember which rule each card came from, so feedback on it (from ``client``) counts for that rule."""
     if issued:
         shown = [ShownCard(c.card, c.rule, c.tier, c.indicator, client) for c in issued]
-        await feedback.record_shown(request, service, shown, int(time.time()))
+        writer: CardWriter = request.app.state.card_writer  # queued: written after the answer
+        await writer.record(service, shown, int(time.time()))
 
 
 def _gather(
@@ -187,3 +190,28 @@ async def call_service(
         cards=[f"{c.rule}:{c.tier}" for c in answered.issued],
     )
     return _json_response(answered.payload)
+
+
+async def _call_endpoint(request: Request) -> Response:
+    """``call_service`` with its dependencies called in the order FastAPI calls them."""
+    client = await cds_client(request)
+    principal = await cds_principal(request, client)
+    return await call_service(request.path_params["service_id"], request, client, principal)
+
+
+class _PlainRoute(Route):
+    """A Starlette route that names itself in the scope (``scope["route"]``), as FastAPI's do:
+    the request log and the metrics label an answer by its route's template."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
+
+
+#: The service call as ``app`` serves it: a plain Starlette route placed before the routers.
+#: FastAPI's route machinery (its dependency solving, its request wrappers) cost ~75 us of CPU
+#: per call, more than the rest of the routing together; the route above is never reached by a
+#: call and stays for the OpenAPI document (its summary, body schema, security schemes).
+call_route = _PlainRoute("/cds-services/{service_id}", _call_endpoint, methods=["POST"])
