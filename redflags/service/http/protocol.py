@@ -24,13 +24,16 @@ every call, ``/healthz`` included, into a 503 and then exhaust the descriptors. 
 
 from __future__ import annotations
 
+import socket
+import struct
 from asyncio import TimerHandle, Transport
 from collections import OrderedDict
 from typing import ClassVar
 
 import orjson
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from engine.logger import get_logger
 from redflags.service.http.outcome import outcome
@@ -83,6 +86,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _timer: TimerHandle | None = None
     _write_timer: TimerHandle | None = None  # armed while the client does not read our answer
     _head_bytes = 0  # bytes received while waiting for the current request's headers
+    _answering: RequestResponseCycle | None = None  # the request being answered (pipelined or not)
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -113,6 +117,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def resume_writing(self) -> None:
         self._cancel_write_timer()
         super().resume_writing()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._answering = cycle
+        super()._start_asgi_task(cycle, app)
 
     def _cancel_write_timer(self) -> None:
         if self._write_timer is not None:
@@ -159,9 +167,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _abort_unread(self) -> None:
         """The client has not read our answer for ``body_timeout_s``: drop it and the connection
-        (``close`` would wait for the unread bytes to be sent; ``abort`` frees the task and slot)."""
+        (``close`` would wait for the unread bytes to be sent; ``abort`` frees the task and slot,
+        and a zero linger makes the kernel reset the connection instead of keeping the bytes)."""
         self._write_timer = None
         log.warning("answer_not_read", seconds=self.body_timeout_s)
+        if self._answering is not None:  # its sends go nowhere from now (uvloop raises on a write)
+            self._answering.disconnected = True
+        self.pipeline.clear()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
     def on_message_complete(self) -> None:
