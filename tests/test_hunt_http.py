@@ -85,6 +85,37 @@ def test_a_header_that_never_ends_is_cut_off_at_the_bound(service: Service) -> N
     assert not answer or _is_431_outcome(answer)  # the 431 is sent; a reset may overtake it
 
 
+@pytest.mark.parametrize(
+    "opening",
+    [b"0\r\nX-Trailer: ", b"5;ext="],  # a trailer header (buffered), a chunk extension (not)
+    ids=["trailer", "chunk-extension"],
+)
+def test_chunked_framing_without_end_is_cut_off(service: Service, opening: bytes) -> None:
+    """Bytes after the headers that are not body (trailers, extensions) are bounded like headers."""
+    head = b"POST /fhir/$evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+    sent, cut_before = 0, service.log().count("request_framing_too_large")
+    with _connect(service) as sock:
+        sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + opening)
+        chunk = b"a" * 65536
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            while sent < 64 * 1024 * 1024:  # a trailer grew the process by its size on the code found
+                sock.sendall(chunk)
+                sent += len(chunk)
+    assert sent < 64 * 1024 * 1024
+    assert service.log().count("request_framing_too_large") > cut_before
+    assert requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_chunked_body_of_small_chunks_is_read(service: Service) -> None:
+    """The framing bound leaves room for one-byte chunks (5 bytes of framing each)."""
+    bundle = b'{"resourceType": "Bundle", "type": "collection"' + b" " * 20_000 + b"}"
+    body = b"".join(b"1\r\n%c\r\n" % byte for byte in bundle)
+    head = b"POST /fhir/$evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+    with _connect(service) as sock:
+        sock.sendall(head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body + b"0\r\n\r\n")
+        assert _answer(sock).split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK"
+
+
 def test_an_answer_never_read_frees_its_connection(service: Service) -> None:
     """Pipelined requests whose answers the client never reads: dropped after --body-timeout."""
     requests_sent = 3000  # ~22 MB of answers: more than both socket buffers hold

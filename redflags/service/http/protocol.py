@@ -14,6 +14,9 @@ every call, ``/healthz`` included, into a 503 and then exhaust the descriptors. 
   so half-open sockets cannot crowd out a client that sends its request at once;
 - answers 431 and closes once a request's line and headers pass ``MAX_HEAD_BYTES`` (httptools
   buffers a header of any size: 100 connections sending 20 MiB headers took 1.4 GB in 10 s);
+- closes one whose bytes after the headers are more than its body by ``MAX_HEAD_BYTES`` plus
+  ``FRAMING_PER_BODY_BYTE`` per body byte (chunk sizes, extensions, trailers): httptools buffers a
+  chunked body's trailer header of any size too, and the application never sees it;
 - aborts a connection whose answer has waited ``body_timeout_s`` for the client to read it
   (uvicorn waits for a full socket buffer to drain for ever: pipelined requests that are never
   read held a connection, and its slot under ``max_connections``, indefinitely);
@@ -44,6 +47,8 @@ log = get_logger("redflags.service.http")
 BODY_BACKSTOP_MARGIN_S = 5.0
 #: Bytes of a request line and headers (a CDS client's JWT is a few KiB; nginx allows 32 KiB).
 MAX_HEAD_BYTES = 64 * 1024
+#: Bytes of chunked framing allowed per body byte (one-byte chunks take 5: ``1\r\na\r\n``).
+FRAMING_PER_BODY_BYTE = 8
 
 
 _BUSY = orjson.dumps(outcome("the service is at its connection limit: call again", "transient"))
@@ -86,6 +91,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _timer: TimerHandle | None = None
     _write_timer: TimerHandle | None = None  # armed while the client does not read our answer
     _head_bytes = 0  # bytes received while waiting for the current request's headers
+    _in_body = False  # between the current request's headers and its end
+    _requests = 0  # requests whose headers came in on this connection
+    _body_phase_bytes = 0  # bytes received since its headers ...
+    _body_bytes = 0  # ... of which body
     _answering: RequestResponseCycle | None = None  # the request being answered (pipelined or not)
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
@@ -103,11 +112,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         waiting = self in self._waiting  # a chunk in which headers start uncounted: one chunk of slack
+        body_of = self._body_of()  # a chunk that also ends the request is not counted
         super().data_received(data)
         if waiting and self in self._waiting and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse_head()
+        elif body_of and body_of == self._body_of() and not self.transport.is_closing():
+            self._body_phase_bytes += len(data)
+            framing = self._body_phase_bytes - self._body_bytes
+            if framing > MAX_HEAD_BYTES + FRAMING_PER_BODY_BYTE * self._body_bytes:
+                log.warning("request_framing_too_large", limit=MAX_HEAD_BYTES)
+                self.transport.close()  # the application sees a disconnect; it owns the answer
+
+    def _body_of(self) -> int:
+        """The number of the request whose body is coming in (0: none)."""
+        return self._requests if self._in_body else 0
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -134,6 +158,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._waiting.pop(self, None)
+        self._in_body, self._body_phase_bytes, self._body_bytes = True, 0, 0
+        self._requests += 1
         self._arm(self.body_timeout_s + BODY_BACKSTOP_MARGIN_S)
         limit = self.max_connections  # uvicorn's limit_concurrency test, with a JSON answer
         over = len(self.connections) >= limit or len(self.tasks) >= limit
@@ -180,6 +206,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         self._cancel_timer()
         super().on_message_complete()
 
