@@ -5,7 +5,8 @@ Flag a CDS card's suggestion creates did not: site A's and site B's cards for on
 one Flag (so a card from one site updated or was withdrawn with the other's), and the card's
 Flag was never the one the service's own outbox later updates and withdraws. Card uuids came
 from the hookInstance alone, so two callers sending one hookInstance shared a card (the second
-caller's card was never recorded, its feedback counted as on an unknown card).
+caller's card was never recorded, its feedback counted as on an unknown card). And a client's
+``iss`` could spell another caller's tenant (``token:NAME``, ``default``, ``...|origin``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_adapters.output import FLAG_EPISODE_SYSTEM
+from redflags.service.auth.trusted_clients import ClientsError, TrustedClients
 from redflags.state.stores import open_feedback, open_state
 
+from .auth_helpers import public_jwk
 from .cds_helpers import PATIENT_VIEW, prefetch_for, request, resources_of
 from .conftest import FIXTURES
 from .service_harness import Service, free_port, running_service
@@ -69,3 +74,21 @@ def test_each_site_s_card_names_the_flag_its_own_outbox_delivers(tmp_path: Path)
     assert cards["a"]["uuid"] != cards["b"]["uuid"]  # each site's card recorded for its feedback
     shown = open_feedback(feedback, create=False).report()
     assert [(rule.rule, rule.shown) for rule in shown.rules] == [("cauda_equina_syndrome", 2)]
+
+
+@pytest.mark.parametrize(
+    ("iss", "clash"),
+    [
+        ("token:lab", "the static token named lab"),
+        ("default", "the default tenant (the CLI's, --allow-unauthenticated)"),
+        ("https://ehr.example|https://fhir.example", "a CDS tenant of iss https://ehr.example"),
+        ("https://ehr.example site:a", "site a's records of iss https://ehr.example"),
+    ],
+)
+def test_an_iss_that_spells_another_tenant_is_refused(iss: str, clash: str) -> None:
+    """A client's iss is its tenant: one spelling another caller's tenant (``clash``) would share
+    its records (``serve`` makes the ClientsError one line and exit 1, as every clients-file error)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    data = {"clients": [{"iss": iss, "jwks": {"keys": [public_jwk(key, "k")]}}]}
+    with pytest.raises(ClientsError, match=r"^clients\[0\]: iss "):
+        TrustedClients.from_data(data)
