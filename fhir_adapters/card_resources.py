@@ -9,7 +9,7 @@ author is the engine Device by identifier (the client has no Device entry to res
 Rendered once per call: when the call has already rendered the alert's pair (a service with a
 state store renders the Flag and CarePlan it delivers when an alert is raised or updated), the
 card's pair is that pair re-keyed, not a second render. Re-keyed means the card's own identity
-(the episode identifier without tenant scope, ``period.start``/``created`` at the alert's time,
+(the episode identifier in the caller's tenant scope, ``period.start``/``created`` at the alert's time,
 local ids, the author): the card is exactly what a fresh render would give
 (``tests/test_fhirout_render_once.py`` proves both).
 """
@@ -43,16 +43,23 @@ ENGINE_AUTHOR: dict[str, Any] = {
 
 
 def resources_for(
-    alert: Alert, meta: RuleMeta, *, flag_elsewhere: bool = False, rendered: Pair | None = None
+    alert: Alert,
+    meta: RuleMeta,
+    *,
+    flag_elsewhere: bool = False,
+    rendered: Pair | None = None,
+    scope: str = "",
 ) -> Pair:
     """The Flag and the proposed CarePlan of one alert, as a suggestion creates them.
 
     ``flag_elsewhere``: the Flag is created by a systemAction, not in the CarePlan's suggestion,
     so the CarePlan names it by its episode identifier instead of a local id. ``rendered``: the
     pair this call already rendered for the alert (``fhir_adapters.output.alert_resources``):
-    re-keyed instead of rendered again.
+    re-keyed instead of rendered again. ``scope``: the tenant's (``episode_identifier``), so the
+    Flag a card creates is the one the service's outbox updates and withdraws, and two tenants'
+    cards for one patient id never name one Flag on a FHIR server both write to.
     """
-    local_id = episode_identifier(alert)
+    local_id = episode_identifier(alert, scope)
     flag_ref = f"Flag/{local_id}"
     base_flag, base_plan = rendered if rendered is not None else _render(alert, meta, flag_ref)
     since = fhir_instant(alert.now)

@@ -38,6 +38,12 @@ def _changed(before: ActiveAlert, alert: Alert) -> str:
     return ""
 
 
+def identifier_scope(tenant: str) -> str:
+    """The ``scope`` of a tenant's Flag and CarePlan identifiers (``output.episode_identifier``):
+    the tenant, or "" for the default one, whose identifiers predate tenants."""
+    return "" if tenant == DEFAULT_TENANT else tenant
+
+
 def plan(
     patient: str,
     previous: Mapping[str, ActiveAlert],
@@ -49,7 +55,7 @@ def plan(
 ) -> Plan:
     """What to tell the FHIR server about ``patient`` after an evaluation at ``now``; a new
     alert's identifiers are scoped by ``tenant`` (the default tenant's are those of 0.4)."""
-    scope = "" if tenant == DEFAULT_TENANT else tenant
+    scope = identifier_scope(tenant)
     firing = {a.rule: a for a in alerts if a.patient == patient}
     active: dict[str, ActiveAlert] = {}
     transitions: list[Transition] = []

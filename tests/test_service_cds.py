@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from fhir_adapters.intake import group
-from fhir_adapters.output import flag_for
+from fhir_adapters.output import episode_identifier, flag_for
 from fhir_adapters.times import parse_now
 from fhir_adapters.validate import validate
 from redflags.pipeline import Pipeline
@@ -240,10 +240,11 @@ def test_positive_patient_gets_one_critical_card_with_flag_and_careplan(
     assert careplan["supportingInfo"][0] == {"reference": f"Flag/{flag['id']}"}
     assert {"reference": "Observation/v01-pvr"} in careplan["supportingInfo"]
     assert careplan["status"] == "draft" and careplan["intent"] == "proposal"
-    # the Flag is the replay's, but authored by the engine Device named by identifier
+    # the Flag is the replay's, but authored by the engine Device named by identifier, and its
+    # identifier scoped by the caller's tenant (``default|``: no fhirServer), as the ledger's
     assert flag["author"]["identifier"] == {"system": f"{CANONICAL_BASE}/device", "value": "redflags-engine"}
     same = {k: v for k, v in flag.items() if k not in ("id", "author")}
-    replay_flag = _replay_flag(body, pipeline)
+    replay_flag = _replay_flag(body, pipeline, scope="default|")
     assert same == {k: v for k, v in replay_flag.items() if k != "author"}
 
     # the same call again (a retry of this hookInstance) gives the same card ids
@@ -253,13 +254,13 @@ def test_positive_patient_gets_one_critical_card_with_flag_and_careplan(
     assert other["cards"][0]["uuid"] != card["uuid"]
 
 
-def _replay_flag(body: dict[str, Any], pipeline: Pipeline) -> dict[str, Any]:
+def _replay_flag(body: dict[str, Any], pipeline: Pipeline, scope: str = "") -> dict[str, Any]:
     resources = [(k, v, None) for k, v in [("Patient", body["prefetch"]["Patient"])]]
     for key in SEARCH_KEYS:
         resources += [(key, e["resource"], None) for e in body["prefetch"][key]["entry"]]
     (result,) = pipeline.evaluate(group("test", resources), parse_now(NOW))
     (alert,) = result.alerts
-    return flag_for(alert, pipeline.engine.metas[alert.rule])
+    return flag_for(alert, pipeline.engine.metas[alert.rule], episode=episode_identifier(alert, scope))
 
 
 def test_negative_patient_gets_exactly_no_cards(service: Service) -> None:

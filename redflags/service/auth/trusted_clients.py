@@ -310,6 +310,8 @@ class TrustedClients:
             iss = entry.get("iss")
             if not isinstance(iss, str) or not iss.strip():
                 raise ClientsError(f"{where}: iss must be a non-empty string")
+            if problem := _tenant_clash(iss):
+                raise ClientsError(f"{where}: {problem}")
             where = f"{where} ({iss})"
             if iss in clients:
                 raise ClientsError(f"{where}: issuer listed twice")
@@ -332,3 +334,18 @@ class TrustedClients:
             except ValueError as exc:
                 raise ClientsError(f"{where}: {exc}") from None
         return cls(clients)
+
+
+def _tenant_clash(iss: str) -> str | None:
+    """Why ``iss`` could name another caller's tenant (``redflags.service.auth.tenants``), or None.
+
+    A client's iss is its tenant on ``$evaluate`` and the first part of its CDS tenants: an iss
+    spelling a static token's tenant (``token:NAME``) or the ``default`` one, or holding what
+    joins a tenant's parts (``|`` before a fhirServer origin, a space before a site), would read
+    and withdraw that other tenant's records.
+    """
+    if iss == "default" or iss.startswith("token:"):
+        return "iss 'default' and 'token:...' name other callers' records (the default tenant, static tokens)"
+    if "|" in iss or any(c.isspace() or not c.isprintable() for c in iss):
+        return "iss must not hold '|', spaces or control characters (they join a tenant's parts)"
+    return None

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from fhir_adapters.intake import WithText, group
+from redflags.lifecycle import identifier_scope
 from redflags.logs import patient_token
 from redflags.pipeline import Pipeline
 from redflags.service.cds.cards import IssuedCard, cds_response
@@ -115,8 +116,14 @@ def answer(pipeline: Pipeline, work: CdsWork) -> Answer:
     alerts = [alert for result in results for alert in result.alerts]
     rendered = {rule: pair for result in results for rule, pair in result.rendered.items()}
     rules, instance = pipeline.rules, work.hook_instance
+    kept_as = pipeline.memory.tenant_of(work.tenant) if pipeline.memory else work.tenant  # a site's too
     payload, issued = cds_response(
-        alerts, rules, instance, system_actions=work.system_actions, rendered=rendered
+        alerts,
+        rules,
+        instance,
+        system_actions=work.system_actions,
+        rendered=rendered,
+        scope=identifier_scope(kept_as),
     )
     return Answer(
         orjson.dumps(payload),

@@ -105,13 +105,17 @@ def card_for(
     *,
     system_actions: bool = False,
     rendered: Pair | None = None,
+    scope: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any] | None, IssuedCard]:
     """The card of one alert; with ``system_actions`` also the systemAction creating its Flag
     (the card's suggestion then proposes the CarePlan only). ``rendered``: the alert's Flag and
-    CarePlan as this call already rendered them (``fhir_adapters.card_resources``)."""
-    card_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|card|{alert.rule}"))
-    suggestion_id = str(uuid.uuid5(_NAMESPACE, f"{hook_instance}|suggestion|{alert.rule}"))
-    flag, careplan = resources_for(alert, meta, flag_elsewhere=system_actions, rendered=rendered)
+    CarePlan as this call already rendered them (``fhir_adapters.card_resources``). ``scope``:
+    the caller's tenant ("" for the default one): in the Flag and CarePlan identifiers and the
+    card uuids, so two callers sending one hookInstance never share a card's feedback."""
+    instance = f"{scope}|{hook_instance}" if scope else hook_instance
+    card_id = str(uuid.uuid5(_NAMESPACE, f"{instance}|card|{alert.rule}"))
+    suggestion_id = str(uuid.uuid5(_NAMESPACE, f"{instance}|suggestion|{alert.rule}"))
+    flag, careplan = resources_for(alert, meta, flag_elsewhere=system_actions, rendered=rendered, scope=scope)
     tier = meta.tier(alert.tier)
     flag_action = {"type": "create", "description": f"Flag: {flag_text(flag)}", "resource": flag}
     careplan_action = {
@@ -148,10 +152,12 @@ def cds_response(
     *,
     system_actions: bool = False,
     rendered: Mapping[str, Pair] | None = None,
+    scope: str = "",
 ) -> tuple[dict[str, Any], list[IssuedCard]]:
     """The service response: cards most urgent first (then by rule id); ``{"cards": []}`` if none.
 
-    ``rendered``: rule -> the Flag and CarePlan this call already rendered (one patient per call).
+    ``rendered``: rule -> the Flag and CarePlan this call already rendered (one patient per call);
+    ``scope``: the caller's tenant (``card_for``).
     """
     ordered = sorted(alerts, key=lambda a: (severity_rank(a.severity), a.rule))
     cards: list[dict[str, Any]] = []
@@ -164,6 +170,7 @@ def cds_response(
             hook_instance,
             system_actions=system_actions,
             rendered=(rendered or {}).get(alert.rule),
+            scope=scope,
         )
         cards.append(card)
         issued.append(shown)

@@ -47,6 +47,9 @@ _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _USER_REF = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 _ABSOLUTE = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://")  # a prefix: match
 _JSON_TYPE = {str: "a string", dict: "an object", list: "an array"}
+#: What an HTTP header can carry as a bearer token (visible ASCII, no space): anything else only
+#: failed later, in the HTTP client, as if fhirServer had broken off the exchange.
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,8 @@ def _authorization(body: Mapping[str, Any], server: str | None) -> FhirAuthoriza
         if not isinstance(value, str) or not value:
             raise CdsRequestError(f"fhirAuthorization.{name} is required (a non-empty string)")
         fields[name] = value
+    if not _HEADER_TOKEN.fullmatch(fields["access_token"]):  # never quoted: it is a credential
+        raise CdsRequestError("fhirAuthorization.access_token must be visible ASCII without spaces")
     if fields["token_type"].lower() != "bearer":
         raise CdsRequestError("fhirAuthorization.token_type must be 'Bearer'")
     expires = auth.get("expires_in")
