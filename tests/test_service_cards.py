@@ -106,3 +106,22 @@ def test_origin_and_loopback() -> None:
         True,
     ]
     assert not is_loopback("http://10.0.0.1") and not is_loopback("http://localhost.example.org")
+
+
+def test_a_cds_tenant_names_the_fhir_servers_base_not_only_its_host() -> None:
+    """Two stores on one host are two records; spellings of one base are one; a base without a
+    path keeps the tenant of 0.4 (origin only); ``|`` cannot forge a tenant boundary."""
+    from redflags.service.auth.tenants import cds_tenant
+
+    one = cds_tenant("iss", "https://h.example/v1/fhirStores/A/fhir")
+    assert one != cds_tenant("iss", "https://h.example/v1/fhirStores/B/fhir")
+    assert one == cds_tenant("iss", "https://H.EXAMPLE:443/v1/fhirStores/A/fhir/")
+    assert cds_tenant("iss", "https://h.example/Fhir") != cds_tenant("iss", "https://h.example/fhir")
+    assert (
+        cds_tenant("iss", "https://h.example/")
+        == cds_tenant("iss", "https://h.example")
+        == "iss|https://h.example"
+    )
+    assert cds_tenant("iss", None) == "iss|"
+    forged = cds_tenant("iss", "https://h.example/a|b")
+    assert forged.count("|") == 1 and forged.endswith("/a%7Cb")

@@ -99,11 +99,15 @@ def test_two_ehrs_with_one_patient_id_see_only_their_own_history(site: Site) -> 
     assert site.cards(ISS_B, WEDNESDAY) == []  # 30fb331: a GBS card built on EHR A's Monday
     (card,) = site.cards(ISS_A, WEDNESDAY)  # EHR A's own Monday and Wednesday
     assert "Guillain" in card["summary"]
-    # the same client at another FHIR server is another record
+    # the same client at another FHIR server is another record, and so is another store on the
+    # same host (one host often serves several: .../fhirStores/A/fhir, /fhir/TENANT)
     assert site.cards(ISS_A, WEDNESDAY, fhir_server="https://other-fhir.example.org") == []
+    assert site.cards(ISS_A, WEDNESDAY, fhir_server="https://fhir.example.org/r4-hospital-2") == []
+    (again,) = site.cards(ISS_A, WEDNESDAY, fhir_server="https://FHIR.example.org:443/r4/")
+    assert "Guillain" in again["summary"]  # one server however its base URL is spelled
     with site.store() as store:
         pid = f"Patient/{PATIENT['id']}"
-        tenant_a, tenant_b = f"{ISS_A}|https://fhir.example.org", f"{ISS_B}|https://fhir.example.org"
+        tenant_a, tenant_b = f"{ISS_A}|https://fhir.example.org/r4", f"{ISS_B}|https://fhir.example.org/r4"
         assert list(store.active(pid, tenant=tenant_a)) == [GBS]
         assert store.active(pid, tenant=tenant_b) == {}
         assert {"Condition/v03-leg-weakness"} <= set(store.facts_by_resource(pid, tenant=tenant_a))
@@ -126,7 +130,7 @@ def test_forget_in_one_tenant_leaves_the_others(site: Site) -> None:
     site.cards(ISS_B, MONDAY)
     with site.store() as store:
         before = store.tenants(pid)
-    tenant_a = f"{ISS_A}|https://fhir.example.org"
+    tenant_a = f"{ISS_A}|https://fhir.example.org/r4"
     forgot = subprocess.run(
         [sys.executable, "-m", "redflags.cli", "history", "forget", pid, "--state", str(site.state),
          "--tenant", tenant_a],
@@ -138,7 +142,7 @@ def test_forget_in_one_tenant_leaves_the_others(site: Site) -> None:
         after = store.tenants(pid)
         assert tenant_a in before and tenant_a not in after
         assert {t: n for t, n in before.items() if t != tenant_a} == after
-        assert store.facts_by_resource(pid, tenant=f"{ISS_B}|https://fhir.example.org")
+        assert store.facts_by_resource(pid, tenant=f"{ISS_B}|https://fhir.example.org/r4")
 
 
 def everything(site: Site) -> tuple[list, list, list]:
