@@ -444,7 +444,14 @@ def _shown(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+#: What a server's diagnostics may echo of our credentials (an Authorization header, a JWT, an
+#: opaque token): never kept, since the text is logged and stored with an outbox item at rest.
+#: 40 characters spare UUIDs (36) and resource ids, which help an operator.
+_SECRET = re.compile(r"(?i:bearer|basic)\s+\S+|eyJ[\w-]*\.[\w-]*\.[\w-]*|[A-Za-z0-9._~+=-]{40,}")
+
+
 def _diagnostics(outcome: dict[str, Any]) -> str:
+    """The server's own words on a failure, one line, bounded, credentials blanked."""
     issues = outcome.get("issue")
     first = issues[0] if isinstance(issues, list) and issues and isinstance(issues[0], dict) else {}
     details = first.get("details")
@@ -454,7 +461,7 @@ def _diagnostics(outcome: dict[str, Any]) -> str:
         or first.get("code")
         or ""
     )
-    return " ".join(str(text).split())[:200]
+    return _SECRET.sub("[redacted]", " ".join(str(text).split()))[:200]
 
 
 # -- reading one CDS call's record ----------------------------------------------------------------
