@@ -7,6 +7,7 @@ endpoint as ``application/json`` must not meet ``application/fhir+json`` on its 
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,8 @@ def is_outcome(answer: requests.Response) -> bool:
 CALL = "/cds-services/redflags-patient-view"
 FEEDBACK = "/cds-services/redflags-patient-view/feedback"
 JSON_HEADERS = {"Content-Type": "application/json"}
+GZIP_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+GZIPPED = gzip.compress(b'{"resourceType": "Bundle", "type": "collection"}')
 
 #: (id, method, path, body, headers, status, media type)
 CASES = [
@@ -55,6 +58,18 @@ CASES = [
     ("discovery-405", "POST", "/cds-services", b"{}", JSON_HEADERS, 405, CDS_JSON),
     ("evaluate-415", "POST", "/fhir/$evaluate", b"{}", {"Content-Type": "text/plain"}, 415, FHIR_JSON),
     ("evaluate-413", "POST", "/fhir/$evaluate", BIG, {"Content-Type": FHIR_JSON}, 413, FHIR_JSON),
+    # a compressed body is refused by name, never inflated (a small gzip body can inflate a thousandfold)
+    ("call-gzip-415", "POST", CALL, GZIPPED, GZIP_HEADERS, 415, CDS_JSON),
+    ("feedback-gzip-415", "POST", FEEDBACK, GZIPPED, GZIP_HEADERS, 415, CDS_JSON),
+    (
+        "evaluate-gzip-415",
+        "POST",
+        "/fhir/$evaluate",
+        GZIPPED,
+        {**GZIP_HEADERS, "Content-Type": FHIR_JSON},
+        415,
+        FHIR_JSON,
+    ),
 ]
 
 
@@ -76,6 +91,8 @@ def test_errors_are_operation_outcomes_in_the_endpoints_media_type(
     assert answer.status_code == status, answer.text
     assert media_type(answer) == expected
     assert is_outcome(answer)
+    if "gzip" in headers.get("Content-Encoding", ""):
+        assert "Content-Encoding 'gzip' not supported" in answer.json()["issue"][0]["diagnostics"]
 
 
 def test_discovery_is_plain_json_and_a_good_feedback_still_200(service: Service) -> None:

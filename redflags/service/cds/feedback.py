@@ -223,7 +223,9 @@ def _known_service(service_id: str) -> str:
 async def _read_body(request: Request) -> bytes:
     """The JSON body, refused unread when its type is not JSON (415); its size is limited by
     ``limits.BodySizeLimit`` (413) like every other body."""
-    problem = media_type_problem(request.headers.get("content-type"))
+    problem = media_type_problem(
+        request.headers.get("content-type"), encoding=request.headers.get("content-encoding")
+    )
     if problem:
         raise _Rejected(415, problem, "not-supported")
     return await request.body()

@@ -137,7 +137,9 @@ async def call_service(
     service = SERVICES.get(service_id)
     if service is None:
         return _error(404, f"no CDS service {service_id!r}: GET /cds-services lists them", "not-found")
-    problem = media_type_problem(request.headers.get("content-type"))
+    problem = media_type_problem(
+        request.headers.get("content-type"), encoding=request.headers.get("content-encoding")
+    )
     if problem:
         return _error(415, problem, "not-supported")
     body = await request.body()  # its size is limited by limits.BodySizeLimit (413)

@@ -11,9 +11,9 @@ from redflags.service.http.limits import call_limits
 __all__ = ["INPUT_PARAMETERS", "BadInput", "EvaluationInput", "check_media_type", "read_body"]
 
 
-def check_media_type(header: str | None) -> None:
-    """415 unless JSON (FHIR or plain) in UTF-8; a missing Content-Type is refused too."""
-    problem = media_type_problem(header, default=None)
+def check_media_type(header: str | None, encoding: str | None = None) -> None:
+    """415 unless uncompressed JSON (FHIR or plain) in UTF-8; a missing Content-Type is refused too."""
+    problem = media_type_problem(header, default=None, encoding=encoding)
     if problem:
         raise BadInput(problem, status=415)
 

@@ -122,7 +122,7 @@ async def evaluate_operation(
 ) -> Response:
     """Every patient of the body evaluated at ``now``; the Flags and CarePlans of the alerts."""
     try:
-        check_media_type(request.headers.get("content-type"))
+        check_media_type(request.headers.get("content-type"), request.headers.get("content-encoding"))
         body = await request.body()
         fixed = request.app.state.settings.now  # redflags serve --now: every call at that time
         default_now = parse_now(fixed) if fixed else int(time.time())

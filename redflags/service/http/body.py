@@ -16,8 +16,14 @@ from redflags.service.http.outcome import outcome_response
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 
 
-def media_type_problem(header: str | None, default: str | None = "application/json") -> str | None:
-    """Why a Content-Type is refused (answer 415), or None; ``default`` stands for a missing one."""
+def media_type_problem(
+    header: str | None, default: str | None = "application/json", encoding: str | None = None
+) -> str | None:
+    """Why a Content-Type (or Content-Encoding) is refused (answer 415), or None; ``default``
+    stands for a missing type. A compressed body is refused by name rather than read as bytes
+    that are not JSON (and never inflated: a small gzip body can inflate a thousandfold)."""
+    if encoding and encoding.strip().lower() not in ("identity", ""):
+        return f"Content-Encoding {encoding.strip()[:40]!r} not supported: send the body uncompressed"
     header = header or default
     if not header:
         return "no Content-Type: send application/fhir+json or application/json"
