@@ -22,6 +22,7 @@ from redflags.state.model import StateStore
 from redflags.state.stores import open_state
 
 from .fhir_server_harness import FhirServer, fhir_server  # noqa: F401 (pytest fixture)
+from .pty_helpers import run_on_a_terminal
 from .test_store_contract_state import KINDS, location
 from .writeback_helpers import NOW, bundle, redflags, v01, write
 
@@ -130,6 +131,14 @@ def test_withdraw_queues_the_ledgers_withdrawal_and_forgets_once_it_is_delivered
     assert done.returncode == 0 and "records removed" in done.stdout, done.stderr
     with open_state(where) as store:
         assert kept(store) == (0, 0, 0)
+
+
+def test_on_a_terminal_the_refusal_is_one_line_and_nothing_else(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.sqlite")
+    raise_alert(tmp_path, state)
+    status, stderr = run_on_a_terminal("history", "forget", P, "--state", state, "--tenant", T)
+    assert status == 1 and len(stderr.splitlines()) == 1, stderr  # the log line is told, not shown
+    assert stderr.startswith(f"Error: {P} in tenant {T} has 1 active alerts")
 
 
 def test_withdraw_and_force_together_is_a_usage_error(tmp_path: Path) -> None:
