@@ -154,7 +154,7 @@ def test_forget_erases_everything_of_one_patient(store: SqliteStateStore) -> Non
             )
         )
     store.mark_delivered(1, 2)
-    assert store.forget(P1) == 2 + 1 + 1 + 2
+    assert store.forget(P1, force=True) == 2 + 1 + 1 + 2  # an active alert, a pending item
     assert store.history(P1) == [] and store.active(P1) == {} and store.transitions(P1) == []
     assert {d.patient for d in store.deliveries()} == {P2}
     assert store.history(P2) == [{"f": 1}, {"f": 2}] and len(store.transitions()) == 1
@@ -162,7 +162,7 @@ def test_forget_erases_everything_of_one_patient(store: SqliteStateStore) -> Non
     store.mark_delivered(2, 3)  # in flight when forgotten: a no-op, not an error
     assert store.counts() == {"pending": 2, "delivered": 0, "failed": 0}
     # ids are never reused, even once the newest rows were forgotten
-    store.forget(P2)
+    store.forget(P2, force=True)
     assert outbox(store, delivery(P1, "r")) == [5]
 
 

@@ -133,7 +133,7 @@ def test_forget_in_one_tenant_leaves_the_others(site: Site) -> None:
     tenant_a = f"{ISS_A}|https://fhir.example.org/r4"
     forgot = subprocess.run(
         [sys.executable, "-m", "redflags.cli", "history", "forget", pid, "--state", str(site.state),
-         "--tenant", tenant_a],
+         "--tenant", tenant_a, "--force"],  # its alerts are active: erased all the same
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert forgot.returncode == 0, forgot.stderr

@@ -73,7 +73,7 @@ def test_one_patient_id_in_two_tenants_is_two_patients(store: SqliteStateStore) 
 def test_forget_in_one_tenant_keeps_the_other(store: SqliteStateStore) -> None:
     store.commit(evaluated(A, 1))
     store.commit(evaluated(B, 2))
-    assert store.forget(P, tenant=A) == 1 + 1 + 1 + 1  # fact, alert, transition, outbox item
+    assert store.forget(P, tenant=A, force=True) == 1 + 1 + 1 + 1  # fact, alert, transition, outbox item
     assert store.history(P, tenant=A) == [] and store.active(P, tenant=A) == {}
     assert store.history(P, tenant=B) == [{"f": 2, "ts": 100}] and "r" in store.active(P, tenant=B)
     assert [d.tenant for d in store.deliveries()] == [B]
@@ -99,7 +99,7 @@ def test_a_commit_after_another_of_the_same_patient_is_refused(store: SqliteStat
     store.commit(evaluated(B, 3, seen=0))  # another tenant's patient is another patient
     again = store.snapshot(P, tenant=A)
     assert again.seq == 1 and again.facts == {"Condition/1": [{"f": 1, "ts": 100}]} and "r" in again.active
-    store.forget(P, tenant=A)  # an evaluation that read before a forget cannot bring it back
+    store.forget(P, tenant=A, force=True)  # an evaluation that read before a forget cannot bring it back
     with pytest.raises(StaleRead):
         store.commit(evaluated(A, 4, seen=again.seq))
     assert store.history(P, tenant=A) == []

@@ -113,7 +113,7 @@ def test_history_makes_wednesday_fire_what_mondays_delivery_began(tmp_path: Path
     assert second.returncode == 0, second.stderr
     assert alerts_of(second) == {"Patient/v03": [("guillain_barre_syndrome", "critical")]}
 
-    forgot = redflags("history", "forget", "Patient/v03", "--state", state)
+    forgot = redflags("history", "forget", "Patient/v03", "--state", state, "--force")  # GBS active
     assert forgot.returncode == 0 and "forgot Patient/v03" in forgot.stdout, forgot.stderr
     third = redflags(
         "replay", str(wednesday), "--now", "2025-03-12T12:00:00Z", "--format", "json", "--state", state

@@ -61,6 +61,31 @@ class StaleRead(StateStoreError):
 
 
 @dataclass(frozen=True, slots=True)
+class Unfinished:
+    """What erasing one patient would abandon: alerts active on the FHIR server (nobody would
+    withdraw their Flags any more) and outbox items not delivered (pending: an alert lost
+    without a word; failed: waiting for an operator)."""
+
+    active: int = 0
+    pending: int = 0
+    failed: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.active or self.pending or self.failed)
+
+
+class ForgetRefused(StateStoreError):
+    """``forget`` without ``force`` of a patient with active alerts or undelivered items:
+    nothing was erased (``left`` says what is outstanding)."""
+
+    def __init__(self, left: Unfinished) -> None:
+        super().__init__(
+            f"{left.active} active alerts, {left.pending} pending and {left.failed} failed outbox items"
+        )
+        self.left = left
+
+
+@dataclass(frozen=True, slots=True)
 class ActiveAlert:
     """The ledger's current view of one (patient, rule): the Flag that is active on the server."""
 
@@ -178,9 +203,13 @@ class StateStore(Protocol):
         """Stored facts of ``patient`` by the resource they came from, as ``history`` orders them."""
         ...
 
-    def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> int:
+    def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT, force: bool = False) -> int:
         """Erase a patient's history, ledger (alerts and transitions) and outbox items in one
-        tenant; return rows removed. Delivered items go too: their bundles name the patient."""
+        tenant; return rows removed. Delivered items go too: their bundles name the patient.
+
+        ``ForgetRefused`` (nothing erased) while the patient has active alerts or pending or
+        failed outbox items, unless ``force``: checked in the erasing transaction, so an
+        evaluation cannot slip an alert in between. Logs ``state.forget`` with the counts."""
         ...
 
     def prune(self, before: int, *, tenant: str | None = None) -> int:

@@ -21,13 +21,33 @@ from redflags.state.model import (
     ActiveAlert,
     Delivery,
     Fact,
+    ForgetRefused,
     OutboxEvent,
     Status,
     Transition,
+    Unfinished,
 )
 from redflags.state.sql_rows import Dialect
 
 log = get_logger("redflags.state")
+
+#: What ``forget`` would abandon: active alerts, pending and failed outbox items of one patient.
+_UNFINISHED = (
+    "SELECT (SELECT COUNT(*) FROM active_alert WHERE tenant = ? AND patient = ?), "
+    "(SELECT COUNT(*) FROM outbox WHERE tenant = ? AND patient = ? AND status = 'pending'), "
+    "(SELECT COUNT(*) FROM outbox WHERE tenant = ? AND patient = ? AND status = 'failed')"
+)
+
+
+def _counts(left: Unfinished) -> dict[str, int]:
+    """The audit fields of ``state.forget``: counts only, no identifier."""
+    undelivered = left.pending + left.failed
+    return {
+        "active_alerts": left.active,
+        "undelivered": undelivered,
+        "pending": left.pending,
+        "failed": left.failed,
+    }
 
 
 class SqlStateStore:
@@ -88,17 +108,29 @@ class SqlStateStore:
     def _active(self, conn: Any, tenant: str, patient: str) -> dict[str, ActiveAlert]:
         return rows.active_of(conn.execute(self._SQL.sql(rows.ACTIVE), (tenant, patient)).fetchall())
 
-    def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT) -> int:
-        """Also drops the patient's commit number, so an evaluation that read before fails to commit."""
+    def forget(self, patient: str, *, tenant: str = DEFAULT_TENANT, force: bool = False) -> int:
+        """Also drops the patient's commit number, so an evaluation that read before fails to commit.
+
+        The audit line ``state.forget`` is a warning so that it is written at the CLI's default
+        level: with the ledger gone it is the only trace of the erasure (counts, never the id)."""
         with self._write() as conn:
             self._lock_patient(conn, tenant, patient)
+            left = self._unfinished(conn, tenant, patient)
+            if left and not force:
+                log.warning("state.forget_refused", tenant=tenant, **_counts(left))
+                raise ForgetRefused(left)
             removed = 0
             for table in rows.PATIENT_TABLES:  # the count is of records: patient_seq is bookkeeping
                 sql = self._SQL.sql(f"DELETE FROM {table} WHERE tenant = ? AND patient = ?")
                 deleted = conn.execute(sql, (tenant, patient))
                 removed += deleted.rowcount if table not in rows.BOOKKEEPING else 0
-        log.info("state.forget", rows=removed)
+        log.warning("state.forget", tenant=tenant, records=removed, forced=bool(left), **_counts(left))
         return removed
+
+    def _unfinished(self, conn: Any, tenant: str, patient: str) -> Unfinished:
+        """Active alerts and undelivered outbox items of one patient (``_UNFINISHED``)."""
+        row = conn.execute(self._SQL.sql(_UNFINISHED), (tenant, patient) * 3).fetchone()
+        return Unfinished(*(int(n) for n in row))
 
     def tenants(self, patient: str | None = None) -> dict[str, int]:
         where, args = self._SQL.where(("patient", patient))
