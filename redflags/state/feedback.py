@@ -159,7 +159,9 @@ class SqliteFeedbackStore:
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"{self.path}: feedback database write failed: {exc}") from None
 
-    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
+    def record_cards(
+        self, service_id: str, cards: Iterable[ShownCard], shown_at: int, *, site: str | None = None
+    ) -> None:
         """Remember which rule each card uuid stands for; a uuid already recorded keeps its first row.
 
         Written on every call that shows a card, so without waiting for the disk (NORMAL): a
@@ -169,13 +171,23 @@ class SqliteFeedbackStore:
         if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
             self._purged_at = shown_at
             self.purge(shown_at - self.keep_s)
-        self._write(_SQL.sql(sql.INSERT_CARD), sql.card_rows(service_id, cards, shown_at), sync="NORMAL")
+        self._write(
+            _SQL.sql(sql.INSERT_CARD), sql.card_rows(service_id, cards, shown_at, site), sync="NORMAL"
+        )
 
     def record_feedback(
-        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
+        self,
+        service_id: str,
+        items: Sequence[Feedback],
+        client: str,
+        received_at: int,
+        *,
+        site: str | None = None,
     ) -> None:
         """Store every item of one request in one transaction (all or nothing)."""
-        self._write(_SQL.sql(sql.INSERT_FEEDBACK), sql.feedback_rows(service_id, items, client, received_at))
+        self._write(
+            _SQL.sql(sql.INSERT_FEEDBACK), sql.feedback_rows(service_id, items, client, received_at, site)
+        )
 
     def report(self) -> FeedbackReport:
         try:
@@ -188,7 +200,7 @@ class SqliteFeedbackStore:
         conn = self._conn
         per_rule = conn.execute(_SQL.sql(sql.PER_RULE)).fetchall()
         reasons = conn.execute(_SQL.sql(sql.REASONS)).fetchall()
-        return sql.report_of(per_rule, reasons, conn.execute(sql.UNKNOWN).fetchone())
+        return sql.report_of(per_rule, reasons, conn.execute(_SQL.sql(sql.UNKNOWN)).fetchall())
 
     def ping(self) -> None:
         if problem := sqlite_file.ping(self._conn, self._lock, self.path, self._identity):
