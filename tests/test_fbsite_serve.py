@@ -87,6 +87,9 @@ def test_a_card_shown_at_site_a_counts_under_a_only_and_b_refuses_its_feedback(s
     elsewhere = _feedback(served.service, "b", card, "overridden")
     assert elsewhere.status_code == 200 and elsewhere.content == b""  # as any unknown card: kept
     assert _feedback(served.service, "a", card, "accepted").status_code == 200
+    everything = _report(served.db)
+    assert [(r["rule"], r["overridden"]) for r in everything["rules"]] == [(RULE, 0)]  # b's is not a's
+    assert everything["unknown_cards"]["overridden"] == 1  # it is b's unknown card
     report = _report(served.db, "--site", "a")
     assert report["rules"] == [
         {
