@@ -11,7 +11,9 @@ Nothing here holds a patient identifier: a shown card is a uuid, a rule, a tier 
 Each shown card also names the client it was shown to (the JWT ``iss``): feedback counts for a
 card only when the same client sends it, so one client cannot skew another's figures by
 naming its card uuids (they derive from a hookInstance any client may choose). Cards recorded
-before clients were (schema version 1) match feedback from any client.
+before clients were (schema version 1) match feedback from any client. Likewise by site
+(``serve --site``, the ``site`` keyword): a card counts only for feedback sent to the site that
+showed it, and the report has a row per site and rule (keys: ``feedback_sql.site_key``).
 
 Shown cards are kept ``keep_s`` (default ``KEEP_S``) and deleted after, with the feedback on
 them and any other feedback received before that: the report covers that window. The store
