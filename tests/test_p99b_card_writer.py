@@ -26,13 +26,15 @@ class _Held(SqliteFeedbackStore):
     failing: frozenset[str] = frozenset()
     threads: set[int]
 
-    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
+    def record_cards(
+        self, service_id: str, cards: Iterable[ShownCard], shown_at: int, *, site: str | None = None
+    ) -> None:
         self.threads.add(threading.get_ident())
         self.entered.set()
         self.gate.wait(30)
         if service_id in self.failing:
             raise FeedbackStoreError("the disk is full")
-        super().record_cards(service_id, cards, shown_at)
+        super().record_cards(service_id, cards, shown_at, site=site)
 
 
 def _store(tmp_path: Path, failing: frozenset[str] = frozenset()) -> _Held:

@@ -41,13 +41,22 @@ def feedback_group() -> None:
     help="Read the feedback kept with this state store: the file beside it, or (a postgresql:// URL) "
     "that database, where every replica records its cards and feedback.",
 )
+@click.option(
+    "--site",
+    "site",
+    metavar="NAME",
+    help="Only this site's rows (`serve --site NAME=FILE`); `--site ''` the unprefixed, default site's.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def report_command(db_path: Path | str | None, state: Path | str | None, fmt: str) -> None:
+def report_command(db_path: Path | str | None, state: Path | str | None, site: str | None, fmt: str) -> None:
     """Per rule: cards shown, accepted, overridden, with no feedback, and the override reasons.
 
     Card counts are distinct cards (a card may be reported more than once, and both accepted and
     overridden); "items" counts every feedback item. Feedback on card uuids the service never
     recorded is counted apart, as unknown cards. The database is only read.
+
+    With several sites (`serve --site`), each site has its own rows: a card counts only for the
+    site that showed it, and feedback sent to another site is an unknown card of that site.
     """
     if db_path is None and state is not None:
         try:
@@ -69,11 +78,28 @@ def report_command(db_path: Path | str | None, state: Path | str | None, fmt: st
         raise LocationRefused(redact(" ".join(str(exc).split()))) from None
     except FeedbackStoreError as exc:
         raise click.ClickException(redact(" ".join(str(exc).split()))) from None
+    if site is not None:
+        report = _one_site(report, site)
     if fmt == "json":
         sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
         return
     _print_table(report, db_path if isinstance(db_path, Path) else where_of(db_path))
+
+
+def _one_site(report: FeedbackReport, site: str) -> FeedbackReport:
+    """``--site``: a name that cannot be a site is an error; a site with no rows says so on stderr
+    (a typo must not read as "no feedback yet")."""
+    from redflags.service.sites import SITE_NAME  # the service's rule for names; its imports only here
+
+    if site and not SITE_NAME.fullmatch(site):
+        bad = click.BadParameter("a site name is 1-64 letters, digits, '-' or '_' ('' the default site)")
+        bad.param_hint = "'--site'"
+        raise bad
+    if site not in report.sites:
+        known = ", ".join(name or "''" for name in report.sites) or "none"
+        click.echo(f"no feedback recorded for site {site!r} (sites with feedback: {known})", err=True)
+    return report.for_site(site)
 
 
 def _reason(reason: ReasonCount) -> str:
@@ -112,6 +138,9 @@ def _print_table(report: FeedbackReport, db_path: Path | str) -> None:
         name: sum(getattr(r, name) for r in rules)
         for name in ("shown", "accepted", "overridden", "no_feedback", "feedback_items")
     }
+    sited = any(r.site for r in rules)  # a site column only once a non-default site has rows
+    if sited:
+        table.add_column("site")
     table.add_column("rule", footer="total")
     for name, header in (
         ("shown", "shown"),
@@ -128,6 +157,7 @@ def _print_table(report: FeedbackReport, db_path: Path | str) -> None:
         if rule.overridden_without_reason:
             reasons.append(f"no coded reason: {rule.overridden_without_reason}")
         table.add_row(
+            *((rule.site or "(default)",) if sited else ()),
             rule.rule,
             str(rule.shown),
             str(rule.accepted),
@@ -144,6 +174,11 @@ def _print_table(report: FeedbackReport, db_path: Path | str) -> None:
         f"unknown cards: {unknown.feedback_items} feedback items on {unknown.cards} cards "
         f"({unknown.accepted} accepted, {unknown.overridden} overridden)"
     )
+    if any(site for site, _ in report.unknown_by_site):
+        for site, cards in report.unknown_by_site:
+            click.echo(
+                f"  at site {site or '(default)'}: {cards.feedback_items} items on {cards.cards} cards"
+            )
 
 
 def _rate(part: int, whole: int) -> str:

@@ -11,7 +11,9 @@ Nothing here holds a patient identifier: a shown card is a uuid, a rule, a tier 
 Each shown card also names the client it was shown to (the JWT ``iss``): feedback counts for a
 card only when the same client sends it, so one client cannot skew another's figures by
 naming its card uuids (they derive from a hookInstance any client may choose). Cards recorded
-before clients were (schema version 1) match feedback from any client.
+before clients were (schema version 1) match feedback from any client. Likewise by site
+(``serve --site``, the ``site`` keyword): a card counts only for feedback sent to the site that
+showed it, and the report has a row per site and rule (keys: ``feedback_sql.site_key``).
 
 Shown cards are kept ``keep_s`` (default ``KEEP_S``) and deleted after, with the feedback on
 them and any other feedback received before that: the report covers that window. The store
@@ -159,7 +161,9 @@ class SqliteFeedbackStore:
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"{self.path}: feedback database write failed: {exc}") from None
 
-    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
+    def record_cards(
+        self, service_id: str, cards: Iterable[ShownCard], shown_at: int, *, site: str | None = None
+    ) -> None:
         """Remember which rule each card uuid stands for; a uuid already recorded keeps its first row.
 
         Written on every call that shows a card, so without waiting for the disk (NORMAL): a
@@ -169,13 +173,23 @@ class SqliteFeedbackStore:
         if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
             self._purged_at = shown_at
             self.purge(shown_at - self.keep_s)
-        self._write(_SQL.sql(sql.INSERT_CARD), sql.card_rows(service_id, cards, shown_at), sync="NORMAL")
+        self._write(
+            _SQL.sql(sql.INSERT_CARD), sql.card_rows(service_id, cards, shown_at, site), sync="NORMAL"
+        )
 
     def record_feedback(
-        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
+        self,
+        service_id: str,
+        items: Sequence[Feedback],
+        client: str,
+        received_at: int,
+        *,
+        site: str | None = None,
     ) -> None:
         """Store every item of one request in one transaction (all or nothing)."""
-        self._write(_SQL.sql(sql.INSERT_FEEDBACK), sql.feedback_rows(service_id, items, client, received_at))
+        self._write(
+            _SQL.sql(sql.INSERT_FEEDBACK), sql.feedback_rows(service_id, items, client, received_at, site)
+        )
 
     def report(self) -> FeedbackReport:
         try:
@@ -188,7 +202,7 @@ class SqliteFeedbackStore:
         conn = self._conn
         per_rule = conn.execute(_SQL.sql(sql.PER_RULE)).fetchall()
         reasons = conn.execute(_SQL.sql(sql.REASONS)).fetchall()
-        return sql.report_of(per_rule, reasons, conn.execute(sql.UNKNOWN).fetchone())
+        return sql.report_of(per_rule, reasons, conn.execute(_SQL.sql(sql.UNKNOWN)).fetchall())
 
     def ping(self) -> None:
         if problem := sqlite_file.ping(self._conn, self._lock, self.path, self._identity):

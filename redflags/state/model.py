@@ -400,6 +400,14 @@ class RuleSummary:
     feedback_items: int
     overridden_without_reason: int  # overridden cards with no coded reason (comment only or none)
     override_reasons: tuple[ReasonCount, ...] = ()
+    site: str = ""  # the ``serve --site`` that showed the cards; "": the unprefixed (default) site
+
+    def as_dict(self) -> dict[str, object]:
+        """Without ``site`` for the default site: reports of single-site databases stay as they were."""
+        row = asdict(self)
+        if not self.site:
+            del row["site"]
+        return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,11 +422,33 @@ class UnknownCards:
 
 @dataclass(frozen=True, slots=True)
 class FeedbackReport:
+    """Rows per (site, rule), default site first; ``unknown_cards`` totals every site's."""
+
     rules: tuple[RuleSummary, ...]
     unknown_cards: UnknownCards = field(default_factory=UnknownCards)
+    #: (site, its unknown cards) for every site with some, default ("") first.
+    unknown_by_site: tuple[tuple[str, UnknownCards], ...] = ()
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The sites with rows or unknown cards, "" (default) first."""
+        names = {r.site for r in self.rules} | {site for site, _ in self.unknown_by_site}
+        return tuple(sorted(names))
+
+    def for_site(self, site: str) -> FeedbackReport:
+        """This report restricted to one site (``redflags feedback report --site``)."""
+        unknown = dict(self.unknown_by_site).get(site, UnknownCards())
+        rows = tuple(r for r in self.rules if r.site == site)
+        return FeedbackReport(rows, unknown, ((site, unknown),) if unknown.feedback_items else ())
 
     def as_dict(self) -> dict[str, object]:
-        return {"rules": [asdict(r) for r in self.rules], "unknown_cards": asdict(self.unknown_cards)}
+        doc: dict[str, object] = {
+            "rules": [r.as_dict() for r in self.rules],
+            "unknown_cards": asdict(self.unknown_cards),
+        }
+        if any(site for site, _ in self.unknown_by_site):  # only once a non-default site has some
+            doc["unknown_cards_by_site"] = {site: asdict(u) for site, u in self.unknown_by_site}
+        return doc
 
 
 class FeedbackStore(Protocol):
@@ -428,11 +458,23 @@ class FeedbackStore(Protocol):
     ``FeedbackStoreError``.
     """
 
-    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None: ...
+    def record_cards(
+        self, service_id: str, cards: Iterable[ShownCard], shown_at: int, *, site: str | None = None
+    ) -> None:
+        """``site``: the ``serve --site`` that showed them (None: the unprefixed, default site)."""
+        ...
 
     def record_feedback(
-        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
-    ) -> None: ...
+        self,
+        service_id: str,
+        items: Sequence[Feedback],
+        client: str,
+        received_at: int,
+        *,
+        site: str | None = None,
+    ) -> None:
+        """``site``: the site it was sent to; it counts only for a card shown at that site."""
+        ...
 
     def report(self) -> FeedbackReport: ...
 

@@ -68,19 +68,27 @@ class PostgresFeedbackStore:
         db.open(SCHEMA)
         return cls(db)
 
-    def record_cards(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
+    def record_cards(
+        self, service_id: str, cards: Iterable[ShownCard], shown_at: int, *, site: str | None = None
+    ) -> None:
         if self._purged_at is None or abs(shown_at - self._purged_at) >= PURGE_EVERY_S:
             self._purged_at = shown_at
             self.purge(shown_at - self.keep_s)
-        rows = sql.card_rows(service_id, cards, shown_at)
+        rows = sql.card_rows(service_id, cards, shown_at, site)
         if rows:
             with self._db.transaction("write") as conn, conn.cursor() as cur:
                 cur.executemany(_SQL.sql(sql.INSERT_CARD), rows)
 
     def record_feedback(
-        self, service_id: str, items: Sequence[Feedback], client: str, received_at: int
+        self,
+        service_id: str,
+        items: Sequence[Feedback],
+        client: str,
+        received_at: int,
+        *,
+        site: str | None = None,
     ) -> None:
-        rows = sql.feedback_rows(service_id, items, client, received_at)
+        rows = sql.feedback_rows(service_id, items, client, received_at, site)
         if rows:
             with self._db.transaction("write") as conn, conn.cursor() as cur:
                 cur.executemany(_SQL.sql(sql.INSERT_FEEDBACK), rows)
@@ -90,7 +98,7 @@ class PostgresFeedbackStore:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             per_rule = conn.execute(_SQL.sql(sql.PER_RULE)).fetchall()
             reasons = conn.execute(_SQL.sql(sql.REASONS)).fetchall()
-            return sql.report_of(per_rule, reasons, conn.execute(sql.UNKNOWN).fetchone())
+            return sql.report_of(per_rule, reasons, conn.execute(_SQL.sql(sql.UNKNOWN)).fetchall())
 
     def purge(self, before: int) -> int:
         cutoff = iso(max(before, 0))

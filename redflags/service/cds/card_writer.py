@@ -10,6 +10,7 @@ call's cards in its own transaction) and releases those calls together.
 
 A full queue (the store slower than the calls) makes a call wait for room, never drops its
 cards; ``close`` (the end of the app's lifespan, before the store closes) writes what is queued.
+Each call's cards are recorded under the site it was made to (``sites.current``, read when queued).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from anyio import to_thread
 
 from engine.logger import get_logger
 from redflags import metrics
+from redflags.service import sites
 from redflags.state.feedback import FeedbackStore, FeedbackStoreError, ShownCard
 
 log = get_logger("redflags.service.feedback")
@@ -29,7 +31,7 @@ log = get_logger("redflags.service.feedback")
 #: Calls whose cards may wait to be written; past it a call waits for room.
 CAPACITY = 4096
 
-_Shown = tuple[str, list[ShownCard], int, asyncio.Future[None]]
+_Shown = tuple[str, list[ShownCard], int, str | None, asyncio.Future[None]]
 
 
 class CardWriter:
@@ -46,7 +48,7 @@ class CardWriter:
     async def record(self, service_id: str, cards: Iterable[ShownCard], shown_at: int) -> None:
         """Return once the cards of one answer are written (or their write failed and was logged)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        shown = (service_id, list(cards), shown_at, done)
+        shown = (service_id, list(cards), shown_at, sites.current(), done)
         if self._task is None or self._task.done():  # not started, or closed: write now
             await to_thread.run_sync(self._write, [shown])
             return
@@ -77,9 +79,9 @@ class CardWriter:
 
     def _write(self, batch: list[_Shown]) -> None:
         """Each call's cards in its own transaction, as before; a failure costs only its statistics."""
-        for service_id, cards, shown_at, _ in batch:
+        for service_id, cards, shown_at, site, _ in batch:
             try:
-                self.store.record_cards(service_id, cards, shown_at)
+                self.store.record_cards(service_id, cards, shown_at, site=site)
             except Exception as exc:  # the writer must outlive any one bad write
                 said = str(exc) if isinstance(exc, FeedbackStoreError) else type(exc).__name__
                 log.error("cards_not_recorded", service=service_id, error=said)

@@ -4,7 +4,8 @@ Each request is validated as a whole, stored in one transaction, and answered 20
 empty body only once it is durable (the specification defines no response body and forbids
 empty JSON objects). The card producer records every card it returns (``card_writer``, or
 ``record_shown`` awaited) so that feedback naming a ``card.uuid`` can be attributed to a rule
-(see redflags.state.feedback).
+(see redflags.state.feedback). Both are recorded under the site called (``sites.current``):
+feedback sent to one site for a card shown at another is an unknown card, like any other.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -24,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ValidationError, model_validator
 
 from engine.logger import get_logger
 from redflags import metrics
+from redflags.service import sites
 from redflags.service.auth.callers import cds_client
 from redflags.service.cds.services import SERVICES
 from redflags.service.http.body import media_type_problem
@@ -62,7 +65,9 @@ async def record_shown(request: Request, service_id: str, cards: Iterable[ShownC
     """
     store = feedback_store(request)
     try:
-        await to_thread.run_sync(store.record_cards, service_id, list(cards), shown_at)
+        await to_thread.run_sync(
+            partial(store.record_cards, site=sites.current()), service_id, list(cards), shown_at
+        )
     except FeedbackStoreError as exc:
         log.error("cards_not_recorded", service=service_id, error=str(exc))
         metrics.store_error("feedback")
@@ -315,9 +320,8 @@ async def post_feedback(
     """
     items = await to_thread.run_sync(_items, await _read_body(request))
     try:
-        await to_thread.run_sync(
-            feedback_store(request).record_feedback, service_id, items, client, int(time.time())
-        )
+        record = partial(feedback_store(request).record_feedback, site=sites.current())
+        await to_thread.run_sync(record, service_id, items, client, int(time.time()))
     except FeedbackStoreError as exc:
         log.error("feedback_not_stored", service=service_id, items=len(items), error=str(exc))
         metrics.store_error("feedback")
