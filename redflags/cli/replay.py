@@ -27,7 +27,6 @@ from redflags.cli.state_options import (
     tenant_option,
 )
 from redflags.pipeline import DEFAULT_MAX_FACTS, Pipeline
-from redflags.replay.corpus import COUNTS, Report, replay_expected
 from redflags.replay.partition import (
     Render,
     SpillError,
@@ -47,6 +46,7 @@ if TYPE_CHECKING:  # rich and the delivery (requests) are imported when used, no
     from rich.table import Table
 
     from redflags.delivery.target import FhirTarget
+    from redflags.replay.corpus import Report
 
 log = get_logger("redflags.cli")
 
@@ -228,11 +228,14 @@ def replay_command(
         if table is not None:
             wide_console().print(table)
         sys.exit(1 if failed else 0)
-    report = Report(rules=pipeline.rules)
+    report: Report | None = None  # --expect's per-rule table (redflags.replay.corpus: imported for it)
     log.info("replay_started", inputs=len(files), now=iso(now), strict=strict)
     with _file_bar(show_bar and expect) as bar:  # the data-set replay shows its stages itself
         task = bar.add_task("replay", total=len(files))
         if expect:
+            from redflags.replay.corpus import Report, replay_expected
+
+            report = Report(rules=pipeline.rules)
             tell = teller(stderr_line)
             for checked in replay_expected(files, pipeline, now):
                 report.add(checked)
@@ -278,7 +281,7 @@ def replay_command(
             else None
         )
         failed |= _finish_state(store, target)
-    if expect:
+    if report is not None:
         _print_corpus(report, fmt)
         failed |= not report.ok
     log.info("replay_finished", inputs=len(files), failed=failed)
@@ -465,6 +468,8 @@ def _table(now: int) -> Table:
 
 def _print_corpus(report: Report, fmt: str) -> None:
     """--expect: the per-rule table, then one line per miss, file without expectation and error."""
+    from redflags.replay.corpus import COUNTS
+
     if fmt == "json":
         sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
