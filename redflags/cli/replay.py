@@ -18,6 +18,7 @@ from fhir_adapters.times import iso
 from redflags import logs
 from redflags.cli.compare import compare_option, replay_compare
 from redflags.cli.options import config_option, now_option, site_pipeline, wide_console
+from redflags.cli.startup_gc import collection_paused
 from redflags.cli.state_options import (
     fhir_options,
     narrowed,
@@ -196,13 +197,14 @@ def replay_command(
         raise click.UsageError("--executor spark cannot be used with --state, --expect or --out")
     retention = retention_days * 86_400 if retention_days else None
     memory = partial(_memory, state_path, tenant, f"replay:{replay_id}", retention) if state_path else None
-    pipeline = site_pipeline(
-        config_path,
-        strict=strict,
-        valueset_dirs=valueset_dirs,
-        max_facts=max_facts_per_patient,
-        memory=memory,
-    )
+    with collection_paused():  # the rule program and terminology: long-lived, no garbage
+        pipeline = site_pipeline(
+            config_path,
+            strict=strict,
+            valueset_dirs=valueset_dirs,
+            max_facts=max_facts_per_patient,
+            memory=memory,
+        )
     store = pipeline.store
     inputs, expectations = without_expectations(paths)
     for path in expectations:  # e.g. a shell glob V01*.json: read beside its input by --expect
