@@ -7,13 +7,17 @@ only: the collector found nothing there). Those runs still get what they need.""
 from __future__ import annotations
 
 import gc
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from redflags.cli import main as cli_main
 from redflags.cli.startup_gc import collection_paused
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +28,10 @@ ONLY_EXPECT = ("redflags.replay.corpus",)
 
 #: runs the CLI in this process; on stderr: the modules of ``watched`` it loaded, the cyclic
 #: collections run while the replay command was imported or its pipeline built, and whether
-#: the collector is on at the end
+#: the collector is on at the end; at interpreter exit, whether it was frozen
 _PROBE = """
-import gc, sys
+import atexit, gc, sys
+atexit.register(lambda: print("FROZEN", gc.get_freeze_count() > 0, file=sys.stderr))  # runs last
 watched = {watched!r}
 during = []
 
@@ -57,12 +62,17 @@ sys.exit(code)
 
 
 def _run(*args: str) -> tuple[int, list[str], int, bool, bytes]:
+    return _run_frozen(*args)[:5]
+
+
+def _run_frozen(*args: str) -> tuple[int, list[str], int, bool, bytes, bool]:
     probe = _PROBE.format(watched=(*ONLY_OTHER_RUNS, *ONLY_EXPECT))
     run = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, cwd=ROOT, check=False)
     lines = run.stderr.decode().splitlines()
     loaded = next(x for x in lines if x.startswith("LOADED")).split()[1:]
     _, count, _, enabled = next(x for x in lines if x.startswith("COLLECTIONS")).split()
-    return run.returncode, loaded, int(count), enabled == "True", run.stdout
+    frozen = next(x for x in lines if x.startswith("FROZEN")).split()[1] == "True"
+    return run.returncode, loaded, int(count), enabled == "True", run.stdout, frozen
 
 
 def test_a_one_file_replay_loads_no_store_comparison_corpus_or_toml_module() -> None:
@@ -78,6 +88,26 @@ def test_a_one_file_replay_runs_no_collection_while_it_starts_and_leaves_the_col
     assert code == 0
     assert collections == 0
     assert enabled
+
+
+def test_the_replay_process_freezes_the_collector_at_exit_and_writes_everything(tmp_path: Path) -> None:
+    out, state = tmp_path / "out", tmp_path / "state.db"
+    args = ("replay", str(ONE_FILE), *NOW, "--format", "json", "--out", str(out), "--state", str(state))
+    code, _, _, _, stdout, frozen = _run_frozen(*args)
+    assert code == 0
+    assert frozen
+    assert [orjson.loads(p.read_bytes())["type"] for p in out.iterdir()] == ["transaction"]
+    with closing(sqlite3.connect(state)) as db:
+        assert db.execute("SELECT count(*) FROM active_alert").fetchone() == (1,)
+    assert b"hypokalemic_or_electrolyte_weakness" in stdout
+
+
+def test_a_replay_run_in_process_leaves_the_collector_running_and_unfrozen() -> None:
+    frozen_before = gc.get_freeze_count()
+    result = CliRunner().invoke(cli_main, ["replay", str(ONE_FILE), *NOW, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen_before
 
 
 def test_expect_still_prints_its_per_rule_table(tmp_path: Path) -> None:
