@@ -2,8 +2,9 @@
 
 Start-up builds only objects that live as long as the process (modules, classes, the compiled
 rule program, the terminology): the collector finds no garbage among them, yet a one-file
-``redflags replay`` spent ~20 ms of its ~0.18 s CPU running it, and ~25 ms more in the
-collections of interpreter shutdown, which traverse every one of those objects again.
+``redflags replay`` ran some 40 collections while starting (a few ms of its ~0.18 s CPU), and
+the collections of interpreter shutdown, which traverse every one of those objects again,
+cost it ~25 ms more.
 
 The collector is paused for the start-up phases and restored to what it was after, so a long
 replay collects as before; and it is frozen at exit (``gc.freeze``: no more cyclic collection;
