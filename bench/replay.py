@@ -293,29 +293,51 @@ def replay_split(folder: Path, jobs: int, now_text: str, tmp: Path) -> dict:
     }
 
 
-def startup(rounds: int = 5) -> tuple[float, float]:
-    """(CPU s, wall s), medians of ``redflags replay STARTUP_FILE`` in a child process.
-
-    Bytecode is written and read as on a user's machine (PYTHONDONTWRITEBYTECODE left out): with
-    it set, every start compiles ~75 modules again (+0.13 s CPU here).
-    """
+def _start_once(env: dict[str, str]) -> tuple[float, float]:
+    """(CPU s, wall s) of one ``redflags replay STARTUP_FILE`` in a child process."""
     exe = Path(sys.executable).with_name("redflags")
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(exe), "replay", str(STARTUP_FILE), "--now", "2025-03-10T12:00:00Z", "--format", "json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+    )
+    _pid, _status, usage = os.wait4(proc.pid, 0)
+    return usage.ru_utime + usage.ru_stime, time.perf_counter() - started
+
+
+def _startup_env(pythonpath: Path | None = None) -> dict[str, str]:
+    """Bytecode written and read as on a user's machine (PYTHONDONTWRITEBYTECODE left out): with
+    it set, every start compiles ~75 modules again (+0.13 s CPU here)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    cpu: list[float] = []
-    wall: list[float] = []
+    if pythonpath is not None:  # the child's ``redflags`` script imports this tree's packages first
+        env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def startup(rounds: int = 5) -> tuple[float, float]:
+    """(CPU s, wall s), medians of ``redflags replay STARTUP_FILE`` in a child process."""
+    env = _startup_env()
+    runs = [_start_once(env) for _ in range(rounds)]
+    return statistics.median(c for c, _ in runs), statistics.median(w for _, w in runs)
+
+
+def startup_vs(other: Path, rounds: int) -> tuple[float, float]:
+    """(this tree's CPU s, ``other``'s CPU s), medians, the two trees' runs alternating.
+
+    ``other`` is a checkout of another commit (``git worktree add``): the same load falls on
+    both, so the ratio holds on a busy machine where either figure alone would not.
+    """
+    here, there = _startup_env(ROOT), _startup_env(other.resolve())
+    _start_once(here), _start_once(there)  # bytecode written, files cached
+    ours: list[float] = []
+    theirs: list[float] = []
     for _ in range(rounds):
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [str(exe), "replay", str(STARTUP_FILE), "--now", "2025-03-10T12:00:00Z", "--format", "json"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=ROOT,
-            env=env,
-        )
-        _pid, _status, usage = os.wait4(proc.pid, 0)
-        wall.append(time.perf_counter() - started)
-        cpu.append(usage.ru_utime + usage.ru_stime)
-    return statistics.median(cpu), statistics.median(wall)
+        ours.append(_start_once(here)[0])
+        theirs.append(_start_once(there)[0])
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def report_startup(cpu_s: float, wall_s: float) -> bool:
@@ -473,13 +495,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--startup", type=int, metavar="ROUNDS", help="only the start-up figure, median of ROUNDS runs"
     )
+    parser.add_argument(
+        "--startup-vs",
+        type=Path,
+        metavar="CHECKOUT",
+        help="with --startup: also start a checkout of another commit, alternating, and print the ratio",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--expect", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, args.now, json.loads(args.expect), args.profile)
+    if args.startup_vs and not (args.startup_vs / "redflags" / "__init__.py").is_file():
+        parser.error(f"--startup-vs {args.startup_vs}: not a redflags checkout")  # one line, exit 2
     if args.startup:
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+        if args.startup_vs:
+            ours, theirs = startup_vs(args.startup_vs, args.startup)
+            print(
+                f"start-up, runs alternating: this tree {ours:.3f} s CPU, {args.startup_vs} {theirs:.3f} s "
+                f"CPU: {theirs / ours:.2f}x faster (load average {os.getloadavg()[0]:.2f} at the end)"
+            )
         return 0 if report_startup(*startup(args.startup)) else 1
     if args.memory:
         sizes = list(MEMORY_SIZES)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +121,8 @@ def load(path: Path | None, modules: Sequence[ModuleType] = MODULES) -> SiteConf
     """Read and check ``path``; ``None`` means no site configuration (every default)."""
     if path is None:
         return SiteConfig()
+    import tomllib  # only with a configuration file: not on every replay's start-up
+
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -7,6 +7,7 @@ import importlib
 import click
 
 from redflags import logs
+from redflags.cli.startup_gc import collection_paused
 
 _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("redflags.cli.replay", "replay_command"),
@@ -30,7 +31,8 @@ class _LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
             module, attribute = _LAZY_COMMANDS[cmd_name]
-            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+            with collection_paused():  # importing makes no garbage: see startup_gc
+                self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
         return super().get_command(ctx, cmd_name)
 
 

@@ -11,7 +11,6 @@ import click
 import orjson
 
 from redflags.cli.options import site_pipeline
-from redflags.compare import Tally, compare
 
 
 def compare_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -37,6 +36,8 @@ def replay_compare(
     max_facts: int,
 ) -> bool:
     """Print the differences, then a count on stderr; True when an input could not be read."""
+    from redflags.compare import Tally, compare  # only --compare needs it: not every replay's start-up
+
     options = {"strict": strict, "valueset_dirs": valueset_dirs, "max_facts": max_facts}
     baseline = site_pipeline(config_path, **options)
     other = site_pipeline(other_path, **options)

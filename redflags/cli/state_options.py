@@ -23,10 +23,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option
-from redflags.state import stores
 from redflags.state.location import UnsupportedLocation, check_file, check_location, is_database_url, redact
 from redflags.state.model import DEFAULT_TENANT, NoStateStore, StateStore
-from redflags.state.sqlite_store import StateStoreError
 from redflags.state.tenant_view import TenantView
 
 if TYPE_CHECKING:  # requests and jwt are imported when a server is named, not by every replay
@@ -134,6 +132,9 @@ class MissingStore(click.ClickException):
 def open_state(path: Path | str, *, create: bool = False) -> StateStore:
     """Open an existing store; ``create`` (replay, serve): make it, saying so on stderr. A
     database URL is always there (its tables are made when missing); its password is never shown."""
+    from redflags.state import stores  # SQLite and the store modules: only a run with a store
+    from redflags.state.sqlite_store import StateStoreError
+
     new = create and isinstance(path, Path) and not path.exists()
     try:
         store = stores.open_state(path, create=create)
