@@ -748,13 +748,16 @@ def _frozen_heap() -> Iterator[None]:
     A replay allocates millions of short-lived acyclic objects (parsed resources, facts), which
     trigger full collections; each walked the whole start-up heap (fhir.resources, the rules):
     a quarter of the CPU time of a split-by-type replay. Unfrozen afterwards, so a caller that
-    replays in a long-lived process keeps its normal collections.
+    replays in a long-lived process keeps its normal collections; but a heap the caller had
+    frozen itself stays frozen (``gc.unfreeze`` cannot tell its objects from ours).
     """
+    frozen_by_caller = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_by_caller:
+            gc.unfreeze()
 
 
 def _evaluate_one(
