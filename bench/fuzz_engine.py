@@ -287,7 +287,7 @@ VARIED = ("ts", "side", "prelim", "v", "state", "active", "onset")
 def a_variant(draw: st.DrawFn, vocab: Vocabulary, fact: Fact, only: tuple[str, ...] = VARIED) -> Fact:
     """A fact of the seed's, shifted: another time, side, flag or number (or unchanged)."""
     out = dict(fact)
-    for name in draw(st.sets(_pick(*only), max_size=2)):
+    for name in sorted(draw(st.sets(_pick(*only), max_size=2))):  # a set follows string hashes
         if name == "ts" and "ts" in out:
             out["ts"] = NOW - draw(_age(vocab))
         elif name == "onset" and "onset" in out:
