@@ -22,6 +22,7 @@ from .cds_helpers import PATIENT_VIEW, prefetch_for, request, resources_of
 from .cli_helpers import run
 from .conftest import FIXTURES
 from .service_harness import Service, running_service
+from .test_fbsite_store import ROW_FIELDS
 
 NOW = "2025-03-10T12:00:00Z"
 #: Post-void residual 420 mL: a critical cauda equina card with the default thresholds.
@@ -129,16 +130,7 @@ def test_the_default_site_s_report_keeps_its_shape_and_counts(served: Served) ->
     unprefixed = _feedback(served.service, None, f"a/{at_a}", "accepted")  # naming a's stored key
     assert unprefixed.status_code == 200
     row = _row(_report(served.db), None)  # no "site" key: as before sites
-    assert set(row) == {
-        "rule",
-        "shown",
-        "accepted",
-        "overridden",
-        "no_feedback",
-        "feedback_items",
-        "overridden_without_reason",
-        "override_reasons",
-    }
+    assert set(row) == set(ROW_FIELDS)
     assert (row["rule"], row["shown"], row["accepted"], row["feedback_items"]) == (RULE, 1, 1, 1)
     default = _report(served.db, "--site", "")
     assert [r.get("site") for r in default["rules"]] == [None]

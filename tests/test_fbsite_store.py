@@ -5,28 +5,25 @@ unknown card, two sites may show the same card uuid, and the default site's rows
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from redflags.service.cds.services import SERVICES
-from redflags.state.model import FeedbackStore, Reason, ShownCard, UnknownCards
-from redflags.state.stores import open_feedback
+from redflags.state.model import FeedbackStore, ShownCard, UnknownCards
 
-from .test_store_contract_feedback import said
-from .test_store_contract_state import KINDS, location
+from . import test_store_contract_feedback as contract
+from .test_store_contract_feedback import REASON, SHOWN_AT, said
 
-SHOWN_AT = 1_765_000_000
-REASON = Reason("http://example.org/reasons", "not-relevant", "Not relevant")
+feedback = contract.feedback  # the contract suite's store fixture: SQLite and PostgreSQL
 
-
-@pytest.fixture(params=KINDS)
-def feedback(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedbackStore]:
-    where = location(request.param, request, tmp_path)
-    store = open_feedback(tmp_path / "feedback.db" if isinstance(where, Path) else where)
-    yield store
-    store.close()
+#: The fields of a report row of the default site (a prefixed site's row adds "site").
+ROW_FIELDS = (
+    "rule",
+    "shown",
+    "accepted",
+    "overridden",
+    "no_feedback",
+    "feedback_items",
+    "overridden_without_reason",
+    "override_reasons",
+)
 
 
 def _scenario(store: FeedbackStore) -> None:
@@ -75,20 +72,7 @@ def test_a_default_site_database_reports_as_before(feedback: FeedbackStore) -> N
     feedback.record_feedback("svc", [said("u1", "accepted"), said("x", "accepted")], "", SHOWN_AT)
     doc = feedback.report().as_dict()
     assert set(doc) == {"rules", "unknown_cards"}
-    assert [sorted(r) for r in doc["rules"]] == [
-        sorted(
-            (
-                "rule",
-                "shown",
-                "accepted",
-                "overridden",
-                "no_feedback",
-                "feedback_items",
-                "overridden_without_reason",
-                "override_reasons",
-            )
-        )
-    ]
+    assert [sorted(r) for r in doc["rules"]] == [sorted(ROW_FIELDS)]
     assert doc["unknown_cards"] == {"feedback_items": 1, "cards": 1, "accepted": 1, "overridden": 0}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -18,7 +17,7 @@ import requests
 from redflags.state.location import DatabaseRefused
 from redflags.state.stores import open_feedback, open_jti, open_state, open_stores
 
-from .conftest import ROOT
+from .operator_helpers import run
 from .pg_server import PgServer
 from .service_harness import free_port, running_service
 
@@ -42,14 +41,7 @@ def login_db(pg_server: PgServer) -> str:
 
 
 def redflags(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "redflags.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "XDG_STATE_HOME": str(cwd / "xdg")},
-    )
+    return run(cwd, *args, env={"XDG_STATE_HOME": str(cwd / "xdg")})
 
 
 def wrong(login_db: str, kind: str) -> tuple[str, str]:
