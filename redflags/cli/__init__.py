@@ -73,3 +73,9 @@ def main(log_level: str | None, log_format: str = "auto") -> None:
     """redflags: alerts for the dangerous causes of leg weakness, from FHIR data."""
     logs.choose_format(log_format)
     logs.configure(log_level or "warning")
+
+
+def root_log_level(default: str = "warning") -> str:
+    """The ``--log-level`` given to ``redflags`` itself, else ``default``: a subcommand that
+    configures its logs again (the events it tells in words, its own default) keeps the user's."""
+    return click.get_current_context().find_root().params.get("log_level") or default

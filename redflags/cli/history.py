@@ -18,6 +18,7 @@ import click
 
 from engine.logger import bind_contextvars
 from redflags import logs
+from redflags.cli import root_log_level
 from redflags.cli.state_options import open_state, state_option, tenant_option
 from redflags.lifecycle import plan
 from redflags.state.model import Evaluated, ForgetRefused, StaleRead, StateStore, Unfinished
@@ -91,7 +92,7 @@ def forget_command(patient: str, state_path: Path, tenant: str, withdraw: bool, 
         raise click.BadParameter("give the patient as Patient/<id>", param_hint="PATIENT")
     if withdraw and force:
         raise click.UsageError("--withdraw and --force exclude each other: erasing drops the withdrawals")
-    root_level = click.get_current_context().find_root().params.get("log_level") or "warning"
+    root_level = root_log_level()
     logs.configure(root_level, told=TOLD_BY_FORGET)
     request = uuid.uuid4().hex[:12]
     bind_contextvars(request_id=request)

@@ -16,6 +16,7 @@ import orjson
 from engine.logger import bind_contextvars, get_logger
 from fhir_adapters.times import iso
 from redflags import logs
+from redflags.cli import root_log_level
 from redflags.cli.compare import compare_option, replay_compare
 from redflags.cli.options import config_option, now_option, site_pipeline, wide_console
 from redflags.cli.startup_gc import collection_paused, no_collection_at_exit
@@ -175,7 +176,7 @@ def replay_command(
     """
     now = now_option(now_text)
     no_collection_at_exit()  # the shutdown collections cost a one-file replay ~25 ms (startup_gc)
-    root_level = click.get_current_context().find_root().params.get("log_level") or "warning"
+    root_level = root_log_level()
     logs.configure(root_level, told=TOLD_BY_REPLAY)
     replay_id = uuid.uuid4().hex[:12]
     bind_contextvars(replay_id=replay_id)
@@ -225,7 +226,7 @@ def replay_command(
     if executor == "spark":  # the same data set evaluated by Spark executors (redflags.spark)
         from redflags.cli.spark import replay_on_spark
 
-        root = click.get_current_context().find_root().params.get("log_level") or "warning"
+        root = root_log_level()
         args = (fmt, table, spark_master, tmp_dir, config_path, strict, valueset_dirs, max_facts_per_patient)
         failed |= replay_on_spark(paths, now, *args, log_level=root)
         if table is not None:
@@ -247,7 +248,7 @@ def replay_command(
                 write_bundles(checked.result, out, pipeline)
                 bar.advance(task)
         else:
-            root = click.get_current_context().find_root().params.get("log_level") or "warning"
+            root = root_log_level()
             setup = partial(
                 _worker_setup,
                 config_path,

@@ -16,6 +16,7 @@ from fhir_adapters.errors import IntakeError
 from fhir_adapters.safe_url import UnsafeUrl, parse_origin
 from fhir_adapters.times import parse_now
 from redflags import config, metrics
+from redflags.cli import root_log_level
 from redflags.cli.fhir_token_option import fhir_token_callback, fhir_token_file_option, read_token_file
 from redflags.cli.state_options import STATE_ENV, LocationRefused, StorePath
 from redflags.delivery.outbox_loop import outbox_auth
@@ -359,7 +360,7 @@ def serve_command(
         system_actions=system_actions,
         fhir_timeout_s=fhir_timeout,
         now=now_text,
-        log_level=click.get_current_context().find_root().params.get("log_level") or "info",
+        log_level=root_log_level("info"),
         engine_processes=workers,
         state=None if no_state else str(paths.state),
         retention_days=retention_days,
